@@ -1,0 +1,31 @@
+"""gpugrad: a reverse-mode autodiff engine for MLP training on CPU (NumPy) and NVIDIA GPUs (CuPy +
+custom CUDA kernels), with PyTorch's names."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+import os as _os
+
+# Running from a source checkout: kernels/ sits beside gpugrad/ (an install maps it to gpugrad.kernels).
+_src_kernels = _os.path.join(_os.path.dirname(_os.path.dirname(__file__)), "kernels", "__init__.py")
+if _os.path.exists(_src_kernels) and not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "kernels")):
+    __path__.append(_os.path.dirname(_os.path.dirname(__file__)))  # type: ignore[name-defined]
+
+from ._device import device
+from ._dtype import (bool_, double, float16, float32, float64, get_default_dtype, half, int32, int64, long,
+                     set_default_dtype, uint8)
+from .tensor import Tensor
+from .creation import (arange, as_tensor, empty, eye, from_dlpack, from_numpy, full, full_like, linspace,
+                       manual_seed, ones, ones_like, rand, randint, randn, randn_like, randperm, tensor, zeros,
+                       zeros_like)
+from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .ops import (abs, add, amax, amin, argmax, argmin, cat, clamp, clip, concatenate, cos, div, eq, exp,
+                  expand, flatten, ge, gt, le, log, log_softmax, logsumexp, lt, matmul, max, maximum, mean, min,
+                  minimum, mul, ne, neg, permute, pow, relu, reshape, sigmoid, sin, softmax, sqrt, squeeze, stack,
+                  std, sub, sum, tanh, transpose, unsqueeze, var, where)
+from . import autograd, random  # noqa: E402
+# from . import nn, optim  # noqa: E402
+# from . import cuda
+# from .io import load, save
+
+__all__ = [n for n in dir() if not n.startswith("_")]

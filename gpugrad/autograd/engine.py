@@ -1,0 +1,266 @@
+"""Reverse-mode engine: iterative topological walk, fan-out accumulation, leaf accumulation."""
+from __future__ import annotations
+
+import heapq
+from typing import Any, Sequence
+
+from .function import GradError, _check_finite, named_error
+from .grad_mode import STATE, no_grad
+
+
+def _collect(roots: list) -> dict:
+    """Count, for every node reachable from ``roots``, how many graph edges point at it."""
+    deps: dict = {}
+    stack = [r for r in roots]
+    seen = set(id(r) for r in roots)
+    for r in roots:
+        deps.setdefault(r, 0)
+    while stack:
+        node = stack.pop()
+        for e in node._edges:
+            if e is None or e[1] < 0:
+                continue
+            child = e[0]
+            deps[child] = deps.get(child, 0) + 1
+            if id(child) not in seen:
+                seen.add(id(child))
+                stack.append(child)
+    return deps
+
+
+def _add(acc: dict, key, g) -> None:
+    """Fan-out: gradients arriving on several paths add (out of place first, we own it after)."""
+    cur = acc.get(key)
+    if cur is None:
+        acc[key] = [g, False]
+    elif cur[1]:
+        cur[0] += g
+    else:
+        cur[0] = cur[0] + g
+        cur[1] = True
+
+
+def run_backward(roots: Sequence, root_grads: Sequence, retain_graph: bool = False,
+                 inputs: Sequence | None = None, accumulate: bool = True) -> list | None:
+    """Backpropagate ``root_grads`` from the tensors ``roots``.
+
+    With ``accumulate`` the gradients go into leaf ``.grad``; with ``inputs`` given and
+    ``accumulate=False`` they are returned (``gg.autograd.grad``) in the order of ``inputs``."""
+    from ..tensor import Tensor
+
+    capture: dict | None = None
+    if inputs is not None:
+        capture = {}
+        for i, t in enumerate(inputs):
+            key = (id(t._grad_fn), t._out_idx) if t._grad_fn is not None else (id(t), -1)
+            capture.setdefault(key, []).append(i)
+    results: list = [None] * (len(inputs) if inputs is not None else 0)
+
+    buffers: dict = {}  # node -> {out_idx: [grad, owned]}
+    leaf_acc: dict = {}  # id(leaf) -> (leaf, [grad, owned])
+    root_nodes = []
+    for t, g in zip(roots, root_grads):
+        if t._grad_fn is None:
+            if t.requires_grad:
+                _add_leaf(leaf_acc, t, g)
+            continue
+        node = t._grad_fn
+        _add(buffers.setdefault(node, {}), t._out_idx, g)
+        root_nodes.append(node)
+
+    deps = _collect(root_nodes) if root_nodes else {}
+    ready = []
+    for n in set(root_nodes):
+        if deps.get(n, 0) == 0:
+            heapq.heappush(ready, (-n._seq, id(n), n))
+    handed: set = set()
+    anomaly = STATE.anomaly
+    with no_grad():
+        while ready:
+            _, _, node = heapq.heappop(ready)
+            buf = buffers.pop(node, {})
+            if node._retained or node._hooks or capture:
+                _visit_outputs(node, buf, capture, results)
+            grads_out = []
+            for i, (shape, dtype) in enumerate(node._out_meta):
+                entry = buf.get(i)
+                grads_out.append(entry[0] if entry is not None else node.backend.xp.zeros(shape, dtype))
+            fn = node._fn
+            try:
+                grads_in = fn.backward(node, *grads_out)
+            except Exception as e:
+                if getattr(e, "_gg_named", False):
+                    raise
+                raise named_error(type(e) if _simple(type(e)) else RuntimeError,
+                                  f"{fn.op_name()} backward: {e}") from e
+            if not isinstance(grads_in, tuple):
+                grads_in = (grads_in,)
+            edges = node._edges
+            if len(grads_in) < len(edges):
+                raise named_error(GradError,
+                    f"{fn.op_name()}: backward returned {len(grads_in)} gradients, expected {len(edges)} "
+                    "(one per positional input of forward; use None for inputs without gradient)")
+            if anomaly:
+                _check_finite(node.backend, fn.op_name(), "backward gradient", grads_in)
+            if not retain_graph:
+                node.release()
+            for e, g in zip(edges, grads_in):
+                if e is None:
+                    continue
+                target, idx = e
+                if g is not None:
+                    if idx < 0:
+                        _check_shape(fn, target.data.shape, g)
+                        _add_leaf(leaf_acc, target, g)
+                    else:
+                        _check_shape(fn, target._out_meta[idx][0], g)
+                        _add(buffers.setdefault(target, {}), idx, g)
+                if idx >= 0:
+                    d = deps[target] - 1
+                    deps[target] = d
+                    if d == 0:
+                        heapq.heappush(ready, (-target._seq, id(target), target))
+
+        for leaf, entry in leaf_acc.values():
+            g = entry[0]
+            if leaf._hooks:
+                for h in leaf._hooks:
+                    r = h(Tensor._wrap(g, leaf._device))
+                    if r is not None:
+                        g = r.data
+            if capture is not None:
+                for i in capture.get((id(leaf), -1), ()):
+                    results[i] = g
+            if accumulate:
+                if g.dtype != leaf.data.dtype:
+                    g = g.astype(leaf.data.dtype)
+                if leaf.grad is None:
+                    if not (entry[1] or (leaf.data.__class__ is g.__class__ and g.base is None and id(g) not in handed)):
+                        g = g.copy()
+                    handed.add(id(g))
+                    leaf.grad = Tensor._wrap(g, leaf._device)
+                else:
+                    leaf.grad.data += g
+                    leaf.grad._vc[0] += 1
+    return results if inputs is not None else None
+
+
+def _visit_outputs(node, buf: dict, capture: dict | None, results: list) -> None:
+    from ..tensor import Tensor
+    for idx, entry in buf.items():
+        if node._hooks and idx in node._hooks:
+            for h in node._hooks[idx]:
+                r = h(Tensor._wrap(entry[0], None))
+                if r is not None:
+                    entry[0], entry[1] = r.data, False
+        if node._retained and idx in node._retained:
+            t = node._retained[idx]()
+            if t is not None:
+                g = entry[0]
+                if t.grad is None:
+                    t.grad = Tensor._wrap(g.copy(), t._device)
+                else:
+                    t.grad.data += g
+        if capture:
+            for i in capture.get((id(node), idx), ()):
+                results[i] = entry[0]
+
+
+def _add_leaf(leaf_acc: dict, leaf, g) -> None:
+    key = id(leaf)
+    cur = leaf_acc.get(key)
+    if cur is None:
+        leaf_acc[key] = (leaf, [g, False])
+    else:
+        entry = cur[1]
+        if entry[1]:
+            entry[0] += g
+        else:
+            entry[0] = entry[0] + g
+            entry[1] = True
+
+
+def _check_shape(fn, shape: tuple, g) -> None:
+    if g.shape != shape:
+        raise named_error(GradError,
+            f"{fn.op_name()}: backward returned a gradient of shape {tuple(g.shape)} for an input of shape "
+            f"{tuple(shape)}; sum broadcast dimensions back with ctx.backend.sum_to_shape(g, shape)")
+
+
+def _simple(t: type) -> bool:
+    return t in (ValueError, TypeError, IndexError, RuntimeError, FloatingPointError, ZeroDivisionError)
+
+
+def backward(tensor, grad=None, retain_graph: bool = False, inputs: Sequence | None = None) -> None:
+    """``tensor.backward()``: gradients of ``tensor`` into every leaf's ``.grad``."""
+    _backward_checks(tensor)
+    g = _root_grad(tensor, grad, "backward")
+    if inputs is not None:
+        grads = run_backward([tensor], [g], retain_graph=retain_graph, inputs=list(inputs), accumulate=False)
+        from ..tensor import Tensor
+        for t, gi in zip(inputs, grads):
+            if gi is None:
+                continue
+            if t.grad is None:
+                t.grad = Tensor._wrap(gi.copy(), t._device)
+            else:
+                t.grad.data += gi
+        return
+    run_backward([tensor], [g], retain_graph=retain_graph)
+
+
+def _backward_checks(tensor) -> None:
+    if not tensor.requires_grad:
+        raise named_error(GradError,
+            f"backward: tensor of shape {tuple(tensor.shape)} does not require grad and has no grad_fn. "
+            "Create the inputs/parameters with requires_grad=True, and do not compute it under no_grad().")
+
+
+def _root_grad(tensor, grad, where: str):
+    from ..tensor import Tensor
+    be = tensor._backend()
+    if grad is None:
+        if tensor.data.size != 1:
+            raise named_error(GradError,
+                f"{where}: grad can be implicitly created only for scalar outputs, but the output has shape "
+                f"{tuple(tensor.shape)}. Reduce it first (loss = y.sum() or y.mean()) or pass "
+                "grad=<tensor of the same shape>.")
+        return be.xp.ones(tensor.data.shape, dtype=tensor.data.dtype)
+    g = grad.data if isinstance(grad, Tensor) else be.asarray(grad, dtype=tensor.data.dtype)
+    if tuple(g.shape) != tuple(tensor.shape):
+        raise named_error(GradError,
+            f"{where}: grad has shape {tuple(g.shape)} but the output has shape {tuple(tensor.shape)}")
+    return g
+
+
+def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool | None = None,
+         create_graph: bool = False, allow_unused: bool = False) -> tuple:
+    """Gradients of ``outputs`` with respect to ``inputs``, returned (``.grad`` untouched)."""
+    from ..tensor import Tensor
+    if create_graph:
+        raise NotImplementedError("gg.autograd.grad: create_graph=True (higher-order gradients) is not "
+                                  "supported: backward formulas run on raw arrays")
+    single_out = isinstance(outputs, Tensor)
+    outs = [outputs] if single_out else list(outputs)
+    ins = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if grad_outputs is None:
+        gos = [None] * len(outs)
+    else:
+        gos = [grad_outputs] if isinstance(grad_outputs, Tensor) or not isinstance(grad_outputs, (list, tuple)) else list(grad_outputs)
+    for t in ins:
+        if not t.requires_grad:
+            raise named_error(GradError, f"autograd.grad: input of shape {tuple(t.shape)} does not require grad")
+    roots, rgs = [], []
+    for o, go in zip(outs, gos):
+        _backward_checks(o)
+        roots.append(o)
+        rgs.append(_root_grad(o, go, "autograd.grad"))
+    res = run_backward(roots, rgs, retain_graph=bool(retain_graph), inputs=ins, accumulate=False)
+    out = []
+    for t, g in zip(ins, res):
+        if g is None and not allow_unused:
+            raise named_error(GradError,
+                f"autograd.grad: one of the inputs (shape {tuple(t.shape)}) was not used to compute the "
+                "outputs; pass allow_unused=True to get None for it")
+        out.append(None if g is None else Tensor._wrap(g.copy() if g.base is not None else g, t._device))
+    return tuple(out)

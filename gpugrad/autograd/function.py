@@ -1,0 +1,239 @@
+"""``Function``: an op's forward and backward on raw arrays, and ``Context`` (ctx), the graph node."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import saved as _saved
+from .grad_mode import STATE
+
+_seq = [0]
+
+
+class GradError(RuntimeError):
+    """Autograd misuse: freed graph, in-place change of a saved tensor, non-scalar backward..."""
+
+
+def named_error(exc_type: type, message: str) -> BaseException:
+    """An exception whose message already names the op (``Function.apply`` passes it through)."""
+    e = exc_type(message)
+    e._gg_named = True  # type: ignore[attr-defined]
+    return e
+
+
+def describe(x: Any) -> str:
+    """Short description of an op argument for error messages."""
+    from ..tensor import Tensor
+    if isinstance(x, Tensor):
+        return f"Tensor(shape={tuple(x.data.shape)}, dtype={x.data.dtype}, device={x.device})"
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"array(shape={tuple(x.shape)}, dtype={x.dtype})"
+    return repr(x) if not isinstance(x, (list, tuple)) or len(x) < 8 else f"{type(x).__name__} of {len(x)}"
+
+
+class Context:
+    """Per-call state of a ``Function`` and, when recorded, its node in the graph.
+
+    ``ctx.backend`` is the device's backend; ``ctx.needs_input_grad[i]`` tells whether input ``i``
+    needs a gradient; ``ctx.save_for_backward(*arrays)`` keeps arrays for backward (counted and
+    version-checked); any other attribute may be set freely (shapes, flags)."""
+
+    def __init__(self, backend, needs_input_grad: tuple) -> None:
+        self.backend = backend
+        self.needs_input_grad = needs_input_grad
+        self._to_save: tuple = ()
+        self._tracked: list = []
+        self._versions: list = []
+        self._released = False
+        self._non_diff: tuple = ()
+        self._fn: type | None = None
+        self._edges: tuple = ()
+        self._out_meta: tuple = ()
+        self._retained: dict | None = None
+        self._hooks: dict | None = None
+        self._seq = 0
+        self.out_device = None  # set by ops whose output lives on another device (.to)
+
+    # -- saving
+    def save_for_backward(self, *arrays: Any) -> None:
+        """Keep these arrays (or None) for backward. The only sanctioned way to keep data."""
+        self._to_save = arrays
+
+    def mark_non_differentiable(self, *arrays: Any) -> None:
+        """Outputs that never get a gradient (indices, masks)."""
+        self._non_diff = arrays
+
+    @property
+    def saved_tensors(self) -> tuple:
+        if self._released:
+            raise named_error(GradError,
+                f"{self.op_name}: trying to backward through the graph a second time (or to read saved "
+                "values after they were freed). Saved arrays are freed after the first backward; pass "
+                "retain_graph=True to the first backward() if you need to backward twice.")
+        for vc, expected, what in self._versions:
+            if vc[0] != expected:
+                raise named_error(GradError,
+                    f"{self.op_name}: one of the arrays needed for gradient computation has been modified "
+                    f"by an in-place operation: {what} is at version {vc[0]}; expected version {expected}. "
+                    "Fix: use an out-of-place op (x = x * 2 instead of x *= 2), or .clone() the tensor "
+                    "before changing it, or change it only after backward().")
+        return self._to_save
+
+    @property
+    def op_name(self) -> str:
+        fn = self._fn
+        return fn.op_name() if fn is not None else "op"
+
+    def _finalize(self, tensor_args: list, outputs: tuple) -> None:
+        """Link saved arrays to the tensors they belong to (versions) and count the graph's bytes."""
+        versions = []
+        tracked = []
+        for a in self._to_save:
+            if a is None or not hasattr(a, "nbytes"):
+                continue
+            owner = None
+            is_input = False
+            for t in tensor_args:
+                if t.data is a:
+                    owner, is_input = t, True
+                    break
+            if owner is None:
+                for t in outputs:
+                    if t.data is a:
+                        owner = t
+                        break
+            if owner is not None:
+                versions.append((owner._vc, owner._vc[0],
+                                 f"tensor of shape {tuple(a.shape)} and dtype {a.dtype}"))
+                if is_input and owner._grad_fn is None:
+                    continue  # a leaf's data lives anyway: not counted
+            _saved.track(a)
+            tracked.append(a)
+        self._versions = versions
+        self._tracked = tracked
+
+    def release(self) -> None:
+        """Free saved arrays (after backward without retain_graph)."""
+        if not self._released:
+            self._released = True
+            for a in self._tracked:
+                _saved.untrack(a)
+            self._tracked = []
+            self._to_save = ()
+
+    def __del__(self) -> None:
+        if self._tracked:
+            for a in self._tracked:
+                _saved.untrack(a)
+            self._tracked = []
+
+
+class Function:
+    """Base class of every differentiable op. Subclasses define static ``forward(ctx, *arrays,
+    **params)`` and ``backward(ctx, *grads)`` on raw arrays of ``ctx.backend.xp``; call ``apply``.
+
+    ``backward`` returns one gradient (or None) per positional input of ``forward``, with the
+    input's shape (sum broadcast dimensions back with ``ctx.backend.sum_to_shape``)."""
+
+    @staticmethod
+    def forward(ctx: Context, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Context, *grads: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def op_name(cls) -> str:
+        return getattr(cls, "name", None) or cls.__name__
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Any:
+        from ..tensor import Tensor, _make_result
+        from ..backends import get_backend
+
+        tensor_args = []
+        arrays = []
+        dev = None
+        requires = False
+        needs = []
+        for a in args:
+            if isinstance(a, Tensor):
+                if dev is None:
+                    dev = a._device
+                elif a._device != dev:
+                    raise named_error(RuntimeError,
+                        f"{cls.op_name()}: expected all tensors on the same device, found {dev} and "
+                        f"{a._device} (inputs: {', '.join(describe(x) for x in args)}). "
+                        f"Move them first, e.g. x.to('{dev}').")
+                tensor_args.append(a)
+                arrays.append(a.data)
+                rg = a.requires_grad
+                needs.append(rg)
+                requires = requires or rg
+            else:
+                arrays.append(a)
+                needs.append(False)
+        backend = get_backend(dev) if dev is not None else get_backend("cpu")
+        record = requires and STATE.grad_enabled
+        ctx = Context(backend, tuple(needs) if record else (False,) * len(needs))
+        try:
+            out = cls.forward(ctx, *arrays, **kwargs)
+        except Exception as e:
+            if getattr(e, "_gg_named", False):
+                raise
+            raise _wrap(e, cls, args) from e
+        if ctx.out_device is not None:
+            dev = ctx.out_device
+        multi = isinstance(out, tuple)
+        outs = out if multi else (out,)
+        if STATE.anomaly:
+            _check_finite(backend, cls.op_name(), "forward output", outs)
+        if record:
+            ctx._fn = cls
+            _seq[0] += 1
+            ctx._seq = _seq[0]
+            edges = []
+            for a in args:
+                if isinstance(a, Tensor) and a.requires_grad:
+                    edges.append((a._grad_fn, a._out_idx) if a._grad_fn is not None else (a, -1))
+                else:
+                    edges.append(None)
+            ctx._edges = tuple(edges)
+            non_diff = ctx._non_diff
+            results = tuple(
+                _make_result(o, dev, ctx if (o.dtype.kind == "f" and not any(o is n for n in non_diff)) else None, i)
+                for i, o in enumerate(outs))
+            ctx._out_meta = tuple((o.shape, o.dtype) for o in outs)
+            ctx._finalize(tensor_args, results)
+        else:
+            ctx._to_save = ()
+            results = tuple(_make_result(o, dev, None, i) for i, o in enumerate(outs))
+        return results if multi else results[0]
+
+
+def _wrap(e: Exception, cls: type, args: tuple) -> Exception:
+    msg = f"{cls.op_name()}: {e} (inputs: {', '.join(describe(x) for x in args)})"
+    try:
+        new = type(e)(msg)
+    except Exception:
+        new = RuntimeError(msg)
+    new._gg_named = True  # type: ignore[attr-defined]
+    return new
+
+
+def _check_finite(backend, op: str, what: str, arrays) -> None:
+    xp = backend.xp
+    for i, a in enumerate(arrays):
+        if a is None or not hasattr(a, "dtype") or a.dtype.kind not in "fc":
+            continue
+        if not bool(xp.isfinite(a).all()):
+            n_nan = int(xp.isnan(a).sum())
+            n_inf = int(xp.isinf(a).sum())
+            raise named_error(FloatingPointError,
+                f"detect_anomaly: {op} produced non-finite values in its {what} #{i} "
+                f"(shape {tuple(a.shape)}, {n_nan} NaN, {n_inf} inf). This is the first op that did.")
+
+
+__all__ = ["Context", "Function", "GradError", "named_error", "describe", "np"]

@@ -1,0 +1,192 @@
+"""Tensor factories: ``gg.tensor``, ``zeros``, ``ones``, ``randn``... and the random seed."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _dtype
+from ._device import as_device, device
+from .backends import get_backend
+from .tensor import Tensor, _make_result
+
+
+def _to_array(data: Any, dtype, dev: device):
+    """Turn Python/NumPy/CuPy/Tensor data into an array of ``dtype`` on ``dev``."""
+    be = get_backend(dev)
+    dt = _dtype.as_dtype(dtype)
+    if isinstance(data, Tensor):
+        src_be = data._backend()
+        arr = data.data if data._device == dev else be.from_numpy(src_be.to_numpy(data.data))
+    elif isinstance(data, np.ndarray) or np.isscalar(data) and isinstance(data, np.generic):
+        arr = be.from_numpy(np.asarray(data))
+    elif hasattr(data, "__cuda_array_interface__") or be.is_array(data):
+        arr = be.asarray(data)
+    else:
+        if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flatten(data)):
+            data = _nested_numpy(data)
+        host = np.asarray(data)
+        if dt is None and host.dtype == np.float64:
+            host = host.astype(_dtype.get_default_dtype())
+        elif dt is None and host.dtype.kind == "i":
+            host = host.astype(np.int64)
+        arr = be.from_numpy(host)
+    if dt is not None and arr.dtype != dt:
+        arr = arr.astype(dt)
+    return arr
+
+
+def _flatten(x):
+    if isinstance(x, (list, tuple)):
+        for y in x:
+            yield from _flatten(y)
+    else:
+        yield x
+
+
+def _nested_numpy(x):
+    if isinstance(x, (list, tuple)):
+        return [_nested_numpy(y) for y in x]
+    return x.numpy() if isinstance(x, Tensor) else x
+
+
+def tensor(data: Any, dtype=None, device: "str | device | None" = None, requires_grad: bool = False) -> Tensor:
+    """A new tensor holding a copy of ``data`` (Python floats become float32)."""
+    src = data.data if isinstance(data, Tensor) else data
+    t = Tensor(data, dtype=dtype, device=device, requires_grad=False)
+    if t.data is src or (isinstance(data, np.ndarray) and np.shares_memory(t.data, data)):
+        t.data = t.data.copy()
+    if requires_grad:
+        t.requires_grad = True
+    return t
+
+
+def as_tensor(data: Any, dtype=None, device: "str | device | None" = None) -> Tensor:
+    """Like ``tensor`` but shares memory with a NumPy/CuPy array when it can."""
+    if isinstance(data, Tensor) and dtype is None and device is None:
+        return data
+    return Tensor(data, dtype=dtype, device=device)
+
+
+def from_numpy(a: np.ndarray) -> Tensor:
+    """A CPU tensor sharing memory with ``a``."""
+    return _make_result(a, as_device("cpu"), None, 0)
+
+
+def from_dlpack(x: Any) -> Tensor:
+    """Zero-copy import of any DLPack producer (NumPy, CuPy, PyTorch, another gpugrad tensor)."""
+    dev_type, dev_id = x.__dlpack_device__()
+    if int(dev_type) == 1:  # kDLCPU
+        arr = np.from_dlpack(x)
+        return _make_result(arr, as_device("cpu"), None, 0)
+    if int(dev_type) in (2, 3):  # kDLCUDA, kDLCUDAHost
+        dev = device("cuda", int(dev_id))
+        be = get_backend(dev)
+        return _make_result(be.from_dlpack(x), dev, None, 0)
+    raise ValueError(f"from_dlpack: unsupported DLPack device type {dev_type}; gpugrad has cpu and cuda")
+
+
+def _shape(size: Sequence) -> tuple:
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = size[0]
+    return tuple(int(s) for s in size)
+
+
+def _new(size: Sequence, dtype, device, requires_grad: bool, fill) -> Tensor:
+    dev = as_device(device)
+    dt = _dtype.as_dtype(dtype) or _dtype.get_default_dtype()
+    be = get_backend(dev)
+    arr = fill(be, _shape(size), dt)
+    t = _make_result(arr, dev, None, 0)
+    if requires_grad:
+        t.requires_grad = True
+    return t
+
+
+def zeros(*size: Any, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _new(size, dtype, device, requires_grad, lambda be, s, dt: be.xp.zeros(s, dt))
+
+
+def ones(*size: Any, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _new(size, dtype, device, requires_grad, lambda be, s, dt: be.xp.ones(s, dt))
+
+
+def empty(*size: Any, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _new(size, dtype, device, requires_grad, lambda be, s, dt: be.xp.empty(s, dt))
+
+
+def full(size: Sequence, fill_value: float, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    if dtype is None and isinstance(fill_value, (bool, int)) and not isinstance(fill_value, float):
+        dtype = _dtype.bool_ if isinstance(fill_value, bool) else _dtype.int64
+    return _new((tuple(size),), dtype, device, requires_grad, lambda be, s, dt: be.xp.full(s, fill_value, dt))
+
+
+def randn(*size: Any, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """Standard normal samples from the device's seeded generator."""
+    return _new(size, dtype, device, requires_grad, lambda be, s, dt: be.randn(s, dt))
+
+
+def rand(*size: Any, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """Uniform [0, 1) samples from the device's seeded generator."""
+    return _new(size, dtype, device, requires_grad, lambda be, s, dt: be.rand(s, dt))
+
+
+def randint(low: int, high: int, size: Sequence, device=None) -> Tensor:
+    dev = as_device(device)
+    be = get_backend(dev)
+    u = be.rand(tuple(size), np.float64)
+    arr = (low + be.xp.floor(u * (high - low))).astype(np.int64)
+    return _make_result(arr, dev, None, 0)
+
+
+def randperm(n: int, device=None) -> Tensor:
+    dev = as_device(device)
+    be = get_backend(dev)
+    arr = be.xp.argsort(be.rand((n,), np.float64)).astype(np.int64)
+    return _make_result(arr, dev, None, 0)
+
+
+def arange(start: float, end: float | None = None, step: float = 1, dtype=None, device=None,
+           requires_grad: bool = False) -> Tensor:
+    if end is None:
+        start, end = 0, start
+    if dtype is None:
+        dtype = _dtype.int64 if all(float(v).is_integer() and not isinstance(v, float) for v in (start, end, step)) \
+            else _dtype.get_default_dtype()
+    return _new(((),), dtype, device, requires_grad, lambda be, s, dt: be.xp.arange(start, end, step, dtype=dt))
+
+
+def linspace(start: float, end: float, steps: int, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _new(((),), dtype, device, requires_grad, lambda be, s, dt: be.xp.linspace(start, end, steps).astype(dt))
+
+
+def eye(n: int, m: int | None = None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _new(((),), dtype, device, requires_grad, lambda be, s, dt: be.xp.eye(n, m, dtype=dt))
+
+
+def _like(fn, t: Tensor, dtype, device, requires_grad):
+    return fn(*t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def zeros_like(t: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _like(zeros, t, dtype, device, requires_grad)
+
+
+def ones_like(t: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _like(ones, t, dtype, device, requires_grad)
+
+
+def randn_like(t: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _like(randn, t, dtype, device, requires_grad)
+
+
+def full_like(t: Tensor, fill_value: float, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def manual_seed(seed: int) -> None:
+    """Seed every device's generator (counter-based: the same stream on CPU and CUDA)."""
+    from .backends import _instances, _seed
+    _seed[0] = int(seed)
+    for be in list(_instances.values()):
+        be.manual_seed(seed)

@@ -1,0 +1,260 @@
+"""Element-wise arithmetic and math functions (forward and backward side by side)."""
+from __future__ import annotations
+
+import math
+
+from ..autograd.function import Context, Function
+from ._common import check_broadcast, shape_of
+
+
+class Add(Function):
+    name = "add"
+
+    @staticmethod
+    def forward(ctx: Context, a, b):
+        check_broadcast("add", a, b)
+        ctx.shapes = (shape_of(a), shape_of(b))
+        return a + b
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        s = ctx.backend.sum_to_shape
+        na, nb = ctx.needs_input_grad
+        return (s(g, ctx.shapes[0]) if na else None, s(g, ctx.shapes[1]) if nb else None)
+
+
+class Sub(Function):
+    name = "sub"
+
+    @staticmethod
+    def forward(ctx: Context, a, b):
+        check_broadcast("sub", a, b)
+        ctx.shapes = (shape_of(a), shape_of(b))
+        return a - b
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        s = ctx.backend.sum_to_shape
+        na, nb = ctx.needs_input_grad
+        return (s(g, ctx.shapes[0]) if na else None, s(-g, ctx.shapes[1]) if nb else None)
+
+
+class Mul(Function):
+    name = "mul"
+
+    @staticmethod
+    def forward(ctx: Context, a, b):
+        check_broadcast("mul", a, b)
+        na, nb = ctx.needs_input_grad
+        ctx.save_for_backward(a if nb else None, b if na else None)
+        ctx.shapes = (shape_of(a), shape_of(b))
+        return a * b
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        a, b = ctx.saved_tensors
+        s = ctx.backend.sum_to_shape
+        na, nb = ctx.needs_input_grad
+        return (s(g * b, ctx.shapes[0]) if na else None, s(g * a, ctx.shapes[1]) if nb else None)
+
+
+class Div(Function):
+    name = "div"
+
+    @staticmethod
+    def forward(ctx: Context, a, b):
+        check_broadcast("div", a, b)
+        out = a / b
+        ctx.save_for_backward(b, out if ctx.needs_input_grad[1] else None)
+        ctx.shapes = (shape_of(a), shape_of(b))
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        b, out = ctx.saved_tensors
+        s = ctx.backend.sum_to_shape
+        na, nb = ctx.needs_input_grad
+        ga = g / b
+        return (s(ga, ctx.shapes[0]) if na else None, s(-ga * out, ctx.shapes[1]) if nb else None)
+
+
+class Pow(Function):
+    name = "pow"
+
+    @staticmethod
+    def forward(ctx: Context, a, b):
+        check_broadcast("pow", a, b)
+        out = a ** b
+        ctx.save_for_backward(a, b, out)
+        ctx.shapes = (shape_of(a), shape_of(b))
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        a, b, out = ctx.saved_tensors
+        xp = ctx.backend.xp
+        s = ctx.backend.sum_to_shape
+        na, nb = ctx.needs_input_grad
+        ga = gb = None
+        if na:
+            ga = s(g * b * a ** (b - 1), ctx.shapes[0])
+        if nb:
+            with_log = xp.where(a > 0, xp.log(xp.where(a > 0, a, 1)), 0)
+            gb = s(g * out * with_log, ctx.shapes[1])
+        return ga, gb
+
+
+def _unary(name: str, fwd, bwd, save: str):
+    """Build a unary Function; ``save`` is 'x' (derivative from input) or 'y' (from output)."""
+
+    def forward(ctx: Context, x):
+        y = fwd(ctx.backend, x)
+        ctx.save_for_backward(x if save == "x" else y)
+        return y
+
+    def backward(ctx: Context, g):
+        (v,) = ctx.saved_tensors
+        return bwd(ctx.backend, v, g)
+
+    return type(name.capitalize(), (Function,), {"name": name, "forward": staticmethod(forward),
+                                                  "backward": staticmethod(backward)})
+
+
+class Neg(Function):
+    name = "neg"
+
+    @staticmethod
+    def forward(ctx: Context, x):
+        return -x
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        return -g
+
+
+Exp = _unary("exp", lambda be, x: be.xp.exp(x), lambda be, y, g: g * y, "y")
+Log = _unary("log", lambda be, x: be.xp.log(x), lambda be, x, g: g / x, "x")
+Sqrt = _unary("sqrt", lambda be, x: be.xp.sqrt(x), lambda be, y, g: g / (2 * y), "y")
+Abs = _unary("abs", lambda be, x: be.xp.abs(x), lambda be, x, g: g * be.xp.sign(x), "x")
+Sin = _unary("sin", lambda be, x: be.xp.sin(x), lambda be, x, g: g * be.xp.cos(x), "x")
+Cos = _unary("cos", lambda be, x: be.xp.cos(x), lambda be, x, g: -g * be.xp.sin(x), "x")
+Tanh = _unary("tanh", lambda be, x: be.act_forward(x, "tanh"), lambda be, y, g: be.act_backward(g, y, "tanh"), "y")
+Sigmoid = _unary("sigmoid", lambda be, x: be.act_forward(x, "sigmoid"),
+                 lambda be, y, g: be.act_backward(g, y, "sigmoid"), "y")
+Relu = _unary("relu", lambda be, x: be.act_forward(x, "relu"), lambda be, y, g: be.act_backward(g, y, "relu"), "y")
+
+
+class LeakyRelu(Function):
+    name = "leaky_relu"
+
+    @staticmethod
+    def forward(ctx: Context, x, negative_slope: float = 0.01):
+        y = ctx.backend.act_forward(x, "leaky_relu", negative_slope)
+        ctx.slope = negative_slope
+        ctx.save_for_backward(x if negative_slope < 0 else y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        (v,) = ctx.saved_tensors
+        return ctx.backend.act_backward(g, v, "leaky_relu", ctx.slope)
+
+
+class Gelu(Function):
+    name = "gelu"
+
+    @staticmethod
+    def forward(ctx: Context, x, approximate: str = "none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        ctx.act = "gelu" if approximate == "none" else "gelu_tanh"
+        ctx.save_for_backward(x)
+        return ctx.backend.act_forward(x, ctx.act)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        (x,) = ctx.saved_tensors
+        return ctx.backend.act_backward(g, x, ctx.act)
+
+
+class Maximum(Function):
+    name = "maximum"
+
+    @staticmethod
+    def forward(ctx: Context, a, b):
+        check_broadcast("maximum", a, b)
+        ctx.save_for_backward(a, b)
+        ctx.shapes = (shape_of(a), shape_of(b))
+        return ctx.backend.xp.maximum(a, b)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        return _minmax_backward(ctx, g, 1)
+
+
+class Minimum(Function):
+    name = "minimum"
+
+    @staticmethod
+    def forward(ctx: Context, a, b):
+        check_broadcast("minimum", a, b)
+        ctx.save_for_backward(a, b)
+        ctx.shapes = (shape_of(a), shape_of(b))
+        return ctx.backend.xp.minimum(a, b)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        return _minmax_backward(ctx, g, -1)
+
+
+def _minmax_backward(ctx: Context, g, sign: int):
+    """Gradient flows to the winning operand; ties split it in half (as PyTorch does)."""
+    a, b = ctx.saved_tensors
+    xp = ctx.backend.xp
+    s = ctx.backend.sum_to_shape
+    wa = xp.where(sign * (a - b) > 0, 1.0, xp.where(a == b, 0.5, 0.0)).astype(g.dtype)
+    na, nb = ctx.needs_input_grad
+    return (s(g * wa, ctx.shapes[0]) if na else None, s(g * (1 - wa), ctx.shapes[1]) if nb else None)
+
+
+class Clamp(Function):
+    name = "clamp"
+
+    @staticmethod
+    def forward(ctx: Context, x, min=None, max=None):  # noqa: A002
+        if min is None and max is None:
+            raise ValueError("clamp: give at least one of min and max")
+        xp = ctx.backend.xp
+        lo = -math.inf if min is None else min
+        hi = math.inf if max is None else max
+        ctx.save_for_backward((x >= lo) & (x <= hi))
+        return xp.clip(x, min, max)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        (mask,) = ctx.saved_tensors
+        return g * mask
+
+
+class Where(Function):
+    name = "where"
+
+    @staticmethod
+    def forward(ctx: Context, cond, a, b):
+        xp = ctx.backend.xp
+        if getattr(cond, "dtype", None) is None or cond.dtype.kind != "b":
+            cond = xp.asarray(cond).astype(bool)
+        check_broadcast("where", a, b)
+        ctx.save_for_backward(cond)
+        ctx.shapes = (shape_of(a), shape_of(b))
+        return xp.where(cond, a, b)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        (cond,) = ctx.saved_tensors
+        s = ctx.backend.sum_to_shape
+        zero = g.dtype.type(0)
+        _, na, nb = ctx.needs_input_grad
+        xp = ctx.backend.xp
+        return (None, s(xp.where(cond, g, zero), ctx.shapes[0]) if na else None,
+                s(xp.where(cond, zero, g), ctx.shapes[1]) if nb else None)

@@ -1,0 +1,116 @@
+"""Matrix products: matmul, linear, and the fused linear layer (GEMM + bias + activation)."""
+from __future__ import annotations
+
+from ..autograd.function import Context, Function, named_error
+from ..backends.base import ACTIVATIONS
+
+
+def _check_matmul(op: str, a, b) -> None:
+    if a.ndim == 0 or b.ndim == 0:
+        raise named_error(ValueError, f"{op}: both operands need at least 1 dimension, got shapes "
+                          f"{tuple(a.shape)} and {tuple(b.shape)}; use * for scalar multiplication")
+    ka = a.shape[-1]
+    kb = b.shape[-2] if b.ndim > 1 else b.shape[0]
+    if ka != kb:
+        raise named_error(ValueError,
+            f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be multiplied: inner dimensions "
+            f"{ka} (a.shape[-1]) and {kb} (b.shape[-2]) differ. Fix: transpose an operand (b.T) or reshape "
+            "so that a.shape[-1] == b.shape[-2].")
+    if a.dtype != b.dtype:
+        raise named_error(TypeError,
+            f"{op}: operands have different dtypes {a.dtype} and {b.dtype} (shapes {tuple(a.shape)}, "
+            f"{tuple(b.shape)}); convert one with .to({a.dtype}) or .to({b.dtype})")
+
+
+class MatMul(Function):
+    name = "matmul"
+
+    @staticmethod
+    def forward(ctx: Context, a, b):
+        _check_matmul("matmul", a, b)
+        na, nb = ctx.needs_input_grad
+        ctx.save_for_backward(a if nb else None, b if na else None)
+        ctx.shapes = (a.shape, b.shape)
+        return a @ b
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        a, b = ctx.saved_tensors
+        sa, sb = ctx.shapes
+        be = ctx.backend
+        xp = be.xp
+        na, nb = ctx.needs_input_grad
+        # promote 1-D operands to matrices, as matmul does
+        if len(sa) == 1:
+            g = xp.expand_dims(g, -2)
+        if len(sb) == 1:
+            g = xp.expand_dims(g, -1)
+        ga = gb = None
+        if na:
+            b2 = b[:, None] if len(sb) == 1 else b
+            ga = g @ xp.swapaxes(b2, -1, -2)
+            if len(sa) == 1:
+                ga = ga.reshape(ga.shape[:-2] + ga.shape[-1:])
+            ga = be.sum_to_shape(ga, sa)
+        if nb:
+            a2 = a[None, :] if len(sa) == 1 else a
+            gb = xp.swapaxes(a2, -1, -2) @ g
+            if len(sb) == 1:
+                gb = gb.reshape(gb.shape[:-1])
+            gb = be.sum_to_shape(gb, sb)
+        return ga, gb
+
+
+def _check_linear(op: str, x, w, b) -> None:
+    if w.ndim != 2:
+        raise named_error(ValueError, f"{op}: weight must be 2-D (out_features, in_features), got shape {tuple(w.shape)}")
+    if x.ndim == 0 or x.shape[-1] != w.shape[1]:
+        raise named_error(ValueError,
+            f"{op}: input of shape {tuple(x.shape)} does not match weight of shape {tuple(w.shape)}: the input's "
+            f"last dimension must be in_features={w.shape[1]} (weight is (out_features, in_features), as in PyTorch)")
+    if b is not None and tuple(b.shape) != (w.shape[0],):
+        raise named_error(ValueError, f"{op}: bias of shape {tuple(b.shape)} does not match out_features={w.shape[0]}")
+    if x.dtype != w.dtype or (b is not None and b.dtype != w.dtype):
+        raise named_error(TypeError,
+            f"{op}: dtypes differ: input {x.dtype}, weight {w.dtype}" + (f", bias {b.dtype}" if b is not None else "")
+            + f"; convert the input with .to({w.dtype}) or the module with .to(dtype)")
+
+
+class FusedLinear(Function):
+    """``y = act(x @ w.T + b)`` in one GEMM plus one fused pass; saves ``x`` and only what the
+    activation's derivative needs (``y`` for ReLU/LeakyReLU/sigmoid/tanh, ``z`` for GELU, nothing for
+    identity). Backward: one fused pass gives ``dz`` and ``db``, then two GEMMs give ``dw`` and ``dx``."""
+
+    name = "linear"
+
+    @staticmethod
+    def forward(ctx: Context, x, w, b=None, activation: str = "identity", negative_slope: float = 0.01):
+        if activation not in ACTIVATIONS:
+            raise named_error(ValueError, f"fused_linear: unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+        _check_linear("linear" if activation == "identity" else f"fused_linear[{activation}]", x, w, b)
+        be = ctx.backend
+        x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
+        z = be.linear_forward(x2, w)
+        y, saved = be.bias_act(z, b, activation, negative_slope)
+        ctx.act, ctx.slope, ctx.has_bias, ctx.xshape = activation, negative_slope, b is not None, x.shape
+        nx, nw, _ = ctx.needs_input_grad
+        ctx.save_for_backward(x if nw else None, w if nx else None, saved)
+        return y.reshape(x.shape[:-1] + (w.shape[0],)) if x.ndim != 2 else y
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        x, w, saved = ctx.saved_tensors
+        be = ctx.backend
+        nx, nw, nb = ctx.needs_input_grad
+        g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
+        dz, db = be.act_bias_backward(g2, saved, ctx.act, nb, ctx.slope)
+        dx = dw = None
+        if nw:
+            x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
+            dw = dz.T @ x2
+        if nx:
+            dx = dz @ w
+            if len(ctx.xshape) != 2:
+                dx = dx.reshape(ctx.xshape)
+        return dx, dw, db
+
