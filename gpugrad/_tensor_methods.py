@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from . import ops as F
+from .autograd.grad_mode import STATE
 from .tensor import Tensor
 
 
@@ -22,11 +23,12 @@ def _rmatmul(self, other):
 
 
 def _iop(name: str, method: str):
-    """``x += y`` rebinds to a new tensor when x is in a graph, else edits in place (as NumPy)."""
+    """``x += y`` edits in place, except for a tensor that requires grad while grad mode is on:
+    then it rebinds ``x`` to a new tensor (gpugrad records no in-place ops in graphs)."""
     out_of_place = getattr(F, name)
 
     def f(self, other):
-        if self._requires_grad:
+        if self._requires_grad and STATE.grad_enabled:
             return out_of_place(self, other)
         return getattr(self, method)(other)
     return f

@@ -73,7 +73,7 @@ def run_backward(roots: Sequence, root_grads: Sequence, retain_graph: bool = Fal
     for n in set(root_nodes):
         if deps.get(n, 0) == 0:
             heapq.heappush(ready, (-n._seq, id(n), n))
-    handed: set = set()
+    handed: set = set(id(g) for g in root_grads)  # never store a caller's array as .grad
     anomaly = STATE.anomaly
     with no_grad():
         while ready:

@@ -232,7 +232,7 @@ def unsqueeze(x, dim: int) -> Tensor:
 def squeeze(x, dim: int | None = None) -> Tensor:
     if dim is None:
         return reshape(x, tuple(s for s in x.shape if s != 1))
-    d = dim % max(x.ndim, 1)
+    d = dim % (x.ndim or 1)
     if x.ndim == 0 or x.shape[d] != 1:
         return x
     return reshape(x, x.shape[:d] + x.shape[d + 1:])

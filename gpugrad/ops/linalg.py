@@ -40,6 +40,8 @@ class MatMul(Function):
         be = ctx.backend
         xp = be.xp
         na, nb = ctx.needs_input_grad
+        if len(sa) == 1 and len(sb) == 1:  # dot product
+            return (g * b if na else None, g * a if nb else None)
         # promote 1-D operands to matrices, as matmul does
         if len(sa) == 1:
             g = xp.expand_dims(g, -2)

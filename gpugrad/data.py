@@ -1,0 +1,172 @@
+"""Small datasets for ``gpugrad train`` and examples: ``digits`` (scikit-learn's bundled 8x8 digits),
+``mnist1d`` (generated locally by the optional ``mnist1d`` package) and ``synthetic`` (seeded
+classification or regression of any size). Everything is NumPy on the host; the trainer moves it to
+the device once.
+
+Shuffling is a pure function of ``(seed, epoch)`` (:func:`epoch_permutation`), so a resumed run
+draws exactly the batches an uninterrupted one would."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+DATASETS = ("digits", "mnist1d", "synthetic")
+SPLIT_SEED = 0  # the train/test split is fixed, whatever the training seed
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be built (unknown name, bad size, missing optional package)."""
+
+
+@dataclass
+class Dataset:
+    """Features ``x_*`` (float32, standardised with the training statistics) and targets ``y_*``
+    (int64 class labels for classification, float32 ``(n, n_outputs)`` for regression)."""
+
+    name: str
+    task: str  # "classification" | "regression"
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_outputs: int  # classes, or regression targets
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.x_test.shape[0])
+
+    def describe(self) -> str:
+        kind = f"{self.n_outputs} classes" if self.task == "classification" else f"{self.n_outputs} target(s)"
+        return (f"{self.name}: {self.task}, {self.n_features} features, {kind}, "
+                f"{self.n_train} train / {self.n_test} test")
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of ``epoch``: depends only on ``(seed, epoch)``, never on earlier epochs."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 0x5EED]).permutation(n)
+
+
+def batch_slices(n: int, batch_size: int, drop_last: bool = False) -> Iterator[slice]:
+    """Consecutive ``slice`` objects covering ``range(n)`` in steps of ``batch_size``."""
+    stop = n - n % batch_size if drop_last else n
+    for i in range(0, stop, batch_size):
+        yield slice(i, min(i + batch_size, n))
+
+
+def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x_train.mean(axis=0, keepdims=True)
+    std = x_train.std(axis=0, keepdims=True)
+    std = np.where(std > 1e-8, std, 1.0)  # constant pixels (digits' border) stay 0
+    return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
+
+
+def _stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a stratified split (each class split in the same proportion), fixed by ``seed``."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        k = int(round(len(idx) * test_fraction))
+        test.append(idx[:k])
+        train.append(idx[k:])
+    train_idx, test_idx = np.concatenate(train), np.concatenate(test)
+    return rng.permutation(train_idx), rng.permutation(test_idx)
+
+
+def load_digits(test_fraction: float = 0.2) -> Dataset:
+    """scikit-learn's 8x8 handwritten digits (1797 samples, bundled in its wheel: no download),
+    standardised, stratified 80/20 split with a fixed seed."""
+    try:
+        from sklearn.datasets import load_digits as _load
+    except ImportError as e:  # pragma: no cover - scikit-learn is a dependency
+        raise DatasetError("digits: needs scikit-learn. Fix: pip install scikit-learn") from e
+    d = _load()
+    x = d.data.astype(np.float64)
+    y = d.target.astype(np.int64)
+    tr, te = _stratified_split(y, test_fraction, SPLIT_SEED)
+    x_tr, x_te = _standardise(x[tr], x[te])
+    return Dataset("digits", "classification", x_tr, y[tr], x_te, y[te], 10,
+                   {"source": "sklearn.datasets.load_digits", "split": f"stratified {1 - test_fraction:.0%}/"
+                    f"{test_fraction:.0%}, seed {SPLIT_SEED}"})
+
+
+def load_mnist1d() -> Dataset:
+    """MNIST-1D (Greydanus 2020) generated locally with ``mnist1d.data.make_dataset`` and its default
+    arguments (5000 samples of length 40, 4000 train / 1000 test, seed 42): never downloaded."""
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as e:
+        raise DatasetError(
+            "mnist1d: the optional 'mnist1d' package is not installed. Fix: pip install mnist1d "
+            "(or pip install 'gpugrad[mnist1d]'); the data set is then generated locally, no download.") from e
+    state = np.random.get_state()  # make_dataset seeds NumPy's global generator: leave it as it was
+    try:
+        d = make_dataset(get_dataset_args())
+    except Exception as e:
+        raise DatasetError(f"mnist1d: mnist1d.data.make_dataset failed: {type(e).__name__}: {e}") from e
+    finally:
+        np.random.set_state(state)
+    x_tr, x_te = _standardise(np.asarray(d["x"], np.float64), np.asarray(d["x_test"], np.float64))
+    return Dataset("mnist1d", "classification", x_tr, np.asarray(d["y"], np.int64), x_te,
+                   np.asarray(d["y_test"], np.int64), 10,
+                   {"source": "mnist1d.data.make_dataset(get_dataset_args())"})
+
+
+def make_synthetic(task: str = "classification", n_samples: int = 2000, n_features: int = 32,
+                   n_outputs: int = 4, noise: float = 0.05, seed: int = 0,
+                   test_fraction: float = 0.2) -> Dataset:
+    """A seeded synthetic problem that an MLP can learn but a linear model cannot.
+
+    ``x ~ N(0, I)``; a random two-layer tanh "teacher" network ``h = tanh(x A / sqrt(d)) B``
+    gives the target: ``argmax(h)`` for classification (``n_outputs`` classes), ``h + noise`` for
+    regression (``n_outputs`` targets)."""
+    if task not in ("classification", "regression"):
+        raise DatasetError(f"synthetic: unknown task {task!r}; expected 'classification' or 'regression'")
+    if n_samples < 10 or n_features < 1 or n_outputs < 1 or (task == "classification" and n_outputs < 2):
+        raise DatasetError(
+            f"synthetic: need n_samples >= 10, n_features >= 1 and n_outputs >= 1 (>= 2 classes for "
+            f"classification); got n_samples={n_samples}, n_features={n_features}, n_outputs={n_outputs}")
+    if not 0.0 < test_fraction < 1.0:
+        raise DatasetError(f"synthetic: test_fraction must be in (0, 1), got {test_fraction}")
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xDA7A])
+    hidden = max(16, 2 * n_features)
+    a = rng.standard_normal((n_features, hidden))
+    b = rng.standard_normal((hidden, n_outputs))
+    x = rng.standard_normal((n_samples, n_features))
+    h = np.tanh(x @ a / np.sqrt(n_features)) @ b / np.sqrt(hidden)
+    n_test = max(1, int(round(n_samples * test_fraction)))
+    x_tr, x_te = _standardise(x[n_test:], x[:n_test])
+    info = {"source": "random tanh teacher", "task": task, "noise": noise, "seed": seed}
+    if task == "classification":
+        y = np.argmax(h + noise * rng.standard_normal(h.shape), axis=1).astype(np.int64)
+        return Dataset("synthetic", task, x_tr, y[n_test:], x_te, y[:n_test], n_outputs, info)
+    y = (h / h.std(axis=0, keepdims=True) + noise * rng.standard_normal(h.shape)).astype(np.float32)
+    return Dataset("synthetic", task, x_tr, y[n_test:], x_te, y[:n_test], n_outputs, info)
+
+
+def load_dataset(name: str, **synthetic_kwargs) -> Dataset:
+    """A dataset by name: ``digits``, ``mnist1d`` or ``synthetic`` (keyword arguments go to
+    :func:`make_synthetic`)."""
+    if name == "digits":
+        return load_digits()
+    if name == "mnist1d":
+        return load_mnist1d()
+    if name == "synthetic":
+        return make_synthetic(**synthetic_kwargs)
+    raise DatasetError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+
+
+__all__ = ["DATASETS", "Dataset", "DatasetError", "batch_slices", "epoch_permutation", "load_digits",
+           "load_dataset", "load_mnist1d", "make_synthetic"]

@@ -1,0 +1,257 @@
+"""Every differentiable op against float64 centred finite differences, on shapes that broadcast."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+import gpugrad.nn.functional as F
+from gpugrad.autograd import gradcheck, gradcheck_directional
+
+rng = np.random.default_rng(0)
+
+
+def T(*shape, low=-2.0, high=2.0, grad=True):
+    return gg.tensor(rng.uniform(low, high, size=shape), dtype=gg.float64, requires_grad=grad)
+
+
+def away_from(x: gg.Tensor, points=(0.0,), gap=0.1) -> gg.Tensor:
+    """Move elements away from kinks so finite differences are valid."""
+    d = x.data
+    for p in points:
+        near = np.abs(d - p) < gap
+        d[near] = p + np.where(d[near] >= p, gap, -gap) * 2
+    return x
+
+
+BINARY = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+    "maximum": gg.maximum,
+    "minimum": gg.minimum,
+}
+
+BROADCAST_SHAPES = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((1,), (2, 3)), ((), (2, 3))]
+
+
+@pytest.mark.parametrize("name", sorted(BINARY))
+@pytest.mark.parametrize("sa,sb", BROADCAST_SHAPES)
+def test_binary_broadcast(name, sa, sb):
+    a, b = T(*sa), T(*sb)
+    if name == "div":
+        b = away_from(b, gap=0.3)
+    assert gradcheck(BINARY[name], (a, b))
+
+
+@pytest.mark.parametrize("scalar_first", [False, True])
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "pow"])
+def test_scalar_operands(op, scalar_first):
+    x = T(3, 2, low=0.5, high=2.0)
+    f = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+         "div": lambda a, b: a / b, "pow": lambda a, b: a ** b}[op]
+    assert gradcheck((lambda x: f(1.7, x)) if scalar_first else (lambda x: f(x, 1.7)), (x,))
+
+
+def test_pow_tensor_exponent():
+    a, b = T(3, 4, low=0.5, high=2.0), T(4)
+    assert gradcheck(lambda a, b: a ** b, (a, b))
+
+
+UNARY = {
+    "neg": (lambda x: -x, None),
+    "exp": (gg.exp, None),
+    "log": (gg.log, (0.2, 3.0)),
+    "sqrt": (gg.sqrt, (0.2, 3.0)),
+    "abs": (gg.abs, "kink"),
+    "sin": (gg.sin, None),
+    "cos": (gg.cos, None),
+    "tanh": (gg.tanh, None),
+    "sigmoid": (gg.sigmoid, None),
+    "relu": (F.relu, "kink"),
+    "leaky_relu": (lambda x: F.leaky_relu(x, 0.1), "kink"),
+    "leaky_relu_negslope": (lambda x: F.leaky_relu(x, -0.3), "kink"),
+    "gelu": (F.gelu, None),
+    "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), None),
+    "clamp": (lambda x: gg.clamp(x, -0.5, 0.7), "clamp"),
+    "clamp_min": (lambda x: x.clamp(min=0.2), "clamp"),
+    "softmax": (lambda x: F.softmax(x, dim=1), None),
+    "log_softmax": (lambda x: F.log_softmax(x, dim=-1), None),
+    "softmax_dim0": (lambda x: F.softmax(x, dim=0), None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNARY))
+def test_unary(name):
+    fn, domain = UNARY[name]
+    if isinstance(domain, tuple):
+        x = T(3, 5, low=domain[0], high=domain[1])
+    else:
+        x = T(3, 5)
+        if domain == "kink":
+            away_from(x)
+        elif domain == "clamp":
+            away_from(x, points=(-0.5, 0.7, 0.2))
+    assert gradcheck(fn, (x,))
+
+
+REDUCTIONS = {
+    "sum_all": lambda x: x.sum(),
+    "sum_dim": lambda x: x.sum(dim=1),
+    "sum_dims_keep": lambda x: x.sum(dim=(0, 2), keepdim=True),
+    "mean_all": lambda x: x.mean(),
+    "mean_neg_dim": lambda x: x.mean(dim=-1),
+    "mean_keep": lambda x: x.mean(dim=0, keepdim=True),
+    "max_all": lambda x: x.max(),
+    "min_all": lambda x: x.min(),
+    "max_dim": lambda x: x.max(dim=1).values,
+    "min_dim_keep": lambda x: x.min(dim=2, keepdim=True).values,
+    "amax_dims": lambda x: x.amax(dim=(1, 2)),
+    "var_all": lambda x: x.var(),
+    "var_dim": lambda x: x.var(dim=1, keepdim=True),
+    "var_biased": lambda x: x.var(dim=0, correction=0),
+    "std": lambda x: x.std(dim=2),
+    "logsumexp_all": lambda x: x.logsumexp(),
+    "logsumexp_dim": lambda x: x.logsumexp(dim=1),
+    "logsumexp_keep": lambda x: x.logsumexp(dim=-1, keepdim=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REDUCTIONS))
+def test_reductions(name):
+    assert gradcheck(REDUCTIONS[name], (T(2, 3, 4),))
+
+
+SHAPES = {
+    "reshape": lambda x: x.reshape(4, 6),
+    "view_infer": lambda x: x.view(-1, 3),
+    "transpose": lambda x: x.transpose(0, 2),
+    "permute": lambda x: x.permute(2, 0, 1),
+    "T": lambda x: x.reshape(6, 4).T,
+    "flatten": lambda x: x.flatten(1),
+    "unsqueeze": lambda x: x.unsqueeze(1),
+    "squeeze": lambda x: x[:, :1].squeeze(1),
+    "expand": lambda x: x[:, :1, :].expand(2, 5, 4),
+    "getitem_basic": lambda x: x[1, ::2, 1:],
+    "getitem_neg": lambda x: x[..., -1],
+    "getitem_int_array": lambda x: x[gg.tensor([0, 1, 1, 0])],
+    "getitem_repeat_idx": lambda x: x[:, gg.tensor([2, 2, 0])],
+    "getitem_bool": lambda x: x[x.data > 0],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_shape_ops(name):
+    assert gradcheck(SHAPES[name], (T(2, 3, 4),))
+
+
+def test_cat_stack_where():
+    a, b, c = T(2, 3), T(4, 3), T(2, 3)
+    assert gradcheck(lambda a, b: gg.cat([a, b], dim=0), (a, b))
+    assert gradcheck(lambda a, c: gg.cat([a, c], dim=1), (a, c))
+    assert gradcheck(lambda a, c: gg.stack([a, c], dim=1), (a, c))
+    cond = gg.tensor(rng.uniform(size=(2, 3)) > 0.5)
+    assert gradcheck(lambda a, r: gg.where(cond, a, r), (a, T(3)))
+
+
+@pytest.mark.parametrize("sa,sb", [((3, 4), (4, 5)), ((2, 3, 4), (4, 2)), ((4,), (4, 3)), ((3, 4), (4,)),
+                                   ((4,), (4,)), ((2, 1, 3, 4), (5, 4, 2))])
+def test_matmul(sa, sb):
+    assert gradcheck(lambda a, b: a @ b, (T(*sa), T(*sb)))
+
+
+@pytest.mark.parametrize("act", ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_linear(act, bias):
+    x, w = T(5, 3), T(4, 3)
+    b = T(4) if bias else None
+    gg.manual_seed(0)
+
+    def f(x, w, *rest):
+        return F.fused_linear(x, w, rest[0] if rest else None, act)
+
+    if act in ("relu", "leaky_relu"):
+        # keep pre-activations away from the kink
+        z = x.data @ w.data.T + (b.data if bias else 0)
+        x.data[np.abs(z).min(axis=1) < 0.05] += 0.3
+    assert gradcheck(f, (x, w, b) if bias else (x, w))
+
+
+def test_fused_linear_batched_input():
+    assert gradcheck(lambda x, w, b: F.fused_linear(x, w, b, "tanh"), (T(2, 3, 4), T(5, 4), T(5)))
+
+
+def test_linear_matches_matmul():
+    x, w, b = T(5, 3), T(4, 3), T(4)
+    assert np.allclose(F.linear(x, w, b).data, x.data @ w.data.T + b.data)
+    assert gradcheck(F.linear, (x, w, b))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_losses(reduction):
+    logits = T(6, 4)
+    target = gg.tensor([0, 3, 1, 1, 2, 0])
+    assert gradcheck(lambda z: F.cross_entropy(z, target, reduction=reduction), (logits,))
+    assert gradcheck(lambda z: F.nll_loss(F.log_softmax(z, dim=1), target, reduction=reduction), (logits,))
+    assert gradcheck(lambda a, b: F.mse_loss(a, b, reduction=reduction), (T(3, 2), T(3, 2)))
+
+
+def test_cross_entropy_options():
+    logits = T(5, 3)
+    target = gg.tensor([0, -100, 2, 1, -100])
+    assert gradcheck(lambda z: F.cross_entropy(z, target), (logits,))
+    assert gradcheck(lambda z: F.cross_entropy(z, gg.tensor([0, 1, 2, 1, 0]), label_smoothing=0.1), (logits,))
+
+
+def test_dropout_gradcheck_fixed_mask():
+    x = T(4, 6)
+
+    def f(x):
+        gg.manual_seed(7)  # same mask on every evaluation
+        return F.dropout(x, 0.4, training=True)
+    assert gradcheck(f, (x,))
+
+
+def test_to_dtype_gradcheck():
+    x = T(3, 3)
+    assert gradcheck(lambda x: (x.to(gg.float32) * 2).to(gg.float64), (x,), atol=1e-4, rtol=1e-3, eps=1e-3)
+
+
+def test_clone_and_fanout():
+    x = T(3, 3)
+    assert gradcheck(lambda x: x.clone() * x + x.exp() * x, (x,))
+
+
+def test_directional_check_large_mlp():
+    x = T(64, 32)
+    w1, b1, w2, b2 = T(128, 32, low=-0.2, high=0.2), T(128), T(10, 128, low=-0.2, high=0.2), T(10)
+    t = gg.tensor(rng.integers(0, 10, size=64))
+
+    def f(w1, b1, w2, b2):
+        return F.cross_entropy(F.fused_linear(F.fused_linear(x, w1, b1, "tanh"), w2, b2), t)
+    assert gradcheck_directional(f, (w1, b1, w2, b2), n_directions=3)
+
+
+def test_gradcheck_catches_a_wrong_backward():
+    class BadSquare(gg.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * x  # wrong: should be 2 * x * g
+
+    x = T(2, 3)
+    with pytest.raises(gg.autograd.gradcheck.__globals__["GradcheckError"], match=r"index \("):
+        gradcheck(BadSquare.apply, (x,))
+    with pytest.raises(AssertionError):
+        gradcheck_directional(BadSquare.apply, (x,))
+
+
+def test_gradcheck_requires_float64():
+    with pytest.raises(TypeError, match="float64"):
+        gradcheck(lambda x: x * 2, (gg.randn(3, requires_grad=True),))
