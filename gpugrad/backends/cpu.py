@@ -4,9 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from .._device import device
-from .base import Backend
+from .base import Backend, saves_output
 
 _erf_ufunc = None
+# Where the Numba pass beats NumPy (measured, 1024x128 float32, see cpu_kernels): branchy activations gain
+# (ReLU fwd 18 us, bwd + db 62 us vs 93 us + 40 us); transcendental ones lose (sigmoid fwd 1 ms in Numba's
+# scalar exp vs NumPy's SIMD), so those stay on NumPy.
+_NUMBA_FWD = ("identity", "relu", "leaky_relu")
+_NUMBA_BWD = ("relu", "leaky_relu", "sigmoid", "tanh")
 
 
 def _get_erf():
@@ -45,3 +50,78 @@ class CPUBackend(Backend):
     def erf(self, x):
         out = _get_erf()(x)
         return out.astype(x.dtype, copy=False)
+
+    # ------------------------------------------------------------------ fused passes (Numba)
+    def bias_act(self, z, b, act: str, slope: float = 0.01):
+        from . import cpu_kernels as K
+        if act not in _NUMBA_FWD or not K.supported(z) or (b is not None and b.dtype != z.dtype):
+            return super().bias_act(z, b, act, slope)
+        if act == "identity":
+            if b is not None:
+                z += b
+            return z, None
+        inplace, keep_z, _ = K.kernels(act)
+        bb = b if b is not None else K.empty_bias(z.dtype)
+        if saves_output(act):
+            inplace(z, bb, b is not None, slope)
+            return z, z
+        y = np.empty_like(z)
+        keep_z(z, bb, b is not None, slope, y)
+        return y, z
+
+    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, slope: float = 0.01):
+        from . import cpu_kernels as K
+        if act == "identity":
+            return dy, (dy.sum(axis=0) if with_bias else None)
+        if act not in _NUMBA_BWD or not K.supported(dy, saved):
+            return super().act_bias_backward(dy, saved, act, with_bias, slope)
+        dz = np.empty_like(dy)
+        db = np.empty(dy.shape[1], dy.dtype) if with_bias else K.empty_bias(dy.dtype)
+        K.kernels(act)[2](dy, saved, slope, dz, db, with_bias)
+        return dz, (db if with_bias else None)
+
+    def act_backward(self, dy, saved, act: str, slope: float = 0.01):
+        if act in ("relu", "leaky_relu") and dy.shape == saved.shape:
+            # multiply by the boolean mask: np.where with a data-dependent mask is ~7x slower here
+            pos = saved > 0
+            if act == "relu":
+                return np.multiply(dy, pos, dtype=dy.dtype)
+            return dy * (pos + (~pos) * dy.dtype.type(slope))
+        return super().act_backward(dy, saved, act, slope)
+
+    # ------------------------------------------------------------------ optimizer steps (Numba, one pass)
+    def sgd_step(self, p, g, buf, lr: float, momentum: float, dampening: float, nesterov: bool,
+                 weight_decay: float, maximize: bool = False):
+        from . import cpu_kernels as K
+        if not _flat_ok(p, g) or (buf is not None and not _flat_ok(p, buf)):
+            return super().sgd_step(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, maximize)
+        t = p.dtype.type
+        first = momentum != 0 and buf is None
+        if first:
+            buf = np.empty_like(p)
+        fn = K.sgd_parallel if p.size >= K.PARALLEL_MIN else K.sgd_serial
+        fn(p.reshape(-1), g.reshape(-1), (buf if buf is not None else p).reshape(-1), t(lr), t(momentum),
+           t(dampening), bool(nesterov), t(weight_decay), bool(maximize), first)
+        return buf
+
+    def adam_step(self, p, g, m, v, step: int, lr: float, beta1: float, beta2: float, eps: float,
+                  weight_decay: float, decoupled: bool, amsgrad_vmax=None, maximize: bool = False):
+        from . import cpu_kernels as K
+        arrays = (g, m, v) + ((amsgrad_vmax,) if amsgrad_vmax is not None else ())
+        if not _flat_ok(p, *arrays):
+            return super().adam_step(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled,
+                                     amsgrad_vmax, maximize)
+        t = p.dtype.type
+        step_size = lr / (1 - beta1 ** step)
+        bc2_sqrt = (1 - beta2 ** step) ** 0.5
+        fn = K.adam_parallel if p.size >= K.PARALLEL_MIN else K.adam_serial
+        vmax = amsgrad_vmax if amsgrad_vmax is not None else v
+        fn(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), vmax.reshape(-1), t(lr), t(beta1), t(beta2),
+           t(eps), t(weight_decay), bool(decoupled), amsgrad_vmax is not None, bool(maximize), t(step_size),
+           t(bc2_sqrt))
+
+
+def _flat_ok(p, *others) -> bool:
+    """Numba path: C-contiguous float32/float64 arrays of one dtype and shape."""
+    return (p.dtype in (np.float32, np.float64) and p.flags.c_contiguous
+            and all(o.dtype == p.dtype and o.shape == p.shape and o.flags.c_contiguous for o in others))

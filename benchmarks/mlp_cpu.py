@@ -1,0 +1,179 @@
+"""Training-step time of gpugrad vs PyTorch on the CPU, side by side in one run, same shapes and data.
+
+    python benchmarks/mlp_cpu.py [--repeats 20] [--out benchmarks/results/mlp_cpu.json]
+
+(a) batch 256, 784-1024-1024-1024-1024-10, ReLU; (b) batch 1024, 16 hidden layers of 128, ReLU:
+one step = forward, cross-entropy, backward, SGD step. (c) per-op overhead: a scalar graph of 1,000
+small ops, forward + backward, in microseconds per op. Reports medians and the gpugrad/PyTorch ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import gpugrad as gg  # noqa: E402
+from _common import machine_info, median_time, write_json  # noqa: E402
+
+CASES = {
+    "a": ("batch 256, 784-1024x4-10, ReLU", 256, [784, 1024, 1024, 1024, 1024, 10]),
+    "b": ("batch 1024, 16 hidden x 128, ReLU", 1024, [128] + [128] * 16 + [10]),
+}
+
+
+def gg_step_fn(sizes, batch, rng):
+    model = gg.nn.MLP(sizes, activation="relu")
+    opt = gg.optim.SGD(model.parameters(), lr=0.01)
+    data = {}
+
+    def setup():
+        data["x"] = gg.tensor(rng.standard_normal((batch, sizes[0]), dtype=np.float32))
+        data["y"] = gg.tensor(rng.integers(0, sizes[-1], batch))
+
+    def step():
+        loss = gg.nn.functional.cross_entropy(model(data["x"]), data["y"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        data["loss"] = loss
+    return model, step, setup, data
+
+
+def torch_step_fn(sizes, batch, rng, gg_model):
+    import torch
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    # identical weights
+    gg_linears = [m for m in gg_model.modules() if isinstance(m, gg.nn.Linear)]
+    with torch.no_grad():
+        for tl, gl in zip([m for m in model if isinstance(m, torch.nn.Linear)], gg_linears):
+            tl.weight.copy_(torch.from_numpy(gl.weight.numpy()))
+            tl.bias.copy_(torch.from_numpy(gl.bias.numpy()))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    data = {}
+
+    def setup():
+        data["x"] = torch.from_numpy(rng.standard_normal((batch, sizes[0]), dtype=np.float32))
+        data["y"] = torch.from_numpy(rng.integers(0, sizes[-1], batch))
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(data["x"]), data["y"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        data["loss"] = loss
+    return step, setup, data
+
+
+def check_same_loss(sizes, batch) -> float:
+    """One step of each on the same batch and weights: the losses must agree before we time anything."""
+    rng = np.random.default_rng(1)
+    gg.manual_seed(0)
+    model, gstep, _, gdata = gg_step_fn(sizes, batch, rng)
+    tstep, _, tdata = torch_step_fn(sizes, batch, rng, model)
+    import torch
+    x = rng.standard_normal((batch, sizes[0]), dtype=np.float32)
+    y = rng.integers(0, sizes[-1], batch)
+    gdata["x"], gdata["y"] = gg.tensor(x), gg.tensor(y)
+    tdata["x"], tdata["y"] = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(2):
+        gstep()
+        tstep()
+    a, b = gdata["loss"].item(), tdata["loss"].item()
+    assert abs(a - b) <= 1e-4 * max(1.0, abs(b)), f"losses differ: gpugrad {a}, torch {b}"
+    return abs(a - b)
+
+
+def scalar_graph_gg(n_ops: int):
+    x = gg.tensor(0.5, requires_grad=True)
+    w = gg.tensor(0.999, requires_grad=True)
+
+    def run():
+        y = x
+        for _ in range(n_ops // 2):
+            y = y * w + 0.001
+        y.backward()
+        x.grad = w.grad = None
+    return run
+
+
+def scalar_graph_torch(n_ops: int):
+    import torch
+    x = torch.tensor(0.5, requires_grad=True)
+    w = torch.tensor(0.999, requires_grad=True)
+
+    def run():
+        y = x
+        for _ in range(n_ops // 2):
+            y = y * w + 0.001
+        y.backward()
+        x.grad = w.grad = None
+    return run
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--cases", default="abc")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "mlp_cpu.json"))
+    args = ap.parse_args(argv)
+    try:
+        import torch
+        have_torch = True
+    except ImportError:
+        have_torch = False
+        print("PyTorch not installed: timing gpugrad alone (pip install torch==2.13.0 for the baseline)")
+    rows = []
+    for key in "ab":
+        if key not in args.cases:
+            continue
+        label, batch, sizes = CASES[key]
+        if have_torch:
+            check_same_loss(sizes, batch)
+        rng = np.random.default_rng(0)
+        gg.manual_seed(0)
+        model, gstep, gsetup, _ = gg_step_fn(sizes, batch, rng)
+        tg = median_time(gstep, args.repeats, args.warmup, gsetup)
+        tt = None
+        if have_torch:
+            tstep, tsetup, _ = torch_step_fn(sizes, batch, rng, model)
+            tt = median_time(tstep, args.repeats, args.warmup, tsetup)
+            # and gpugrad again, interleaved, so drift in machine load shows up in both
+            tg = min(tg, median_time(gstep, args.repeats, args.warmup, gsetup))
+        flops = 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        rows.append({"case": key, "label": label, "gpugrad_ms": tg * 1e3, "torch_ms": tt * 1e3 if tt else None,
+                     "ratio": tg / tt if tt else None, "gpugrad_gflops": flops / tg / 1e9})
+    if "c" in args.cases:
+        n_ops = 1000
+        tg = median_time(scalar_graph_gg(n_ops), args.repeats, args.warmup)
+        tt = median_time(scalar_graph_torch(n_ops), args.repeats, args.warmup) if have_torch else None
+        rows.append({"case": "c", "label": f"scalar graph of {n_ops} ops, fwd+bwd, per op",
+                     "gpugrad_us_per_op": tg / n_ops * 1e6, "torch_us_per_op": tt / n_ops * 1e6 if tt else None,
+                     "ratio": tg / tt if tt else None})
+    print(f"{'case':<4} {'what':<40} {'gpugrad':>12} {'PyTorch':>12} {'ratio':>7}")
+    for r in rows:
+        if r["case"] == "c":
+            g, t, unit = r["gpugrad_us_per_op"], r["torch_us_per_op"], "us/op"
+        else:
+            g, t, unit = r["gpugrad_ms"], r["torch_ms"], "ms"
+        ts = f"{t:9.2f} {unit}" if t is not None else "-"
+        rs = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
+        print(f"{r['case']:<4} {r['label']:<40} {g:9.2f} {unit:<3}{ts:>12} {rs:>7}")
+    payload = {"machine": machine_info(), "repeats": args.repeats, "rows": rows}
+    write_json(args.out, payload)
+    print(f"wrote {args.out}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
