@@ -24,8 +24,8 @@ from .ops import (abs, add, amax, amin, argmax, argmin, cat, clamp, clip, concat
                   minimum, mul, ne, neg, permute, pow, relu, reshape, sigmoid, sin, softmax, sqrt, squeeze, stack,
                   std, sub, sum, tanh, transpose, unsqueeze, var, where)
 from . import autograd, random  # noqa: E402
-# from . import nn, optim  # noqa: E402
+from . import nn, optim  # noqa: E402
 # from . import cuda
-# from .io import load, save
+from .io import load, save  # noqa: E402
 
 __all__ = [n for n in dir() if not n.startswith("_")]

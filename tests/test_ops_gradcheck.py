@@ -161,17 +161,21 @@ def test_matmul(sa, sb):
     assert gradcheck(lambda a, b: a @ b, (T(*sa), T(*sb)))
 
 
-@pytest.mark.parametrize("act", ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh"])
+@pytest.mark.parametrize("act", ["identity", "relu", "leaky_relu", "leaky_relu_neg", "sigmoid", "tanh", "gelu",
+                                 "gelu_tanh"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_fused_linear(act, bias):
     x, w = T(5, 3), T(4, 3)
     b = T(4) if bias else None
     gg.manual_seed(0)
 
-    def f(x, w, *rest):
-        return F.fused_linear(x, w, rest[0] if rest else None, act)
+    slope = -0.3 if act == "leaky_relu_neg" else 0.01
+    op = "leaky_relu" if act == "leaky_relu_neg" else act
 
-    if act in ("relu", "leaky_relu"):
+    def f(x, w, *rest):
+        return F.fused_linear(x, w, rest[0] if rest else None, op, negative_slope=slope)
+
+    if op in ("relu", "leaky_relu"):
         # keep pre-activations away from the kink
         z = x.data @ w.data.T + (b.data if bias else 0)
         x.data[np.abs(z).min(axis=1) < 0.05] += 0.3

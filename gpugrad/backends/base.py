@@ -27,10 +27,11 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
 
-def saves_output(act: str) -> bool:
+def saves_output(act: str, slope: float = 0.01) -> bool:
     """True if the activation's derivative is computed from its output ``y`` (so only ``y`` is saved);
-    False if it needs the pre-activation ``z`` (GELU) or nothing (identity)."""
-    return act in ("relu", "leaky_relu", "sigmoid", "tanh")
+    False if it needs the pre-activation ``z`` (GELU; LeakyReLU with a negative slope, whose output
+    sign no longer tells the branch) or nothing (identity)."""
+    return act in ("relu", "sigmoid", "tanh") or (act == "leaky_relu" and slope >= 0)
 
 
 class Backend:
@@ -211,7 +212,7 @@ class Backend:
             z += b
         if act == "identity":
             return z, None
-        if saves_output(act):
+        if saves_output(act, slope):
             y = self.act_forward(z, act, slope, out=z)
             return y, y
         return self.act_forward(z, act, slope), z
@@ -235,8 +236,10 @@ class Backend:
 
     def sgd_step(self, p, g, buf, lr: float, momentum: float, dampening: float, nesterov: bool,
                  weight_decay: float, maximize: bool = False):
-        """One SGD update of ``p`` in place (PyTorch's formula). Returns the momentum buffer."""
-        xp = self.xp
+        """One SGD update of ``p`` in place, PyTorch's formula and operation order:
+        ``g = -g if maximize; g += wd*p; buf = momentum*buf + (1-dampening)*g (buf = g at first);
+        g = g + momentum*buf if nesterov else buf; p += -lr*g``. ``g`` is not modified.
+        Returns the momentum buffer (``None`` without momentum)."""
         if maximize:
             g = -g
         if weight_decay:
@@ -248,12 +251,16 @@ class Backend:
                 buf *= momentum
                 buf += (1 - dampening) * g
             g = g + momentum * buf if nesterov else buf
-        p -= xp.asarray(lr, dtype=p.dtype) * g if p.dtype != g.dtype else lr * g
+        p += (-lr) * g
         return buf
 
     def adam_step(self, p, g, m, v, step: int, lr: float, beta1: float, beta2: float, eps: float,
                   weight_decay: float, decoupled: bool, amsgrad_vmax=None, maximize: bool = False):
-        """One Adam/AdamW update of ``p``, ``m`` and ``v`` in place (PyTorch's formula)."""
+        """One Adam/AdamW update of ``p``, ``m``, ``v`` (and ``amsgrad_vmax``) in place; ``step`` is the
+        1-based count including this update. PyTorch's single-tensor formula and operation order:
+        ``p *= 1 - lr*wd`` (AdamW) or ``g += wd*p`` (Adam); ``m.lerp_(g, 1-beta1)``;
+        ``v = beta2*v + (1-beta2)*g*g``; ``denom = sqrt(v)/sqrt(1-beta2^t) + eps``;
+        ``p += -(lr/(1-beta1^t)) * m / denom``. ``g`` is not modified."""
         xp = self.xp
         if maximize:
             g = -g
@@ -262,19 +269,52 @@ class Backend:
                 p *= 1 - lr * weight_decay
             else:
                 g = g + weight_decay * p
-        m *= beta1
-        m += (1 - beta1) * g
+        _lerp_(m, g, 1 - beta1)
         v *= beta2
-        v += (1 - beta2) * (g * g)
-        bc1 = 1 - beta1 ** step
-        bc2 = 1 - beta2 ** step
+        v += ((1 - beta2) * g) * g
+        bias_correction1 = 1 - beta1 ** step
+        bias_correction2 = 1 - beta2 ** step
+        step_size = lr / bias_correction1
+        bc2_sqrt = bias_correction2 ** 0.5
         vv = v
         if amsgrad_vmax is not None:
             xp.maximum(amsgrad_vmax, v, out=amsgrad_vmax)
             vv = amsgrad_vmax
-        denom = xp.sqrt(vv) / math.sqrt(bc2)
+        denom = xp.sqrt(vv)
+        denom /= bc2_sqrt
         denom += eps
-        p -= (lr / bc1) * m / denom
+        upd = (-step_size) * m
+        upd /= denom
+        p += upd
+
+    def rmsprop_step(self, p, g, square_avg, grad_avg, buf, lr: float, alpha: float, eps: float,
+                     weight_decay: float, momentum: float, centered: bool, maximize: bool = False):
+        """One RMSprop update in place (PyTorch's formula): ``sq = alpha*sq + (1-alpha)*g*g``;
+        centered: ``ga.lerp_(g, 1-alpha)``, ``avg = sqrt(sq - ga*ga) + eps`` else ``sqrt(sq) + eps``;
+        with momentum ``buf = momentum*buf + g/avg; p += -lr*buf`` else ``p += -lr*g/avg``.
+        ``grad_avg`` (centered) and ``buf`` (momentum > 0) are state arrays or ``None``."""
+        xp = self.xp
+        if maximize:
+            g = -g
+        if weight_decay:
+            g = g + weight_decay * p
+        square_avg *= alpha
+        square_avg += ((1 - alpha) * g) * g
+        if centered:
+            _lerp_(grad_avg, g, 1 - alpha)
+            avg = square_avg + ((-1) * grad_avg) * grad_avg
+            xp.sqrt(avg, out=avg)
+        else:
+            avg = xp.sqrt(square_avg)
+        avg += eps
+        if momentum > 0:
+            buf *= momentum
+            buf += g / avg
+            p += (-lr) * buf
+        else:
+            upd = (-lr) * g
+            upd /= avg
+            p += upd
 
     # ------------------------------------------------------------------ memory
     def memory_stats(self) -> dict:
@@ -284,6 +324,18 @@ class Backend:
 def _exp_limit(dt) -> float:
     """Largest argument whose ``exp`` is finite in ``dt`` (less a margin)."""
     return float(np.log(np.finfo(dt).max)) - 1.0
+
+
+def _lerp_(a, b, w: float) -> None:
+    """``a.lerp_(b, w)`` in place with PyTorch's formula (``a + w*(b-a)`` for w < 0.5, else
+    ``b - (b-a)*(1-w)``)."""
+    d = b - a
+    if abs(w) < 0.5:
+        d *= w
+        a += d
+    else:
+        d *= 1 - w
+        a[...] = b - d
 
 
 def _assign(out, value):

@@ -62,7 +62,7 @@ class CPUBackend(Backend):
             return z, None
         inplace, keep_z, _ = K.kernels(act)
         bb = b if b is not None else K.empty_bias(z.dtype)
-        if saves_output(act):
+        if saves_output(act, slope):
             inplace(z, bb, b is not None, slope)
             return z, z
         y = np.empty_like(z)

@@ -366,7 +366,6 @@ class Module:
         """Dotted name -> Tensor for every parameter and persistent buffer. The tensors share memory
         with the module (detached unless ``keep_vars``); ``gg.save`` writes them."""
         out: OrderedDict = OrderedDict() if destination is None else destination  # type: ignore[assignment]
-        seen: set = set()
         for mod_prefix, m in self.named_modules(prefix=prefix.rstrip(".")):
             for name, p in m._parameters.items():
                 if p is not None:
@@ -374,7 +373,6 @@ class Module:
             for name, b in m._buffers.items():
                 if b is not None and name not in m._non_persistent:
                     out[f"{mod_prefix}.{name}" if mod_prefix else name] = b if keep_vars else b.detach()
-            seen.add(id(m))
         return out
 
     def _state_targets(self) -> "OrderedDict[str, Tensor]":
@@ -429,7 +427,7 @@ class Module:
                         v = v.detach().to(t.device, t.dtype)
                     arr = v.data
                 else:
-                    arr = t._backend().from_numpy(np.ascontiguousarray(v)).astype(t.dtype, copy=False)
+                    arr = t._backend().from_numpy(np.asarray(v, order="C")).astype(t.dtype, copy=False)
                 if arr is not t.data:
                     t.data[...] = arr
                 t._vc[0] += 1

@@ -1,0 +1,466 @@
+"""Layers: ``Linear`` (fused activation), activations, ``Dropout``, containers (``Sequential`` with
+automatic Linear+activation fusion, ``ModuleList``), losses and ``MLP``."""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any, Iterable, Iterator
+
+from .. import _dtype, ops
+from .._device import as_device
+from ..autograd.function import named_error
+from ..autograd.grad_mode import is_grad_enabled
+from ..backends import get_backend
+from ..backends.base import ACTIVATIONS
+from ..tensor import Tensor, _make_result
+from . import init
+from .module import Module, Parameter
+
+__all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Dropout", "Flatten",
+           "Sequential", "ModuleList", "MLP", "MLPBlock", "MSELoss", "CrossEntropyLoss", "NLLLoss",
+           "Softmax", "LogSoftmax"]
+
+_ACT_NAMES = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh")
+
+
+def _empty_param(shape: tuple, device, dtype) -> Parameter:
+    dev = as_device(device)
+    dt = _dtype.as_dtype(dtype) or _dtype.get_default_dtype()
+    if dt.kind != "f":
+        raise named_error(TypeError, f"Linear: parameters must be floating point, got dtype {dt}")
+    arr = get_backend(dev).xp.empty(shape, dt)
+    return Parameter(_make_result(arr, dev, None, 0))
+
+
+def _check_activation(op: str, activation: str | None) -> str:
+    act = "identity" if activation in (None, "none", "identity", "linear") else activation
+    if act not in ACTIVATIONS:
+        raise named_error(ValueError, f"{op}: unknown activation {activation!r}; expected None or one of "
+                          f"{_ACT_NAMES}")
+    return act
+
+
+# ---------------------------------------------------------------------------------------- Linear
+class Linear(Module):
+    """``y = activation(x @ weight.T + bias)`` with ``weight`` of shape ``(out_features, in_features)``
+    and PyTorch's default init (U(-1/sqrt(in), 1/sqrt(in)) for weight and bias, from the seeded
+    generator). With ``activation`` ('relu', 'leaky_relu', 'sigmoid', 'tanh', 'gelu', 'gelu_tanh')
+    the whole layer is one ``fused_linear`` op: one GEMM plus one fused bias+activation pass."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str | None = None,
+                 device: Any = None, dtype: Any = None, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        if int(in_features) < 0 or int(out_features) < 0:
+            raise ValueError(f"Linear: feature sizes must be non-negative, got in_features={in_features}, "
+                             f"out_features={out_features}")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.activation = _check_activation("Linear", activation)
+        self.negative_slope = float(negative_slope)
+        self.weight = _empty_param((self.out_features, self.in_features), device, dtype)
+        if bias:
+            self.bias = _empty_param((self.out_features,), device, dtype)
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default: kaiming_uniform_(a=sqrt(5)) for weight, U(-1/sqrt(fan_in), ..) for bias."""
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.in_features
+            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.fused_linear(x, self.weight, self.bias, self.activation, self.negative_slope)
+
+    def extra_repr(self) -> str:
+        s = f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        if self.activation != "identity":
+            s += f", activation={self.activation!r}"
+            if self.activation == "leaky_relu":
+                s += f", negative_slope={self.negative_slope}"
+        return s
+
+
+# ---------------------------------------------------------------------------------------- activations
+class Identity(Module):
+    """Returns its input."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class _Activation(Module):
+    """An elementwise activation; ``fused_activation()`` tells ``Sequential`` which ``fused_linear``
+    activation it equals (``None``: not fusable)."""
+
+    def fused_activation(self) -> tuple[str, float] | None:
+        return None
+
+
+class ReLU(_Activation):
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.relu(x)
+
+    def fused_activation(self) -> tuple[str, float] | None:
+        return ("relu", 0.01)
+
+
+class LeakyReLU(_Activation):
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.leaky_relu(x, self.negative_slope)
+
+    def fused_activation(self) -> tuple[str, float] | None:
+        return ("leaky_relu", self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class Sigmoid(_Activation):
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.sigmoid(x)
+
+    def fused_activation(self) -> tuple[str, float] | None:
+        return ("sigmoid", 0.01)
+
+
+class Tanh(_Activation):
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.tanh(x)
+
+    def fused_activation(self) -> tuple[str, float] | None:
+        return ("tanh", 0.01)
+
+
+class GELU(_Activation):
+    """GELU, exact (``approximate='none'``) or the tanh approximation (``'tanh'``)."""
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.gelu(x, self.approximate)
+
+    def fused_activation(self) -> tuple[str, float] | None:
+        return ("gelu" if self.approximate == "none" else "gelu_tanh", 0.01)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+class Softmax(Module):
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.softmax(x, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.log_softmax(x, self.dim)
+
+
+class Dropout(Module):
+    """Inverted dropout with probability ``p`` while training; identity in ``eval()`` mode."""
+
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Flatten(Module):
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.flatten(x, self.start_dim, self.end_dim)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+# ---------------------------------------------------------------------------------------- losses
+class MSELoss(Module):
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+        return ops.mse_loss(input, target, self.reduction)
+
+
+class CrossEntropyLoss(Module):
+    def __init__(self, reduction: str = "mean", ignore_index: int = -100, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.reduction, self.ignore_index, self.label_smoothing = reduction, ignore_index, label_smoothing
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+        return ops.cross_entropy(input, target, self.reduction, self.ignore_index, self.label_smoothing)
+
+
+class NLLLoss(Module):
+    def __init__(self, reduction: str = "mean", ignore_index: int = -100) -> None:
+        super().__init__()
+        self.reduction, self.ignore_index = reduction, ignore_index
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+        return ops.nll_loss(input, target, self.reduction, self.ignore_index)
+
+
+# ---------------------------------------------------------------------------------------- containers
+def _fusable_linear(m: Module) -> bool:
+    """A plain ``Linear`` without its own activation (its forward not overridden)."""
+    return isinstance(m, Linear) and m.activation == "identity" and type(m).forward is Linear.forward
+
+
+class Sequential(Module):
+    """Modules called in order; ``Sequential(a, b, c)`` or ``Sequential(OrderedDict(name=module))``.
+
+    Automatic fusion: a ``Linear`` (no activation) directly followed by ``ReLU``, ``LeakyReLU``,
+    ``Sigmoid``, ``Tanh`` or ``GELU`` runs as ONE ``fused_linear`` call with the same
+    parameters and bit-identical results (fewer graph nodes, one fewer pass over the activations).
+    Turn it off for every Sequential with ``gg.nn.Sequential.fuse = False`` or for one with
+    ``Sequential(..., fuse=False)``."""
+
+    fuse: bool = True
+
+    def __init__(self, *modules: Any, fuse: bool | None = None) -> None:
+        super().__init__()
+        if fuse is not None:
+            self.fuse = bool(fuse)
+        if len(modules) == 1 and isinstance(modules[0], (dict, OrderedDict)):
+            for name, m in modules[0].items():
+                self.add_module(str(name), m)
+        else:
+            for i, m in enumerate(modules):
+                if not isinstance(m, Module):
+                    raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a Module")
+                self.add_module(str(i), m)
+
+    def _plan(self) -> list:
+        """Steps of forward: ``(module, None)`` or ``(linear, (activation, slope))`` for a fused pair."""
+        mods = [m for m in self._modules.values() if m is not None]
+        steps = []
+        i = 0
+        fuse = self.fuse
+        while i < len(mods):
+            m = mods[i]
+            if fuse and i + 1 < len(mods) and _fusable_linear(m) and isinstance(mods[i + 1], _Activation):
+                act = mods[i + 1].fused_activation()
+                if act is not None:
+                    steps.append((m, act))
+                    i += 2
+                    continue
+            steps.append((m, None))
+            i += 1
+        return steps
+
+    def forward(self, x: Any) -> Any:
+        for m, act in self._plan():
+            if act is None:
+                x = m(x)
+            else:
+                x = ops.fused_linear(x, m.weight, m.bias, act[0], act[1])
+        return x
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def _key(self, idx: int) -> str:
+        n = len(self._modules)
+        if not -n <= idx < n:
+            raise IndexError(f"Sequential: index {idx} is out of range for {n} modules")
+        return list(self._modules)[idx % n]
+
+    def __getitem__(self, idx: int | slice) -> Any:
+        if isinstance(idx, slice):
+            items = list(self._modules.items())[idx]
+            out = Sequential(OrderedDict(items))
+            if "fuse" in self.__dict__:
+                out.fuse = self.fuse
+            return out
+        return self._modules[self._key(idx)]
+
+    def __setitem__(self, idx: int, module: Module) -> None:
+        self.add_module(self._key(idx), module)
+
+    def __delitem__(self, idx: int | slice) -> None:
+        keys = list(self._modules)
+        for k in (keys[idx] if isinstance(idx, slice) else [self._key(idx)]):
+            del self._modules[k]
+        # renumber like PyTorch
+        items = list(self._modules.items())
+        self._modules.clear()
+        for i, (k, m) in enumerate(items):
+            self._modules[str(i) if k.isdigit() else k] = m
+
+    def append(self, module: Module) -> "Sequential":
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> "Sequential":
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index: int, module: Module) -> "Sequential":
+        mods = list(self._modules.values())
+        n = len(mods)
+        if not -n <= index <= n:
+            raise IndexError(f"Sequential.insert: index {index} out of range for {n} modules")
+        mods.insert(index if index >= 0 else n + index, module)
+        self._modules.clear()
+        for i, m in enumerate(mods):
+            self.add_module(str(i), m)
+        return self
+
+    def extra_repr(self) -> str:
+        return "fuse=False" if not self.fuse else ""
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters are registered (names '0', '1', ...)."""
+
+    def __init__(self, modules: Iterable[Module] | None = None) -> None:
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __getitem__(self, idx: int | slice) -> Any:
+        mods = list(self._modules.values())
+        if isinstance(idx, slice):
+            return ModuleList(mods[idx])
+        return mods[idx]
+
+    def __setitem__(self, idx: int, module: Module) -> None:
+        n = len(self._modules)
+        if not -n <= idx < n:
+            raise IndexError(f"ModuleList: index {idx} out of range for {n} modules")
+        self.add_module(str(idx % n), module)
+
+    def append(self, module: Module) -> "ModuleList":
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> "ModuleList":
+        for m in modules:
+            self.append(m)
+        return self
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("ModuleList has no forward: iterate over it in your module's forward")
+
+
+# ---------------------------------------------------------------------------------------- MLP
+class MLPBlock(Module):
+    """One hidden layer of an ``MLP``: fused ``Linear(activation)``, then dropout, then ``x + f(x)``
+    when ``residual`` (only built when in == out)."""
+
+    def __init__(self, in_features: int, out_features: int, activation: str | None = "relu",
+                 dropout: float = 0.0, residual: bool = False, bias: bool = True, device: Any = None,
+                 dtype: Any = None) -> None:
+        super().__init__()
+        self.linear = Linear(in_features, out_features, bias=bias, activation=activation, device=device, dtype=dtype)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"MLP: dropout must be in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
+        self.residual = bool(residual) and in_features == out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.linear(x)
+        if self.dropout > 0.0:
+            h = ops.dropout(h, self.dropout, self.training)
+        return x + h if self.residual else h
+
+    def extra_repr(self) -> str:
+        parts = []
+        if self.dropout:
+            parts.append(f"dropout={self.dropout}")
+        if self.residual:
+            parts.append("residual=True")
+        return ", ".join(parts)
+
+
+class MLP(Module):
+    """A multilayer perceptron: ``MLP([784, 1024, 1024, 10], activation='relu')``.
+
+    Hidden layers are ``MLPBlock``s in ``self.blocks`` (fused Linear+activation, optional dropout,
+    optional residual ``x + f(x)`` where in == out width); the output layer ``self.head`` is a plain
+    Linear. ``checkpoint`` (None, "none", "sqrt", an int number of segments, True for "sqrt", or a
+    ``gg.checkpoint.CheckpointPlan``) recomputes the blocks in backward via
+    ``gg.checkpoint.checkpoint_sequential`` to save memory."""
+
+    def __init__(self, sizes: Iterable[int], activation: str | None = "relu", residual: bool = False,
+                 dropout: float = 0.0, bias: bool = True, device: Any = None, dtype: Any = None,
+                 checkpoint: Any = None) -> None:
+        super().__init__()
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2:
+            raise ValueError(f"MLP: sizes needs at least input and output widths, got {sizes}")
+        act = _check_activation("MLP", activation)
+        if checkpoint is True:
+            checkpoint = "sqrt"
+        if checkpoint is False:
+            checkpoint = None
+        if (isinstance(checkpoint, str) and checkpoint not in ("none", "sqrt")) or \
+                (isinstance(checkpoint, int) and checkpoint < 1):
+            raise ValueError(f"MLP: checkpoint must be None, 'none', 'sqrt', a positive int or a "
+                             f"gg.checkpoint.CheckpointPlan, got {checkpoint!r}")
+        self.sizes = sizes
+        self.checkpoint = checkpoint
+        self.blocks = ModuleList(
+            MLPBlock(a, b, act, dropout, residual, bias, device, dtype) for a, b in zip(sizes[:-2], sizes[1:-1]))
+        self.head = Linear(sizes[-2], sizes[-1], bias=bias, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        blocks = list(self.blocks)
+        seg = self.checkpoint
+        if blocks and seg is not None and seg != "none" and is_grad_enabled():
+            from ..checkpoint import checkpoint_sequential  # lazy: optional module
+            x = checkpoint_sequential(blocks, seg, x)
+        else:
+            for b in blocks:
+                x = b(x)
+        return self.head(x)
+
+    def extra_repr(self) -> str:
+        return f"sizes={self.sizes}" + (f", checkpoint={self.checkpoint!r}" if self.checkpoint not in (None, "none") else "")

@@ -1,0 +1,8 @@
+"""``gg.optim``: optimizers (SGD, Adam, AdamW, RMSprop) and learning-rate schedulers, PyTorch's formulas."""
+from . import lr_scheduler
+from .adam import Adam, AdamW
+from .optimizer import Optimizer
+from .rmsprop import RMSprop
+from .sgd import SGD
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "lr_scheduler"]
