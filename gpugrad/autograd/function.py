@@ -9,6 +9,10 @@ from . import saved as _saved
 from .grad_mode import STATE
 
 _seq = [0]
+# Open probes (innermost last): a checkpoint running its function under no_grad collects here the
+# tensors requiring grad that ops saw (parameters used inside), so its node is recorded when only
+# they require grad (see gpugrad/checkpoint.py).
+_probes: list = []
 
 
 class GradError(RuntimeError):
@@ -71,8 +75,9 @@ class Context:
                 f"{self.op_name}: trying to backward through the graph a second time (or to read saved "
                 "values after they were freed). Saved arrays are freed after the first backward; pass "
                 "retain_graph=True to the first backward() if you need to backward twice.")
-        for vc, expected, what in self._versions:
+        for vc, expected, arr in self._versions:
             if vc[0] != expected:
+                what = f"tensor of shape {tuple(arr.shape)} and dtype {arr.dtype}"
                 raise named_error(GradError,
                     f"{self.op_name}: one of the arrays needed for gradient computation has been modified "
                     f"by an in-place operation: {what} is at version {vc[0]}; expected version {expected}. "
@@ -104,8 +109,7 @@ class Context:
                         owner = t
                         break
             if owner is not None:
-                versions.append((owner._vc, owner._vc[0],
-                                 f"tensor of shape {tuple(a.shape)} and dtype {a.dtype}"))
+                versions.append((owner._vc, owner._vc[0], a))
                 if is_input and owner._grad_fn is None:
                     continue  # a leaf's data lives anyway: not counted
             _saved.track(a)
@@ -150,9 +154,9 @@ class Function:
 
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any) -> Any:
-        from ..tensor import Tensor, _make_result
-        from ..backends import get_backend
-
+        if _lazy.Tensor is None:
+            _lazy.load()
+        Tensor = _lazy.Tensor
         tensor_args = []
         arrays = []
         dev = None
@@ -169,14 +173,19 @@ class Function:
                         f"Move them first, e.g. x.to('{dev}').")
                 tensor_args.append(a)
                 arrays.append(a.data)
-                rg = a.requires_grad
+                rg = a._requires_grad
                 needs.append(rg)
                 requires = requires or rg
             else:
                 arrays.append(a)
                 needs.append(False)
-        backend = get_backend(dev) if dev is not None else get_backend("cpu")
+        backend = _lazy.instances.get(dev) or _lazy.get_backend(dev if dev is not None else "cpu")
         record = requires and STATE.grad_enabled
+        if requires and not record and _probes:
+            probe = _probes[-1]
+            for t in tensor_args:
+                if t._requires_grad:
+                    probe[id(t)] = t
         ctx = Context(backend, tuple(needs) if record else (False,) * len(needs))
         try:
             out = cls.forward(ctx, *arrays, **kwargs)
@@ -186,31 +195,57 @@ class Function:
             raise _wrap(e, cls, args) from e
         if ctx.out_device is not None:
             dev = ctx.out_device
-        multi = isinstance(out, tuple)
-        outs = out if multi else (out,)
+        make = _lazy.make_result
         if STATE.anomaly:
-            _check_finite(backend, cls.op_name(), "forward output", outs)
-        if record:
+            _check_finite(backend, cls.op_name(), "forward output", out if isinstance(out, tuple) else (out,))
+        if not isinstance(out, tuple):
+            if not record:
+                return make(out, dev, None, 0)
             ctx._fn = cls
             _seq[0] += 1
             ctx._seq = _seq[0]
-            edges = []
-            for a in args:
-                if isinstance(a, Tensor) and a.requires_grad:
-                    edges.append((a._grad_fn, a._out_idx) if a._grad_fn is not None else (a, -1))
-                else:
-                    edges.append(None)
-            ctx._edges = tuple(edges)
-            non_diff = ctx._non_diff
-            results = tuple(
-                _make_result(o, dev, ctx if (o.dtype.kind == "f" and not any(o is n for n in non_diff)) else None, i)
-                for i, o in enumerate(outs))
-            ctx._out_meta = tuple((o.shape, o.dtype) for o in outs)
-            ctx._finalize(tensor_args, results)
-        else:
+            ctx._edges = tuple(((a._grad_fn, a._out_idx) if a._grad_fn is not None else (a, -1))
+                               if isinstance(a, Tensor) and a._requires_grad else None for a in args)
+            res = make(out, dev, ctx if out.dtype.kind == "f" else None, 0)
+            ctx._out_meta = ((res.data.shape, res.data.dtype),)
+            if ctx._to_save:
+                ctx._finalize(tensor_args, (res,))
+            return res
+        if not record:
             ctx._to_save = ()
-            results = tuple(_make_result(o, dev, None, i) for i, o in enumerate(outs))
-        return results if multi else results[0]
+            return tuple(make(o, dev, None, i) for i, o in enumerate(out))
+        ctx._fn = cls
+        _seq[0] += 1
+        ctx._seq = _seq[0]
+        ctx._edges = tuple(((a._grad_fn, a._out_idx) if a._grad_fn is not None else (a, -1))
+                           if isinstance(a, Tensor) and a._requires_grad else None for a in args)
+        non_diff = ctx._non_diff
+        results = tuple(
+            make(o, dev, ctx if (o.dtype.kind == "f" and not any(o is n for n in non_diff)) else None, i)
+            for i, o in enumerate(out))
+        ctx._out_meta = tuple((r.data.shape, r.data.dtype) for r in results)
+        ctx._finalize(tensor_args, results)
+        return results
+
+
+class _Lazy:
+    """Late-bound references (tensor.py and backends import this module)."""
+
+    Tensor = None
+    make_result = None
+    get_backend = None
+    instances: dict = {}
+
+    def load(self) -> None:
+        from ..tensor import Tensor, _make_result
+        from .. import backends
+        type(self).make_result = staticmethod(_make_result)
+        type(self).get_backend = staticmethod(backends.get_backend)
+        type(self).instances = backends._instances
+        type(self).Tensor = Tensor
+
+
+_lazy = _Lazy()
 
 
 def _wrap(e: Exception, cls: type, args: tuple) -> Exception:
