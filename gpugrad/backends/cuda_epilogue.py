@@ -1,0 +1,246 @@
+"""cuBLASLt epilogues for the linear layer, through nvmath-python (optional: used only when
+``import nvmath`` works and the switch is on): bias, activation and bias gradient ride inside the
+GEMMs instead of separate elementwise passes.
+
+Switch: ``use_cublaslt_epilogues(True)`` (the lead exposes it as ``gg.cuda.use_cublaslt_epilogues``)
+or ``GPUGRAD_CUBLASLT_EPILOGUES=1``. Activations: ``relu`` (RELU_AUX_BIAS / DRELU_BGRAD: the aux is a
+1-bit mask) and ``gelu_tanh`` (GELU_AUX_BIAS / DGELU_BGRAD: the aux is the pre-activation; cuBLASLt's
+GELU is the tanh approximation, so exact-erf ``gelu`` is not fused).
+
+cuBLASLt adds the bias along the rows of D and reduces the bias gradient over its columns, so a layer
+``y = act(x @ w.T + b)`` (x: (N, in), w: (out, in)) is computed feature-major:
+``D = w @ x.T`` (out x N, column-major), ``y = D.T`` (a C-contiguous (N, out) view, no copy).
+
+- forward  ``linear_act_forward(x, w, b, act) -> (y, aux)``: one GEMM, epilogue ``*_AUX_BIAS``.
+- backward through two layers at once: ``dgrad_act_bgrad(dz_next, w_next, aux, act) -> (dz, db)``:
+  the GEMM that propagates layer L+1's gradient to its input (``w_next.T @ dz_next.T``) applies layer
+  L's activation derivative from ``aux`` and reduces layer L's bias gradient (``D*_BGRAD``): no pass
+  over the activations at all.
+- ``wgrad(dz, x, with_bias) -> (dw, db)``: ``dw = dz.T @ x``; with ``with_bias`` the bias gradient
+  of the A operand rides along (``BGRADA``) - for the output layer, which has no activation.
+- ``act_bias_backward(dy, aux, act, with_bias)``: the plain elementwise fallback for a lone layer.
+
+Every function also runs on NumPy arrays with an exact emulation of the epilogue semantics (masks as
+booleans), which the CPU tests use to check the bookkeeping; only the CUDA path calls nvmath."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+__all__ = ["use_cublaslt_epilogues", "epilogues_enabled", "available", "supports", "gemm",
+           "linear_act_forward", "dgrad_act_bgrad", "wgrad", "act_bias_backward", "FORWARD", "BACKWARD"]
+
+FORWARD = {"relu": "RELU_AUX_BIAS", "gelu_tanh": "GELU_AUX_BIAS"}
+BACKWARD = {"relu": "DRELU_BGRAD", "gelu_tanh": "DGELU_BGRAD"}
+_AUX_NAME = {"relu": "relu_aux", "gelu_tanh": "gelu_aux"}
+
+_state = {"enabled": os.environ.get("GPUGRAD_CUBLASLT_EPILOGUES", "0").strip().lower() in ("1", "true", "yes", "on")}
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def use_cublaslt_epilogues(enabled: bool = True) -> None:
+    """Turn the cuBLASLt epilogue path on or off (off by default). Turning it on without nvmath-python
+    raises a clear error."""
+    enabled = bool(enabled)
+    if enabled:
+        ok, why = available()
+        if not ok:
+            raise RuntimeError(f"use_cublaslt_epilogues: {why}. Fix: `pip install nvmath-python[cu13]` (or "
+                               "[cu12]) next to CuPy, or leave the epilogues off (the fused kernels are used).")
+    _state["enabled"] = enabled
+
+
+def epilogues_enabled() -> bool:
+    """True when the switch is on (and nvmath imports)."""
+    return _state["enabled"] and available()[0]
+
+
+_avail: list = []
+
+
+def available() -> tuple[bool, str]:
+    """``(True, "")`` if nvmath-python imports, else ``(False, reason)``. Never raises."""
+    if not _avail:
+        try:
+            import nvmath.linalg.advanced  # noqa: F401
+            _avail.append((True, ""))
+        except Exception as e:  # ImportError, or a broken CUDA library setup
+            _avail.append((False, f"nvmath-python is not usable ({type(e).__name__}: {e})"))
+    return _avail[0]
+
+
+def supports(act: str, dtype) -> bool:
+    """Whether ``act`` in ``dtype`` has a fused epilogue (relu / gelu_tanh; float16/float32/float64)."""
+    return act in FORWARD and np.dtype(dtype) in (np.float16, np.float32, np.float64)
+
+
+# ---------------------------------------------------------------------------------------- GEMM
+def _is_numpy(*arrays) -> bool:
+    return all(a is None or isinstance(a, np.ndarray) for a in arrays)
+
+
+def _gelu_tanh(z):
+    inner = _SQRT_2_OVER_PI * (z + 0.044715 * z * z * z)
+    return 0.5 * z * (1.0 + np.tanh(inner))
+
+
+def _gelu_tanh_grad(z):
+    inner = _SQRT_2_OVER_PI * (z + 0.044715 * z * z * z)
+    th = np.tanh(inner)
+    return 0.5 * (1.0 + th) + 0.5 * z * (1.0 - th * th) * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * z * z)
+
+
+def _emulate(a, b, epilog: str | None, bias, aux):
+    """NumPy: exactly what cuBLASLt computes for ``D = epilog(a @ b)`` (bias: length M, added along
+    rows; bias gradients: sums over columns)."""
+    d = a @ b
+    extras: dict = {}
+    if epilog in ("RELU_AUX_BIAS", "GELU_AUX_BIAS"):
+        d = d + bias[:, None]
+        if epilog == "RELU_AUX_BIAS":
+            extras["relu_aux"] = d > 0
+            d = np.maximum(d, 0)
+        else:
+            extras["gelu_aux"] = d.copy()
+            d = _gelu_tanh(d).astype(d.dtype, copy=False)
+    elif epilog == "DRELU_BGRAD":
+        d = d * aux
+        extras["drelu_bgrad"] = d.sum(axis=1)
+    elif epilog == "DGELU_BGRAD":
+        d = (d * _gelu_tanh_grad(aux)).astype(d.dtype, copy=False)
+        extras["dgelu_bgrad"] = d.sum(axis=1)
+    elif epilog == "BGRADA":
+        extras["bgrada"] = a.sum(axis=1)
+    elif epilog is not None:
+        raise ValueError(f"cuda_epilogue: unknown epilog {epilog!r}")
+    return d, extras
+
+
+_plans: dict = {}
+_unsupported: dict = {}  # (epilog, dtype) -> why cuBLASLt refused it (then the unfused fallback is used)
+
+
+def _compute_type(dtype):
+    """TF32 for float32 when gpugrad's TF32 switch is on, else the library default."""
+    if np.dtype(dtype) != np.float32:
+        return None
+    try:
+        from . import cuda as _bc
+        if _bc.get_tf32():
+            import nvmath.linalg
+            return nvmath.linalg.ComputeType.COMPUTE_32F_FAST_TF32
+    except Exception:  # pragma: no cover
+        pass
+    return None
+
+
+def _nvmath_gemm(a, b, epilog: str | None, bias, aux, act: str | None):  # pragma: no cover - needs a GPU
+    """The same on CuPy arrays through a cached ``nvmath.linalg.advanced.Matmul`` (planned once per
+    shapes/strides/dtype/epilog; then only operands are reset), on CuPy's current stream."""
+    import cupy
+    from nvmath.linalg.advanced import Matmul, MatmulEpilog
+    stream = cupy.cuda.get_current_stream()
+    inputs: dict = {}
+    if bias is not None:
+        inputs["bias"] = bias
+    if aux is not None:
+        inputs[_AUX_NAME[act]] = aux
+    ep = getattr(MatmulEpilog, epilog) if epilog is not None else None
+    ct = _compute_type(a.dtype)
+    key = (cupy.cuda.runtime.getDevice(), a.shape, a.strides, b.shape, b.strides, str(a.dtype), epilog, ct,
+           tuple((k, v.shape, v.strides, str(v.dtype)) for k, v in sorted(inputs.items())))
+    mm = _plans.get(key)
+    if mm is None:
+        options = {"compute_type": ct} if ct is not None else None
+        mm = Matmul(a, b, options=options, stream=stream)
+        mm.plan(epilog=ep, epilog_inputs=inputs or None, stream=stream)
+        _plans[key] = mm
+    else:
+        mm.reset_operands(a=a, b=b, epilog_inputs=inputs or None, stream=stream)
+    res = mm.execute(stream=stream)
+    if hasattr(mm, "release_operands"):
+        mm.release_operands()  # do not keep this step's activations alive inside the plan cache
+    if isinstance(res, tuple):
+        return res[0], res[1]
+    return res, {}
+
+
+def gemm(a, b, epilog: str | None = None, bias=None, aux=None, act: str | None = None):
+    """``D = epilog(a @ b)`` and the epilogue's extra outputs as a dict (``relu_aux``, ``gelu_aux``,
+    ``drelu_bgrad``, ``dgelu_bgrad``, ``bgrada``). NumPy arrays: emulation; CuPy arrays: nvmath."""
+    if _is_numpy(a, b, bias):
+        return _emulate(a, b, epilog, bias, aux)
+    return _nvmath_gemm(a, b, epilog, bias, aux, act)
+
+
+# ---------------------------------------------------------------------------------------- layers
+def linear_act_forward(x, w, b, act: str):
+    """``y = act(x @ w.T + b)`` in one GEMM with the ``*_AUX_BIAS`` epilogue. Returns ``(y, aux)``:
+    ``y`` (N, out) is a transposed view of the column-major result; ``aux`` is what
+    ``dgrad_act_bgrad``/``act_bias_backward`` need (opaque)."""
+    if act not in FORWARD:
+        raise ValueError(f"cuda_epilogue: no fused epilogue for activation {act!r} (have {tuple(FORWARD)})")
+    if b is None:
+        b = (np.zeros if _is_numpy(x) else _xp(x).zeros)((w.shape[0],), dtype=w.dtype)
+    d, ex = gemm(w, x.T, FORWARD[act], bias=b, act=act)
+    return d.T, ex[_AUX_NAME[act]]
+
+
+def dgrad_act_bgrad(dz_next, w_next, aux, act: str):
+    """Layer L's ``(dz_L, db_L)`` from layer L+1's ``dz`` (N, out_{L+1}) and weight (out_{L+1}, out_L),
+    with layer L's activation derivative from ``aux`` applied and its bias gradient reduced, all in
+    the GEMM ``w_next.T @ dz_next.T``. ``dz_L`` is an (N, out_L) view."""
+    d, ex = gemm(w_next.T, dz_next.T, BACKWARD[act], aux=aux, act=act)
+    return d.T, ex[BACKWARD[act].lower()]
+
+
+def wgrad(dz, x, with_bias: bool):
+    """``(dw, db)`` with ``dw = dz.T @ x`` (out, in); with ``with_bias`` the bias gradient
+    ``dz.sum(0)`` comes out of the same GEMM (``BGRADA``), else ``db`` is None."""
+    if not with_bias:
+        return gemm(dz.T, x)[0], None
+    key = ("BGRADA", str(dz.dtype))
+    if key not in _unsupported:
+        try:
+            d, ex = gemm(dz.T, x, "BGRADA")
+            return d, ex["bgrada"]
+        except Exception as e:  # pragma: no cover - a cuBLASLt build/layout without BGRADA support
+            if _is_numpy(dz):
+                raise
+            _unsupported[key] = f"{type(e).__name__}: {e}"
+    return gemm(dz.T, x)[0], dz.sum(axis=0)
+
+
+def act_bias_backward(dy, aux, act: str, with_bias: bool):
+    """Elementwise fallback for one layer: ``dz = dy * act'(aux)``, ``db = dz.sum(0)``. ``aux`` from
+    ``linear_act_forward`` (on CUDA the relu aux is cuBLASLt's packed bitmask; it is unpacked here)."""
+    xp = np if _is_numpy(dy) else _xp(dy)
+    if act == "relu":
+        mask = aux.T if _is_numpy(dy) else _unpack_relu_mask(xp, aux, dy.shape[1], dy.shape[0])
+        dz = dy * mask
+    elif act == "gelu_tanh":
+        z = aux[:dy.shape[1], :dy.shape[0]].T
+        inner = _SQRT_2_OVER_PI * (z + 0.044715 * z * z * z)
+        th = xp.tanh(inner)
+        dz = (dy * (0.5 * (1.0 + th) + 0.5 * z * (1.0 - th * th) * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * z * z))
+              ).astype(dy.dtype, copy=False)
+    else:
+        raise ValueError(f"cuda_epilogue: no fused epilogue for activation {act!r}")
+    return dz, (dz.sum(axis=0) if with_bias else None)
+
+
+def _unpack_relu_mask(xp, aux, m: int, n: int):  # pragma: no cover - needs a GPU
+    """cuBLASLt's RELU aux: one bit per element of the column-major (M, N) result, the M axis padded
+    to a multiple of 128 bits, stored as uint8 of shape (ceil(M/8) rounded up to 16, N), column-major.
+    Returns the (N, M) boolean mask (the orientation of ``y``)."""
+    t = xp.ascontiguousarray(aux.T)  # (N, M bytes): row n holds the bits of column n of D
+    bits = xp.unpackbits(t.reshape(-1), bitorder="little").reshape(t.shape[0], -1)
+    return bits[:n, :m].astype(bool)
+
+
+def _xp(a) -> Any:
+    import cupy
+    return cupy

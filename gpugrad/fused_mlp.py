@@ -1,0 +1,540 @@
+"""Fully fused MLP for narrow widths (16, 32, 64, 128), after tiny-cuda-nn.
+
+``FusedMLP(sizes, activation='relu')`` has exactly the parameters of ``nn.MLP(sizes, activation)``
+(same names, init and ``state_dict``; all hidden widths equal). On a CUDA device its forward is ONE
+kernel over all layers and its backward ONE kernel over all layers (``kernels/fused_mlp.cu``): a tile
+of 128 rows stays in shared memory from layer to layer and every product runs on tensor cores
+(``nvcuda::wmma`` 16x16x16, float16 inputs, float32 accumulation). Weight and bias gradients are then
+one cuBLAS GEMM (float16 in, float32 out) and one reduction per layer. Parameters stay float32 (they
+are the master weights); they are rounded to float16 for each forward. Input and output widths are
+padded to multiples of 16 internally; the batch to a multiple of 128.
+
+Numerics (see ``reference_forward``/``reference_backward``, a NumPy copy of the kernels): inputs,
+weights and hidden activations are float16; sums are float32; the output is float32. Backward starts
+from the float32 ``dL/dout``, multiplied by a power of two chosen on the device so that its largest
+entry is about 256 (so tiny gradients of a mean loss over 2**18 rows do not flush to zero in
+float16); the scale is divided out of every gradient in float32. Expect ~1e-3 relative error.
+
+On CPU, ``FusedMLP`` runs the normal ``nn.MLP`` path (float32/float64 NumPy) - the same function,
+without float16 rounding. ``fused_mlp(..., impl="reference")`` runs the NumPy emulation of the kernels
+instead (used by the tests)."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .autograd.function import Context, Function, named_error
+from .nn.layers import MLP
+from .tensor import Tensor
+
+__all__ = ["FusedMLP", "fused_mlp", "reference_forward", "reference_backward", "pack_params", "grad_scale",
+           "epilogue_mlp", "epilogue_mlp_forward", "WIDTHS", "ACTIVATIONS", "ROWS"]
+
+WIDTHS = (16, 32, 64, 128)
+ACTIVATIONS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
+ROWS = 128           # rows per thread block (the batch is padded to a multiple)
+GRAD_TARGET = 256.0  # the backward scale brings max|dL/dout| to within [128, 256]
+
+
+def _pad16(n: int) -> int:
+    return -(-int(n) // 16) * 16
+
+
+# ---------------------------------------------------------------------------------------- packing
+def pack_params(xp, weights: Sequence, biases: Sequence, width: int, in_pad: int, out_pad: int,
+                wdtype=np.float16, bdtype=np.float32):
+    """Concatenate the layers as the kernels read them: ``W_0`` (width x in_pad), ``W_1..W_{H-1}``
+    (width x width), ``W_H`` (out_pad x width), row-major, zero-padded; biases ``b_0..b_{H-1}`` (width)
+    and ``b_H`` (out_pad). ``biases`` entries may be None (zeros)."""
+    H = len(weights) - 1
+    blocks, bblocks = [], []
+    for j, w in enumerate(weights):
+        rows = out_pad if j == H else width
+        cols = in_pad if j == 0 else width
+        if tuple(w.shape) == (rows, cols):
+            blocks.append(w.astype(wdtype, copy=False).reshape(-1))
+        else:
+            p = xp.zeros((rows, cols), dtype=wdtype)
+            p[:w.shape[0], :w.shape[1]] = w
+            blocks.append(p.reshape(-1))
+        b = biases[j]
+        if b is None:
+            bblocks.append(xp.zeros((rows,), dtype=bdtype))
+        elif b.shape[0] == rows:
+            bblocks.append(b.astype(bdtype, copy=False))
+        else:
+            p = xp.zeros((rows,), dtype=bdtype)
+            p[:b.shape[0]] = b
+            bblocks.append(p)
+    return xp.concatenate(blocks), xp.concatenate(bblocks)
+
+
+def _layer_views(wcat, width: int, in_pad: int, out_pad: int, H: int) -> list:
+    """The per-layer (rows, cols) views of a packed weight vector."""
+    views, off = [], 0
+    for j in range(H + 1):
+        rows = out_pad if j == H else width
+        cols = in_pad if j == 0 else width
+        views.append(wcat[off:off + rows * cols].reshape(rows, cols))
+        off += rows * cols
+    return views
+
+
+def _bias_views(bcat, width: int, out_pad: int, H: int) -> list:
+    return [bcat[j * width:(j + 1) * width] for j in range(H)] + [bcat[H * width:H * width + out_pad]]
+
+
+def grad_scale(xp, g):
+    """The power of two ``s`` (a 0-d float32 array on ``g``'s device, no host sync) with
+    ``128 < s * max|g| <= 256``; ``2**40`` when ``g`` is all zero. Clipped to [2**-24, 2**40]."""
+    m = xp.abs(g).max().astype(np.float64)
+    e = xp.floor(xp.log2(GRAD_TARGET / xp.maximum(m, 1e-300)))
+    return xp.exp2(xp.clip(e, -24.0, 40.0)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------- reference
+def _act_np(z, act: int):
+    if act == 1:
+        return np.maximum(z, z.dtype.type(0))
+    if act == 2:
+        return (1.0 / (1.0 + np.exp(-z))).astype(z.dtype, copy=False)
+    if act == 3:
+        return np.tanh(z)
+    return z
+
+
+def _act_grad_np(y, act: int):
+    if act == 1:
+        return (y > 0).astype(y.dtype)
+    if act == 2:
+        return y * (1 - y)
+    if act == 3:
+        return 1 - y * y
+    return np.ones_like(y)
+
+
+def reference_forward(x, wcat, bcat, width: int, in_pad: int, out_pad: int, n_hidden: int, act: int,
+                      exact: bool = False):
+    """NumPy copy of ``fused_mlp_forward_w{width}``: ``x`` (B, in_pad) float16, packed ``wcat``
+    (float16) and ``bcat`` (float32). Returns ``(out float32 (B, out_pad), acts float16 (H, B, width))``.
+    Per layer: float32 sum of float16 products, + float32 bias, activation in float32, rounded to
+    float16. ``exact=True``: the same algorithm in float64 without any rounding (gradient checks)."""
+    if exact:
+        lo = hi = np.float64
+    else:
+        lo, hi = np.float16, np.float32
+    ws = _layer_views(wcat, width, in_pad, out_pad, n_hidden)
+    bs = _bias_views(bcat, width, out_pad, n_hidden)
+    h = np.asarray(x).astype(lo)
+    acts = np.empty((n_hidden, h.shape[0], width), dtype=lo)
+    with np.errstate(over="ignore"):
+        for j in range(n_hidden):
+            z = h.astype(hi) @ ws[j].astype(lo).astype(hi).T + bs[j].astype(hi)
+            h = _act_np(z, act).astype(lo)
+            acts[j] = h
+        out = h.astype(hi) @ ws[n_hidden].astype(lo).astype(hi).T + bs[n_hidden].astype(hi)
+    return out, acts
+
+
+def reference_backward(dout, wcat, acts, width: int, in_pad: int, out_pad: int, n_hidden: int, act: int,
+                       need_dx: bool = True, exact: bool = False):
+    """NumPy copy of ``fused_mlp_backward_w{width}``: ``dout`` (B, out_pad) float16 (already scaled),
+    ``acts`` from the forward. Returns ``(dz float16 (H, B, width), dx float32 (B, in_pad) or None)``:
+    ``dh_H = dout @ W_H``; ``dz_l = fp16(dh_l * act'(h_l))``; ``dh_{l-1} = dz_l @ W_{l-1}``;
+    ``dx = dz_1 @ W_0``, all sums in float32."""
+    if exact:
+        lo = hi = np.float64
+    else:
+        lo, hi = np.float16, np.float32
+    ws = _layer_views(wcat, width, in_pad, out_pad, n_hidden)
+    dz = np.empty_like(acts, dtype=lo)
+    with np.errstate(over="ignore", invalid="ignore"):
+        dh = np.asarray(dout).astype(lo).astype(hi) @ ws[n_hidden].astype(lo).astype(hi)
+        for l in range(n_hidden, 0, -1):
+            d = (dh * _act_grad_np(acts[l - 1].astype(hi), act)).astype(lo)
+            dz[l - 1] = d
+            if l > 1:
+                dh = d.astype(hi) @ ws[l - 1].astype(lo).astype(hi)
+        dx = dz[0].astype(hi) @ ws[0].astype(lo).astype(hi) if need_dx else None
+    return dz, dx
+
+
+# ---------------------------------------------------------------------------------------- CUDA launch
+_modules: dict = {}
+
+
+def _module():
+    """``kernels/fused_mlp.cu`` compiled for the current device: NVRTC (CuPy passes the CUDA include
+    directory it finds), else nvcc; a clear error naming both failures otherwise."""
+    import cupy
+    dev = cupy.cuda.runtime.getDevice()
+    mod = _modules.get(dev)
+    if mod is not None:
+        return mod
+    from .kernels import source_path
+    with open(source_path("fused_mlp.cu"), encoding="utf-8") as f:
+        src = f.read()
+    errors = []
+    opts = ["--std=c++17"]
+    try:
+        inc = cupy.cuda.get_cuda_path()
+        if inc:
+            opts.append(f"-I{inc}/include")
+    except Exception:
+        pass
+    for backend in ("nvrtc", "nvcc"):
+        try:
+            m = cupy.RawModule(code=src, options=tuple(opts) if backend == "nvrtc" else ("-std=c++17",),
+                               backend=backend)
+            m.get_function("fused_mlp_forward_w16")  # compiles now, so failures surface here
+            _modules[dev] = m
+            return m
+        except Exception as e:  # pragma: no cover - needs a GPU
+            errors.append(f"{backend}: {type(e).__name__}: {str(e)[:400]}")
+    raise named_error(RuntimeError,  # pragma: no cover - needs a GPU
+        "fused_mlp: could not compile kernels/fused_mlp.cu (it includes <mma.h> and <cuda_fp16.h>). "
+        + " | ".join(errors) + ". Fix: install the CUDA toolkit headers (the CUDA toolkit, or "
+        "`pip install \"cupy-cuda13x[ctk]\"`) or put nvcc on PATH; or use gg.nn.MLP.")
+
+
+def _gemm_tn_f32(a, b):
+    """``a.T @ b`` in float32 for float16 ``a`` (K, M) and ``b`` (K, N), both C-contiguous: one
+    cuBLAS ``gemmEx`` (float16 inputs, float32 output and accumulation) on CuPy's current stream."""
+    import cupy
+    from cupy_backends.cuda.libs import cublas
+    K, M = a.shape
+    N = b.shape[1]
+    c = cupy.empty((M, N), dtype=np.float32)
+    if K == 0:
+        c[...] = 0
+        return c
+    handle = cupy.cuda.device.get_cublas_handle()
+    cublas.setStream(handle, cupy.cuda.get_current_stream().ptr)
+    one = np.array(1.0, dtype=np.float32)
+    zero = np.array(0.0, dtype=np.float32)
+    r16 = getattr(cupy.cuda.runtime, "CUDA_R_16F", 2)
+    r32 = getattr(cupy.cuda.runtime, "CUDA_R_32F", 0)
+    # column-major view: C^T (N x M) = B^T (N x K, b as stored) @ A (K x M, a as stored, transposed)
+    mode = cublas.getPointerMode(handle)
+    cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
+    try:
+        cublas.gemmEx(handle, cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_T, N, M, K,
+                      one.ctypes.data, b.data.ptr, r16, N, a.data.ptr, r16, M,
+                      zero.ctypes.data, c.data.ptr, r32, N,
+                      getattr(cublas, "CUBLAS_COMPUTE_32F", 68), getattr(cublas, "CUBLAS_GEMM_DEFAULT", -1))
+    finally:
+        cublas.setPointerMode(handle, mode)
+    return c
+
+
+def _cuda_forward(x16, wcat, bcat, width, in_pad, out_pad, H, act, save: bool):
+    import cupy
+    B = x16.shape[0]
+    out = cupy.empty((B, out_pad), dtype=np.float32)
+    acts = cupy.empty((H, B, width), dtype=np.float16) if save else None
+    f = _module().get_function(f"fused_mlp_forward_w{width}")
+    f((B // ROWS,), (2 * width,),
+      (x16, wcat, bcat, out, acts if acts is not None else np.uint64(0), np.int32(B), np.int32(in_pad),
+       np.int32(out_pad), np.int32(H), np.int32(act)))
+    return out, acts
+
+
+def _cuda_backward(dout16, wcat, acts, width, in_pad, out_pad, H, act, need_dx: bool):
+    import cupy
+    B = dout16.shape[0]
+    dz = cupy.empty((H, B, width), dtype=np.float16)
+    dx = cupy.empty((B, in_pad), dtype=np.float32) if need_dx else None
+    f = _module().get_function(f"fused_mlp_backward_w{width}")
+    f((B // ROWS,), (2 * width,),
+      (dout16, wcat, acts, dz, dx if dx is not None else np.uint64(0), np.int32(B), np.int32(in_pad),
+       np.int32(out_pad), np.int32(H), np.int32(act)))
+    return dz, dx
+
+
+# ---------------------------------------------------------------------------------------- autograd
+IMPLS = ("cuda", "reference", "exact")
+
+
+class FusedMLPFunction(Function):
+    """All layers of a narrow MLP in one forward and one backward kernel. Inputs: ``x``, then
+    ``w_0, b_0, ..., w_H, b_H`` (biases may be None)."""
+
+    name = "fused_mlp"
+
+    @staticmethod
+    def forward(ctx: Context, x, *params, activation: str = "relu", impl: str = "cuda"):
+        ws, bs = list(params[0::2]), list(params[1::2])
+        H = len(ws) - 1
+        width = ws[0].shape[0]
+        in_f, out_f = ws[0].shape[1], ws[-1].shape[0]
+        in_pad, out_pad = _pad16(in_f), _pad16(out_f)
+        act = ACTIVATIONS[activation]
+        be = ctx.backend
+        xp = be.xp
+        B = x.shape[0]
+        Bp = -(-B // ROWS) * ROWS
+        exact = impl == "exact"
+        lo = np.float64 if exact else np.float16
+        wcat, bcat = pack_params(xp, ws, bs, width, in_pad, out_pad, lo, np.float64 if exact else np.float32)
+        if B == Bp and in_f == in_pad and x.flags.c_contiguous:
+            x16 = x.astype(lo, copy=False)
+        else:
+            x16 = xp.zeros((Bp, in_pad), dtype=lo)
+            x16[:B, :in_f] = x
+        save = any(ctx.needs_input_grad)
+        if impl == "cuda":
+            out, acts = _cuda_forward(x16, wcat, bcat, width, in_pad, out_pad, H, act, save)
+        else:
+            out, acts = reference_forward(x16, wcat, bcat, width, in_pad, out_pad, H, act, exact=exact)
+        ctx.meta = (B, in_f, out_f, width, in_pad, out_pad, H, act, impl, x.dtype,
+                    [b is not None for b in bs], [w.dtype for w in ws])
+        ctx.save_for_backward(x16 if save else None, wcat if save else None, acts if save else None)
+        res = out[:B, :out_f] if (B != Bp or out_f != out_pad) else out
+        return xp.ascontiguousarray(res).astype(ws[0].dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        x16, wcat, acts = ctx.saved_tensors
+        B, in_f, out_f, width, in_pad, out_pad, H, act, impl, xdt, has_b, wdts = ctx.meta
+        be = ctx.backend
+        xp = be.xp
+        exact = impl == "exact"
+        lo = np.float64 if exact else np.float16
+        hi = np.float64 if exact else np.float32
+        Bp = x16.shape[0]
+        gp = g.astype(hi, copy=False)
+        if gp.shape != (Bp, out_pad):
+            full = xp.zeros((Bp, out_pad), dtype=hi)
+            full[:B, :out_f] = gp
+            gp = full
+        s = grad_scale(xp, gp).astype(hi)
+        dout = (gp * s).astype(lo)
+        need_dx = ctx.needs_input_grad[0]
+        if impl == "cuda":
+            dz, dx = _cuda_backward(dout, wcat, acts, width, in_pad, out_pad, H, act, need_dx)
+            mm = _gemm_tn_f32
+        else:
+            dz, dx = reference_backward(dout, wcat, acts, width, in_pad, out_pad, H, act, need_dx, exact=exact)
+
+            def mm(a, b):
+                return a.astype(hi).T @ b.astype(hi)
+        inv = (1.0 / s).astype(hi)
+        grads: list = [None]
+        needs = ctx.needs_input_grad[1:]
+        for j in range(H + 1):
+            d = dout if j == H else dz[j]                      # dL/dz_{j+1} (scaled)
+            h = x16 if j == 0 else acts[j - 1]                 # input of layer j
+            rows = out_f if j == H else width
+            cols = in_f if j == 0 else width
+            gw = gb = None
+            if needs[2 * j]:
+                gw = mm(d, h)
+                gw *= inv
+                gw = gw[:rows, :cols].astype(wdts[j])
+            if has_b[j] and needs[2 * j + 1]:
+                gb = d.sum(axis=0, dtype=hi)
+                gb *= inv
+                gb = gb[:rows].astype(wdts[j])
+            grads += [gw, gb]
+        if need_dx:
+            dx = dx * inv
+            grads[0] = xp.ascontiguousarray(dx[:B, :in_f]).astype(xdt)
+        return tuple(grads)
+
+
+def fused_mlp(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None], activation: str = "relu",
+              impl: str = "auto") -> Tensor:
+    """``out = W_H act(... act(x W_0^T + b_0) ...)^T + b_H`` in one fused forward and backward.
+
+    ``weights``: ``[W_0 (width, in), W_1..W_{H-1} (width, width), W_H (out, width)]`` (PyTorch layout),
+    ``width`` in (16, 32, 64, 128); ``x``: (batch, in). ``impl``: ``"cuda"`` (the kernels; needs CUDA
+    tensors), ``"reference"`` (the NumPy emulation of the kernels, float16 rounding included, any
+    device), ``"exact"`` (same algorithm in float64 without rounding: for gradient checks), ``"auto"``
+    (``"cuda"`` on a CUDA device, else ``"reference"``)."""
+    ws, bs = list(weights), list(biases)
+    _check(x, ws, bs, activation)
+    if impl == "auto":
+        impl = "cuda" if x.device.type == "cuda" else "reference"
+    if impl not in IMPLS:
+        raise named_error(ValueError, f"fused_mlp: impl must be one of {IMPLS + ('auto',)}, got {impl!r}")
+    if impl == "cuda" and x.device.type != "cuda":
+        raise named_error(RuntimeError,
+            f"fused_mlp: impl='cuda' needs CUDA tensors, got x on {x.device}. Fix: move the model and the data "
+            "with .to('cuda'), or use impl='reference' (NumPy emulation of the kernels) on CPU.")
+    params: list = []
+    for w, b in zip(ws, bs):
+        params += [w, b]
+    return FusedMLPFunction.apply(x, *params, activation=activation, impl=impl)
+
+
+def _check(x, ws: list, bs: list, activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise named_error(ValueError, f"fused_mlp: activation must be one of {tuple(ACTIVATIONS)} (the kernels "
+                          f"derive the gradient from the output), got {activation!r}; use gg.nn.MLP for others")
+    if len(ws) < 2 or len(bs) != len(ws):
+        raise named_error(ValueError, f"fused_mlp: need at least 2 layers and one bias (or None) per weight, got "
+                          f"{len(ws)} weights and {len(bs)} biases")
+    width = ws[0].shape[0]
+    if width not in WIDTHS:
+        raise named_error(ValueError, f"fused_mlp: hidden width {width} is not supported by the fused kernels "
+                          f"(widths {WIDTHS}); use gg.nn.MLP")
+    for j, w in enumerate(ws):
+        exp_in = ws[0].shape[1] if j == 0 else width
+        if w.ndim != 2 or (j < len(ws) - 1 and w.shape[0] != width) or w.shape[1] != exp_in:
+            raise named_error(ValueError, f"fused_mlp: layer {j} weight has shape {tuple(w.shape)}; all hidden "
+                              f"widths must equal {width} (weights are (out, in))")
+        b = bs[j]
+        if b is not None and tuple(b.shape) != (w.shape[0],):
+            raise named_error(ValueError, f"fused_mlp: layer {j} bias has shape {tuple(b.shape)}, expected "
+                              f"({w.shape[0]},)")
+    if x.ndim != 2 or x.shape[1] != ws[0].shape[1]:
+        raise named_error(ValueError, f"fused_mlp: input of shape {tuple(x.shape)} does not match the first layer "
+                          f"(in_features={ws[0].shape[1]}); expected (batch, {ws[0].shape[1]})")
+    if x.dtype.kind != "f":
+        raise named_error(TypeError, f"fused_mlp: input must be floating point, got {x.dtype}")
+
+
+class FusedMLP(MLP):
+    """``nn.MLP`` with the same parameters whose forward/backward run the fully fused kernels on CUDA.
+
+    ``FusedMLP(sizes, activation='relu', bias=True, device=None, dtype=None)``: ``sizes`` such as
+    ``[32, 64, 64, 64, 16]`` with all hidden widths equal to one of 16, 32, 64, 128 (input and output
+    widths are free: they are padded to 16 inside). Activations: relu, sigmoid, tanh, identity.
+    On CPU (or with ``use_kernels=False``) the forward is ``nn.MLP``'s: the fused path is CUDA-only and
+    the CPU falls back to the normal ops (same function, no float16 rounding)."""
+
+    def __init__(self, sizes: Iterable[int], activation: str | None = "relu", bias: bool = True,
+                 device: Any = None, dtype: Any = None, use_kernels: bool = True) -> None:
+        sizes = [int(s) for s in sizes]
+        act = "identity" if activation in (None, "none", "identity", "linear") else activation
+        if act not in ACTIVATIONS:
+            raise named_error(ValueError, f"FusedMLP: activation must be one of {tuple(ACTIVATIONS)}, got "
+                              f"{activation!r}; use gg.nn.MLP for other activations")
+        hidden = sizes[1:-1]
+        if len(sizes) < 3 or len(set(hidden)) != 1 or hidden[0] not in WIDTHS:
+            raise named_error(ValueError, f"FusedMLP: sizes {sizes} need at least one hidden layer and all hidden "
+                              f"widths equal to one of {WIDTHS}; use gg.nn.MLP otherwise")
+        super().__init__(sizes, activation=act, bias=bias, device=device, dtype=dtype)
+        self.fused_activation_name = act
+        self.use_kernels = bool(use_kernels)
+
+    def layers(self) -> tuple[list, list]:
+        """``([W_0, ..., W_H], [b_0, ..., b_H])`` (biases None without bias)."""
+        lins = [b.linear for b in self.blocks] + [self.head]
+        return [m.weight for m in lins], [m.bias for m in lins]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.use_kernels and x.device.type == "cuda"):
+            return super().forward(x)
+        shape = x.shape
+        if x.ndim != 2:
+            x = x.reshape(-1, shape[-1])
+        ws, bs = self.layers()
+        out = fused_mlp(x, ws, bs, self.fused_activation_name, impl="cuda")
+        return out if len(shape) == 2 else out.reshape(shape[:-1] + (out.shape[-1],))
+
+    def extra_repr(self) -> str:
+        return f"sizes={self.sizes}, activation={self.fused_activation_name!r}, fused={self.use_kernels}"
+
+
+# ---------------------------------------------------------------------------------------- epilogues
+class EpilogueMLPFunction(Function):
+    """A whole MLP whose bias, activation and bias gradient ride inside cuBLASLt GEMMs
+    (``gpugrad.backends.cuda_epilogue``): forward, one ``*_AUX_BIAS`` GEMM per hidden layer; backward,
+    each input-gradient GEMM applies the previous layer's activation derivative and reduces its bias
+    gradient (``D*_BGRAD``), the output layer's bias gradient comes out of its weight-gradient GEMM
+    (``BGRADA``). No elementwise pass over the activations remains. Inputs: ``x, w_0, b_0, ..., w_H,
+    b_H``. On NumPy arrays the epilogues are emulated exactly (tests)."""
+
+    name = "epilogue_mlp"
+
+    @staticmethod
+    def forward(ctx: Context, x, *params, activation: str = "relu"):
+        from .backends import cuda_epilogue as E
+        ws, bs = list(params[0::2]), list(params[1::2])
+        xp = ctx.backend.xp
+        h = x
+        hs, auxes = [x], []
+        for w, b in zip(ws[:-1], bs[:-1]):
+            h, aux = E.linear_act_forward(h, w, b, activation)
+            hs.append(h)
+            auxes.append(aux)
+        out = xp.matmul(h, ws[-1].T)
+        if bs[-1] is not None:
+            out += bs[-1]
+        ctx.act = activation
+        ctx.nlayers = len(ws)
+        ctx.has_b = [b is not None for b in bs]
+        ctx.save_for_backward(*hs, *auxes, *ws)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        from .backends import cuda_epilogue as E
+        L = ctx.nlayers
+        saved = ctx.saved_tensors
+        hs, auxes, ws = saved[:L], saved[L:2 * L - 1], saved[2 * L - 1:]
+        needs = ctx.needs_input_grad
+        grads: list = [None] * (1 + 2 * L)
+        dz = g
+        db = None
+        for j in range(L - 1, -1, -1):
+            if j == L - 1:
+                dw, db = E.wgrad(dz, hs[j], ctx.has_b[j] and needs[2 + 2 * j])
+            else:
+                dw = E.wgrad(dz, hs[j], False)[0] if needs[1 + 2 * j] else None
+            grads[1 + 2 * j] = dw if needs[1 + 2 * j] else None
+            grads[2 + 2 * j] = db if (ctx.has_b[j] and needs[2 + 2 * j]) else None
+            if j > 0:
+                dz, db = E.dgrad_act_bgrad(dz, ws[j], auxes[j - 1], ctx.act)
+            elif needs[0]:
+                grads[0] = ctx.backend.xp.matmul(dz, ws[0])
+        return tuple(grads)
+
+
+def epilogue_mlp(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None],
+                 activation: str = "relu") -> Tensor:
+    """``MLP`` forward/backward with cuBLASLt epilogues (relu or gelu_tanh hidden layers, plain
+    output layer). On CUDA it needs nvmath-python; on CPU it runs the exact NumPy emulation."""
+    from .backends import cuda_epilogue as E
+    ws, bs = list(weights), list(biases)
+    if activation not in E.FORWARD:
+        raise named_error(ValueError, f"epilogue_mlp: activation must be one of {tuple(E.FORWARD)} (cuBLASLt's "
+                          f"GELU is the tanh form), got {activation!r}")
+    if len(ws) < 1 or len(bs) != len(ws):
+        raise named_error(ValueError, f"epilogue_mlp: need one bias (or None) per weight, got {len(ws)} weights "
+                          f"and {len(bs)} biases")
+    if x.ndim != 2 or x.shape[1] != ws[0].shape[1]:
+        raise named_error(ValueError, f"epilogue_mlp: input of shape {tuple(x.shape)} does not match the first "
+                          f"layer's weight {tuple(ws[0].shape)}")
+    for j in range(1, len(ws)):
+        if ws[j].shape[1] != ws[j - 1].shape[0]:
+            raise named_error(ValueError, f"epilogue_mlp: layer {j} weight {tuple(ws[j].shape)} does not follow "
+                              f"layer {j - 1} weight {tuple(ws[j - 1].shape)}")
+    if x.device.type == "cuda" and not E.available()[0]:
+        raise named_error(RuntimeError, f"epilogue_mlp: {E.available()[1]}. Fix: pip install nvmath-python, or "
+                          "turn the epilogues off")
+    params: list = []
+    for w, b in zip(ws, bs):
+        params += [w, b]
+    return EpilogueMLPFunction.apply(x, *params, activation=activation)
+
+
+def epilogue_mlp_forward(mlp: MLP, x: Tensor) -> "Tensor | None":
+    """``mlp(x)`` through :func:`epilogue_mlp` when the switch is on and the model qualifies (CUDA,
+    relu/gelu_tanh hidden layers, no dropout/residual/checkpointing, 2-D input); ``None`` otherwise so
+    the caller runs its normal path. The hook ``nn.MLP.forward`` calls."""
+    from .backends import cuda_epilogue as E
+    if x.device.type != "cuda" or not E.epilogues_enabled() or x.ndim != 2:
+        return None
+    blocks = list(mlp.blocks)
+    if not blocks or mlp.checkpoint not in (None, "none"):
+        return None
+    act = blocks[0].linear.activation
+    if act not in E.FORWARD or not E.supports(act, x.dtype):
+        return None
+    if any(b.dropout > 0 or b.residual or b.linear.activation != act for b in blocks):
+        return None
+    lins = [b.linear for b in blocks] + [mlp.head]
+    return epilogue_mlp(x, [m.weight for m in lins], [m.bias for m in lins], act)

@@ -1,0 +1,187 @@
+"""Whole-step CUDA graphs (gpugrad/graphs.py). Without a GPU the step logic (static buffers,
+warm-up / capture / replay order, one training step per call, the shape, RNG, optimizer and
+hyper-parameter checks) runs against the CPU emulation of the runtime; the GPU tests capture and
+replay real CUDA graphs and compare with eager training."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+import gpugrad.nn.functional as F
+from gpugrad import graphs, nn, optim
+
+
+def _batches(n: int, device: str = "cpu", batch: int = 16, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [(gg.tensor(rng.standard_normal((batch, 6)), dtype=gg.float32, device=device),
+             gg.tensor(rng.standard_normal((batch, 2)), dtype=gg.float32, device=device)) for _ in range(n)]
+
+
+def _setup(device: str = "cpu", dropout: float = 0.0):
+    gg.manual_seed(0)
+    model = nn.MLP([6, 32, 32, 2], dropout=dropout).to(device)
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return model, opt, step
+
+
+def _graphed(step, opt, **kw):
+    return graphs.GraphedStep(step, optimizers=[opt], _runtime="emulate", **kw)
+
+
+def test_graphed_training_equals_eager_step_for_step():
+    data = _batches(7)
+    m_eager, _, s_eager = _setup()
+    eager = [s_eager(x, y).item() for x, y in data]
+    m_graph, opt, s = _setup()
+    g = _graphed(s, opt, warmup=2)
+    losses = []
+    for i, (x, y) in enumerate(data):
+        losses.append(g(x, y).item())
+        assert g.captured == (i >= 2)
+    np.testing.assert_allclose(losses, eager, rtol=1e-6)
+    for p, q in zip(m_graph.parameters(), m_eager.parameters()):
+        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_static_loss_and_static_inputs():
+    data = _batches(5)
+    _, opt, s = _setup()
+    seen = []
+
+    def step(x, y):
+        seen.append((x, y))
+        return s(x, y)
+    g = _graphed(step, opt, warmup=1)
+    out = [g(x, y) for x, y in data[:2]]
+    xs, ys = g.static_inputs
+    assert all(a is xs and b is ys for a, b in seen)  # fn always sees the static buffers
+    np.testing.assert_array_equal(xs.numpy(), data[1][0].numpy())
+    l3 = g(*data[2])
+    assert l3 is out[1]  # after capture: the same static loss tensor every call
+    v3 = l3.item()
+    l4 = g(*data[3])
+    assert l4 is l3 and l4.item() != v3  # overwritten by the next replay
+
+
+def test_shape_change_is_a_clear_error():
+    _, opt, s = _setup()
+    g = _graphed(s, opt)
+    x, y = _batches(1)[0]
+    g(x, y)
+    with pytest.raises(ValueError, match=r"captured for x of shape \(16, 6\).*drop_last"):
+        g(x[:10], y[:10])
+    with pytest.raises(ValueError, match="fixed shapes"):
+        g(x.double(), y)
+
+
+def test_cpu_tensors_are_refused_without_emulation():
+    _, opt, s = _setup()
+    g = graphs.graphed_step(s, optimizers=[opt])
+    x, y = _batches(1)[0]
+    with pytest.raises(RuntimeError, match="CUDA graphs capture GPU work.*cpu"):
+        g(x, y)
+    with pytest.raises(TypeError, match="must be a Tensor"):
+        g(np.zeros((16, 6)), y)
+
+
+def test_dropout_is_refused():
+    _, opt, s = _setup(dropout=0.5)
+    g = _graphed(s, opt)
+    x, y = _batches(1)[0]
+    with pytest.raises(RuntimeError, match="random numbers.*same dropout mask"):
+        g(x, y)
+
+
+def test_dropout_drawn_only_in_the_captured_step_is_refused_too():
+    _, opt, s = _setup()
+    calls = [0]
+
+    def step(x, y):
+        calls[0] += 1
+        if calls[0] == 2:  # the capture call
+            x = F.dropout(x, 0.5, True)
+        return s(x, y)
+    g = _graphed(step, opt, warmup=1)
+    data = _batches(2)
+    g(*data[0])
+    with pytest.raises(RuntimeError, match="the captured step"):
+        g(*data[1])
+
+
+def test_graph_unsafe_optimizer_and_hyperparameter_change():
+    model = nn.MLP([6, 8, 2])
+    with pytest.raises(ValueError, match="Adam is not graph-safe.*bias correction"):
+        graphs.graphed_step(lambda x, y: x.sum(), optimizers=[optim.Adam(model.parameters())])
+    _, opt, s = _setup()
+    g = _graphed(s, opt, warmup=1)
+    data = _batches(4)
+    g(*data[0])
+    g(*data[1])  # captured
+    opt.param_groups[0]["lr"] = 0.01
+    with pytest.raises(RuntimeError, match="hyper-parameters changed after capture"):
+        g(*data[2])
+
+
+def test_bad_step_function_and_warmup():
+    with pytest.raises(ValueError, match="warmup must be >= 1"):
+        graphs.graphed_step(lambda x, y: x.sum(), warmup=0)
+    g = graphs.GraphedStep(lambda x, y: x * 2, _runtime="emulate")
+    x, y = _batches(1)[0]
+    with pytest.raises(TypeError, match="one-element Tensor"):
+        g(x, y)
+
+
+def test_capture_failure_names_the_usual_causes():
+    calls = [0]
+
+    def step(x, y):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return (x * 0).sum()
+    g = graphs.GraphedStep(step, warmup=1, _runtime="emulate")
+    x, y = _batches(1)[0]
+    g(x, y)
+    with pytest.raises(RuntimeError, match=r"capturing the step failed.*\.item\(\)"):
+        g(x, y)
+
+
+def test_is_capturing_false_off_capture():
+    assert graphs.is_capturing() is False
+
+
+# ---------------------------------------------------------------- on a GPU: real graphs
+@pytest.mark.gpu
+def test_gpu_graphed_step_equals_eager():
+    data = _batches(8, device="cuda", batch=256)
+    m_eager, _, s_eager = _setup("cuda")
+    eager = [s_eager(x, y).item() for x, y in data]
+    m_graph, opt, s = _setup("cuda")
+    g = graphs.graphed_step(s, optimizers=[opt])
+    losses = [g(x, y).item() for x, y in data]
+    assert g.captured
+    np.testing.assert_allclose(losses, eager, rtol=1e-5)
+    for p, q in zip(m_graph.parameters(), m_eager.parameters()):
+        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_gpu_graphed_step_refuses_dropout_and_shape_change():
+    _, opt, s = _setup("cuda", dropout=0.1)
+    x, y = _batches(1, device="cuda")[0]
+    with pytest.raises(RuntimeError, match="random numbers"):
+        graphs.graphed_step(s, optimizers=[opt])(x, y)
+    _, opt, s = _setup("cuda")
+    g = graphs.graphed_step(s, optimizers=[opt], warmup=1)
+    g(x, y)
+    g(x, y)
+    with pytest.raises(ValueError, match="fixed shapes"):
+        g(x[:8], y[:8])
