@@ -40,12 +40,35 @@ def _add(acc: dict, key, g) -> None:
         cur[1] = True
 
 
+# The leaf-gradient accumulators of the backward runs in progress (innermost last). A node whose
+# backward runs a nested backward (checkpoint's recompute) hands the leaf gradients it finds to the
+# run that called it (``leaf_into=current_leaf_acc()``), which then treats them as its own.
+_runs: list = []
+
+
+def current_leaf_acc() -> dict | None:
+    """Leaf-gradient accumulator of the innermost backward run in progress (None outside backward)."""
+    return _runs[-1] if _runs else None
+
+
 def run_backward(roots: Sequence, root_grads: Sequence, retain_graph: bool = False,
-                 inputs: Sequence | None = None, accumulate: bool = True) -> list | None:
+                 inputs: Sequence | None = None, accumulate: bool = True,
+                 leaf_into: dict | None = None) -> list | None:
     """Backpropagate ``root_grads`` from the tensors ``roots``.
 
     With ``accumulate`` the gradients go into leaf ``.grad``; with ``inputs`` given and
-    ``accumulate=False`` they are returned (``gg.autograd.grad``) in the order of ``inputs``."""
+    ``accumulate=False`` they are returned (``gg.autograd.grad``) in the order of ``inputs``.
+    With ``leaf_into`` (an enclosing run's accumulator, see ``current_leaf_acc``), gradients of
+    leaves not in ``inputs`` are added there instead (hooks and ``.grad`` are left to that run)."""
+    leaf_acc: dict = {}  # id(leaf) -> (leaf, [grad, owned])
+    _runs.append(leaf_acc)
+    try:
+        return _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc, leaf_into)
+    finally:
+        _runs.pop()
+
+
+def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc, leaf_into):
     from ..tensor import Tensor
 
     capture: dict | None = None
@@ -57,7 +80,6 @@ def run_backward(roots: Sequence, root_grads: Sequence, retain_graph: bool = Fal
     results: list = [None] * (len(inputs) if inputs is not None else 0)
 
     buffers: dict = {}  # node -> {out_idx: [grad, owned]}
-    leaf_acc: dict = {}  # id(leaf) -> (leaf, [grad, owned])
     root_nodes = []
     for t, g in zip(roots, root_grads):
         if t._grad_fn is None:
@@ -123,6 +145,13 @@ def run_backward(roots: Sequence, root_grads: Sequence, retain_graph: bool = Fal
 
         for leaf, entry in leaf_acc.values():
             g = entry[0]
+            if leaf_into is not None:
+                idxs = capture.get((id(leaf), -1), ()) if capture is not None else ()
+                for i in idxs:
+                    results[i] = g
+                if not idxs:
+                    _add_leaf(leaf_into, leaf, g)
+                continue
             if leaf._hooks:
                 for h in leaf._hooks:
                     r = h(Tensor._wrap(g, leaf._device))
