@@ -234,6 +234,21 @@ class Backend:
         e /= s
         return -logp_t, e
 
+    def cross_entropy_backward(self, probs, target, g, mul: float = 1.0, ignore_index: int = -100,
+                               label_smoothing: float = 0.0):
+        """``d logits = (probs - eps/C - (1-eps) onehot(target)) * g[row] * mul``; 0 on ignored rows.
+        ``g`` is the incoming gradient: 0-d (mean/sum) or one value per row (reduction='none')."""
+        xp = self.xp
+        n, c = probs.shape
+        d = probs.copy()
+        if label_smoothing:
+            d -= probs.dtype.type(label_smoothing / c)
+        valid = target != ignore_index
+        d[xp.arange(n), xp.where(valid, target, 0)] -= probs.dtype.type(1 - label_smoothing)
+        w = xp.broadcast_to(xp.asarray(g, dtype=probs.dtype).reshape(-1), (n,)) * probs.dtype.type(mul)
+        d *= xp.where(valid, w, probs.dtype.type(0))[:, None]
+        return d
+
     def sgd_step(self, p, g, buf, lr: float, momentum: float, dampening: float, nesterov: bool,
                  weight_decay: float, maximize: bool = False):
         """One SGD update of ``p`` in place, PyTorch's formula and operation order:

@@ -452,6 +452,11 @@ class MLP(Module):
         self.head = Linear(sizes[-2], sizes[-1], bias=bias, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cuda":
+            from ..fused_mlp import epilogue_mlp_forward  # cuBLASLt epilogues when switched on
+            out = epilogue_mlp_forward(self, x)
+            if out is not None:
+                return out
         blocks = list(self.blocks)
         seg = self.checkpoint
         if blocks and seg is not None and seg != "none" and is_grad_enabled():

@@ -70,22 +70,8 @@ class CrossEntropy(Function):
     @staticmethod
     def backward(ctx: Context, g):
         probs, target = ctx.saved_tensors
-        be = ctx.backend
-        xp = be.xp
-        n, c = probs.shape
-        d = probs.copy()
-        if ctx.eps:
-            d -= ctx.eps / c
-        rows = xp.arange(n)
-        safe_t = xp.where(target == ctx.ignore, 0, target)
-        d[rows, safe_t] -= (1 - ctx.eps)
-        d *= (target != ctx.ignore)[:, None]
-        if ctx.reduction == "none":
-            d *= g[:, None]
-        else:
-            scale = g / g.dtype.type(ctx.count) if ctx.reduction == "mean" else g
-            d *= scale
-        return d, None
+        mul = 1.0 / ctx.count if ctx.reduction == "mean" else 1.0
+        return ctx.backend.cross_entropy_backward(probs, target, g, mul, ctx.ignore, ctx.eps), None
 
 
 class NLLLoss(Function):

@@ -72,6 +72,13 @@ def _index_arrays(key):
     return key
 
 
+def _on_device(be, key):
+    """Move NumPy index arrays to the tensor's device (a CuPy array cannot be indexed by them)."""
+    if isinstance(key, tuple):
+        return tuple(be.asarray(k) if isinstance(k, np.ndarray) else k for k in key)
+    return be.asarray(key) if isinstance(key, np.ndarray) else key
+
+
 def _is_advanced(key) -> bool:
     """True if the index holds an integer/boolean array (needs scatter-add in backward)."""
     keys = key if isinstance(key, tuple) else (key,)
@@ -83,6 +90,7 @@ class GetItem(Function):
 
     @staticmethod
     def forward(ctx: Context, x, key):
+        key = _on_device(ctx.backend, key)
         ctx.shape, ctx.dtype, ctx.key = x.shape, x.dtype, key
         try:
             return x[key]

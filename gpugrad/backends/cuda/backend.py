@@ -1,0 +1,286 @@
+"""``CUDABackend``: CuPy arrays on one NVIDIA GPU, cuBLAS GEMMs (``cupy.matmul``; TF32 switch in
+``gg.cuda.set_tf32``; float16 GEMMs accumulate in float32), and gpugrad's fused kernels for the hot
+paths, launched on CuPy's current stream. Everything else is the generic backend code over ``xp = cupy``.
+
+Each fused method checks that its inputs suit the kernels (floating dtype, matching shapes, contiguous
+where written in place) and otherwise, or if the kernel set is ``xp``, runs the generic code."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..._device import device
+from ...kernels import act_bias_grad as _k_abg
+from ...kernels import bias_act as _k_ba
+from ...kernels import cuda_c as _k_c
+from ...kernels import optim_step as _k_opt
+from ...kernels import softmax_xent as _k_sx
+from ...kernels._numba import compute_dtype
+from ...kernels.activations import CODES
+from ..base import Backend, saves_output
+from . import apply_tf32, memory
+from ._kernels import Launcher
+
+_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _is_float(*arrays) -> bool:
+    return all(a is not None and a.dtype in _FLOATS for a in arrays)
+
+
+class CUDABackend(Backend):
+    """CuPy on one CUDA device."""
+
+    name = "cuda"
+
+    def __init__(self, dev: device) -> None:
+        super().__init__(dev)
+        import cupy
+        self.xp = cupy
+        self._gpu = cupy.cuda.Device(dev.index or 0)
+        with self._gpu:
+            cupy.empty(1, dtype=np.float32)  # create the context now: failures surface here, clearly
+            memory.install()
+            apply_tf32()
+            self._launch = Launcher()
+
+    # ------------------------------------------------------------------ arrays
+    def asarray(self, data, dtype=None):
+        with self._gpu:
+            return self.xp.asarray(data, dtype=dtype)
+
+    def to_numpy(self, a) -> np.ndarray:
+        return self.xp.asnumpy(a)
+
+    def from_numpy(self, a: np.ndarray):
+        with self._gpu:
+            return self.xp.asarray(a)
+
+    def from_dlpack(self, x: Any):
+        """Zero-copy import of a CUDA DLPack producer (CuPy, PyTorch, a gpugrad tensor...)."""
+        return self.xp.from_dlpack(x)
+
+    def is_array(self, a) -> bool:
+        return isinstance(a, self.xp.ndarray)
+
+    def synchronize(self) -> None:
+        self._gpu.synchronize()
+
+    def erf(self, x):
+        import cupyx.scipy.special as sp
+        return sp.erf(x).astype(x.dtype, copy=False)
+
+    def index_add(self, target, index, values) -> None:
+        import cupyx
+        xp = self.xp
+
+        def dev(k):
+            return xp.asarray(k) if isinstance(k, np.ndarray) else k
+        index = tuple(dev(k) for k in index) if isinstance(index, tuple) else dev(index)
+        cupyx.scatter_add(target, index, values)
+
+    def memory_stats(self) -> dict:
+        return memory.stats(self._gpu.id)
+
+    # ------------------------------------------------------------------ GEMM
+    def linear_forward(self, x, w):
+        """``x @ w.T`` through cuBLAS (TF32 for float32 when enabled; float16 accumulates in float32)."""
+        return self.xp.matmul(x, w.T)
+
+    # ------------------------------------------------------------------ activations
+    def act_forward(self, z, act: str, slope: float = 0.01, out=None):
+        if act == "identity" or act not in CODES or not _is_float(z) or z.size == 0 or \
+                (out is not None and out is not z):
+            return super().act_forward(z, act, slope, out)
+        xp = self.xp
+        if out is z:
+            if not z.flags.c_contiguous:
+                return super().act_forward(z, act, slope, out)
+            src = y = z
+        else:
+            src = xp.ascontiguousarray(z)
+            y = xp.empty(src.shape, src.dtype)
+        s2, y2 = src.reshape(1, -1), y.reshape(1, -1)
+        mb = self._launch.max_blocks
+        if self._launch.run("act_forward", z.dtype,
+                            lambda st, a, o: _k_ba.bias_act(a, None, o, act, slope, stream=st, max_blocks=mb),
+                            lambda a, o: _k_c.bias_act(a, None, o, act, slope, max_blocks=mb), s2, y2):
+            return y
+        return super().act_forward(z, act, slope, out)
+
+    def act_backward(self, dy, saved, act: str, slope: float = 0.01):
+        if act == "identity" or act not in CODES or not _is_float(dy, saved) or dy.size == 0 or \
+                dy.shape != saved.shape or dy.dtype != saved.dtype:
+            return super().act_backward(dy, saved, act, slope)
+        xp = self.xp
+        d = xp.ascontiguousarray(dy)
+        s = xp.ascontiguousarray(saved)
+        dz = xp.empty(d.shape, d.dtype)
+        mb = self._launch.max_blocks
+        if self._launch.run("act_backward", dy.dtype,
+                            lambda st, a, b, o: _k_ba.act_backward(a, b, o, act, slope, stream=st, max_blocks=mb),
+                            lambda a, b, o: _k_c.act_backward(a, b, o, act, slope, max_blocks=mb),
+                            d.reshape(1, -1), s.reshape(1, -1), dz.reshape(1, -1)):
+            return dz
+        return super().act_backward(dy, saved, act, slope)
+
+    # ------------------------------------------------------------------ fused linear layer
+    def bias_act(self, z, b, act: str, slope: float = 0.01):
+        """In place on ``z`` (a fresh GEMM output): one kernel pass ``y = act(z + b)``."""
+        if act == "identity" and b is None:
+            return z, None
+        if act not in CODES or z.ndim != 2 or not _is_float(z) or not z.flags.c_contiguous or z.size == 0 or \
+                (b is not None and (b.ndim != 1 or b.dtype != z.dtype or b.shape[0] != z.shape[1])):
+            return super().bias_act(z, b, act, slope)
+        xp = self.xp
+        if b is not None and not b.flags.c_contiguous:
+            b = xp.ascontiguousarray(b)
+        in_place = act == "identity" or saves_output(act, slope)
+        y = z if in_place else xp.empty(z.shape, z.dtype)
+        write_z = (not in_place) and b is not None  # GELU keeps z + b for its backward
+        mb = self._launch.max_blocks
+        if self._launch.run(
+                "bias_act", z.dtype,
+                lambda st, zz, bb, yy: _k_ba.bias_act(zz, bb, yy, act, slope, write_z, stream=st, max_blocks=mb),
+                lambda zz, bb, yy: _k_c.bias_act(zz, bb, yy, act, slope, write_z, max_blocks=mb), z, b, y):
+            if act == "identity":
+                return z, None
+            return (y, y) if in_place else (y, z)
+        return super().bias_act(z, b, act, slope)
+
+    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, slope: float = 0.01):
+        """One kernel pass: ``dz = dy * act'`` and per-block partial sums of ``dz`` over rows, then one
+        small deterministic reduction for ``db``."""
+        if act == "identity" and not with_bias:
+            return dy, None
+        if act not in CODES or dy.ndim != 2 or not _is_float(dy) or dy.size == 0 or \
+                (saved is not None and (saved.shape != dy.shape or saved.dtype != dy.dtype)) or \
+                (saved is None and act != "identity"):
+            return super().act_bias_backward(dy, saved, act, with_bias, slope)
+        xp = self.xp
+        d = xp.ascontiguousarray(dy)
+        s = xp.ascontiguousarray(saved) if saved is not None else d
+        M, N = d.shape
+        dz = None if act == "identity" else xp.empty(d.shape, d.dtype)
+        db = xp.empty((N,), d.dtype) if with_bias else None
+        tb = self._launch.target_blocks
+        partial = None
+        if with_bias:
+            _, row_blocks, _ = _k_abg.plan(M, N, 32, 8, tb)
+            partial = xp.empty((row_blocks, N), compute_dtype(d.dtype))
+        if self._launch.run(
+                "act_bias_backward", dy.dtype,
+                lambda st, a, b_, o, g, p: _k_abg.act_bias_grad(a, b_, o, g, act, slope, partial=p, stream=st,
+                                                               TX=32, TY=8, target_blocks=tb),
+                lambda a, b_, o, g, p: _k_c.act_bias_grad(a, b_, o, g, act, slope, target_blocks=tb),
+                d, s, dz, db, partial):
+            return (dy if dz is None else dz), db
+        return super().act_bias_backward(dy, saved, act, with_bias, slope)
+
+    # ------------------------------------------------------------------ loss
+    def softmax_cross_entropy(self, logits, target, ignore_index: int = -100):
+        """One block per row: online max/sum-exp in one read, then one write of the probabilities."""
+        if logits.ndim != 2 or not _is_float(logits) or target.ndim != 1 or target.dtype.kind not in "iu" or \
+                logits.shape[0] == 0 or logits.shape[1] == 0:
+            return super().softmax_cross_entropy(logits, target, ignore_index)
+        xp = self.xp
+        x = xp.ascontiguousarray(logits)
+        t = xp.ascontiguousarray(target.astype(np.int64, copy=False))
+        M = x.shape[0]
+        loss = xp.empty((M,), x.dtype)
+        probs = xp.empty(x.shape, x.dtype)
+        mb = self._launch.max_blocks
+        if self._launch.run(
+                "softmax_cross_entropy", logits.dtype,
+                lambda st, a, tt, lo, p: _k_sx.softmax_xent_forward(a, tt, lo, p, ignore_index, stream=st,
+                                                                   max_blocks=mb),
+                lambda a, tt, lo, p: _k_c.softmax_xent_forward(a, tt, lo, p, ignore_index, max_blocks=mb),
+                x, t, loss, probs):
+            return loss, probs
+        return super().softmax_cross_entropy(logits, target, ignore_index)
+
+    def cross_entropy_backward(self, probs, target, g, mul: float = 1.0, ignore_index: int = -100,
+                               label_smoothing: float = 0.0):
+        """``d logits = (probs - eps/C - (1-eps) onehot(target)) * g[row] * mul``, 0 on ignored rows, in
+        one pass. ``g``: the incoming gradient, a 0-d/1-element array (``mean``/``sum``) or one per row
+        (``none``); ``mul``: 1/count for ``mean``, else 1."""
+        xp = self.xp
+        M, C = probs.shape
+        g1 = xp.ascontiguousarray(xp.asarray(g, dtype=probs.dtype).reshape(-1))
+        if _is_float(probs) and M * C and target.ndim == 1 and g1.shape[0] in (1, M):
+            p = xp.ascontiguousarray(probs)
+            t = xp.ascontiguousarray(target.astype(np.int64, copy=False))
+            d = xp.empty(p.shape, p.dtype)
+            mb = self._launch.max_blocks
+            if self._launch.run(
+                    "cross_entropy_backward", probs.dtype,
+                    lambda st, a, tt, gg, o: _k_sx.softmax_xent_backward(a, tt, gg, o, mul, ignore_index,
+                                                                        label_smoothing, stream=st, max_blocks=mb),
+                    lambda a, tt, gg, o: _k_c.softmax_xent_backward(a, tt, gg, o, mul, ignore_index,
+                                                                   label_smoothing, max_blocks=mb),
+                    p, t, g1, d):
+                return d
+        # generic path
+        d = probs.copy()
+        if label_smoothing:
+            d -= label_smoothing / C
+        valid = target != ignore_index
+        safe_t = xp.where(valid, target, 0)
+        d[xp.arange(M), safe_t] -= (1 - label_smoothing)
+        w = xp.broadcast_to(g1, (M,)) * probs.dtype.type(mul)
+        return d * xp.where(valid, w, 0)[:, None].astype(probs.dtype)
+
+    # ------------------------------------------------------------------ optimizers
+    def _opt_ok(self, p, g, *state) -> bool:
+        return (_is_float(p) and p.flags.c_contiguous and g.shape == p.shape and g.dtype == p.dtype and p.size > 0
+                and all(s.shape == p.shape and s.dtype == p.dtype and s.flags.c_contiguous for s in state))
+
+    def sgd_step(self, p, g, buf, lr: float, momentum: float, dampening: float, nesterov: bool,
+                 weight_decay: float, maximize: bool = False):
+        """One kernel over the parameter: weight decay, momentum buffer and update together."""
+        state = (buf,) if buf is not None else ()
+        if not self._opt_ok(p, g, *state):
+            return super().sgd_step(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, maximize)
+        xp = self.xp
+        gc = xp.ascontiguousarray(g)
+        first = False
+        newbuf = buf
+        if momentum and buf is None:
+            newbuf = xp.empty(p.shape, p.dtype)
+            first = True
+        mb = self._launch.max_blocks
+        b1 = newbuf.reshape(-1) if momentum else None
+        if self._launch.run(
+                "sgd_step", p.dtype,
+                lambda st, pp, gg, bb: _k_opt.sgd_step(pp, gg, bb, lr, momentum, dampening, nesterov, weight_decay,
+                                                       maximize, first, stream=st, max_blocks=mb),
+                lambda pp, gg, bb: _k_c.sgd_step(pp, gg, bb, lr, momentum, dampening, nesterov, weight_decay,
+                                                 maximize, first, max_blocks=mb),
+                p.reshape(-1), gc.reshape(-1), b1):
+            return newbuf if momentum else buf
+        return super().sgd_step(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, maximize)
+
+    def adam_step(self, p, g, m, v, step: int, lr: float, beta1: float, beta2: float, eps: float,
+                  weight_decay: float, decoupled: bool, amsgrad_vmax=None, maximize: bool = False):
+        """One kernel over the parameter: moments, bias correction, (decoupled) weight decay, update."""
+        state = (m, v) + ((amsgrad_vmax,) if amsgrad_vmax is not None else ())
+        if not self._opt_ok(p, g, *state):
+            return super().adam_step(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled,
+                                     amsgrad_vmax, maximize)
+        xp = self.xp
+        gc = xp.ascontiguousarray(g)
+        mb = self._launch.max_blocks
+        vm = amsgrad_vmax.reshape(-1) if amsgrad_vmax is not None else None
+        if self._launch.run(
+                "adam_step", p.dtype,
+                lambda st, pp, gg, mm, vv, vx: _k_opt.adam_step(pp, gg, mm, vv, step, lr, beta1, beta2, eps,
+                                                                weight_decay, decoupled, vx, maximize, stream=st,
+                                                                max_blocks=mb),
+                lambda pp, gg, mm, vv, vx: _k_c.adam_step(pp, gg, mm, vv, step, lr, beta1, beta2, eps, weight_decay,
+                                                          decoupled, vx, maximize, max_blocks=mb),
+                p.reshape(-1), gc.reshape(-1), m.reshape(-1), v.reshape(-1), vm):
+            return None
+        return super().adam_step(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad_vmax,
+                                 maximize)
+

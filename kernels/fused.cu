@@ -1,0 +1,318 @@
+// gpugrad fused kernels in CUDA C: the same algorithms as the Numba kernels in kernels/*.py
+// (bias_act.py, act_bias_grad.py, softmax_xent.py, optim_step.py), for the "cuda_c" kernel set.
+// Loaded at run time with cupy.RawModule (NVRTC; no header is included, so NVRTC needs no include
+// path), compiled with `nvcc -arch=sm_90 -c` by tests/test_nvcc.py when nvcc is on PATH.
+// Entry points are extern "C" and suffixed by the storage type: _f32, _f64, _f16.
+// Activation codes: 0 identity, 1 relu, 2 leaky_relu, 3 sigmoid, 4 tanh, 5 gelu (erf), 6 gelu (tanh).
+// float16 data is stored as unsigned short and computed in float32.
+
+typedef unsigned short f16_t;
+typedef long long i64;
+
+__device__ __forceinline__ float h2f(f16_t h) {
+    float f;
+    asm("{ cvt.f32.f16 %0, %1; }" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ f16_t f2h(float f) {
+    f16_t h;
+    asm("{ cvt.rn.f16.f32 %0, %1; }" : "=h"(h) : "f"(f));
+    return h;
+}
+
+template <typename T> struct Num;
+template <> struct Num<float> {
+    typedef float C;
+    static __device__ __forceinline__ float load(float x) { return x; }
+    static __device__ __forceinline__ float store(float x) { return x; }
+};
+template <> struct Num<double> {
+    typedef double C;
+    static __device__ __forceinline__ double load(double x) { return x; }
+    static __device__ __forceinline__ double store(double x) { return x; }
+};
+template <> struct Num<f16_t> {
+    typedef float C;
+    static __device__ __forceinline__ float load(f16_t x) { return h2f(x); }
+    static __device__ __forceinline__ f16_t store(float x) { return f2h(x); }
+};
+
+__device__ __forceinline__ float m_exp(float x) { return expf(x); }
+__device__ __forceinline__ double m_exp(double x) { return exp(x); }
+__device__ __forceinline__ float m_log(float x) { return logf(x); }
+__device__ __forceinline__ double m_log(double x) { return log(x); }
+__device__ __forceinline__ float m_tanh(float x) { return tanhf(x); }
+__device__ __forceinline__ double m_tanh(double x) { return tanh(x); }
+__device__ __forceinline__ float m_erf(float x) { return erff(x); }
+__device__ __forceinline__ double m_erf(double x) { return erf(x); }
+__device__ __forceinline__ float m_sqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double m_sqrt(double x) { return sqrt(x); }
+__device__ __forceinline__ float neg_inf(float) { return __int_as_float(0xff800000); }
+__device__ __forceinline__ double neg_inf(double) { return __longlong_as_double(0xfff0000000000000ULL); }
+
+#define K_INV_SQRT_2 0.70710678118654752440
+#define K_INV_SQRT_2PI 0.39894228040143267794
+#define K_SQRT_2_OVER_PI 0.79788456080286535588
+#define K_GELU_A 0.044715
+
+template <typename C>
+__device__ __forceinline__ C act_fwd(C v, int code, C slope) {
+    const C zero = C(0), one = C(1), half = C(0.5);
+    switch (code) {
+    case 1: return v < zero ? zero : v;
+    case 2: return v > zero ? v : v * slope;
+    case 3: if (v >= zero) return one / (one + m_exp(-v));
+            { C e = m_exp(v); return e / (one + e); }
+    case 4: return m_tanh(v);
+    case 5: return half * v * (one + m_erf(v * C(K_INV_SQRT_2)));
+    case 6: return half * v * (one + m_tanh(C(K_SQRT_2_OVER_PI) * (v + C(K_GELU_A) * v * v * v)));
+    default: return v;
+    }
+}
+
+template <typename C>
+__device__ __forceinline__ C act_bwd(C dy, C s, int code, C slope) {
+    const C zero = C(0), one = C(1), half = C(0.5);
+    switch (code) {
+    case 1: return s > zero ? dy : zero;
+    case 2: return s > zero ? dy : dy * slope;
+    case 3: return dy * s * (one - s);
+    case 4: return dy * (one - s * s);
+    case 5: {
+        C cdf = half * (one + m_erf(s * C(K_INV_SQRT_2)));
+        C pdf = m_exp(-half * s * s) * C(K_INV_SQRT_2PI);
+        return dy * (cdf + s * pdf);
+    }
+    case 6: {
+        C th = m_tanh(C(K_SQRT_2_OVER_PI) * (s + C(K_GELU_A) * s * s * s));
+        C d = half * (one + th) + half * s * (one - th * th) * C(K_SQRT_2_OVER_PI) * (one + C(3 * K_GELU_A) * s * s);
+        return dy * d;
+    }
+    default: return dy;
+    }
+}
+
+// ------------------------------------------------------------------ bias + activation forward
+// Layout of the elementwise kernels: grid (ceil(N / blockDim.x), gy), 1-D blocks; a thread owns column
+// c = blockIdx.x * blockDim.x + threadIdx.x (coalesced) and strides over rows by gridDim.y (the bias
+// stays in a register).
+template <typename T>
+__device__ void bias_act_impl(T* z, const T* b, T* y, i64 M, i64 N, int has_bias, int write_z, int code,
+                              typename Num<T>::C slope) {
+    typedef typename Num<T>::C C;
+    const i64 c = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= N) return;
+    const C bc = has_bias ? Num<T>::load(b[c]) : C(0);
+    for (i64 r = blockIdx.y; r < M; r += gridDim.y) {
+        const i64 i = r * N + c;
+        C v = Num<T>::load(z[i]);
+        if (has_bias) v += bc;
+        if (write_z) z[i] = Num<T>::store(v);
+        y[i] = Num<T>::store(act_fwd<C>(v, code, slope));
+    }
+}
+
+template <typename T>
+__device__ void act_bwd_impl(const T* dy, const T* s, T* dz, i64 M, i64 N, int code, typename Num<T>::C slope) {
+    typedef typename Num<T>::C C;
+    const i64 c = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= N) return;
+    for (i64 r = blockIdx.y; r < M; r += gridDim.y) {
+        const i64 i = r * N + c;
+        dz[i] = Num<T>::store(act_bwd<C>(Num<T>::load(dy[i]), Num<T>::load(s[i]), code, slope));
+    }
+}
+
+// ------------------------------------------------------------------ activation backward + bias gradient
+// blockDim = (ABG_TX, ABG_TY); grid = (ceil(N / ABG_TX), row_blocks); block y walks rows
+// [blockIdx.y * rows_per_block, +rows_per_block) and writes partial[blockIdx.y, col]. No atomics.
+#define ABG_TX 32
+#define ABG_TY 8
+
+template <typename T>
+__device__ void act_bias_grad_impl(const T* dy, const T* s, T* dz, typename Num<T>::C* partial, i64 M, i64 N,
+                                   i64 rows_per_block, int write_dz, int do_bias, int code,
+                                   typename Num<T>::C slope) {
+    typedef typename Num<T>::C C;
+    __shared__ C sm[ABG_TY][ABG_TX];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const i64 col = (i64)blockIdx.x * ABG_TX + tx;
+    const i64 r0 = (i64)blockIdx.y * rows_per_block;
+    i64 r1 = r0 + rows_per_block;
+    if (r1 > M) r1 = M;
+    C acc = C(0);
+    if (col < N) {
+        for (i64 r = r0 + ty; r < r1; r += ABG_TY) {
+            const i64 i = r * N + col;
+            C g = act_bwd<C>(Num<T>::load(dy[i]), Num<T>::load(s[i]), code, slope);
+            if (write_dz) dz[i] = Num<T>::store(g);
+            acc += g;
+        }
+    }
+    if (do_bias) {
+        sm[ty][tx] = acc;
+        __syncthreads();
+        if (ty == 0 && col < N) {
+            C tot = C(0);
+#pragma unroll
+            for (int j = 0; j < ABG_TY; ++j) tot += sm[j][tx];
+            partial[(i64)blockIdx.y * N + col] = tot;
+        }
+    }
+}
+
+template <typename T>
+__device__ void colsum_impl(const typename Num<T>::C* partial, T* out, i64 R, i64 N) {
+    typedef typename Num<T>::C C;
+    const i64 c = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c < N) {
+        C t = C(0);
+        for (i64 j = 0; j < R; ++j) t += partial[j * N + c];
+        out[c] = Num<T>::store(t);
+    }
+}
+
+// ------------------------------------------------------------------ softmax + cross-entropy
+// One block per row (grid-stride), blockDim.x a power of two <= 256.
+template <typename T>
+__device__ void softmax_xent_fwd_impl(const T* x, const i64* t, T* loss, T* probs, i64 M, i64 Cn, i64 ignore) {
+    typedef typename Num<T>::C C;
+    __shared__ C sm_m[256];
+    __shared__ C sm_s[256];
+    const int tid = threadIdx.x, bs = blockDim.x;
+    const C NEG_INF = neg_inf(C(0)), ZERO = C(0), ONE = C(1);
+    for (i64 r = blockIdx.x; r < M; r += gridDim.x) {
+        const T* row = x + r * Cn;
+        C m = NEG_INF, s = ZERO;
+        for (i64 j = tid; j < Cn; j += bs) {
+            C v = Num<T>::load(row[j]);
+            if (v > m) { s = s * m_exp(m - v) + ONE; m = v; }
+            else if (m > NEG_INF || v != v) s += m_exp(v - m);
+        }
+        sm_m[tid] = m;
+        sm_s[tid] = s;
+        __syncthreads();
+        for (int step = bs / 2; step > 0; step /= 2) {
+            if (tid < step) {
+                C m1 = sm_m[tid], m2 = sm_m[tid + step];
+                C mm = m1 > m2 ? m1 : m2;
+                if (mm > NEG_INF) sm_s[tid] = sm_s[tid] * m_exp(m1 - mm) + sm_s[tid + step] * m_exp(m2 - mm);
+                else sm_s[tid] = sm_s[tid] + sm_s[tid + step];
+                sm_m[tid] = mm;
+            }
+            __syncthreads();
+        }
+        const C mx = sm_m[0], tot = sm_s[0];
+        const C inv = ONE / tot;
+        T* prow = probs + r * Cn;
+        for (i64 j = tid; j < Cn; j += bs) prow[j] = Num<T>::store(m_exp(Num<T>::load(row[j]) - mx) * inv);
+        if (tid == 0) {
+            const i64 tt = t[r];
+            if (tt == ignore || tt < 0 || tt >= Cn) loss[r] = Num<T>::store(ZERO);
+            else loss[r] = Num<T>::store(m_log(tot) - (Num<T>::load(row[tt]) - mx));
+        }
+        __syncthreads();
+    }
+}
+
+template <typename T>
+__device__ void softmax_xent_bwd_impl(const T* p, const i64* t, const T* g, i64 g_stride,
+                                      typename Num<T>::C mul, i64 ignore, typename Num<T>::C eps_over_c,
+                                      typename Num<T>::C one_minus_eps, T* d, i64 M, i64 Cn) {
+    typedef typename Num<T>::C C;
+    const i64 j = (i64)blockIdx.x * blockDim.x + threadIdx.x;  // same layout as bias_act
+    if (j >= Cn) return;
+    for (i64 r = blockIdx.y; r < M; r += gridDim.y) {
+        const i64 i = r * Cn + j;
+        const i64 tt = t[r];
+        if (tt == ignore) { d[i] = Num<T>::store(C(0)); continue; }
+        C v = Num<T>::load(p[i]) - eps_over_c;
+        if (j == tt) v -= one_minus_eps;
+        d[i] = Num<T>::store(v * (Num<T>::load(g[r * g_stride]) * mul));
+    }
+}
+
+// ------------------------------------------------------------------ optimizer steps
+template <typename T>
+__device__ void sgd_impl(T* p, const T* g, T* buf, i64 n, typename Num<T>::C lr, typename Num<T>::C momentum,
+                         typename Num<T>::C one_minus_dampening, typename Num<T>::C wd, int nesterov,
+                         int maximize, int first, int has_momentum) {
+    typedef typename Num<T>::C C;
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        C gi = Num<T>::load(g[i]);
+        if (maximize) gi = -gi;
+        C pi = Num<T>::load(p[i]);
+        if (wd != C(0)) gi = gi + wd * pi;
+        if (has_momentum) {
+            C bi = first ? gi : momentum * Num<T>::load(buf[i]) + one_minus_dampening * gi;
+            buf[i] = Num<T>::store(bi);
+            gi = nesterov ? gi + momentum * bi : bi;
+        }
+        p[i] = Num<T>::store(pi - lr * gi);
+    }
+}
+
+template <typename T>
+__device__ void adam_impl(T* p, const T* g, T* m, T* v, T* vmax, i64 n, typename Num<T>::C b1,
+                          typename Num<T>::C one_minus_b1, typename Num<T>::C b2, typename Num<T>::C one_minus_b2,
+                          typename Num<T>::C eps, typename Num<T>::C wd, typename Num<T>::C decay, int decoupled,
+                          int maximize, int amsgrad, typename Num<T>::C step_size, typename Num<T>::C sqrt_bc2) {
+    typedef typename Num<T>::C C;
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        C gi = Num<T>::load(g[i]);
+        if (maximize) gi = -gi;
+        C pi = Num<T>::load(p[i]);
+        if (wd != C(0)) {
+            if (decoupled) pi = pi * decay;
+            else gi = gi + wd * pi;
+        }
+        const C mo = Num<T>::load(m[i]);
+        const C dm = gi - mo;
+        C mi = one_minus_b1 < C(0.5) ? mo + one_minus_b1 * dm : gi - dm * b1;  // m.lerp_(g, 1 - b1)
+        C vi = b2 * Num<T>::load(v[i]) + (one_minus_b2 * gi) * gi;
+        m[i] = Num<T>::store(mi);
+        v[i] = Num<T>::store(vi);
+        C vv = vi;
+        if (amsgrad) {
+            C vm = Num<T>::load(vmax[i]);
+            vv = vm > vi ? vm : vi;
+            vmax[i] = Num<T>::store(vv);
+        }
+        C denom = m_sqrt(vv) / sqrt_bc2 + eps;
+        p[i] = Num<T>::store(pi + (-step_size * mi) / denom);
+    }
+}
+
+// ------------------------------------------------------------------ extern "C" entry points
+#define GG_ENTRY_POINTS(SUF, T, C)                                                                            \
+extern "C" __global__ void bias_act_##SUF(T* z, const T* b, T* y, i64 M, i64 N, int has_bias, int write_z,    \
+                                          int code, C slope) {                                                \
+    bias_act_impl<T>(z, b, y, M, N, has_bias, write_z, code, slope); }                                        \
+extern "C" __global__ void act_bwd_##SUF(const T* dy, const T* s, T* dz, i64 M, i64 N, int code, C slope) {  \
+    act_bwd_impl<T>(dy, s, dz, M, N, code, slope); }                                                          \
+extern "C" __global__ void act_bias_grad_##SUF(const T* dy, const T* s, T* dz, C* partial, i64 M, i64 N,      \
+                                               i64 rows_per_block, int write_dz, int do_bias, int code,       \
+                                               C slope) {                                                     \
+    act_bias_grad_impl<T>(dy, s, dz, partial, M, N, rows_per_block, write_dz, do_bias, code, slope); }        \
+extern "C" __global__ void colsum_##SUF(const C* partial, T* out, i64 R, i64 N) {                             \
+    colsum_impl<T>(partial, out, R, N); }                                                                     \
+extern "C" __global__ void softmax_xent_fwd_##SUF(const T* x, const i64* t, T* loss, T* probs, i64 M, i64 Cn, \
+                                                  i64 ignore) {                                               \
+    softmax_xent_fwd_impl<T>(x, t, loss, probs, M, Cn, ignore); }                                             \
+extern "C" __global__ void softmax_xent_bwd_##SUF(const T* p, const i64* t, const T* g, i64 g_stride, C mul,  \
+                                                  i64 ignore, C eps_over_c, C one_minus_eps, T* d, i64 M,     \
+                                                  i64 Cn) {                                                   \
+    softmax_xent_bwd_impl<T>(p, t, g, g_stride, mul, ignore, eps_over_c, one_minus_eps, d, M, Cn); }          \
+extern "C" __global__ void sgd_##SUF(T* p, const T* g, T* buf, i64 n, C lr, C momentum,                       \
+                                     C one_minus_dampening, C wd, int nesterov, int maximize, int first,      \
+                                     int has_momentum) {                                                      \
+    sgd_impl<T>(p, g, buf, n, lr, momentum, one_minus_dampening, wd, nesterov, maximize, first, has_momentum); } \
+extern "C" __global__ void adam_##SUF(T* p, const T* g, T* m, T* v, T* vmax, i64 n, C b1, C one_minus_b1,     \
+                                      C b2, C one_minus_b2, C eps, C wd, C decay, int decoupled, int maximize, \
+                                      int amsgrad, C step_size, C sqrt_bc2) {                                 \
+    adam_impl<T>(p, g, m, v, vmax, n, b1, one_minus_b1, b2, one_minus_b2, eps, wd, decay, decoupled, maximize, \
+                 amsgrad, step_size, sqrt_bc2); }
+
+GG_ENTRY_POINTS(f32, float, float)
+GG_ENTRY_POINTS(f64, double, double)
+GG_ENTRY_POINTS(f16, f16_t, float)

@@ -1,0 +1,321 @@
+"""The CUDA backend's own logic, run without a GPU: ``CUDABackend`` with NumPy standing in for CuPy and
+the simulator running its kernels. Checks what the GPU path does around the kernels (which method
+launches what, argument order, in-place contracts, what is saved, fallbacks to the generic code) against
+the CPU backend, and runs real ops (fused linear, cross-entropy, optimizers) on a device named "cuda".
+
+Only the CuPy calls themselves (allocation, CAI hand-over to Numba, streams, cuBLAS) are not exercised
+here; tests/test_cuda.py covers them on a real GPU."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+from gpugrad._device import device
+from gpugrad.backends import _instances
+from gpugrad.backends.base import Backend
+from gpugrad.backends.cpu import CPUBackend
+from gpugrad.backends.cuda import _kernels
+from gpugrad.backends.cuda.backend import CUDABackend
+
+ACTS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh"]
+OUTPUT_SAVED = ("relu", "leaky_relu", "sigmoid", "tanh")
+
+
+class SimLauncher(_kernels.Launcher):
+    """Numba launches on NumPy arrays (the simulator), small grids."""
+
+    def __init__(self) -> None:
+        self._streams = {}
+        self.sms, self.max_blocks, self.target_blocks = 2, 3, 5
+        self.launches: list[str] = []
+
+    def _current_device(self) -> int:
+        return 0
+
+    def _nb_stream(self):
+        return None
+
+    def _nb(self, a):
+        return a
+
+    def run(self, op, dtype, numba_call, cuda_c_call, *arrays):
+        ok = super().run(op, dtype, numba_call, cuda_c_call, *arrays)
+        if ok:
+            self.launches.append(op)
+        return ok
+
+
+class SimCUDABackend(CUDABackend):
+    name = "cuda"
+
+    def __init__(self, dev) -> None:
+        Backend.__init__(self, dev)
+        self.xp = np
+        self._launch = SimLauncher()
+        self._cpu = CPUBackend(device("cpu"))
+
+    def asarray(self, data, dtype=None):
+        return np.asarray(data, dtype=dtype)
+
+    def to_numpy(self, a):
+        return a
+
+    def from_numpy(self, a):
+        return a
+
+    def erf(self, x):
+        return self._cpu.erf(x)
+
+    def index_add(self, target, index, values):
+        np.add.at(target, index, values)
+
+    def synchronize(self):
+        pass
+
+    def memory_stats(self):
+        return {}
+
+
+@pytest.fixture
+def be(monkeypatch):
+    monkeypatch.setenv("GPUGRAD_STRICT_KERNELS", "1")
+    monkeypatch.setitem(_kernels._state, "impl", "numba")
+    dev = device("cuda")
+    backend = SimCUDABackend(dev)
+    old = _instances.get(dev)
+    _instances[dev] = backend
+    yield backend
+    if old is None:
+        _instances.pop(dev, None)
+    else:
+        _instances[dev] = old
+
+
+def _generic():
+    return CPUBackend(device("cpu"))
+
+
+def _close(a, b, dt):
+    tol = 1e-5 if np.dtype(dt) == np.float32 else 1e-12
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=tol, atol=tol)
+
+
+def _generic_call(name, *args, **kw):
+    """The base-class (generic xp) implementation of a backend method, on NumPy."""
+    cpu = _generic()
+    return getattr(Backend, name)(cpu, *args, **kw)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("act", ACTS)
+def test_bias_act_contract(be, act, dt, rng):
+    z = rng.standard_normal((5, 6)).astype(dt)
+    b = rng.standard_normal(6).astype(dt)
+    y_ref, s_ref = _generic_call("bias_act", z.copy(), b, act, 0.2)
+    z_in = z.copy()
+    y, saved = be.bias_act(z_in, b, act, 0.2)
+    _close(y, y_ref, dt)
+    if act == "identity":
+        assert saved is None and y is z_in
+    elif act in OUTPUT_SAVED:
+        assert y is z_in and saved is y  # in place, y saved
+    else:
+        assert saved is z_in and y is not z_in  # GELU saves z + b
+        _close(saved, s_ref, dt)
+    assert be._launch.launches == ["bias_act"]
+
+
+def test_bias_act_identity_without_bias_launches_nothing(be, rng):
+    z = rng.standard_normal((3, 4)).astype(np.float32)
+    y, saved = be.bias_act(z, None, "identity")
+    assert y is z and saved is None and be._launch.launches == []
+
+
+def test_bias_act_unsuitable_inputs_take_the_generic_path(be, rng):
+    z = np.asfortranarray(rng.standard_normal((4, 3)).astype(np.float32))
+    y, _ = be.bias_act(z, None, "relu")
+    _close(y, np.maximum(z, 0), np.float32)
+    assert be._launch.launches == []
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_act_bias_backward_matches_generic(be, act, dt, with_bias, rng):
+    z = rng.standard_normal((7, 5)).astype(dt)
+    y, saved = _generic_call("bias_act", z.copy(), None, act, 0.2)
+    dy = rng.standard_normal((7, 5)).astype(dt)
+    dz_ref, db_ref = _generic_call("act_bias_backward", dy, saved, act, with_bias, 0.2)
+    dz, db = be.act_bias_backward(dy, saved, act, with_bias, 0.2)
+    _close(dz, dz_ref, dt)
+    if with_bias:
+        _close(db, db_ref, dt)
+    else:
+        assert db is None
+    launched = act != "identity" or with_bias
+    assert be._launch.launches == (["act_bias_backward"] if launched else [])
+
+
+def test_act_bias_backward_accepts_broadcast_gradients(be):
+    dy = np.broadcast_to(np.float32(0.5), (4, 3))  # what mean()'s backward hands down: zero strides
+    y = np.array([[0, 1, 2]] * 4, np.float32)
+    dz, db = be.act_bias_backward(dy, y, "relu", True)
+    np.testing.assert_array_equal(dz, [[0, 0.5, 0.5]] * 4)
+    np.testing.assert_array_equal(db, [0, 2, 2])
+
+
+@pytest.mark.parametrize("act", ["relu", "sigmoid", "tanh", "gelu", "gelu_tanh", "leaky_relu"])
+def test_act_forward_backward_any_shape(be, act, rng):
+    x = rng.standard_normal((2, 3, 4)).transpose(2, 0, 1)  # non-contiguous 3-D
+    y = be.act_forward(x, act, 0.1)
+    _close(y, _generic_call("act_forward", x, act, 0.1), np.float64)
+    g = rng.standard_normal(y.shape)
+    saved = y if act in OUTPUT_SAVED else x
+    _close(be.act_backward(g, saved, act, 0.1), _generic_call("act_backward", g, saved, act, 0.1), np.float64)
+    xc = np.ascontiguousarray(x)
+    out = be.act_forward(xc, act, 0.1, out=xc)
+    assert out is xc
+    _close(xc, y, np.float64)
+    assert be._launch.launches == ["act_forward", "act_backward", "act_forward"]
+
+
+def test_softmax_cross_entropy_matches_generic(be, rng):
+    x = (rng.standard_normal((6, 5)) * 4).astype(np.float32)
+    t = rng.integers(0, 5, 6)
+    loss, probs = be.softmax_cross_entropy(x, t)
+    l_ref, p_ref = _generic_call("softmax_cross_entropy", x, t)
+    _close(loss, l_ref, np.float32)
+    _close(probs, p_ref, np.float32)
+
+
+@pytest.mark.parametrize("g_rows,mul,smoothing", [(1, 1 / 5, 0.0), (6, 1.0, 0.0), (1, 1.0, 0.2)])
+def test_cross_entropy_backward_kernel_and_generic_agree(be, g_rows, mul, smoothing, rng):
+    _, p = _generic_call("softmax_cross_entropy", rng.standard_normal((6, 4)), rng.integers(0, 4, 6))
+    t = rng.integers(0, 4, 6)
+    t[1] = -100
+    g = rng.standard_normal(g_rows) if g_rows > 1 else np.asarray(rng.standard_normal())
+    d = be.cross_entropy_backward(p, t, g, mul, -100, smoothing)
+    assert be._launch.launches == ["cross_entropy_backward"]
+    _kernels._state["impl"] = "xp"  # restored by the fixture
+    d_generic = be.cross_entropy_backward(p, t, g, mul, -100, smoothing)
+    assert be._launch.launches == ["cross_entropy_backward"]
+    _close(d, d_generic, np.float64)
+    assert np.all(d[1] == 0)
+
+
+@pytest.mark.parametrize("momentum,nesterov,wd,maximize", [(0.0, False, 0.0, False), (0.9, True, 0.1, False),
+                                                           (0.5, False, 0.0, True)])
+def test_sgd_step_matches_generic(be, momentum, nesterov, wd, maximize, rng):
+    p = rng.standard_normal((3, 4)).astype(np.float32)
+    p_ref = p.copy()
+    buf = buf_ref = None
+    for _ in range(2):
+        g = rng.standard_normal((3, 4)).astype(np.float32)
+        buf = be.sgd_step(p, g, buf, 0.1, momentum, 0.0, nesterov, wd, maximize)
+        buf_ref = _generic_call("sgd_step", p_ref, g, buf_ref, 0.1, momentum, 0.0, nesterov, wd, maximize)
+    _close(p, p_ref, np.float32)
+    assert (buf is None) == (momentum == 0)
+    if momentum:
+        _close(buf, buf_ref, np.float32)
+    assert be._launch.launches == ["sgd_step"] * 2
+
+
+@pytest.mark.parametrize("wd,decoupled,amsgrad", [(0.0, False, False), (0.1, False, True), (0.1, True, False)])
+def test_adam_step_matches_generic(be, wd, decoupled, amsgrad, rng):
+    p = rng.standard_normal(7)
+    state = [np.zeros(7), np.zeros(7), np.zeros(7) if amsgrad else None]
+    p_ref = p.copy()
+    state_ref = [np.zeros(7), np.zeros(7), np.zeros(7) if amsgrad else None]
+    for step in (1, 2, 3):
+        g = rng.standard_normal(7)
+        be.adam_step(p, g, state[0], state[1], step, 0.01, 0.9, 0.999, 1e-8, wd, decoupled, state[2])
+        _generic_call("adam_step", p_ref, g, state_ref[0], state_ref[1], step, 0.01, 0.9, 0.999, 1e-8, wd,
+                      decoupled, state_ref[2])
+    _close(p, p_ref, np.float64)
+    _close(state[1], state_ref[1], np.float64)
+
+
+def test_a_failing_kernel_falls_back_once_with_warnings(be, monkeypatch, rng):
+    monkeypatch.delenv("GPUGRAD_STRICT_KERNELS")
+    monkeypatch.setattr(_kernels, "fallbacks", {})
+
+    def broken(*a, **k):
+        raise RuntimeError("planted failure")
+
+    z = rng.standard_normal((3, 4)).astype(np.float32)
+    calls = []
+    with pytest.warns(RuntimeWarning, match="planted failure.*trying the cuda_c kernel"):
+        ok = be._launch.run("bias_act", z.dtype, broken, lambda a: calls.append(a), z)
+    assert ok and calls and ("bias_act", "float32", "numba") in _kernels.fallbacks  # numba failed, CUDA C ran
+    with pytest.warns(RuntimeWarning) as rec:
+        ok = be._launch.run("act_forward", z.dtype, broken, broken, z)
+    msgs = [str(w.message) for w in rec]
+    assert len(msgs) == 2 and "trying the cuda_c kernel" in msgs[0] and "plain CuPy ops" in msgs[1]
+    assert not ok and {("act_forward", "float32", "numba"), ("act_forward", "float32", "cuda_c")} <= \
+        set(_kernels.fallbacks)
+    assert not be._launch.run("act_forward", z.dtype, broken, broken, z)  # no second try, no second warning
+    monkeypatch.setenv("GPUGRAD_STRICT_KERNELS", "1")
+    monkeypatch.setattr(_kernels, "fallbacks", {})
+    with pytest.raises(RuntimeError, match="planted failure"):
+        be._launch.run("bias_act", z.dtype, broken, broken, z)
+
+
+# ------------------------------------------------------------------ real ops on the "cuda" device
+@pytest.mark.parametrize("act", ACTS)
+def test_fused_linear_on_cuda_matches_cpu(be, act, rng):
+    x, w, b = rng.standard_normal((4, 3)), rng.standard_normal((5, 3)), rng.standard_normal(5)
+    grads = {}
+    for dev in ("cpu", "cuda"):
+        ts = [gg.tensor(a, dtype=gg.float64, device=dev, requires_grad=True) for a in (x, w, b)]
+        y = gg.nn.functional.fused_linear(*ts, activation=act)
+        assert y.device == device(dev)
+        (y * y).sum().backward()
+        grads[dev] = [y.numpy()] + [t.grad.numpy() for t in ts]
+    for a, c in zip(grads["cuda"], grads["cpu"]):
+        _close(a, c, np.float64)
+    assert "bias_act" in be._launch.launches and "act_bias_backward" in be._launch.launches or act == "identity"
+
+
+def test_fused_linear_gelu_gradcheck_on_cuda(be, rng):
+    ts = [gg.tensor(rng.standard_normal(s), dtype=gg.float64, device="cuda", requires_grad=True)
+          for s in ((2, 3), (2, 3), (2,))]
+    assert gg.autograd.gradcheck(lambda x, w, b: gg.nn.functional.fused_linear(x, w, b, activation="gelu"), ts)
+
+
+def test_cross_entropy_on_cuda_matches_cpu(be, rng):
+    x = rng.standard_normal((5, 4))
+    t = rng.integers(0, 4, 5)
+    out = {}
+    for dev in ("cpu", "cuda"):
+        xt = gg.tensor(x, dtype=gg.float64, device=dev, requires_grad=True)
+        loss = gg.nn.functional.cross_entropy(xt, gg.tensor(t, device=dev), label_smoothing=0.1)
+        loss.backward()
+        out[dev] = (loss.item(), xt.grad.numpy())
+    assert abs(out["cuda"][0] - out["cpu"][0]) < 1e-12
+    _close(out["cuda"][1], out["cpu"][1], np.float64)
+    assert "softmax_cross_entropy" in be._launch.launches
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_training_steps_on_cuda_match_cpu(be, opt, rng):
+    nn = pytest.importorskip("gpugrad.nn")
+    optim = pytest.importorskip("gpugrad.optim")
+    x = rng.standard_normal((6, 4))
+    t = rng.integers(0, 3, 6)
+    final = {}
+    for dev in ("cpu", "cuda"):
+        gg.manual_seed(3)
+        model = nn.MLP([4, 5, 3], activation="tanh").to(gg.float64)
+        model.to(dev)
+        o = optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if opt == "sgd" else \
+            optim.Adam(model.parameters(), lr=0.01)
+        xt, tt = gg.tensor(x, dtype=gg.float64, device=dev), gg.tensor(t, device=dev)
+        for _ in range(3):
+            o.zero_grad()
+            gg.nn.functional.cross_entropy(model(xt), tt).backward()
+            o.step()
+        final[dev] = [p.numpy().copy() for p in model.parameters()]
+    for a, c in zip(final["cuda"], final["cpu"]):
+        _close(a, c, np.float64)
+    assert (opt + "_step") in be._launch.launches
