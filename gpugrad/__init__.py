@@ -25,7 +25,10 @@ from .ops import (abs, add, amax, amin, argmax, argmin, cat, clamp, clip, concat
                   std, sub, sum, tanh, transpose, unsqueeze, var, where)
 from . import autograd, random  # noqa: E402
 from . import nn, optim  # noqa: E402
-# from . import cuda
+from . import checkpoint, memory  # noqa: E402
+from . import cuda  # noqa: E402
+from . import amp  # noqa: E402
 from .io import load, save  # noqa: E402
+from . import data, viz  # noqa: E402
 
 __all__ = [n for n in dir() if not n.startswith("_")]

@@ -1,0 +1,157 @@
+"""Look at the computation graph: ``gg.viz.graph(tensor)`` returns it as Graphviz DOT text (and writes
+``.dot`` plus ``.svg`` when the ``dot`` binary is installed).
+
+Drawn the way the backprop articles draw it: leaf tensors (inputs, parameters) as boxes, ops as
+ellipses, arrows in the forward direction; every node shows its op name and shape and, for small
+tensors, its value and gradient (``grad`` of leaves after ``backward()``, of intermediate tensors
+when they called ``retain_grad()``). Example::
+
+    x = gg.tensor(2.0, requires_grad=True); y = gg.tensor(3.0, requires_grad=True)
+    w = gg.tensor(4.0, requires_grad=True)
+    s = x + y; s.retain_grad(); z = s * w; z.backward()
+    print(gg.viz.graph(z, names={"x": x, "y": y, "w": w, "s": s, "z": z}))
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import Mapping
+
+import numpy as np
+
+from .tensor import Tensor
+
+__all__ = ["graph", "walk", "dot_available"]
+
+
+def dot_available() -> bool:
+    """Whether the Graphviz ``dot`` binary is on PATH (needed for SVG output)."""
+    return shutil.which("dot") is not None
+
+
+def walk(tensor: Tensor) -> tuple[list, list]:
+    """The graph behind ``tensor``: ``(nodes, edges)``.
+
+    ``nodes`` are the graph's op contexts (``tensor._grad_fn`` and everything reachable through
+    ``ctx._edges``) followed by the leaf tensors, each once; ``edges`` are ``(source, out_idx, dest,
+    input_idx)`` with ``source`` a context or a leaf tensor (``out_idx`` -1). Iterative (deep
+    graphs do not hit the recursion limit)."""
+    nodes: list = []
+    edges: list = []
+    seen: set = set()
+    leaves: list = []
+    root = tensor._grad_fn
+    if root is None:
+        return ([tensor], []) if tensor.requires_grad else ([], [])
+    stack = [root]
+    seen.add(id(root))
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        for i, e in enumerate(node._edges):
+            if e is None:
+                continue
+            src, idx = e
+            edges.append((src, idx, node, i))
+            if id(src) in seen:
+                continue
+            seen.add(id(src))
+            if idx < 0:
+                leaves.append(src)
+            else:
+                stack.append(src)
+    return nodes + leaves, edges
+
+
+def _fmt_array(a: np.ndarray, precision: int) -> str:
+    if a.ndim == 0 or a.size == 1:
+        return np.format_float_positional(float(a.reshape(-1)[0]), precision=precision, trim="-") \
+            if a.dtype.kind == "f" else str(a.reshape(-1)[0])
+    return np.array2string(a, precision=precision, separator=", ", suppress_small=True, max_line_width=60)
+
+
+def _describe(t: Tensor | None, shape, dtype, max_elements: int, precision: int) -> list[str]:
+    shape_s = "scalar" if len(shape) == 0 else str(tuple(int(s) for s in shape))
+    lines = [f"{shape_s} {np.dtype(dtype).name}"]
+    if t is not None and int(np.prod(shape)) <= max_elements:
+        lines.append("value " + _fmt_array(t.numpy(), precision))
+        if t.grad is not None:
+            g = t.grad.numpy() if isinstance(t.grad, Tensor) else np.asarray(t.grad)
+            lines.append("grad " + _fmt_array(g, precision))
+    return lines
+
+
+def _esc(s: str) -> str:
+    return s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def graph(tensor: Tensor, path: str | os.PathLike | None = None, names: Mapping[str, Tensor] | None = None,
+          max_elements: int = 8, precision: int = 4) -> str:
+    """The computation graph that produced ``tensor`` as Graphviz DOT text.
+
+    ``names`` labels tensors (leaves or intermediate results: ``{"x": x, "w": w, "s": s}``;
+    named or ``retain_grad()``-ed intermediate results show value and gradient too). Tensors with at
+    most ``max_elements`` elements show their values. With ``path``, writes ``<path>.dot`` (the
+    suffix of ``path`` is replaced) and, when Graphviz's ``dot`` is installed, ``<path>.svg``."""
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"viz.graph: expected a gpugrad Tensor, got {type(tensor).__name__}")
+    names = dict(names or {})
+    leaf_names: dict[int, str] = {}
+    out_names: dict[tuple[int, int], tuple[str, Tensor]] = {}
+    for n, t in names.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"viz.graph: names[{n!r}] is a {type(t).__name__}, expected a Tensor")
+        if t._grad_fn is None:
+            leaf_names[id(t)] = n
+        else:
+            out_names[(id(t._grad_fn), t._out_idx)] = (n, t)
+    if tensor._grad_fn is not None and (id(tensor._grad_fn), tensor._out_idx) not in out_names:
+        out_names[(id(tensor._grad_fn), tensor._out_idx)] = ("", tensor)
+
+    nodes, edges = walk(tensor)
+    if not nodes:  # a tensor outside any graph
+        nodes = [tensor]
+    ids = {id(n): f"n{i}" for i, n in enumerate(nodes)}
+    lines = ["digraph gpugrad {", "  rankdir=LR;",
+             '  node [fontname="Helvetica", fontsize=10];', '  edge [fontname="Helvetica", fontsize=9];']
+    for n in nodes:
+        nid = ids[id(n)]
+        if isinstance(n, Tensor):
+            title = leaf_names.get(id(n), "leaf" if n.requires_grad else "tensor")
+            body = _describe(n, n.shape, n.dtype, max_elements, precision)
+            label = "\n".join([title] + body)
+            lines.append(f'  {nid} [shape=box, style="rounded,filled", fillcolor="#dbe9f6", label="{_esc(label)}"];')
+            continue
+        parts = [n.op_name]
+        for k, (shape, dtype) in enumerate(n._out_meta):
+            named = out_names.get((id(n), k))
+            t = named[1] if named else None
+            if t is None and n._retained and k in n._retained:
+                t = n._retained[k]()
+            prefix = f"{named[0]} = " if named and named[0] else ("" if len(n._out_meta) == 1 else f"out{k}: ")
+            desc = _describe(t, shape, dtype, max_elements, precision)
+            parts.append(prefix + desc[0])
+            parts.extend(desc[1:])
+        fill = "#fde2c8" if n is tensor._grad_fn else "#f2f2f2"
+        lines.append(f'  {nid} [shape=ellipse, style=filled, fillcolor="{fill}", label="{_esc(chr(10).join(parts))}"];')
+    for src, idx, dest, i in edges:
+        attrs = []
+        multi_in = sum(1 for e in dest._edges if e is not None) > 1
+        if multi_in:
+            attrs.append(f'label="in{i}"')
+        if idx > 0 or (idx == 0 and len(src._out_meta) > 1):
+            attrs.append(f'taillabel="out{idx}"')
+        a = f" [{', '.join(attrs)}]" if attrs else ""
+        lines.append(f"  {ids[id(src)]} -> {ids[id(dest)]}{a};")
+    lines.append("}")
+    text = "\n".join(lines) + "\n"
+    if path is not None:
+        base, _ = os.path.splitext(os.fspath(path))
+        dot_path = base + ".dot"
+        with open(dot_path, "w", encoding="utf-8") as f:
+            f.write(text)
+        if dot_available():
+            subprocess.run(["dot", "-Tsvg", dot_path, "-o", base + ".svg"], check=True,
+                           capture_output=True, timeout=60)
+    return text
