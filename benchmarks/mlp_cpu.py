@@ -4,7 +4,10 @@
 
 (a) batch 256, 784-1024-1024-1024-1024-10, ReLU; (b) batch 1024, 16 hidden layers of 128, ReLU:
 one step = forward, cross-entropy, backward, SGD step. (c) per-op overhead: a scalar graph of 1,000
-small ops, forward + backward, in microseconds per op. Reports medians and the gpugrad/PyTorch ratio.
+small ops, forward + backward, in microseconds per op. Both start from the same weights and their
+losses are checked to agree first. Each framework times in its own process (alternating, --rounds
+times; the best median of each is kept). GEMMs: MKL when the `mkl` wheel is installed
+(`pip install .[mkl]`), else NumPy's OpenBLAS; GPUGRAD_BLAS=numpy forces the latter.
 """
 from __future__ import annotations
 
@@ -120,46 +123,71 @@ def scalar_graph_torch(n_ops: int):
     return run
 
 
+def _worker(framework: str, case: str, repeats: int, warmup: int) -> float:
+    """Median time of one case for one framework, in this process (seconds per step or per op)."""
+    rng = np.random.default_rng(0)
+    gg.manual_seed(0)
+    if case == "c":
+        fn = scalar_graph_gg(1000) if framework == "gpugrad" else scalar_graph_torch(1000)
+        return median_time(fn, repeats, warmup) / 1000
+    _, batch, sizes = CASES[case]
+    model, gstep, gsetup, _ = gg_step_fn(sizes, batch, rng)
+    if framework == "gpugrad":
+        return median_time(gstep, repeats, warmup, gsetup)
+    tstep, tsetup, _ = torch_step_fn(sizes, batch, rng, model)
+    return median_time(tstep, repeats, warmup, tsetup)
+
+
+def _run_worker(framework: str, case: str, repeats: int, warmup: int) -> float:  # noqa: D401
+    """Each framework times in its own process: PyTorch's OpenMP and MKL's (when gpugrad uses MKL)
+    slow each other down when loaded together, which would bias the comparison."""
+    import json
+    import subprocess
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", framework, "--cases", case,
+                          "--repeats", str(repeats), "--warmup", str(warmup)],
+                         check=True, capture_output=True, text=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["seconds"])
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2, help="alternate gpugrad/PyTorch processes this many times")
     ap.add_argument("--cases", default="abc")
+    ap.add_argument("--worker", choices=["gpugrad", "torch", "check"], help=argparse.SUPPRESS)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "mlp_cpu.json"))
     args = ap.parse_args(argv)
-    try:
-        import torch
-        have_torch = True
-    except ImportError:
-        have_torch = False
+    if args.worker:
+        import json
+        if args.worker == "check":
+            print(json.dumps({"seconds": check_same_loss(CASES[args.cases][2], CASES[args.cases][1])}))
+        else:
+            print(json.dumps({"seconds": _worker(args.worker, args.cases, args.repeats, args.warmup)}))
+        return {}
+    import importlib.util
+    have_torch = importlib.util.find_spec("torch") is not None
+    if not have_torch:
         print("PyTorch not installed: timing gpugrad alone (pip install torch==2.13.0 for the baseline)")
     rows = []
-    for key in "ab":
-        if key not in args.cases:
-            continue
-        label, batch, sizes = CASES[key]
-        if have_torch:
-            check_same_loss(sizes, batch)
-        rng = np.random.default_rng(0)
-        gg.manual_seed(0)
-        model, gstep, gsetup, _ = gg_step_fn(sizes, batch, rng)
-        tg = median_time(gstep, args.repeats, args.warmup, gsetup)
-        tt = None
-        if have_torch:
-            tstep, tsetup, _ = torch_step_fn(sizes, batch, rng, model)
-            tt = median_time(tstep, args.repeats, args.warmup, tsetup)
-            # and gpugrad again, interleaved, so drift in machine load shows up in both
-            tg = min(tg, median_time(gstep, args.repeats, args.warmup, gsetup))
-        flops = 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-        rows.append({"case": key, "label": label, "gpugrad_ms": tg * 1e3, "torch_ms": tt * 1e3 if tt else None,
-                     "ratio": tg / tt if tt else None, "gpugrad_gflops": flops / tg / 1e9})
-    if "c" in args.cases:
-        n_ops = 1000
-        tg = median_time(scalar_graph_gg(n_ops), args.repeats, args.warmup)
-        tt = median_time(scalar_graph_torch(n_ops), args.repeats, args.warmup) if have_torch else None
-        rows.append({"case": "c", "label": f"scalar graph of {n_ops} ops, fwd+bwd, per op",
-                     "gpugrad_us_per_op": tg / n_ops * 1e6, "torch_us_per_op": tt / n_ops * 1e6 if tt else None,
-                     "ratio": tg / tt if tt else None})
+    for key in args.cases:
+        if key in "ab" and have_torch:  # in a child process too: this parent never loads a BLAS runtime
+            _run_worker("check", key, 0, 0)
+        tg, tt = [], []
+        for _ in range(args.rounds):  # alternate, so drift in machine load hits both
+            tg.append(_run_worker("gpugrad", key, args.repeats, args.warmup))
+            if have_torch:
+                tt.append(_run_worker("torch", key, args.repeats, args.warmup))
+        g, t = min(tg), (min(tt) if tt else None)
+        if key == "c":
+            rows.append({"case": "c", "label": "scalar graph of 1000 ops, fwd+bwd, per op",
+                         "gpugrad_us_per_op": g * 1e6, "torch_us_per_op": t * 1e6 if t else None,
+                         "ratio": g / t if t else None})
+        else:
+            label, batch, sizes = CASES[key]
+            flops = 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+            rows.append({"case": key, "label": label, "gpugrad_ms": g * 1e3, "torch_ms": t * 1e3 if t else None,
+                         "ratio": g / t if t else None, "gpugrad_gflops": flops / g / 1e9})
     print(f"{'case':<4} {'what':<40} {'gpugrad':>12} {'PyTorch':>12} {'ratio':>7}")
     for r in rows:
         if r["case"] == "c":
@@ -169,7 +197,10 @@ def main(argv=None) -> dict:
         ts = f"{t:9.2f} {unit}" if t is not None else "-"
         rs = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
         print(f"{r['case']:<4} {r['label']:<40} {g:9.2f} {unit:<3}{ts:>12} {rs:>7}")
-    payload = {"machine": machine_info(), "repeats": args.repeats, "rows": rows}
+    from gpugrad.backends import cpu_blas
+    payload = {"machine": machine_info(), "gpugrad_blas": cpu_blas.provider(), "repeats": args.repeats,
+               "rounds": args.rounds, "rows": rows}
+    print(f"gpugrad GEMMs: {payload['gpugrad_blas']}")
     write_json(args.out, payload)
     print(f"wrote {args.out}")
     return payload

@@ -761,12 +761,9 @@ def info_text() -> str:
 
 
 def _blas_name() -> str:
-    try:
-        cfg = np.show_config(mode="dicts")  # type: ignore[call-arg]
-        b = cfg.get("Build Dependencies", {}).get("blas", {})
-        return f"{b.get('name', '?')} {b.get('version', '')}".strip()
-    except Exception:  # pragma: no cover - older NumPy
-        return "unknown"
+    """The BLAS behind the CPU backend's linear layers: MKL when installed, else NumPy's."""
+    from .backends import cpu_blas
+    return cpu_blas.provider()
 
 
 def _cuda_devices_text() -> str:

@@ -205,6 +205,10 @@ class Backend:
         """``x @ w.T`` through the device's GEMM (a fresh array the caller may overwrite)."""
         return x @ w.T
 
+    def linear_backward(self, dz, x, w, need_dx: bool, need_dw: bool):
+        """The two GEMMs of a linear layer's backward: ``(dz @ w, dz.T @ x)`` (None where not needed)."""
+        return (dz @ w if need_dx else None), (dz.T @ x if need_dw else None)
+
     def bias_act(self, z, b, act: str, slope: float = 0.01):
         """In place on ``z``: ``z = act(z + b)``. Returns ``(y, saved)`` where ``saved`` is what
         :meth:`act_backward` needs (``y`` itself, the pre-activation for GELU, ``None`` for identity)."""

@@ -51,6 +51,25 @@ class CPUBackend(Backend):
         out = _get_erf()(x)
         return out.astype(x.dtype, copy=False)
 
+    # ------------------------------------------------------------------ GEMMs (MKL when installed)
+    def linear_forward(self, x, w):
+        from . import cpu_blas
+        out = cpu_blas.gemm(x, w, False, True)
+        return out if out is not None else x @ w.T
+
+    def linear_backward(self, dz, x, w, need_dx: bool, need_dw: bool):
+        from . import cpu_blas
+        dx = dw = None
+        if need_dx:
+            dx = cpu_blas.gemm(dz, w, False, False)
+            if dx is None:
+                dx = dz @ w
+        if need_dw:
+            dw = cpu_blas.gemm(dz, x, True, False)
+            if dw is None:
+                dw = dz.T @ x
+        return dx, dw
+
     # ------------------------------------------------------------------ fused passes (Numba)
     def bias_act(self, z, b, act: str, slope: float = 0.01):
         from . import cpu_kernels as K
@@ -99,8 +118,7 @@ class CPUBackend(Backend):
         first = momentum != 0 and buf is None
         if first:
             buf = np.empty_like(p)
-        fn = K.sgd_parallel if p.size >= K.PARALLEL_MIN else K.sgd_serial
-        fn(p.reshape(-1), g.reshape(-1), (buf if buf is not None else p).reshape(-1), t(lr), t(momentum),
+        K.sgd_step(p.reshape(-1), g.reshape(-1), (buf if buf is not None else p).reshape(-1), t(lr), t(momentum),
            t(dampening), bool(nesterov), t(weight_decay), bool(maximize), first)
         return buf
 
@@ -114,9 +132,8 @@ class CPUBackend(Backend):
         t = p.dtype.type
         step_size = lr / (1 - beta1 ** step)
         bc2_sqrt = (1 - beta2 ** step) ** 0.5
-        fn = K.adam_parallel if p.size >= K.PARALLEL_MIN else K.adam_serial
         vmax = amsgrad_vmax if amsgrad_vmax is not None else v
-        fn(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), vmax.reshape(-1), t(lr), t(beta1), t(beta2),
+        K.adam_step(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), vmax.reshape(-1), t(lr), t(beta1), t(beta2),
            t(eps), t(weight_decay), bool(decoupled), amsgrad_vmax is not None, bool(maximize), t(step_size),
            t(bc2_sqrt))
 

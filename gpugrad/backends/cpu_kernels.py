@@ -132,7 +132,7 @@ def empty_bias(dt) -> np.ndarray:
 
 
 def _sgd_body(p, g, buf, lr, momentum, dampening, nesterov, wd, maximize, first):
-    for i in numba.prange(p.size):
+    for i in range(p.size):
         gi = -g[i] if maximize else g[i]
         if wd != 0:
             gi = gi + wd * p[i]
@@ -147,7 +147,7 @@ def _sgd_body(p, g, buf, lr, momentum, dampening, nesterov, wd, maximize, first)
 
 
 def _adam_body(p, g, m, v, vmax, lr, beta1, beta2, eps, wd, decoupled, amsgrad, maximize, step_size, bc2_sqrt):
-    for i in numba.prange(p.size):
+    for i in range(p.size):
         gi = -g[i] if maximize else g[i]
         pi = p[i]
         if wd != 0:
@@ -165,9 +165,7 @@ def _adam_body(p, g, m, v, vmax, lr, beta1, beta2, eps, wd, decoupled, amsgrad, 
         p[i] = pi - step_size * mi / (math.sqrt(vi) / bc2_sqrt + eps)
 
 
-# one serial and one threaded build: thread start-up (~10-20 us) costs more than it saves on small tensors
-sgd_serial = numba.njit(cache=True)(_sgd_body)
-sgd_parallel = numba.njit(cache=True, parallel=True)(_sgd_body)
-adam_serial = numba.njit(cache=True)(_adam_body)
-adam_parallel = numba.njit(cache=True, parallel=True)(_adam_body)
-PARALLEL_MIN = 1 << 16
+# Serial on purpose: a threaded build (parallel=True) ran the step 1.5x slower overall on 2 cores, because
+# Numba's threading layer (TBB when installed) and the BLAS threads spin against each other.
+sgd_step = numba.njit(cache=True)(_sgd_body)
+adam_step = numba.njit(cache=True)(_adam_body)

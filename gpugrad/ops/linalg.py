@@ -106,13 +106,11 @@ class FusedLinear(Function):
         nx, nw, nb = ctx.needs_input_grad
         g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
         dz, db = be.act_bias_backward(g2, saved, ctx.act, nb, ctx.slope)
-        dx = dw = None
+        x2 = None
         if nw:
             x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
-            dw = dz.T @ x2
-        if nx:
-            dx = dz @ w
-            if len(ctx.xshape) != 2:
-                dx = dx.reshape(ctx.xshape)
+        dx, dw = be.linear_backward(dz, x2, w, nx, nw)
+        if dx is not None and len(ctx.xshape) != 2:
+            dx = dx.reshape(ctx.xshape)
         return dx, dw, db
 

@@ -1,0 +1,78 @@
+"""The CPU backend's fast paths (Numba passes, optional MKL GEMMs) agree with the generic NumPy code."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+from gpugrad.backends import cpu_blas, get_backend
+from gpugrad.backends.base import ACTIVATIONS, Backend
+
+rng = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_fused_passes_match_generic(act, dtype):
+    be = get_backend("cpu")
+    z = rng.standard_normal((37, 19)).astype(dtype)
+    b = rng.standard_normal(19).astype(dtype)
+    dy = rng.standard_normal((37, 19)).astype(dtype)
+    for slope in (0.01, -0.3) if act == "leaky_relu" else (0.01,):
+        y_fast, s_fast = be.bias_act(z.copy(), b, act, slope)
+        y_ref, s_ref = Backend.bias_act(be, z.copy(), b, act, slope)
+        tol = 1e-6 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(y_fast, y_ref, rtol=tol, atol=tol)
+        if s_ref is None:
+            assert s_fast is None
+            continue
+        np.testing.assert_allclose(s_fast, s_ref, rtol=tol, atol=tol)
+        dz_fast, db_fast = be.act_bias_backward(dy, s_fast, act, True, slope)
+        dz_ref, db_ref = Backend.act_bias_backward(be, dy, s_ref, act, True, slope)
+        np.testing.assert_allclose(dz_fast, dz_ref, rtol=tol, atol=tol)
+        np.testing.assert_allclose(db_fast, db_ref, rtol=10 * tol, atol=10 * tol)
+
+
+def test_optimizer_kernels_match_generic():
+    be = get_backend("cpu")
+    for shape in [(5,), (70, 33)]:
+        p, p2 = rng.standard_normal(shape), None
+        p2 = p.copy()
+        g = rng.standard_normal(shape)
+        b1 = b2 = None
+        for _ in range(3):
+            b1 = be.sgd_step(p, g, b1, 0.1, 0.9, 0.1, True, 0.01, False)
+            b2 = Backend.sgd_step(be, p2, g, b2, 0.1, 0.9, 0.1, True, 0.01, False)
+        np.testing.assert_allclose(p, p2, rtol=1e-13)
+        m, v, m2, v2 = (np.zeros(shape) for _ in range(4))
+        for k in range(1, 4):
+            be.adam_step(p, g, m, v, k, 1e-2, 0.9, 0.999, 1e-8, 0.01, True)
+            Backend.adam_step(be, p2, g, m2, v2, k, 1e-2, 0.9, 0.999, 1e-8, 0.01, True)
+        np.testing.assert_allclose(p, p2, rtol=1e-13)
+
+
+def test_mkl_gemm_matches_numpy():
+    if cpu_blas.load() is None:
+        pytest.skip("MKL not installed (pip install gpugrad[mkl]) or GPUGRAD_BLAS=numpy")
+    a = rng.standard_normal((6, 4)).astype(np.float32)
+    b = rng.standard_normal((4, 5)).astype(np.float32)
+    np.testing.assert_allclose(cpu_blas.gemm(a, b, False, False), a @ b, rtol=1e-5)
+    np.testing.assert_allclose(cpu_blas.gemm(a, b.T.copy(), False, True), a @ b, rtol=1e-5)
+    np.testing.assert_allclose(cpu_blas.gemm(a.T.copy(), b, True, False), a @ b, rtol=1e-5)
+    assert cpu_blas.gemm(a[:, ::2], b[::2], False, False) is None  # not contiguous: caller uses NumPy
+    assert cpu_blas.gemm(a, b.astype(np.float64), False, False) is None
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    np.testing.assert_allclose(cpu_blas.gemm(a64, b64, False, False), a64 @ b64, rtol=1e-12)
+
+
+def test_blas_provider_is_reported():
+    assert cpu_blas.provider().split()[0] in ("mkl", "numpy")
+
+
+def test_fused_linear_on_sliced_input_uses_fallback():
+    x = gg.tensor(rng.standard_normal((8, 10)), dtype=gg.float64)[:, ::2]  # not contiguous
+    w = gg.tensor(rng.standard_normal((3, 5)), dtype=gg.float64, requires_grad=True)
+    y = gg.nn.functional.linear(x, w)
+    np.testing.assert_allclose(y.numpy(), x.numpy() @ w.numpy().T, rtol=1e-12)
+    y.sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), np.ones((8, 3)).T @ x.numpy(), rtol=1e-12)
