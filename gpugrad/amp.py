@@ -36,7 +36,7 @@ import numpy as np
 from . import _dtype
 from .autograd.function import named_error
 from .autograd.grad_mode import no_grad
-from .tensor import Tensor, _make_result
+from .tensor import Tensor, _make_result, clear_grads
 
 __all__ = ["GradScaler", "MasterWeights"]
 
@@ -301,14 +301,7 @@ class MasterWeights:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients of the model and of the masters."""
-        for t in self.model_params + self.master_params:
-            if t.grad is None:
-                continue
-            if set_to_none:
-                t.grad = None
-            else:
-                t.grad.data[...] = 0
-                t.grad._vc[0] += 1
+        clear_grads(self.model_params + self.master_params, set_to_none)
 
     def step(self, optimizer: Any, scaler: "GradScaler | None" = None) -> Any:
         """Gradients to the masters, ``scaler.step(optimizer)`` (or ``optimizer.step()``), masters

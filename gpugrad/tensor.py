@@ -27,6 +27,18 @@ def _make_result(arr, dev, ctx, idx: int, vc=None) -> "Tensor":
     return t
 
 
+def clear_grads(tensors, set_to_none: bool = True) -> None:
+    """``zero_grad`` for any tensors: drop each ``.grad`` (default) or zero it in place."""
+    for t in tensors:
+        if t.grad is None:
+            continue
+        if set_to_none:
+            t.grad = None
+        else:
+            t.grad.data[...] = 0
+            t.grad._vc[0] += 1
+
+
 class Tensor:
     """An n-dimensional array on ``cpu`` or ``cuda`` that records operations for ``backward()``."""
 

@@ -36,6 +36,10 @@ def load():
         raise ValueError(f"GPUGRAD_BLAS must be 'auto', 'mkl' or 'numpy', got {choice!r}")
     path = _find_mkl() if choice != "numpy" else None
     if path:
+        # Intel OpenMP's workers spin 200 ms after each GEMM by default and then fight the main thread's
+        # fused passes for the cores; measured 38-51 ms vs 28-39 ms per step with KMP_BLOCKTIME=0 (case (a)
+        # of benchmarks/mlp_cpu.py, 2 cores). Set before the runtime starts; a user's own setting wins.
+        os.environ.setdefault("KMP_BLOCKTIME", "0")
         try:
             lib = ctypes.CDLL(path)
             fns = {}

@@ -11,7 +11,7 @@ from .._device import as_device, device as _device_t
 from .. import _dtype
 from ..autograd.function import named_error
 from ..autograd.grad_mode import no_grad
-from ..tensor import Tensor
+from ..tensor import Tensor, clear_grads
 
 __all__ = ["Parameter", "Module", "IncompatibleKeys"]
 
@@ -295,14 +295,7 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear every parameter's ``.grad`` (to ``None`` by default, else to zeros in place)."""
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                p.grad.data[...] = 0
-                p.grad._vc[0] += 1
+        clear_grads(self.parameters(), set_to_none)
 
     # ------------------------------------------------------------------ device / dtype
     def to(self, *args: Any, **kwargs: Any) -> "Module":

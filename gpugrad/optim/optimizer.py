@@ -8,7 +8,7 @@ import numpy as np
 
 from ..autograd.function import named_error
 from ..autograd.grad_mode import enable_grad, no_grad
-from ..tensor import Tensor, _make_result
+from ..tensor import Tensor, _make_result, clear_grads
 
 __all__ = ["Optimizer", "required"]
 
@@ -78,15 +78,7 @@ class Optimizer:
     # ------------------------------------------------------------------ stepping
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients of all optimized parameters (``None`` by default, else zeros)."""
-        for g in self.param_groups:
-            for p in g["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.data[...] = 0
-                    p.grad._vc[0] += 1
+        clear_grads((p for g in self.param_groups for p in g["params"]), set_to_none)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient. ``closure`` (optional) re-evaluates the model
