@@ -7,9 +7,10 @@ _KNOWN_TYPES = ("cpu", "cuda")
 class device:  # noqa: N801  (PyTorch spelling)
     """A device a tensor lives on: ``cpu`` or ``cuda[:N]``."""
 
-    __slots__ = ("type", "index")
+    __slots__ = ("type", "index", "_be")
 
     def __init__(self, spec: "str | device" = "cpu", index: int | None = None) -> None:
+        self._be = None  # this device's backend, cached by the first op that runs on it
         if isinstance(spec, device):
             self.type, self.index = spec.type, spec.index
             return

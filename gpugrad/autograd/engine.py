@@ -91,22 +91,27 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc,
         root_nodes.append(node)
 
     deps = _collect(root_nodes) if root_nodes else {}
+    # Kahn's algorithm; ready nodes are kept in a max-heap on creation order, so the most recent
+    # node runs first (what a reverse sweep of the forward does, freeing memory early).
     ready = []
     for n in set(root_nodes):
         if deps.get(n, 0) == 0:
             heapq.heappush(ready, (-n._seq, id(n), n))
     handed: set = set(id(g) for g in root_grads)  # never store a caller's array as .grad
     anomaly = STATE.anomaly
+    push, pop = heapq.heappush, heapq.heappop
     with no_grad():
         while ready:
-            _, _, node = heapq.heappop(ready)
-            buf = buffers.pop(node, {})
+            node = pop(ready)[2]
+            buf = buffers.pop(node, None) or {}
             if node._retained or node._hooks or capture:
                 _visit_outputs(node, buf, capture, results)
-            grads_out = []
-            for i, (shape, dtype) in enumerate(node._out_meta):
-                entry = buf.get(i)
-                grads_out.append(entry[0] if entry is not None else node.backend.xp.zeros(shape, dtype))
+            meta = node._out_meta
+            if len(meta) == 1 and 0 in buf:
+                grads_out = (buf[0][0],)
+            else:
+                grads_out = tuple(buf[i][0] if i in buf else node.backend.xp.zeros(shape, dtype)
+                                  for i, (shape, dtype) in enumerate(meta))
             fn = node._fn
             try:
                 grads_in = fn.backward(node, *grads_out)
@@ -130,18 +135,24 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc,
                 if e is None:
                     continue
                 target, idx = e
-                if g is not None:
-                    if idx < 0:
-                        _check_shape(fn, target.data.shape, g)
+                if idx < 0:  # a leaf
+                    if g is not None:
+                        if g.shape != target.data.shape:
+                            _check_shape(fn, target.data.shape, g)
                         _add_leaf(leaf_acc, target, g)
-                    else:
+                    continue
+                if g is not None:
+                    if g.shape != target._out_meta[idx][0]:
                         _check_shape(fn, target._out_meta[idx][0], g)
-                        _add(buffers.setdefault(target, {}), idx, g)
-                if idx >= 0:
-                    d = deps[target] - 1
-                    deps[target] = d
-                    if d == 0:
-                        heapq.heappush(ready, (-target._seq, id(target), target))
+                    tb = buffers.get(target)
+                    if tb is None:
+                        buffers[target] = {idx: [g, False]}
+                    else:
+                        _add(tb, idx, g)
+                d = deps[target] - 1
+                deps[target] = d
+                if d == 0:
+                    push(ready, (-target._seq, id(target), target))
 
         for leaf, entry in leaf_acc.values():
             g = entry[0]

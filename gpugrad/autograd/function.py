@@ -43,21 +43,24 @@ class Context:
     needs a gradient; ``ctx.save_for_backward(*arrays)`` keeps arrays for backward (counted and
     version-checked); any other attribute may be set freely (shapes, flags)."""
 
+    # Defaults live on the class (an op sets only what it uses: creating a context is on every op's
+    # path). None of them is mutated in place; they are replaced per instance when set.
+    _to_save: tuple = ()
+    _tracked: tuple = ()
+    _versions: tuple = ()
+    _released = False
+    _non_diff: tuple = ()
+    _fn: "type | None" = None
+    _edges: tuple = ()
+    _out_meta: tuple = ()
+    _retained: "dict | None" = None
+    _hooks: "dict | None" = None
+    _seq = 0
+    out_device = None  # set by ops whose output lives on another device (.to)
+
     def __init__(self, backend, needs_input_grad: tuple) -> None:
         self.backend = backend
         self.needs_input_grad = needs_input_grad
-        self._to_save: tuple = ()
-        self._tracked: list = []
-        self._versions: list = []
-        self._released = False
-        self._non_diff: tuple = ()
-        self._fn: type | None = None
-        self._edges: tuple = ()
-        self._out_meta: tuple = ()
-        self._retained: dict | None = None
-        self._hooks: dict | None = None
-        self._seq = 0
-        self.out_device = None  # set by ops whose output lives on another device (.to)
 
     # -- saving
     def save_for_backward(self, *arrays: Any) -> None:
@@ -123,14 +126,14 @@ class Context:
             self._released = True
             for a in self._tracked:
                 _saved.untrack(a)
-            self._tracked = []
+            self._tracked = ()
             self._to_save = ()
 
     def __del__(self) -> None:
         if self._tracked:
             for a in self._tracked:
                 _saved.untrack(a)
-            self._tracked = []
+            self._tracked = ()
 
 
 class Function:
@@ -166,7 +169,7 @@ class Function:
             if isinstance(a, Tensor):
                 if dev is None:
                     dev = a._device
-                elif a._device != dev:
+                elif a._device is not dev and a._device != dev:
                     raise named_error(RuntimeError,
                         f"{cls.op_name()}: expected all tensors on the same device, found {dev} and "
                         f"{a._device} (inputs: {', '.join(describe(x) for x in args)}). "
@@ -179,7 +182,12 @@ class Function:
             else:
                 arrays.append(a)
                 needs.append(False)
-        backend = _lazy.instances.get(dev) or _lazy.get_backend(dev if dev is not None else "cpu")
+        if dev is not None:
+            backend = dev._be
+            if backend is None:
+                backend = dev._be = _lazy.get_backend(dev)
+        else:
+            backend = _lazy.get_backend("cpu")
         record = requires and STATE.grad_enabled
         if requires and not record and _probes:
             probe = _probes[-1]

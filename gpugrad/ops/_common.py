@@ -10,11 +10,12 @@ def shape_of(x) -> tuple:
     return tuple(x.shape) if hasattr(x, "shape") else ()
 
 
-def check_broadcast(op: str, a, b) -> None:
-    """Raise a clear error if ``a`` and ``b`` cannot broadcast together."""
-    sa, sb = shape_of(a), shape_of(b)
+def check_broadcast(op: str, a, b) -> tuple:
+    """The shapes of ``a`` and ``b``; raises a clear error if they cannot broadcast together."""
+    sa = a.shape if hasattr(a, "shape") else ()
+    sb = b.shape if hasattr(b, "shape") else ()
     if sa == sb:
-        return
+        return sa, sb
     try:
         np.broadcast_shapes(sa, sb)
     except ValueError:
@@ -22,8 +23,9 @@ def check_broadcast(op: str, a, b) -> None:
         pa, pb = (1,) * (n - len(sa)) + sa, (1,) * (n - len(sb)) + sb
         bad = next(i for i in range(n) if pa[i] != pb[i] and pa[i] != 1 and pb[i] != 1)
         raise named_error(ValueError,
-            f"{op}: shapes {sa} and {sb} are not broadcastable: dimension {bad - n} is {pa[bad]} vs {pb[bad]}. "
+            f"{op}: shapes {tuple(sa)} and {tuple(sb)} are not broadcastable: dimension {bad - n} is {pa[bad]} vs {pb[bad]}. "
             "Fix: make each trailing dimension equal or 1 (reshape/unsqueeze one operand, or transpose it).") from None
+    return sa, sb
 
 
 def norm_dim(op: str, dim, ndim: int) -> tuple | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from ..autograd.function import Context, Function
-from ._common import check_broadcast, shape_of
+from ._common import check_broadcast
 
 
 class Add(Function):
@@ -12,8 +12,7 @@ class Add(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        check_broadcast("add", a, b)
-        ctx.shapes = (shape_of(a), shape_of(b))
+        ctx.shapes = check_broadcast("add", a, b)
         return a + b
 
     @staticmethod
@@ -28,8 +27,7 @@ class Sub(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        check_broadcast("sub", a, b)
-        ctx.shapes = (shape_of(a), shape_of(b))
+        ctx.shapes = check_broadcast("sub", a, b)
         return a - b
 
     @staticmethod
@@ -44,10 +42,9 @@ class Mul(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        check_broadcast("mul", a, b)
+        ctx.shapes = check_broadcast("mul", a, b)
         na, nb = ctx.needs_input_grad
         ctx.save_for_backward(a if nb else None, b if na else None)
-        ctx.shapes = (shape_of(a), shape_of(b))
         return a * b
 
     @staticmethod
@@ -63,10 +60,9 @@ class Div(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        check_broadcast("div", a, b)
+        ctx.shapes = check_broadcast("div", a, b)
         out = a / b
         ctx.save_for_backward(b, out if ctx.needs_input_grad[1] else None)
-        ctx.shapes = (shape_of(a), shape_of(b))
         return out
 
     @staticmethod
@@ -83,10 +79,9 @@ class Pow(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        check_broadcast("pow", a, b)
+        ctx.shapes = check_broadcast("pow", a, b)
         out = a ** b
         ctx.save_for_backward(a, b, out)
-        ctx.shapes = (shape_of(a), shape_of(b))
         return out
 
     @staticmethod
@@ -182,9 +177,8 @@ class Maximum(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        check_broadcast("maximum", a, b)
+        ctx.shapes = check_broadcast("maximum", a, b)
         ctx.save_for_backward(a, b)
-        ctx.shapes = (shape_of(a), shape_of(b))
         return ctx.backend.xp.maximum(a, b)
 
     @staticmethod
@@ -197,9 +191,8 @@ class Minimum(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        check_broadcast("minimum", a, b)
+        ctx.shapes = check_broadcast("minimum", a, b)
         ctx.save_for_backward(a, b)
-        ctx.shapes = (shape_of(a), shape_of(b))
         return ctx.backend.xp.minimum(a, b)
 
     @staticmethod
@@ -244,9 +237,8 @@ class Where(Function):
         xp = ctx.backend.xp
         if getattr(cond, "dtype", None) is None or cond.dtype.kind != "b":
             cond = xp.asarray(cond).astype(bool)
-        check_broadcast("where", a, b)
+        ctx.shapes = check_broadcast("where", a, b)
         ctx.save_for_backward(cond)
-        ctx.shapes = (shape_of(a), shape_of(b))
         return xp.where(cond, a, b)
 
     @staticmethod
