@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._device import device
+from . import cpu_blas
 from .base import Backend, saves_output
 
 _erf_ufunc = None
@@ -32,6 +33,17 @@ def _get_erf():
     return _erf_ufunc
 
 
+_K: list = []
+
+
+def _kernels():
+    """The Numba kernel module, imported on first use (importing Numba takes ~0.3 s)."""
+    if not _K:
+        from . import cpu_kernels
+        _K.append(cpu_kernels)
+    return _K[0]
+
+
 class CPUBackend(Backend):
     """NumPy on the host."""
 
@@ -53,12 +65,10 @@ class CPUBackend(Backend):
 
     # ------------------------------------------------------------------ GEMMs (MKL when installed)
     def linear_forward(self, x, w):
-        from . import cpu_blas
         out = cpu_blas.gemm(x, w, False, True)
         return out if out is not None else x @ w.T
 
     def linear_backward(self, dz, x, w, need_dx: bool, need_dw: bool):
-        from . import cpu_blas
         dx = dw = None
         if need_dx:
             dx = cpu_blas.gemm(dz, w, False, False)
@@ -72,7 +82,7 @@ class CPUBackend(Backend):
 
     # ------------------------------------------------------------------ fused passes (Numba)
     def bias_act(self, z, b, act: str, slope: float = 0.01):
-        from . import cpu_kernels as K
+        K = _kernels()
         if act not in _NUMBA_FWD or not K.supported(z) or (b is not None and b.dtype != z.dtype):
             return super().bias_act(z, b, act, slope)
         if act == "identity":
@@ -89,7 +99,7 @@ class CPUBackend(Backend):
         return y, z
 
     def act_bias_backward(self, dy, saved, act: str, with_bias: bool, slope: float = 0.01):
-        from . import cpu_kernels as K
+        K = _kernels()
         if act == "identity":
             return dy, (dy.sum(axis=0) if with_bias else None)
         if act not in _NUMBA_BWD or not K.supported(dy, saved):
@@ -111,7 +121,7 @@ class CPUBackend(Backend):
     # ------------------------------------------------------------------ optimizer steps (Numba, one pass)
     def sgd_step(self, p, g, buf, lr: float, momentum: float, dampening: float, nesterov: bool,
                  weight_decay: float, maximize: bool = False):
-        from . import cpu_kernels as K
+        K = _kernels()
         if not _flat_ok(p, g) or (buf is not None and not _flat_ok(p, buf)):
             return super().sgd_step(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, maximize)
         t = p.dtype.type
@@ -124,7 +134,7 @@ class CPUBackend(Backend):
 
     def adam_step(self, p, g, m, v, step: int, lr: float, beta1: float, beta2: float, eps: float,
                   weight_decay: float, decoupled: bool, amsgrad_vmax=None, maximize: bool = False):
-        from . import cpu_kernels as K
+        K = _kernels()
         arrays = (g, m, v) + ((amsgrad_vmax,) if amsgrad_vmax is not None else ())
         if not _flat_ok(p, *arrays):
             return super().adam_step(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled,
