@@ -1,9 +1,11 @@
 """Optional MKL GEMMs for the CPU backend (``pip install gpugrad[mkl]``).
 
-NumPy's wheels ship OpenBLAS, whose float32 GEMMs measured 10-60% slower than the MKL that PyTorch's
-CPU wheels use, on the MLP shapes of ``benchmarks/mlp_cpu.py`` (2 cores). When Intel's ``mkl`` wheel
-is installed, the fused linear layer calls MKL's ``cblas_?gemm`` through ctypes on the NumPy arrays
-(no copies: transposes become GEMM flags). ``GPUGRAD_BLAS=numpy`` forces NumPy's BLAS."""
+NumPy's wheels ship OpenBLAS. On the MLP GEMMs of ``benchmarks/mlp_cpu.py`` case (a), timed alone
+on 2 cores, OpenBLAS took 32.6 ms where MKL through this module took 25.8 ms. In whole training
+steps the gain was within that VM's noise, and many small GEMMs (case (b)) were slower, so this is
+opt-in: when Intel's ``mkl`` wheel is installed, the fused linear layer calls MKL's ``cblas_?gemm``
+through ctypes on the NumPy arrays (no copies: transposes become GEMM flags). ``GPUGRAD_BLAS=numpy``
+forces NumPy's BLAS."""
 from __future__ import annotations
 
 import ctypes
