@@ -277,6 +277,22 @@ def test_fused_linear_on_cuda_matches_cpu(be, act, rng):
     assert "bias_act" in be._launch.launches and "act_bias_backward" in be._launch.launches or act == "identity"
 
 
+def test_fused_linear_negative_leaky_slope_on_cuda(be, rng):
+    """With a negative slope the output's sign no longer tells the branch: z must be saved."""
+    x, w, b = rng.standard_normal((6, 3)), rng.standard_normal((4, 3)), rng.standard_normal(4)
+    grads = {}
+    for dev in ("cpu", "cuda"):
+        ts = [gg.tensor(a, dtype=gg.float64, device=dev, requires_grad=True) for a in (x, w, b)]
+        y = gg.nn.functional.fused_linear(*ts, activation="leaky_relu", negative_slope=-0.3)
+        (y * y).sum().backward()
+        grads[dev] = [y.numpy()] + [t.grad.numpy() for t in ts]
+    for a, c in zip(grads["cuda"], grads["cpu"]):
+        _close(a, c, np.float64)
+    ts = [gg.tensor(a, dtype=gg.float64, device="cuda", requires_grad=True) for a in (x, w, b)]
+    assert gg.autograd.gradcheck(
+        lambda x, w, b: gg.nn.functional.fused_linear(x, w, b, activation="leaky_relu", negative_slope=-0.3), ts)
+
+
 def test_fused_linear_gelu_gradcheck_on_cuda(be, rng):
     ts = [gg.tensor(rng.standard_normal(s), dtype=gg.float64, device="cuda", requires_grad=True)
           for s in ((2, 3), (2, 3), (2,))]
