@@ -119,6 +119,10 @@ def main(argv=None):
                     help="BLAS threads (set before NumPy loads; 1 gives steadier CPU timings on a busy machine)")
     args = ap.parse_args(argv)
     cuda = args.device.startswith("cuda")
+    if cuda and not gg.cuda.is_available():
+        print(f"checkpoint.py: no usable CUDA GPU ({gg.backends.cuda.probe()[1]}); nothing measured, "
+              "no results written. Run on a machine with an NVIDIA GPU, or with --device cpu.")
+        return None
     width = args.width or (256 if args.quick else (2048 if cuda else 1024))
     batch = args.batch or (64 if not cuda else (1024 if args.quick else 4096))
     depths = args.depths or ([8, 16, 32, 64] if args.quick else [8, 32, 64, 128])
