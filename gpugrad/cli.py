@@ -35,28 +35,27 @@ class CLIError(Exception):
 
 
 # =============================================================================================== parsing
-def _positive_int(name: str):
+def _int_at_least(name: str, lo: int):
+    """argparse type: an integer >= ``lo`` (messages say 'positive' for lo=1)."""
+    what = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+
     def parse(s: str) -> int:
         try:
             v = int(s)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {s!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {s!r}")
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {s!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {s!r}")
         return v
     return parse
+
+
+def _positive_int(name: str):
+    return _int_at_least(name, 1)
 
 
 def _nonneg_int(name: str):
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 0, got {s!r}") from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 0, got {s!r}")
-        return v
-    return parse
+    return _int_at_least(name, 0)
 
 
 def _float_in(name: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
