@@ -162,7 +162,7 @@ def _reference_step(sizes, state_dict, x_np, y_np, n_steps: int, lr: float):
 
 
 def case_graphs(args, torch) -> dict:
-    from gpugrad.graphs import graphed_step
+    from gpugrad.backends.cuda.graphs import graphed_step
     batch, sizes = (256, [512] + [512] * 8 + [10]) if not args.quick else (256, [128] * 4 + [10])
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((batch, sizes[0])).astype(np.float32)
@@ -206,8 +206,8 @@ def case_graphs(args, torch) -> dict:
 
 
 def case_epilogues(args, torch) -> dict:
-    from gpugrad import fused_mlp as fm
-    from gpugrad.backends import cuda_epilogue as E
+    from gpugrad.backends.cuda import fused_mlp as fm
+    from gpugrad.backends.cuda import epilogue as E
     batch, width, nl = (8192, 4096, 8) if not args.quick else (1024, 1024, 4)
     sizes = [width] * (nl + 1)
     res: dict = {"batch": batch, "sizes": sizes, "ms": {}}
@@ -286,7 +286,7 @@ def case_epilogues(args, torch) -> dict:
 
 
 def case_fused(args, torch) -> dict:
-    from gpugrad import fused_mlp as fm
+    from gpugrad.backends.cuda import fused_mlp as fm
     out: dict = {}
     batch = 2 ** 18 if not args.quick else 2 ** 14
     for width in (64, 128):

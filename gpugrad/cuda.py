@@ -136,31 +136,31 @@ def allow_tf32(enabled: bool = True) -> Iterator[None]:
 def set_kernels(name: str) -> None:
     """Which fused kernels to launch: ``"numba"`` (default), ``"cuda_c"`` (``kernels/fused.cu`` through
     ``cupy.RawModule``) or ``"xp"`` (none: plain CuPy ops). Also ``GPUGRAD_CUDA_KERNELS``."""
-    from .backends.cuda import _kernels
-    _kernels.set_impl(name)
+    from .backends.cuda import launcher
+    launcher.set_impl(name)
 
 
 def get_kernels() -> str:
-    from .backends.cuda import _kernels
-    return _kernels.get_impl()
+    from .backends.cuda import launcher
+    return launcher.get_impl()
 
 
 def kernel_fallbacks() -> dict:
     """``{(op, dtype, kernel set): error}`` for fused kernels that failed and fell back to CuPy ops."""
-    from .backends.cuda import _kernels
-    return dict(_kernels.fallbacks)
+    from .backends.cuda import launcher
+    return dict(launcher.fallbacks)
 
 
 # ------------------------------------------------------------------ fast paths (issue 6; unverified on hardware)
 def graphed_step(fn, warmup: int = 2, optimizers=None):
     """Capture a fixed-shape training step (forward, backward, optimizer step) into one CUDA graph
-    and replay it; see :mod:`gpugrad.graphs`."""
-    from .graphs import graphed_step as _g
+    and replay it; see :mod:`gpugrad.backends.cuda.graphs`."""
+    from .backends.cuda.graphs import graphed_step as _g
     return _g(fn, warmup=warmup, optimizers=optimizers)
 
 
 def use_cublaslt_epilogues(enabled: bool = True) -> None:
     """Run ``nn.MLP`` on CUDA with bias, activation and bias-gradient inside cuBLASLt GEMMs
     (nvmath-python; RELU_AUX_BIAS / DRELU_BGRAD, GELU_AUX_BIAS / DGELU_BGRAD)."""
-    from .backends import cuda_epilogue
+    from .backends.cuda import epilogue as cuda_epilogue
     cuda_epilogue.use_cublaslt_epilogues(enabled)

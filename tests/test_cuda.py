@@ -16,7 +16,7 @@ import pytest
 import gpugrad as gg
 from gpugrad.backends import DeviceUnavailableError, _instances
 from gpugrad.backends import cuda as bc
-from gpugrad.backends.cuda import _kernels
+from gpugrad.backends.cuda import launcher as _kernels
 from gpugrad.backends.cuda import memory as gmem
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

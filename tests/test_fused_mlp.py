@@ -1,4 +1,4 @@
-"""The fully fused narrow MLP (kernels/fused_mlp.cu, gpugrad/fused_mlp.py).
+"""The fully fused narrow MLP (kernels/fused_mlp.cu, gpugrad/backends/cuda/fused_mlp.py).
 
 Without a GPU this file checks, on CPU:
 - that the CUDA C compiles warning-free with ``nvcc -arch=sm_90`` (object and PTX) when nvcc exists;
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad import fused_mlp as fm
+from gpugrad.backends.cuda import fused_mlp as fm
 from gpugrad import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -508,7 +508,7 @@ def test_epilogue_mlp_matches_kernel_path(act):
 
 
 def test_epilogue_switch_and_hook():
-    from gpugrad.backends import cuda_epilogue as E
+    from gpugrad.backends.cuda import epilogue as E
     m = nn.MLP([4, 8, 3])
     assert fm.epilogue_mlp_forward(m, gg.randn(2, 4)) is None  # CPU: the normal path
     ok, why = E.available()
@@ -525,7 +525,7 @@ def test_epilogue_switch_and_hook():
 @pytest.mark.gpu
 @pytest.mark.parametrize("act", ["relu", "gelu_tanh"])
 def test_gpu_epilogue_mlp_matches_kernel_path(act):
-    from gpugrad.backends import cuda_epilogue as E
+    from gpugrad.backends.cuda import epilogue as E
     if not E.available()[0]:
         pytest.skip(E.available()[1])
     rng = np.random.default_rng(9)

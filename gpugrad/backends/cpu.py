@@ -8,7 +8,7 @@ from . import cpu_blas
 from .base import Backend, saves_output
 
 _erf_ufunc = None
-# Where the Numba pass beats NumPy (measured, 1024x128 float32, see cpu_kernels): branchy activations gain
+# Where the Numba pass beats NumPy (measured, 1024x128 float32, see cpu_numba): branchy activations gain
 # (ReLU fwd 18 us, bwd + db 62 us vs 93 us + 40 us); transcendental ones lose (sigmoid fwd 1 ms in Numba's
 # scalar exp vs NumPy's SIMD), so those stay on NumPy.
 _NUMBA_FWD = ("identity", "relu", "leaky_relu")
@@ -39,8 +39,8 @@ _K: list = []
 def _kernels():
     """The Numba kernel module, imported on first use (importing Numba takes ~0.3 s)."""
     if not _K:
-        from . import cpu_kernels
-        _K.append(cpu_kernels)
+        from . import cpu_numba
+        _K.append(cpu_numba)
     return _K[0]
 
 

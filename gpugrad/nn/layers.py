@@ -453,7 +453,7 @@ class MLP(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.device.type == "cuda":
-            from ..fused_mlp import epilogue_mlp_forward  # cuBLASLt epilogues when switched on
+            from ..backends.cuda.fused_mlp import epilogue_mlp_forward  # cuBLASLt epilogues when switched on
             out = epilogue_mlp_forward(self, x)
             if out is not None:
                 return out

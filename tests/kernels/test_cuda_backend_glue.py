@@ -15,7 +15,7 @@ from gpugrad._device import device
 from gpugrad.backends import _instances
 from gpugrad.backends.base import Backend
 from gpugrad.backends.cpu import CPUBackend
-from gpugrad.backends.cuda import _kernels
+from gpugrad.backends.cuda import launcher as _kernels
 from gpugrad.backends.cuda.backend import CUDABackend
 
 ACTS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh"]

@@ -20,7 +20,7 @@ from ...kernels._numba import compute_dtype
 from ...kernels.activations import CODES
 from ..base import Backend, saves_output
 from . import apply_tf32, memory
-from ._kernels import Launcher
+from .launcher import Launcher
 
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 

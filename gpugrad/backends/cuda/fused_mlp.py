@@ -24,9 +24,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .autograd.function import Context, Function, named_error
-from .nn.layers import MLP
-from .tensor import Tensor
+from ...autograd.function import Context, Function, named_error
+from ...nn.layers import MLP
+from ...tensor import Tensor
 
 __all__ = ["FusedMLP", "fused_mlp", "reference_forward", "reference_backward", "pack_params", "grad_scale",
            "epilogue_mlp", "epilogue_mlp_forward", "WIDTHS", "ACTIVATIONS", "ROWS"]
@@ -172,7 +172,7 @@ def _module():
     mod = _modules.get(dev)
     if mod is not None:
         return mod
-    from .kernels import source_path
+    from ...kernels import source_path
     with open(source_path("fused_mlp.cu"), encoding="utf-8") as f:
         src = f.read()
     errors = []
@@ -441,7 +441,7 @@ class FusedMLP(MLP):
 # ---------------------------------------------------------------------------------------- epilogues
 class EpilogueMLPFunction(Function):
     """A whole MLP whose bias, activation and bias gradient ride inside cuBLASLt GEMMs
-    (``gpugrad.backends.cuda_epilogue``): forward, one ``*_AUX_BIAS`` GEMM per hidden layer; backward,
+    (``gpugrad.backends.cuda.epilogue``): forward, one ``*_AUX_BIAS`` GEMM per hidden layer; backward,
     each input-gradient GEMM applies the previous layer's activation derivative and reduces its bias
     gradient (``D*_BGRAD``), the output layer's bias gradient comes out of its weight-gradient GEMM
     (``BGRADA``). No elementwise pass over the activations remains. Inputs: ``x, w_0, b_0, ..., w_H,
@@ -451,7 +451,7 @@ class EpilogueMLPFunction(Function):
 
     @staticmethod
     def forward(ctx: Context, x, *params, activation: str = "relu"):
-        from .backends import cuda_epilogue as E
+        from . import epilogue as E
         ws, bs = list(params[0::2]), list(params[1::2])
         xp = ctx.backend.xp
         h = x
@@ -471,7 +471,7 @@ class EpilogueMLPFunction(Function):
 
     @staticmethod
     def backward(ctx: Context, g):
-        from .backends import cuda_epilogue as E
+        from . import epilogue as E
         L = ctx.nlayers
         saved = ctx.saved_tensors
         hs, auxes, ws = saved[:L], saved[L:2 * L - 1], saved[2 * L - 1:]
@@ -497,7 +497,7 @@ def epilogue_mlp(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor |
                  activation: str = "relu") -> Tensor:
     """``MLP`` forward/backward with cuBLASLt epilogues (relu or gelu_tanh hidden layers, plain
     output layer). On CUDA it needs nvmath-python; on CPU it runs the exact NumPy emulation."""
-    from .backends import cuda_epilogue as E
+    from . import epilogue as E
     ws, bs = list(weights), list(biases)
     if activation not in E.FORWARD:
         raise named_error(ValueError, f"epilogue_mlp: activation must be one of {tuple(E.FORWARD)} (cuBLASLt's "
@@ -525,7 +525,7 @@ def epilogue_mlp_forward(mlp: MLP, x: Tensor) -> "Tensor | None":
     """``mlp(x)`` through :func:`epilogue_mlp` when the switch is on and the model qualifies (CUDA,
     relu/gelu_tanh hidden layers, no dropout/residual/checkpointing, 2-D input); ``None`` otherwise so
     the caller runs its normal path. The hook ``nn.MLP.forward`` calls."""
-    from .backends import cuda_epilogue as E
+    from . import epilogue as E
     if x.device.type != "cuda" or not E.epilogues_enabled() or x.ndim != 2:
         return None
     blocks = list(mlp.blocks)

@@ -43,8 +43,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Iterable
 
-from .autograd.function import named_error
-from .tensor import Tensor, _make_result
+from ...autograd.function import named_error
+from ...tensor import Tensor, _make_result
 
 __all__ = ["graphed_step", "GraphedStep", "is_capturing"]
 
@@ -239,14 +239,14 @@ class GraphedStep:
                 "another graphed_step for the other shape.")
 
     def _rng_states(self, devs) -> list:
-        from .backends import get_backend
+        from .. import get_backend
         return [get_backend(d).get_rng_state() for d in devs]
 
     # -------------------------------------------------------------- call
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """One training step on ``(x, y)``; returns the loss (the static loss tensor once captured)."""
         self._check_inputs(x, y)
-        from .autograd.grad_mode import STATE
+        from ...autograd.grad_mode import STATE
         if getattr(STATE, "anomaly", False):
             raise named_error(RuntimeError, "graphed_step: anomaly detection (gg.autograd.detect_anomaly) reads "
                               "every output on the host, which a CUDA graph cannot do; turn it off for graphed steps")

@@ -1,4 +1,4 @@
-"""Whole-step CUDA graphs (gpugrad/graphs.py). Without a GPU the step logic (static buffers,
+"""Whole-step CUDA graphs (gpugrad/backends/cuda/graphs.py). Without a GPU the step logic (static buffers,
 warm-up / capture / replay order, one training step per call, the shape, RNG, optimizer and
 hyper-parameter checks) runs against the CPU emulation of the runtime; the GPU tests capture and
 replay real CUDA graphs and compare with eager training."""
@@ -9,7 +9,8 @@ import pytest
 
 import gpugrad as gg
 import gpugrad.nn.functional as F
-from gpugrad import graphs, nn, optim
+from gpugrad import nn, optim
+from gpugrad.backends.cuda import graphs
 
 
 def _batches(n: int, device: str = "cpu", batch: int = 16, seed: int = 0):

@@ -128,7 +128,7 @@ def _compute_type(dtype):
     if np.dtype(dtype) != np.float32:
         return None
     try:
-        from . import cuda as _bc
+        from .. import cuda as _bc
         if _bc.get_tf32():
             import nvmath.linalg
             return nvmath.linalg.ComputeType.COMPUTE_32F_FAST_TF32
