@@ -128,6 +128,7 @@ class Context:
                 _saved.untrack(a)
             self._tracked = ()
             self._to_save = ()
+            self._versions = ()  # (version counter, version, array): holds the arrays too
 
     def __del__(self) -> None:
         if self._tracked:
