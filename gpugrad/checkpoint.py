@@ -45,6 +45,13 @@ class CheckpointFunction(Function):
 
     @staticmethod
     def backward(ctx: Context, *grads: Any) -> tuple:
+        return CheckpointFunction.backward_consuming(ctx, list(grads))
+
+    @staticmethod
+    def backward_consuming(ctx: Context, grads: list) -> tuple:
+        """Recompute and backpropagate. ``grads`` (this node's incoming gradients, handed over by the
+        engine) and the recomputed outputs are let go as soon as the nested backward has read them:
+        each is as large as an activation and would otherwise stay alive through the whole segment."""
         saved = ctx.saved_tensors  # raises the clear "backward a second time" / in-place errors
         st = ctx._ckpt
         inputs = []
@@ -81,10 +88,12 @@ class CheckpointFunction(Function):
                 roots.append(o)
                 root_grads.append(g)
         want = [t for t in inputs if t._requires_grad]
+        grads.clear()
+        out = outs = o = g = None  # from here on only the lists handed to the engine hold them
         if not roots:
             return tuple(None for _ in inputs)
         res = _engine.run_backward(roots, root_grads, retain_graph=False, inputs=want, accumulate=False,
-                                   leaf_into=_outer_leaf_acc())
+                                   leaf_into=_outer_leaf_acc(), consume=True)
         it = iter(res)
         return tuple(next(it) if t._requires_grad else None for t in inputs)
 

@@ -53,22 +53,24 @@ def current_leaf_acc() -> dict | None:
 
 def run_backward(roots: Sequence, root_grads: Sequence, retain_graph: bool = False,
                  inputs: Sequence | None = None, accumulate: bool = True,
-                 leaf_into: dict | None = None) -> list | None:
+                 leaf_into: dict | None = None, consume: bool = False) -> list | None:
     """Backpropagate ``root_grads`` from the tensors ``roots``.
 
     With ``accumulate`` the gradients go into leaf ``.grad``; with ``inputs`` given and
     ``accumulate=False`` they are returned (``gg.autograd.grad``) in the order of ``inputs``.
     With ``leaf_into`` (an enclosing run's accumulator, see ``current_leaf_acc``), gradients of
-    leaves not in ``inputs`` are added there instead (hooks and ``.grad`` are left to that run)."""
+    leaves not in ``inputs`` are added there instead (hooks and ``.grad`` are left to that run).
+    With ``consume`` the lists ``roots`` and ``root_grads`` (the caller's own) are emptied once read,
+    so the root tensors and their gradients are freed as soon as the graph no longer needs them."""
     leaf_acc: dict = {}  # id(leaf) -> (leaf, [grad, owned])
     _runs.append(leaf_acc)
     try:
-        return _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc, leaf_into)
+        return _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc, leaf_into, consume)
     finally:
         _runs.pop()
 
 
-def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc, leaf_into):
+def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc, leaf_into, consume=False):
     from ..tensor import Tensor
 
     capture: dict | None = None
@@ -89,6 +91,11 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc,
         node = t._grad_fn
         _add(buffers.setdefault(node, {}), t._out_idx, g)
         root_nodes.append(node)
+    handed: set = set(id(g) for g in root_grads)  # never store a caller's array as .grad
+    if consume:
+        t = g = None
+        roots.clear()
+        root_grads.clear()
 
     deps = _collect(root_nodes) if root_nodes else {}
     # Kahn's algorithm; ready nodes are kept in a max-heap on creation order, so the most recent
@@ -97,7 +104,6 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc,
     for n in set(root_nodes):
         if deps.get(n, 0) == 0:
             heapq.heappush(ready, (-n._seq, id(n), n))
-    handed: set = set(id(g) for g in root_grads)  # never store a caller's array as .grad
     anomaly = STATE.anomaly
     push, pop = heapq.heappush, heapq.heappop
     with no_grad():
@@ -114,7 +120,11 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc,
                                   for i, (shape, dtype) in enumerate(meta))
             fn = node._fn
             try:
-                grads_in = fn.backward(node, *grads_out)
+                if fn.backward_consuming is None:
+                    grads_in = fn.backward(node, *grads_out)
+                else:  # hand the gradients over: this run keeps no reference while the node works
+                    held, buf, grads_out = list(grads_out), None, None
+                    grads_in = fn.backward_consuming(node, held)
             except Exception as e:
                 if getattr(e, "_gg_named", False):
                     raise

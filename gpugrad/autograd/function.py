@@ -152,6 +152,11 @@ class Function:
     def backward(ctx: Context, *grads: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # Optional ``backward_consuming(ctx, grads: list)``: called instead of ``backward`` with a list the
+    # node may empty, so the engine holds no reference to the incoming gradients while it runs (a
+    # checkpoint's long nested backward frees them early). None: the engine calls ``backward``.
+    backward_consuming = None
+
     @classmethod
     def op_name(cls) -> str:
         return getattr(cls, "name", None) or cls.__name__
