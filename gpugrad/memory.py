@@ -1,18 +1,22 @@
-"""Memory you can see: saved-activation bytes (any device) and the CUDA pool's peak, for a block.
+"""Memory you can see: the CUDA pool's peak, the traced host peak and saved-activation bytes, for a block.
 
-    with gg.memory.track() as m:
+    with gg.memory.track(trace=True) as m:
         loss = model(x).sum(); loss.backward()
-    print(m)              # peak saved activations 12.0 MiB, peak device memory -, 0.031 s
+    print(m)              # peak saved activations 12.0 MiB, peak device memory -, peak traced 14.1 MiB, 0.031 s
     m.peak_saved_bytes    # int: most bytes held for backward at once inside the block
 
-``peak_saved_bytes`` comes from ``ctx.save_for_backward`` accounting (``gg.autograd.saved_bytes``):
-device independent and deterministic, the number gradient checkpointing is judged by.
-``peak_device_bytes`` is the CUDA memory pool's true peak (``gg.cuda.max_memory_allocated``) when
-the block runs on a GPU, None on the CPU.
+``peak_device_bytes`` is the CUDA memory pool's true peak of in-use bytes
+(``gg.cuda.max_memory_allocated``) when the block runs on a GPU, None on the CPU. With
+``trace=True``, ``peak_traced_bytes`` is the peak of the host memory traced by Python's
+``tracemalloc`` (NumPy's array buffers are traced): the CPU's counterpart of the device peak, every
+array alive at the worst moment, not only those saved for backward. ``peak_saved_bytes`` comes from
+``ctx.save_for_backward`` accounting (``gg.autograd.saved_bytes``): device independent and
+deterministic, but it misses what else is alive at the peak (gradients, recomputed activations, temporaries).
 """
 from __future__ import annotations
 
 import time
+import tracemalloc
 from typing import Any
 
 from ._device import as_device
@@ -58,7 +62,9 @@ def _cuda_in_use():
 class MemoryReport:
     """What :func:`track` measured: ``peak_saved_bytes`` (absolute, includes ``start_saved_bytes``
     saved before the block), ``peak_saved_delta`` (above the start), ``end_saved_bytes``,
-    ``peak_device_bytes`` (CUDA pool peak, None on CPU), ``device`` and ``elapsed_s``."""
+    ``peak_device_bytes`` (CUDA pool peak, None on CPU), ``peak_traced_bytes`` (tracemalloc peak, with
+    ``trace=True``: counts everything traced, also what was traced before the block; tracing that
+    starts at the block counts only what the block allocates), ``device`` and ``elapsed_s``."""
 
     def __init__(self, device: Any) -> None:
         self.device = device
@@ -66,6 +72,7 @@ class MemoryReport:
         self.end_saved_bytes = 0
         self.peak_saved_bytes = 0
         self.peak_device_bytes: int | None = None
+        self.peak_traced_bytes: int | None = None
         self.elapsed_s = 0.0
 
     @property
@@ -76,7 +83,7 @@ class MemoryReport:
         return {"device": None if self.device is None else str(self.device),
                 "start_saved_bytes": self.start_saved_bytes, "end_saved_bytes": self.end_saved_bytes,
                 "peak_saved_bytes": self.peak_saved_bytes, "peak_device_bytes": self.peak_device_bytes,
-                "elapsed_s": self.elapsed_s}
+                "peak_traced_bytes": self.peak_traced_bytes, "elapsed_s": self.elapsed_s}
 
     def __str__(self) -> str:
         s = f"peak saved activations {format_bytes(self.peak_saved_bytes)}"
@@ -85,6 +92,8 @@ class MemoryReport:
         s += f", peak device memory {format_bytes(self.peak_device_bytes)}"
         if self.device is not None and self.peak_device_bytes is None and getattr(self.device, "type", "") == "cpu":
             s += " (cpu: not tracked)"
+        if self.peak_traced_bytes is not None:
+            s += f", peak traced {format_bytes(self.peak_traced_bytes)}"
         return s + f", {self.elapsed_s:.3f} s"
 
     __repr__ = __str__
@@ -94,17 +103,21 @@ _open: list = []  # tracks in progress (outermost first)
 
 
 class track:  # noqa: N801  (context manager, used like a function)
-    """``with gg.memory.track(device=None) as m:`` measure the peak saved-activation bytes, the CUDA
-    pool peak (when ``device`` is CUDA, or for ``device=None`` when a CUDA device is in use) and the
-    wall time of the block (synchronised on CUDA). Nests: an inner block does not hide its peak
-    from an outer one."""
+    """``with gg.memory.track(device=None, trace=False) as m:`` measure the peak saved-activation
+    bytes, the CUDA pool peak (when ``device`` is CUDA, or for ``device=None`` when a CUDA device is in
+    use), with ``trace`` the ``tracemalloc`` peak of host memory (started for the block when not
+    already tracing, and stopped after it), and the wall time of the block (synchronised on CUDA).
+    Nests: an inner block does not hide its peak from an outer one."""
 
-    def __init__(self, device: Any = None) -> None:
+    def __init__(self, device: Any = None, trace: bool = False) -> None:
         self._dev = as_device(device) if device is not None else None
         self.report = MemoryReport(self._dev)
         self._cuda_devs: list = []
         self._cuda = None
         self._device_seen = 0
+        self._trace = bool(trace)
+        self._started_tracing = False
+        self._traced_seen = 0
 
     def _device_peak_now(self) -> int:
         return int(sum(self._cuda.max_memory_allocated(d) for d in self._cuda_devs)) if self._cuda_devs else 0
@@ -129,6 +142,15 @@ class track:  # noqa: N801  (context manager, used like a function)
                             t._device_seen = max(t._device_seen, t._device_peak_now())
                     for d in devs:
                         self._cuda.reset_peak_memory_stats(d)
+        if self._trace:
+            if tracemalloc.is_tracing():
+                for t in _open:  # enclosing tracks keep the traced peak they saw before this reset
+                    if t._trace:
+                        t._traced_seen = max(t._traced_seen, tracemalloc.get_traced_memory()[1])
+            else:
+                tracemalloc.start()
+                self._started_tracing = True
+            tracemalloc.reset_peak()
         _open.append(self)
         self._outer_peak = _saved.peak_saved_bytes()
         _saved.reset_peak_saved_bytes()
@@ -151,6 +173,10 @@ class track:  # noqa: N801  (context manager, used like a function)
             _open.remove(self)
         r = self.report
         r.elapsed_s = time.perf_counter() - self._t0
+        if self._trace:
+            r.peak_traced_bytes = max(int(tracemalloc.get_traced_memory()[1]), self._traced_seen)
+            if self._started_tracing:
+                tracemalloc.stop()
         r.end_saved_bytes = _saved.saved_bytes()
         r.peak_saved_bytes = _saved.peak_saved_bytes()
         _saved._stats[1] = max(self._outer_peak, r.peak_saved_bytes)  # an enclosing track still sees it

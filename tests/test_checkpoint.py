@@ -498,3 +498,54 @@ def test_plan_argument_errors():
         C.plan(4, [1, 2, 3], 100)
     with pytest.raises(ValueError, match="strategy"):
         C.plan(4, 1, 1, strategy="magic")
+
+
+# ---------------------------------------------------------------------------- memory freed early
+def test_recompute_lets_go_of_incoming_gradient_and_recomputed_output():
+    """While the nested backward of a segment runs, neither the gradient that arrived at the
+    checkpoint nor the recomputed output of the segment may be held by the checkpoint or the engine:
+    each is an activation's worth of memory, alive through the whole segment otherwise (issue 9)."""
+    import weakref
+
+    from gpugrad.autograd import Function
+
+    seen: dict = {}
+
+    class After(Function):  # after the checkpoint: its backward makes the checkpoint's incoming gradient
+        @staticmethod
+        def forward(ctx, x):
+            return x * 1.0
+
+        @staticmethod
+        def backward(ctx, g):
+            out = g * 1.0
+            seen["grad"] = weakref.ref(out)
+            return out
+
+    class Last(Function):  # the segment's last op: remembers its output when recomputed (saves nothing)
+        @staticmethod
+        def forward(ctx, x):
+            y = x * 1.0
+            if ctx.needs_input_grad[0]:
+                seen["out"] = weakref.ref(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 1.0
+
+    class First(Function):  # the segment's first op: looks whether both are gone by then
+        @staticmethod
+        def forward(ctx, x):
+            return x * 1.0
+
+        @staticmethod
+        def backward(ctx, g):
+            seen["alive"] = (seen["grad"]() is not None, seen["out"]() is not None)
+            return g * 1.0
+
+    x = gg.randn(64, 8, dtype=f64, requires_grad=True)
+    y = checkpoint(lambda t: Last.apply(First.apply(t).tanh()), x)
+    After.apply(y).sum().backward()
+    assert seen["alive"] == (False, False)
+    assert np.allclose(x.grad.numpy(), 1.0 - np.tanh(x.numpy()) ** 2)

@@ -163,6 +163,8 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc,
                 deps[target] = d
                 if d == 0:
                     push(ready, (-target._seq, id(target), target))
+            # hold no gradient past its use: the next node's backward may run for long (a checkpoint)
+            grads_in = grads_out = buf = e = g = None
 
         for leaf, entry in leaf_acc.values():
             g = entry[0]
