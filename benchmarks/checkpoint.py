@@ -1,23 +1,36 @@
-"""Gradient checkpointing: activation memory and step time vs depth, with and without segments="sqrt".
+"""Gradient checkpointing: peak memory, saved bytes and step time, plain vs checkpoint="sqrt".
 
-    python benchmarks/checkpoint.py                 # CPU: width 1024, batch 64, depths 8 32 64 128
-    python benchmarks/checkpoint.py --quick         # CPU, under a minute: width 256
-    python benchmarks/checkpoint.py --device cuda   # GPU: width 2048, batch 4096
-    (--threads 1: single-threaded BLAS, steadier CPU timings when other work shares the cores)
+    python benchmarks/checkpoint.py --threads 1     # CPU: width 256, batch 4096, depths 8 32 64 128 (minutes)
+    python benchmarks/checkpoint.py --quick         # CPU, about a minute: width 128, batch 2048
+    python benchmarks/checkpoint.py --device cuda   # GPU: width 2048, batch 4096, depths 8 32 64 128,
+                                                    # then depth 64, width 1024, batch 16384 (the 0.40 target)
+    (--configs 64x1024x16384 ...: any DEPTHxWIDTHxBATCH list instead; --threads 1: single-threaded BLAS)
 
 One training step = forward of ``nn.MLP([w] * (depth + 1) + [10])`` (``depth`` fused Linear+ReLU
-blocks, He-initialised, then the head), cross-entropy, backward, SGD step. For each depth, plain and
-``checkpoint="sqrt"``: peak saved-activation bytes (``gg.memory.track``, exact and device
-independent), the CUDA pool's peak (GPU), and the median step time over ``--repeats`` steps after a
-warm-up (plain and sqrt steps alternate, so other load hits both alike). Then the planner: for the middle depth, ``plan_for`` at a budget of half the sqrt run's
-peak (a nested schedule), predicted vs measured. Writes JSON and a log-log PNG of saved bytes vs
-depth (with a sqrt(depth) reference line) to benchmarks/results/checkpoint_<device>.*.
+blocks, He-initialised, then the head), cross-entropy, backward, SGD step. For each configuration,
+plain and ``checkpoint="sqrt"``, in this order of importance:
+
+1. peak memory of the step: on CUDA the memory pool's peak of in-use bytes during the step, above what
+   was allocated before the model was built; on the CPU the ``tracemalloc`` peak (NumPy's buffers are
+   traced), tracing from before the model was built. Both count everything the step holds at its
+   worst moment: parameters, gradients, the batch, activations, recomputed activations, temporaries;
+2. peak saved-activation bytes (``gg.memory.track``: exact and device independent, but blind to the rest);
+3. the median step time over ``--repeats`` steps after a warm-up (plain and sqrt alternate, so other
+   load hits both alike).
+
+Then the planner: for the middle depth of the sweep, ``plan_for`` at a budget of half the sqrt run's
+saved peak (a nested schedule), predicted vs measured. Prints whether checkpointing stays at or below
+plain on every configuration and, for depth 64 / width 1024 / batch 16384, the ratio against the
+issue-9 target (<= 0.40). Writes JSON and a PNG (peak memory and saved bytes vs depth) to
+benchmarks/results/checkpoint_<device>.*.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
+import tracemalloc
 
 
 def _threads_from_argv(argv) -> None:
@@ -46,12 +59,14 @@ from gpugrad.memory import format_bytes, track  # noqa: E402
 from _common import machine_info, median_time, write_json  # noqa: E402
 
 MIB = 1 << 20
+TARGET = (64, 1024, 16384)  # issue 9: sqrt peak device memory <= 0.40 of plain on this shape
+TARGET_RATIO = 0.40
 
 
 def make_step(model, x, y, opt, device):
     def step():
+        opt.zero_grad()  # first, as in PyTorch's loops: the last step's gradients are gone before the forward
         loss = gg.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
         loss.backward()
         opt.step()
         if device.startswith("cuda"):
@@ -71,23 +86,43 @@ def make_model(depth, width, device):
     return model
 
 
+def _mode(checkpoint):
+    return "plain" if checkpoint is None else ("sqrt" if checkpoint == "sqrt" else "plan")
+
+
 def build(depth, width, batch, checkpoint, device, seed=0):
-    """A model (same weights for every mode: same seed), its SGD step, and one measured step."""
-    gg.manual_seed(seed)
-    model = make_model(depth, width, device)
-    if checkpoint is not None:
-        model.checkpoint = checkpoint  # "sqrt" or a CheckpointPlan
-    opt = gg.optim.SGD(model.parameters(), lr=1e-3)
-    rng = np.random.default_rng(seed)
-    x = gg.tensor(rng.standard_normal((batch, width), dtype=np.float32), device=device)
-    y = gg.tensor(rng.integers(0, 10, batch), device=device)
-    step = make_step(model, x, y, opt, device)
-    step()  # warm-up (allocations, kernels) before the measured step
-    with track(device) as mem:
-        step()
-    row = {"depth": depth, "mode": "plain" if checkpoint is None else ("sqrt" if checkpoint == "sqrt" else "plan"),
+    """A model (same weights for every mode: same seed), its SGD step, and the memory of one step
+    after a warm-up step: ``peak_bytes`` is everything alive at the step's peak that was allocated
+    since just before the model was built (see the module docstring)."""
+    cuda = device.startswith("cuda")
+    gc.collect()
+    if cuda:
+        base = gg.cuda.memory_allocated(device)
+    else:
+        tracemalloc.start()
+    try:
+        gg.manual_seed(seed)
+        model = make_model(depth, width, device)
+        if checkpoint is not None:
+            model.checkpoint = checkpoint  # "sqrt" or a CheckpointPlan
+        opt = gg.optim.SGD(model.parameters(), lr=1e-3)
+        rng = np.random.default_rng(seed)
+        x = gg.tensor(rng.standard_normal((batch, width), dtype=np.float32)).to(device)
+        y = gg.tensor(rng.integers(0, 10, batch)).to(device)
+        step = make_step(model, x, y, opt, device)
+        step()  # warm-up (allocations, kernels) before the measured step
+        with track(device, trace=not cuda) as mem:
+            step()
+    finally:
+        if not cuda:
+            tracemalloc.stop()
+    peak = mem.peak_device_bytes - base if cuda else mem.peak_traced_bytes
+    row = {"depth": depth, "width": width, "batch": batch, "mode": _mode(checkpoint),
            "segments": None if checkpoint is None else (C.sqrt_segments(depth) if checkpoint == "sqrt"
                                                          else checkpoint.describe_segments()),
+           "peak_bytes": int(peak), "peak_kind": "device" if cuda else "traced",
+           "param_bytes": int(sum(p.data.nbytes for p in model.parameters())),
+           "activation_bytes": batch * width * 4,
            "peak_saved_bytes": mem.peak_saved_bytes, "peak_device_bytes": mem.peak_device_bytes}
     return row, step
 
@@ -105,14 +140,54 @@ def time_interleaved(steps, repeats, warmup):
     return [float(np.median(t)) for t in times]
 
 
+def _ratios(row, plain):
+    row["peak_ratio"] = row["peak_bytes"] / plain["peak_bytes"]
+    row["saved_ratio"] = row["peak_saved_bytes"] / plain["peak_saved_bytes"]
+    row["time_ratio"] = row["step_s"] / plain["step_s"]
+
+
+def _line(row):
+    segs = f"L{row['nesting_depth']}" if row["mode"] == "plan" else str(row["segments"] or "-")  # plan: nesting levels
+    return (f"{row['depth']:>5} {row['width']:>5} {row['batch']:>6} {row['mode']:>6} {segs:>4} "
+            f"{format_bytes(row['peak_bytes']):>11} {row['peak_ratio']:>10.3f} "
+            f"{format_bytes(row['peak_saved_bytes']):>11} {row['saved_ratio']:>11.3f} "
+            f"{row['step_s'] * 1e3:>8.1f} {row['time_ratio']:>10.2f}")
+
+
+def _parse_config(text):
+    try:
+        d, w, b = (int(v) for v in text.lower().split("x"))
+        if min(d, w, b) < 1:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--configs: expected DEPTHxWIDTHxBATCH with positive integers, got {text!r}")
+    return d, w, b
+
+
+def _warm_device(device):
+    """One tiny step first, so that one-time allocations (library handles, workspaces, kernel caches)
+    fall before the first measured configuration instead of into its plain run."""
+    gg.manual_seed(0)
+    m = make_model(2, 64, device)
+    opt = gg.optim.SGD(m.parameters(), lr=1e-3)
+    x = gg.randn(256, 64, device=device)
+    y = gg.tensor(np.arange(256) % 10).to(device)
+    make_step(m, x, y, opt, device)()
+    m.checkpoint = "sqrt"
+    make_step(m, x, y, opt, device)()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--depths", type=int, nargs="+", default=None)
     ap.add_argument("--width", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--configs", type=_parse_config, nargs="+", default=None,
+                    help="DEPTHxWIDTHxBATCH list, instead of --depths/--width/--batch")
     ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--quick", action="store_true", help="small width and depths, 2 repeats (CPU: < 1 min)")
+    ap.add_argument("--quick", action="store_true", help="small width and batch, 2 repeats (CPU: about a minute)")
+    ap.add_argument("--no-plan", action="store_true", help="skip the planner run")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/checkpoint_<device>.json)")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--threads", type=int, default=None,
@@ -123,75 +198,104 @@ def main(argv=None):
         print(f"checkpoint.py: no usable CUDA GPU ({gg.backends.cuda.probe()[1]}); nothing measured, "
               "no results written. Run on a machine with an NVIDIA GPU, or with --device cpu.")
         return None
-    width = args.width or (256 if args.quick else (2048 if cuda else 1024))
-    batch = args.batch or (64 if not cuda else (1024 if args.quick else 4096))
-    depths = args.depths or ([8, 16, 32, 64] if args.quick else [8, 32, 64, 128])
-    repeats = args.repeats or (3 if args.quick else (10 if cuda else 5))
+    if args.configs:
+        configs = list(args.configs)
+    else:
+        width = args.width or ((1024 if args.quick else 2048) if cuda else (128 if args.quick else 256))
+        batch = args.batch or (4096 if cuda else (2048 if args.quick else 4096))
+        depths = args.depths or ([8, 16, 32, 64] if args.quick else [8, 32, 64, 128])
+        configs = [(d, width, batch) for d in depths]
+        if cuda and not args.quick and args.width is None and args.batch is None and args.depths is None:
+            configs.append(TARGET)
+    repeats = args.repeats or (2 if args.quick else (5 if cuda else 3))
     warmup = 2 if cuda else 1
     tag = args.device.replace(":", "")
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"checkpoint_{tag}{'_quick' if args.quick else ''}.json")
-
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                   f"checkpoint_{tag}{'_quick' if args.quick else ''}.json")
+    kind = "device (CUDA pool, in use)" if cuda else "traced (tracemalloc)"
+    print(f"gpugrad checkpointing on {args.device}, float32; peak memory = {kind} peak of one training step "
+          f"(forward + cross-entropy + backward + SGD), parameters included; step time = median of {repeats} "
+          "interleaved steps")
+    print(f"{'depth':>5} {'width':>5} {'batch':>6} {'mode':>6} {'segs':>4} {'peak mem':>11} {'peak/plain':>10} "
+          f"{'peak saved':>11} {'saved/plain':>11} {'step ms':>8} {'time/plain':>10}")
+    _warm_device(args.device)
     rows = []
-    print(f"gpugrad checkpointing on {args.device}: width {width}, batch {batch}, float32, "
-          f"median of {repeats} interleaved steps (forward + cross-entropy + backward + SGD)")
-    hdr = (f"{'depth':>5} {'mode':>6} {'segs':>4} {'peak saved':>11} {'saved/plain':>11} "
-           f"{'peak device':>11} {'step ms':>8} {'time/plain':>10}")
-    print(hdr)
-    for depth in depths:
+    for depth, width, batch in configs:
         r_plain, s_plain = build(depth, width, batch, None, args.device)
         r_sqrt, s_sqrt = build(depth, width, batch, "sqrt", args.device)
         t_plain, t_sqrt = time_interleaved([s_plain, s_sqrt], repeats, warmup)
         del s_plain, s_sqrt
         r_plain["step_s"], r_sqrt["step_s"] = t_plain, t_sqrt
         for row in (r_plain, r_sqrt):
-            row["saved_ratio"] = row["peak_saved_bytes"] / r_plain["peak_saved_bytes"]
-            row["time_ratio"] = row["step_s"] / r_plain["step_s"]
+            _ratios(row, r_plain)
             rows.append(row)
-            print(f"{depth:>5} {row['mode']:>6} {str(row['segments'] or '-'):>4} "
-                  f"{format_bytes(row['peak_saved_bytes']):>11} {row['saved_ratio']:>11.3f} "
-                  f"{format_bytes(row['peak_device_bytes']):>11} {row['step_s'] * 1e3:>8.1f} {row['time_ratio']:>10.2f}")
+            print(_line(row), flush=True)
 
-    # planner: a budget below what one level of segments reaches -> a nested schedule
-    pdepth = depths[len(depths) // 2]
-    sqrt_row = next(r for r in rows if r["depth"] == pdepth and r["mode"] == "sqrt")
-    plain_row = next(r for r in rows if r["depth"] == pdepth and r["mode"] == "plain")
+    if not args.no_plan:
+        rows.append(run_planner(rows, configs, args.device, repeats, warmup))
+
+    over = [r for r in rows if r["mode"] != "plain" and r["peak_ratio"] > 1.0]
+    print("\ncheckpointing at or below plain peak memory on every configuration: "
+          + ("yes" if not over else "NO: " + ", ".join(f"depth {r['depth']} width {r['width']} batch {r['batch']} "
+                                                       f"{r['mode']} ({r['peak_ratio']:.3f})" for r in over)))
+    target = next((r for r in rows if (r["depth"], r["width"], r["batch"]) == TARGET and r["mode"] == "sqrt"), None)
+    verdict = None
+    if target is not None:
+        verdict = target["peak_ratio"] <= TARGET_RATIO
+        print(f"issue 9 target, depth {TARGET[0]} width {TARGET[1]} batch {TARGET[2]}: sqrt peak {kind} = "
+              f"{target['peak_ratio']:.3f} of plain (target <= {TARGET_RATIO:.2f}): {'met' if verdict else 'NOT MET'}")
+
+    payload = {"benchmark": "checkpoint", "device": args.device, "dtype": "float32", "repeats": repeats,
+               "peak_kind": "device" if cuda else "traced", "configs": [list(c) for c in configs],
+               "blas_threads": args.threads, "target": {"config": list(TARGET), "max_ratio": TARGET_RATIO,
+                                                        "met": verdict},
+               "all_at_or_below_plain": not over,
+               "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None, "rows": rows,
+               "machine": machine_info()}
+    write_json(out, payload)
+    print(f"\nwrote {out}")
+    if not args.no_plot:
+        png = os.path.splitext(out)[0] + ".png"
+        if plot(rows, png, f"{args.device}, float32", cuda):
+            print(f"wrote {png}")
+    return payload
+
+
+def run_planner(rows, configs, device, repeats, warmup):
+    """``plan_for`` at half the sqrt run's saved peak, for the middle depth of the first width/batch."""
+    w0, b0 = configs[0][1], configs[0][2]
+    sweep = [d for d, w, b in configs if (w, b) == (w0, b0)]
+    pdepth = sweep[len(sweep) // 2]
+    sqrt_row = next(r for r in rows if (r["depth"], r["width"], r["batch"]) == (pdepth, w0, b0) and r["mode"] == "sqrt")
+    plain_row = next(r for r in rows if (r["depth"], r["width"], r["batch"]) == (pdepth, w0, b0) and r["mode"] == "plain")
     gg.manual_seed(0)
-    probe = make_model(pdepth, width, args.device)
-    xb = gg.randn(batch, width, device=args.device)
+    probe = make_model(pdepth, w0, device)
+    xb = gg.randn(b0, w0, device=device)
     head = C.plan_for(probe, xb, 10 ** 15)  # plain peak of the blocks alone
     extra = plain_row["peak_saved_bytes"] - head.plain_peak_bytes  # what the head and loss add
     budget = sqrt_row["peak_saved_bytes"] // 2
     pl = C.plan_for(probe, xb, budget, extra_bytes=extra)
     del probe, xb
-    prow, s_plan = build(pdepth, width, batch, pl, args.device)
-    _, s_plain = build(pdepth, width, batch, None, args.device)
+    prow, s_plan = build(pdepth, w0, b0, pl, device)
+    _, s_plain = build(pdepth, w0, b0, None, device)
     t_plain, t_plan = time_interleaved([s_plain, s_plan], repeats, warmup)
     del s_plain, s_plan
     prow["step_s"] = t_plan
-    prow["saved_ratio"] = prow["peak_saved_bytes"] / plain_row["peak_saved_bytes"]
-    prow["time_ratio"] = t_plan / t_plain
+    _ratios(prow, dict(plain_row, step_s=t_plain))
     prow.update({"budget_bytes": budget, "predicted_peak_bytes": pl.predicted_peak_bytes,
                  "recompute_layers": pl.recompute_layers, "nesting_depth": pl.depth})
-    rows.append(prow)
-    print(f"\nplanner, depth {pdepth}, budget {format_bytes(budget)} (half the sqrt run's peak):")
+    print(_line(prow))
+    print(f"\nplanner, depth {pdepth}, budget {format_bytes(budget)} of saved activations (half the sqrt run's):")
     print(str(pl))
-    print(f"  measured peak saved (whole step): {format_bytes(prow['peak_saved_bytes'])} "
-          f"(predicted {format_bytes(pl.predicted_peak_bytes)}), {prow['saved_ratio']:.3f} of plain, "
-          f"step {prow['step_s'] * 1e3:.1f} ms = {prow['time_ratio']:.2f}x plain")
-
-    payload = {"benchmark": "checkpoint", "device": args.device, "width": width, "batch": batch,
-               "dtype": "float32", "repeats": repeats, "blas_threads": args.threads,
-               "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None, "rows": rows, "machine": machine_info()}
-    write_json(out, payload)
-    print(f"\nwrote {out}")
-    if not args.no_plot:
-        png = os.path.splitext(out)[0] + ".png"
-        if plot(rows, depths, png, f"{args.device}, width {width}, batch {batch}"):
-            print(f"wrote {png}")
-    return payload
+    print(f"  measured: peak memory {format_bytes(prow['peak_bytes'])} ({prow['peak_ratio']:.3f} of plain), "
+          f"peak saved {format_bytes(prow['peak_saved_bytes'])} (predicted {format_bytes(pl.predicted_peak_bytes)}, "
+          f"{prow['saved_ratio']:.3f} of plain), step {prow['step_s'] * 1e3:.1f} ms = {prow['time_ratio']:.2f}x plain")
+    return prow
 
 
-def plot(rows, depths, path, subtitle) -> bool:
+def plot(rows, path, subtitle, cuda) -> bool:
+    """Peak memory (left) and peak saved activations (right) vs depth, for the depth sweep (the first
+    width/batch), plain vs sqrt, with the planner's point."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -199,28 +303,30 @@ def plot(rows, depths, path, subtitle) -> bool:
     except ImportError:
         print("matplotlib not installed: no plot (pip install matplotlib)")
         return False
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    for mode, style, label in (("plain", "o-", "no checkpointing"), ("sqrt", "s-", 'checkpoint="sqrt"')):
-        d = [r["depth"] for r in rows if r["mode"] == mode]
-        v = [r["peak_saved_bytes"] / MIB for r in rows if r["mode"] == mode]
-        ax.plot(d, v, style, label=label)
-    sq = [r for r in rows if r["mode"] == "sqrt"]
-    d0, v0 = sq[0]["depth"], sq[0]["peak_saved_bytes"] / MIB
-    ref = np.array(sorted(depths), dtype=float)
-    ax.plot(ref, v0 * np.sqrt(ref / d0), "k--", lw=1, label=r"$\propto\sqrt{depth}$ reference")
-    ax.plot(ref, [r["peak_saved_bytes"] / MIB for r in rows if r["mode"] == "plain"][0] * ref / d0, "k:", lw=1,
-            label=r"$\propto depth$ reference")
-    pr = [r for r in rows if r["mode"] == "plan"]
-    if pr:
-        ax.plot([pr[0]["depth"]], [pr[0]["peak_saved_bytes"] / MIB], "r*", ms=12,
-                label=f"planner (nested, {pr[0]['nesting_depth']} levels)")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log", base=2)
-    ax.set_xlabel("depth (hidden layers)")
-    ax.set_ylabel("peak saved activations (MiB)")
-    ax.set_title(f"gpugrad gradient checkpointing\n{subtitle}", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    w0, b0 = rows[0]["width"], rows[0]["batch"]
+    sweep = [r for r in rows if (r["width"], r["batch"]) == (w0, b0)]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, key, label in ((axes[0], "peak_bytes", f"peak memory of a step, {'device' if cuda else 'traced'} (MiB)"),
+                           (axes[1], "peak_saved_bytes", "peak saved activations (MiB)")):
+        for mode, style, name in (("plain", "o-", "no checkpointing"), ("sqrt", "s-", 'checkpoint="sqrt"')):
+            d = [r["depth"] for r in sweep if r["mode"] == mode]
+            ax.plot(d, [r[key] / MIB for r in sweep if r["mode"] == mode], style, label=name)
+        pr = [r for r in sweep if r["mode"] == "plan"]
+        if pr:
+            ax.plot([pr[0]["depth"]], [pr[0][key] / MIB], "r*", ms=12,
+                    label=f"planner (nested, {pr[0]['nesting_depth']} levels)")
+        sq = [r for r in sweep if r["mode"] == "sqrt"]
+        if key == "peak_saved_bytes" and sq:
+            ref = np.array(sorted(r["depth"] for r in sq), dtype=float)
+            ax.plot(ref, sq[0][key] / MIB * np.sqrt(ref / sq[0]["depth"]), "k--", lw=1,
+                    label=r"$\propto\sqrt{depth}$ reference")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel("depth (hidden layers)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"gpugrad gradient checkpointing: {subtitle}, width {w0}, batch {b0}", fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path, dpi=120)
