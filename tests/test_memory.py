@@ -1,4 +1,5 @@
-"""gg.memory.track: saved-activation peaks for a block of code (any device), the CUDA pool's peak."""
+"""gg.memory.track: saved-activation peaks (any device), the CUDA pool's peak, the traced host peak; the
+traced peak of a training step falls with checkpointing (a memory bound from the arithmetic)."""
 from __future__ import annotations
 
 import pytest
