@@ -150,14 +150,16 @@ def test_backward_frees_saved_activations_while_the_loss_is_alive():
     del loss
 
 
-def _mlp_train_step_peak(depth: int, width: int, batch: int, checkpoint):
-    """Traced host peak of one SGD training step of ``nn.MLP([width] * (depth + 1) + [10])`` (after a
-    warm-up step): every NumPy array the step allocates and holds at its worst moment."""
+def _mlp_train_step_peak(depth: int, width: int, batch: int, checkpoint, device: str = "cpu"):
+    """Peak memory of one SGD training step of ``nn.MLP([width] * (depth + 1) + [10])`` (after a
+    warm-up step), above what was alive when it started: the traced host peak on the CPU (every NumPy
+    array the step allocates and holds at its worst moment), the CUDA pool's in-use peak on a GPU.
+    Returns (peak bytes, the MemoryReport, parameter bytes)."""
     import numpy as np
-    model = gg.nn.MLP([width] * (depth + 1) + [10], checkpoint=checkpoint)
+    model = gg.nn.MLP([width] * (depth + 1) + [10], checkpoint=checkpoint, device=device)
     opt = gg.optim.SGD(model.parameters(), lr=1e-3)
-    x = gg.randn(batch, width)
-    y = gg.tensor(np.arange(batch) % 10)
+    x = gg.randn(batch, width, device=device)
+    y = gg.tensor(np.arange(batch) % 10).to(device)
 
     def step():
         loss = F.cross_entropy(model(x), y)
@@ -166,9 +168,27 @@ def _mlp_train_step_peak(depth: int, width: int, batch: int, checkpoint):
         opt.step()
 
     step()
-    with memory.track(trace=True) as m:
+    cuda = device.startswith("cuda")
+    base = gg.cuda.memory_allocated(device) if cuda else 0
+    with memory.track(device, trace=not cuda) as m:
         step()
-    return m, sum(p.data.nbytes for p in model.parameters())
+    peak = m.peak_device_bytes - base if cuda else m.peak_traced_bytes
+    return peak, m, sum(p.data.nbytes for p in model.parameters())
+
+
+def _check_checkpointed_step_peak(device: str) -> None:
+    depth, width, batch = 16, 64, 2048
+    act = batch * width * 4
+    plain, plain_m, pbytes = _mlp_train_step_peak(depth, width, batch, None, device)
+    ck, ck_m, _ = _mlp_train_step_peak(depth, width, batch, 4, device)
+    sizes = [len(s) for s in gg.checkpoint.even_segments(depth, 4)]
+    held = max(j + k for j, k in enumerate(sizes))
+    assert held == 7 and ck_m.peak_saved_bytes < plain_m.peak_saved_bytes / 2
+    bound = (held + 3) * act + pbytes + 4 * batch * 10 * 4
+    assert ck <= bound, f"checkpointed step peaks at {ck / act:.2f} activations, bound {bound / act:.2f}"
+    # the plain step holds every activation: the comparison is meaningful (ratio <= 0.6 here)
+    assert plain >= depth * act
+    assert ck <= 0.6 * plain, f"peak ratio {ck / plain:.3f}"
 
 
 def test_checkpoint_lowers_traced_peak_of_a_training_step():
@@ -183,16 +203,10 @@ def test_checkpoint_lowers_traced_peak_of_a_training_step():
     arrays of the head and loss: peak <= (max_j (j + k_j) + 3) A + grads + 4 logits = 10 A + ... .
     Before the fix the last (plain) segment's activations, the segment's incoming gradient and its
     recomputed output stayed alive through every recompute: ~15.6 A."""
-    depth, width, batch = 16, 64, 2048
-    act = batch * width * 4
-    plain, pbytes = _mlp_train_step_peak(depth, width, batch, None)
-    ck, _ = _mlp_train_step_peak(depth, width, batch, 4)
-    sizes = [len(s) for s in gg.checkpoint.even_segments(depth, 4)]
-    held = max(j + k for j, k in enumerate(sizes))
-    assert held == 7 and ck.peak_saved_bytes < plain.peak_saved_bytes / 2
-    bound = (held + 3) * act + pbytes + 4 * batch * 10 * 4
-    assert ck.peak_traced_bytes <= bound, (
-        f"checkpointed step peaks at {ck.peak_traced_bytes / act:.2f} activations, bound {bound / act:.2f}")
-    # the plain step holds every activation: the comparison is meaningful (ratio <= 0.6 here)
-    assert plain.peak_traced_bytes >= depth * act
-    assert ck.peak_traced_bytes <= 0.6 * plain.peak_traced_bytes
+    _check_checkpointed_step_peak("cpu")
+
+
+@pytest.mark.gpu
+def test_checkpoint_lowers_device_peak_of_a_training_step():
+    """The same bound on the CUDA pool's peak of in-use bytes (issue 9: the GPU peak went up)."""
+    _check_checkpointed_step_peak("cuda")
