@@ -165,7 +165,8 @@ class MemoryPool:
         size = int(size)
         rounded = -(-size // 512) * 512 if size else 0
         reuse = min(self._cached, rounded)
-        if self._limit and self._used + rounded > self._limit:
+        cap = self._limit or _config["total_memory"]
+        if self._used + rounded > cap:
             raise OutOfMemoryError(size, self._used, self._limit)
         self._cached -= reuse
         return MemoryPointer(_Chunk(self, rounded, _cur_dev()))
@@ -701,9 +702,26 @@ for _n in dir(np):
 _ufuncs["true_divide"] = _ufuncs["divide"]
 
 
+# CuPy functions whose first argument may be something other than one device array (sequences, shapes,
+# dtypes, subscripts); every other function calls methods of its first argument (``a.sum()``,
+# ``condition.astype('?')``...), so a Python/NumPy scalar there fails on CuPy and fails here.
+_FREE_FIRST = set("""concatenate stack vstack hstack column_stack broadcast_arrays atleast_1d atleast_2d atleast_3d
+meshgrid einsum result_type can_cast promote_types linspace logspace eye identity tri arange empty zeros ones
+full isscalar ndim shape size""".split())
+
+
 def _strict_fn(name: str, np_fn: Callable, allocates: bool = True) -> Callable:
     """``np_fn`` over unwrapped stand-in arrays; NumPy arrays refused; results wrapped."""
+    first_array = name not in _FREE_FIRST
+    attr = "astype" if name == "where" else name  # what CuPy calls on it first
+
     def f(*args, **kwargs):
+        if first_array and args and not isinstance(args[0], ndarray):
+            x = args[0]
+            if isinstance(x, np.ndarray):
+                raise _unsupported(x)
+            raise AttributeError(f"cupy.{name}: '{type(x).__name__}' object has no attribute '{attr}' "
+                                 f"(CuPy needs a cupy.ndarray here, got {type(x).__name__})")
         out = kwargs.pop("out", None)
         a = _unwrap(args)
         kw = {k: _unwrap(v) for k, v in kwargs.items()}
@@ -761,8 +779,34 @@ for _n in ("result_type", "promote_types", "can_cast", "dtype", "finfo", "iinfo"
             _nocheck(_n, _fn)
 
 
-for _n in ("empty", "zeros", "ones", "full", "arange", "empty_like", "zeros_like", "ones_like", "full_like"):
-    _functions[_n] = _strict_fn(_n, getattr(np, _n))
+def _sized(name: str, np_fn: Callable) -> Callable:
+    """A creation function that asks the allocator before NumPy allocates (so a request larger than the
+    'card' raises the pool's OutOfMemoryError instead of exhausting the host)."""
+    inner = _strict_fn(name, np_fn)
+
+    def f(*args, **kwargs):
+        shape = args[0] if args else kwargs.get("shape")
+        if isinstance(shape, ndarray):
+            shape, dt = shape.shape, kwargs.get("dtype") or (args[1] if len(args) > 1 and name != "full_like"
+                                                             else shape.dtype)
+        else:
+            dt = kwargs.get("dtype") or (args[2] if name == "full" and len(args) > 2 else
+                                         args[1] if name != "full" and len(args) > 1 else float)
+        try:
+            n = math.prod((shape,) if isinstance(shape, (int, np.integer)) else tuple(shape))
+            nbytes = int(n) * np.dtype(dt).itemsize
+        except (TypeError, ValueError):
+            nbytes = 0
+        if nbytes > (1 << 30):  # only large requests are pre-checked (small ones cannot exhaust the pool)
+            get_allocator()(nbytes)
+        return inner(*args, **kwargs)
+    f.__name__ = name
+    return f
+
+
+for _n in ("empty", "zeros", "ones", "full", "empty_like", "zeros_like", "ones_like", "full_like"):
+    _functions[_n] = _sized(_n, getattr(np, _n))
+_functions["arange"] = _strict_fn("arange", np.arange)
 
 
 def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0, blocking=False) -> ndarray:
