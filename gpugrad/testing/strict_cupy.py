@@ -62,20 +62,25 @@ def _unsupported(x) -> TypeError:
 
 # ====================================================================================== counters
 class Counters:
-    """What a stretch of code asked of the 'GPU'. ``kernels`` maps kernel name -> launches."""
+    """What a stretch of code asked of the 'GPU'. ``kernel_launches``: RawKernel launches (``kernels``: per
+    name); ``array_ops``: CuPy array calls that launch CuPy's own kernels (ufuncs, reductions, copies,
+    casts, fills, indexing writes...; views and creation of uninitialised arrays are not counted);
+    ``gemm_calls``: cuBLAS GEMMs; ``device_to_host`` / ``host_to_device``: transfers (a D2H read also
+    synchronises the host with the GPU)."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
         self.kernel_launches = 0
+        self.array_ops = 0
         self.gemm_calls = 0
         self.device_to_host = 0
         self.host_to_device = 0
         self.kernels: dict[str, int] = {}
 
     def snapshot(self) -> dict:
-        return {"kernel_launches": self.kernel_launches, "gemm_calls": self.gemm_calls,
+        return {"kernel_launches": self.kernel_launches, "array_ops": self.array_ops, "gemm_calls": self.gemm_calls,
                 "device_to_host": self.device_to_host, "host_to_device": self.host_to_device,
                 "kernels": dict(self.kernels)}
 
@@ -371,6 +376,8 @@ class ndarray:
         raise TypeError(IMPLICIT_MSG)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if ufunc.__name__ == "matmul" and method == "__call__":
+            return _functions["matmul"](*inputs, **kwargs)
         f = _ufuncs.get(ufunc.__name__)
         if f is None:
             return NotImplemented
@@ -505,14 +512,19 @@ class ndarray:
             value = value._a
         elif isinstance(value, (list, tuple)):
             raise _unsupported(value)
+        counters.array_ops += 1
         self._a[k] = value
 
     # ---------------------------------------------------------------- methods
     def astype(self, dtype, order="K", casting=None, subok=None, copy=True) -> "ndarray":
         r = self._a.astype(dtype, order=order, copy=copy)
-        return self if r is self._a else _new(r)
+        if r is self._a:
+            return self
+        counters.array_ops += 1
+        return _new(r)
 
     def copy(self, order="C") -> "ndarray":
+        counters.array_ops += 1
         return _new(self._a.copy(order=order))
 
     def view(self, dtype=None) -> "ndarray":
@@ -545,6 +557,7 @@ class ndarray:
             value = value.item()
         if isinstance(value, ndarray):
             raise _unsupported(value)
+        counters.array_ops += 1
         self._a.fill(value)
 
     def __copy__(self):
@@ -669,6 +682,7 @@ class ufunc:
         o = _out(out)
         if o is not None and not isinstance(o, tuple):
             o = (o,)
+        counters.array_ops += 1
         r = self._f(*self._args(args), out=o, dtype=dtype, casting=casting, **kw)
         if out is not None:
             return out[0] if isinstance(out, tuple) and len(out) == 1 else out
@@ -710,9 +724,15 @@ meshgrid einsum result_type can_cast promote_types linspace logspace eye identit
 full isscalar ndim shape size""".split())
 
 
-def _strict_fn(name: str, np_fn: Callable, allocates: bool = True) -> Callable:
+_NO_WORK = set("""broadcast_to broadcast_arrays expand_dims squeeze swapaxes moveaxis rollaxis transpose reshape
+atleast_1d atleast_2d atleast_3d result_type can_cast ndim shape size empty empty_like shares_memory
+may_share_memory""".split())  # views and metadata: no kernel
+
+
+def _strict_fn(name: str, np_fn: Callable) -> Callable:
     """``np_fn`` over unwrapped stand-in arrays; NumPy arrays refused; results wrapped."""
     first_array = name not in _FREE_FIRST
+    counts = name not in _NO_WORK
     attr = "astype" if name == "where" else name  # what CuPy calls on it first
 
     def f(*args, **kwargs):
@@ -724,6 +744,8 @@ def _strict_fn(name: str, np_fn: Callable, allocates: bool = True) -> Callable:
                                  f"(CuPy needs a cupy.ndarray here, got {type(x).__name__})")
         out = kwargs.pop("out", None)
         a = _unwrap(args)
+        if counts:
+            counters.array_ops += 1
         kw = {k: _unwrap(v) for k, v in kwargs.items()}
         if out is not None:
             kw["out"] = _out(out)
@@ -1418,10 +1440,10 @@ def _erf(x, out=None):
 # ====================================================================================== modules and install
 def _make_modules() -> dict[str, types.ModuleType]:
     cp = types.ModuleType("cupy", "strict CuPy stand-in (gpugrad.testing.strict_cupy)")
-    for name, f in _functions.items():
-        setattr(cp, name, f)
     for name, u in _ufuncs.items():
         setattr(cp, name, u)
+    for name, f in _functions.items():  # after the ufuncs: matmul is cuBLAS, not an elementwise kernel
+        setattr(cp, name, f)
     for name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
                  "uint32", "uint64", "bool_", "complex64", "complex128", "intp", "uintp", "integer",
                  "floating", "number", "generic", "signedinteger", "unsignedinteger", "complexfloating",
