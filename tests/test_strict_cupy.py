@@ -296,3 +296,59 @@ def test_cli_train_on_cuda(sc, tmp_path, capsys):
     assert (run / cli.CHECKPOINT_FILE).exists()
     state = gg.load(str(run / cli.CHECKPOINT_FILE))
     assert state["progress"]["epoch"] == 2
+
+
+# ====================================================================== Numba kernels unusable: detected, said, not silent
+@pytest.fixture
+def numba_broken(monkeypatch):
+    """numba-cuda 0.30.4 under NumPy 2.5: importing its CUDA target's array support fails."""
+    import importlib
+    from gpugrad.backends.cuda import launcher
+    real = importlib.import_module
+
+    def fake(name, *a, **k):
+        if name == "numba.cuda.np.arrayobj":
+            raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+        return real(name, *a, **k)
+    monkeypatch.setattr(importlib, "import_module", fake)
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
+    monkeypatch.setattr(launcher, "_numba_probe", [])
+    monkeypatch.setattr(launcher, "_numba_warned", [])
+    yield launcher
+
+
+def test_numba_import_failure_is_detected_and_named(numba_broken):
+    ok, why = numba_broken.numba_status(refresh=True)
+    assert not ok and "row_stack" in why and "numba.cuda.np.arrayobj" in why and "NumPy" in why
+    assert gg.cuda.numba_kernels_status() == (ok, why)  # probed once, cached
+
+
+def test_unusable_numba_runs_cuda_c_with_one_warning_or_raises_when_strict(numba_broken):
+    x = np.random.default_rng(0).standard_normal((8, 5)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((4, 5)).astype(np.float32)
+    with strict_cuda(kernels="numba", strict_kernels=False) as sc:
+        xt, wt = gg.tensor(x, device="cuda"), gg.tensor(w, device="cuda")
+        with pytest.warns(RuntimeWarning, match="Numba CUDA kernels: unusable: .*row_stack.*; using CUDA C kernels"):
+            y = F.fused_linear(xt, wt, None, activation="relu")
+        assert sc.snapshot()["kernels"].get("bias_act_f32") == 1  # the CUDA C kernel ran
+        np.testing.assert_allclose(y.numpy(), np.maximum(x @ w.T, 0), rtol=1e-5, atol=1e-6)
+    with strict_cuda(kernels="numba", strict_kernels=True):
+        xt, wt = gg.tensor(x, device="cuda"), gg.tensor(w, device="cuda")
+        with pytest.raises(RuntimeError, match="unusable.*GPUGRAD_STRICT_KERNELS=1 forbids it"):
+            F.fused_linear(xt, wt, None, activation="relu")
+
+
+def test_info_says_plainly_that_numba_kernels_are_unusable(numba_broken):
+    from gpugrad import cli
+    text = cli.info_text()
+    line = next(ln for ln in text.splitlines() if "Numba CUDA kernels" in ln)
+    assert "unusable: " in line and "row_stack" in line and "using CUDA C kernels" in line
+
+
+def test_default_kernel_set_is_cuda_c():
+    env = {k: v for k, v in os.environ.items() if k != "GPUGRAD_CUDA_KERNELS"}
+    env["PYTHONPATH"] = ROOT
+    proc = subprocess.run([sys.executable, "-c", "import gpugrad as gg; print(gg.cuda.get_kernels())"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "cuda_c"
