@@ -388,17 +388,6 @@ def strict(monkeypatch):
     monkeypatch.setenv("GPUGRAD_STRICT_KERNELS", "1")
 
 
-@pytest.fixture(params=["strict", pytest.param("gpu", marks=needs_gpu)])
-def on_cuda(request, monkeypatch):
-    """Device "cuda" on the strict CuPy stand-in (every run: CuPy's rules, no GPU) and on a real GPU
-    (marked ``gpu``). Strict kernels: a kernel that fails raises. Yields the stand-in module or None."""
-    monkeypatch.setenv("GPUGRAD_STRICT_KERNELS", "1")
-    if request.param == "strict":
-        with strict_cuda() as sc:
-            yield sc
-    else:
-        yield None
-
 
 def test_tensor_round_trip_and_device_mixing(on_cuda):
     x = gg.tensor([[1.0, -2.0], [3.0, 4.0]], device="cuda", requires_grad=True)
