@@ -558,7 +558,7 @@ def test_dlpack_zero_copy_with_cupy_and_torch(on_cuda):
     assert back_t.data_ptr() == tt.data_ptr()
 
 
-@pytest.mark.parametrize("opt", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("opt", ["sgd", "adam", "adamw", "rmsprop"])
 def test_module_to_cuda_and_optimizers_match_cpu(opt, on_cuda):
     rng = np.random.default_rng(4)
     x, t = rng.standard_normal((32, 10)), rng.integers(0, 3, 32)
@@ -569,7 +569,9 @@ def test_module_to_cuda_and_optimizers_match_cpu(opt, on_cuda):
         assert all(p.device == gg.device(dev) for p in model.parameters())
         o = {"sgd": lambda ps: gg.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
              "adam": lambda ps: gg.optim.Adam(ps, lr=1e-2, amsgrad=True),
-             "adamw": lambda ps: gg.optim.AdamW(ps, lr=1e-2)}[opt](model.parameters())
+             "adamw": lambda ps: gg.optim.AdamW(ps, lr=1e-2),
+             "rmsprop": lambda ps: gg.optim.RMSprop(ps, lr=1e-2, momentum=0.9, centered=True, weight_decay=1e-3)
+             }[opt](model.parameters())
         xt, tt = gg.tensor(x, dtype=gg.float64, device=dev), gg.tensor(t, device=dev)
         for _ in range(5):
             o.zero_grad()
