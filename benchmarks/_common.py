@@ -64,3 +64,20 @@ def write_json(path: str, payload: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def usable_kernel_sets(requested: list[str]) -> tuple[list[str], dict]:
+    """The requested kernel sets minus those that cannot run here (the Numba CUDA kernels where Numba
+    cannot load them: timing them would time their CUDA C replacement under the wrong name), and
+    ``{set: why}`` for the ones dropped (printed and written to the JSON)."""
+    import gpugrad as gg
+    keep, skipped = [], {}
+    for k in requested:
+        if k == "numba":
+            ok, why = gg.cuda.numba_kernels_status()
+            if not ok:
+                skipped[k] = f"Numba CUDA kernels: unusable: {why}"
+                print(f"skipping kernel set numba: {why}", flush=True)
+                continue
+        keep.append(k)
+    return keep, skipped

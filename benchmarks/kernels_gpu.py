@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import gpugrad as gg  # noqa: E402
-from _common import machine_info, write_json  # noqa: E402
+from _common import machine_info, usable_kernel_sets, write_json  # noqa: E402
 from gpugrad.kernels import act_bias_grad as kabg, bias_act as kba, optim_step as kopt, softmax_xent as ksx  # noqa
 
 INNER = 10
@@ -183,7 +183,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=65536)
     ap.add_argument("--cols", type=int, default=1024)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "float64"])
-    ap.add_argument("--kernels", default="numba,cuda_c,xp")
+    ap.add_argument("--kernels", default="cuda_c,numba,xp", help="numba is skipped, saying why, where unusable")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                   "kernels_gpu.json"))
@@ -199,7 +199,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     tol = {"float64": 1e-10, "float32": 1e-5, "float16": 1e-2}[args.dtype]
     rows = []
-    for kset in [k.strip() for k in args.kernels.split(",") if k.strip()]:
+    ksets, skipped_kernels = usable_kernel_sets([k.strip() for k in args.kernels.split(",") if k.strip()])
+    for kset in ksets:
         gg.cuda.set_kernels(kset)
         for name, (make, call, nbytes, check) in ops(be, cp, M, N, dtype, rng).items():
             err = check(make(257, 77))  # odd sizes: partial blocks and tiles
@@ -217,7 +218,8 @@ def main() -> None:
     info.update(device=gg.cuda.get_device_name(), cupy=cp.__version__, numba=numba.__version__,
                 cuda_runtime=cp.cuda.runtime.runtimeGetVersion(), cuda_driver=cp.cuda.runtime.driverGetVersion())
     write_json(args.out, {"benchmark": "kernels_gpu", "machine": info, "copy_GBps": copy_bw / 1e9, "results": rows,
-                          "fallbacks": {str(k): v for k, v in gg.cuda.kernel_fallbacks().items()}})
+                          "fallbacks": {str(k): v for k, v in gg.cuda.kernel_fallbacks().items()},
+                          "skipped_kernels": skipped_kernels})
     print(f"device: {info['device']}  {M} x {N} {args.dtype}  device-to-device copy: {copy_bw / 1e9:.0f} GB/s "
           "(read + write)")
     print(f"{'op':<22} {'kernels':>7} {'ms':>8} {'GB/s':>7} {'% copy':>7} {'host us/call':>12} {'rel err':>8}")

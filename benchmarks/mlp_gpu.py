@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import gpugrad as gg  # noqa: E402
-from _common import machine_info, write_json  # noqa: E402
+from _common import machine_info, usable_kernel_sets, write_json  # noqa: E402
 
 F = gg.nn.functional
 CASES = {"a": (8192, 4096), "b": (65536, 256), "c": (256, 512)}
@@ -239,7 +239,8 @@ def versions(torch_mod) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="abc")
-    ap.add_argument("--kernels", default="numba,cuda_c", help="comma-separated kernel sets: numba, cuda_c, xp")
+    ap.add_argument("--kernels", default="cuda_c,numba",
+                    help="comma-separated kernel sets: cuda_c, numba, xp (numba is skipped, saying why, where unusable)")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--no-tf32", dest="tf32", action="store_false")
@@ -251,6 +252,7 @@ def main() -> None:
     if not gg.cuda.is_available():
         sys.exit("mlp_gpu.py: no usable CUDA GPU: " + gg.backends.cuda.probe()[1])
     os.environ.setdefault("GPUGRAD_STRICT_KERNELS", "1")
+    args.kernels, skipped_kernels = usable_kernel_sets(args.kernels)
     torch_mod = None
     if args.torch:
         try:
@@ -261,7 +263,7 @@ def main() -> None:
     rows = [run_case(c, args, torch_mod) for c in args.cases]
     info = machine_info()
     info.update(device=gg.cuda.get_device_name(), versions=versions(torch_mod))
-    write_json(args.out, {"benchmark": "mlp_gpu", "machine": info, "results": rows})
+    write_json(args.out, {"benchmark": "mlp_gpu", "machine": info, "results": rows, "skipped_kernels": skipped_kernels})
 
     hdr = (f"{'case':>4} {'batch':>6} {'width':>5} {'kernels':>7} {'gpugrad ms':>10} {'torch ms':>9} {'ratio':>6} "
            f"{'gg TF/s':>8} {'pt TF/s':>8} {'GEMM ms':>8} {'floor %':>7}  errors vs float64 (gg / torch)")

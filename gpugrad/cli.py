@@ -794,24 +794,22 @@ def _kernel_status(cuda_ok: bool) -> list[tuple[str, bool, str]]:
     no_gpu = "no usable CUDA device (see the cuda line above)"
     rows.append(("cuda: CuPy arrays + cuBLAS GEMMs", cuda_ok, "ready" if cuda_ok else no_gpu))
     sim = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
-    try:
-        from numba import cuda as ncuda
-        if sim:
-            rows.append(("cuda: Numba CUDA kernels", False,
-                         "NUMBA_ENABLE_CUDASIM=1: the Numba CUDA simulator (for tests, not a GPU)"))
-        elif ncuda.is_available():
-            rows.append(("cuda: Numba CUDA kernels", True, "numba.cuda.is_available()"))
-        else:
-            rows.append(("cuda: Numba CUDA kernels", False,
-                         "numba.cuda.is_available() is False (no GPU/driver, or no NVVM: pip install numba-cuda[cu12])"))
-    except Exception as e:  # pragma: no cover
-        rows.append(("cuda: Numba CUDA kernels", False, f"numba.cuda failed: {type(e).__name__}: {e}"))
+    from .backends.cuda import launcher as _launcher
+    if sim:
+        rows.append(("cuda: Numba CUDA kernels", False,
+                     "NUMBA_ENABLE_CUDASIM=1: the Numba CUDA simulator (for tests, not a GPU)"))
+    else:
+        ok, why = _launcher.numba_status(device_check=cuda_ok)
+        if ok and not cuda_ok:
+            why += f"; {no_gpu}"
+        rows.append(("cuda: Numba CUDA kernels", ok and cuda_ok,
+                     why if ok else f"unusable: {why}; using CUDA C kernels"))
     rows.append(("cuda: CUDA C kernels (CuPy NVRTC)", cuda_ok, "ready" if cuda_ok else no_gpu))
     try:
         from . import cuda
         impl = cuda.get_kernels()
         falls = cuda.kernel_fallbacks()
-        why = f"set {impl!r} (gg.cuda.set_kernels / GPUGRAD_CUDA_KERNELS: numba, cuda_c, xp)"
+        why = f"set {impl!r} (gg.cuda.set_kernels / GPUGRAD_CUDA_KERNELS: cuda_c (default), numba, xp)"
         if falls:
             why += f"; {len(falls)} fell back to CuPy ops: " + "; ".join(f"{k}: {v}" for k, v in list(falls.items())[:3])
         rows.append(("cuda: fused bias+activation kernels", cuda_ok, why if cuda_ok else f"{no_gpu}; {why}"))

@@ -54,7 +54,10 @@ def tensor(data: Any, dtype=None, device: "str | device | None" = None, requires
     """A new tensor holding a copy of ``data`` (Python floats become float32)."""
     src = data.data if isinstance(data, Tensor) else data
     t = Tensor(data, dtype=dtype, device=device, requires_grad=False)
-    if t.data is src or (isinstance(data, np.ndarray) and np.shares_memory(t.data, data)):
+    # Only a host (NumPy) array can share memory with NumPy data; asking NumPy about a device array
+    # is an error on CuPy (np.shares_memory dispatches to cupy, which refuses the NumPy operand).
+    if t.data is src or (isinstance(data, np.ndarray) and isinstance(t.data, np.ndarray)
+                         and np.shares_memory(t.data, data)):
         t.data = t.data.copy()
     if requires_grad:
         t.requires_grad = True

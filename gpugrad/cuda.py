@@ -14,7 +14,7 @@ from .backends.cuda.memory import OutOfMemoryError
 __all__ = ["is_available", "device_count", "synchronize", "current_stream", "get_device_name", "set_device",
            "current_device", "memory_allocated", "memory_reserved", "max_memory_allocated",
            "reset_peak_memory_stats", "memory_stats", "empty_cache", "set_tf32", "get_tf32", "allow_tf32",
-           "set_kernels", "get_kernels", "kernel_fallbacks", "DeviceUnavailableError", "OutOfMemoryError"]
+           "set_kernels", "get_kernels", "numba_kernels_status", "kernel_fallbacks", "DeviceUnavailableError", "OutOfMemoryError"]
 
 
 def is_available() -> bool:
@@ -134,8 +134,10 @@ def allow_tf32(enabled: bool = True) -> Iterator[None]:
 
 # ------------------------------------------------------------------ fused kernels
 def set_kernels(name: str) -> None:
-    """Which fused kernels to launch: ``"numba"`` (default), ``"cuda_c"`` (``kernels/fused.cu`` through
-    ``cupy.RawModule``) or ``"xp"`` (none: plain CuPy ops). Also ``GPUGRAD_CUDA_KERNELS``."""
+    """Which fused kernels to launch: ``"cuda_c"`` (default: ``kernels/fused.cu`` through
+    ``cupy.RawModule``, the fastest measured), ``"numba"`` (the Numba CUDA kernels; if Numba cannot load
+    them here, the CUDA C kernels run, see :func:`numba_kernels_status`) or ``"xp"`` (none: plain CuPy
+    ops). Also ``GPUGRAD_CUDA_KERNELS``."""
     from .backends.cuda import launcher
     launcher.set_impl(name)
 
@@ -143,6 +145,12 @@ def set_kernels(name: str) -> None:
 def get_kernels() -> str:
     from .backends.cuda import launcher
     return launcher.get_impl()
+
+
+def numba_kernels_status() -> tuple[bool, str]:
+    """``(usable, why)``: can the Numba CUDA kernels load on this machine (probed once; never raises)."""
+    from .backends.cuda import launcher
+    return launcher.numba_status()
 
 
 def kernel_fallbacks() -> dict:

@@ -1,4 +1,5 @@
-"""Shared test setup: a fixed seed per test and the ``gpu`` marker that skips without a CUDA device."""
+"""Shared test setup: a fixed seed per test, the ``gpu`` marker that skips without a CUDA device, and the
+``on_cuda`` fixture (device "cuda" on the strict CuPy stand-in, and on a real GPU when there is one)."""
 from __future__ import annotations
 
 import os
@@ -29,3 +30,17 @@ def _seed():
     import gpugrad as gg
     gg.manual_seed(0)
     yield
+
+
+@pytest.fixture(params=["strict", pytest.param("gpu", marks=pytest.mark.gpu)])
+def on_cuda(request, monkeypatch):
+    """Device "cuda" on the strict CuPy stand-in (every run: CuPy's rules, no GPU) and on a real GPU
+    (marked ``gpu``: skipped without one). Strict kernels: a kernel that fails raises. Yields the
+    stand-in module (``None`` on a GPU)."""
+    monkeypatch.setenv("GPUGRAD_STRICT_KERNELS", "1")
+    if request.param == "strict":
+        from gpugrad.testing import strict_cuda
+        with strict_cuda() as sc:
+            yield sc
+    else:
+        yield None

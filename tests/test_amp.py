@@ -241,8 +241,7 @@ def test_float16_matches_float32_run():
         np.testing.assert_allclose(pm.numpy(), p32.numpy(), rtol=0.05, atol=0.02)
 
 
-@pytest.mark.gpu
-def test_gpu_float16_mlp_trains_with_scaler_and_master_weights():
+def test_gpu_float16_mlp_trains_with_scaler_and_master_weights(on_cuda):
     x_np, y_np = _blobs()
     gg.manual_seed(0)
     model = nn.MLP([4, 32, 32, 3]).to("cuda").half()

@@ -1,4 +1,5 @@
-"""Every differentiable op against float64 centred finite differences, on shapes that broadcast."""
+"""Every differentiable op against float64 centred finite differences, on shapes that broadcast; each check
+runs on the CPU and on device "cuda" over the strict CuPy stand-in (gpugrad/testing/strict_cupy.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,10 +10,30 @@ import gpugrad.nn.functional as F
 from gpugrad.autograd import gradcheck, gradcheck_directional
 
 rng = np.random.default_rng(0)
+_DEV = ["cpu"]
+
+
+@pytest.fixture(autouse=True, params=["cpu", "strict_cuda"])
+def device(request):
+    """The device every tensor of the test lives on: cpu, or cuda on the strict CuPy stand-in."""
+    if request.param == "cpu":
+        yield "cpu"
+        return
+    from gpugrad.testing import strict_cuda
+    with strict_cuda():
+        _DEV[0] = "cuda"
+        try:
+            yield "cuda"
+        finally:
+            _DEV[0] = "cpu"
 
 
 def T(*shape, low=-2.0, high=2.0, grad=True):
-    return gg.tensor(rng.uniform(low, high, size=shape), dtype=gg.float64, requires_grad=grad)
+    return gg.tensor(rng.uniform(low, high, size=shape), dtype=gg.float64, device=_DEV[0], requires_grad=grad)
+
+
+def I(data):  # noqa: E743  integer/boolean data on the test's device
+    return gg.tensor(data, device=_DEV[0])
 
 
 def away_from(x: gg.Tensor, points=(0.0,), gap=0.1) -> gg.Tensor:
@@ -135,8 +156,8 @@ SHAPES = {
     "expand": lambda x: x[:, :1, :].expand(2, 5, 4),
     "getitem_basic": lambda x: x[1, ::2, 1:],
     "getitem_neg": lambda x: x[..., -1],
-    "getitem_int_array": lambda x: x[gg.tensor([0, 1, 1, 0])],
-    "getitem_repeat_idx": lambda x: x[:, gg.tensor([2, 2, 0])],
+    "getitem_int_array": lambda x: x[I([0, 1, 1, 0])],
+    "getitem_repeat_idx": lambda x: x[:, I([2, 2, 0])],
     "getitem_bool": lambda x: x[x.data > 0],
 }
 
@@ -151,7 +172,7 @@ def test_cat_stack_where():
     assert gradcheck(lambda a, b: gg.cat([a, b], dim=0), (a, b))
     assert gradcheck(lambda a, c: gg.cat([a, c], dim=1), (a, c))
     assert gradcheck(lambda a, c: gg.stack([a, c], dim=1), (a, c))
-    cond = gg.tensor(rng.uniform(size=(2, 3)) > 0.5)
+    cond = I(rng.uniform(size=(2, 3)) > 0.5)
     assert gradcheck(lambda a, r: gg.where(cond, a, r), (a, T(3)))
 
 
@@ -195,7 +216,7 @@ def test_linear_matches_matmul():
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_losses(reduction):
     logits = T(6, 4)
-    target = gg.tensor([0, 3, 1, 1, 2, 0])
+    target = I([0, 3, 1, 1, 2, 0])
     assert gradcheck(lambda z: F.cross_entropy(z, target, reduction=reduction), (logits,))
     assert gradcheck(lambda z: F.nll_loss(F.log_softmax(z, dim=1), target, reduction=reduction), (logits,))
     assert gradcheck(lambda a, b: F.mse_loss(a, b, reduction=reduction), (T(3, 2), T(3, 2)))
@@ -203,9 +224,9 @@ def test_losses(reduction):
 
 def test_cross_entropy_options():
     logits = T(5, 3)
-    target = gg.tensor([0, -100, 2, 1, -100])
+    target = I([0, -100, 2, 1, -100])
     assert gradcheck(lambda z: F.cross_entropy(z, target), (logits,))
-    assert gradcheck(lambda z: F.cross_entropy(z, gg.tensor([0, 1, 2, 1, 0]), label_smoothing=0.1), (logits,))
+    assert gradcheck(lambda z: F.cross_entropy(z, I([0, 1, 2, 1, 0]), label_smoothing=0.1), (logits,))
 
 
 def test_dropout_gradcheck_fixed_mask():
@@ -230,7 +251,7 @@ def test_clone_and_fanout():
 def test_directional_check_large_mlp():
     x = T(64, 32)
     w1, b1, w2, b2 = T(128, 32, low=-0.2, high=0.2), T(128), T(10, 128, low=-0.2, high=0.2), T(10)
-    t = gg.tensor(rng.integers(0, 10, size=64))
+    t = I(rng.integers(0, 10, size=64))
 
     def f(w1, b1, w2, b2):
         return F.cross_entropy(F.fused_linear(F.fused_linear(x, w1, b1, "tanh"), w2, b2), t)

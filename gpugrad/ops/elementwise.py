@@ -94,7 +94,10 @@ class Pow(Function):
         if na:
             ga = s(g * b * a ** (b - 1), ctx.shapes[0])
         if nb:
-            with_log = xp.where(a > 0, xp.log(xp.where(a > 0, a, 1)), 0)
+            if ctx.backend.is_array(a):
+                with_log = xp.where(a > 0, xp.log(xp.where(a > 0, a, 1)), 0)
+            else:  # a Python number (``2.0 ** t``): its log on the host (xp.where needs a device array)
+                with_log = math.log(a) if a > 0 else 0.0
             gb = s(g * out * with_log, ctx.shapes[1])
         return ga, gb
 

@@ -1,13 +1,17 @@
 """Which fused kernels the CUDA backend launches, and how.
 
-Kernel sets: ``numba`` (the Numba CUDA kernels in ``gpugrad.kernels``, the default), ``cuda_c`` (the
-same algorithms in ``fused.cu`` through ``cupy.RawModule``: lower launch overhead), ``xp`` (no custom
-kernels: plain CuPy ops, the generic backend code). Choose with ``GPUGRAD_CUDA_KERNELS`` or
-``gg.cuda.set_kernels(...)``. Every launch goes on CuPy's current stream.
+Kernel sets: ``cuda_c`` (the default: ``fused.cu`` through ``cupy.RawModule``, the fastest measured on an
+H200 because of its low per-launch host cost), ``numba`` (the same algorithms as Numba CUDA kernels in
+``gpugrad.kernels``; selectable, simulator-tested), ``xp`` (no custom kernels: plain CuPy ops, the generic
+backend code). Choose with ``GPUGRAD_CUDA_KERNELS`` or ``gg.cuda.set_kernels(...)``. Every launch goes on
+CuPy's current stream.
 
-If a custom kernel fails to build or launch for some op and dtype, that (op, dtype) falls back (numba ->
-cuda_c -> CuPy ops) with one RuntimeWarning per step, and the failure is kept in ``fallbacks``
-(``gg.cuda.kernel_fallbacks()``); ``GPUGRAD_STRICT_KERNELS=1`` raises instead (the GPU tests run so).
+Whether the Numba kernels can load at all is probed once (:func:`numba_status`): numba-cuda 0.30.4 fails
+to import its CUDA target under NumPy 2.5. With ``numba`` chosen but unusable, the CUDA C kernels run
+instead (one RuntimeWarning saying why). If a custom kernel fails to build or launch for some op and
+dtype, that (op, dtype) falls back (numba -> cuda_c -> CuPy ops) with one RuntimeWarning, and the failure
+is kept in ``fallbacks`` (``gg.cuda.kernel_fallbacks()``). ``GPUGRAD_STRICT_KERNELS=1`` turns every one of
+these silent fallbacks into an error (the GPU tests run so).
 """
 from __future__ import annotations
 
@@ -16,11 +20,83 @@ import warnings
 from typing import Any, Callable
 
 IMPLS = ("numba", "cuda_c", "xp")
-_state = {"impl": os.environ.get("GPUGRAD_CUDA_KERNELS", "numba").strip().lower() or "numba"}
+DEFAULT_IMPL = "cuda_c"
+_state = {"impl": os.environ.get("GPUGRAD_CUDA_KERNELS", DEFAULT_IMPL).strip().lower() or DEFAULT_IMPL}
 if _state["impl"] not in IMPLS:  # pragma: no cover - a typo in the environment
-    warnings.warn(f"GPUGRAD_CUDA_KERNELS={_state['impl']!r} is not one of {IMPLS}; using 'numba'", RuntimeWarning)
-    _state["impl"] = "numba"
+    warnings.warn(f"GPUGRAD_CUDA_KERNELS={_state['impl']!r} is not one of {IMPLS}; using {DEFAULT_IMPL!r}",
+                  RuntimeWarning)
+    _state["impl"] = DEFAULT_IMPL
 fallbacks: dict[tuple, str] = {}
+_numba_probe: list = []  # [(usable, reason)] once probed
+_numba_warned: list = []
+
+
+def numba_status(refresh: bool = False, device_check: bool = True) -> tuple[bool, str]:
+    """``(usable, why)`` for the Numba CUDA kernels, probed once (``refresh=True`` re-probes); never
+    raises. Unusable when ``numba.cuda`` or its CUDA target fails to import (numba-cuda 0.30.4 under
+    NumPy 2.5: its ``np/arrayobj.py`` overloads ``np.row_stack``, which NumPy 2.5 removed), when Numba
+    sees no CUDA device, or when a one-line kernel fails to compile and run. Under
+    ``NUMBA_ENABLE_CUDASIM=1`` the simulator counts as usable. ``device_check=False`` stops before the
+    device steps (for ``gpugrad info`` on a machine without a GPU); that answer is not cached."""
+    if _numba_probe and not refresh:
+        return _numba_probe[0]
+    result = _probe_numba(device_check)
+    if device_check:
+        _numba_probe[:] = [result]
+    return result
+
+
+def _probe_numba(device_check: bool) -> tuple[bool, str]:
+    import importlib
+    try:
+        from numba import cuda
+    except Exception as e:
+        return False, f"numba.cuda failed to import ({type(e).__name__}: {e})"
+    try:
+        from numba import config
+        if config.ENABLE_CUDASIM:
+            return True, "the Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1)"
+    except Exception:  # pragma: no cover
+        pass
+    # the CUDA target's array support is imported at the first kernel compile; import it now so that a
+    # broken combination is named before any launch (ModuleNotFoundError: an older numba without it)
+    for mod in ("numba.cuda.np.arrayobj", "numba.cuda.target"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name is not None and mod.startswith(e.name):
+                continue
+            return False, _numba_import_reason(mod, e)
+        except Exception as e:
+            return False, _numba_import_reason(mod, e)
+    if not device_check:
+        return True, "numba.cuda imports (device not checked)"
+    try:
+        if not cuda.is_available():
+            return False, "numba.cuda.is_available() is False (no GPU or driver visible to Numba, or no NVVM)"
+
+        @cuda.jit
+        def _one(a):  # pragma: no cover - runs on the GPU
+            a[0] = 1.0
+        import numpy as np
+        d = cuda.to_device(np.zeros(1, np.float32))
+        _one[1, 1](d)
+        if float(d.copy_to_host()[0]) != 1.0:
+            return False, "a one-line Numba CUDA kernel ran but wrote nothing"
+    except Exception as e:
+        return False, f"a one-line Numba CUDA kernel failed ({type(e).__name__}: {e})"
+    return True, "numba.cuda imports and a kernel compiled and ran"
+
+
+def _numba_import_reason(mod: str, e: BaseException) -> str:
+    import numpy as np
+    try:
+        from importlib.metadata import version
+        nc = version("numba-cuda")
+    except Exception:
+        nc = "?"
+    return (f"importing {mod} failed ({type(e).__name__}: {e}) with numba-cuda {nc} and NumPy {np.__version__}; "
+            "see the README's supported versions (numba-cuda 0.30.4 and older need NumPy < 2.5)")
 
 
 def set_impl(name: str) -> None:
@@ -85,6 +161,19 @@ class Launcher:
         impl = _state["impl"]
         if impl == "xp":
             return False
+        if impl == "numba":
+            ok, why = numba_status()
+            if not ok:
+                msg = f"Numba CUDA kernels: unusable: {why}; using CUDA C kernels"
+                if strict():
+                    raise RuntimeError(f"gpugrad: {msg} is a fallback, and GPUGRAD_STRICT_KERNELS=1 forbids it. "
+                                       "Fix: gg.cuda.set_kernels('cuda_c') (the default), or a supported "
+                                       "NumPy / numba-cuda pair (README).")
+                if not _numba_warned:
+                    _numba_warned.append(True)
+                    warnings.warn(f"gpugrad: {msg}. Set GPUGRAD_STRICT_KERNELS=1 to raise instead.",
+                                  RuntimeWarning, stacklevel=3)
+                impl = "cuda_c"
         if impl == "numba" and self._current_device() != 0:
             impl = "cuda_c"  # Numba targets device 0 here; CuPy's RawModule follows CuPy's current device
         chain = (impl, "cuda_c") if impl == "numba" else (impl,)  # numba failing: try the CUDA C twin
