@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad import cli, diagnostics
+from gpugrad import cli, diagnostics, training
 
 TINY = ["--dataset", "synthetic", "--n-samples", "240", "--n-features", "6", "--n-outputs", "3",
         "--width", "16", "--depth", "2", "--batch-size", "32", "--quiet", "--no-plots"]
@@ -147,16 +147,16 @@ def test_resume_extends_a_finished_run(tmp_path, capsys):
 def test_ctrl_c_leaves_a_resumable_run(tmp_path, monkeypatch, capsys):
     full, part = tmp_path / "full", tmp_path / "part"
     assert cli.main(["train", *TINY, "--epochs", "3", "--run-dir", str(full)]) == 0
-    real = cli._Trainer.train_epoch
+    real = training.Trainer.train_epoch
 
     def interrupted(self, epoch, total):
         if epoch == 1:
             raise KeyboardInterrupt
         return real(self, epoch, total)
-    monkeypatch.setattr(cli._Trainer, "train_epoch", interrupted)
+    monkeypatch.setattr(training.Trainer, "train_epoch", interrupted)
     assert cli.main(["train", *TINY, "--epochs", "3", "--run-dir", str(part)]) == 130
     assert f"--resume {part}" in capsys.readouterr().err
-    monkeypatch.setattr(cli._Trainer, "train_epoch", real)
+    monkeypatch.setattr(training.Trainer, "train_epoch", real)
     assert cli.main(["train", "--resume", str(part), "--quiet", "--no-plots"]) == 0
     assert _strip_timing(_metrics(part)) == _strip_timing(_metrics(full))
 
