@@ -19,14 +19,16 @@ def add_parser(sub) -> None:
     g = sub.add_parser("diagnose", help="per-layer gradient norms: deep sigmoid vs ReLU vs residual MLP",
                        description="Train three deep MLPs (sigmoid, ReLU, residual ReLU) for a few steps and plot "
                                    "each layer's weight-gradient norm (log scale) against layer index.")
-    g.add_argument("--dataset", choices=DATASETS, default="digits")
+    g.add_argument("--dataset", choices=DATASETS, default="digits", help="(default: digits)")
     g.add_argument("--depth", type=positive_int("--depth"), default=16, help="hidden layers (default: 16)")
     g.add_argument("--width", type=positive_int("--width"), default=64, help="(default: 64)")
     g.add_argument("--steps", type=positive_int("--steps"), default=20, help="SGD steps measured (default: 20)")
-    g.add_argument("--batch-size", type=positive_int("--batch-size"), default=64)
-    g.add_argument("--lr", type=float_in("--lr", 0.0, lo_open=True), default=0.01)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", choices=DEVICES, default="auto")
+    g.add_argument("--batch-size", type=positive_int("--batch-size"), default=64, help="(default: 64)")
+    g.add_argument("--lr", type=float_in("--lr", 0.0, lo_open=True), default=0.01,
+                   help="SGD learning rate (default: 0.01)")
+    g.add_argument("--seed", type=int, default=0, help="init and batch-order seed (default: 0)")
+    g.add_argument("--device", choices=DEVICES, default="auto",
+                   help="auto picks CUDA when gg.cuda.is_available() (default: auto)")
     g.add_argument("--out", default="grad_norms.png", help="PNG path (a .json with the numbers goes beside it)")
 
 

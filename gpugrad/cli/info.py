@@ -7,6 +7,7 @@ import platform
 from typing import Sequence
 
 from ..benchmarking import versions
+from ..install_hints import INSTALL_HINTS
 from .options import cuda_status
 
 
@@ -21,14 +22,11 @@ def info_text() -> str:
     lines = [f"gpugrad {v['gpugrad']}",
              f"python {v['python']} ({platform.python_implementation()}, {platform.platform(terse=True)})"]
     order = ["numpy", "numba", "cupy", "torch", "sklearn", "tqdm", "matplotlib", "mnist1d", "safetensors"]
-    hints = {"cupy": "pip install gpugrad[cuda12]", "torch": "pip install torch (optional: benchmarks)",
-             "matplotlib": "pip install matplotlib (plots)", "mnist1d": "pip install mnist1d (--dataset mnist1d)",
-             "safetensors": "optional"}
     lines.append("packages:")
     for k in order:
         ver = v.get(k)
         name = "scikit-learn" if k == "sklearn" else k
-        lines.append(f"  {name:<12} {ver if ver else 'not installed' + (' (' + hints[k] + ')' if k in hints else '')}")
+        lines.append(f"  {name:<12} {ver if ver else 'not installed' + (': ' + INSTALL_HINTS[k] if k in INSTALL_HINTS else '')}")
     lines.append("devices:")
     ncpu = os.cpu_count() or 1
     blas = _blas_name()
@@ -111,7 +109,7 @@ def _kernel_status(cuda_ok: bool) -> list[tuple[str, bool, str]]:
     has_nvmath = importlib.util.find_spec("nvmath") is not None
     rows.append(("cuda: cuBLASLt epilogues (nvmath-python)", has_nvmath and cuda_ok,
                  ("ready" if cuda_ok else no_gpu) if has_nvmath
-                 else "nvmath-python not installed (optional: pip install nvmath-python[cu12])"))
+                 else "nvmath-python not installed (optional: " + INSTALL_HINTS["nvmath"] + ")"))
     return rows
 
 

@@ -8,6 +8,8 @@ import math
 import os
 import time
 
+from ..install_hints import hint
+
 PROG = "gpugrad"
 DEVICES = ("auto", "cpu", "cuda")
 DATASETS = ("digits", "mnist1d", "synthetic")
@@ -41,19 +43,26 @@ def nonneg_int(name: str):
 
 
 def float_in(name: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-              hi_open: bool = False):
+             hi_open: bool = False):
+    """argparse type: a finite float in the interval [lo, hi] (ends open with ``lo_open``/``hi_open``;
+    None: unbounded on that side)."""
+    left = "(-inf" if lo is None else f"{'(' if lo_open else '['}{lo}"
+    right = "inf)" if hi is None else f"{hi}{')' if hi_open else ']'}"
+    rng = f"{left}, {right}"
+
     def parse(s: str) -> float:
         try:
             v = float(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}") from None
-        bad = not math.isfinite(v)
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number in {rng}, got {s!r}")
+        bad = False
         if lo is not None:
             bad = bad or (v <= lo if lo_open else v < lo)
         if hi is not None:
             bad = bad or (v >= hi if hi_open else v > hi)
         if bad:
-            rng = f"{'(' if lo_open else '['}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{')' if hi_open else ']'}"
             raise argparse.ArgumentTypeError(f"{name} must be in {rng}, got {s!r}")
         return v
     return parse
@@ -121,7 +130,7 @@ def cuda_status() -> tuple[bool, str]:
     if not reason:
         reason = "CuPy not installed"
     if "not installed" in reason and "pip install" not in reason:
-        reason += " (pip install gpugrad[cuda12] or gpugrad[cuda13])"
+        reason += f" ({hint('cupy')})"
     elif fix and "pip install" not in reason:
         reason += ". " + fix
     return False, reason
