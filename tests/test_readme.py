@@ -129,3 +129,10 @@ def test_install_hints_are_the_readmes_and_info_prints_them(monkeypatch):
     text = info.info_text()
     for pkg in ("cupy", "torch", "mnist1d", "safetensors", "matplotlib"):
         assert f"not installed: {INSTALL_HINTS[pkg]}" in text
+
+
+def test_plain_install_gives_the_plots_the_quick_start_promises():
+    assert "curves.png" in README and "grad_norms.png" in README
+    pyproject = open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8").read()
+    deps = pyproject.split("dependencies = [", 1)[1].split("]", 1)[0]
+    assert re.search(r'"matplotlib[><=]', deps), "the quick start's PNGs need matplotlib in the default install"
