@@ -110,7 +110,7 @@ def load_mnist1d() -> Dataset:
     except ImportError as e:
         raise DatasetError(
             "mnist1d: the optional 'mnist1d' package is not installed. Fix: pip install mnist1d "
-            "(or pip install 'gpugrad[mnist1d]'); the data set is then generated locally, no download.") from e
+            "(in a gpugrad checkout: pip install \".[mnist1d]\"); the data set is then generated locally, no download.") from e
     state = np.random.get_state()  # make_dataset seeds NumPy's global generator: leave it as it was
     try:
         d = make_dataset(get_dataset_args())

@@ -339,8 +339,8 @@ def test_unusable_numba_runs_cuda_c_with_one_warning_or_raises_when_strict(numba
 
 
 def test_info_says_plainly_that_numba_kernels_are_unusable(numba_broken):
-    from gpugrad import cli
-    text = cli.info_text()
+    from gpugrad.cli import info
+    text = info.info_text()
     line = next(ln for ln in text.splitlines() if "Numba CUDA kernels" in ln)
     assert "unusable: " in line and "row_stack" in line and "using CUDA C kernels" in line
 

@@ -1,0 +1,61 @@
+"""The bench harness shared by ``gpugrad bench`` and benchmarks/ (timings themselves belong in
+benchmarks/, not in tests: nothing here asserts a duration)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from gpugrad import benchmarking as bm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_mlp_flops_counts_forward_and_backward_gemms():
+    # layer 1 (3x4): forward + dW only; layer 2 (4x2): forward + dW + dX
+    assert bm.mlp_flops([3, 4, 2], 5) == 2 * 5 * 3 * 4 * 2 + 2 * 5 * 4 * 2 * 3
+
+
+def test_median_time_runs_setup_untimed_before_every_call_and_syncs():
+    calls = []
+    t = bm.median_time(lambda: calls.append("fn"), repeats=3, warmup=2, setup=lambda: calls.append("setup"),
+                       sync=lambda: calls.append("sync"))
+    assert t >= 0
+    assert calls[:4] == ["setup", "fn", "setup", "fn"] and calls[4] == "sync"
+    assert calls[5:] == ["setup", "sync", "fn", "sync"] * 3
+
+
+def test_the_step_trains_and_rejects_unknown_optimizers():
+    import gpugrad as gg
+    sizes = [8, 16, 4]
+    x, y = bm.random_batch(np.random.default_rng(0), 32, 8, 4)
+    assert x.dtype == np.float32 and y.min() >= 0 and y.max() < 4
+    for opt, lr in (("sgd", 0.5), ("adam", 0.02)):
+        _, step = bm.gpugrad_mlp_step(sizes, optimizer=opt, lr=lr)
+        losses = [step(gg.tensor(x), gg.tensor(y)).item() for _ in range(30)]
+        assert losses[-1] < 0.7 * losses[0], (opt, losses[0], losses[-1])
+    with pytest.raises(ValueError, match="benchmark optimizer must be one of"):
+        bm.gpugrad_mlp_step(sizes, optimizer="lbfgs")
+
+
+@pytest.mark.parametrize("optimizer", bm.OPTIMIZERS)
+def test_gpugrad_and_torch_steps_are_the_same_computation(optimizer):
+    torch = pytest.importorskip("torch")
+    import gpugrad as gg
+    sizes = [8, 16, 16, 4]
+    x, y = bm.random_batch(np.random.default_rng(1), 32, 8, 4)
+    model, step = bm.gpugrad_mlp_step(sizes, optimizer=optimizer, lr=1e-2)
+    _, tstep = bm.torch_mlp_step(torch, sizes, optimizer=optimizer, lr=1e-2, like=model)
+    for _ in range(3):
+        a = step(gg.tensor(x), gg.tensor(y)).item()
+        b = tstep(torch.from_numpy(x), torch.from_numpy(y)).item()
+        assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_benchmark_scripts_use_the_package_harness():
+    for name in sorted(os.listdir(os.path.join(ROOT, "benchmarks"))):
+        if name.endswith(".py"):
+            text = open(os.path.join(ROOT, "benchmarks", name), encoding="utf-8").read()
+            assert "gpugrad.benchmarking" in text or "benchmarking as bm" in text, name
+    assert not os.path.exists(os.path.join(ROOT, "benchmarks", "_common.py"))
