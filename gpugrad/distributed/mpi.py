@@ -78,20 +78,25 @@ class ProcessGroupMPI(ProcessGroup):
         # MPI has no portable half type: float16 buckets travel (and are summed) in float32.
         return np.dtype(np.float32) if np.dtype(dtype) == np.float16 else np.dtype(dtype)
 
-    def _host(self, arr: Any, be: Any, where: str) -> tuple[np.ndarray, bool]:
-        """A C-contiguous NumPy buffer for ``arr`` and whether it is a copy to write back."""
-        if isinstance(arr, np.ndarray):
-            if arr.dtype == np.float16:
-                raise DistributedError(f"{where}: the MPI backend has no float16 type; reduce a float32 copy "
-                                       "(DistributedDataParallel does this for float16 gradients)")
-            if arr.flags.c_contiguous:
-                return arr, False
-            return np.ascontiguousarray(arr), True
-        return np.ascontiguousarray(be.to_numpy(arr)), True  # device array: host copy (no CUDA-aware MPI)
+    def _host(self, arr: Any, be: Any, reduce: bool) -> tuple[np.ndarray, bool]:
+        """A C-contiguous NumPy buffer for ``arr`` and whether it is a copy to write back. MPI has no
+        portable half type: float16 is summed in a float32 copy, and broadcast as raw 16-bit words."""
+        if isinstance(arr, np.ndarray) and arr.flags.c_contiguous and arr.dtype != np.float16:
+            return arr, False
+        host = np.ascontiguousarray(arr if isinstance(arr, np.ndarray) else be.to_numpy(arr))
+        if host.dtype == np.float16:
+            host = host.astype(np.float32) if reduce else host.view(np.uint16)
+        return host, True  # a device array goes through this host copy (CUDA-aware MPI is not assumed)
+
+    @staticmethod
+    def _write_back(arr: Any, be: Any, host: np.ndarray) -> None:
+        if host.dtype == np.uint16 and arr.dtype == np.float16:
+            host = host.view(np.float16)
+        arr[...] = host if isinstance(arr, np.ndarray) else be.from_numpy(host.astype(arr.dtype, copy=False))
 
     def all_reduce_array(self, arr: Any, be: Any, op: str = "sum", async_op: bool = False) -> Work | None:
         op = check_op(op, "all_reduce")
-        host, copied = self._host(arr, be, "all_reduce")
+        host, copied = self._host(arr, be, True)
         if op == "avg" and host.dtype.kind not in "fc":
             raise DistributedError(f"all_reduce(op='avg'): needs a floating-point tensor, got {host.dtype}; "
                                    "use op='sum' and divide as you need")
@@ -102,7 +107,7 @@ class ProcessGroupMPI(ProcessGroup):
             if op == "avg":
                 host[...] /= size
             if copied:
-                arr[...] = host if isinstance(arr, np.ndarray) else be.from_numpy(host)
+                self._write_back(arr, be, host)
         w = self._work(req, finish, f"all_reduce({op}, {host.size} x {host.dtype})")
         if async_op:
             return w
@@ -112,12 +117,12 @@ class ProcessGroupMPI(ProcessGroup):
     def broadcast_array(self, arr: Any, be: Any, src: int = 0, async_op: bool = False) -> Work | None:
         if not 0 <= src < self.size:
             raise DistributedError(f"broadcast: src={src} is not a rank of this world of {self.size}")
-        host, copied = self._host(arr, be, "broadcast")
+        host, copied = self._host(arr, be, False)
         req = self.comm.Ibcast(host, root=src)
 
         def finish() -> None:
             if copied:
-                arr[...] = host if isinstance(arr, np.ndarray) else be.from_numpy(host)
+                self._write_back(arr, be, host)
         w = self._work(req, finish, f"broadcast(src={src}, {host.size} x {host.dtype})")
         if async_op:
             return w
