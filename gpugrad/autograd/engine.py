@@ -86,6 +86,8 @@ def register_post_accumulate_grad_hook(leaf, hook: Callable) -> Callable[[], Non
 
 
 def _drop_hooks(key: int, ref) -> None:
+    if _post_hooks is None:  # interpreter shutdown
+        return
     e = _post_hooks.get(key)
     if e is not None and e[0] is ref:
         del _post_hooks[key]

@@ -116,7 +116,7 @@ class ProcessGroupNCCL(ProcessGroup):
             self.comm.allReduce(p, p, arr.size, dt, self._ops[op], self.stream.ptr)
             if op == "avg":
                 with self.stream:
-                    arr *= 1.0 / self.size
+                    arr[...] *= 1.0 / self.size
         return self._enqueue(launch, f"all_reduce({op}, {arr.size} x {arr.dtype})", async_op)
 
     def broadcast_array(self, arr: Any, be: Any = None, src: int = 0, async_op: bool = False) -> Work | None:

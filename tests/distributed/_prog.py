@@ -215,12 +215,23 @@ def sc_fail(r: int, n: int) -> None:
 
 
 def sc_vanish(r: int, n: int) -> None:
-    """Rank n-1 leaves quietly (exit 0) while the others wait: they time out and abort."""
+    """Rank n-1 leaves quietly (sys.exit(0): MPI finalized) while the others wait: they time out and abort."""
     model = DDP(make_model(1))
     for k in range(100):
         x, y = data(k)
         if k == 2 and r == n - 1:
-            os._exit(0)
+            sys.exit(0)
+        mse(model, shard(x, r, n), shard(y, r, n)).backward()
+
+
+def sc_die(r: int, n: int) -> None:
+    """Rank n-1 is killed (SIGKILL): the launcher stops the others."""
+    model = DDP(make_model(1))
+    for k in range(100):
+        x, y = data(k)
+        if k == 2 and r == n - 1:
+            import signal
+            os.kill(os.getpid(), signal.SIGKILL)
         mse(model, shard(x, r, n), shard(y, r, n)).backward()
 
 
