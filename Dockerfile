@@ -26,7 +26,7 @@ COPY gpugrad ./gpugrad
 COPY kernels ./kernels
 # Installs this checkout (not a registry package); its dependencies are bounded in pyproject.toml.
 # hadolint ignore=DL3013
-RUN pip install ".[cuda12,plot]" \
+RUN pip install ".[cuda12]" \
     && useradd --create-home --uid 1000 gpugrad \
     && mkdir -p /work \
     && chown gpugrad:gpugrad /work

@@ -38,12 +38,11 @@ _threads_from_argv(sys.argv)
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import gpugrad as gg  # noqa: E402
 from gpugrad import checkpoint as C  # noqa: E402
 from gpugrad.memory import format_bytes, track  # noqa: E402
-from _common import machine_info, median_time, write_json  # noqa: E402
+from gpugrad.benchmarking import machine_info, median_time, write_json  # noqa: E402
 
 MIB = 1 << 20
 

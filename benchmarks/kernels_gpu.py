@@ -23,10 +23,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import gpugrad as gg  # noqa: E402
-from _common import machine_info, write_json  # noqa: E402
+from gpugrad.benchmarking import machine_info, write_json  # noqa: E402
 from gpugrad.kernels import act_bias_grad as kabg, bias_act as kba, optim_step as kopt, softmax_xent as ksx  # noqa
 
 INNER = 10

@@ -3,8 +3,9 @@
     python benchmarks/mlp_cpu.py [--repeats 20] [--out benchmarks/results/mlp_cpu.json]
 
 (a) batch 256, 784-1024-1024-1024-1024-10, ReLU; (b) batch 1024, 16 hidden layers of 128, ReLU:
-one step = forward, cross-entropy, backward, SGD step. (c) per-op overhead: a scalar graph of 1,000
-small ops, forward + backward, in microseconds per op. Both start from the same weights and their
+one step = zero_grad, forward, cross-entropy, backward, SGD step (lr 0.01), built by the harness
+shared with `gpugrad bench` (gpugrad/benchmarking.py; GFLOP/s count the step's GEMMs as it does).
+(c) per-op overhead: a scalar graph of 1,000 small ops, forward + backward, in microseconds per op. Both start from the same weights and their
 losses are checked to agree first. Each framework times in its own process (alternating, --rounds
 times; the best median of each is kept). GEMMs: MKL when the `mkl` wheel is installed
 (`pip install .[mkl]`), else NumPy's OpenBLAS; GPUGRAD_BLAS=numpy forces the latter.
@@ -18,10 +19,9 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import gpugrad as gg  # noqa: E402
-from _common import machine_info, median_time, write_json  # noqa: E402
+from gpugrad import benchmarking as bm  # noqa: E402
 
 CASES = {
     "a": ("batch 256, 784-1024x4-10, ReLU", 256, [784, 1024, 1024, 1024, 1024, 10]),
@@ -30,62 +30,41 @@ CASES = {
 
 
 def gg_step_fn(sizes, batch, rng):
-    model = gg.nn.MLP(sizes, activation="relu")
-    opt = gg.optim.SGD(model.parameters(), lr=0.01)
+    """gpugrad's model, step and a setup that draws a fresh batch (the shared harness's SGD step)."""
+    model, step = bm.gpugrad_mlp_step(sizes, "cpu", optimizer="sgd", lr=0.01)
     data = {}
 
     def setup():
-        data["x"] = gg.tensor(rng.standard_normal((batch, sizes[0]), dtype=np.float32))
-        data["y"] = gg.tensor(rng.integers(0, sizes[-1], batch))
+        x, y = bm.random_batch(rng, batch, sizes[0], sizes[-1])
+        data["x"], data["y"] = gg.tensor(x), gg.tensor(y)
 
-    def step():
-        loss = gg.nn.functional.cross_entropy(model(data["x"]), data["y"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        data["loss"] = loss
-    return model, step, setup, data
+    def run():
+        data["loss"] = step(data["x"], data["y"])
+    return model, run, setup, data
 
 
 def torch_step_fn(sizes, batch, rng, gg_model):
+    """The same for PyTorch, starting from ``gg_model``'s weights."""
     import torch
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers)
-    # identical weights
-    gg_linears = [m for m in gg_model.modules() if isinstance(m, gg.nn.Linear)]
-    with torch.no_grad():
-        for tl, gl in zip([m for m in model if isinstance(m, torch.nn.Linear)], gg_linears):
-            tl.weight.copy_(torch.from_numpy(gl.weight.numpy()))
-            tl.bias.copy_(torch.from_numpy(gl.bias.numpy()))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    _, step = bm.torch_mlp_step(torch, sizes, "cpu", optimizer="sgd", lr=0.01, like=gg_model)
     data = {}
 
     def setup():
-        data["x"] = torch.from_numpy(rng.standard_normal((batch, sizes[0]), dtype=np.float32))
-        data["y"] = torch.from_numpy(rng.integers(0, sizes[-1], batch))
+        x, y = bm.random_batch(rng, batch, sizes[0], sizes[-1])
+        data["x"], data["y"] = torch.from_numpy(x), torch.from_numpy(y)
 
-    def step():
-        loss = torch.nn.functional.cross_entropy(model(data["x"]), data["y"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        data["loss"] = loss
-    return step, setup, data
+    def run():
+        data["loss"] = step(data["x"], data["y"])
+    return run, setup, data
 
 
 def check_same_loss(sizes, batch) -> float:
     """One step of each on the same batch and weights: the losses must agree before we time anything."""
     rng = np.random.default_rng(1)
-    gg.manual_seed(0)
     model, gstep, _, gdata = gg_step_fn(sizes, batch, rng)
     tstep, _, tdata = torch_step_fn(sizes, batch, rng, model)
     import torch
-    x = rng.standard_normal((batch, sizes[0]), dtype=np.float32)
-    y = rng.integers(0, sizes[-1], batch)
+    x, y = bm.random_batch(rng, batch, sizes[0], sizes[-1])
     gdata["x"], gdata["y"] = gg.tensor(x), gg.tensor(y)
     tdata["x"], tdata["y"] = torch.from_numpy(x), torch.from_numpy(y)
     for _ in range(2):
@@ -129,13 +108,13 @@ def _worker(framework: str, case: str, repeats: int, warmup: int) -> float:
     gg.manual_seed(0)
     if case == "c":
         fn = scalar_graph_gg(1000) if framework == "gpugrad" else scalar_graph_torch(1000)
-        return median_time(fn, repeats, warmup) / 1000
+        return bm.median_time(fn, repeats, warmup) / 1000
     _, batch, sizes = CASES[case]
     model, gstep, gsetup, _ = gg_step_fn(sizes, batch, rng)
     if framework == "gpugrad":
-        return median_time(gstep, repeats, warmup, gsetup)
+        return bm.median_time(gstep, repeats, warmup, gsetup)
     tstep, tsetup, _ = torch_step_fn(sizes, batch, rng, model)
-    return median_time(tstep, repeats, warmup, tsetup)
+    return bm.median_time(tstep, repeats, warmup, tsetup)
 
 
 def _run_worker(framework: str, case: str, repeats: int, warmup: int) -> float:  # noqa: D401
@@ -185,7 +164,7 @@ def main(argv=None) -> dict:
                          "ratio": g / t if t else None})
         else:
             label, batch, sizes = CASES[key]
-            flops = 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+            flops = bm.mlp_flops(sizes, batch)
             rows.append({"case": key, "label": label, "gpugrad_ms": g * 1e3, "torch_ms": t * 1e3 if t else None,
                          "ratio": g / t if t else None, "gpugrad_gflops": flops / g / 1e9})
     print(f"{'case':<4} {'what':<40} {'gpugrad':>12} {'PyTorch':>12} {'ratio':>7}")
@@ -198,10 +177,10 @@ def main(argv=None) -> dict:
         rs = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
         print(f"{r['case']:<4} {r['label']:<40} {g:9.2f} {unit:<3}{ts:>12} {rs:>7}")
     from gpugrad.backends import cpu_blas
-    payload = {"machine": machine_info(), "gpugrad_blas": cpu_blas.provider(), "repeats": args.repeats,
+    payload = {"machine": bm.machine_info(), "gpugrad_blas": cpu_blas.provider(), "repeats": args.repeats,
                "rounds": args.rounds, "rows": rows}
     print(f"gpugrad GEMMs: {payload['gpugrad_blas']}")
-    write_json(args.out, payload)
+    bm.write_json(args.out, payload)
     print(f"wrote {args.out}")
     return payload
 

@@ -26,10 +26,9 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import gpugrad as gg  # noqa: E402
-from _common import machine_info, write_json  # noqa: E402
+from gpugrad.benchmarking import machine_info, torch_mlp, write_json  # noqa: E402
 
 F = gg.nn.functional
 CASES = {"a": (8192, 4096), "b": (65536, 256), "c": (256, 512)}
@@ -129,15 +128,7 @@ def check_against_float64(width, xs, ys, tf32: bool, torch_model=None):
 
 def torch_model_like(gg_model, width):
     import torch
-    layers = []
-    for _ in range(DEPTH):
-        layers += [torch.nn.Linear(width, width), torch.nn.ReLU()]
-    layers.append(torch.nn.Linear(width, N_CLASSES))
-    tm = torch.nn.Sequential(*layers).cuda()
-    with torch.no_grad():
-        for tp, gp in zip(tm.parameters(), gg_model.parameters()):
-            tp.copy_(torch.from_numpy(gp.numpy()))
-    return tm
+    return torch_mlp(torch, [width] + [width] * DEPTH + [N_CLASSES], like=gg_model, device="cuda")
 
 
 def gemm_floor(batch: int, width: int, repeats: int, tf32: bool) -> float:

@@ -31,11 +31,11 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import gpugrad as gg  # noqa: E402
 import gpugrad.nn.functional as F  # noqa: E402
-from _common import machine_info, write_json  # noqa: E402
+from gpugrad import benchmarking  # noqa: E402
+from gpugrad.benchmarking import machine_info, write_json  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "mlp_gpu_fast.json")
 
@@ -91,18 +91,8 @@ def _torch():
 
 
 def torch_mlp(torch, sizes, gg_model, dtype=None):
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
-    m = torch.nn.Sequential(*layers)
-    lins = [x for x in gg_model.modules() if isinstance(x, gg.nn.Linear)]
-    with torch.no_grad():
-        for tl, gl in zip([x for x in m if isinstance(x, torch.nn.Linear)], lins):
-            tl.weight.copy_(torch.from_numpy(gl.weight.numpy()))
-            tl.bias.copy_(torch.from_numpy(gl.bias.numpy()))
-    return m.cuda() if dtype is None else m.cuda().to(dtype)
+    m = benchmarking.torch_mlp(torch, sizes, like=gg_model, device="cuda")
+    return m if dtype is None else m.to(dtype)
 
 
 def torch_variants(torch, sizes, gg_model, x_np, y_np, step_kind: str, repeats: int, warmup: int,

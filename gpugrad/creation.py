@@ -19,13 +19,14 @@ def _to_array(data: Any, dtype, dev: device):
         src_be = data._backend()
         arr = data.data if data._device == dev else be.from_numpy(src_be.to_numpy(data.data))
     elif isinstance(data, np.ndarray) or np.isscalar(data) and isinstance(data, np.generic):
+        _check_kind(np.asarray(data).dtype, data)
         arr = be.from_numpy(np.asarray(data))
     elif hasattr(data, "__cuda_array_interface__") or be.is_array(data):
         arr = be.asarray(data)
     else:
         if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flatten(data)):
             data = _nested_numpy(data)
-        host = np.asarray(data)
+        host = _host_array(data)
         if dt is None and host.dtype == np.float64:
             host = host.astype(_dtype.get_default_dtype())
         elif dt is None and host.dtype.kind == "i":
@@ -34,6 +35,55 @@ def _to_array(data: Any, dtype, dev: device):
     if dt is not None and arr.dtype != dt:
         arr = arr.astype(dt)
     return arr
+
+
+# NumPy dtype kinds a tensor can hold: bool, signed/unsigned integers, floats.
+_TENSOR_KINDS = "biuf"
+
+
+def _check_kind(dt: np.dtype, data: Any) -> None:
+    if dt.kind in _TENSOR_KINDS:
+        return
+    what = {"U": "string", "S": "bytes", "O": "Python object", "c": "complex", "M": "datetime",
+            "m": "timedelta", "V": "structured"}.get(dt.kind, str(dt))
+    raise TypeError(f"gg.tensor: cannot make a tensor of {what} data (NumPy dtype {dt}, from "
+                    f"{type(data).__name__}); tensors hold numbers: bool, integers or floats. Convert the data "
+                    f"first, e.g. labels to integer class indices")
+
+
+def _ragged(x: Any, path: tuple = ()) -> str | None:
+    """Where a nested list/tuple is not rectangular: a message naming the two differing shapes, or None."""
+    if not isinstance(x, (list, tuple)) or not x:
+        return None
+    shapes = [np.shape(y) if not isinstance(y, (list, tuple)) or _ragged(y) is None else None for y in x]
+    for i, y in enumerate(x):
+        inner = _ragged(y, path + (i,))
+        if inner:
+            return inner
+    for i in range(1, len(x)):
+        if shapes[i] != shapes[0]:
+            where = "data" + "".join(f"[{k}]" for k in path)
+            return (f"{where}[0] has shape {shapes[0]} but {where}[{i}] has shape {shapes[i]}; every element "
+                    f"at one nesting level must have the same shape (pad the rows, or build the tensor "
+                    f"with gg.cat / gg.stack)")
+    return None
+
+
+def _host_array(data: Any) -> np.ndarray:
+    """``np.asarray(data)`` for Python data, refusing ragged nesting and non-numeric data clearly."""
+    try:
+        host = np.asarray(data)
+    except ValueError as e:
+        why = _ragged(data)
+        if why is None:
+            raise TypeError(f"gg.tensor: cannot make a tensor from {type(data).__name__} data ({e})") from None
+        raise ValueError(f"gg.tensor: ragged nested sequence: {why}") from None
+    if host.dtype.kind == "O":
+        why = _ragged(data)
+        if why is not None:
+            raise ValueError(f"gg.tensor: ragged nested sequence: {why}")
+    _check_kind(host.dtype, data)
+    return host
 
 
 def _flatten(x):

@@ -5,7 +5,7 @@
 warns when a layer's norm collapses (below ``collapse_rel`` times the largest layer's norm, or
 exactly zero) or explodes (above ``explode_abs``, or NaN/inf).
 
-Plots need matplotlib (``pip install matplotlib``); without it the plot functions return ``None``
+Plots need matplotlib (a dependency of gpugrad); without it the plot functions return ``None``
 after printing a one-line note."""
 from __future__ import annotations
 
@@ -112,7 +112,8 @@ def _pyplot():
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
     except ImportError:
-        print("note: matplotlib is not installed, skipping plots (pip install matplotlib)", file=sys.stderr)
+        from .install_hints import hint
+        print(f"note: matplotlib is not installed, skipping plots ({hint('matplotlib')})", file=sys.stderr)
         return None
     return plt
 

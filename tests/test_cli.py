@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad import cli, diagnostics
+from gpugrad import cli, diagnostics, training
 
 TINY = ["--dataset", "synthetic", "--n-samples", "240", "--n-features", "6", "--n-outputs", "3",
         "--width", "16", "--depth", "2", "--batch-size", "32", "--quiet", "--no-plots"]
@@ -147,16 +147,16 @@ def test_resume_extends_a_finished_run(tmp_path, capsys):
 def test_ctrl_c_leaves_a_resumable_run(tmp_path, monkeypatch, capsys):
     full, part = tmp_path / "full", tmp_path / "part"
     assert cli.main(["train", *TINY, "--epochs", "3", "--run-dir", str(full)]) == 0
-    real = cli._Trainer.train_epoch
+    real = training.Trainer.train_epoch
 
     def interrupted(self, epoch, total):
         if epoch == 1:
             raise KeyboardInterrupt
         return real(self, epoch, total)
-    monkeypatch.setattr(cli._Trainer, "train_epoch", interrupted)
+    monkeypatch.setattr(training.Trainer, "train_epoch", interrupted)
     assert cli.main(["train", *TINY, "--epochs", "3", "--run-dir", str(part)]) == 130
     assert f"--resume {part}" in capsys.readouterr().err
-    monkeypatch.setattr(cli._Trainer, "train_epoch", real)
+    monkeypatch.setattr(training.Trainer, "train_epoch", real)
     assert cli.main(["train", "--resume", str(part), "--quiet", "--no-plots"]) == 0
     assert _strip_timing(_metrics(part)) == _strip_timing(_metrics(full))
 
@@ -177,10 +177,12 @@ def test_resume_drops_metrics_written_after_the_checkpoint(tmp_path):
     (["train", "--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
     (["train", "--schedule", "linear"], "invalid choice"),
     (["train", "--activation", "swish"], "invalid choice"),
-    (["train", "--lr", "-1"], "--lr must be in"),
     (["train", "--lr", "abc"], "--lr must be a number"),
+    (["train", "--lr", "inf"], "--lr must be a finite number in (0.0, inf), got 'inf'"),
+    (["train", "--lr", "nan"], "--lr must be a finite number in (0.0, inf), got 'nan'"),
+    (["train", "--lr", "-1"], "--lr must be in (0.0, inf), got '-1'"),
+    (["train", "--dropout", "1.0"], "--dropout must be in [0.0, 1.0), got '1.0'"),
     (["train", "--epochs", "0"], "--epochs must be a positive integer"),
-    (["train", "--dropout", "1.0"], "--dropout must be in"),
     (["train", "--checkpoint", "half"], "--checkpoint must be 'none', 'sqrt'"),
     (["train", "--no-such-option"], "unrecognized arguments"),
     (["train", "--optimizer", "adam", "--momentum", "0.9"], "--momentum applies to sgd and rmsprop"),

@@ -1,6 +1,7 @@
 """Bad input gets a clear error naming the op, the shapes/dtypes/devices and the fix."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import gpugrad as gg
@@ -97,3 +98,28 @@ def test_foreign_exceptions_are_wrapped_with_op_and_inputs():
 
     with pytest.raises(ValueError, match=r"Boom: inner problem \(inputs: Tensor\(shape=\(2,\), dtype=float32, device=cpu\)\)"):
         Boom.apply(gg.ones(2))
+
+
+@pytest.mark.parametrize("data, shapes", [([[1, 2], [3]], ("data[0] has shape (2,)", "data[1] has shape (1,)")),
+                                          ([[[1, 2], [3, 4]], [[1, 2], [3]]], ("data[1][0] has shape (2,)",
+                                                                               "data[1][1] has shape (1,)")),
+                                          ([[1, 2], 3], ("data[0] has shape (2,)", "data[1] has shape ()"))])
+def test_ragged_nested_sequence_names_the_shapes(data, shapes):
+    with pytest.raises(ValueError) as e:
+        gg.tensor(data)
+    msg = str(e.value)
+    assert msg.startswith("gg.tensor: ragged nested sequence") and all(s in msg for s in shapes)
+
+
+@pytest.mark.parametrize("data", [["a", "b"], np.array(["x", "y"]), [1, "a"], [b"a"], [1 + 2j], [object()]])
+def test_non_numeric_data_is_refused(data):
+    with pytest.raises(TypeError, match=r"gg.tensor: cannot make a tensor of .* data"):
+        gg.tensor(data)
+    with pytest.raises(TypeError, match=r"gg.tensor: cannot make a tensor of"):
+        gg.as_tensor(data)
+
+
+def test_float64_numpy_data_keeps_its_dtype_as_in_pytorch():
+    assert gg.tensor(np.zeros(3)).dtype == gg.float64          # torch.tensor(np.zeros(3)).dtype == float64
+    assert gg.tensor([0.5, 1.0]).dtype == gg.float32          # Python floats: the default dtype
+    assert gg.tensor(np.zeros(3), dtype=gg.float32).dtype == gg.float32

@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 
 from ..._device import device as _device_t
+from ...install_hints import hint
 from ...autograd.function import named_error
 from .. import register_backend
 from ..base import Backend, DeviceUnavailableError
 
-FIX = ("Fix: install CuPy for your driver's CUDA version, `pip install gpugrad[cuda12]` (CUDA 12.x driver) or "
-       "`pip install gpugrad[cuda13]` (CUDA 13.x driver); check the driver and the GPUs with `nvidia-smi`; "
-       "or run on device='cpu'.")
+FIX = (f"Fix: install CuPy for your driver's CUDA version: {hint('cupy')}; check the driver and the GPUs "
+       "with `nvidia-smi`; or run on device='cpu'.")
 
 _probe_cache: list = []  # [(ok, reason, device_count)] once probed
 

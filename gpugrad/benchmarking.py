@@ -1,0 +1,265 @@
+"""The benchmark harness shared by ``gpugrad bench`` and the scripts in benchmarks/: timing, the MLP
+training step of gpugrad and of PyTorch (same sizes, same weights, same data), GEMM FLOP counts, the
+GEMM ceiling, machine facts and the JSON writer.
+
+The GEMM ceiling is the best float32 TFLOP/s of an ``n x n @ n x n`` matmul on the device (best of a
+few runs after a warm-up), through gpugrad's backend array library (NumPy's BLAS on the CPU, CuPy's
+cuBLAS on CUDA) and, when PyTorch is installed, ``torch.matmul``: the faster of the two is the ceiling,
+since no MLP step can beat its own GEMMs."""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+# =============================================================================================== timing
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int, setup: Callable[[], Any] | None = None,
+                sync: Callable[[], Any] | None = None) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs.
+
+    ``setup`` runs untimed before each call (e.g. to draw a fresh batch); ``sync`` waits for the
+    device (e.g. ``backend.synchronize``) before the clock starts and before it stops."""
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        if setup:
+            setup()
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        if setup:
+            setup()
+            sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# =============================================================================================== FLOPs and the ceiling
+def mlp_flops(sizes: Sequence[int], batch: int) -> float:
+    """FLOPs of one training step's GEMMs for layer sizes ``sizes``: forward 2*B*in*out per layer,
+    backward 4*B*in*out (dX and dW) except the first layer (no dX: the input needs no gradient)."""
+    total = 0.0
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        total += 2.0 * batch * a * b * (2 if i == 0 else 3)
+    return total
+
+
+def gemm_ceiling(device: str, n: int | None = None, repeats: int = 3) -> dict:
+    """Best TFLOP/s of ``repeats`` float32 ``n x n`` matmuls through gpugrad's backend array library
+    (default n: 2048 on the CPU, 8192 on CUDA)."""
+    from .backends import get_backend
+    be = get_backend(device)
+    n = n or (2048 if device == "cpu" else 8192)
+    rng = np.random.default_rng(0)
+    a = be.from_numpy(rng.standard_normal((n, n), dtype=np.float32))
+    b = be.from_numpy(rng.standard_normal((n, n), dtype=np.float32))
+    best = min_time(lambda: a @ b, repeats, be.synchronize)
+    return {"n": n, "dtype": "float32", "seconds": best, "tflops": 2.0 * n ** 3 / best / 1e12,
+            "source": f"{'numpy' if device == 'cpu' else 'cupy'} matmul"}
+
+
+def torch_gemm_tflops(torch, device: str, n: int, repeats: int = 3) -> float:
+    """Best TFLOP/s of float32 ``n x n`` ``torch.matmul`` on ``device``."""
+    dev = torch.device(device)
+    a = torch.randn(n, n, device=dev)
+    b = torch.randn(n, n, device=dev)
+    best = min_time(lambda: a @ b, repeats, torch_sync(torch, device))
+    return 2.0 * n ** 3 / best / 1e12
+
+
+def device_ceiling(device: str, n: int | None = None, torch=None) -> dict:
+    """The GEMM ceiling of ``device``: gpugrad's backend matmul, and ``torch.matmul`` when ``torch`` is
+    given; the faster one wins (``source`` says which)."""
+    ceiling = gemm_ceiling(device, n=n)
+    if torch is not None:
+        ceiling["gpugrad_backend_tflops"] = ceiling["tflops"]
+        ceiling["torch_tflops"] = torch_gemm_tflops(torch, device, ceiling["n"])
+        if ceiling["torch_tflops"] > ceiling["tflops"]:
+            ceiling["tflops"], ceiling["source"] = ceiling["torch_tflops"], "torch.matmul"
+    return ceiling
+
+
+def min_time(fn: Callable[[], Any], repeats: int, sync: Callable[[], Any]) -> float:
+    """Best wall time of ``fn()`` over ``repeats`` runs after one warm-up run, synchronised each run."""
+    fn()
+    sync()
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def torch_sync(torch, device: str) -> Callable[[], Any]:
+    """``torch.cuda.synchronize`` on a CUDA device, else a no-op."""
+    return torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
+
+# =============================================================================================== the training step
+def gpugrad_mlp_step(sizes: Sequence[int], device: str = "cpu", optimizer: str = "adam", lr: float = 1e-4):
+    """``(model, step)``: a seeded ReLU ``gg.nn.MLP(sizes)`` and ``step(x, y) -> loss``: zero_grad,
+    forward, cross-entropy, backward, ``optimizer`` step (``"adam"`` or ``"sgd"``)."""
+    import gpugrad as gg
+    gg.manual_seed(0)
+    model = gg.nn.MLP(list(sizes), activation="relu", device=device)
+    opt = _optimizer(gg.optim, optimizer, model.parameters(), lr)
+    F = gg.nn.functional
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return model, step
+
+
+def torch_mlp(torch, sizes: Sequence[int], like=None, device: str = "cpu"):
+    """``torch.nn.Sequential`` of Linear+ReLU layers (no ReLU after the last) with the weights of the
+    gpugrad model ``like`` when given, on ``device``."""
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    if like is not None:
+        import gpugrad as gg
+        linears = [m for m in like.modules() if isinstance(m, gg.nn.Linear)]
+        with torch.no_grad():
+            for tl, gl in zip([m for m in model if isinstance(m, torch.nn.Linear)], linears):
+                tl.weight.copy_(torch.from_numpy(gl.weight.numpy()))
+                tl.bias.copy_(torch.from_numpy(gl.bias.numpy()))
+    return model.to(torch.device(device))
+
+
+def torch_mlp_step(torch, sizes: Sequence[int], device: str = "cpu", optimizer: str = "adam", lr: float = 1e-4,
+                   like=None):
+    """``(model, step)`` of PyTorch matching :func:`gpugrad_mlp_step` (weights of ``like`` when given,
+    else ``torch.manual_seed(0)``)."""
+    torch.manual_seed(0)
+    model = torch_mlp(torch, sizes, like, device)
+    opt = _optimizer(torch.optim, optimizer, model.parameters(), lr)
+    F = torch.nn.functional
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return model, step
+
+
+def _optimizer(optim, name: str, params, lr: float):
+    if name == "adam":
+        return optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return optim.SGD(params, lr=lr)
+    raise ValueError(f"benchmark optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+def random_batch(rng: np.random.Generator, batch: int, n_in: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 input batch and int64 class labels."""
+    return rng.standard_normal((batch, n_in), dtype=np.float32), rng.integers(0, n_classes, batch)
+
+
+# =============================================================================================== machine facts
+def versions() -> dict[str, str | None]:
+    """Versions of Python, gpugrad and the packages it can use (None: not installed)."""
+    import importlib.metadata as md
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for mod, dist in (("gpugrad", "gpugrad"), ("numpy", "numpy"), ("numba", "numba"), ("cupy", None),
+                      ("torch", "torch"), ("sklearn", "scikit-learn"), ("tqdm", "tqdm"),
+                      ("matplotlib", "matplotlib"), ("mnist1d", "mnist1d"), ("safetensors", "safetensors")):
+        ver = None
+        if mod == "gpugrad":
+            from . import __version__
+            ver = __version__
+        elif mod == "cupy":
+            for dname in ("cupy-cuda12x", "cupy-cuda13x", "cupy-cuda11x", "cupy"):
+                try:
+                    ver = md.version(dname) + f" ({dname})"
+                    break
+                except md.PackageNotFoundError:
+                    continue
+        else:
+            try:
+                ver = md.version(dist)
+            except md.PackageNotFoundError:
+                ver = None
+        out[mod] = ver
+    return out
+
+
+def cpu_name() -> str:
+    """The CPU model name (from /proc/cpuinfo where there is one)."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name
+
+
+def device_name(device: str) -> str:
+    """The GPU's name for ``"cuda"``; the CPU model and core count for ``"cpu"``."""
+    if device == "cuda":
+        try:
+            import cupy
+            props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+            name = props["name"]
+            return name.decode() if isinstance(name, bytes) else str(name)
+        except Exception:  # pragma: no cover - needs a GPU
+            return "cuda"
+    return f"{cpu_name()} ({os.cpu_count()} logical cores)"
+
+
+def machine_info() -> dict:
+    """Date, command line, Python/NumPy/PyTorch versions, CPU and cores: recorded with every result."""
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+    }
+    try:
+        import torch
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Write ``payload`` as indented JSON, atomically (temp file, fsync, rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,199 @@
+"""The training loop behind ``gpugrad train``: model and optimizer from a config dict, one epoch of
+mini-batch training with per-epoch metrics and gradient-norm records, evaluation, and the resumable
+checkpoint state (model, optimizer, scheduler, RNG, progress). No argument parsing here: the CLI
+(gpugrad/cli/train.py) owns the run folder, the files and the messages."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+
+def build(cfg: dict, ds, device: str):
+    import gpugrad as gg
+    gg.manual_seed(cfg["seed"])
+    sizes = [ds.n_features] + [cfg["width"]] * cfg["depth"] + [ds.n_outputs]
+    ck = cfg["checkpoint"]
+    model = gg.nn.MLP(sizes, activation=cfg["activation"], residual=cfg["residual"], dropout=cfg["dropout"],
+                      device=device, checkpoint=None if ck == "none" else ck)
+    params = list(model.parameters())
+    name, lr, wd = cfg["optimizer"], cfg["lr"], cfg["weight_decay"]
+    if name == "sgd":
+        opt = gg.optim.SGD(params, lr=lr, momentum=cfg["momentum"], weight_decay=wd)
+    elif name == "adam":
+        opt = gg.optim.Adam(params, lr=lr, weight_decay=wd)
+    elif name == "adamw":
+        opt = gg.optim.AdamW(params, lr=lr, weight_decay=wd)
+    else:
+        opt = gg.optim.RMSprop(params, lr=lr, momentum=cfg["momentum"], weight_decay=wd)
+    sched = None
+    if cfg["schedule"] == "step":
+        sched = gg.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg["epochs"] // 3), gamma=0.1)
+    elif cfg["schedule"] == "cosine":
+        sched = gg.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["epochs"])
+    return model, opt, sched
+
+
+def pack_checkpoint(model, opt, sched, device: str, epoch: int, step: int) -> dict:
+    import gpugrad as gg
+    seed, offset = gg.random.get_rng_state(device)
+    return {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict() if sched is not None else {},
+        "rng": {"seed": int(seed), "offset": int(offset)},
+        "progress": {"epoch": int(epoch), "step": int(step)},
+    }
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    import gpugrad as gg
+    gg.save(state, path)
+
+
+def load_checkpoint(path: str, device: str) -> dict:
+    import gpugrad as gg
+    return gg.load(path, device=device)
+
+
+def restore(state: dict, model, opt, sched, device: str) -> tuple[int, int]:
+    import gpugrad as gg
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if sched is not None:
+        sched.load_state_dict(state["scheduler"])
+    rng = state["rng"]
+    gg.random.set_rng_state((int(_scalar(rng["seed"])), int(_scalar(rng["offset"]))), device)
+    prog = state["progress"]
+    return int(_scalar(prog["epoch"])), int(_scalar(prog["step"]))
+
+
+def _scalar(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    return v
+
+
+class Trainer:
+    """One training run: data on the device, model, optimizer, per-epoch metrics and checkpoints."""
+
+    def __init__(self, cfg: dict, ds, device: str, run_dir: str, quiet: bool) -> None:
+        import gpugrad as gg
+        from .backends import get_backend
+        from .diagnostics import GradNormTracker
+        self.gg = gg
+        self.cfg, self.ds, self.device, self.run_dir, self.quiet = cfg, ds, device, run_dir, quiet
+        self.be = get_backend(device)
+        self.xp = self.be.xp
+        self.classify = ds.task == "classification"
+        self.x_train = self.be.from_numpy(np.ascontiguousarray(ds.x_train))
+        self.y_train = self.be.from_numpy(np.ascontiguousarray(ds.y_train))
+        self.x_test = self.be.from_numpy(np.ascontiguousarray(ds.x_test))
+        self.y_test = self.be.from_numpy(np.ascontiguousarray(ds.y_test))
+        if not self.classify:
+            self.sst_train = float(((ds.y_train - ds.y_train.mean(0)) ** 2).sum())
+            self.sst_test = float(((ds.y_test - ds.y_test.mean(0)) ** 2).sum())
+        self.model, self.opt, self.sched = build(cfg, ds, device)
+        self.params = list(self.model.parameters())
+        self.tracker = GradNormTracker(self.model, warn=self._warn)
+        self.epoch = 0
+        self.step = 0
+
+    def _warn(self, msg: str) -> None:
+        from tqdm import tqdm
+        tqdm.write(f"warning: {msg}", file=sys.stderr)
+
+    def _loss(self, out, y, reduction: str = "mean"):
+        F = self.gg.nn.functional
+        if self.classify:
+            return F.cross_entropy(out, y, reduction=reduction)
+        return F.mse_loss(out, y, reduction=reduction)
+
+    def _score_sum(self, out, y):
+        """Device scalar: correct predictions (classification) or 0 (regression uses the loss)."""
+        if self.classify:
+            return (out.data.argmax(axis=1) == y.data).sum()
+        return 0
+
+    def _finish(self, loss_sum, score_sum, n: int, sst: float | None) -> tuple[float, float]:
+        loss_sum = float(self.be.to_numpy(self.xp.asarray(loss_sum)))
+        if self.classify:
+            return loss_sum / n, float(self.be.to_numpy(self.xp.asarray(score_sum))) / n
+        n_el = n * self.ds.n_outputs
+        return loss_sum / n_el, 1.0 - loss_sum / sst if sst else float("nan")
+
+    def evaluate(self, x, y, sst: float | None, batch: int = 2048) -> tuple[float, float]:
+        gg = self.gg
+        self.model.eval()
+        loss_sum, score_sum = 0.0, 0
+        n = int(x.shape[0])
+        with gg.no_grad():
+            for i in range(0, n, batch):
+                xb = gg.as_tensor(x[i:i + batch], device=self.device)
+                yb = gg.as_tensor(y[i:i + batch], device=self.device)
+                out = self.model(xb)
+                loss_sum = loss_sum + self._loss(out, yb, "sum").data
+                score_sum = score_sum + self._score_sum(out, yb)
+        return self._finish(loss_sum, score_sum, n, sst)
+
+    def train_epoch(self, epoch: int, total_epochs: int) -> tuple[dict, list[dict]]:
+        """Train one epoch; returns (the epoch's metrics record, its gradient-norm records)."""
+        from tqdm import tqdm
+        from .data import batch_slices, epoch_permutation
+        gg, cfg = self.gg, self.cfg
+        n, bs = self.ds.n_train, cfg["batch_size"]
+        perm = self.be.from_numpy(epoch_permutation(n, cfg["seed"], epoch))
+        xs, ys = self.x_train[perm], self.y_train[perm]
+        self.model.train()
+        loss_sum, score_sum = 0.0, 0
+        every = cfg["grad_norm_every"]
+        norm_records = []
+        n_steps = -(-n // bs)
+        show_every = max(1, n_steps // 25)
+        self.be.synchronize()
+        t0 = time.perf_counter()
+        with tqdm(total=n, desc=f"epoch {epoch + 1}/{total_epochs}", unit="sample", unit_scale=True,
+                  disable=self.quiet, leave=False, file=sys.stderr, dynamic_ncols=True) as bar:
+            for k, sl in enumerate(batch_slices(n, bs)):
+                xb = gg.as_tensor(xs[sl], device=self.device)
+                yb = gg.as_tensor(ys[sl], device=self.device)
+                out = self.model(xb)
+                loss = self._loss(out, yb)
+                self.opt.zero_grad()
+                loss.backward()
+                if every and self.step % every == 0:
+                    norm_records.append({"epoch": epoch + 1, "step": self.step, "norms": self.tracker.measure()})
+                if cfg["clip_grad_norm"] is not None:
+                    gg.nn.utils.clip_grad_norm_(self.params, cfg["clip_grad_norm"])
+                self.opt.step()
+                nb = sl.stop - sl.start
+                loss_sum = loss_sum + loss.data * nb
+                score_sum = score_sum + self._score_sum(out, yb)
+                self.step += 1
+                if not self.quiet:
+                    bar.update(nb)
+                    if k % show_every == 0 or k == n_steps - 1:
+                        bar.set_postfix(loss=f"{float(loss.item()):.4f}", refresh=False)
+        self.be.synchronize()
+        train_time = time.perf_counter() - t0
+        lr = self.opt.param_groups[0]["lr"]
+        if self.sched is not None:
+            self.sched.step()
+        sst_tr = None if self.classify else self.sst_train
+        sst_te = None if self.classify else self.sst_test
+        train_loss, train_score = self._finish(loss_sum, score_sum, n, sst_tr)
+        test_loss, test_score = self.evaluate(self.x_test, self.y_test, sst_te)
+        key = "acc" if self.classify else "r2"
+        rec = {"epoch": epoch + 1, "step": self.step, "lr": lr,
+               "train_loss": train_loss, f"train_{key}": train_score,
+               "test_loss": test_loss, f"test_{key}": test_score,
+               "samples_per_s": n / train_time if train_time > 0 else None, "epoch_time_s": train_time}
+        if norm_records:
+            from .diagnostics import mean_profile
+            rec["grad_norm"] = mean_profile(r["norms"] for r in norm_records)
+        self.epoch = epoch + 1
+        return rec, norm_records
+
+
