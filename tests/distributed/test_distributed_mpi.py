@@ -5,9 +5,13 @@ import os
 
 import pytest
 
-from mpirun import mpirun, skip_reason
+from mpirun import mpirun, require_or_skip
 
-pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
+
+@pytest.fixture(autouse=True)
+def _mpi() -> None:
+    require_or_skip()
+
 PROG = os.path.join("tests", "distributed", "_prog.py")
 SCENARIOS = ["collectives", "grads", "steps", "adam", "nosync", "checkpoint", "amp"]
 
