@@ -25,6 +25,7 @@ Semantics worth knowing:
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import OrderedDict
 from typing import Any, Iterator
 
@@ -82,6 +83,7 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_sync", True)
         object.__setattr__(self, "_active", False)
         object.__setattr__(self, "_next", 0)
+        object.__setattr__(self, "last_wait_s", 0.0)
         object.__setattr__(self, "_removers", [p.register_post_accumulate_grad_hook(self._grad_ready)
                                                for p in params])
 
@@ -206,7 +208,9 @@ class DistributedDataParallel(Module):
         b.work = self.process_group.all_reduce_array(flat, b.be, "avg", async_op=True)
 
     def _finish(self) -> None:
-        """End of backward: start what did not start (unused parameters), wait, write back."""
+        """End of backward: start what did not start (unused parameters), wait, write back.
+        ``last_wait_s``: the seconds this took (the communication backward did not hide)."""
+        t0 = time.perf_counter()
         object.__setattr__(self, "_active", False)
         bs = self._buckets
         while self._next < len(bs):
@@ -218,6 +222,7 @@ class DistributedDataParallel(Module):
                 self._launch(b)
                 b.work.wait()
             self._write_back(b)
+        object.__setattr__(self, "last_wait_s", time.perf_counter() - t0)
 
     @staticmethod
     def _write_back(b: _Bucket) -> None:

@@ -235,11 +235,34 @@ def sc_die(r: int, n: int) -> None:
         mse(model, shard(x, r, n), shard(y, r, n)).backward()
 
 
+def sc_nccl(r: int, n: int) -> None:
+    """GPU, backend nccl (run with PROG_BACKEND=nccl): collectives on CUDA tensors; DDP grads and steps
+    on the GPU equal the single-process ones of the whole batch."""
+    dev = "cuda"
+    t = gg.tensor(np.arange(6.0) + r, device=dev)
+    dist.all_reduce(t, op="sum")
+    assert np.array_equal(t.numpy(), n * np.arange(6.0) + n * (n - 1) / 2)
+    t = gg.tensor(np.full(5, float(r), dtype=np.float32), device=dev)
+    dist.all_reduce(t, op="avg", async_op=True).wait()
+    assert np.allclose(t.numpy(), (n - 1) / 2)
+    t = gg.tensor(np.full(3, float(r)), device=dev)
+    dist.broadcast(t, src=n - 1)
+    assert np.all(t.numpy() == n - 1)
+    ref = make_model(100).to(dev)
+    model = DDP(make_model(100 + r).to(dev), bucket_cap_mb=5e-4)
+    x, y = data()
+    nn.functional.mse_loss(ref(gg.tensor(x, device=dev)), gg.tensor(y, device=dev)).backward()
+    nn.functional.mse_loss(model(gg.tensor(shard(x, r, n), device=dev)),
+                           gg.tensor(shard(y, r, n), device=dev)).backward()
+    close(grads(model), grads(ref), 1e-12, "NCCL DDP grads vs single process")
+    dist.barrier()
+
+
 SCENARIOS = {name[3:]: fn for name, fn in globals().items() if name.startswith("sc_")}
 
 
 def main(argv: list) -> None:
-    dist.init_process_group("mpi", timeout=float(os.environ.get("PROG_TIMEOUT", "60")))
+    dist.init_process_group(os.environ.get("PROG_BACKEND", "mpi"), timeout=float(os.environ.get("PROG_TIMEOUT", "60")))
     r, n = dist.get_rank(), dist.get_world_size()
     for name in argv:
         SCENARIOS[name](r, n)

@@ -90,3 +90,13 @@ def test_cli_train_resume_across_rank_counts(tmp_path) -> None:
     assert a.keys() == b.keys()
     for k in a:  # float32 training, a different summation order per rank count
         assert float(abs(a[k] - b[k]).max()) < 2e-5, k
+
+
+@pytest.mark.gpu
+def test_nccl_on_gpus() -> None:
+    """backend='nccl': one rank per GPU (1 rank on a one-GPU machine), collectives and DDP grads on CUDA."""
+    import cupy
+    n = min(4, cupy.cuda.runtime.getDeviceCount())
+    r, _ = mpirun(n, [PROG, "nccl"], timeout=300, env={"PROG_BACKEND": "nccl"})
+    _ok(r)
+    assert f"OK nccl (world {n})" in r.stdout
