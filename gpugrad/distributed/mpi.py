@@ -101,29 +101,26 @@ class ProcessGroupMPI(ProcessGroup):
             raise DistributedError(f"all_reduce(op='avg'): needs a floating-point tensor, got {host.dtype}; "
                                    "use op='sum' and divide as you need")
         req = self.comm.Iallreduce(self.MPI.IN_PLACE, host, op=getattr(self.MPI, _MPI_OPS[op]))
-        size = self.size
-
-        def finish() -> None:
-            if op == "avg":
-                host[...] /= size
-            if copied:
-                self._write_back(arr, be, host)
-        w = self._work(req, finish, f"all_reduce({op}, {host.size} x {host.dtype})")
-        if async_op:
-            return w
-        w.wait()
-        return None
+        return self._complete(req, arr, be, host, copied, f"all_reduce({op}, {host.size} x {host.dtype})",
+                              async_op, self.size if op == "avg" else None)
 
     def broadcast_array(self, arr: Any, be: Any, src: int = 0, async_op: bool = False) -> Work | None:
         if not 0 <= src < self.size:
             raise DistributedError(f"broadcast: src={src} is not a rank of this world of {self.size}")
         host, copied = self._host(arr, be, False)
         req = self.comm.Ibcast(host, root=src)
+        return self._complete(req, arr, be, host, copied, f"broadcast(src={src}, {host.size} x {host.dtype})",
+                              async_op)
 
+    def _complete(self, req, arr: Any, be: Any, host: np.ndarray, copied: bool, what: str, async_op: bool,
+                  divide: int | None = None) -> Work | None:
+        """The Work of request ``req``: on completion divide (avg) and copy the host buffer back."""
         def finish() -> None:
+            if divide is not None:
+                host[...] /= divide
             if copied:
                 self._write_back(arr, be, host)
-        w = self._work(req, finish, f"broadcast(src={src}, {host.size} x {host.dtype})")
+        w = self._work(req, finish, what)
         if async_op:
             return w
         w.wait()

@@ -204,35 +204,34 @@ def sc_collectives(r: int, n: int) -> None:
     dist.barrier()
 
 
-def sc_fail(r: int, n: int) -> None:
-    """Rank n-1 raises during training; the others are in a collective and must be stopped."""
+def _leave_at_step_2(r: int, n: int, how) -> None:
+    """Train; at step 2 the last rank calls ``how()`` while the others are in backward's all-reduce."""
     model = DDP(make_model(1))
     for k in range(100):
         x, y = data(k)
         if k == 2 and r == n - 1:
-            raise ValueError("injected failure on the last rank")
+            how()
         mse(model, shard(x, r, n), shard(y, r, n)).backward()
+
+
+def _raise() -> None:
+    raise ValueError("injected failure on the last rank")
+
+
+def sc_fail(r: int, n: int) -> None:
+    """The last rank raises: the excepthook aborts every rank."""
+    _leave_at_step_2(r, n, _raise)
 
 
 def sc_vanish(r: int, n: int) -> None:
-    """Rank n-1 leaves quietly (sys.exit(0): MPI finalized) while the others wait: they time out and abort."""
-    model = DDP(make_model(1))
-    for k in range(100):
-        x, y = data(k)
-        if k == 2 and r == n - 1:
-            sys.exit(0)
-        mse(model, shard(x, r, n), shard(y, r, n)).backward()
+    """The last rank leaves quietly (sys.exit(0): MPI finalized): the others time out and abort."""
+    _leave_at_step_2(r, n, lambda: sys.exit(0))
 
 
 def sc_die(r: int, n: int) -> None:
-    """Rank n-1 is killed (SIGKILL): the launcher stops the others."""
-    model = DDP(make_model(1))
-    for k in range(100):
-        x, y = data(k)
-        if k == 2 and r == n - 1:
-            import signal
-            os.kill(os.getpid(), signal.SIGKILL)
-        mse(model, shard(x, r, n), shard(y, r, n)).backward()
+    """The last rank is killed (SIGKILL): the launcher stops the others."""
+    import signal
+    _leave_at_step_2(r, n, lambda: os.kill(os.getpid(), signal.SIGKILL))
 
 
 def sc_nccl(r: int, n: int) -> None:
