@@ -393,6 +393,3 @@ class Tensor:
 
     def __dlpack_device__(self):
         return self.data.__dlpack_device__()
-
-
-from . import _tensor_methods  # noqa: E402,F401  (attaches operators and methods)

@@ -1,0 +1,204 @@
+"""Record PyTorch's answers as data, so the conformance tests run without PyTorch installed.
+
+    pip install torch==2.13.0        # (or into a side folder: pip install --target DIR, then PYTHONPATH=DIR)
+    python3 tests/reference/record_torch.py          # rewrites tests/reference/torch_reference.json
+
+Everything a test needs is in the file: the inputs, the hyperparameters, and PyTorch's outputs
+(float64 numbers written with ``repr``, so they round-trip exactly). Nothing here imports gpugrad:
+the references do not depend on gpugrad's internals (the optimizer trajectories in particular are
+PyTorch's parameters after K steps of a fixed, parameter-dependent gradient). ``record()`` returns
+the same dict, so a test with PyTorch installed checks the file against a live recording.
+
+Sections: ``optimizers`` (SGD/Adam/AdamW/RMSprop trajectories in float64 and float32),
+``schedulers`` (learning rates per epoch for two param groups), ``linear`` (Linear + tanh forward and
+gradients, and the state_dict names/shapes), ``clip_grad_norm`` (total norm and clipped gradients),
+``functional`` (losses and activations with their input gradients)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import warnings
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PATH = os.path.join(HERE, "torch_reference.json")
+
+N_STEPS = 6
+OPTIMIZERS = [
+    ("SGD", dict(lr=0.05)),
+    ("SGD", dict(lr=0.05, momentum=0.9)),
+    ("SGD", dict(lr=0.03, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    ("SGD", dict(lr=0.05, momentum=0.5, dampening=0.3, weight_decay=0.1, maximize=True)),
+    ("Adam", dict(lr=0.01)),
+    ("Adam", dict(lr=0.01, weight_decay=0.1, amsgrad=True)),
+    ("Adam", dict(lr=0.02, betas=[0.8, 0.99], eps=1e-6, maximize=True)),
+    ("AdamW", dict(lr=0.01)),
+    ("AdamW", dict(lr=0.01, weight_decay=0.5, amsgrad=True)),
+    ("RMSprop", dict(lr=0.01)),
+    ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.1)),
+    ("RMSprop", dict(lr=0.01, alpha=0.9, centered=True, maximize=True)),
+]
+# LambdaLR's function is named, not stored: "inverse" is e -> 1 / (1 + e).
+LR_LAMBDAS = {"inverse": lambda e: 1.0 / (1 + e)}
+SCHEDULERS = [
+    ("StepLR", dict(step_size=4, gamma=0.5)),
+    ("MultiStepLR", dict(milestones=[3, 7, 7, 12], gamma=0.3)),
+    ("ExponentialLR", dict(gamma=0.9)),
+    ("CosineAnnealingLR", dict(T_max=10, eta_min=0.001)),
+    ("LinearLR", dict(start_factor=0.25, end_factor=1.0, total_iters=8)),
+    ("LambdaLR", dict(lr_lambda="inverse")),
+]
+N_EPOCHS = 25
+
+
+def optimizer_gradient(p: np.ndarray, i: int, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """The gradient fed to parameter ``i`` at value ``p`` (float64): a quadratic's for i = 0, a bump's else."""
+    if i == 0:
+        return A.T @ (A @ p - B)
+    return np.sin(3 * p) + p
+
+
+def _optimizers(torch) -> dict:
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((5, 5)), rng.standard_normal(5)
+    P0 = [rng.standard_normal(5), rng.standard_normal((2, 3))]
+    cases = []
+    for name, kw in OPTIMIZERS:
+        out = {"name": name, "kwargs": kw}
+        for key, tdtype in (("float64", torch.float64), ("float32", torch.float32)):
+            ps = [torch.tensor(p0, dtype=tdtype, requires_grad=True) for p0 in P0]
+            opt = getattr(torch.optim, name)(ps, **kw)
+            for _ in range(N_STEPS):
+                for i, p in enumerate(ps):
+                    p.grad = torch.tensor(optimizer_gradient(p.detach().numpy().astype(np.float64), i, A, B),
+                                          dtype=tdtype)
+                opt.step()
+            out[key] = [p.detach().numpy().astype(np.float64).tolist() for p in ps]
+        cases.append(out)
+    return {"n_steps": N_STEPS, "A": A.tolist(), "B": B.tolist(), "p0": [p.tolist() for p in P0],
+            "gradient": "param 0: A.T @ (A @ p - B); param 1: sin(3 p) + p (computed in float64 from the "
+                        "current parameter, then cast to the parameter's dtype)",
+            "cases": cases}
+
+
+def _schedulers(torch) -> dict:
+    cases = []
+    for name, kw in SCHEDULERS:
+        ps = [torch.zeros(1, requires_grad=True) for _ in range(2)]
+        opt = torch.optim.SGD([{"params": [p], "lr": 0.1 * (i + 1)} for i, p in enumerate(ps)], lr=0.1)
+        args = {k: (LR_LAMBDAS[v] if k == "lr_lambda" else v) for k, v in kw.items()}
+        s = getattr(torch.optim.lr_scheduler, name)(opt, **args)
+        lrs = [s.get_last_lr()]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(N_EPOCHS):
+                opt.step()
+                s.step()
+                lrs.append(s.get_last_lr())
+        cases.append({"name": name, "kwargs": kw, "lrs": [[float(v) for v in row] for row in lrs]})
+    return {"base_lrs": [0.1, 0.2], "optimizer": "SGD, one param group per base lr", "cases": cases}
+
+
+def _linear(torch) -> dict:
+    rng = np.random.default_rng(1)
+    w, b, x = rng.standard_normal((4, 6)) / 3, rng.standard_normal(4) / 3, rng.standard_normal((3, 6))
+    lin = torch.nn.Linear(6, 4).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(w))
+        lin.bias.copy_(torch.from_numpy(b))
+    y = torch.tanh(lin(torch.from_numpy(x)))
+    y.sum().backward()
+    return {"weight": w.tolist(), "bias": b.tolist(), "x": x.tolist(), "activation": "tanh",
+            "y": y.detach().numpy().tolist(), "weight_grad": lin.weight.grad.numpy().tolist(),
+            "bias_grad": lin.bias.grad.numpy().tolist(),
+            "state_dict": {k: list(v.shape) for k, v in lin.state_dict().items()}}
+
+
+def _clip(torch) -> dict:
+    rng = np.random.default_rng(1)
+    grads = [rng.standard_normal((4, 3)), rng.standard_normal(3)]
+    ps = [torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in grads]
+    for p, g in zip(ps, grads):
+        p.grad = torch.from_numpy(g.copy())
+    cases = []
+    for max_norm, norm_type in ((0.3, 2.0), (0.3, 1.0), (0.3, math.inf), (100.0, 2.0)):
+        for p, g in zip(ps, grads):
+            p.grad = torch.from_numpy(g.copy())
+        total = torch.nn.utils.clip_grad_norm_(ps, max_norm, norm_type=norm_type)
+        cases.append({"max_norm": max_norm, "norm_type": "inf" if norm_type == math.inf else norm_type,
+                      "total": float(total), "clipped": [p.grad.numpy().tolist() for p in ps]})
+    return {"grads": [g.tolist() for g in grads], "cases": cases}
+
+
+def _functional(torch) -> list:
+    F = torch.nn.functional
+    rng = np.random.default_rng(2)
+    logits = rng.standard_normal((5, 4))
+    target = np.array([0, 3, 1, 1, 2])
+    x = rng.standard_normal((3, 5)) * 2
+    y = rng.standard_normal((3, 5))
+    cases = [
+        ("cross_entropy", logits, target, {}),
+        ("cross_entropy", logits, target, {"reduction": "sum"}),
+        ("cross_entropy", logits, target, {"label_smoothing": 0.1}),
+        ("cross_entropy", logits, np.array([0, -100, 1, 1, -100]), {"ignore_index": -100}),
+        ("cross_entropy", logits, np.array([0, 2, 1, 1, 2]), {"ignore_index": 2, "label_smoothing": 0.2}),
+        ("nll_loss", logits, target, {}),
+        ("mse_loss", x, y, {}),
+        ("mse_loss", x, y, {"reduction": "sum"}),
+        ("log_softmax", x, None, {"dim": 1}),
+        ("softmax", x, None, {"dim": 0}),
+        ("gelu", x, None, {}),
+        ("gelu", x, None, {"approximate": "tanh"}),
+        ("leaky_relu", x, None, {"negative_slope": 0.1}),
+        ("leaky_relu", x, None, {"negative_slope": -0.5}),
+        ("relu", x, None, {}),
+        ("sigmoid", x, None, {}),
+        ("tanh", x, None, {}),
+    ]
+    out = []
+    rw = np.random.default_rng(3)
+    for name, a, t, kw in cases:
+        ta = torch.tensor(a, dtype=torch.float64, requires_grad=True)
+        args = [ta] if t is None else [ta, torch.tensor(t, dtype=torch.int64 if t.dtype.kind == "i" else torch.float64)]
+        r = getattr(F, name)(*args, **kw)
+        # a fixed random weighting, so the gradient checks more than d(sum)/dx
+        weight = rw.standard_normal(tuple(r.shape))
+        (r * torch.from_numpy(weight)).sum().backward()
+        out.append({"name": name, "input": a.tolist(), "target": None if t is None else t.tolist(), "kwargs": kw,
+                    "output": r.detach().numpy().tolist(), "output_weight": weight.tolist(),
+                    "input_grad": ta.grad.numpy().tolist()})
+    return out
+
+
+def record() -> dict:
+    """PyTorch's reference values (needs torch)."""
+    import torch
+    torch.set_num_threads(1)  # deterministic reductions
+    return {"torch_version": torch.__version__.split("+")[0], "recorded_by": "tests/reference/record_torch.py",
+            "optimizers": _optimizers(torch), "schedulers": _schedulers(torch), "linear": _linear(torch),
+            "clip_grad_norm": _clip(torch), "functional": _functional(torch)}
+
+
+def load() -> dict:
+    """The recorded reference values."""
+    with open(PATH, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def main() -> int:
+    data = record()
+    tmp = PATH + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, PATH)
+    print(f"wrote {PATH} ({os.path.getsize(PATH):,} bytes, torch {data['torch_version']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

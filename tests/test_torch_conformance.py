@@ -1,0 +1,140 @@
+"""gpugrad against PyTorch without PyTorch: the values PyTorch 2.13 computed, recorded by
+tests/reference/record_torch.py into tests/reference/torch_reference.json, checked in the default test
+run. With PyTorch installed, the file is also checked against a live recording (and the live
+comparisons in test_nn.py / test_optim.py run too)."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+from gpugrad import nn, optim
+from gpugrad.optim import lr_scheduler
+
+_spec = importlib.util.spec_from_file_location(
+    "record_torch", os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference", "record_torch.py"))
+record_torch = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(record_torch)
+REF = record_torch.load()
+F = gg.nn.functional
+
+
+def _kwargs(kw: dict) -> dict:
+    return {k: (tuple(v) if k == "betas" else v) for k, v in kw.items()}
+
+
+def _case_id(case: dict) -> str:
+    return case["name"] + "-" + "-".join(f"{k}={v}" for k, v in case["kwargs"].items())
+
+
+# ------------------------------------------------------------------------------------------------ optimizers
+OPT = REF["optimizers"]
+
+
+@pytest.mark.parametrize("case", OPT["cases"], ids=_case_id)
+@pytest.mark.parametrize("dtype, rtol, atol", [("float64", 1e-13, 1e-15), ("float32", 2e-5, 1e-6)])
+def test_optimizer_trajectory_matches_recorded_torch(case, dtype, rtol, atol):
+    A, B = np.array(OPT["A"]), np.array(OPT["B"])
+    dt = getattr(gg, dtype)
+    ps = [nn.Parameter(gg.tensor(np.array(p0), dtype=dt)) for p0 in OPT["p0"]]
+    opt = getattr(optim, case["name"])(ps, **_kwargs(case["kwargs"]))
+    for _ in range(OPT["n_steps"]):
+        for i, p in enumerate(ps):
+            p.grad = gg.tensor(record_torch.optimizer_gradient(p.numpy().astype(np.float64), i, A, B), dtype=dt)
+        opt.step()
+    for p, expected, p0 in zip(ps, case[dtype], OPT["p0"]):
+        assert p.dtype == dt
+        np.testing.assert_allclose(p.numpy(), np.array(expected), rtol=rtol, atol=atol)
+        assert not np.allclose(expected, p0)  # the reference moved: the check is not vacuous
+
+
+# ------------------------------------------------------------------------------------------------ schedulers
+SCH = REF["schedulers"]
+
+
+@pytest.mark.parametrize("case", SCH["cases"], ids=lambda c: c["name"])
+def test_scheduler_lrs_match_recorded_torch(case):
+    ps = [nn.Parameter(gg.ones(1)) for _ in SCH["base_lrs"]]
+    opt = optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(ps, SCH["base_lrs"])], lr=SCH["base_lrs"][0])
+    kw = {k: (record_torch.LR_LAMBDAS[v] if k == "lr_lambda" else v) for k, v in case["kwargs"].items()}
+    s = getattr(lr_scheduler, case["name"])(opt, **kw)
+    got = [s.get_last_lr()]
+    for _ in range(len(case["lrs"]) - 1):
+        opt.step()
+        s.step()
+        got.append(s.get_last_lr())
+    np.testing.assert_allclose(np.array(got), np.array(case["lrs"]), rtol=1e-14, atol=0)
+
+
+# ------------------------------------------------------------------------------------------------ nn
+def test_linear_tanh_matches_recorded_torch():
+    ref = REF["linear"]
+    lin = nn.Linear(6, 4, activation=ref["activation"], dtype=gg.float64)
+    assert {k: list(v.shape) for k, v in lin.state_dict().items()} == ref["state_dict"]  # same names, layout
+    lin.load_state_dict({"weight": np.array(ref["weight"]), "bias": np.array(ref["bias"])})
+    y = lin(gg.tensor(np.array(ref["x"])))
+    np.testing.assert_allclose(y.numpy(), np.array(ref["y"]), rtol=1e-12, atol=1e-14)
+    y.sum().backward()
+    np.testing.assert_allclose(lin.weight.grad.numpy(), np.array(ref["weight_grad"]), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(lin.bias.grad.numpy(), np.array(ref["bias_grad"]), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("case", REF["clip_grad_norm"]["cases"],
+                         ids=lambda c: f"max_norm={c['max_norm']}-norm_type={c['norm_type']}")
+def test_clip_grad_norm_matches_recorded_torch(case):
+    ps = []
+    for g in REF["clip_grad_norm"]["grads"]:
+        p = nn.Parameter(gg.zeros(*np.shape(g), dtype=gg.float64))
+        p.grad = gg.tensor(np.array(g))
+        ps.append(p)
+    norm_type = math.inf if case["norm_type"] == "inf" else case["norm_type"]
+    total = nn.utils.clip_grad_norm_(ps, case["max_norm"], norm_type=norm_type)
+    np.testing.assert_allclose(total.item(), case["total"], rtol=1e-12)
+    for p, c in zip(ps, case["clipped"]):
+        np.testing.assert_allclose(p.grad.numpy(), np.array(c), rtol=1e-12)
+
+
+@pytest.mark.parametrize("case", REF["functional"], ids=_case_id)
+def test_functional_matches_recorded_torch(case):
+    x = gg.tensor(np.array(case["input"]), dtype=gg.float64, requires_grad=True)
+    args = [x]
+    if case["target"] is not None:
+        t = np.array(case["target"])
+        args.append(gg.tensor(t) if t.dtype.kind == "i" else gg.tensor(t, dtype=gg.float64))
+    out = getattr(F, case["name"])(*args, **case["kwargs"])
+    np.testing.assert_allclose(out.numpy(), np.array(case["output"]), rtol=1e-12, atol=1e-14)
+    (out * gg.tensor(np.array(case["output_weight"]), dtype=gg.float64)).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.array(case["input_grad"]), rtol=1e-11, atol=1e-14)
+
+
+# ------------------------------------------------------------------------------------------------ the file
+def test_reference_file_is_complete():
+    assert REF["torch_version"] == "2.13.0"
+    assert [(c["name"], c["kwargs"]) for c in OPT["cases"]] == [(n, kw) for n, kw in record_torch.OPTIMIZERS]
+    assert [(c["name"], c["kwargs"]) for c in SCH["cases"]] == [(n, kw) for n, kw in record_torch.SCHEDULERS]
+
+
+def test_reference_file_matches_live_torch():
+    torch = pytest.importorskip("torch")
+    if torch.__version__.split("+")[0] != REF["torch_version"]:
+        pytest.skip(f"recorded with torch {REF['torch_version']}, installed {torch.__version__}")
+    live = record_torch.record()
+
+    def same(a, b, path="$"):
+        if isinstance(a, dict):
+            assert a.keys() == b.keys(), path
+            for k in a:
+                same(a[k], b[k], f"{path}.{k}")
+        elif isinstance(a, list):
+            assert len(a) == len(b), path
+            for i, (x, y) in enumerate(zip(a, b)):
+                same(x, y, f"{path}[{i}]")
+        elif isinstance(a, float):
+            assert math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15), (path, a, b)
+        else:
+            assert a == b, path
+    same(REF, live)
