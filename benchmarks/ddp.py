@@ -124,9 +124,12 @@ def worker(args: argparse.Namespace) -> None:
     import gpugrad as gg
     import gpugrad.distributed as dist
     from gpugrad.nn.parallel import DistributedDataParallel as DDP
-    dist.init_process_group("mpi", timeout=600)
+    from gpugrad.backends import get_backend
+    dev = args.device
+    dist.init_process_group("nccl" if dev == "cuda" else "mpi", timeout=600)
     r, n = dist.get_rank(), dist.get_world_size()
     pg = dist.group()
+    be = get_backend(dev)
 
     def slowest(t: float) -> float:
         a = np.array([t])
@@ -134,16 +137,17 @@ def worker(args: argparse.Namespace) -> None:
         return float(a[0])
 
     out: dict = {"ranks": n}
-    if n > 1 and not args.no_sweep:
+    if (n > 1 or dev == "cuda") and not args.no_sweep:
         sweep = []
         for p in range(10, args.max_pow + 1, 2):  # 1 KiB ... 2^max_pow bytes of float32
-            buf = np.ones(2 ** p // 4, dtype=np.float32)
+            buf = be.xp.ones(2 ** p // 4, dtype=np.float32)
             reps = max(3, min(200, int(2e8 / 2 ** p)))
             ts = []
             for _ in range(reps):
                 pg.barrier()
                 t0 = time.perf_counter()
-                pg.all_reduce_array(buf, None, "sum")
+                pg.all_reduce_array(buf, be, "sum")
+                be.synchronize()
                 ts.append(time.perf_counter() - t0)
             t = slowest(_median(ts))
             alg = 2 ** p / t
@@ -152,47 +156,57 @@ def worker(args: argparse.Namespace) -> None:
         out["allreduce"] = sweep
 
     gg.manual_seed(0)
-    model = gg.nn.MLP(SIZES, activation="relu")
+    plain = gg.nn.MLP(SIZES, activation="relu", device=dev)  # the non-distributed step, for comparison
+    plain_opt = gg.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9)
+    gg.manual_seed(0)
+    model = gg.nn.MLP(SIZES, activation="relu", device=dev)
     net = DDP(model, bucket_cap_mb=args.bucket_mb)
     opt = gg.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     rng = np.random.default_rng(r)
     share = GLOBAL_BATCH // n + (1 if r < GLOBAL_BATCH % n else 0)
-    x = gg.tensor(rng.standard_normal((share, SIZES[0])).astype(np.float32))
-    y = gg.tensor(rng.integers(0, SIZES[-1], share))
+    x = gg.tensor(rng.standard_normal((share, SIZES[0])).astype(np.float32), device=dev)
+    y = gg.tensor(rng.integers(0, SIZES[-1], share), device=dev)
     F = gg.nn.functional
 
-    def step(sync: bool) -> float:
+    def step(sync: bool | None) -> float:
+        """sync True: the DDP step; False: the same under no_sync (compute alone); None: the plain model."""
         pg.barrier()
         t0 = time.perf_counter()
-        opt.zero_grad()
-        loss = F.cross_entropy(net(x), y)
-        if sync:
-            loss.backward()
-        else:
+        m, o = (plain, plain_opt) if sync is None else (net, opt)
+        o.zero_grad()
+        loss = F.cross_entropy(m(x), y)
+        if sync is False:
             with net.no_sync():
                 loss.backward()
-        opt.step()
+        else:
+            loss.backward()
+        o.step()
+        be.synchronize()
         return time.perf_counter() - t0
 
     for _ in range(args.warmup):
         step(True)
         step(False)
-    t_step, t_comp, waits = [], [], []
-    for _ in range(args.repeats):  # alternate, so other load on the machine hits both alike
+        step(None)
+    t_step, t_comp, t_plain, waits = [], [], [], []
+    for _ in range(args.repeats):  # interleaved, so other load on the machine hits all alike
         t_step.append(step(True))
         waits.append(net.last_wait_s)
         t_comp.append(step(False))
+        t_plain.append(step(None))
     flats = [b.flat for b in net._buckets]
     t_comm = []
     for _ in range(args.repeats):
         pg.barrier()
         t0 = time.perf_counter()
         for f in flats:
-            pg.all_reduce_array(f, None, "avg")
+            pg.all_reduce_array(f, be, "avg")
+        be.synchronize()
         t_comm.append(time.perf_counter() - t0)
     out.update({"local_batch_rank0": share, "buckets": len(flats), "bucket_mb": args.bucket_mb,
                 "grad_MB": sum(f.nbytes for f in flats) / 1e6,
                 "step_ms": slowest(_median(t_step)) * 1e3, "compute_ms": slowest(_median(t_comp)) * 1e3,
+                "plain_step_ms": slowest(_median(t_plain)) * 1e3,
                 "allreduce_ms": slowest(_median(t_comm)) * 1e3 if n > 1 else 0.0,
                 "exposed_wait_ms": slowest(_median(waits)) * 1e3 if n > 1 else 0.0})
     if n > 1 and out["allreduce_ms"] > 0:
@@ -206,7 +220,9 @@ def worker(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------- driver
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--ranks", type=int, nargs="+", default=None, help="default: 1 2 4 on cpu, 1 on cuda")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda: backend nccl, one GPU per rank (writes ddp_cuda.json)")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--bucket-mb", type=float, default=4.0)
@@ -216,7 +232,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="repeats 5, messages up to 4 MiB")
     ap.add_argument("--no-sweep", action="store_true")
     ap.add_argument("--model-only", action="store_true")
-    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "ddp_cpu.json"))
+    ap.add_argument("--out", default=None, help="default: benchmarks/results/ddp_<device>.json")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -225,6 +241,10 @@ def main() -> None:
         return
     if args.quick:
         args.repeats, args.max_pow = 5, 22
+    if args.ranks is None:
+        args.ranks = [1] if args.device == "cuda" else [1, 2, 4]
+    if args.out is None:
+        args.out = os.path.join(ROOT, "benchmarks", "results", f"ddp_{args.device}.json")
     if args.model_only:
         with open(args.out) as f:
             print_model(cost_model(json.load(f)["steps"]))
@@ -245,6 +265,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "out.json")
             cmd = [mpiexec, "-n", str(n), sys.executable, os.path.abspath(__file__), "--worker", "--json", path,
+                   "--device", args.device,
                    "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--bucket-mb", str(args.bucket_mb),
                    "--max-pow", str(args.max_pow)] + (["--no-sweep"] if args.no_sweep else [])
             subprocess.run(cmd, check=True, env=env, timeout=1800)
@@ -253,22 +274,24 @@ def main() -> None:
         res["blas_threads_per_rank"] = int(threads)
         sweeps[n] = res.pop("allreduce", None)
         results.append(res)
-        print(f"{n} rank(s): step {res['step_ms']:.1f} ms, compute alone {res['compute_ms']:.1f} ms, "
+        print(f"{n} rank(s): step {res['step_ms']:.2f} ms (plain model {res['plain_step_ms']:.2f} ms), "
+              f"compute alone {res['compute_ms']:.2f} ms, "
               f"all-reduce alone {res['allreduce_ms']:.1f} ms, exposed wait {res['exposed_wait_ms']:.1f} ms"
               + (f", hidden {res['hidden_share']:.0%}" if "hidden_share" in res else ""), flush=True)
     base = next((r for r in results if r["ranks"] == 1), None)
-    print(f"\ntraining step, MLP {SIZES}, global batch {GLOBAL_BATCH} (strong scaling), {cores} cores")
-    print("| ranks | BLAS threads/rank | step ms | compute alone ms | all-reduce alone ms | exposed wait ms | hidden | speed-up |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"\ntraining step on {args.device}, MLP {SIZES}, global batch {GLOBAL_BATCH} (strong scaling), {cores} cores")
+    print("| ranks | BLAS threads/rank | step ms | plain model ms | compute alone ms | all-reduce alone ms | exposed wait ms | hidden | speed-up |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         sp = f"{base['step_ms'] / r['step_ms']:.2f}x" if base else "-"
         hid = f"{r['hidden_share']:.0%}" if "hidden_share" in r else "-"
-        print(f"| {r['ranks']} | {r['blas_threads_per_rank']} | {r['step_ms']:.1f} | {r['compute_ms']:.1f} | "
+        print(f"| {r['ranks']} | {r['blas_threads_per_rank']} | {r['step_ms']:.2f} | {r['plain_step_ms']:.2f} | {r['compute_ms']:.2f} | "
               f"{r['allreduce_ms']:.1f} | {r['exposed_wait_ms']:.1f} | {hid} | {sp} |")
     for n, sw in sweeps.items():
         if not sw:
             continue
-        print(f"\nall-reduce, {n} ranks (float32 sum, MPI over shared memory)")
+        how = "NCCL" if args.device == "cuda" else "MPI over shared memory"
+        print(f"\nall-reduce, {n} ranks (float32 sum, {how})")
         print("| bytes | time us | algbw GB/s | busbw GB/s |")
         print("|---:|---:|---:|---:|")
         for s in sw:
@@ -278,6 +301,9 @@ def main() -> None:
     import mpi4py
     from mpi4py import MPI
     info = machine_info()
+    if args.device == "cuda":
+        from gpugrad.benchmarking import device_name
+        info["gpu"] = device_name("cuda")
     info["load_average"] = os.getloadavg()
     info["blas_threads_per_rank"] = args.threads
     info["mpich_async_progress"] = bool(args.async_progress)
