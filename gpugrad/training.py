@@ -99,6 +99,7 @@ class Trainer:
             self.sst_test = float(((ds.y_test - ds.y_test.mean(0)) ** 2).sum())
         self.model, self.opt, self.sched = build(cfg, ds, device)
         self.net = self.dist.wrap(self.model)  # DistributedDataParallel(model) on several ranks
+        self.dist.decorrelate_rng(device)  # dropout masks differ across ranks
         self.params = list(self.model.parameters())
         self.tracker = GradNormTracker(self.model, warn=self._warn)
         self.epoch = 0

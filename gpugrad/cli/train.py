@@ -232,6 +232,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         try:
             state = training.load_checkpoint(ck_path, device)
             trainer.epoch, trainer.step = training.restore(state, trainer.model, trainer.opt, trainer.sched, device)
+            dist.decorrelate_rng(device)
         except Exception as e:
             raise CLIError(f"--resume {run_dir!r}: {CHECKPOINT_FILE} is corrupt or does not match the saved "
                            f"config ({type(e).__name__}: {e}); nothing was changed") from None

@@ -45,6 +45,15 @@ class DistContext:
         equal the gradient of the mean over the global batch (shards may differ by one sample)."""
         return self.world_size * n_local / n_global if self.active else 1.0
 
+    def decorrelate_rng(self, device: str) -> None:
+        """Give every rank but 0 its own random stream (dropout masks), derived from the current
+        state: rank 0 keeps the stream a checkpoint records, so a resume starts from it again."""
+        if not self.active or self.rank == 0:
+            return
+        from .. import random as _random
+        seed, offset = _random.get_rng_state(device)
+        _random.set_rng_state(((int(seed) + 0x9E3779B97F4A7C15 * self.rank) % 2**63, int(offset)), device)
+
     def sum(self, values: list) -> list:
         """Element-wise sum of a few host floats over all ranks."""
         if not self.active:

@@ -291,3 +291,27 @@ def test_nccl_broadcast_and_errors() -> None:
         g.all_reduce_array(a, None, "prod")
     g.barrier()
     assert comm.calls[-1][:2] == ("allReduce", 1)
+
+
+# ---------------------------------------------------------------------------------------- launch context
+def test_dist_context_shares_and_rng_streams() -> None:
+    from gpugrad.distributed.launch import DistContext, setup
+    one = setup("off", "cpu")
+    assert not one.active and one.is_main and one.loss_factor(7, 7) == 1.0
+    ctx = [DistContext(r, 4, "mpi") for r in range(4)]
+    batch = np.arange(30)
+    shares = [c.shard(batch) for c in ctx]
+    assert sum(len(s) for s in shares) == 30
+    # sum over ranks of factor * (mean over the share) == mean over the batch (what DDP's average gives / N)
+    means = [c.loss_factor(len(s), 30) * s.mean() for c, s in zip(ctx, shares)]
+    assert abs(sum(means) / 4 - batch.mean()) < 1e-12
+    states = []
+    for c in ctx:
+        gg.manual_seed(3)
+        c.decorrelate_rng("cpu")
+        states.append(gg.random.get_rng_state("cpu"))
+    gg.manual_seed(3)
+    assert states[0] == gg.random.get_rng_state("cpu")  # rank 0 keeps the recorded stream
+    assert len(set(states)) == 4
+    with pytest.raises(ValueError, match="distributed mode"):
+        setup("gloo")
