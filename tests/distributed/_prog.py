@@ -68,11 +68,17 @@ def sc_grads(r: int, n: int) -> None:
     orig = pg.all_reduce_array
 
     def spy(arr, be, op="sum", async_op=False):
-        seen.append(sum(p.grad is None for p in model.parameters()))
+        # at the first bucket's start, backward has not reached the first layer yet
+        seen.append(0 if reached_first_layer else sum(p.grad is None for p in model.parameters()))
         return orig(arr, be, op, async_op)
     pg.all_reduce_array = spy
+    reached_first_layer = []
     try:
-        mse(model, shard(x, r, n), shard(y, r, n)).backward()
+        h = model.module[0](gg.tensor(shard(x, r, n)))
+        h.register_hook(lambda g: reached_first_layer.append(True))
+        for layer in list(model.module)[1:]:
+            h = layer(h)
+        nn.functional.mse_loss(h, gg.tensor(shard(y, r, n))).backward()
     finally:
         del pg.all_reduce_array
     close(grads(model), grads(ref), 1e-12, "DDP grads vs single process")
