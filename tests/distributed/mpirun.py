@@ -47,7 +47,10 @@ def _extra_flags() -> tuple:
         v = subprocess.run([str(mpiexec()), "--version"], capture_output=True, text=True, timeout=20).stdout
     except Exception:
         return ()
-    return ("--oversubscribe",) if "Open MPI" in v or "OpenRTE" in v else ()  # MPICH needs nothing
+    if "Open MPI" not in v and "OpenRTE" not in v:
+        return ()  # MPICH (the mpich wheel) needs nothing
+    root = ("--allow-run-as-root",) if hasattr(os, "geteuid") and os.geteuid() == 0 else ()
+    return ("--oversubscribe", *root)
 
 
 def mpirun(n: int, args: list, timeout: float = 60, env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
