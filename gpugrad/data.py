@@ -64,6 +64,64 @@ def batch_slices(n: int, batch_size: int, drop_last: bool = False) -> Iterator[s
         yield slice(i, min(i + batch_size, n))
 
 
+def shard_batch(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """Rank ``rank``'s strided share ``indices[rank::world_size]`` of one global batch (sizes differ
+    by at most one sample; a rank may get none when the batch is smaller than the world)."""
+    return indices[rank::world_size]
+
+
+class DistributedSampler:
+    """Sample indices of this rank's shard of a dataset, PyTorch's ``DistributedSampler``.
+
+    Every epoch the whole index range is permuted from ``(seed, epoch)`` (the same on every rank:
+    call ``set_epoch(epoch)`` before each epoch), made divisible by ``num_replicas`` (padding with
+    the first indices again, or with ``drop_last`` dropping the tail) and dealt rank-strided:
+    rank ``r`` gets positions ``r, r + num_replicas, ...``. ``num_replicas`` and ``rank`` default to
+    the initialized process group's."""
+
+    def __init__(self, dataset: "int | Dataset | object", num_replicas: int | None = None,
+                 rank: int | None = None, shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> None:
+        n = dataset if isinstance(dataset, (int, np.integer)) else (
+            dataset.n_train if isinstance(dataset, Dataset) else len(dataset))  # type: ignore[arg-type]
+        if num_replicas is None or rank is None:
+            from . import distributed as _dist
+            if not _dist.is_initialized():
+                raise ValueError("DistributedSampler: pass num_replicas and rank, or call "
+                                 "gg.distributed.init_process_group() first")
+            num_replicas = _dist.get_world_size() if num_replicas is None else num_replicas
+            rank = _dist.get_rank() if rank is None else rank
+        if int(num_replicas) < 1 or not 0 <= int(rank) < int(num_replicas):
+            raise ValueError(f"DistributedSampler: need num_replicas >= 1 and 0 <= rank < num_replicas, got "
+                             f"num_replicas={num_replicas}, rank={rank}")
+        if int(n) < 0:
+            raise ValueError(f"DistributedSampler: dataset length must be >= 0, got {n}")
+        self.n, self.num_replicas, self.rank = int(n), int(num_replicas), int(rank)
+        self.shuffle, self.seed, self.drop_last, self.epoch = bool(shuffle), int(seed), bool(drop_last), 0
+        if self.drop_last and self.n % self.num_replicas:
+            self.num_samples = (self.n - self.num_replicas) // self.num_replicas + 1 if self.n >= self.num_replicas else 0
+        else:
+            self.num_samples = -(-self.n // self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the permutation of ``epoch`` (call it on every rank before each epoch)."""
+        self.epoch = int(epoch)
+
+    def indices(self) -> np.ndarray:
+        """This rank's indices for the current epoch, as an int64 array."""
+        idx = epoch_permutation(self.n, self.seed, self.epoch) if self.shuffle else np.arange(self.n)
+        if self.total_size > len(idx):  # pad by repeating from the start (enough times for tiny data)
+            idx = np.resize(idx, self.total_size) if len(idx) else idx
+        idx = idx[:self.total_size]
+        return idx[self.rank:self.total_size:self.num_replicas].astype(np.int64)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices().tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = x_train.mean(axis=0, keepdims=True)
     std = x_train.std(axis=0, keepdims=True)
@@ -168,5 +226,5 @@ def load_dataset(name: str, **synthetic_kwargs) -> Dataset:
     raise DatasetError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
 
 
-__all__ = ["DATASETS", "Dataset", "DatasetError", "batch_slices", "epoch_permutation", "load_digits",
+__all__ = ["DATASETS", "Dataset", "DatasetError", "DistributedSampler", "batch_slices", "shard_batch", "epoch_permutation", "load_digits",
            "load_dataset", "load_mnist1d", "make_synthetic"]

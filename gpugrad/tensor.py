@@ -271,6 +271,18 @@ class Tensor:
         node._hooks.setdefault(self._out_idx, []).append(hook)
         return lambda: node._hooks[self._out_idx].remove(hook)
 
+    def register_post_accumulate_grad_hook(self, hook: Callable[["Tensor"], None]) -> Callable[[], None]:
+        """Call ``hook(self)`` right after backward accumulated this leaf's gradient into ``.grad``
+        (as soon as its last contribution arrived, while the rest of backward still runs). Returns
+        a function that removes the hook. Leaves only, as in PyTorch."""
+        if not self._requires_grad or self._grad_fn is not None:
+            raise named_error(GradError,
+                "register_post_accumulate_grad_hook: only leaf tensors that require grad (parameters) "
+                f"accumulate into .grad; this one (shape {tuple(self.shape)}) "
+                + ("is not a leaf" if self._grad_fn is not None else "does not require grad"))
+        from .autograd.engine import register_post_accumulate_grad_hook
+        return register_post_accumulate_grad_hook(self, hook)
+
     # ------------------------------------------------------------------ in-place (data edits)
     def _check_inplace(self, op: str) -> None:
         if self._requires_grad and STATE.grad_enabled:

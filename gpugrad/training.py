@@ -79,11 +79,13 @@ def _scalar(v: Any) -> Any:
 class Trainer:
     """One training run: data on the device, model, optimizer, per-epoch metrics and checkpoints."""
 
-    def __init__(self, cfg: dict, ds, device: str, run_dir: str, quiet: bool) -> None:
+    def __init__(self, cfg: dict, ds, device: str, run_dir: str, quiet: bool, dist=None) -> None:
         import gpugrad as gg
         from .backends import get_backend
         from .diagnostics import GradNormTracker
+        from .distributed.launch import DistContext
         self.gg = gg
+        self.dist = dist if dist is not None else DistContext()  # data parallel over MPI ranks, or one process
         self.cfg, self.ds, self.device, self.run_dir, self.quiet = cfg, ds, device, run_dir, quiet
         self.be = get_backend(device)
         self.xp = self.be.xp
@@ -96,6 +98,8 @@ class Trainer:
             self.sst_train = float(((ds.y_train - ds.y_train.mean(0)) ** 2).sum())
             self.sst_test = float(((ds.y_test - ds.y_test.mean(0)) ** 2).sum())
         self.model, self.opt, self.sched = build(cfg, ds, device)
+        self.net = self.dist.wrap(self.model)  # DistributedDataParallel(model) on several ranks
+        self.dist.decorrelate_rng(device)  # dropout masks differ across ranks
         self.params = list(self.model.parameters())
         self.tracker = GradNormTracker(self.model, warn=self._warn)
         self.epoch = 0
@@ -157,20 +161,26 @@ class Trainer:
         with tqdm(total=n, desc=f"epoch {epoch + 1}/{total_epochs}", unit="sample", unit_scale=True,
                   disable=self.quiet, leave=False, file=sys.stderr, dynamic_ncols=True) as bar:
             for k, sl in enumerate(batch_slices(n, bs)):
-                xb = gg.as_tensor(xs[sl], device=self.device)
-                yb = gg.as_tensor(ys[sl], device=self.device)
-                out = self.model(xb)
-                loss = self._loss(out, yb)
+                # several ranks: each takes its strided share of the global batch (see DistContext)
+                xb = gg.as_tensor(self.dist.shard(xs[sl]), device=self.device)
+                yb = gg.as_tensor(self.dist.shard(ys[sl]), device=self.device)
+                nb, nl = sl.stop - sl.start, int(xb.shape[0])
                 self.opt.zero_grad()
-                loss.backward()
+                if nl:
+                    out = self.net(xb)
+                    loss = self._loss(out, yb)
+                    (loss * self.dist.loss_factor(nl, nb) if self.dist.active else loss).backward()
+                else:  # a global batch smaller than the world: this rank adds zero gradients
+                    out, loss = None, gg.zeros((), device=self.device)
+                    gg.stack([p.sum() for p in self.params]).sum().mul(0.0).backward()
                 if every and self.step % every == 0:
                     norm_records.append({"epoch": epoch + 1, "step": self.step, "norms": self.tracker.measure()})
                 if cfg["clip_grad_norm"] is not None:
                     gg.nn.utils.clip_grad_norm_(self.params, cfg["clip_grad_norm"])
                 self.opt.step()
-                nb = sl.stop - sl.start
-                loss_sum = loss_sum + loss.data * nb
-                score_sum = score_sum + self._score_sum(out, yb)
+                loss_sum = loss_sum + loss.data * nl
+                if nl:
+                    score_sum = score_sum + self._score_sum(out, yb)
                 self.step += 1
                 if not self.quiet:
                     bar.update(nb)
@@ -183,6 +193,9 @@ class Trainer:
             self.sched.step()
         sst_tr = None if self.classify else self.sst_train
         sst_te = None if self.classify else self.sst_test
+        if self.dist.active:  # sums over the ranks' shards
+            loss_sum, score_sum = self.dist.sum([self.be.to_numpy(self.xp.asarray(loss_sum)),
+                                                 self.be.to_numpy(self.xp.asarray(score_sum))])
         train_loss, train_score = self._finish(loss_sum, score_sum, n, sst_tr)
         test_loss, test_score = self.evaluate(self.x_test, self.y_test, sst_te)
         key = "acc" if self.classify else "r2"

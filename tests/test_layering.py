@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ops", ("gpugrad.ops", "gpugrad._tensor_methods")),
     ("library", ("gpugrad.nn", "gpugrad.optim", "gpugrad.io", "gpugrad.checkpoint", "gpugrad.memory",
                  "gpugrad.amp", "gpugrad.viz", "gpugrad.cuda", "gpugrad.data", "gpugrad.diagnostics")),
+    ("distributed", ("gpugrad.distributed",)),
     ("applications", ("gpugrad.training", "gpugrad.benchmarking")),
     ("cli", ("gpugrad.cli", "gpugrad.__main__")),
     ("package", ("gpugrad",)),

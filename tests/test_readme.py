@@ -4,6 +4,7 @@ with the choices it shows), the extras it names exist in pyproject.toml, and its
 ones ``gpugrad info`` prints."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -33,6 +34,8 @@ def test_the_readme_has_the_blocks_this_file_checks():
 
 @pytest.mark.parametrize("i", range(len(PYTHON_BLOCKS)))
 def test_python_block_runs_as_written(i, tmp_path):
+    if "gpugrad.distributed" in PYTHON_BLOCKS[i] and importlib.util.find_spec("mpi4py") is None:
+        pytest.skip("the data-parallel example needs mpi4py (pip install mpi4py mpich, or the [dev] extra)")
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     r = subprocess.run([sys.executable, "-c", PYTHON_BLOCKS[i]], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=600)

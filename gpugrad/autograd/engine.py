@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import heapq
-from typing import Any, Sequence
+import weakref
+from typing import Any, Callable, Sequence
 
 from .function import GradError, _check_finite, named_error
 from .grad_mode import STATE, no_grad
@@ -40,15 +41,65 @@ def _add(acc: dict, key, g) -> None:
         cur[1] = True
 
 
-# The leaf-gradient accumulators of the backward runs in progress (innermost last). A node whose
-# backward runs a nested backward (checkpoint's recompute) hands the leaf gradients it finds to the
-# run that called it (``leaf_into=current_leaf_acc()``), which then treats them as its own.
+# The backward runs in progress (innermost last). A node whose backward runs a nested backward
+# (checkpoint's recompute) hands the leaf gradients it finds to the run that called it
+# (``leaf_into=current_leaf_acc()``), which then treats them as its own.
+class _Run:
+    __slots__ = ("acc", "external", "callbacks")
+
+    def __init__(self) -> None:
+        self.acc: dict = {}  # id(leaf) -> (leaf, [grad, owned])
+        self.external: list = []  # leaves a nested run handed to ``acc`` since the last look
+        self.callbacks: list = []  # queue_callback(): run when this (outermost) run finishes
+
+
 _runs: list = []
+
+# Post-accumulate-grad hooks: id(leaf) -> (weakref to the leaf, [hook, ...]). A hook runs right after
+# the leaf's ``.grad`` received its gradient of this backward; when any hook is registered, plain
+# ``backward()`` accumulates a leaf as soon as its last graph edge has delivered (not at the end), so
+# hooks (DistributedDataParallel's bucketed all-reduce) overlap with the rest of backward.
+_post_hooks: dict = {}
 
 
 def current_leaf_acc() -> dict | None:
     """Leaf-gradient accumulator of the innermost backward run in progress (None outside backward)."""
-    return _runs[-1] if _runs else None
+    return _runs[-1].acc if _runs else None
+
+
+def register_post_accumulate_grad_hook(leaf, hook: Callable) -> Callable[[], None]:
+    """``hook(leaf)`` after each accumulation of a gradient into ``leaf.grad`` (see
+    ``Tensor.register_post_accumulate_grad_hook``); returns a function that removes it."""
+    key = id(leaf)
+    entry = _post_hooks.get(key)
+    if entry is None or entry[0]() is not leaf:
+        entry = _post_hooks[key] = (weakref.ref(leaf, lambda _r, k=key: _drop_hooks(k, _r)), [])
+    entry[1].append(hook)
+
+    def remove() -> None:
+        e = _post_hooks.get(key)
+        if e is not None and hook in e[1]:
+            e[1].remove(hook)
+            if not e[1]:
+                del _post_hooks[key]
+    return remove
+
+
+def _drop_hooks(key: int, ref) -> None:
+    if _post_hooks is None:  # interpreter shutdown
+        return
+    e = _post_hooks.get(key)
+    if e is not None and e[0] is ref:
+        del _post_hooks[key]
+
+
+def queue_callback(fn: Callable[[], None]) -> None:
+    """Run ``fn()`` once the outermost backward in progress has finished (PyTorch's
+    ``Variable._execution_engine.queue_callback``); an error outside backward."""
+    if not _runs:
+        raise named_error(GradError, "queue_callback: no backward in progress; call it from a hook "
+                          "that runs during backward()")
+    _runs[0].callbacks.append(fn)
 
 
 def run_backward(roots: Sequence, root_grads: Sequence, retain_graph: bool = False,
@@ -62,16 +113,19 @@ def run_backward(roots: Sequence, root_grads: Sequence, retain_graph: bool = Fal
     leaves not in ``inputs`` are added there instead (hooks and ``.grad`` are left to that run).
     With ``consume`` the lists ``roots`` and ``root_grads`` (the caller's own) are emptied once read,
     so the root tensors and their gradients are freed as soon as the graph no longer needs them."""
-    leaf_acc: dict = {}  # id(leaf) -> (leaf, [grad, owned])
-    _runs.append(leaf_acc)
+    run = _Run()
+    _runs.append(run)
     try:
-        return _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc, leaf_into, consume)
+        out = _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf_into, consume)
     finally:
         _runs.pop()
+    for fn in run.callbacks:
+        fn()
+    return out
 
 
-def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc, leaf_into, consume=False):
-    from ..tensor import Tensor
+def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf_into, consume=False):
+    leaf_acc = run.acc
 
     capture: dict | None = None
     if inputs is not None:
@@ -98,6 +152,9 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc,
         root_grads.clear()
 
     deps = _collect(root_nodes) if root_nodes else {}
+    # Early leaf accumulation (post-accumulate hooks registered, plain backward): edges left per leaf.
+    leaf_left = _count_leaf_edges(root_nodes) if (_post_hooks and accumulate and leaf_into is None
+                                                  and inputs is None) else None
     # Kahn's algorithm; ready nodes are kept in a max-heap on creation order, so the most recent
     # node runs first (what a reverse sweep of the forward does, freeing memory early).
     ready = []
@@ -150,6 +207,11 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc,
                         if g.shape != target.data.shape:
                             _check_shape(fn, target.data.shape, g)
                         _add_leaf(leaf_acc, target, g)
+                    if leaf_left is not None:
+                        k = id(target)
+                        leaf_left[k] -= 1
+                        if leaf_left[k] == 0 and k in leaf_acc and k in _post_hooks:
+                            _accumulate_leaf(*leaf_acc.pop(k), None, results, True, handed)
                     continue
                 if g is not None:
                     if g.shape != target._out_meta[idx][0]:
@@ -163,38 +225,81 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, leaf_acc,
                 deps[target] = d
                 if d == 0:
                     push(ready, (-target._seq, id(target), target))
+            if leaf_left is not None and run.external:  # leaves a checkpoint recompute handed us
+                for leaf in run.external:
+                    k = id(leaf)
+                    if not leaf_left.get(k) and k in leaf_acc and k in _post_hooks:
+                        _accumulate_leaf(*leaf_acc.pop(k), None, results, True, handed)
+                run.external.clear()
             # hold no gradient past its use: the next node's backward may run for long (a checkpoint)
             grads_in = grads_out = buf = e = g = None
 
+        outer = None
+        if leaf_into is not None:
+            outer = next((r for r in _runs if r.acc is leaf_into), None)
         for leaf, entry in leaf_acc.values():
-            g = entry[0]
             if leaf_into is not None:
+                g = entry[0]
                 idxs = capture.get((id(leaf), -1), ()) if capture is not None else ()
                 for i in idxs:
                     results[i] = g
                 if not idxs:
                     _add_leaf(leaf_into, leaf, g)
+                    if outer is not None:
+                        outer.external.append(leaf)
                 continue
-            if leaf._hooks:
-                for h in leaf._hooks:
-                    r = h(Tensor._wrap(g, leaf._device))
-                    if r is not None:
-                        g = r.data
-            if capture is not None:
-                for i in capture.get((id(leaf), -1), ()):
-                    results[i] = g
-            if accumulate:
-                if g.dtype != leaf.data.dtype:
-                    g = g.astype(leaf.data.dtype)
-                if leaf.grad is None:
-                    if not (entry[1] or (leaf.data.__class__ is g.__class__ and g.base is None and id(g) not in handed)):
-                        g = g.copy()
-                    handed.add(id(g))
-                    leaf.grad = Tensor._wrap(g, leaf._device)
-                else:
-                    leaf.grad.data += g
-                    leaf.grad._vc[0] += 1
+            _accumulate_leaf(leaf, entry, capture, results, accumulate, handed)
     return results if inputs is not None else None
+
+
+def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, accumulate: bool,
+                     handed: set) -> None:
+    """A leaf's gradient of this run is complete: its hooks, ``inputs`` capture, ``.grad``, post hooks."""
+    from ..tensor import Tensor
+    g = entry[0]
+    if leaf._hooks:
+        for h in leaf._hooks:
+            r = h(Tensor._wrap(g, leaf._device))
+            if r is not None:
+                g = r.data
+    if capture is not None:
+        for i in capture.get((id(leaf), -1), ()):
+            results[i] = g
+    if accumulate:
+        if g.dtype != leaf.data.dtype:
+            g = g.astype(leaf.data.dtype)
+        if leaf.grad is None:
+            if not (entry[1] or (leaf.data.__class__ is g.__class__ and g.base is None and id(g) not in handed)):
+                g = g.copy()
+            handed.add(id(g))
+            leaf.grad = Tensor._wrap(g, leaf._device)
+        else:
+            leaf.grad.data += g
+            leaf.grad._vc[0] += 1
+        if _post_hooks:
+            e = _post_hooks.get(id(leaf))
+            if e is not None and e[0]() is leaf:
+                for h in tuple(e[1]):
+                    h(leaf)
+
+
+def _count_leaf_edges(root_nodes: list) -> dict:
+    """id(leaf) -> number of graph edges (from nodes reachable from ``root_nodes``) that point at it."""
+    counts: dict = {}
+    stack = list(set(root_nodes))
+    seen = set(id(r) for r in stack)
+    while stack:
+        node = stack.pop()
+        for e in node._edges:
+            if e is None:
+                continue
+            if e[1] < 0:
+                k = id(e[0])
+                counts[k] = counts.get(k, 0) + 1
+            elif id(e[0]) not in seen:
+                seen.add(id(e[0]))
+                stack.append(e[0])
+    return counts
 
 
 def _visit_outputs(node, buf: dict, capture: dict | None, results: list) -> None:

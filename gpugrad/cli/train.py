@@ -22,7 +22,8 @@ DEFAULT_WEIGHT_DECAY = {"sgd": 0.0, "adam": 0.0, "adamw": 1e-2, "rmsprop": 0.0}
 DEFAULT_MOMENTUM = {"sgd": 0.9, "rmsprop": 0.0}
 CHECKPOINT_FILE = "checkpoint.npz"
 # Options that may change when resuming (they do not change the numbers the run computes).
-RESUME_OVERRIDABLE = {"epochs", "quiet", "device", "no_plots", "stop_after", "resume", "run_dir", "command"}
+RESUME_OVERRIDABLE = {"epochs", "quiet", "device", "no_plots", "stop_after", "resume", "run_dir", "command",
+                      "distributed"}
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -73,6 +74,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="record every Linear layer's weight-gradient norm every N steps; 0 disables (default: 10)")
     r.add_argument("--no-plots", action="store_true", help="do not write PNG plots at the end")
     r.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    r.add_argument("--distributed", choices=("auto", "off", "mpi", "nccl"), default="auto",
+                   help="data parallel over the ranks of `mpiexec -n N python3 -m gpugrad train ...`: each rank "
+                        "trains on its share of every --batch-size batch (the global batch); rank 0 prints and "
+                        "writes the run folder. auto: on when launched as several ranks, nccl for --device cuda, "
+                        "else mpi (default: auto)")
 
 
 
@@ -177,6 +183,8 @@ def _prepare_new_run(cfg: dict, run_dir: str | None) -> str:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``gpugrad train``: returns the exit code."""
     import gpugrad as gg
+    device = resolve_device(args.device)
+    dist = _join(args, device)
     if args.resume:
         run_dir = os.path.normpath(args.resume)
         cfg_path = os.path.join(run_dir, "config.json")
@@ -211,13 +219,12 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     else:
         cfg = _train_config(args)
         run_dir = None
-    device = resolve_device(args.device)
     ds = load_data(cfg)
     if ds.n_train < 1:
         raise CLIError(f"{cfg['dataset']}: the training split is empty")
 
     try:
-        trainer = training.Trainer(cfg, ds, device, run_dir or "", args.quiet)
+        trainer = training.Trainer(cfg, ds, device, run_dir or "", args.quiet, dist=dist)
     except (ValueError, TypeError) as e:
         raise CLIError(f"cannot build the model: {e}") from None
     metrics_path = grads_path = None
@@ -225,6 +232,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         try:
             state = training.load_checkpoint(ck_path, device)
             trainer.epoch, trainer.step = training.restore(state, trainer.model, trainer.opt, trainer.sched, device)
+            dist.decorrelate_rng(device)
         except Exception as e:
             raise CLIError(f"--resume {run_dir!r}: {CHECKPOINT_FILE} is corrupt or does not match the saved "
                            f"config ({type(e).__name__}: {e}); nothing was changed") from None
@@ -237,21 +245,37 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             raise CLIError(f"--resume {run_dir!r}: metrics.jsonl/grad_norms.jsonl is unreadable ({e}); "
                            "nothing was changed") from None
         if trainer.epoch >= cfg["epochs"]:  # nothing to do: touch nothing
-            print(f"run {run_dir} already finished {trainer.epoch} epochs; pass --epochs N (> {trainer.epoch}) to "
-                  "train further", flush=True)
-            args.no_plots = True
-            _final_report(run_dir, metrics, cfg, trainer, args, t_start=None)
+            if dist.is_main:
+                print(f"run {run_dir} already finished {trainer.epoch} epochs; pass --epochs N (> {trainer.epoch}) "
+                      "to train further", flush=True)
+                args.no_plots = True
+                _final_report(run_dir, metrics, cfg, trainer, args, t_start=None)
+            dist.close()
             return 0
-        if not os.access(run_dir, os.W_OK):
-            raise CLIError(f"--resume {run_dir!r}: the run folder is not writable")
+        err = None if not dist.is_main or os.access(run_dir, os.W_OK) else \
+            f"--resume {run_dir!r}: the run folder is not writable"
+        err = dist.agree(err)
+        if err:
+            raise CLIError(err)
         saved["config"] = cfg
         saved.setdefault("resumed", []).append({"at_epoch": trainer.epoch, "time": timestamp(),
-                                                "device": device, "argv": list(argv)})
-        _write_jsonl(metrics_path, metrics)  # drop epochs after the checkpoint (a crash between the two)
-        _write_jsonl(grads_path, gnorms)
-        atomic_write_text(cfg_path, json.dumps(saved, indent=2) + "\n")
+                                                "device": device, "argv": list(argv),
+                                                "world_size": dist.world_size})
+        if dist.is_main:  # rank 0 alone writes the run folder
+            _write_jsonl(metrics_path, metrics)  # drop epochs after the checkpoint (a crash between the two)
+            _write_jsonl(grads_path, gnorms)
+            atomic_write_text(cfg_path, json.dumps(saved, indent=2) + "\n")
     else:
-        run_dir = _prepare_new_run(cfg, args.run_dir)
+        err = None
+        if dist.is_main:
+            try:
+                run_dir = _prepare_new_run(cfg, args.run_dir)
+            except CLIError as e:
+                err = str(e)
+        err = dist.agree(err)  # all ranks stop together when rank 0 cannot use the folder
+        if err:
+            raise CLIError(err)
+        run_dir = dist.bcast_object(run_dir)
         trainer.run_dir = run_dir
         metrics, cfg_path = [], os.path.join(run_dir, "config.json")
         metrics_path = os.path.join(run_dir, "metrics.jsonl")
@@ -259,10 +283,12 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         saved = {"config": cfg, "device": device, "gpugrad": gg.__version__, "argv": list(argv),
                  "created": timestamp(), "dataset": ds.describe(), "dataset_info": ds.info,
                  "model": {"sizes": trainer.model.sizes, "parameters": trainer.model.num_parameters(),
-                           "linear_layers": trainer.tracker.names}}
-        atomic_write_text(cfg_path, json.dumps(saved, indent=2) + "\n")
-        _write_jsonl(metrics_path, [])
-        _write_jsonl(grads_path, [])
+                           "linear_layers": trainer.tracker.names},
+                 "distributed": {"world_size": dist.world_size, "backend": dist.backend}}
+        if dist.is_main:
+            atomic_write_text(cfg_path, json.dumps(saved, indent=2) + "\n")
+            _write_jsonl(metrics_path, [])
+            _write_jsonl(grads_path, [])
     ck_path = os.path.join(run_dir, CHECKPOINT_FILE)
 
     total = cfg["epochs"]
@@ -270,6 +296,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     say(f"gpugrad train: {ds.describe()} | MLP {trainer.model.sizes} {cfg['activation']}"
         f"{' residual' if cfg['residual'] else ''} ({trainer.model.num_parameters():,} parameters) | "
         f"{cfg['optimizer']} lr {cfg['lr']:g} | device {device} | run folder {run_dir}"
+        + (f" | {dist.world_size} ranks ({dist.backend}), {cfg['batch_size']} samples per step in all"
+           if dist.active else "")
         + (f" | resuming after epoch {trainer.epoch}" if args.resume else ""))
     t_start = time.perf_counter()
     diverged = False
@@ -278,10 +306,11 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         for epoch in range(trainer.epoch, stop_at):
             rec, norm_recs = trainer.train_epoch(epoch, total)
             metrics.append(rec)
-            _append_jsonl(metrics_path, [rec])
-            _append_jsonl(grads_path, norm_recs)
-            training.save_checkpoint(ck_path, training.pack_checkpoint(trainer.model, trainer.opt, trainer.sched, device,
-                                                       trainer.epoch, trainer.step))
+            if dist.is_main:
+                _append_jsonl(metrics_path, [rec])
+                _append_jsonl(grads_path, norm_recs)
+                training.save_checkpoint(ck_path, training.pack_checkpoint(trainer.model, trainer.opt, trainer.sched,
+                                                                           device, trainer.epoch, trainer.step))
             say(_epoch_line(rec, total, trainer.classify))
             if not math.isfinite(rec["train_loss"]):
                 print(f"{PROG} train: training diverged (train loss {rec['train_loss']}); lower --lr or add "
@@ -292,8 +321,24 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"\ninterrupted; the last finished epoch ({trainer.epoch}) is saved. Continue with: "
               f"{PROG} train --resume {run_dir}", file=sys.stderr)
         return 130
-    _final_report(run_dir, metrics, cfg, trainer, args, t_start, diverged)
+    if dist.is_main:
+        _final_report(run_dir, metrics, cfg, trainer, args, t_start, diverged)
+    dist.close()
     return 1 if diverged else 0
+
+
+def _join(args: argparse.Namespace, device: str):
+    """The data-parallel context (one process unless launched as several ranks); other ranks than 0
+    run quietly and write nothing."""
+    from ..distributed import DistributedError
+    from ..distributed.launch import setup
+    try:
+        dist = setup(args.distributed, device)
+    except DistributedError as e:
+        raise CLIError(str(e)) from None
+    if not dist.is_main:
+        args.quiet, args.no_plots = True, True
+    return dist
 
 
 def _final_report(run_dir: str, metrics: list, cfg: dict, trainer, args, t_start, diverged: bool = False) -> None:
