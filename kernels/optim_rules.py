@@ -19,6 +19,7 @@ corrections): on the host in float64 for an ordinary step, on the device from a 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -27,7 +28,7 @@ __all__ = ["Rule", "RULES", "SGD", "ADAM", "RMSPROP", "sqrt", "maximum", "lerp"]
 
 # Primitives: scalar definitions (for reading and for host use); each target binds its own.
 def sqrt(x):
-    return x ** 0.5
+    return math.sqrt(x)
 
 
 def maximum(a, b):
