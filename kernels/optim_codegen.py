@@ -375,7 +375,6 @@ def _c_entry(rule: Rule, mask: tuple, cap: bool, suf: str, T: str) -> str:
             + "\n".join(body) + "\n}\n")
 
 
-def all_masks(rule: Rule) -> list[tuple]:
-    """Every state mask (for compiling the whole source ahead of time in tests)."""
-    n = len(rule.state)
-    return [tuple(bool(k >> j & 1) for j in range(n)) for k in range(2 ** n)]
+def masks(rule: Rule) -> list[tuple]:
+    """The state masks the rule's options can produce (one per distinct ``rule.present``)."""
+    return sorted({rule.present(o) for o in examples(rule)})

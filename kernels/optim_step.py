@@ -50,16 +50,17 @@ def step_numba(rule: Rule, arrays: dict, start: int, end: int, options: dict, de
 
 
 _modules: dict = {}
+_functions: dict = {}
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.float16): "f16"}
 
 
-def c_module(rule: Rule):
-    """The compiled generated CUDA C of ``rule`` (all masks) for CuPy's current device."""
+def c_module(rule: Rule, mask: tuple):
+    """The compiled generated CUDA C of ``rule`` for one state mask (NVRTC, on CuPy's current device)."""
     import cupy
-    key = (rule.name, cupy.cuda.runtime.getDevice())
+    key = (rule.name, mask, cupy.cuda.runtime.getDevice())
     mod = _modules.get(key)
     if mod is None:
-        mod = cupy.RawModule(code=cg.cuda_c_source(rule, cg.all_masks(rule)), options=("--std=c++14",))
+        mod = cupy.RawModule(code=cg.cuda_c_source(rule, [mask]), options=("--std=c++14",))
         _modules[key] = mod
     return mod
 
@@ -71,7 +72,13 @@ def step_cuda_c(rule: Rule, arrays: dict, start: int, end: int, options: dict, d
         return
     dt = np.dtype(arrays["p"].dtype)
     c = np.float64 if dt == np.float64 else np.float32
-    f = c_module(rule).get_function(cg.entry_name(rule, rule.present(options), step is not None, _SUFFIX[dt]))
+    mask = rule.present(options)
+    import cupy
+    key = (rule.name, mask, step is not None, dt, cupy.cuda.runtime.getDevice())
+    f = _functions.get(key)
+    if f is None:  # looked up once (get_function per launch costs host time)
+        f = _functions[key] = c_module(rule, mask).get_function(cg.entry_name(rule, mask, step is not None,
+                                                                                _SUFFIX[dt]))
     args = _args(rule, arrays, np.int64(start), np.int64(end), options, derived, step, found_inf, c)
     args = [np.int32(a) if isinstance(a, bool) else a for a in args]
     blocks = max(1, math.ceil((end - start) / block))
