@@ -115,7 +115,7 @@ def host_c_rules(tmp_path_factory):
         back = "".join(f"S[{k}][i] = s{k}; " for k in range(ns))
         prologue = (f"double D[{max(nd, 1)}]; if (STEP) gg_prologue_{r.name}<double>(STEP[0], "
                     + ", ".join([f"H[{k}]" for k in range(nh)] + [f"D[{k}]" for k in range(nd)]) + "); else "
-                    if r.prologue is not None else f"double D[1]; ")
+                    if r.prologue is not None else "double D[1]; ")
         parts.append(f'extern "C" void run_{r.name}(double* P, const double* G, double** S, long n, const double* H, '
                      f"const double* DIN, const double* STEP, const int* F) {{\n"
                      f"    {prologue}{{ for (int k = 0; k < {max(nd, 1)}; ++k) D[k] = DIN ? DIN[k] : 0.0; }}\n"
