@@ -20,7 +20,8 @@ format): each state Tensor is a view of its bucket's buffer.
 from __future__ import annotations
 
 import weakref
-from operator import is_
+from itertools import repeat
+from operator import attrgetter, eq, is_, methodcaller
 from typing import Any
 
 import numpy as np
@@ -32,8 +33,11 @@ __all__ = ["Bucket", "buckets_of", "grad_segments"]
 _OWNER: dict = {}  # id(param) -> (weakref to it, its latest Bucket); by id: Tensor's == is elementwise
 
 
-def _data(t: Tensor) -> Any:
-    return t.data
+_data = attrgetter("data")
+_grad = attrgetter("grad")
+_dev = attrgetter("_device")
+_shape = attrgetter("data.shape")
+_flatten = methodcaller("reshape", -1)
 
 
 class Bucket:
@@ -63,6 +67,9 @@ class Bucket:
         self.state_views: dict[str, list] = {}   # name -> per-parameter views
         self.steps = None                        # capturable: per-parameter step counts on the device
         self.step_views: list = []
+        self.synced = None                       # (optimizer state dict, state names, capturable) last bound
+        self.st_dicts: list = []                 # per-parameter state dicts bound to this bucket
+        self.st_tensors: dict = {}               # name -> the state Tensors viewing this bucket's buffers
         self.shadow = [0] * len(params)          # host step counts (capturable: equal where the device's are)
         for p in params:
             _OWNER[id(p)] = (weakref.ref(p, _forget(id(p))), self)
@@ -86,11 +93,18 @@ class Bucket:
     def gather_grads(self, where: str) -> list[bool] | None:
         """Gradients into the flat gradient buffer (each ``p.grad`` then views it); returns which
         parameters have one (``None`` if none has)."""
-        grads = [p.grad for p in self.params]
+        grads = list(map(_grad, self.params))
         present = [g is not None for g in grads]
         if not any(present):
             return None
         if all(present) and all(map(is_, map(_data, grads), self.grad_views)):
+            return present
+        if all(present) and all(map(is_, map(_dev, grads), repeat(self.device))) and \
+                all(map(eq, map(_shape, grads), self.shapes)):  # all fresh and well formed: one copy
+            xp = self.be.xp
+            xp.concatenate(list(map(_flatten, map(_data, grads))), out=self.grad)
+            for g, v in zip(grads, self.grad_views):
+                g.data = v
             return present
         xp = self.be.xp
         for i0, i1 in runs(present):

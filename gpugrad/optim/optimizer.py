@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from operator import is_
+from operator import is_, itemgetter
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -11,7 +11,7 @@ from ..autograd.function import named_error
 from ..autograd.grad_mode import enable_grad, no_grad
 from ..kernels.optim_rules import Rule
 from ..tensor import Tensor, _make_result, clear_grads
-from .flat import Bucket, buckets_of, runs
+from .flat import Bucket, _data, buckets_of, runs
 
 __all__ = ["Optimizer", "required"]
 
@@ -124,45 +124,23 @@ class Optimizer:
 
     def _step_bucket(self, group: dict, b: Bucket, found_inf: Any) -> None:
         rule = self.rule
-        name = type(self).__name__
-        present = b.gather_grads(f"{name}.step")
+        present = b.gather_grads(f"{type(self).__name__}.step")
         if present is None:
             return
         opts = self._options(group)
         cap = bool(group.get("capturable", False))
-        names = [s for s, on in zip(rule.state, rule.present(opts)) if on]
-        bufs = {s: b.state_buffer(s) for s in names}
+        names = tuple(s for s, on in zip(rule.state, rule.present(opts)) if on)
+        n = len(b.params)
         if cap and b.steps is None:
-            b.steps = b.be.xp.zeros(len(b.params), np.float64 if b.dtype == np.float64 else np.float32)
-            b.step_views = [b.steps[i:i + 1].reshape(()) for i in range(len(b.params))]
-        first = [False] * len(b.params)
-        keys: list = [None] * len(b.params)
-        for i, p in enumerate(b.params):
-            if not present[i]:
-                continue
-            st = self.state.get(p)
-            if st is None:
-                st = self.state[p] = {"step": 0} if self.has_step else {}
-            for s in names:
-                t = st.get(s)
-                view = bufs[s][1][i]
-                if t is None:
-                    view[...] = 0
-                    st[s] = _make_result(view, b.device, None, 0)
-                    first[i] = True
-                elif t.data is not view:
-                    view[...] = t.data if t.device == b.device else b.be.from_numpy(t.numpy())
-                    t.data, t._device = view, b.device
-            if cap:
-                t = st.get("step")
-                if not (isinstance(t, Tensor) and t.data is b.step_views[i]):
-                    n = int(float(t.item() if isinstance(t, Tensor) else (t or 0)))
-                    b.step_views[i][...] = n
-                    b.shadow[i] = n
-                    st["step"] = _make_result(b.step_views[i], b.device, None, 0)
-                keys[i] = (b.shadow[i], first[i])
-            else:
-                keys[i] = (st.get("step", 0), first[i])
+            b.steps = b.be.xp.zeros(n, np.float64 if b.dtype == np.float64 else np.float32)
+            b.step_views = [b.steps[i:i + 1].reshape(()) for i in range(n)]
+        if self._synced(b, names, cap, present):  # the usual step: nothing moved since the last one
+            sts = b.st_dicts
+            first = [False] * n
+            counts = b.shadow if cap else (list(map(itemgetter("step"), sts)) if self.has_step else [0] * n)
+        else:
+            sts, first, counts = self._sync_state(b, names, cap, present)
+        keys = list(zip(counts, first))
         arrays = {"p": b.flat, "g": b.grad}
         for s in names:
             arrays[s] = b.state[s]
@@ -178,15 +156,75 @@ class Optimizer:
                 flag = found_inf if found_inf is not None else _no_inf(b)
                 b.be.optim_step(rule, arrays, o[i0], o[i1], seg_opts, step=b.steps[i0:i0 + 1], found_inf=flag)
             else:
-                derived = rule.derive(keys[i0][0] + 1, opts)
-                b.be.optim_step(rule, arrays, o[i0], o[i1], seg_opts, derived)
+                b.be.optim_step(rule, arrays, o[i0], o[i1], seg_opts, rule.derive(counts[i0] + 1, opts))
         for i, p in enumerate(b.params):
             if present[i]:
                 if cap:
                     b.shadow[i] += 1
                 elif self.has_step:
-                    self.state[p]["step"] += 1
+                    sts[i]["step"] += 1
                 p._vc[0] += 1
+
+    def _synced(self, b: Bucket, names: tuple, cap: bool, present: list) -> bool:
+        """Identity checks only (no per-parameter Python call): every parameter has a gradient and its
+        state dict and state Tensors are still the ones bound to this bucket's buffers."""
+        sy = b.synced
+        if sy is None or sy[0] is not self.state or sy[1] != names or sy[2] != cap or not all(present):
+            return False
+        try:
+            for s in names + (("step",) if cap else ()):
+                ts = b.st_tensors[s]
+                if not all(map(is_, map(itemgetter(s), b.st_dicts), ts)):
+                    return False
+                if not all(map(is_, map(_data, ts), b.step_views if s == "step" else b.state_views[s])):
+                    return False
+        except KeyError:
+            return False
+        return True
+
+    def _sync_state(self, b: Bucket, names: tuple, cap: bool, present: list) -> tuple:
+        """Bind every stepped parameter's state to views of the bucket's buffers: new state starts at
+        zero (``first``), state loaded or left on another device/dtype is copied in. Returns the
+        per-parameter state dicts, ``first`` flags and step counts (host counts; capturable: the
+        host shadow of the device counts)."""
+        n = len(b.params)
+        bufs = {s: b.state_buffer(s)[1] for s in names}
+        sts: list = [None] * n
+        first = [False] * n
+        counts = [0] * n
+        for i, p in enumerate(b.params):
+            if not present[i]:
+                continue
+            st = self.state.get(p)
+            if st is None:
+                st = self.state[p] = {"step": 0} if self.has_step else {}
+            sts[i] = st
+            for s in names:
+                t = st.get(s)
+                view = bufs[s][i]
+                if t is None:
+                    view[...] = 0
+                    st[s] = _make_result(view, b.device, None, 0)
+                    first[i] = True
+                elif t.data is not view:
+                    view[...] = t.data if t.device == b.device else b.be.from_numpy(t.numpy())
+                    t.data, t._device = view, b.device
+            if cap:
+                t = st.get("step")
+                if not (isinstance(t, Tensor) and t.data is b.step_views[i]):
+                    k = int(float(t.item() if isinstance(t, Tensor) else (t or 0)))
+                    b.step_views[i][...] = k
+                    b.shadow[i] = k
+                    st["step"] = _make_result(b.step_views[i], b.device, None, 0)
+                counts[i] = b.shadow[i]
+            elif self.has_step:
+                st["step"] = int(st.get("step", 0))
+                counts[i] = st["step"]
+        if all(present):
+            b.synced = (self.state, names, cap)
+            b.st_dicts = sts
+            b.st_tensors = {s: [st[s] for st in sts] for s in names + (("step",) if cap else ())}
+        return sts, first, counts
 
     def _zeros_like(self, p: Tensor) -> Tensor:
         return _make_result(p._backend().xp.zeros_like(p.data), p.device, None, 0)
