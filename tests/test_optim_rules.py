@@ -227,6 +227,13 @@ def test_python_calls_per_step_do_not_grow_with_the_parameter_count(make):
     assert counts[0] == counts[1] and counts[0] < 150, counts
 
 
+def test_graph_safe_optimizers():
+    ps = _model_params()
+    assert optim.SGD(ps, lr=0.1, momentum=0.9).graph_safe and optim.RMSprop(ps).graph_safe
+    assert not optim.Adam(ps).graph_safe and optim.Adam(ps, capturable=True).graph_safe
+    assert not optim.AdamW([{"params": ps[:2], "capturable": True}, {"params": ps[2:]}]).graph_safe
+
+
 def test_torch_reference_values():
     """Against PyTorch 2.13 (values in tests/data/optim_torch_ref.json, from tests/record_torch_optim.py)."""
     with open(os.path.join(HERE, "data", "optim_torch_ref.json"), encoding="utf-8") as f:

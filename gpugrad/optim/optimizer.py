@@ -102,6 +102,15 @@ class Optimizer:
     def _options(self, group: dict) -> dict:
         return group
 
+    @property
+    def graph_safe(self) -> bool:
+        """True when a step reads nothing per step from the host that a CUDA graph would freeze: rules
+        without step-dependent scalars (SGD, RMSprop), or every group ``capturable`` (Adam/AdamW keep
+        the step count and bias corrections on the device). Skipped AMP steps need ``capturable``
+        too (``GradScaler.step`` then passes its found-inf flag to the kernels)."""
+        return self.rule is not None and all(self.rule.prologue is None or g.get("capturable", False)
+                                             for g in self.param_groups)
+
     def _step(self, found_inf: dict | None = None) -> None:
         """The multi-tensor step: per bucket (group, device, dtype) one backend call per run of
         parameters with gradients and equal step counts (one in the usual case). ``found_inf``: per
