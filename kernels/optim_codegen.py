@@ -292,7 +292,7 @@ def _c_block(stmts, indent: str) -> list[str]:
     return out  # the final Return is the reference outputs
 
 
-def c_function(fn, outputs: tuple, inputs_c: tuple, flags: tuple, name: str) -> str:
+def c_function(fn, outputs: tuple, flags: tuple, name: str) -> str:
     """``template <typename C> __device__ void name(...)``: ``outputs`` by reference, the rest by value."""
     t = tree(fn)
     args = [a.arg for a in t.args.args]
@@ -359,9 +359,9 @@ def cuda_c_source(rule: Rule, masks) -> str:
 
 def c_rule(rule: Rule) -> str:
     """The rule (``gg_rule_<name>``) and its prologue (``gg_prologue_<name>``) as C device functions."""
-    out = c_function(rule.fn, ("p", *rule.state), (), rule.flags, f"gg_rule_{rule.name}")
+    out = c_function(rule.fn, ("p", *rule.state), rule.flags, f"gg_rule_{rule.name}")
     if rule.prologue is not None:
-        out += "\n" + c_function(rule.prologue, rule.derived, (), (), f"gg_prologue_{rule.name}")
+        out += "\n" + c_function(rule.prologue, rule.derived, (), f"gg_prologue_{rule.name}")
     return out
 
 
