@@ -17,7 +17,7 @@ from ..kernels import optim_codegen as cg
 from ..kernels.optim_rules import Rule
 
 _cache: dict = {}
-_JIT = numba.njit(cache=False)
+_JIT = numba.njit(cache=False, error_model="numpy")  # see optim_codegen._NJIT
 
 
 def kernel(rule: Rule, mask: tuple, dtype, capturable: bool):
