@@ -325,3 +325,25 @@ def test_training_steps_on_cuda_match_cpu(be, opt, rng):
     for a, c in zip(final["cuda"], final["cpu"]):
         _close(a, c, np.float64)
     assert be._launch.launches.count(opt + "_step") == 3  # one launch per step for all four parameters
+
+
+def test_one_optimizer_over_two_devices_steps_each_bucket_once(be, rng):
+    """Parameters on cpu and on "cuda" in one param group: one bucket (one launch) per device, same
+    result as two optimizers."""
+    optim = pytest.importorskip("gpugrad.optim")
+    a0, b0 = rng.standard_normal((3, 4)), rng.standard_normal(5)
+    ga, gb = rng.standard_normal((3, 4)), rng.standard_normal(5)
+    a = gg.tensor(a0, device="cpu", requires_grad=True)
+    b = gg.tensor(b0, device="cuda", requires_grad=True)
+    opt = optim.Adam([a, b], lr=0.1)
+    ra, rb = gg.tensor(a0, requires_grad=True), gg.tensor(b0, requires_grad=True)
+    ref = optim.Adam([ra, rb], lr=0.1)
+    for _ in range(2):
+        a.grad, b.grad = gg.tensor(ga), gg.tensor(gb, device="cuda")
+        ra.grad, rb.grad = gg.tensor(ga), gg.tensor(gb)
+        opt.step()
+        ref.step()
+    assert be._launch.launches == ["adam_step"] * 2  # the cuda bucket; the cpu bucket ran on the CPU backend
+    _close(a.numpy(), ra.numpy(), np.float64)
+    _close(b.numpy(), rb.numpy(), np.float64)
+    assert opt.state[b]["exp_avg"].device == gg.device("cuda")
