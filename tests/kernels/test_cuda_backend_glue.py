@@ -215,13 +215,15 @@ def test_optim_step_matches_generic(be, name, capturable, rng):
     arrays = {"p": rng.standard_normal(n).astype(np.float32), "g": rng.standard_normal(n).astype(np.float32)}
     for s_, on in zip(rule.state, rule.present(options)):
         if on:
-            arrays[s_] = (np.abs(rng.standard_normal(n)) + (2 if "sq" in s_ or "square" in s_ else 0)).astype(np.float32)
+            sq = "sq" in s_ or "square" in s_
+            arrays[s_] = (np.abs(rng.standard_normal(n)) * (1.0 if sq else 0.3) + (2 if sq else 0)).astype(np.float32)
     ref = {k: v.copy() for k, v in arrays.items()}
     extra = dict(step=np.array([2.0], np.float32), found_inf=np.zeros(1, np.float32)) if capturable else {}
     derived = () if capturable else rule.derive(2, options)
     be.optim_step(rule, arrays, 1, 10, options, derived, **extra)
     _generic_call("optim_step", rule, ref, 1, 10, options, derived, **extra)
     for k in arrays:
+        assert np.all(np.isfinite(arrays[k]))
         _close(arrays[k], ref[k], np.float32)
     assert be._launch.launches == [f"{name}_step"]
 
