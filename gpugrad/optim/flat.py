@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tensor import Tensor, _make_result
+from ..tensor import Tensor
 
 __all__ = ["Bucket", "buckets_of", "grad_segments"]
 
@@ -189,7 +189,3 @@ def grad_segments(params: list[Tensor], where: str) -> list[tuple[Bucket, int, i
         if present is not None:
             out += [(b, s, e) for s, e in b.grad_ranges(present)]
     return out
-
-
-def state_tensor(view, dev) -> Tensor:
-    return _make_result(view, dev, None, 0)

@@ -235,9 +235,6 @@ class Optimizer:
             b.st_tensors = {s: [st[s] for st in sts] for s in names + (("step",) if cap else ())}
         return sts, first, counts
 
-    def _zeros_like(self, p: Tensor) -> Tensor:
-        return _make_result(p._backend().xp.zeros_like(p.data), p.device, None, 0)
-
     # ------------------------------------------------------------------ state dict
     def state_dict(self) -> dict:
         """``{'state': {index: {name: Tensor | int}}, 'param_groups': [{options..., 'params': [index]}]}``
