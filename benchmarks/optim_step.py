@@ -95,7 +95,8 @@ def main(argv=None) -> dict:
     print(f"{'optimizer':22s} {'before us':>10s} {'after us':>9s} {'speedup':>8s} {'calls before':>13s} "
           f"{'calls after':>12s} {'max |diff|':>11s}")
     for r in rows:
-        print(f"{r['optimizer']:22s} {r['before_us']:10.1f} {r['after_us']:9.1f} {r['before_us'] / r['after_us']:7.2f}x "
+        speedup = r["before_us"] / r["after_us"]
+        print(f"{r['optimizer']:22s} {r['before_us']:10.1f} {r['after_us']:9.1f} {speedup:7.2f}x "
               f"{r['before_python_calls']:13d} {r['after_python_calls']:12d} {r['max_abs_diff']:11.2e}")
     payload = {"machine": machine_info(), "width": args.width, "parameters": n_params, "before": args.before,
                "repeats": args.repeats, "rows": rows}

@@ -382,7 +382,8 @@ def _c_entry(rule: Rule, mask: tuple, cap: bool, suf: str, T: str) -> str:
         body.append("    if (FOUND[0] != 0.0f) return;")
         if rule.prologue is not None:
             body.append(f"    {C} {', '.join(rule.derived)};")
-            body.append(f"    gg_prologue_{rule.name}<{C}>(STEP[0], {', '.join(rule.hyper)}, {', '.join(rule.derived)});")
+            args = ", ".join(("STEP[0]", *rule.hyper, *rule.derived))
+            body.append(f"    gg_prologue_{rule.name}<{C}>({args});")
     L = f"GGStore<{T}>"
     body.append("    for (i64 i = start + (i64)blockIdx.x * blockDim.x + threadIdx.x; i < end; "
                 "i += (i64)gridDim.x * blockDim.x) {")
