@@ -370,3 +370,29 @@ def test_grad_scaler_with_a_capturable_optimizer_never_reads_the_flag_in_step(mo
         np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-12, atol=1e-14)
     assert float(opt.state[ps[0]]["step"].item()) == 3.0 and ref.state[ref_ps[0]]["step"] == 3
     assert scaler.get_scale() == 2.0
+
+
+@pytest.mark.parametrize("n_extra", [0, 30])
+def test_grad_scaler_unscale_is_one_backend_pass_per_bucket(monkeypatch, n_extra):
+    """``unscale_`` goes through the backend, once per flat gradient buffer (not per parameter), and
+    finds an inf in any parameter."""
+    calls = []
+    orig = CPUBackend.unscale_check_
+    monkeypatch.setattr(CPUBackend, "unscale_check_", lambda self, *a: calls.append(1) or orig(self, *a))
+    ps = _model_params(n_extra=n_extra)
+    opt = optim.SGD(ps, lr=0.1)
+    scaler = amp.GradScaler(init_scale=8.0)
+    shapes = [tuple(p.shape) for p in ps]
+    for s in range(2):
+        for p, g in zip(ps, _grads(s, shapes)):
+            p.grad = gg.tensor(g.numpy() * 8.0)
+        if s == 1:
+            ps[-1].grad.data[...] = np.nan
+        expected = [p.grad.numpy() / 8.0 for p in ps]
+        scaler.unscale_(opt)
+        for p, e in zip(ps, expected):
+            np.testing.assert_array_equal(p.grad.numpy(), e)
+        assert amp._any_found(scaler._states[id(opt)]["found_inf"]) == (s == 1)
+        scaler.step(opt)
+        scaler.update()
+    assert len(calls) == 2
