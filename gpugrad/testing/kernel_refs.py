@@ -1,4 +1,4 @@
-"""NumPy references for the ``extern "C"`` entry points of ``kernels/fused.cu``, registered with the strict
+"""NumPy references for the ``extern "C"`` entry points of ``kernels/fused.cu`` and of the generated optimizer kernels, registered with the strict
 CuPy stand-in so that a ``RawKernel`` launch there computes what the CUDA kernel computes.
 
 Each reference takes the kernel's C parameters by name (flat NumPy views of the device arrays, NumPy
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels import optim_codegen as cg
 from ..kernels.activations import CODES, act_backward_ref, act_forward_ref
+from ..kernels.optim_rules import RULES
 
 _NAMES = {v: k for k, v in CODES.items()}
 _STORAGE = {"f32": np.float32, "f64": np.float64, "f16": np.float16}
@@ -111,58 +113,39 @@ def _softmax_bwd(suffix):
     return ref
 
 
-def _sgd(suffix):
+def _optim(rule, suffix):
+    """Reference of a generated optimizer entry point (``kernels/optim_codegen.py``): the rule itself, run by
+    ``optim_codegen.xp_update`` on compute-type copies of the buffers, then stored back."""
     def ref(a, grid, block):
-        n = int(a["n"])
-        C = _c(suffix)
-        g = _load(a["g"], suffix)[:n]
-        if a["maximize"]:
-            g = -g
-        p = _load(a["p"], suffix)[:n]
-        if a["wd"] != 0:
-            g = g + a["wd"] * p
-        if a["has_momentum"]:
-            b = g if a["first"] else a["momentum"] * _load(a["buf"], suffix)[:n] + a["one_minus_dampening"] * g
-            _store(a["buf"][:n], b.astype(C), suffix)
-            g = g + a["momentum"] * b if a["nesterov"] else b
-        _store(a["p"][:n], (p - a["lr"] * g).astype(C), suffix)
-    return ref
-
-
-def _adam(suffix):
-    def ref(a, grid, block):
-        n = int(a["n"])
-        C = _c(suffix)
-        g = _load(a["g"], suffix)[:n]
-        if a["maximize"]:
-            g = -g
-        p = _load(a["p"], suffix)[:n]
-        if a["wd"] != 0:
-            if a["decoupled"]:
-                p = p * a["decay"]
-            else:
-                g = g + a["wd"] * p
-        mo = _load(a["m"], suffix)[:n]
-        dm = g - mo
-        mi = mo + a["one_minus_b1"] * dm if a["one_minus_b1"] < 0.5 else g - dm * a["b1"]
-        vi = a["b2"] * _load(a["v"], suffix)[:n] + (a["one_minus_b2"] * g) * g
-        _store(a["m"][:n], mi.astype(C), suffix)
-        _store(a["v"][:n], vi.astype(C), suffix)
-        vv = vi
-        if a["amsgrad"]:
-            vv = np.maximum(_load(a["vmax"], suffix)[:n], vi)
-            _store(a["vmax"][:n], vv.astype(C), suffix)
-        denom = np.sqrt(vv) / a["sqrt_bc2"] + a["eps"]
-        _store(a["p"][:n], (p + (-a["step_size"] * mi) / denom).astype(C), suffix)
+        start, end = int(a["start"]), int(a["end"])
+        arrays = {"p": _load(a["P"], suffix), "g": _load(a["G"], suffix)}
+        arrays.update({s: _load(a["S_" + s], suffix) for s in rule.state if "S_" + s in a})
+        options = {h: a[h] for h in rule.hyper}
+        options.update({f: bool(a[f]) for f in rule.flags})
+        if "STEP" in a:
+            cg.xp_update(rule, np, arrays, start, end, options, step=a["STEP"].astype(_c(suffix)),
+                         found_inf=a["FOUND"])
+        else:
+            cg.xp_update(rule, np, arrays, start, end, options, tuple(a[d] for d in rule.derived))
+        _store(a["P"][start:end], arrays["p"][start:end], suffix)
+        for s in rule.state:
+            if "S_" + s in a:
+                _store(a["S_" + s][start:end], arrays[s][start:end], suffix)
     return ref
 
 
 REFERENCES = {"bias_act": _bias_act, "act_bwd": _act_bwd, "act_bias_grad": _act_bias_grad, "colsum": _colsum,
-              "softmax_xent_fwd": _softmax_fwd, "softmax_xent_bwd": _softmax_bwd, "sgd": _sgd, "adam": _adam}
+              "softmax_xent_fwd": _softmax_fwd, "softmax_xent_bwd": _softmax_bwd}
 
 
 def register(strict_cupy) -> None:
-    """Register every fused.cu entry point (``<name>_f16/_f32/_f64``) with the stand-in module."""
+    """Register every fused.cu entry point (``<name>_f16/_f32/_f64``) and every generated optimizer entry
+    point with the stand-in module."""
     for base, make in REFERENCES.items():
         for suffix in _STORAGE:
             strict_cupy.register_kernel(f"{base}_{suffix}", make(suffix))
+    for rule in RULES.values():
+        for mask in cg.masks(rule):
+            for cap in (False, True):
+                for suffix in _STORAGE:
+                    strict_cupy.register_kernel(cg.entry_name(rule, mask, cap, suffix), _optim(rule, suffix))
