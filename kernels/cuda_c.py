@@ -96,15 +96,16 @@ def act_bias_grad(dy, saved, dz, db, act: str, slope: float = 0.01, *, target_bl
         f2((_blocks(N, 128, None),), (128,), (partial, db, np.int64(row_blocks), np.int64(N)))
 
 
-def softmax_xent_forward(logits, target, loss, probs, ignore_index: int = -100, *, block: int | None = None,
-                         max_blocks: int | None = None) -> None:
+def softmax_xent_forward(logits, target, loss, probs, ignore_index: int = -100, err=None, *,
+                         block: int | None = None, max_blocks: int | None = None) -> None:
     M, C = logits.shape
     if M == 0:
         return
     bs = block or next_pow2(C)
     f = function("softmax_xent_fwd", logits.dtype)
     grid = M if max_blocks is None else max(1, min(M, max_blocks))
-    f((grid,), (bs,), (logits, target, loss, probs, np.int64(M), np.int64(C), np.int64(ignore_index)))
+    f((grid,), (bs,), (logits, target, loss, probs, np.int64(M), np.int64(C), np.int64(ignore_index),
+                       err if err is not None else target, np.int32(err is not None)))
 
 
 def softmax_xent_backward(probs, target, g, d, mul: float = 1.0, ignore_index: int = -100,
