@@ -38,12 +38,24 @@ def module():
     return mod
 
 
+_functions: dict[tuple, object] = {}  # (device, kernel name, dtype) -> handle: looked up once, not per launch
+_runtime: list = []
+
+
 def function(name: str, dtype):
-    try:
-        suf = _SUFFIX[np.dtype(dtype)]
-    except KeyError:
-        raise TypeError(f"fused.cu kernels take float16/float32/float64 arrays, got {dtype}") from None
-    return module().get_function(f"{name}_{suf}")
+    """The kernel ``{name}_{f16|f32|f64}`` of the current device (cached handle)."""
+    if not _runtime:
+        import cupy
+        _runtime.append(cupy.cuda.runtime.getDevice)
+    key = (_runtime[0](), name, dtype)
+    f = _functions.get(key)
+    if f is None:
+        try:
+            suf = _SUFFIX[np.dtype(dtype)]
+        except KeyError:
+            raise TypeError(f"fused.cu kernels take float16/float32/float64 arrays, got {dtype}") from None
+        f = _functions[key] = module().get_function(f"{name}_{suf}")
+    return f
 
 
 def _blocks(n: int, block: int, max_blocks: int | None) -> int:
