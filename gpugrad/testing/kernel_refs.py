@@ -1,0 +1,168 @@
+"""NumPy references for the ``extern "C"`` entry points of ``kernels/fused.cu``, registered with the strict
+CuPy stand-in so that a ``RawKernel`` launch there computes what the CUDA kernel computes.
+
+Each reference takes the kernel's C parameters by name (flat NumPy views of the device arrays, NumPy
+scalars), the grid and the block, and writes its outputs in place, following the CUDA source line by
+line: the compute type ``C`` (float32 for float16/float32 storage, float64 for float64), which
+arguments are read and written, and the launch geometry where the result depends on it (the per-row-
+block partial sums of ``act_bias_grad``). Activation formulas come from the one definition in
+``gpugrad.kernels.activations``."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels.activations import CODES, act_backward_ref, act_forward_ref
+
+_NAMES = {v: k for k, v in CODES.items()}
+_STORAGE = {"f32": np.float32, "f64": np.float64, "f16": np.float16}
+
+
+def _c(suffix: str):
+    return np.float64 if suffix == "f64" else np.float32
+
+
+def _load(a, suffix):
+    """Storage -> compute values (float16 storage may arrive as float16 or as its uint16 bits)."""
+    if suffix == "f16" and a.dtype == np.uint16:
+        a = a.view(np.float16)
+    return a.astype(_c(suffix))
+
+
+def _store(dst, values, suffix) -> None:
+    if suffix == "f16" and dst.dtype == np.uint16:
+        dst = dst.view(np.float16)
+    dst[...] = values.astype(dst.dtype)
+
+
+def _bias_act(suffix):
+    def ref(a, grid, block):
+        M, N = int(a["M"]), int(a["N"])
+        v = _load(a["z"], suffix).reshape(M, N)
+        if a["has_bias"]:
+            v = v + _load(a["b"], suffix)[:N]
+        y = act_forward_ref(v, _NAMES[int(a["code"])], float(a["slope"])).astype(_c(suffix))
+        if a["write_z"]:
+            _store(a["z"], v.reshape(-1), suffix)
+        _store(a["y"], y.reshape(-1), suffix)
+    return ref
+
+
+def _act_bwd(suffix):
+    def ref(a, grid, block):
+        n = int(a["M"]) * int(a["N"])
+        g = act_backward_ref(_load(a["dy"], suffix)[:n], _load(a["s"], suffix)[:n], _NAMES[int(a["code"])],
+                             float(a["slope"]))
+        _store(a["dz"], g.astype(_c(suffix)), suffix)
+    return ref
+
+
+def _act_bias_grad(suffix):
+    def ref(a, grid, block):
+        M, N, rpb = int(a["M"]), int(a["N"]), int(a["rows_per_block"])
+        g = act_backward_ref(_load(a["dy"], suffix)[:M * N], _load(a["s"], suffix)[:M * N],
+                             _NAMES[int(a["code"])], float(a["slope"])).astype(_c(suffix)).reshape(M, N)
+        if a["write_dz"]:
+            _store(a["dz"][:M * N], g.reshape(-1), suffix)
+        if a["do_bias"]:
+            row_blocks = grid[1]
+            part = a["partial"].reshape(-1)
+            for r in range(row_blocks):
+                part[r * N:(r + 1) * N] = g[r * rpb:min((r + 1) * rpb, M)].sum(axis=0)
+    return ref
+
+
+def _colsum(suffix):
+    def ref(a, grid, block):
+        R, N = int(a["R"]), int(a["N"])
+        _store(a["out"][:N], a["partial"][:R * N].reshape(R, N).sum(axis=0), suffix)
+    return ref
+
+
+def _softmax_fwd(suffix):
+    def ref(a, grid, block):
+        M, C = int(a["M"]), int(a["Cn"])
+        x = _load(a["x"], suffix)[:M * C].reshape(M, C)
+        m = x.max(axis=1, keepdims=True)
+        e = np.exp(x - m)
+        tot = e.sum(axis=1, keepdims=True)
+        _store(a["probs"][:M * C], (e / tot).reshape(-1), suffix)
+        t = a["t"][:M]
+        bad = (t == int(a["ignore"])) | (t < 0) | (t >= C)
+        safe = np.where(bad, 0, t)
+        loss = np.log(tot[:, 0]) - (x[np.arange(M), safe] - m[:, 0])
+        _store(a["loss"][:M], np.where(bad, 0, loss).astype(_c(suffix)), suffix)
+    return ref
+
+
+def _softmax_bwd(suffix):
+    def ref(a, grid, block):
+        M, C = int(a["M"]), int(a["Cn"])
+        p = _load(a["p"], suffix)[:M * C].reshape(M, C)
+        t = a["t"][:M]
+        g = _load(a["g"], suffix)
+        gr = g[np.arange(M) * int(a["g_stride"])]
+        v = p - a["eps_over_c"]
+        valid = t != int(a["ignore"])
+        rows = np.nonzero(valid & (t >= 0) & (t < C))[0]
+        v[rows, t[rows]] -= a["one_minus_eps"]
+        d = v * (gr * a["mul"])[:, None]
+        d[~valid] = 0
+        _store(a["d"][:M * C], d.astype(_c(suffix)).reshape(-1), suffix)
+    return ref
+
+
+def _sgd(suffix):
+    def ref(a, grid, block):
+        n = int(a["n"])
+        C = _c(suffix)
+        g = _load(a["g"], suffix)[:n]
+        if a["maximize"]:
+            g = -g
+        p = _load(a["p"], suffix)[:n]
+        if a["wd"] != 0:
+            g = g + a["wd"] * p
+        if a["has_momentum"]:
+            b = g if a["first"] else a["momentum"] * _load(a["buf"], suffix)[:n] + a["one_minus_dampening"] * g
+            _store(a["buf"][:n], b.astype(C), suffix)
+            g = g + a["momentum"] * b if a["nesterov"] else b
+        _store(a["p"][:n], (p - a["lr"] * g).astype(C), suffix)
+    return ref
+
+
+def _adam(suffix):
+    def ref(a, grid, block):
+        n = int(a["n"])
+        C = _c(suffix)
+        g = _load(a["g"], suffix)[:n]
+        if a["maximize"]:
+            g = -g
+        p = _load(a["p"], suffix)[:n]
+        if a["wd"] != 0:
+            if a["decoupled"]:
+                p = p * a["decay"]
+            else:
+                g = g + a["wd"] * p
+        mo = _load(a["m"], suffix)[:n]
+        dm = g - mo
+        mi = mo + a["one_minus_b1"] * dm if a["one_minus_b1"] < 0.5 else g - dm * a["b1"]
+        vi = a["b2"] * _load(a["v"], suffix)[:n] + (a["one_minus_b2"] * g) * g
+        _store(a["m"][:n], mi.astype(C), suffix)
+        _store(a["v"][:n], vi.astype(C), suffix)
+        vv = vi
+        if a["amsgrad"]:
+            vv = np.maximum(_load(a["vmax"], suffix)[:n], vi)
+            _store(a["vmax"][:n], vv.astype(C), suffix)
+        denom = np.sqrt(vv) / a["sqrt_bc2"] + a["eps"]
+        _store(a["p"][:n], (p + (-a["step_size"] * mi) / denom).astype(C), suffix)
+    return ref
+
+
+REFERENCES = {"bias_act": _bias_act, "act_bwd": _act_bwd, "act_bias_grad": _act_bias_grad, "colsum": _colsum,
+              "softmax_xent_fwd": _softmax_fwd, "softmax_xent_bwd": _softmax_bwd, "sgd": _sgd, "adam": _adam}
+
+
+def register(strict_cupy) -> None:
+    """Register every fused.cu entry point (``<name>_f16/_f32/_f64``) with the stand-in module."""
+    for base, make in REFERENCES.items():
+        for suffix in _STORAGE:
+            strict_cupy.register_kernel(f"{base}_{suffix}", make(suffix))
