@@ -8,8 +8,9 @@ stand-in (gpugrad/testing/strict_cupy.py) with no-op kernels and no-op GEMMs.
 Per training step (forward, cross-entropy, backward, optimizer step: SGD momentum 0.9, and Adam) of an
 MLP with DEPTH hidden Linear+ReLU layers of WIDTH, then Linear(WIDTH, 10) (the shapes of issue 10):
   launches  kernels the device would run: fused-kernel launches (RawModule) plus CuPy array operations
-            (ufuncs, reductions, copies, fills, indexed writes); split into forward+loss, backward and
-            optimizer (zero_grad + step), and reported per Linear layer without the optimizer part
+            (ufuncs, reductions, copies, fills, indexed writes); split into forward+loss+backward ("w/o
+            opt") and optimizer (zero_grad + step); "/layer" is the growth per added Linear layer (the
+            same run with one more hidden layer) and "+const" the rest, both without the optimizer
   gemms     cuBLAS calls
   d2h       device-to-host reads (each one a host synchronisation on a GPU)
   host_us   median host microseconds per step (perf_counter), with every kernel and GEMM a no-op and
@@ -168,9 +169,11 @@ def worker(root: str, batch: int, depth: int, width: int, opt_name: str, repeats
     for _ in range(3):
         step()
     phases: dict = {}
+    c.kernels.clear()
     before = snap()
     step(phases)
     after = snap()
+    kernels = dict(c.kernels)
     launches, gemms, d2h = (b - a for a, b in zip(before, after))
     times = []
     for _ in range(repeats):
@@ -180,7 +183,7 @@ def worker(root: str, batch: int, depth: int, width: int, opt_name: str, repeats
     n_layers = depth + 1
     no_opt = phases["fwd"][0] + phases["bwd"][0]
     return {"launches": launches, "launches_excl_optimizer": no_opt, "launches_optimizer": phases["opt"][0],
-            "launches_per_layer_excl_optimizer": no_opt / n_layers, "gemms": gemms, "d2h": d2h,
+            "gemms": gemms, "d2h": d2h, "kernels": kernels,
             "d2h_by_phase": {k: v[2] for k, v in phases.items()}, "host_us": statistics.median(times) * 1e6,
             "layers": n_layers}
 
@@ -219,14 +222,19 @@ def main(argv=None) -> dict:
         for opt in ("sgd", "adam"):
             row = {"shape": label, "batch": batch, "depth": depth, "width": width, "optimizer": opt}
             for tag, root in roots:
-                row[tag] = run_worker(root, TINY[0], depth, TINY[1], opt, args.repeats)
+                row[tag] = r = run_worker(root, TINY[0], depth, TINY[1], opt, args.repeats)
+                deeper = run_worker(root, TINY[0], depth + 1, TINY[1], opt, 1)
+                if "error" not in r and "error" not in deeper:  # per layer: the slope over one more layer
+                    r["launches_per_layer"] = deeper["launches_excl_optimizer"] - r["launches_excl_optimizer"]
+                    r["launches_constant"] = r["launches_excl_optimizer"] - r["launches_per_layer"] * r["layers"]
+                    r["optimizer_launches_per_layer"] = deeper["launches_optimizer"] - r["launches_optimizer"]
                 if args.full_counts and batch * width <= 2 ** 21:
                     full = run_worker(root, batch, depth, width, opt, 1)
                     row[tag + "_full_counts_equal"] = all(full.get(k) == row[tag].get(k) for k in
                                                           ("launches", "gemms", "d2h"))
             rows.append(row)
-    hdr = (f"{'shape':<24}{'opt':<5}{'commit':<9}{'launch':>7}{'w/o opt':>8}{'/layer':>7}{'opt':>5}{'gemm':>5}"
-           f"{'d2h':>5}{'host us':>10}")
+    hdr = (f"{'shape':<24}{'opt':<5}{'commit':<9}{'launch':>7}{'w/o opt':>8}{'/layer':>7}{'+const':>7}{'opt':>5}"
+           f"{'gemm':>5}{'d2h':>5}{'host us':>10}")
     print(hdr)
     for row in rows:
         for tag, _ in roots:
@@ -235,11 +243,12 @@ def main(argv=None) -> dict:
                 print(f"{row['shape']:<24}{row['optimizer']:<5}{commits[tag]:<9} error: {r['error']}")
                 continue
             print(f"{row['shape']:<24}{row['optimizer']:<5}{commits[tag]:<9}{r['launches']:>7}"
-                  f"{r['launches_excl_optimizer']:>8}{r['launches_per_layer_excl_optimizer']:>7.2f}"
-                  f"{r['launches_optimizer']:>5}{r['gemms']:>5}{r['d2h']:>5}{r['host_us']:>10.0f}")
+                  f"{r['launches_excl_optimizer']:>8}{r.get('launches_per_layer', '?'):>7}"
+                  f"{r.get('launches_constant', '?'):>7}{r['launches_optimizer']:>5}{r['gemms']:>5}{r['d2h']:>5}"
+                  f"{r['host_us']:>10.0f}")
         if len(roots) == 2 and "error" not in row["this"] and "error" not in row["baseline"]:
             row["host_us_ratio"] = row["this"]["host_us"] / row["baseline"]["host_us"]
-            print(f"{'':<24}{'':<5}{'ratio':<9}{'':>41}{row['host_us_ratio']:>10.2f}")
+            print(f"{'':<24}{'':<5}{'ratio':<9}{'':>48}{row['host_us_ratio']:>10.2f}")
     payload = {"machine": machine_info(), "commits": commits, "stand_in": os.path.relpath(STAND_IN, ROOT),
                "kernels": "cuda_c (no-op)", "timing_proxy": {"batch": TINY[0], "width": TINY[1]},
                "repeats": args.repeats, "rows": rows}
