@@ -33,3 +33,46 @@ def test_training_step_counts_on_the_strict_stand_in(opt):
     assert constant <= 12, (constant, a["kernels"])
     assert b["gemms"] - a["gemms"] == 3 and a["gemms"] == 3 * a["layers"] - 1
     assert a["kernels"].get("softmax_xent_fwd_f32") == 1  # the fused loss ran (and validated the targets)
+
+
+_EVERY_PATH = r"""
+import os, sys
+sys.path[:0] = [os.path.join(ROOT, "benchmarks"), ROOT]
+import host_overhead as ho
+sc = ho.load_stand_in(); ho.register_noop_kernels(sc, ROOT)
+import numpy as np, gpugrad as gg
+F = gg.nn.functional
+out = {}
+for name in ("sgd", "adam", "adamw", "rmsprop"):
+    gg.manual_seed(0)
+    model = gg.nn.MLP([8, 8, 8, 4], activation="relu").to("cuda")
+    ps = model.parameters()
+    opt = {"sgd": lambda: gg.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4),
+           "adam": lambda: gg.optim.Adam(ps, amsgrad=True), "adamw": lambda: gg.optim.AdamW(ps),
+           "rmsprop": lambda: gg.optim.RMSprop(ps, momentum=0.9, centered=True)}[name]()
+    x = gg.tensor(np.random.rand(8, 8).astype(np.float32)).to("cuda")
+    y = gg.tensor(np.array([0, 1, 2, 3, 3, -100, 1, 0])).to("cuda")
+    c0 = sc.counters.device_to_host
+    for i in range(2):
+        loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+        opt.zero_grad(set_to_none=(i == 0))
+        loss.backward()
+        F.nll_loss(F.log_softmax(model(x), dim=1), y, reduction="sum").backward()
+        F.mse_loss(model(x), gg.zeros(8, 4, device="cuda")).backward()
+        gg.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        gg.nn.utils.clip_grad_value_(model.parameters(), 1.0)
+        opt.step()
+    out[name] = sc.counters.device_to_host - c0
+print(out)
+"""
+
+
+@pytest.mark.parametrize("kernels", ["cuda_c", "xp"])
+def test_no_device_to_host_read_on_any_training_path(kernels):
+    """Losses (label smoothing, ignore_index, NLL, MSE), clipping, zero_grad and every optimizer,
+    with the fused kernels and with plain CuPy ops."""
+    env = dict(os.environ, GPUGRAD_CUDA_KERNELS=kernels)
+    r = subprocess.run([sys.executable, "-c", f"ROOT = {ROOT!r}\n" + _EVERY_PATH], capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == "{'sgd': 0, 'adam': 0, 'adamw': 0, 'rmsprop': 0}", r.stdout
