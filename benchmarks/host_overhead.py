@@ -13,10 +13,11 @@ MLP with DEPTH hidden Linear+ReLU layers of WIDTH, then Linear(WIDTH, 10) (the s
             same run with one more hidden layer) and "+const" the rest, both without the optimizer
   gemms     cuBLAS calls
   d2h       device-to-host reads (each one a host synchronisation on a GPU)
-  host_us   median host microseconds per step (CPU time of the thread, time.thread_time: robust on a
+  host us   median host microseconds per step (CPU time of the thread, time.thread_time: robust on a
             shared machine; the wall-clock median is in the JSON), best of --rounds processes, with every
-            kernel and GEMM a no-op and the arrays of the remaining CuPy operations tiny, so it is the
-            Python work of the step
+            kernel and GEMM a no-op and the arrays of the remaining CuPy operations tiny
+  gpugrad   the same less the time inside the stand-in's array operations (what CuPy's C code would
+            do on a GPU): gpugrad's own Python work; "w/o opt": without the optimizer step
 Counting does not depend on the batch or width (checked: the counts at the full shapes equal the
 counts at the tiny proxy shapes used for timing; --full-counts recounts at full size where it fits).
 Each (checkout, shape, optimizer) runs in its own process, which loads the stand-in by file path before
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import operator
 import os
 import statistics
 import subprocess
@@ -101,6 +103,9 @@ def load_stand_in(path: str = STAND_IN):
             sc._functions[name] = timed(f)
     for m in ("reshape", "ravel", "view", "transpose", "swapaxes", "squeeze", "__getitem__", "get"):
         setattr(sc.ndarray, m, timed(getattr(sc.ndarray, m)))
+    for prop in ("shape", "dtype", "ndim", "size", "nbytes", "itemsize", "strides"):
+        # C-level attribute reads, as on a CuPy array (no Python frame charged to gpugrad)
+        setattr(sc.ndarray, prop, property(operator.attrgetter("_a." + prop)))
     for prop in ("T", "flags"):
         fget = getattr(sc.ndarray, prop).fget
         setattr(sc.ndarray, prop, property(timed(fget)))
@@ -209,20 +214,28 @@ def worker(root: str, batch: int, depth: int, width: int, opt_name: str, repeats
     after = snap()
     kernels = dict(c.kernels)
     launches, gemms, d2h = (b - a for a, b in zip(before, after))
-    times, cpu, own = [], [], []
+    times, cpu, own, own_opt = [], [], [], []
+    tt = time.thread_time
     for _ in range(repeats):
         s0 = c.stand_in_s
-        c0, t0 = time.thread_time(), time.perf_counter()
-        step()
+        c0, t0 = tt(), time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        s1, c1 = c.stand_in_s, tt()
+        opt.step()
+        c2 = tt()
         times.append(time.perf_counter() - t0)
-        cpu.append(time.thread_time() - c0)
-        own.append(cpu[-1] - (c.stand_in_s - s0))
+        cpu.append(c2 - c0)
+        own.append(c2 - c0 - (c.stand_in_s - s0))
+        own_opt.append(c2 - c1 - (c.stand_in_s - s1))
     n_layers = depth + 1
     no_opt = phases["fwd"][0] + phases["bwd"][0]
     return {"launches": launches, "launches_excl_optimizer": no_opt, "launches_optimizer": phases["opt"][0],
             "gemms": gemms, "d2h": d2h, "kernels": kernels,
             "d2h_by_phase": {k: v[2] for k, v in phases.items()}, "host_us": statistics.median(cpu) * 1e6,
             "wall_us": statistics.median(times) * 1e6, "host_us_outside_stand_in": statistics.median(own) * 1e6,
+            "host_us_outside_stand_in_optimizer": statistics.median(own_opt) * 1e6,
             "layers": n_layers}
 
 
@@ -275,7 +288,7 @@ def main(argv=None) -> dict:
                                                           ("launches", "gemms", "d2h"))
             rows.append(row)
     hdr = (f"{'shape':<24}{'opt':<5}{'commit':<9}{'launch':>7}{'w/o opt':>8}{'/layer':>7}{'+const':>7}{'opt':>5}"
-           f"{'gemm':>5}{'d2h':>5}{'host us':>10}")
+           f"{'gemm':>5}{'d2h':>5}{'host us':>9}{'gpugrad':>9}{'w/o opt':>9}")
     print(hdr)
     for row in rows:
         for tag, _ in roots:
@@ -286,10 +299,17 @@ def main(argv=None) -> dict:
             print(f"{row['shape']:<24}{row['optimizer']:<5}{commits[tag]:<9}{r['launches']:>7}"
                   f"{r['launches_excl_optimizer']:>8}{r.get('launches_per_layer', '?'):>7}"
                   f"{r.get('launches_constant', '?'):>7}{r['launches_optimizer']:>5}{r['gemms']:>5}{r['d2h']:>5}"
-                  f"{r['host_us']:>10.0f}")
+                  f"{r['host_us']:>9.0f}{r['host_us_outside_stand_in']:>9.0f}"
+                  f"{r['host_us_outside_stand_in'] - r['host_us_outside_stand_in_optimizer']:>9.0f}")
         if len(roots) == 2 and "error" not in row["this"] and "error" not in row["baseline"]:
-            row["host_us_ratio"] = row["this"]["host_us"] / row["baseline"]["host_us"]
-            print(f"{'':<24}{'':<5}{'ratio':<9}{'':>48}{row['host_us_ratio']:>10.2f}")
+            a, b = row["this"], row["baseline"]
+            row["host_us_ratio"] = a["host_us"] / b["host_us"]
+            row["gpugrad_us_ratio"] = a["host_us_outside_stand_in"] / b["host_us_outside_stand_in"]
+            row["gpugrad_us_ratio_excl_optimizer"] = (
+                (a["host_us_outside_stand_in"] - a["host_us_outside_stand_in_optimizer"])
+                / (b["host_us_outside_stand_in"] - b["host_us_outside_stand_in_optimizer"]))
+            print(f"{'':<24}{'':<5}{'ratio':<9}{'':>47}{row['host_us_ratio']:>9.2f}{row['gpugrad_us_ratio']:>9.2f}"
+                  f"{row['gpugrad_us_ratio_excl_optimizer']:>9.2f}")
     payload = {"machine": machine_info(), "commits": commits, "stand_in": os.path.relpath(STAND_IN, ROOT),
                "kernels": "cuda_c (no-op)", "timing_proxy": {"batch": TINY[0], "width": TINY[1]},
                "repeats": args.repeats, "rounds": args.rounds, "rows": rows}

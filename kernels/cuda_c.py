@@ -21,8 +21,12 @@ _modules: dict[int, object] = {}
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.float16): "f16"}
 
 
+_COMPUTE = {np.dtype(np.float64): np.float64, np.dtype(np.float32): np.float32, np.dtype(np.float16): np.float32}
+
+
 def _compute(dt):
-    return np.float64 if np.dtype(dt) == np.float64 else np.float32
+    c = _COMPUTE.get(dt)
+    return c if c is not None else (np.float64 if np.dtype(dt) == np.float64 else np.float32)
 
 
 def module():
@@ -59,7 +63,7 @@ def function(name: str, dtype):
 
 
 def _blocks(n: int, block: int, max_blocks: int | None) -> int:
-    b = max(1, math.ceil(n / block))
+    b = max(1, -(-n // block))
     return b if max_blocks is None else max(1, min(b, max_blocks))
 
 

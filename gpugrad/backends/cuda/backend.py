@@ -36,7 +36,10 @@ def sync_debug() -> bool:
 
 
 def _is_float(*arrays) -> bool:
-    return all(a is not None and a.dtype in _FLOATS for a in arrays)
+    for a in arrays:  # a plain loop: this runs several times per op
+        if a is None or a.dtype not in _FLOATS:
+            return False
+    return True
 
 
 class CUDABackend(Backend):
