@@ -157,7 +157,11 @@ class Function:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "apply" not in cls.__dict__:
+        if "apply" in cls.__dict__:
+            return  # a class that writes its own apply keeps it (and so do its subclasses)
+        inherited = cls.apply
+        if getattr(inherited, "_gg_generated", False) or \
+                getattr(inherited, "__func__", None) is Function.__dict__["apply"].__func__:
             cls.apply = staticmethod(_make_apply(cls))
 
     @classmethod
@@ -271,6 +275,7 @@ def _make_apply(cls: type):
         ctx._finalize(tensor_args, results)
         return results
 
+    apply._gg_generated = True  # type: ignore[attr-defined]
     apply.__qualname__ = f"{cls.__qualname__}.apply"
     apply.__doc__ = f"Run ``{cls.__qualname__}`` on tensors (records the graph node when grad is needed)."
     return apply
