@@ -13,6 +13,7 @@ MLP with DEPTH hidden Linear+ReLU layers of WIDTH, then Linear(WIDTH, 10) (the s
             same run with one more hidden layer) and "+const" the rest, both without the optimizer
   gemms     cuBLAS calls
   d2h       device-to-host reads (each one a host synchronisation on a GPU)
+  (JSON)    kernel_handle_lookups: RawModule.get_function calls in the step (0 once handles are cached)
   host us   median host microseconds per step (CPU time of the thread, time.thread_time: robust on a
             shared machine; the wall-clock median is in the JSON), best of --rounds processes, with every
             kernel and GEMM a no-op and the arrays of the remaining CuPy operations tiny
@@ -168,6 +169,13 @@ def register_noop_kernels(sc, root: str) -> None:
         c.kernels[self.name] = c.kernels.get(self.name, 0) + 1
         c.stand_in_s += time.perf_counter() - t0
     sc.RawKernel.__call__ = launch
+    c.kernel_lookups = 0
+    get_function = sc.RawModule.get_function
+
+    def lookup(self, name):
+        c.kernel_lookups += 1
+        return get_function(self, name)
+    sc.RawModule.get_function = lookup
 
 
 def worker(root: str, batch: int, depth: int, width: int, opt_name: str, repeats: int) -> dict:
@@ -189,7 +197,7 @@ def worker(root: str, batch: int, depth: int, width: int, opt_name: str, repeats
     c = sc.counters
 
     def snap():
-        return (c.kernel_launches + c.xp_ops, c.gemm_calls, c.device_to_host)
+        return (c.kernel_launches + c.xp_ops, c.gemm_calls, c.device_to_host, c.kernel_lookups)
 
     def step(phases=None):
         s0 = snap() if phases is not None else None
@@ -213,7 +221,7 @@ def worker(root: str, batch: int, depth: int, width: int, opt_name: str, repeats
     step(phases)
     after = snap()
     kernels = dict(c.kernels)
-    launches, gemms, d2h = (b - a for a, b in zip(before, after))
+    launches, gemms, d2h, lookups = (b - a for a, b in zip(before, after))
     times, cpu, own, own_opt = [], [], [], []
     tt = time.thread_time
     for _ in range(repeats):
@@ -232,7 +240,7 @@ def worker(root: str, batch: int, depth: int, width: int, opt_name: str, repeats
     n_layers = depth + 1
     no_opt = phases["fwd"][0] + phases["bwd"][0]
     return {"launches": launches, "launches_excl_optimizer": no_opt, "launches_optimizer": phases["opt"][0],
-            "gemms": gemms, "d2h": d2h, "kernels": kernels,
+            "gemms": gemms, "d2h": d2h, "kernel_handle_lookups": lookups, "kernels": kernels,
             "d2h_by_phase": {k: v[2] for k, v in phases.items()}, "host_us": statistics.median(cpu) * 1e6,
             "wall_us": statistics.median(times) * 1e6, "host_us_outside_stand_in": statistics.median(own) * 1e6,
             "host_us_outside_stand_in_optimizer": statistics.median(own_opt) * 1e6,

@@ -27,6 +27,7 @@ def test_training_step_counts_on_the_strict_stand_in(opt):
     a, b = _count(2, opt), _count(3, opt)
     for r in (a, b):
         assert r["d2h"] == 0 and r["d2h_by_phase"] == {"fwd": 0, "bwd": 0, "opt": 0}, r
+        assert r["kernel_handle_lookups"] == 0, r  # cached after the first step, not looked up per launch
     per_layer = b["launches_excl_optimizer"] - a["launches_excl_optimizer"]
     constant = a["launches_excl_optimizer"] - per_layer * a["layers"]
     assert per_layer <= 3, (per_layer, a["kernels"], b["kernels"])
