@@ -251,6 +251,8 @@ def _make_apply(cls: type):
                 res._grad_fn = None
                 if record:  # an integer output of a recorded op: the node still gets its metadata
                     _link(ctx, cls, edges, ((out.shape, out.dtype),))
+                    if ctx._to_save:
+                        ctx._finalize(tensor_args, (res,))
                 return res
             res._requires_grad = True
             res._grad_fn = ctx
