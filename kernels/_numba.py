@@ -6,6 +6,7 @@ first use and cached per (kernel, compute dtype, compile-time constants). Under
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any, Callable
@@ -66,6 +67,7 @@ def blocks_for(n: int, block: int, max_blocks: int | None = None) -> int:
     return b
 
 
+@functools.lru_cache(maxsize=4096)  # launch configurations: computed once per shape, not per launch
 def grid_2d(n_rows: int, n_cols: int, block: int = 256, max_blocks: int | None = None):
     """Launch shape for the column-tile x row-stride layout of the elementwise kernels: threads of a
     block take consecutive columns (coalesced), blocks in y stride over rows (a per-column value such

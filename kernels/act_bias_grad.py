@@ -9,6 +9,7 @@ No atomics: the result is deterministic run to run.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -80,6 +81,7 @@ def _colsum_kernel(cdt):
     return _numba.cached(("colsum", np.dtype(cdt).str), build)
 
 
+@functools.lru_cache(maxsize=4096)  # launch configuration, once per shape
 def plan(n_rows: int, n_cols: int, TX: int = 32, TY: int = 8, target_blocks: int = 512) -> tuple[int, int, int]:
     """``(col_blocks, row_blocks, rows_per_block)``: enough blocks to fill the device, each block
     walking a tile of rows (a multiple of ``TY``)."""

@@ -21,8 +21,12 @@ _modules: dict[int, object] = {}
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.float16): "f16"}
 
 
+_COMPUTE = {np.dtype(np.float64): np.float64, np.dtype(np.float32): np.float32, np.dtype(np.float16): np.float32}
+
+
 def _compute(dt):
-    return np.float64 if np.dtype(dt) == np.float64 else np.float32
+    c = _COMPUTE.get(dt)
+    return c if c is not None else (np.float64 if np.dtype(dt) == np.float64 else np.float32)
 
 
 def module():
@@ -38,16 +42,28 @@ def module():
     return mod
 
 
+_functions: dict[tuple, object] = {}  # (device, kernel name, dtype) -> handle: looked up once, not per launch
+_runtime: list = []
+
+
 def function(name: str, dtype):
-    try:
-        suf = _SUFFIX[np.dtype(dtype)]
-    except KeyError:
-        raise TypeError(f"fused.cu kernels take float16/float32/float64 arrays, got {dtype}") from None
-    return module().get_function(f"{name}_{suf}")
+    """The kernel ``{name}_{f16|f32|f64}`` of the current device (cached handle)."""
+    if not _runtime:
+        import cupy
+        _runtime.append(cupy.cuda.runtime.getDevice)
+    key = (_runtime[0](), name, dtype)
+    f = _functions.get(key)
+    if f is None:
+        try:
+            suf = _SUFFIX[np.dtype(dtype)]
+        except KeyError:
+            raise TypeError(f"fused.cu kernels take float16/float32/float64 arrays, got {dtype}") from None
+        f = _functions[key] = module().get_function(f"{name}_{suf}")
+    return f
 
 
 def _blocks(n: int, block: int, max_blocks: int | None) -> int:
-    b = max(1, math.ceil(n / block))
+    b = max(1, -(-n // block))
     return b if max_blocks is None else max(1, min(b, max_blocks))
 
 
@@ -96,15 +112,16 @@ def act_bias_grad(dy, saved, dz, db, act: str, slope: float = 0.01, *, target_bl
         f2((_blocks(N, 128, None),), (128,), (partial, db, np.int64(row_blocks), np.int64(N)))
 
 
-def softmax_xent_forward(logits, target, loss, probs, ignore_index: int = -100, *, block: int | None = None,
-                         max_blocks: int | None = None) -> None:
+def softmax_xent_forward(logits, target, loss, probs, ignore_index: int = -100, err=None, *,
+                         block: int | None = None, max_blocks: int | None = None) -> None:
     M, C = logits.shape
     if M == 0:
         return
     bs = block or next_pow2(C)
     f = function("softmax_xent_fwd", logits.dtype)
     grid = M if max_blocks is None else max(1, min(M, max_blocks))
-    f((grid,), (bs,), (logits, target, loss, probs, np.int64(M), np.int64(C), np.int64(ignore_index)))
+    f((grid,), (bs,), (logits, target, loss, probs, np.int64(M), np.int64(C), np.int64(ignore_index),
+                       err if err is not None else target, np.int32(err is not None)))
 
 
 def softmax_xent_backward(probs, target, g, d, mul: float = 1.0, ignore_index: int = -100,

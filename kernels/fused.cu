@@ -176,7 +176,8 @@ __device__ void colsum_impl(const typename Num<T>::C* partial, T* out, i64 R, i6
 // ------------------------------------------------------------------ softmax + cross-entropy
 // One block per row (grid-stride), blockDim.x a power of two <= 256.
 template <typename T>
-__device__ void softmax_xent_fwd_impl(const T* x, const i64* t, T* loss, T* probs, i64 M, i64 Cn, i64 ignore) {
+__device__ void softmax_xent_fwd_impl(const T* x, const i64* t, T* loss, T* probs, i64 M, i64 Cn, i64 ignore,
+                                      i64* err, int check) {
     typedef typename Num<T>::C C;
     __shared__ C sm_m[256];
     __shared__ C sm_s[256];
@@ -209,7 +210,11 @@ __device__ void softmax_xent_fwd_impl(const T* x, const i64* t, T* loss, T* prob
         for (i64 j = tid; j < Cn; j += bs) prow[j] = Num<T>::store(m_exp(Num<T>::load(row[j]) - mx) * inv);
         if (tid == 0) {
             const i64 tt = t[r];
-            if (tt == ignore || tt < 0 || tt >= Cn) loss[r] = Num<T>::store(ZERO);
+            if (tt == ignore || tt < 0 || tt >= Cn) {
+                loss[r] = Num<T>::store(ZERO);
+                // out-of-range target: fold it into the lazy error record [min bad, max bad]
+                if (check && tt != ignore) { atomicMin(&err[0], tt); atomicMax(&err[1], tt); }
+            }
             else loss[r] = Num<T>::store(m_log(tot) - (Num<T>::load(row[tt]) - mx));
         }
         __syncthreads();
@@ -247,8 +252,8 @@ extern "C" __global__ void act_bias_grad_##SUF(const T* dy, const T* s, T* dz, C
 extern "C" __global__ void colsum_##SUF(const C* partial, T* out, i64 R, i64 N) {                             \
     colsum_impl<T>(partial, out, R, N); }                                                                     \
 extern "C" __global__ void softmax_xent_fwd_##SUF(const T* x, const i64* t, T* loss, T* probs, i64 M, i64 Cn, \
-                                                  i64 ignore) {                                               \
-    softmax_xent_fwd_impl<T>(x, t, loss, probs, M, Cn, ignore); }                                             \
+                                                  i64 ignore, i64* err, int check) {                          \
+    softmax_xent_fwd_impl<T>(x, t, loss, probs, M, Cn, ignore, err, check); }                                 \
 extern "C" __global__ void softmax_xent_bwd_##SUF(const T* p, const i64* t, const T* g, i64 g_stride, C mul,  \
                                                   i64 ignore, C eps_over_c, C one_minus_eps, T* d, i64 M,     \
                                                   i64 Cn) {                                                   \

@@ -3,7 +3,10 @@
 Forward: one block per row (grid-stride over rows). Each thread keeps an online (max, sum of exp)
 pair over its columns (one read of the row), the block merges the pairs in shared memory (a fixed
 tree: deterministic), then one write pass stores the probabilities; thread 0 writes the row's loss
-``log(sum) - (x[t] - max)`` (0 for ``ignore_index`` rows). Stable for any finite logits.
+``log(sum) - (x[t] - max)`` (0 for ``ignore_index`` rows). Stable for any finite logits. A target out of
+``[0, C)`` (and not ``ignore_index``) gets loss 0 and, when an ``err`` record is given, is folded into it
+(``err[0] = min``, ``err[1] = max`` of the bad values, atomically): the host reads the record lazily, at
+its next synchronisation, instead of reading the targets every step.
 
 Backward: ``d = (p - eps/C - (1 - eps) * onehot(t)) * w[row]``, one elementwise pass, where ``w`` is
 the incoming gradient (per row for ``reduction='none'``, one scalar read on the device otherwise,
@@ -56,7 +59,7 @@ def _fwd_kernel(cdt, BS: int):
         ZERO, ONE, NEG_INF = c(0.0), c(1.0), c(-np.inf)
 
         @cuda.jit
-        def softmax_xent_fwd(x, t, loss, probs, ignore):
+        def softmax_xent_fwd(x, t, loss, probs, ignore, err, check):
             sm_m = cuda.shared.array(BS, dtype=F)
             sm_s = cuda.shared.array(BS, dtype=F)
             tid = cuda.threadIdx.x
@@ -97,6 +100,9 @@ def _fwd_kernel(cdt, BS: int):
                     tt = t[r]
                     if tt == ignore or tt < 0 or tt >= n_cols:
                         loss[r] = ZERO
+                        if check and tt != ignore:
+                            cuda.atomic.min(err, 0, tt)
+                            cuda.atomic.max(err, 1, tt)
                     else:
                         loss[r] = math.log(tot) - (F(x[r, tt]) - mx)
                 cuda.syncthreads()  # shared memory is reused by the next row
@@ -128,9 +134,11 @@ def _bwd_kernel(cdt):
     return _numba.cached(("softmax_xent_bwd", np.dtype(cdt).str), build)
 
 
-def softmax_xent_forward(logits, target, loss, probs, ignore_index: int = -100, *, stream=None,
+def softmax_xent_forward(logits, target, loss, probs, ignore_index: int = -100, err=None, *, stream=None,
                          block: int | None = None, max_blocks: int | None = None) -> None:
     """Fill ``loss`` (M,) and ``probs`` (M, C) from ``logits`` (M, C) and int ``target`` (M,).
+    ``err``: optional int64 record ``[min bad target, max bad target]`` (start it at
+    ``[INT64_MAX, INT64_MIN]``) that out-of-range targets are folded into.
     ``block``: threads per row, a power of two (default: fit to C, 32..256)."""
     M, C = logits.shape
     if M == 0:
@@ -141,7 +149,9 @@ def softmax_xent_forward(logits, target, loss, probs, ignore_index: int = -100, 
     cdt = _numba.compute_dtype(logits.dtype)
     k = _fwd_kernel(cdt, BS)
     grid = M if max_blocks is None else max(1, min(M, int(max_blocks)))
-    _numba.launch(k, grid, BS, stream, logits, target, loss, probs, int(ignore_index))
+    check = err is not None
+    _numba.launch(k, grid, BS, stream, logits, target, loss, probs, int(ignore_index),
+                  err if check else _numba.stand_in(target, 1), int(check))
 
 
 def softmax_xent_backward(probs, target, g, d, mul: float = 1.0, ignore_index: int = -100,

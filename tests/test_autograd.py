@@ -300,3 +300,48 @@ def test_random_streams_are_reproducible():
     gg.random.set_rng_state(state)
     np.testing.assert_array_equal(gg.rand(10).numpy(), b)
     assert abs(a.mean()) < 0.1 and abs(a.std() - 1) < 0.1
+
+
+def test_function_apply_per_subclass_and_custom_apply_kept():
+    """Each Function subclass gets its own flat ``apply`` (bound directly as Tensor operators); a
+    subclass that writes its own ``apply`` keeps it, and so do the classes derived from it."""
+    from gpugrad.autograd import Function
+
+    class Sq(Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return 2 * x * g
+
+    class Cube(Sq):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return 3 * x * x * g
+
+    class Tripled(Sq):
+        @classmethod
+        def apply(cls, x):
+            return Sq.apply(x) * 3
+
+    class FromTripled(Tripled):
+        pass
+
+    x = gg.tensor([1.0, 2.0], requires_grad=True)
+    assert Sq.apply(x).numpy().tolist() == [1.0, 4.0]
+    assert Cube.apply(x).numpy().tolist() == [1.0, 8.0]
+    assert Tripled.apply(x).numpy().tolist() == [3.0, 12.0]
+    assert FromTripled.apply(x).numpy().tolist() == [3.0, 12.0]
+    Cube.apply(x).sum().backward()
+    assert x.grad.numpy().tolist() == [3.0, 12.0]
+    assert (x * x).grad_fn.op_name == "Mul" or (x * x).grad_fn.op_name == "mul"

@@ -660,3 +660,40 @@ def test_capturable_adam_step_replays_in_a_cuda_graph(impl, strict, monkeypatch)
     for a, b in zip(ps, ref):
         assert rel_err(a.numpy(), b.numpy()) < 1e-6
     assert float(opt.state[ps[0]]["step"].item()) == 5.0
+
+
+@gpu
+@pytest.mark.parametrize("impl", ["numba", "cuda_c", "xp"])
+def test_bad_targets_reported_lazily_on_the_gpu(impl, strict, monkeypatch):
+    """The device-side target check: no error inside the step, the usual IndexError at the next sync."""
+    monkeypatch.setitem(_kernels._state, "impl", impl)
+    monkeypatch.delenv("GPUGRAD_SYNC_DEBUG", raising=False)
+    x = gg.tensor(np.linspace(-1, 1, 24).reshape(6, 4), device="cuda", requires_grad=True)
+    t = gg.tensor(np.array([0, 5, 2, -100, 7, -3]), device="cuda")
+    loss = gg.nn.functional.cross_entropy(x, t)
+    loss.backward()
+    with pytest.raises(IndexError, match=r"cross_entropy: targets from -3 to 7 out of range.*4 classes"):
+        loss.item()
+    ok = gg.nn.functional.cross_entropy(x, gg.tensor(np.array([0, 1, 2, 3, 3, -100]), device="cuda"))
+    gg.cuda.synchronize()
+    assert np.isfinite(ok.item())
+
+
+@pytest.mark.parametrize("kernels", ["cuda_c", "xp"])
+def test_bad_targets_reported_lazily_on_the_strict_stand_in(kernels, monkeypatch):
+    """The same on the strict CuPy stand-in (real CUDA backend; fused.cu's NumPy references), where a
+    device read inside the step would be counted."""
+    from gpugrad.testing import strict_cuda
+    monkeypatch.delenv("GPUGRAD_SYNC_DEBUG", raising=False)
+    with strict_cuda(kernels=kernels) as cp:
+        x = gg.tensor(np.linspace(-1, 1, 24).reshape(6, 4)).to("cuda").requires_grad_()
+        t = gg.tensor(np.array([0, 5, 2, -100, 7, -3])).to("cuda")
+        cp.reset_counters()
+        loss = gg.nn.functional.cross_entropy(x, t)
+        loss.backward()
+        assert cp.snapshot()["device_to_host"] == 0
+        with pytest.raises(IndexError, match=r"cross_entropy: targets from -3 to 7 out of range.*4 classes"):
+            loss.item()
+        ok = gg.nn.functional.cross_entropy(x, gg.tensor(np.array([0, 1, 2, 3, 3, -100])).to("cuda"))
+        gg.cuda.synchronize()
+        assert np.isfinite(ok.item())

@@ -77,7 +77,7 @@ for name in ("float32", "float64", "float16"):
         ("act_bwd", ba._act_bwd_kernel(cdt), (A(dt, 2), A(dt, 2), A(dt, 2), i64, c)),
         ("act_bias_grad", abg._grad_kernel(cdt, 32, 8), (A(dt, 2), A(dt, 2), A(dt, 2), A(c, 2), i64, b, b, i64, c)),
         ("colsum", abg._colsum_kernel(cdt), (A(c, 2), A(dt, 1))),
-        ("softmax_xent_fwd", sx._fwd_kernel(cdt, 128), (A(dt, 2), A(i64, 1), A(dt, 1), A(dt, 2), i64)),
+        ("softmax_xent_fwd", sx._fwd_kernel(cdt, 128), (A(dt, 2), A(i64, 1), A(dt, 1), A(dt, 2), i64, A(i64, 1), i64)),
         ("softmax_xent_bwd", sx._bwd_kernel(cdt), (A(dt, 2), A(i64, 1), A(dt, 1), i64, c, i64, c, c, A(dt, 2))),
     ]
     for r in RULES.values():  # the generated optimizer kernels, every state present, both variants

@@ -211,9 +211,8 @@ def test_tf32_switch_after_the_backend_started_reaches_cublas(sc, monkeypatch):
 def test_training_step_counts(sc):
     """One MLP training step (3 linear layers, cross-entropy, Adam) on device "cuda": 3 forward GEMMs and
     5 backward GEMMs (no input gradient for the first layer), one fused kernel per bias+activation,
-    per backward layer, for the loss, and one multi-tensor Adam launch for all six parameters. Reads on the host inside the step: the
-    target-range check and the count of non-ignored targets in cross_entropy (2 today; the host-cost
-    issue removes them)."""
+    per backward layer, for the loss, and one multi-tensor Adam launch for all six parameters. No read
+    of the device inside the step (cross_entropy's target check reports lazily, at the next sync)."""
     gg.manual_seed(0)
     model = gg.nn.MLP([64, 128, 128, 10], activation="relu").to("cuda")
     opt = gg.optim.Adam(model.parameters(), lr=1e-3)
@@ -233,7 +232,7 @@ def test_training_step_counts(sc):
     assert c["kernels"] == {"bias_act_f32": 3, "softmax_xent_fwd_f32": 1, "softmax_xent_bwd_f32": 1,
                             "act_bias_grad_f32": 3, "colsum_f32": 3, "adam_110_f32": 1}
     assert c["host_to_device"] == 0
-    assert c["device_to_host"] <= 2
+    assert c["device_to_host"] == 0
 
 
 # ====================================================================== checkpointing, graphed steps, the CLI

@@ -5,27 +5,27 @@ import heapq
 import weakref
 from typing import Any, Callable, Sequence
 
-from .function import GradError, _check_finite, named_error
-from .grad_mode import STATE, no_grad
+from .function import GradError, _check_finite, _lazy, named_error
+from .grad_mode import STATE
 
 
 def _collect(roots: list) -> dict:
     """Count, for every node reachable from ``roots``, how many graph edges point at it."""
-    deps: dict = {}
-    stack = [r for r in roots]
-    seen = set(id(r) for r in roots)
-    for r in roots:
-        deps.setdefault(r, 0)
+    deps: dict = dict.fromkeys(roots, 0)
+    stack = list(deps)
+    get = deps.get
     while stack:
         node = stack.pop()
         for e in node._edges:
             if e is None or e[1] < 0:
                 continue
             child = e[0]
-            deps[child] = deps.get(child, 0) + 1
-            if id(child) not in seen:
-                seen.add(id(child))
+            n = get(child)
+            if n is None:  # first visit
+                deps[child] = 1
                 stack.append(child)
+            else:
+                deps[child] = n + 1
     return deps
 
 
@@ -163,7 +163,9 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
             heapq.heappush(ready, (-n._seq, id(n), n))
     anomaly = STATE.anomaly
     push, pop = heapq.heappush, heapq.heappop
-    with no_grad():
+    prev_mode = STATE.grad_enabled
+    STATE.grad_enabled = False  # no_grad() without the context-manager frames
+    try:
         while ready:
             node = pop(ready)[2]
             buf = buffers.pop(node, None) or {}
@@ -197,7 +199,11 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
             if anomaly:
                 _check_finite(node.backend, fn.op_name(), "backward gradient", grads_in)
             if not retain_graph:
-                node.release()
+                if node._tracked:
+                    node.release()
+                else:  # release() for a node that saved nothing counted: inline
+                    node._released = True
+                    node._to_save = ()
             for e, g in zip(edges, grads_in):
                 if e is None:
                     continue
@@ -206,7 +212,11 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
                     if g is not None:
                         if g.shape != target.data.shape:
                             _check_shape(fn, target.data.shape, g)
-                        _add_leaf(leaf_acc, target, g)
+                        cur = leaf_acc.get(id(target))
+                        if cur is None:  # _add_leaf, inline for the common first gradient
+                            leaf_acc[id(target)] = (target, [g, False])
+                        else:
+                            _add_leaf(leaf_acc, target, g)
                     if leaf_left is not None:
                         k = id(target)
                         leaf_left[k] -= 1
@@ -249,13 +259,15 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
                         outer.external.append(leaf)
                 continue
             _accumulate_leaf(leaf, entry, capture, results, accumulate, handed)
+    finally:
+        STATE.grad_enabled = prev_mode
     return results if inputs is not None else None
 
 
 def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, accumulate: bool,
                      handed: set) -> None:
     """A leaf's gradient of this run is complete: its hooks, ``inputs`` capture, ``.grad``, post hooks."""
-    from ..tensor import Tensor
+    Tensor = _lazy.Tensor or _lazy.load() or _lazy.Tensor
     g = entry[0]
     if leaf._hooks:
         for h in leaf._hooks:
@@ -374,8 +386,7 @@ def _backward_checks(tensor) -> None:
 
 
 def _root_grad(tensor, grad, where: str):
-    from ..tensor import Tensor
-    be = tensor._backend()
+    be = tensor._device._be or tensor._backend()
     if grad is None:
         if tensor.data.size != 1:
             raise named_error(GradError,
@@ -383,6 +394,7 @@ def _root_grad(tensor, grad, where: str):
                 f"{tuple(tensor.shape)}. Reduce it first (loss = y.sum() or y.mean()) or pass "
                 "grad=<tensor of the same shape>.")
         return be.xp.ones(tensor.data.shape, dtype=tensor.data.dtype)
+    from ..tensor import Tensor
     g = grad.data if isinstance(grad, Tensor) else be.asarray(grad, dtype=tensor.data.dtype)
     if tuple(g.shape) != tuple(tensor.shape):
         raise named_error(GradError,

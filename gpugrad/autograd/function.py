@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import named_error  # noqa: F401  (re-exported: gpugrad.autograd.function.named_error)
 from . import saved as _saved
 from .grad_mode import STATE
 
@@ -17,13 +18,6 @@ _probes: list = []
 
 class GradError(RuntimeError):
     """Autograd misuse: freed graph, in-place change of a saved tensor, non-scalar backward..."""
-
-
-def named_error(exc_type: type, message: str) -> BaseException:
-    """An exception whose message already names the op (``Function.apply`` passes it through)."""
-    e = exc_type(message)
-    e._gg_named = True  # type: ignore[attr-defined]
-    return e
 
 
 def describe(x: Any) -> str:
@@ -161,18 +155,40 @@ class Function:
     def op_name(cls) -> str:
         return getattr(cls, "name", None) or cls.__name__
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "apply" in cls.__dict__:
+            return  # a class that writes its own apply keeps it (and so do its subclasses)
+        inherited = cls.apply
+        if getattr(inherited, "_gg_generated", False) or \
+                getattr(inherited, "__func__", None) is Function.__dict__["apply"].__func__:
+            cls.apply = staticmethod(_make_apply(cls))
+
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any) -> Any:
-        if _lazy.Tensor is None:
-            _lazy.load()
+        """Run the op on tensors: every subclass gets its own (see ``_make_apply``)."""
+        return _make_apply(cls)(*args, **kwargs)
+
+
+def _make_apply(cls: type):
+    """``cls.apply``: a plain function per ``Function`` subclass (set by ``__init_subclass__``), so that
+    ``Tensor.__mul__ = Mul.apply`` binds like a method and an op costs one Python frame here."""
+
+    def apply(*args: Any, **kwargs: Any) -> Any:
+        # The hot path of every op: written flat (no helper calls, no generators) to keep the Python
+        # frames per op few; Tensor results are built inline (what tensor._make_result does).
         Tensor = _lazy.Tensor
+        if Tensor is None:
+            _lazy.load()
+            Tensor = _lazy.Tensor
         tensor_args = []
         arrays = []
+        edges = []
+        needs = []
         dev = None
         requires = False
-        needs = []
         for a in args:
-            if isinstance(a, Tensor):
+            if a.__class__ is Tensor or isinstance(a, Tensor):
                 if dev is None:
                     dev = a._device
                 elif a._device is not dev and a._device != dev:
@@ -182,11 +198,16 @@ class Function:
                         f"Move them first, e.g. x.to('{dev}').")
                 tensor_args.append(a)
                 arrays.append(a.data)
-                rg = a._requires_grad
-                needs.append(rg)
-                requires = requires or rg
+                if a._requires_grad:
+                    requires = True
+                    edges.append((a._grad_fn, a._out_idx) if a._grad_fn is not None else (a, -1))
+                    needs.append(True)
+                else:
+                    edges.append(None)
+                    needs.append(False)
             else:
                 arrays.append(a)
+                edges.append(None)
                 needs.append(False)
         if dev is not None:
             backend = dev._be
@@ -200,7 +221,9 @@ class Function:
             for t in tensor_args:
                 if t._requires_grad:
                     probe[id(t)] = t
-        ctx = Context(backend, tuple(needs) if record else (False,) * len(needs))
+        ctx = _new(Context)
+        ctx.backend = backend
+        ctx.needs_input_grad = tuple(needs) if record else (False,) * len(needs)
         try:
             out = cls.forward(ctx, *arrays, **kwargs)
         except Exception as e:
@@ -209,30 +232,43 @@ class Function:
             raise _wrap(e, cls, args) from e
         if ctx.out_device is not None:
             dev = ctx.out_device
-        make = _lazy.make_result
+        elif dev is None:
+            dev = _lazy.CPU
         if STATE.anomaly:
             _check_finite(backend, cls.op_name(), "forward output", out if isinstance(out, tuple) else (out,))
         if not isinstance(out, tuple):
-            if not record:
-                return make(out, dev, None, 0)
+            if out.__class__ is _np_generic or isinstance(out, _np_generic):  # NumPy's 0-d arithmetic
+                out = _asarray(out)
+            res = _new(Tensor)
+            res.data = out
+            res.grad = None
+            res._out_idx = 0
+            res._vc = [0]
+            res._device = dev
+            res._hooks = None
+            if not record or out.dtype.kind != "f":
+                res._requires_grad = False
+                res._grad_fn = None
+                if record:  # an integer output of a recorded op: the node still gets its metadata
+                    _link(ctx, cls, edges, ((out.shape, out.dtype),))
+                    if ctx._to_save:
+                        ctx._finalize(tensor_args, (res,))
+                return res
+            res._requires_grad = True
+            res._grad_fn = ctx
             ctx._fn = cls
             _seq[0] += 1
             ctx._seq = _seq[0]
-            ctx._edges = tuple(((a._grad_fn, a._out_idx) if a._grad_fn is not None else (a, -1))
-                               if isinstance(a, Tensor) and a._requires_grad else None for a in args)
-            res = make(out, dev, ctx if out.dtype.kind == "f" else None, 0)
-            ctx._out_meta = ((res.data.shape, res.data.dtype),)
+            ctx._edges = tuple(edges)
+            ctx._out_meta = ((out.shape, out.dtype),)
             if ctx._to_save:
                 ctx._finalize(tensor_args, (res,))
             return res
+        make = _lazy.make_result
         if not record:
             ctx._to_save = ()
             return tuple(make(o, dev, None, i) for i, o in enumerate(out))
-        ctx._fn = cls
-        _seq[0] += 1
-        ctx._seq = _seq[0]
-        ctx._edges = tuple(((a._grad_fn, a._out_idx) if a._grad_fn is not None else (a, -1))
-                           if isinstance(a, Tensor) and a._requires_grad else None for a in args)
+        _link(ctx, cls, edges, None)
         non_diff = ctx._non_diff
         results = tuple(
             make(o, dev, ctx if (o.dtype.kind == "f" and not any(o is n for n in non_diff)) else None, i)
@@ -241,6 +277,26 @@ class Function:
         ctx._finalize(tensor_args, results)
         return results
 
+    apply._gg_generated = True  # type: ignore[attr-defined]
+    apply.__qualname__ = f"{cls.__qualname__}.apply"
+    apply.__doc__ = f"Run ``{cls.__qualname__}`` on tensors (records the graph node when grad is needed)."
+    return apply
+
+
+_new = object.__new__
+_np_generic = np.generic
+_asarray = np.asarray
+
+
+def _link(ctx: Context, cls: type, edges: list, out_meta) -> None:
+    """Make ``ctx`` a graph node: its function, creation order and edges to its inputs' nodes."""
+    ctx._fn = cls
+    _seq[0] += 1
+    ctx._seq = _seq[0]
+    ctx._edges = tuple(edges)
+    if out_meta is not None:
+        ctx._out_meta = out_meta
+
 
 class _Lazy:
     """Late-bound references (tensor.py and backends import this module)."""
@@ -248,11 +304,14 @@ class _Lazy:
     Tensor = None
     make_result = None
     get_backend = None
+    CPU = None
     instances: dict = {}
 
     def load(self) -> None:
         from ..tensor import Tensor, _make_result
+        from .._device import CPU
         from .. import backends
+        type(self).CPU = CPU
         type(self).make_result = staticmethod(_make_result)
         type(self).get_backend = staticmethod(backends.get_backend)
         type(self).instances = backends._instances

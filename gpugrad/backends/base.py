@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._device import device
+from .._errors import named_error
 from ..kernels import optim_codegen
 
 
@@ -228,14 +229,36 @@ class Backend:
         db = dz.reshape(-1, dz.shape[-1]).sum(axis=0) if with_bias else None
         return dz, db
 
-    def softmax_cross_entropy(self, logits, target, ignore_index: int = -100):
-        """Per-row loss and softmax probabilities, stable (max-subtracted). ``target``: int class ids."""
+    def check_targets(self, op: str, target, n_classes: int, ignore_index: int) -> None:
+        """Raise ``IndexError`` naming ``op`` if a class target (other than ``ignore_index``) is outside
+        ``[0, n_classes)``. Immediate here (host arrays: reading them costs nothing); a device backend
+        validates on the device and reports at its next synchronisation (see the CUDA backend)."""
+        if not target.size:
+            return
+        xp = self.xp
+        bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
+        if bool(bad.any()):
+            i = int(xp.argmax(bad))
+            raise named_error(IndexError,
+                f"{op}: target {int(target[i])} at position {i} is out of range for {n_classes} classes "
+                f"(valid: 0 to {n_classes - 1}, or ignore_index={ignore_index})")
+
+    def count_divisor(self, valid, dtype):
+        """``max(number of True in valid, 1)`` as a divisor of ``dtype`` (the count of a ``mean``
+        loss): a host scalar here; a device backend returns a 0-d device array (no host read)."""
+        return np.dtype(dtype).type(max(int(valid.sum()), 1))
+
+    def softmax_cross_entropy(self, logits, target, ignore_index: int = -100, check_op: str | None = None):
+        """Per-row loss and softmax probabilities, stable (max-subtracted). ``target``: int class ids.
+        With ``check_op``, the targets are validated too (:meth:`check_targets`, errors named so)."""
+        if check_op is not None:
+            self.check_targets(check_op, target, logits.shape[1], ignore_index)
         xp = self.xp
         m = logits.max(axis=1, keepdims=True)
         shifted = logits - m
         e = xp.exp(shifted)
         s = e.sum(axis=1, keepdims=True)
-        logp_t = xp.take_along_axis(shifted, xp.clip(target, 0, None)[:, None], axis=1)[:, 0] - xp.log(s[:, 0])
+        logp_t = xp.take_along_axis(shifted, xp.clip(target, 0, logits.shape[1] - 1)[:, None], axis=1)[:, 0] - xp.log(s[:, 0])
         e /= s
         return -logp_t, e
 
@@ -249,7 +272,7 @@ class Backend:
         if label_smoothing:
             d -= probs.dtype.type(label_smoothing / c)
         valid = target != ignore_index
-        d[xp.arange(n), xp.where(valid, target, 0)] -= probs.dtype.type(1 - label_smoothing)
+        d[xp.arange(n), xp.clip(target, 0, c - 1)] -= probs.dtype.type(1 - label_smoothing)
         w = xp.broadcast_to(xp.asarray(g, dtype=probs.dtype).reshape(-1), (n,)) * probs.dtype.type(mul)
         d *= xp.where(valid, w, probs.dtype.type(0))[:, None]
         return d

@@ -7,19 +7,27 @@ from ..autograd.function import Context, Function
 from ._common import check_broadcast
 
 
+_SCALARS = (int, float)
+
+
+# Add, Sub, Mul and Div are the hottest ops: their shape check and gradient reduction take the common
+# cases (same shapes, a Python scalar operand, nothing to reduce) inline, without a helper call.
 class Add(Function):
     name = "add"
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        ctx.shapes = check_broadcast("add", a, b)
+        ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
+                      if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("add", a, b))
         return a + b
 
     @staticmethod
     def backward(ctx: Context, g):
-        s = ctx.backend.sum_to_shape
+        sa, sb = ctx.shapes
         na, nb = ctx.needs_input_grad
-        return (s(g, ctx.shapes[0]) if na else None, s(g, ctx.shapes[1]) if nb else None)
+        s = ctx.backend.sum_to_shape
+        return ((g if g.shape == sa else s(g, sa)) if na else None,
+                (g if g.shape == sb else s(g, sb)) if nb else None)
 
 
 class Sub(Function):
@@ -27,14 +35,17 @@ class Sub(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        ctx.shapes = check_broadcast("sub", a, b)
+        ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
+                      if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("sub", a, b))
         return a - b
 
     @staticmethod
     def backward(ctx: Context, g):
-        s = ctx.backend.sum_to_shape
+        sa, sb = ctx.shapes
         na, nb = ctx.needs_input_grad
-        return (s(g, ctx.shapes[0]) if na else None, s(-g, ctx.shapes[1]) if nb else None)
+        s = ctx.backend.sum_to_shape
+        return ((g if g.shape == sa else s(g, sa)) if na else None,
+                (-g if g.shape == sb else s(-g, sb)) if nb else None)
 
 
 class Mul(Function):
@@ -42,17 +53,28 @@ class Mul(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        ctx.shapes = check_broadcast("mul", a, b)
+        ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
+                      if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("mul", a, b))
         na, nb = ctx.needs_input_grad
-        ctx.save_for_backward(a if nb else None, b if na else None)
+        ctx._to_save = (a if nb else None, b if na else None)  # ctx.save_for_backward, inline
         return a * b
 
     @staticmethod
     def backward(ctx: Context, g):
         a, b = ctx.saved_tensors
-        s = ctx.backend.sum_to_shape
+        sa, sb = ctx.shapes
         na, nb = ctx.needs_input_grad
-        return (s(g * b, ctx.shapes[0]) if na else None, s(g * a, ctx.shapes[1]) if nb else None)
+        s = ctx.backend.sum_to_shape
+        ga = gb = None
+        if na:
+            ga = g * b
+            if ga.shape != sa:
+                ga = s(ga, sa)
+        if nb:
+            gb = g * a
+            if gb.shape != sb:
+                gb = s(gb, sb)
+        return ga, gb
 
 
 class Div(Function):
@@ -60,18 +82,27 @@ class Div(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        ctx.shapes = check_broadcast("div", a, b)
+        ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
+                      if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("div", a, b))
         out = a / b
-        ctx.save_for_backward(b, out if ctx.needs_input_grad[1] else None)
+        ctx._to_save = (b, out if ctx.needs_input_grad[1] else None)
         return out
 
     @staticmethod
     def backward(ctx: Context, g):
         b, out = ctx.saved_tensors
-        s = ctx.backend.sum_to_shape
+        sa, sb = ctx.shapes
         na, nb = ctx.needs_input_grad
+        s = ctx.backend.sum_to_shape
         ga = g / b
-        return (s(ga, ctx.shapes[0]) if na else None, s(-ga * out, ctx.shapes[1]) if nb else None)
+        gb = None
+        if nb:
+            gb = -ga * out
+            if gb.shape != sb:
+                gb = s(gb, sb)
+        if na and ga.shape != sa:
+            ga = s(ga, sa)
+        return (ga if na else None), gb
 
 
 class Pow(Function):

@@ -11,7 +11,7 @@ def _check_reduction(op: str, reduction: str) -> None:
         raise named_error(ValueError, f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-def _check_targets(op: str, be, logits, target, ignore_index: int) -> None:
+def _check_shapes(op: str, logits, target) -> None:
     if logits.ndim != 2:
         raise named_error(ValueError,
             f"{op}: expected input of shape (batch, classes), got {tuple(logits.shape)}; flatten extra dimensions first")
@@ -23,22 +23,14 @@ def _check_targets(op: str, be, logits, target, ignore_index: int) -> None:
         raise named_error(ValueError,
             f"{op}: target of shape {tuple(target.shape)} does not match input of shape {tuple(logits.shape)}: "
             f"expected ({logits.shape[0]},)")
-    if target.size:
-        xp = be.xp
-        valid = target != ignore_index
-        bad = valid & ((target < 0) | (target >= logits.shape[1]))
-        if bool(bad.any()):
-            i = int(xp.argmax(bad))
-            raise named_error(IndexError,
-                f"{op}: target {int(target[i])} at position {i} is out of range for {logits.shape[1]} classes "
-                f"(valid: 0 to {logits.shape[1] - 1}, or ignore_index={ignore_index})")
 
 
-def _reduce(be, per_row, reduction: str, count):
+def _reduce(per_row, reduction: str, divisor):
+    """``divisor``: the backend's count of non-ignored rows (``count_divisor``) for ``mean``."""
     if reduction == "none":
         return per_row
     total = per_row.sum()
-    return total / per_row.dtype.type(max(count, 1)) if reduction == "mean" else total
+    return total / divisor if reduction == "mean" else total
 
 
 class CrossEntropy(Function):
@@ -51,10 +43,11 @@ class CrossEntropy(Function):
                 label_smoothing: float = 0.0):
         be = ctx.backend
         _check_reduction("cross_entropy", reduction)
-        _check_targets("cross_entropy", be, logits, target, ignore_index)
+        _check_shapes("cross_entropy", logits, target)
         if not 0.0 <= label_smoothing < 1.0:
             raise named_error(ValueError, f"cross_entropy: label_smoothing must be in [0, 1), got {label_smoothing}")
-        per_row, probs = be.softmax_cross_entropy(logits, target, ignore_index)
+        # validates the target range too: at once on the CPU, lazily (no host read) on a device
+        per_row, probs = be.softmax_cross_entropy(logits, target, ignore_index, check_op="cross_entropy")
         valid = target != ignore_index
         if label_smoothing:
             # loss = (1 - eps) * nll + eps * mean_c(-log p_c)
@@ -62,16 +55,17 @@ class CrossEntropy(Function):
             logp = xp.log(xp.maximum(probs, xp.finfo(probs.dtype).tiny))
             per_row = (1 - label_smoothing) * per_row - label_smoothing * logp.mean(axis=1)
         per_row = be.xp.where(valid, per_row, per_row.dtype.type(0))
-        count = int(valid.sum()) if reduction == "mean" else 1
-        ctx.reduction, ctx.count, ctx.ignore, ctx.eps = reduction, count, ignore_index, label_smoothing
+        div = be.count_divisor(valid, per_row.dtype) if reduction == "mean" else None
+        ctx.reduction, ctx.div, ctx.ignore, ctx.eps = reduction, div, ignore_index, label_smoothing
         ctx.save_for_backward(probs, target)
-        return _reduce(be, per_row, reduction, count)
+        return _reduce(per_row, reduction, div)
 
     @staticmethod
     def backward(ctx: Context, g):
         probs, target = ctx.saved_tensors
-        mul = 1.0 / ctx.count if ctx.reduction == "mean" else 1.0
-        return ctx.backend.cross_entropy_backward(probs, target, g, mul, ctx.ignore, ctx.eps), None
+        if ctx.reduction == "mean":
+            g = g / ctx.div
+        return ctx.backend.cross_entropy_backward(probs, target, g, 1.0, ctx.ignore, ctx.eps), None
 
 
 class NLLLoss(Function):
@@ -82,15 +76,16 @@ class NLLLoss(Function):
         be = ctx.backend
         xp = be.xp
         _check_reduction("nll_loss", reduction)
-        _check_targets("nll_loss", be, logp, target, ignore_index)
+        _check_shapes("nll_loss", logp, target)
+        be.check_targets("nll_loss", target, logp.shape[1], ignore_index)
         valid = target != ignore_index
-        safe_t = xp.where(valid, target, 0)
+        safe_t = xp.clip(target, 0, logp.shape[1] - 1)  # out-of-range: reported by the check
         per_row = -xp.take_along_axis(logp, safe_t[:, None], axis=1)[:, 0]
         per_row = xp.where(valid, per_row, per_row.dtype.type(0))
-        count = int(valid.sum()) if reduction == "mean" else 1
-        ctx.reduction, ctx.count, ctx.shape, ctx.dtype = reduction, count, logp.shape, logp.dtype
+        div = be.count_divisor(valid, per_row.dtype) if reduction == "mean" else None
+        ctx.reduction, ctx.div, ctx.shape, ctx.dtype = reduction, div, logp.shape, logp.dtype
         ctx.save_for_backward(safe_t, valid)
-        return _reduce(be, per_row, reduction, count)
+        return _reduce(per_row, reduction, div)
 
     @staticmethod
     def backward(ctx: Context, g):
@@ -100,7 +95,7 @@ class NLLLoss(Function):
         if ctx.reduction == "none":
             w = -g * valid
         else:
-            scale = g / g.dtype.type(ctx.count) if ctx.reduction == "mean" else g
+            scale = g / ctx.div if ctx.reduction == "mean" else g
             w = -scale * valid.astype(ctx.dtype)
         d[xp.arange(ctx.shape[0]), safe_t] = w
         return d, None

@@ -93,6 +93,11 @@ def _softmax_fwd(suffix):
         safe = np.where(bad, 0, t)
         loss = np.log(tot[:, 0]) - (x[np.arange(M), safe] - m[:, 0])
         _store(a["loss"][:M], np.where(bad, 0, loss).astype(_c(suffix)), suffix)
+        out_of_range = (t != int(a["ignore"])) & ((t < 0) | (t >= C))
+        if int(a["check"]) and out_of_range.any():  # the lazy error record [min bad, max bad]
+            err = a["err"]
+            err[0] = min(int(err[0]), int(t[out_of_range].min()))
+            err[1] = max(int(err[1]), int(t[out_of_range].max()))
     return ref
 
 

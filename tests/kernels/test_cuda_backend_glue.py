@@ -58,7 +58,7 @@ class SimCUDABackend(CUDABackend):
     def asarray(self, data, dtype=None):
         return np.asarray(data, dtype=dtype)
 
-    def to_numpy(self, a):
+    def _to_host(self, a):
         return a
 
     def from_numpy(self, a):
@@ -71,7 +71,8 @@ class SimCUDABackend(CUDABackend):
         np.add.at(target, index, values)
 
     def synchronize(self):
-        pass
+        if self._pending:
+            self.raise_device_errors()
 
     def memory_stats(self):
         return {}
@@ -349,3 +350,58 @@ def test_one_optimizer_over_two_devices_steps_each_bucket_once(be, rng):
     _close(a.numpy(), ra.numpy(), np.float64)
     _close(b.numpy(), rb.numpy(), np.float64)
     assert opt.state[b]["exp_avg"].device == gg.device("cuda")
+
+
+# ---------------------------------------------------------------- lazy device-side target validation
+def _ce_step(dev, t, ignore_index=-100, loss_fn="cross_entropy"):
+    x = gg.tensor(np.linspace(-1, 1, len(t) * 4).reshape(len(t), 4), dtype=gg.float64, device=dev,
+                  requires_grad=True)
+    tt = gg.tensor(np.asarray(t, dtype=np.int64), device=dev)
+    if loss_fn == "nll_loss":
+        loss = gg.nn.functional.nll_loss(gg.nn.functional.log_softmax(x, dim=1), tt, ignore_index=ignore_index)
+    else:
+        loss = gg.nn.functional.cross_entropy(x, tt, ignore_index=ignore_index)
+    loss.backward()  # a whole training step: nothing reads the device
+    return loss, x
+
+
+@pytest.mark.parametrize("impl", ["numba", "xp"])
+@pytest.mark.parametrize("loss_fn", ["cross_entropy", "nll_loss"])
+def test_bad_targets_on_cuda_are_reported_at_the_next_sync_not_in_the_step(be, impl, loss_fn, monkeypatch):
+    monkeypatch.setitem(_kernels._state, "impl", impl)
+    monkeypatch.delenv("GPUGRAD_SYNC_DEBUG", raising=False)
+    loss, _ = _ce_step("cuda", [0, 5, 2, -100, 7, -3], loss_fn=loss_fn)  # no error inside the step
+    with pytest.raises(IndexError, match=rf"{loss_fn}: targets from -3 to 7 out of range.*4 classes "
+                                         r"\(valid: 0 to 3, or ignore_index=-100\).*GPUGRAD_SYNC_DEBUG"):
+        loss.item()
+    assert loss.item() == loss.item()  # reported once; the record is reset
+    loss, _ = _ce_step("cuda", [0, 1, 2, 3])
+    gg.cuda.synchronize() if gg.cuda.is_available() else be.synchronize()
+    _ce_step("cuda", [1, 4])
+    with pytest.raises(IndexError, match=r"target 4 out of range"):
+        be.synchronize()
+
+
+def test_ignored_targets_are_not_errors_on_cuda(be):
+    loss, x = _ce_step("cuda", [-1, 2, 3], ignore_index=-1)
+    loss_cpu, x_cpu = _ce_step("cpu", [-1, 2, 3], ignore_index=-1)
+    assert abs(loss.item() - loss_cpu.item()) < 1e-12
+    _close(x.grad.numpy(), x_cpu.grad.numpy(), np.float64)
+
+
+@pytest.mark.parametrize("mode", ["env", "anomaly"])
+def test_sync_debug_mode_raises_at_the_op_on_cuda(be, mode, monkeypatch):
+    if mode == "env":
+        monkeypatch.setenv("GPUGRAD_SYNC_DEBUG", "1")
+        with pytest.raises(IndexError, match=r"cross_entropy: target 5 at position 1 is out of range for 4"):
+            _ce_step("cuda", [0, 5])
+    else:
+        with gg.autograd.detect_anomaly():
+            with pytest.raises(IndexError, match=r"cross_entropy: target 5 at position 1 is out of range for 4"):
+                _ce_step("cuda", [0, 5])
+    assert be._pending == {}
+
+
+def test_bad_targets_on_cpu_still_raise_at_the_op():
+    with pytest.raises(IndexError, match=r"cross_entropy: target 5 at position 1 is out of range for 4"):
+        _ce_step("cpu", [0, 5])

@@ -7,7 +7,7 @@ import os
 
 from ..._device import device as _device_t
 from ...install_hints import hint
-from ...autograd.function import named_error
+from ..._errors import named_error
 from .. import register_backend
 from ..base import Backend, DeviceUnavailableError
 

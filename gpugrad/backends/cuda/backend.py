@@ -6,11 +6,13 @@ Each fused method checks that its inputs suit the kernels (floating dtype, match
 where written in place) and otherwise, or if the kernel set is ``xp``, runs the generic code."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
 from ..._device import device
+from ..._errors import named_error
 from ...kernels import act_bias_grad as _k_abg
 from ...kernels import bias_act as _k_ba
 from ...kernels import cuda_c as _k_c
@@ -23,16 +25,39 @@ from . import apply_tf32, memory
 from .launcher import Launcher
 
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_I64 = np.iinfo(np.int64)
+_ERR_INIT = np.array([_I64.max, _I64.min], dtype=np.int64)  # [min bad target, max bad target]
+
+
+def sync_debug() -> bool:
+    """``GPUGRAD_SYNC_DEBUG=1``: device-side validations report at the op (a host read per check)."""
+    return os.environ.get("GPUGRAD_SYNC_DEBUG", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _is_float(*arrays) -> bool:
-    return all(a is not None and a.dtype in _FLOATS for a in arrays)
+    for a in arrays:  # a plain loop: this runs several times per op
+        if a is None or a.dtype not in _FLOATS:
+            return False
+    return True
+
+
+class _AutogradMode:
+    """The autograd mode flags (``detect_anomaly``), bound on first use: backends sit below autograd."""
+
+    def __get__(self, obj, owner):
+        from ...autograd.grad_mode import STATE
+        owner._mode = STATE  # replaces this descriptor: later reads are a plain class attribute
+        return STATE
 
 
 class CUDABackend(Backend):
     """CuPy on one CUDA device."""
 
+    _mode = _AutogradMode()
+
     name = "cuda"
+    _err = None  # device int64 [min, max] of out-of-range class targets since the last check
+    _pending: dict = {}  # (op, classes, ignore_index) validated on the device since then (replaced, never mutated)
 
     def __init__(self, dev: device) -> None:
         super().__init__(dev)
@@ -44,13 +69,17 @@ class CUDABackend(Backend):
             memory.install()
             apply_tf32()
             self._launch = Launcher()
-
     # ------------------------------------------------------------------ arrays
     def asarray(self, data, dtype=None):
         with self._gpu:
             return self.xp.asarray(data, dtype=dtype)
 
     def to_numpy(self, a) -> np.ndarray:
+        if self._pending:
+            self.raise_device_errors()
+        return self._to_host(a)
+
+    def _to_host(self, a) -> np.ndarray:
         return self.xp.asnumpy(a)
 
     def from_numpy(self, a: np.ndarray):
@@ -66,6 +95,60 @@ class CUDABackend(Backend):
 
     def synchronize(self) -> None:
         self._gpu.synchronize()
+        if self._pending:
+            self.raise_device_errors()
+
+    # ------------------------------------------------------------------ lazy device-side validation
+    def _err_record(self):
+        if self._err is None:
+            self._err = self.asarray(_ERR_INIT.copy())
+        return self._err
+
+    def _validated(self, op: str, n_classes: int, ignore_index: int) -> None:
+        """Note a device-side check folded into the error record; in debug mode, report it now."""
+        key = (op, int(n_classes), int(ignore_index))
+        if key not in self._pending:
+            self._pending = {**self._pending, key: True}
+        if self._mode.anomaly or sync_debug():
+            self.raise_device_errors()
+
+    def raise_device_errors(self) -> None:
+        """Read the device-side error record (one small device-to-host copy, at a synchronisation
+        point) and raise the error of a failed check since the last one: ``IndexError`` naming the op,
+        the range of the bad target values and the number of classes."""
+        pending, self._pending = self._pending, {}
+        if not pending or self._err is None:
+            return
+        lo, hi = (int(v) for v in self._to_host(self._err))
+        if lo > hi:
+            return
+        self._err[...] = self.asarray(_ERR_INIT.copy())
+        what = f"target {lo}" if lo == hi else f"targets from {lo} to {hi}"
+        checks = "; ".join(f"{op} with {c} classes (valid: 0 to {c - 1}, or ignore_index={ii})"
+                           for op, c, ii in pending)
+        op = next(iter(pending))[0]
+        raise named_error(IndexError,
+            f"{op}: {what} out of range, found on the device by {checks}. Reported at the first "
+            "synchronisation after the op (.item(), .numpy(), gg.cuda.synchronize(), save); set "
+            "GPUGRAD_SYNC_DEBUG=1 or use gg.autograd.detect_anomaly() to raise at the op itself.")
+
+    def check_targets(self, op: str, target, n_classes: int, ignore_index: int) -> None:
+        """Validate class targets on the device without reading them: out-of-range values fold into
+        the error record, reported lazily (:meth:`raise_device_errors`)."""
+        if not target.size:
+            return
+        if self._mode.anomaly or sync_debug():
+            return super().check_targets(op, target, n_classes, ignore_index)  # names the position
+        xp = self.xp
+        err = self._err_record()
+        bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
+        xp.minimum(err[:1], xp.where(bad, target, _I64.max).min(keepdims=True), out=err[:1])
+        xp.maximum(err[1:], xp.where(bad, target, _I64.min).max(keepdims=True), out=err[1:])
+        self._validated(op, n_classes, ignore_index)
+
+    def count_divisor(self, valid, dtype):
+        """``max(count, 1)`` as a 0-d device array: a ``mean`` loss divides by it without a host read."""
+        return self.xp.maximum(valid.sum(dtype=dtype), 1)
 
     def erf(self, x):
         import cupyx.scipy.special as sp
@@ -179,26 +262,30 @@ class CUDABackend(Backend):
         return super().act_bias_backward(dy, saved, act, with_bias, slope)
 
     # ------------------------------------------------------------------ loss
-    def softmax_cross_entropy(self, logits, target, ignore_index: int = -100):
-        """One block per row: online max/sum-exp in one read, then one write of the probabilities."""
+    def softmax_cross_entropy(self, logits, target, ignore_index: int = -100, check_op: str | None = None):
+        """One block per row: online max/sum-exp in one read, then one write of the probabilities. With
+        ``check_op`` the kernel also folds out-of-range targets into the lazy error record."""
         if logits.ndim != 2 or not _is_float(logits) or target.ndim != 1 or target.dtype.kind not in "iu" or \
-                logits.shape[0] == 0 or logits.shape[1] == 0:
-            return super().softmax_cross_entropy(logits, target, ignore_index)
+                logits.shape[0] == 0 or logits.shape[1] == 0 or (check_op is not None and (self._mode.anomaly or sync_debug())):
+            return super().softmax_cross_entropy(logits, target, ignore_index, check_op)
         xp = self.xp
         x = xp.ascontiguousarray(logits)
         t = xp.ascontiguousarray(target.astype(np.int64, copy=False))
         M = x.shape[0]
         loss = xp.empty((M,), x.dtype)
         probs = xp.empty(x.shape, x.dtype)
+        err = self._err_record() if check_op is not None else None
         mb = self._launch.max_blocks
         if self._launch.run(
                 "softmax_cross_entropy", logits.dtype,
-                lambda st, a, tt, lo, p: _k_sx.softmax_xent_forward(a, tt, lo, p, ignore_index, stream=st,
-                                                                   max_blocks=mb),
-                lambda a, tt, lo, p: _k_c.softmax_xent_forward(a, tt, lo, p, ignore_index, max_blocks=mb),
-                x, t, loss, probs):
+                lambda st, a, tt, lo, p, e: _k_sx.softmax_xent_forward(a, tt, lo, p, ignore_index, e, stream=st,
+                                                                      max_blocks=mb),
+                lambda a, tt, lo, p, e: _k_c.softmax_xent_forward(a, tt, lo, p, ignore_index, e, max_blocks=mb),
+                x, t, loss, probs, err):
+            if check_op is not None:
+                self._validated(check_op, x.shape[1], ignore_index)
             return loss, probs
-        return super().softmax_cross_entropy(logits, target, ignore_index)
+        return super().softmax_cross_entropy(logits, target, ignore_index, check_op)
 
     def cross_entropy_backward(self, probs, target, g, mul: float = 1.0, ignore_index: int = -100,
                                label_smoothing: float = 0.0):
@@ -226,7 +313,7 @@ class CUDABackend(Backend):
         if label_smoothing:
             d -= label_smoothing / C
         valid = target != ignore_index
-        safe_t = xp.where(valid, target, 0)
+        safe_t = xp.clip(target, 0, C - 1)
         d[xp.arange(M), safe_t] -= (1 - label_smoothing)
         w = xp.broadcast_to(g1, (M,)) * probs.dtype.type(mul)
         return d * xp.where(valid, w, 0)[:, None].astype(probs.dtype)

@@ -43,7 +43,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Iterable
 
-from ...autograd.function import named_error
+from ..._errors import named_error
 from ...tensor import Tensor, _make_result
 
 __all__ = ["graphed_step", "GraphedStep", "is_capturing"]

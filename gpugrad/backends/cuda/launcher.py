@@ -178,8 +178,7 @@ class Launcher:
             impl = "cuda_c"  # Numba targets device 0 here; CuPy's RawModule follows CuPy's current device
         chain = (impl, "cuda_c") if impl == "numba" else (impl,)  # numba failing: try the CUDA C twin
         for im in chain:
-            key = (op, str(dtype), im)
-            if key in fallbacks:
+            if fallbacks and (op, str(dtype), im) in fallbacks:  # the key is formatted only after a failure
                 continue
             try:
                 if im == "numba":
@@ -190,7 +189,7 @@ class Launcher:
             except Exception as e:
                 if strict():
                     raise
-                fallbacks[key] = f"{type(e).__name__}: {e}"
+                fallbacks[(op, str(dtype), im)] = f"{type(e).__name__}: {e}"
                 then = "trying the cuda_c kernel" if im != chain[-1] else "that op now runs as plain CuPy ops (slower)"
                 warnings.warn(f"gpugrad: the {im} kernel for {op} ({dtype}) failed ({type(e).__name__}: {e}); "
                               f"{then}. Set GPUGRAD_STRICT_KERNELS=1 to raise instead, or choose another kernel "
