@@ -164,7 +164,15 @@ def trees(a: Activation) -> tuple[Expr, Expr]:
 
 
 # ---------------------------------------------------------------------------------------- interpreter
-_MATH = {"exp": math.exp, "tanh": math.tanh, "erf": math.erf}
+def _ieee_exp(x):
+    """``math.exp`` that overflows to inf as the hardware does (Python raises): for the CUDA simulator."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+_MATH = {"exp": _ieee_exp, "tanh": math.tanh, "erf": math.erf}
 
 
 def evaluate(e: Expr, env: dict) -> float:
@@ -178,10 +186,7 @@ def evaluate(e: Expr, env: dict) -> float:
         return evaluate(e.args[1], env) if evaluate(e.args[0], env) else evaluate(e.args[2], env)
     a = [evaluate(x, env) for x in e.args]
     if op in _MATH:
-        try:
-            return _MATH[op](a[0])
-        except OverflowError:
-            return math.inf
+        return _MATH[op](a[0])
     if op == "div":
         return a[0] / a[1] if a[1] != 0 else math.copysign(math.inf, a[0]) if a[0] else math.nan
     if op == "max":
@@ -321,14 +326,14 @@ def cuda_source(path: str) -> str:
 
 def scalar_source(prefix: str = "") -> str:
     """Python source of ``{prefix}act_fwd(v, code, slope)`` and ``{prefix}act_bwd(dy, s, code, slope)``:
-    scalar code for Numba (``math`` functions; constants are the globals ``K0, K1, ...`` listed by
-    :func:`scalar_constants`, so each compiler chooses their type)."""
+    scalar code for Numba (the globals ``exp``, ``tanh``, ``erf`` and the constants ``K0, K1, ...``
+    listed by :func:`scalar_constants` are bound by :func:`scalar_functions`)."""
     consts: list = scalar_constants()
     index = {c: i for i, c in enumerate(consts)}
 
     def leaf(e):
         return e.value if e.op == "var" else f"K{index[e.value]}"
-    kw = dict(leaf=leaf, fn=lambda f, x: f"math.{f}({x})", cond=lambda c, a, b: f"({a} if {c} else {b})",
+    kw = dict(leaf=leaf, fn=lambda f, x: f"{f}({x})", cond=lambda c, a, b: f"({a} if {c} else {b})",
               decl="        {name} = {value}", ret="        return {value}")
     out = []
     for kind, params, idx, fallback in (("fwd", "v", 0, "v"), ("bwd", "dy, s", 1, "dy")):
@@ -358,10 +363,11 @@ def scalar_constants() -> list[float]:
     return list(seen)
 
 
-def scalar_functions(const_type: Callable = float, prefix: str = "") -> dict:
+def scalar_functions(const_type: Callable = float, prefix: str = "", ieee_exp: bool = False) -> dict:
     """``{"act_fwd": f, "act_bwd": g}`` (plain Python functions, for a compiler to wrap), with the
-    constants converted by ``const_type`` (e.g. ``np.float32`` so float32 kernels stay float32)."""
-    ns: dict = {"math": math}
+    constants converted by ``const_type`` (e.g. ``np.float32`` so float32 kernels stay float32);
+    ``ieee_exp`` binds an ``exp`` that returns inf on overflow (for code run as Python)."""
+    ns: dict = {"exp": _ieee_exp if ieee_exp else math.exp, "tanh": math.tanh, "erf": math.erf}
     ns.update({f"K{i}": const_type(c) for i, c in enumerate(scalar_constants())})
     exec(compile(scalar_source(prefix), f"<activations:{prefix or 'scalar'}>", "exec"), ns)
     return {k: ns[prefix + k] for k in ("act_fwd", "act_bwd")}
@@ -477,7 +483,7 @@ def device_functions(cdt):
 
     def build():
         cuda = _numba.nb_cuda()
-        fns = scalar_functions(cdt.type)
+        fns = scalar_functions(cdt.type, ieee_exp=_numba.simulating())
         jit = cuda.jit(device=True, inline=True)
         return jit(fns["act_fwd"]), jit(fns["act_bwd"])
     return _numba.cached(("act_device", cdt.str), build)
