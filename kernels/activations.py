@@ -165,7 +165,11 @@ def trees(a: Activation) -> tuple[Expr, Expr]:
 
 # ---------------------------------------------------------------------------------------- interpreter
 def _ieee_exp(x):
-    """``math.exp`` that overflows to inf as the hardware does (Python raises): for the CUDA simulator."""
+    """``exp`` that overflows to inf as the hardware does (Python's ``math.exp`` raises): for the CUDA
+    simulator, which runs device functions as Python on NumPy scalars (kept in their type)."""
+    if isinstance(x, np.floating):
+        with np.errstate(over="ignore"):
+            return np.exp(x)
     try:
         return math.exp(x)
     except OverflowError:
