@@ -299,8 +299,8 @@ def cuda_header() -> str:
         f, d = trees(a)
         out += ["", "template <typename C>",
                 f"__host__ __device__ __forceinline__ C fwd_{a.name}(C v, C slope) {{"]
-        out += _render_straight(f, **kw) + ["}", "template <typename C>",
-                                            f"__host__ __device__ __forceinline__ C bwd_{a.name}(C dy, C s, C slope) {{"]
+        out += _render_straight(f, **kw) + ["}", "template <typename C>"]
+        out += [f"__host__ __device__ __forceinline__ C bwd_{a.name}(C dy, C s, C slope) {{"]
         out += _render_straight(d, **kw) + ["}"]
     for kind, params, args in (("fwd", "C v", "v, slope"), ("bwd", "C dy, C s", "dy, s, slope")):
         out += ["", "template <typename C>",
@@ -328,8 +328,8 @@ def cuda_source(path: str) -> str:
     return src.replace(_INCLUDE, cuda_header())
 
 
-def scalar_source(prefix: str = "") -> str:
-    """Python source of ``{prefix}act_fwd(v, code, slope)`` and ``{prefix}act_bwd(dy, s, code, slope)``:
+def scalar_source() -> str:
+    """Python source of ``act_fwd(v, code, slope)`` and ``act_bwd(dy, s, code, slope)``:
     scalar code for Numba (the globals ``exp``, ``tanh``, ``erf`` and the constants ``K0, K1, ...``
     listed by :func:`scalar_constants` are bound by :func:`scalar_functions`)."""
     consts: list = scalar_constants()
@@ -341,7 +341,7 @@ def scalar_source(prefix: str = "") -> str:
               decl="        {name} = {value}", ret="        return {value}")
     out = []
     for kind, params, idx, fallback in (("fwd", "v", 0, "v"), ("bwd", "dy, s", 1, "dy")):
-        out.append(f"def {prefix}act_{kind}({params}, code, slope):")
+        out.append(f"def act_{kind}({params}, code, slope):")
         for a in ALL:
             if a.code == 0:
                 continue
@@ -367,14 +367,14 @@ def scalar_constants() -> list[float]:
     return list(seen)
 
 
-def scalar_functions(const_type: Callable = float, prefix: str = "", ieee_exp: bool = False) -> dict:
+def scalar_functions(const_type: Callable = float, ieee_exp: bool = False) -> dict:
     """``{"act_fwd": f, "act_bwd": g}`` (plain Python functions, for a compiler to wrap), with the
     constants converted by ``const_type`` (e.g. ``np.float32`` so float32 kernels stay float32);
     ``ieee_exp`` binds an ``exp`` that returns inf on overflow (for code run as Python)."""
     ns: dict = {"exp": _ieee_exp if ieee_exp else math.exp, "tanh": math.tanh, "erf": math.erf}
     ns.update({f"K{i}": const_type(c) for i, c in enumerate(scalar_constants())})
-    exec(compile(scalar_source(prefix), f"<activations:{prefix or 'scalar'}>", "exec"), ns)
-    return {k: ns[prefix + k] for k in ("act_fwd", "act_bwd")}
+    exec(compile(scalar_source(), "<activations:scalar>", "exec"), ns)
+    return {k: ns[k] for k in ("act_fwd", "act_bwd")}
 
 
 # ---------------------------------------------------------------------------------------- array code

@@ -137,7 +137,8 @@ int main() {
         for (double slope : SLOPES)
             for (int i = 0; i < n; ++i)
                 std::printf("%d %a %d %a %a %a %a\n", code, slope, i,
-                            gg_act::act_fwd<double>(V[i], code, slope), gg_act::act_bwd<double>(DY[i], V[i], code, slope),
+                            gg_act::act_fwd<double>(V[i], code, slope),
+                            gg_act::act_bwd<double>(DY[i], V[i], code, slope),
                             (double)gg_act::act_fwd<float>((float)V[i], code, (float)slope),
                             (double)gg_act::act_bwd<float>((float)DY[i], (float)V[i], code, (float)slope));
     return 0;
