@@ -103,5 +103,25 @@ __host__ __device__ __forceinline__ C act_bwd(C dy, C s, int code, C slope) {
     }
 }
 
+template <typename C>
+__host__ __device__ __forceinline__ C mlp_act_fwd(C v, int code) {
+    switch (code) {
+    case RELU: return fwd_relu<C>(v, C(0));
+    case SIGMOID: return fwd_sigmoid<C>(v, C(0));
+    case TANH: return fwd_tanh<C>(v, C(0));
+    default: return fwd_identity<C>(v, C(0));
+    }
+}
+
+template <typename C>
+__host__ __device__ __forceinline__ C mlp_act_bwd(C dy, C y, int code) {
+    switch (code) {
+    case RELU: return dy * bwd_relu<C>(C(1), y, C(0));
+    case SIGMOID: return dy * bwd_sigmoid<C>(C(1), y, C(0));
+    case TANH: return dy * bwd_tanh<C>(C(1), y, C(0));
+    default: return dy * bwd_identity<C>(C(1), y, C(0));
+    }
+}
+
 }  // namespace gg_act
 #endif  // GPUGRAD_ACTIVATIONS_CUH

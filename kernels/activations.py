@@ -272,8 +272,9 @@ def _c_const(x: float) -> str:
 
 
 def cuda_header() -> str:
-    """The generated CUDA C: the code enum, one ``fwd_<name>``/``bwd_<name>`` per activation and the
-    ``act_fwd``/``act_bwd`` switches (``__host__ __device__``, for float and double)."""
+    """The generated CUDA C: the code enum, one ``fwd_<name>``/``bwd_<name>`` per activation, the
+    ``act_fwd``/``act_bwd`` switches and the fused MLP's ``mlp_act_fwd``/``mlp_act_bwd`` (its subset, no
+    slope; backward from the output) - ``__host__ __device__``, for float and double."""
     out = [
         "// Generated from kernels/activations.py (the one definition of every activation): do not edit.",
         "// Regenerate with `python -m kernels.activations`; tests/test_activations.py checks it is current.",
@@ -308,6 +309,13 @@ def cuda_header() -> str:
                 "    switch (code) {"]
         out += [f"    case {a.name.upper()}: return {kind}_{a.name}<C>({args});" for a in ALL if a.code != 0]
         out += [f"    default: return {kind}_identity<C>({args});", "    }", "}"]
+    # the fused MLP's switches: only its activations (FUSED_MLP), so its kernels carry no other code;
+    # backward as dy * act'(y), the derivative at dy = 1 (the kernel's rounding: one multiply by dy last)
+    for kind, params, call in (("fwd", "C v", "fwd_{n}<C>(v, C(0))"), ("bwd", "C dy, C y", "dy * bwd_{n}<C>(C(1), y, C(0))")):
+        out += ["", "template <typename C>",
+                f"__host__ __device__ __forceinline__ C mlp_act_{kind}({params}, int code) {{", "    switch (code) {"]
+        out += [f"    case {n.upper()}: return {call.format(n=n)};" for n in FUSED_MLP if n != "identity"]
+        out += [f"    default: return {call.format(n='identity')};", "    }", "}"]
     out += ["", "}  // namespace gg_act", "#endif  // GPUGRAD_ACTIVATIONS_CUH", ""]
     return "\n".join(out)
 

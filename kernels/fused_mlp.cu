@@ -25,7 +25,7 @@
 #include <cuda_fp16.h>
 #include <mma.h>
 
-#include "activations.cuh"  // gg_act::act_fwd / act_bwd and the activation codes, generated
+#include "activations.cuh"  // gg_act::mlp_act_fwd / mlp_act_bwd and the activation codes, generated
 
 namespace gg_fmlp {
 
@@ -83,8 +83,8 @@ __device__ __forceinline__ void store_hidden(FragAcc (&acc)[N_ITERS], float* sta
     Half8 h;
 #pragma unroll
     for (int t = 0; t < 4; ++t) {
-      const float v0 = gg_act::act_fwd<float>(stage[r * 16 + c0 + 2 * t] + bv[2 * t], act, 0.0f);
-      const float v1 = gg_act::act_fwd<float>(stage[r * 16 + c0 + 2 * t + 1] + bv[2 * t + 1], act, 0.0f);
+      const float v0 = gg_act::mlp_act_fwd<float>(stage[r * 16 + c0 + 2 * t] + bv[2 * t], act);
+      const float v1 = gg_act::mlp_act_fwd<float>(stage[r * 16 + c0 + 2 * t + 1] + bv[2 * t + 1], act);
       h.h2[t] = __floats2half2_rn(v0, v1);
     }
     *reinterpret_cast<uint4*>(tile + row * LDS + col) = h.u;
@@ -134,8 +134,8 @@ __device__ __forceinline__ void store_grad(FragAcc (&acc)[N_ITERS], float* stage
 #pragma unroll
     for (int t = 0; t < 4; ++t) {
       const float2 yf = __half22float2(y.h2[t]);
-      const float v0 = gg_act::act_bwd<float>(stage[r * 16 + c0 + 2 * t], yf.x, act, 0.0f);
-      const float v1 = gg_act::act_bwd<float>(stage[r * 16 + c0 + 2 * t + 1], yf.y, act, 0.0f);
+      const float v0 = gg_act::mlp_act_bwd<float>(stage[r * 16 + c0 + 2 * t], yf.x, act);
+      const float v1 = gg_act::mlp_act_bwd<float>(stage[r * 16 + c0 + 2 * t + 1], yf.y, act);
       h.h2[t] = __floats2half2_rn(v0, v1);
     }
     *reinterpret_cast<uint4*>(tile + row * LDS + col) = h.u;

@@ -136,7 +136,8 @@ int main() {
     for (int code = 0; code < @NCODES@; ++code)
         for (double slope : SLOPES)
             for (int i = 0; i < n; ++i)
-                std::printf("%d %a %d %a %a %a %a\n", code, slope, i,
+                std::printf("%d %a %d %a %a %a %a %a %a\n", code, slope, i,
+                            gg_act::mlp_act_fwd<double>(V[i], code), gg_act::mlp_act_bwd<double>(DY[i], V[i], code),
                             gg_act::act_fwd<double>(V[i], code, slope),
                             gg_act::act_bwd<double>(DY[i], V[i], code, slope),
                             (double)gg_act::act_fwd<float>((float)V[i], code, (float)slope),
@@ -164,7 +165,7 @@ def test_generated_cuda_c_agrees_with_the_definition(tmp_path):
     assert run.returncode == 0, run.stderr
     rows = [line.split() for line in run.stdout.splitlines()]
     assert len(rows) == len(A.ALL) * len(slopes) * len(v)
-    for code, slope, i, f64, b64, f32, b32 in rows:
+    for code, slope, i, mf, mb, f64, b64, f32, b32 in rows:
         act, k, i = A.BY_CODE[int(code)], float.fromhex(slope), int(i)
         fwd, bwd = A.trees(act)
         want_f = A.evaluate(fwd, {"v": v[i], "slope": k})
@@ -174,3 +175,7 @@ def test_generated_cuda_c_agrees_with_the_definition(tmp_path):
         assert float.fromhex(b64) == pytest.approx(want_b, rel=1e-15, abs=1e-300), where
         assert float.fromhex(f32) == pytest.approx(want_f, rel=1e-6, abs=1e-6), where
         assert float.fromhex(b32) == pytest.approx(want_b, rel=1e-6, abs=1e-6), where
+        if act.name in A.FUSED_MLP:  # the fused MLP's switch: the same forward, dy * (derivative at dy = 1)
+            assert float.fromhex(mf) == float.fromhex(f64), where
+            factor = A.evaluate(bwd, {"dy": 1.0, "s": v[i], "slope": 0.0})
+            assert float.fromhex(mb) == pytest.approx(dy[i] * factor, rel=1e-15, abs=1e-300), where

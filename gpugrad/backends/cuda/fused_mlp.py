@@ -102,8 +102,9 @@ def _act_np(z, act: int):
 
 
 def _act_bwd_np(dh, y, act: int):
-    """``dh * act'`` from the activation's output ``y`` (same dtype as ``dh``)."""
-    return _acts.xp_functions(_acts.BY_CODE[act].name)[1](np, None, dh, y, 0.0)
+    """``dh * act'(y)`` from the activation's output ``y``: the derivative at ``dy = 1``, then one
+    multiply by ``dh``, as the kernel rounds it (``mlp_act_bwd`` in the generated header)."""
+    return dh * _acts.xp_functions(_acts.BY_CODE[act].name)[1](np, None, np.ones_like(y), y, 0.0)
 
 
 def reference_forward(x, wcat, bcat, width: int, in_pad: int, out_pad: int, n_hidden: int, act: int,
