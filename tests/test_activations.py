@@ -82,12 +82,14 @@ def test_ops_save_what_the_definition_says(slope):
     no longer tells the branch): the gradient is right either way."""
     x = gg.tensor([-2.0, -0.5, 0.5, 2.0], dtype=gg.float64, requires_grad=True)
     y = gg.nn.functional.leaky_relu(x, slope)
-    saved = y.grad_fn.ctx.saved_tensors[0] if hasattr(y.grad_fn, "ctx") else None
+    saved = np.array(y.grad_fn.saved_tensors[0])
+    np.testing.assert_array_equal(saved, (y if slope >= 0 else x).detach().numpy())
     y.sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [slope, slope, 1.0, 1.0])
-    if saved is not None:
-        want = y if slope >= 0 else x
-        np.testing.assert_array_equal(np.asarray(saved), want.detach().numpy())
+    g = gg.nn.functional.gelu(x)
+    np.testing.assert_array_equal(np.array(g.grad_fn.saved_tensors[0]), x.detach().numpy())  # GELU keeps x
+    r = gg.relu(x)
+    np.testing.assert_array_equal(np.array(r.grad_fn.saved_tensors[0]), r.detach().numpy())  # ReLU keeps y
 
 
 # ---------------------------------------------------------------------------------------- generic backend
@@ -212,3 +214,18 @@ def test_epilogue_emulation_uses_the_definition():
         dz, db = E.act_bias_backward(dy, aux, act, True)
         saved = A.forward_ref(z, act) if A.saves(act) == "y" else z
         _same(dz, A.backward_ref(dy, saved, act), rtol=1e-13)
+
+
+@pytest.mark.parametrize("act,slope", CASES, ids=IDS)
+def test_fused_linear_passes_save_what_the_definition_says(act, slope):
+    """The bias+activation pass of both CPU code paths returns as ``saved`` exactly y, z + b or None."""
+    be = get_backend("cpu")
+    rng = np.random.default_rng(5)
+    z, b = rng.standard_normal((3, 8)), rng.standard_normal(8)
+    for run in (be.bias_act, lambda *a: Backend.bias_act(be, *a)):
+        y, saved = run(z.copy(), b, act, slope)
+        want = {"y": y, "z": z + b, "none": None}[A.saves(act, slope)]
+        if want is None:
+            assert saved is None
+        else:
+            np.testing.assert_array_equal(saved, want)
