@@ -14,7 +14,7 @@ import numpy as np
 from . import source_path
 from ._numba import grid_2d, next_pow2
 from .act_bias_grad import plan
-from .activations import act_code
+from .activations import act_code, cuda_source
 
 ABG_TX, ABG_TY = 32, 8  # must match fused.cu
 _modules: dict[int, object] = {}
@@ -35,9 +35,7 @@ def module():
     dev = cupy.cuda.runtime.getDevice()
     mod = _modules.get(dev)
     if mod is None:
-        with open(source_path("fused.cu"), encoding="utf-8") as f:
-            src = f.read()
-        mod = cupy.RawModule(code=src, options=("--std=c++14",))
+        mod = cupy.RawModule(code=cuda_source(source_path("fused.cu")), options=("--std=c++14",))
         _modules[dev] = mod
     return mod
 

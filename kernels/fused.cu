@@ -1,10 +1,10 @@
 // gpugrad fused kernels in CUDA C: the same algorithms as the Numba kernels in kernels/*.py
 // (bias_act.py, act_bias_grad.py, softmax_xent.py), for the "cuda_c" kernel set. The optimizer
 // kernels are generated from kernels/optim_rules.py (optim_codegen.py), not written here.
-// Loaded at run time with cupy.RawModule (NVRTC; no header is included, so NVRTC needs no include
-// path), compiled with `nvcc -arch=sm_90 -c` by tests/test_nvcc.py when nvcc is on PATH.
+// Loaded at run time with cupy.RawModule (NVRTC; activations.cuh is spliced into the text, so NVRTC needs
+// no include path), compiled with `nvcc -arch=sm_90 -c` by tests/test_nvcc.py when nvcc is on PATH.
 // Entry points are extern "C" and suffixed by the storage type: _f32, _f64, _f16.
-// Activation codes: 0 identity, 1 relu, 2 leaky_relu, 3 sigmoid, 4 tanh, 5 gelu (erf), 6 gelu (tanh).
+// Activation codes and formulas come from the generated activations.cuh (kernels/activations.py).
 // float16 data is stored as unsigned short and computed in float32.
 
 typedef unsigned short f16_t;
@@ -42,56 +42,14 @@ __device__ __forceinline__ float m_exp(float x) { return expf(x); }
 __device__ __forceinline__ double m_exp(double x) { return exp(x); }
 __device__ __forceinline__ float m_log(float x) { return logf(x); }
 __device__ __forceinline__ double m_log(double x) { return log(x); }
-__device__ __forceinline__ float m_tanh(float x) { return tanhf(x); }
-__device__ __forceinline__ double m_tanh(double x) { return tanh(x); }
-__device__ __forceinline__ float m_erf(float x) { return erff(x); }
-__device__ __forceinline__ double m_erf(double x) { return erf(x); }
 __device__ __forceinline__ float m_sqrt(float x) { return sqrtf(x); }
 __device__ __forceinline__ double m_sqrt(double x) { return sqrt(x); }
 __device__ __forceinline__ float neg_inf(float) { return __int_as_float(0xff800000); }
 __device__ __forceinline__ double neg_inf(double) { return __longlong_as_double(0xfff0000000000000ULL); }
 
-#define K_INV_SQRT_2 0.70710678118654752440
-#define K_INV_SQRT_2PI 0.39894228040143267794
-#define K_SQRT_2_OVER_PI 0.79788456080286535588
-#define K_GELU_A 0.044715
-
-template <typename C>
-__device__ __forceinline__ C act_fwd(C v, int code, C slope) {
-    const C zero = C(0), one = C(1), half = C(0.5);
-    switch (code) {
-    case 1: return v < zero ? zero : v;
-    case 2: return v > zero ? v : v * slope;
-    case 3: if (v >= zero) return one / (one + m_exp(-v));
-            { C e = m_exp(v); return e / (one + e); }
-    case 4: return m_tanh(v);
-    case 5: return half * v * (one + m_erf(v * C(K_INV_SQRT_2)));
-    case 6: return half * v * (one + m_tanh(C(K_SQRT_2_OVER_PI) * (v + C(K_GELU_A) * v * v * v)));
-    default: return v;
-    }
-}
-
-template <typename C>
-__device__ __forceinline__ C act_bwd(C dy, C s, int code, C slope) {
-    const C zero = C(0), one = C(1), half = C(0.5);
-    switch (code) {
-    case 1: return s > zero ? dy : zero;
-    case 2: return s > zero ? dy : dy * slope;
-    case 3: return dy * s * (one - s);
-    case 4: return dy * (one - s * s);
-    case 5: {
-        C cdf = half * (one + m_erf(s * C(K_INV_SQRT_2)));
-        C pdf = m_exp(-half * s * s) * C(K_INV_SQRT_2PI);
-        return dy * (cdf + s * pdf);
-    }
-    case 6: {
-        C th = m_tanh(C(K_SQRT_2_OVER_PI) * (s + C(K_GELU_A) * s * s * s));
-        C d = half * (one + th) + half * s * (one - th * th) * C(K_SQRT_2_OVER_PI) * (one + C(3 * K_GELU_A) * s * s);
-        return dy * d;
-    }
-    default: return dy;
-    }
-}
+#include "activations.cuh"  // act_fwd / act_bwd and the activation codes, generated
+using gg_act::act_bwd;
+using gg_act::act_fwd;
 
 // ------------------------------------------------------------------ bias + activation forward
 // Layout of the elementwise kernels: grid (ceil(N / blockDim.x), gy), 1-D blocks; a thread owns column

@@ -9,10 +9,12 @@
 // `weights` holds W_0 (W x IN), W_1..W_{H-1} (W x W), W_H (OUT x W) back to back, float16, row-major;
 // `biases` holds b_0..b_{H-1} (W each) and b_H (OUT), float32.
 //
-// Exactly what is computed (gpugrad/fused_mlp.py has a NumPy copy of it):
+// Activations (codes, forward, derivative from the output): the generated activations.cuh; the caller
+// passes only those whose derivative needs no slope and comes from the output (activations.FUSED_MLP).
+// Exactly what is computed (gpugrad/backends/cuda/fused_mlp.py has a NumPy copy of it):
 //   forward : z = sum_k fp16(h)[k] * fp16(W)[k] in fp32, + b (fp32); h = fp16(act(z)); out = fp32.
 //   backward: dout is given in fp16 (already multiplied by a power-of-two loss scale);
-//             dh_H = dout @ W_H (fp32 accumulation); dz_l = fp16(dh_l * act'(h_l)) with act' taken
+//             dh_H = dout @ W_H (fp32 accumulation); dz_l = fp16(act_bwd(dh_l, h_l)) with act' taken
 //             from the saved fp16 output h_l; dh_{l-1} = dz_l @ W_{l-1}; dx = dz_1 @ W_0 (fp32).
 //   Weight and bias gradients (dz_l^T @ h_{l-1}, sums of dz_l) are GEMMs/reductions done by the caller.
 //
@@ -23,6 +25,8 @@
 #include <cuda_fp16.h>
 #include <mma.h>
 
+#include "activations.cuh"  // gg_act::mlp_act_fwd / mlp_act_bwd and the activation codes, generated
+
 namespace gg_fmlp {
 
 using namespace nvcuda;
@@ -31,33 +35,12 @@ constexpr int ROWS = 128;             // batch rows per block
 constexpr int N_ITERS = ROWS / 16;    // 16-row fragments per warp
 constexpr int SKEW = 8;               // halves of padding per shared-memory row (bank conflicts)
 
-enum { ACT_IDENTITY = 0, ACT_RELU = 1, ACT_SIGMOID = 2, ACT_TANH = 3 };
-
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> FragAcc;
 
 union Half8 {
   uint4 u;
   __half2 h2[4];
 };
-
-__device__ __forceinline__ float act_forward(float v, int act) {
-  switch (act) {
-    case ACT_RELU: return fmaxf(v, 0.0f);
-    case ACT_SIGMOID: return 1.0f / (1.0f + expf(-v));
-    case ACT_TANH: return tanhf(v);
-    default: return v;
-  }
-}
-
-// derivative of the activation, from its (fp16-rounded) output y
-__device__ __forceinline__ float act_grad_from_output(float y, int act) {
-  switch (act) {
-    case ACT_RELU: return y > 0.0f ? 1.0f : 0.0f;
-    case ACT_SIGMOID: return y * (1.0f - y);
-    case ACT_TANH: return 1.0f - y * y;
-    default: return 1.0f;
-  }
-}
 
 // acc[i] = A[16i:16i+16, :] @ B[:, cb-block] for the warp's 16 output columns.
 // A: row-major, leading dimension lda (global or shared). B: k-block kb starts at b + kb * b_kstep
@@ -100,8 +83,8 @@ __device__ __forceinline__ void store_hidden(FragAcc (&acc)[N_ITERS], float* sta
     Half8 h;
 #pragma unroll
     for (int t = 0; t < 4; ++t) {
-      const float v0 = act_forward(stage[r * 16 + c0 + 2 * t] + bv[2 * t], act);
-      const float v1 = act_forward(stage[r * 16 + c0 + 2 * t + 1] + bv[2 * t + 1], act);
+      const float v0 = gg_act::mlp_act_fwd<float>(stage[r * 16 + c0 + 2 * t] + bv[2 * t], act);
+      const float v1 = gg_act::mlp_act_fwd<float>(stage[r * 16 + c0 + 2 * t + 1] + bv[2 * t + 1], act);
       h.h2[t] = __floats2half2_rn(v0, v1);
     }
     *reinterpret_cast<uint4*>(tile + row * LDS + col) = h.u;
@@ -151,8 +134,8 @@ __device__ __forceinline__ void store_grad(FragAcc (&acc)[N_ITERS], float* stage
 #pragma unroll
     for (int t = 0; t < 4; ++t) {
       const float2 yf = __half22float2(y.h2[t]);
-      const float v0 = stage[r * 16 + c0 + 2 * t] * act_grad_from_output(yf.x, act);
-      const float v1 = stage[r * 16 + c0 + 2 * t + 1] * act_grad_from_output(yf.y, act);
+      const float v0 = gg_act::mlp_act_bwd<float>(stage[r * 16 + c0 + 2 * t], yf.x, act);
+      const float v1 = gg_act::mlp_act_bwd<float>(stage[r * 16 + c0 + 2 * t + 1], yf.y, act);
       h.h2[t] = __floats2half2_rn(v0, v1);
     }
     *reinterpret_cast<uint4*>(tile + row * LDS + col) = h.u;

@@ -138,3 +138,75 @@ def test_generated_optimizer_cuda_c_compiles_for_sm90(tmp_path):
             name = chunk[len("entry"):].split("(")[0].strip()
             if not name.endswith("_f64"):
                 assert not re.search(r"\w\.f64\b", chunk), f"float64 arithmetic in {name}"
+
+
+# The generated activation header, compiled by nvcc for sm_90 (device code) and run on the host (its
+# functions are __host__ __device__): every activation, in double and float, against the definition.
+_ACT_PROGRAM = r"""
+#include <cstdio>
+#include <cmath>
+#include "activations.cuh"
+
+template <typename C>
+__global__ void act_kernel(const C* v, const C* dy, C* y, C* dz, int n, int code, C slope) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        y[i] = gg_act::act_fwd<C>(v[i], code, slope);
+        dz[i] = gg_act::act_bwd<C>(dy[i], v[i], code, slope);
+    }
+}
+template __global__ void act_kernel<float>(const float*, const float*, float*, float*, int, int, float);
+template __global__ void act_kernel<double>(const double*, const double*, double*, double*, int, int, double);
+
+static const double V[] = {@V@};
+static const double DY[] = {@DY@};
+static const double SLOPES[] = {@SLOPES@};
+
+int main() {
+    const int n = sizeof(V) / sizeof(V[0]);
+    for (int code = 0; code < @NCODES@; ++code)
+        for (double slope : SLOPES)
+            for (int i = 0; i < n; ++i)
+                std::printf("%d %a %d %a %a %a %a %a %a\n", code, slope, i,
+                            gg_act::mlp_act_fwd<double>(V[i], code), gg_act::mlp_act_bwd<double>(DY[i], V[i], code),
+                            gg_act::act_fwd<double>(V[i], code, slope),
+                            gg_act::act_bwd<double>(DY[i], V[i], code, slope),
+                            (double)gg_act::act_fwd<float>((float)V[i], code, (float)slope),
+                            (double)gg_act::act_bwd<float>((float)DY[i], (float)V[i], code, (float)slope));
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+def test_generated_cuda_c_agrees_with_the_definition(tmp_path):
+    sys.path.insert(0, ROOT)
+    from kernels import activations as A
+    v = [0.0, -0.0, 1e-30, -1e-30, 0.3, -0.3, 1.0, -1.0, 2.5, -2.5, 7.0, -7.0, 30.0, -30.0, 100.0, -100.0]
+    dy = [1.0, -0.5, 2.0, 0.25] * 4
+    slopes = [0.01, 0.3, -0.3]
+    src = (_ACT_PROGRAM.replace("@V@", ", ".join(map(repr, v))).replace("@DY@", ", ".join(map(repr, dy)))
+           .replace("@SLOPES@", ", ".join(map(repr, slopes))).replace("@NCODES@", str(len(A.ALL))))
+    (tmp_path / "act_test.cu").write_text(src)
+    exe = tmp_path / "act_test"
+    proc = subprocess.run(["nvcc", "-arch=sm_90", "-std=c++17", "-I", os.path.join(ROOT, "kernels"),
+                           str(tmp_path / "act_test.cu"), "-o", str(exe)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split() for line in run.stdout.splitlines()]
+    assert len(rows) == len(A.ALL) * len(slopes) * len(v)
+    for code, slope, i, mf, mb, f64, b64, f32, b32 in rows:
+        act, k, i = A.BY_CODE[int(code)], float.fromhex(slope), int(i)
+        fwd, bwd = A.trees(act)
+        want_f = A.evaluate(fwd, {"v": v[i], "slope": k})
+        want_b = A.evaluate(bwd, {"dy": dy[i], "s": v[i], "slope": k})
+        where = f"{act.name} slope={k} v={v[i]}"
+        assert float.fromhex(f64) == pytest.approx(want_f, rel=1e-15, abs=1e-300), where
+        assert float.fromhex(b64) == pytest.approx(want_b, rel=1e-15, abs=1e-300), where
+        assert float.fromhex(f32) == pytest.approx(want_f, rel=1e-6, abs=1e-6), where
+        assert float.fromhex(b32) == pytest.approx(want_b, rel=1e-6, abs=1e-6), where
+        if act.name in A.FUSED_MLP:  # the fused MLP's switch: the same forward, dy * (derivative at dy = 1)
+            assert float.fromhex(mf) == float.fromhex(f64), where
+            factor = A.evaluate(bwd, {"dy": 1.0, "s": v[i], "slope": 0.0})
+            assert float.fromhex(mb) == pytest.approx(dy[i] * factor, rel=1e-15, abs=1e-300), where

@@ -2,6 +2,7 @@
 backends override the fused hot paths with their own kernels."""
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -10,30 +11,18 @@ import numpy as np
 from .._device import device
 from .._errors import named_error
 from ..kernels import optim_codegen
+from ..kernels.activations import ACTIVATIONS, saves, xp_functions
 
 
 class DeviceUnavailableError(RuntimeError):
     """A device was asked for that this machine cannot provide."""
 
 
-# Activation codes shared by every backend and kernel.
-ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh")
-
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 # splitmix64 constants (counter-based RNG: the same stream on every device)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
-
-
-def saves_output(act: str, slope: float = 0.01) -> bool:
-    """True if the activation's derivative is computed from its output ``y`` (so only ``y`` is saved);
-    False if it needs the pre-activation ``z`` (GELU; LeakyReLU with a negative slope, whose output
-    sign no longer tells the branch) or nothing (identity)."""
-    return act in ("relu", "sigmoid", "tanh") or (act == "leaky_relu" and slope >= 0)
 
 
 class Backend:
@@ -145,62 +134,19 @@ class Backend:
 
     # ------------------------------------------------------------------ activations (generic)
     def act_forward(self, z, act: str, slope: float = 0.01, out=None):
-        """``y = act(z)``; ``out`` may be ``z`` itself (in place)."""
-        xp = self.xp
-        if act == "identity":
-            if out is None:
-                return z.copy()
-            if out is not z:
-                out[...] = z
-            return out
-        if act == "relu":
-            return xp.maximum(z, 0, out=out)
-        if act == "leaky_relu":
-            y = xp.where(z > 0, z, z * z.dtype.type(slope))
-            return y if out is None else _assign(out, y)
-        if act == "sigmoid":
-            # 1 / (1 + exp(-z)) without overflow warnings: exp of a clipped argument
-            t = xp.negative(z, out=out)
-            xp.minimum(t, _exp_limit(z.dtype), out=t)
-            xp.exp(t, out=t)
-            t += 1
-            return xp.reciprocal(t, out=t)
-        if act == "tanh":
-            return xp.tanh(z, out=out)
-        if act == "gelu":
-            y = 0.5 * z * (1.0 + self.erf(z * _INV_SQRT_2))
-            return y.astype(z.dtype, copy=False) if out is None else _assign(out, y)
-        if act == "gelu_tanh":
-            inner = _SQRT_2_OVER_PI * (z + 0.044715 * z * z * z)
-            y = 0.5 * z * (1.0 + xp.tanh(inner))
-            return y.astype(z.dtype, copy=False) if out is None else _assign(out, y)
-        raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
+        """``y = act(z)`` (the array code generated from ``kernels/activations.py``); ``out`` may be
+        ``z`` itself (in place)."""
+        fwd = xp_functions(_check_act(act))[0]
+        with _errstate(self.xp):
+            y = fwd(self.xp, self.erf, z, slope, out)
+        return y.copy() if y is z and out is None else y
 
     def act_backward(self, dy, saved, act: str, slope: float = 0.01):
-        """``dz = dy * act'(.)`` where ``saved`` is ``y`` for output-derived activations, ``z`` for GELU."""
-        xp = self.xp
-        if act == "identity":
-            return dy
-        if act == "relu":
-            return xp.where(saved > 0, dy, dy.dtype.type(0))
-        if act == "leaky_relu":
-            return xp.where(saved > 0, dy, dy * dy.dtype.type(slope))
-        if act == "sigmoid":
-            return dy * saved * (1 - saved)
-        if act == "tanh":
-            return dy * (1 - saved * saved)
-        if act == "gelu":
-            z = saved
-            cdf = 0.5 * (1.0 + self.erf(z * _INV_SQRT_2))
-            pdf = xp.exp(-0.5 * z * z) * _INV_SQRT_2PI
-            return (dy * (cdf + z * pdf)).astype(dy.dtype, copy=False)
-        if act == "gelu_tanh":
-            z = saved
-            inner = _SQRT_2_OVER_PI * (z + 0.044715 * z * z * z)
-            th = xp.tanh(inner)
-            d = 0.5 * (1.0 + th) + 0.5 * z * (1.0 - th * th) * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * z * z)
-            return (dy * d).astype(dy.dtype, copy=False)
-        raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
+        """``dz = dy * act'`` from ``saved``: what ``saves(act, slope)`` names (``y``, ``z`` or nothing)."""
+        same = saved is not None and dy.shape == saved.shape and dy.dtype == saved.dtype
+        bwd = xp_functions(_check_act(act), reuse=same)[1]
+        with _errstate(self.xp):
+            return bwd(self.xp, self.erf, dy, dy if saved is None else saved, slope)
 
     # ------------------------------------------------------------------ fused hot paths
     def linear_forward(self, x, w):
@@ -216,9 +162,10 @@ class Backend:
         :meth:`act_backward` needs (``y`` itself, the pre-activation for GELU, ``None`` for identity)."""
         if b is not None:
             z += b
-        if act == "identity":
+        keep = saves(act, slope)
+        if keep == "none":
             return z, None
-        if saves_output(act, slope):
+        if keep == "y":
             y = self.act_forward(z, act, slope, out=z)
             return y, y
         return self.act_forward(z, act, slope), z
@@ -301,11 +248,14 @@ class Backend:
         return {}
 
 
-def _exp_limit(dt) -> float:
-    """Largest argument whose ``exp`` is finite in ``dt`` (less a margin)."""
-    return float(np.log(np.finfo(dt).max)) - 1.0
+def _check_act(act: str) -> str:
+    if act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
+    return act
 
 
-def _assign(out, value):
-    out[...] = value
-    return out
+def _errstate(xp):
+    """NumPy's overflow warnings off (``exp`` of a large argument is meant to give inf); CuPy has none."""
+    return np.errstate(over="ignore", invalid="ignore") if xp is np else contextlib.nullcontext()
+
+

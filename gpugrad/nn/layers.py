@@ -11,7 +11,7 @@ from .._device import as_device
 from ..autograd.function import named_error
 from ..autograd.grad_mode import is_grad_enabled
 from ..backends import get_backend
-from ..backends.base import ACTIVATIONS
+from ..kernels.activations import ACTIVATIONS
 from ..tensor import Tensor, _make_result
 from . import init
 from .module import Module, Parameter
@@ -20,7 +20,7 @@ __all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU",
            "Sequential", "ModuleList", "MLP", "MLPBlock", "MSELoss", "CrossEntropyLoss", "NLLLoss",
            "Softmax", "LogSoftmax"]
 
-_ACT_NAMES = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh")
+_ACT_NAMES = tuple(a for a in ACTIVATIONS if a != "identity")
 
 
 def _empty_param(shape: tuple, device, dtype) -> Parameter:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from ..autograd.function import Context, Function
+from ..kernels.activations import saves
 from ._common import check_broadcast
 
 
@@ -167,10 +168,31 @@ Sqrt = _unary("sqrt", lambda be, x: be.xp.sqrt(x), lambda be, y, g: g / (2 * y),
 Abs = _unary("abs", lambda be, x: be.xp.abs(x), lambda be, x, g: g * be.xp.sign(x), "x")
 Sin = _unary("sin", lambda be, x: be.xp.sin(x), lambda be, x, g: g * be.xp.cos(x), "x")
 Cos = _unary("cos", lambda be, x: be.xp.cos(x), lambda be, x, g: -g * be.xp.sin(x), "x")
-Tanh = _unary("tanh", lambda be, x: be.act_forward(x, "tanh"), lambda be, y, g: be.act_backward(g, y, "tanh"), "y")
-Sigmoid = _unary("sigmoid", lambda be, x: be.act_forward(x, "sigmoid"),
-                 lambda be, y, g: be.act_backward(g, y, "sigmoid"), "y")
-Relu = _unary("relu", lambda be, x: be.act_forward(x, "relu"), lambda be, y, g: be.act_backward(g, y, "relu"), "y")
+def _act_forward(ctx: Context, x, act: str, slope: float = 0.01):
+    """``act(x)``, saving for backward what the activation's definition names: ``y``, ``x`` or nothing
+    (``kernels/activations.py``: ``saves``)."""
+    y = ctx.backend.act_forward(x, act, slope)
+    keep = saves(act, slope)
+    ctx.act, ctx.slope = act, slope
+    ctx.save_for_backward(y if keep == "y" else x if keep == "z" else None)
+    return y
+
+
+def _act_backward(ctx: Context, g):
+    (v,) = ctx.saved_tensors
+    return ctx.backend.act_backward(g, v, ctx.act, ctx.slope)
+
+
+def _activation(act: str) -> type:
+    """A parameterless activation Function (relu, sigmoid, tanh)."""
+    return type(act.capitalize(), (Function,), {
+        "name": act, "forward": staticmethod(lambda ctx, x: _act_forward(ctx, x, act)),
+        "backward": staticmethod(_act_backward)})
+
+
+Tanh = _activation("tanh")
+Sigmoid = _activation("sigmoid")
+Relu = _activation("relu")
 
 
 class LeakyRelu(Function):
@@ -178,15 +200,9 @@ class LeakyRelu(Function):
 
     @staticmethod
     def forward(ctx: Context, x, negative_slope: float = 0.01):
-        y = ctx.backend.act_forward(x, "leaky_relu", negative_slope)
-        ctx.slope = negative_slope
-        ctx.save_for_backward(x if negative_slope < 0 else y)
-        return y
+        return _act_forward(ctx, x, "leaky_relu", negative_slope)
 
-    @staticmethod
-    def backward(ctx: Context, g):
-        (v,) = ctx.saved_tensors
-        return ctx.backend.act_backward(g, v, "leaky_relu", ctx.slope)
+    backward = staticmethod(_act_backward)
 
 
 class Gelu(Function):
@@ -196,14 +212,9 @@ class Gelu(Function):
     def forward(ctx: Context, x, approximate: str = "none"):
         if approximate not in ("none", "tanh"):
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-        ctx.act = "gelu" if approximate == "none" else "gelu_tanh"
-        ctx.save_for_backward(x)
-        return ctx.backend.act_forward(x, ctx.act)
+        return _act_forward(ctx, x, "gelu" if approximate == "none" else "gelu_tanh")
 
-    @staticmethod
-    def backward(ctx: Context, g):
-        (x,) = ctx.saved_tensors
-        return ctx.backend.act_backward(g, x, ctx.act)
+    backward = staticmethod(_act_backward)
 
 
 class Maximum(Function):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..autograd.function import Context, Function, named_error
-from ..backends.base import ACTIVATIONS
+from ..kernels.activations import ACTIVATIONS
 
 
 def _check_matmul(op: str, a, b) -> None:

@@ -19,8 +19,8 @@ from ...kernels import cuda_c as _k_c
 from ...kernels import optim_step as _k_opt
 from ...kernels import softmax_xent as _k_sx
 from ...kernels._numba import compute_dtype
-from ...kernels.activations import CODES
-from ..base import Backend, saves_output
+from ...kernels.activations import CODES, saves
+from ..base import Backend
 from . import apply_tf32, memory
 from .launcher import Launcher
 
@@ -219,7 +219,7 @@ class CUDABackend(Backend):
         xp = self.xp
         if b is not None and not b.flags.c_contiguous:
             b = xp.ascontiguousarray(b)
-        in_place = act == "identity" or saves_output(act, slope)
+        in_place = saves(act, slope) != "z"
         y = z if in_place else xp.empty(z.shape, z.dtype)
         write_z = (not in_place) and b is not None  # GELU keeps z + b for its backward
         mb = self._launch.max_blocks

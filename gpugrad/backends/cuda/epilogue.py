@@ -24,21 +24,23 @@ Every function also runs on NumPy arrays with an exact emulation of the epilogue
 booleans), which the CPU tests use to check the bookkeeping; only the CUDA path calls nvmath."""
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
 import numpy as np
 
+from ...kernels import activations as _acts
+
 __all__ = ["use_cublaslt_epilogues", "epilogues_enabled", "available", "supports", "gemm",
            "linear_act_forward", "dgrad_act_bgrad", "wgrad", "act_bias_backward", "FORWARD", "BACKWARD"]
 
-FORWARD = {"relu": "RELU_AUX_BIAS", "gelu_tanh": "GELU_AUX_BIAS"}
-BACKWARD = {"relu": "DRELU_BGRAD", "gelu_tanh": "DGELU_BGRAD"}
-_AUX_NAME = {"relu": "relu_aux", "gelu_tanh": "gelu_aux"}
+# the selection table comes from the activation definitions (``Activation.cublaslt``)
+FORWARD = {a.name: a.cublaslt[0] for a in _acts.ALL if a.cublaslt}
+BACKWARD = {a.name: a.cublaslt[1] for a in _acts.ALL if a.cublaslt}
+_AUX_NAME = {a.name: a.cublaslt[2] for a in _acts.ALL if a.cublaslt}
+_BY_EPILOG = {a.cublaslt[i]: a.name for a in _acts.ALL if a.cublaslt for i in (0, 1)}
 
 _state = {"enabled": os.environ.get("GPUGRAD_CUBLASLT_EPILOGUES", "0").strip().lower() in ("1", "true", "yes", "on")}
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 def use_cublaslt_epilogues(enabled: bool = True) -> None:
@@ -82,15 +84,14 @@ def _is_numpy(*arrays) -> bool:
     return all(a is None or isinstance(a, np.ndarray) for a in arrays)
 
 
-def _gelu_tanh(z):
-    inner = _SQRT_2_OVER_PI * (z + 0.044715 * z * z * z)
-    return 0.5 * z * (1.0 + np.tanh(inner))
+def _act(xp, act: str, z):
+    """The activation on an array (the generated array code, in ``z``'s dtype)."""
+    return _acts.xp_functions(act)[0](xp, None, z, 0.0)
 
 
-def _gelu_tanh_grad(z):
-    inner = _SQRT_2_OVER_PI * (z + 0.044715 * z * z * z)
-    th = np.tanh(inner)
-    return 0.5 * (1.0 + th) + 0.5 * z * (1.0 - th * th) * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * z * z)
+def _act_grad(xp, act: str, dy, z):
+    """``dy * act'(z)`` from the pre-activation ``z`` (what the GELU aux holds)."""
+    return _acts.xp_functions(act, reuse=False)[1](xp, None, dy, z, 0.0)
 
 
 def _emulate(a, b, epilog: str | None, bias, aux):
@@ -102,15 +103,14 @@ def _emulate(a, b, epilog: str | None, bias, aux):
         d = d + bias[:, None]
         if epilog == "RELU_AUX_BIAS":
             extras["relu_aux"] = d > 0
-            d = np.maximum(d, 0)
         else:
             extras["gelu_aux"] = d.copy()
-            d = _gelu_tanh(d).astype(d.dtype, copy=False)
+        d = _act(np, _BY_EPILOG[epilog], d)
     elif epilog == "DRELU_BGRAD":
         d = d * aux
         extras["drelu_bgrad"] = d.sum(axis=1)
     elif epilog == "DGELU_BGRAD":
-        d = (d * _gelu_tanh_grad(aux)).astype(d.dtype, copy=False)
+        d = _act_grad(np, _BY_EPILOG[epilog], d, aux)
         extras["dgelu_bgrad"] = d.sum(axis=1)
     elif epilog == "BGRADA":
         extras["bgrada"] = a.sum(axis=1)
@@ -222,11 +222,7 @@ def act_bias_backward(dy, aux, act: str, with_bias: bool):
         mask = aux.T if _is_numpy(dy) else _unpack_relu_mask(xp, aux, dy.shape[1], dy.shape[0])
         dz = dy * mask
     elif act == "gelu_tanh":
-        z = aux[:dy.shape[1], :dy.shape[0]].T
-        inner = _SQRT_2_OVER_PI * (z + 0.044715 * z * z * z)
-        th = xp.tanh(inner)
-        dz = (dy * (0.5 * (1.0 + th) + 0.5 * z * (1.0 - th * th) * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * z * z))
-              ).astype(dy.dtype, copy=False)
+        dz = _act_grad(xp, act, dy, aux[:dy.shape[1], :dy.shape[0]].T)
     else:
         raise ValueError(f"cuda_epilogue: no fused epilogue for activation {act!r}")
     return dz, (dz.sum(axis=0) if with_bias else None)

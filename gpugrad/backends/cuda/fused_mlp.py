@@ -25,6 +25,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ...autograd.function import Context, Function, named_error
+from ...kernels import activations as _acts
 from ...nn.layers import MLP
 from ...tensor import Tensor
 
@@ -32,7 +33,8 @@ __all__ = ["FusedMLP", "fused_mlp", "reference_forward", "reference_backward", "
            "epilogue_mlp", "epilogue_mlp_forward", "WIDTHS", "ACTIVATIONS", "ROWS"]
 
 WIDTHS = (16, 32, 64, 128)
-ACTIVATIONS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
+# the activations the kernels run (derivative from the saved output, no slope), with their shared codes
+ACTIVATIONS = {name: _acts.CODES[name] for name in _acts.FUSED_MLP}
 ROWS = 128           # rows per thread block (the batch is padded to a multiple)
 GRAD_TARGET = 256.0  # the backward scale brings max|dL/dout| to within [128, 256]
 
@@ -95,23 +97,14 @@ def grad_scale(xp, g):
 
 # ---------------------------------------------------------------------------------------- reference
 def _act_np(z, act: int):
-    if act == 1:
-        return np.maximum(z, z.dtype.type(0))
-    if act == 2:
-        return (1.0 / (1.0 + np.exp(-z))).astype(z.dtype, copy=False)
-    if act == 3:
-        return np.tanh(z)
-    return z
+    """The activation with code ``act`` on a NumPy array, in its dtype (the generated array code)."""
+    return _acts.xp_functions(_acts.BY_CODE[act].name)[0](np, None, z, 0.0)
 
 
-def _act_grad_np(y, act: int):
-    if act == 1:
-        return (y > 0).astype(y.dtype)
-    if act == 2:
-        return y * (1 - y)
-    if act == 3:
-        return 1 - y * y
-    return np.ones_like(y)
+def _act_bwd_np(dh, y, act: int):
+    """``dh * act'(y)`` from the activation's output ``y``: the derivative at ``dy = 1``, then one
+    multiply by ``dh``, as the kernel rounds it (``mlp_act_bwd`` in the generated header)."""
+    return dh * _acts.xp_functions(_acts.BY_CODE[act].name)[1](np, None, np.ones_like(y), y, 0.0)
 
 
 def reference_forward(x, wcat, bcat, width: int, in_pad: int, out_pad: int, n_hidden: int, act: int,
@@ -152,7 +145,7 @@ def reference_backward(dout, wcat, acts, width: int, in_pad: int, out_pad: int, 
     with np.errstate(over="ignore", invalid="ignore"):
         dh = np.asarray(dout).astype(lo).astype(hi) @ ws[n_hidden].astype(lo).astype(hi)
         for l in range(n_hidden, 0, -1):
-            d = (dh * _act_grad_np(acts[l - 1].astype(hi), act)).astype(lo)
+            d = _act_bwd_np(dh, acts[l - 1].astype(hi), act).astype(lo)
             dz[l - 1] = d
             if l > 1:
                 dh = d.astype(hi) @ ws[l - 1].astype(lo).astype(hi)
@@ -173,8 +166,7 @@ def _module():
     if mod is not None:
         return mod
     from ...kernels import source_path
-    with open(source_path("fused_mlp.cu"), encoding="utf-8") as f:
-        src = f.read()
+    src = _acts.cuda_source(source_path("fused_mlp.cu"))
     errors = []
     opts = ["--std=c++17"]
     try:
