@@ -270,8 +270,8 @@ def main(argv=None) -> dict:
         root, batch, depth, width, opt = args.worker
         print(json.dumps(worker(root, int(batch), int(depth), int(width), opt, args.repeats)))
         return {}
-    sys.path.insert(0, HERE)
-    from _common import machine_info, write_json
+    sys.path.insert(0, ROOT)
+    from gpugrad.benchmarking import machine_info, write_json  # this checkout's harness (the parent process)
     roots = [("this", ROOT)] + ([("baseline", os.path.abspath(args.baseline))] if args.baseline else [])
     commits = {}
     for tag, root in roots:
