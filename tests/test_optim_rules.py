@@ -1,7 +1,7 @@
 """The optimizer rules (kernels/optim_rules.py) and everything generated from them: the NumPy/xp
 path, the CPU Numba pass and the CUDA C text (compiled for the host with a C++ compiler) agree with the
 definition run element by element in float64; the multi-tensor step equals per-parameter steps and
-PyTorch (reference values recorded by tests/record_torch_optim.py); the flat layout survives replaced
+PyTorch (tests/test_torch_conformance.py, values recorded by tests/reference/record_torch.py); the flat layout survives replaced
 data, None grads, set_to_none, mixed dtypes and state_dict round trips; GradScaler and clip_grad_norm_
 run as multi-tensor passes, and a capturable step never reads the device. (The Numba CUDA kernels are
 checked the same way under the simulator: tests/kernels/test_optim_step.py; nvcc: tests/test_nvcc.py.)"""
@@ -232,25 +232,6 @@ def test_graph_safe_optimizers():
     assert optim.SGD(ps, lr=0.1, momentum=0.9).graph_safe and optim.RMSprop(ps).graph_safe
     assert not optim.Adam(ps).graph_safe and optim.Adam(ps, capturable=True).graph_safe
     assert not optim.AdamW([{"params": ps[:2], "capturable": True}, {"params": ps[2:]}]).graph_safe
-
-
-def test_torch_reference_values():
-    """Against PyTorch 2.13 (values in tests/data/optim_torch_ref.json, from tests/record_torch_optim.py)."""
-    with open(os.path.join(HERE, "data", "optim_torch_ref.json"), encoding="utf-8") as f:
-        ref = json.load(f)
-    assert len(ref["cases"]) >= 8
-    for case in ref["cases"]:
-        ps = [nn.Parameter(gg.tensor(np.array(p0, np.float64))) for p0 in ref["p0"]]
-        kw = dict(case["kwargs"])
-        if "betas" in kw:
-            kw["betas"] = tuple(kw["betas"])
-        opt = getattr(optim, case["optimizer"])(ps, **kw)
-        for g_step in ref["grads"]:
-            for p, g in zip(ps, g_step):
-                p.grad = gg.tensor(np.array(g, np.float64))
-            opt.step()
-        for p, want in zip(ps, case["final"]):
-            np.testing.assert_allclose(p.numpy(), np.array(want), rtol=1e-13, atol=1e-15, err_msg=str(case))
 
 
 def test_replaced_data_mixed_dtypes_and_state_round_trip():
