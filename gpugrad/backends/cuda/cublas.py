@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -78,9 +79,10 @@ class GemmArgs:
     ldc: int
 
 
+@functools.lru_cache(maxsize=1024)
 def plan(a_shape: tuple, b_shape: tuple, trans_a: bool, trans_b: bool) -> tuple[GemmArgs, tuple[int, int]]:
     """``(args, out_shape)`` for ``out = op(a) @ op(b)`` with ``a``/``b`` C-contiguous 2-D arrays of
-    these shapes (``op(a) = a.T`` if ``trans_a``)."""
+    these shapes (``op(a) = a.T`` if ``trans_a``). Cached: a training step repeats its shapes."""
     (ra, ca), (rb, cb) = a_shape, b_shape
     M, K = (ca, ra) if trans_a else (ra, ca)
     K2, N = (cb, rb) if trans_b else (rb, cb)
@@ -94,6 +96,7 @@ def plan(a_shape: tuple, b_shape: tuple, trans_a: bool, trans_b: bool) -> tuple[
     return args, (M, N)
 
 
+@functools.lru_cache(maxsize=64)
 def compute_type(dtype: Any, tf32: bool) -> tuple[int, np.dtype]:
     """``(cublasComputeType_t, dtype of alpha/beta)``: float64 -> 64F; float32 -> 32F (FAST_TF32 when
     ``tf32``); float16 -> 32F (float32 accumulation, as PyTorch and ``cupy.matmul`` do)."""
@@ -109,8 +112,11 @@ def compute_type(dtype: Any, tf32: bool) -> tuple[int, np.dtype]:
 
 
 def _ptr(a) -> int:
-    data = a.data
-    return int(data.ptr) if hasattr(data, "ptr") else int(a.ctypes.data)
+    """Device pointer of a CuPy array; host address of a NumPy array (the CPU tests' fake binding)."""
+    try:
+        return a.data.ptr
+    except AttributeError:
+        return a.__array_interface__["data"][0]
 
 
 # ---------------------------------------------------------------------------------------- bindings
@@ -149,8 +155,8 @@ class CtypesBinding:  # pragma: no cover - needs libcublas and a GPU
 
     name = "ctypes"
 
-    def __init__(self) -> None:
-        lib = _load_libcublas()
+    def __init__(self, lib: Any = None) -> None:
+        lib = _load_libcublas() if lib is None else lib  # ``lib``: a stand-in library (host-cost benchmark)
         vp, i, sz = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
 
         def fn(name, *argtypes):
@@ -222,7 +228,8 @@ class CublasGemm:
         bind.set_pointer_mode(self.handle, POINTER_MODE_HOST)
         self.workspace = xp.empty((workspace_bytes,), dtype=np.uint8)
         self.stream: int | None = None
-        self._scalars = {np.dtype(t): (np.ones(1, t), np.zeros(1, t)) for t in (np.float32, np.float64)}
+        self._keep = [(np.ones(1, t), np.zeros(1, t)) for t in (np.float32, np.float64)]  # host alpha/beta
+        self._scalars = {np.dtype(o.dtype): (o.ctypes.data, z.ctypes.data) for o, z in self._keep}
 
     def set_stream(self, stream: int) -> None:
         """Point the handle at ``stream``. cublasSetStream resets the workspace to cuBLAS's own pool,
@@ -255,8 +262,8 @@ class CublasGemm:
         one, zero = self._scalars[sdt]
         dt = DATA_TYPES[a.dtype]
         self.set_stream(stream)
-        self.binding.gemm_ex(self.handle, args.transa, args.transb, args.m, args.n, args.k, int(one.ctypes.data),
-                             _ptr(b), dt, args.lda, _ptr(a), dt, args.ldb, int(zero.ctypes.data),
+        self.binding.gemm_ex(self.handle, args.transa, args.transb, args.m, args.n, args.k, one,
+                             _ptr(b), dt, args.lda, _ptr(a), dt, args.ldb, zero,
                              _ptr(out), dt, args.ldc, comp, GEMM_DEFAULT)
         return out
 
