@@ -260,7 +260,7 @@ def _fake_backend(monkeypatch):
     stream = SimpleNamespace(ptr=5)
     be.xp = SimpleNamespace(matmul=np.matmul, cuda=SimpleNamespace(get_current_stream=lambda: stream))
     be._gpu = SimpleNamespace(id=0)
-    monkeypatch.setattr(C, "get", lambda dev, xp: g)
+    monkeypatch.setattr(C, "get", lambda dev, xp, device=None: g)
     return be, fake
 
 
@@ -281,6 +281,19 @@ def test_backend_linear_gemms_go_through_the_binding_when_forced(monkeypatch, ne
         np.testing.assert_allclose(dw, dz.T @ x, rtol=1e-12)
     assert len(fake.calls) == 1 + need_dx + need_dw
     assert not C.active()
+
+
+def test_public_switch():
+    import gpugrad as gg
+    assert gg.cuda.get_gemm_path() == "auto"
+    gg.cuda.set_gemm_path("cublas")
+    try:
+        assert C.active() and gg.cuda.get_gemm_path() == "cublas"
+    finally:
+        gg.cuda.set_gemm_path("auto")
+    assert not C.active()
+    with pytest.raises(ValueError, match="set_gemm_path"):
+        gg.cuda.set_gemm_path("nvmath")
 
 
 def test_gemm_path_switch(monkeypatch):

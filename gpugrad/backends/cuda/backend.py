@@ -91,7 +91,7 @@ class CUDABackend(Backend):
         (``cupy.matmul``)."""
         if not _cublas.active() or a.dtype not in _cublas.DATA_TYPES:
             return None
-        return _cublas.get(self._gpu.id, self.xp)
+        return _cublas.get(self._gpu.id, self.xp, self._gpu)
 
     def linear_forward(self, x, w):
         """``x @ w.T`` through cuBLAS (TF32 for float32 when enabled; float16 accumulates in float32)."""

@@ -312,10 +312,12 @@ def forced() -> Iterator[None]:
         _forced[0] -= 1
 
 
-def get(device_id: int, xp: Any) -> CublasGemm:  # pragma: no cover - needs a GPU
-    """The handle of ``device_id`` (created on first use, with its workspace from the current pool)."""
+def get(device_id: int, xp: Any, device: Any = None) -> CublasGemm:  # pragma: no cover - needs a GPU
+    """The handle of ``device_id``, created on first use (inside ``device``, a CuPy ``Device``, when
+    given), with its workspace from the current memory pool."""
     g = _per_device.get(device_id)
     if g is None:
-        g = CublasGemm(binding(), xp)
+        with device if device is not None else contextlib.nullcontext():
+            g = CublasGemm(binding(), xp)
         _per_device[device_id] = g
     return g
