@@ -14,6 +14,12 @@ is allocated during capture. So gpugrad keeps its own cuBLAS handle per device a
 - ``ctypes``: ``cublasGemmEx`` from the libcublas CuPy already loaded, through ``ctypes`` (no extra
   package; a few microseconds more host time per GEMM for the 19-argument conversion).
 
+Host cost per GEMM call, measured on the CPU build machine against stand-in libraries whose
+functions return at once (so cuBLAS's own work is not included): ``nvmath`` ``gemm_ex`` 0.49 us,
+``ctypes`` ``cublasGemmEx`` 4.3 us, gpugrad's mapping/checks around either 2.5 us
+(``benchmarks/gemm_binding_host.py``; the nvmath figure by the same stub loaded through
+``cuda.pathfinder`` with a stub ``libcuda.so.1``). Inside a replayed graph neither costs anything.
+
 Rejected: CuPy's low-level wrapper (refuses capture, as above); cuBLASLt through
 ``nvmath.linalg.advanced.Matmul`` (a plan object per shape, tens of microseconds of Python per
 ``execute``, and it manages its own workspace: heavier and no faster for plain GEMMs; gpugrad uses it
