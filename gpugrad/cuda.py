@@ -14,8 +14,7 @@ from .backends.cuda.memory import OutOfMemoryError
 __all__ = ["is_available", "device_count", "synchronize", "current_stream", "get_device_name", "set_device",
            "current_device", "memory_allocated", "memory_reserved", "max_memory_allocated",
            "reset_peak_memory_stats", "memory_stats", "empty_cache", "set_tf32", "get_tf32", "allow_tf32",
-           "set_kernels", "get_kernels", "kernel_fallbacks", "graphed_step", "set_gemm_path", "get_gemm_path",
-           "use_cublaslt_epilogues", "DeviceUnavailableError", "OutOfMemoryError"]
+           "set_kernels", "get_kernels", "kernel_fallbacks", "DeviceUnavailableError", "OutOfMemoryError"]
 
 
 def is_available() -> bool:
@@ -153,6 +152,9 @@ def kernel_fallbacks() -> dict:
 
 
 # ------------------------------------------------------------------ fast paths (not yet run on hardware)
+__all__ += ["graphed_step", "set_gemm_path", "get_gemm_path", "use_cublaslt_epilogues"]
+
+
 def graphed_step(fn, warmup: int = 2, optimizers=None):
     """Capture a fixed-shape training step (forward, loss, backward, optimizer step) into one CUDA
     graph and replay it; the linear layers' GEMMs run through gpugrad's capturable cuBLAS handle. See
