@@ -174,8 +174,9 @@ def test_cross_entropy_step_graphed_equals_eager_with_varying_ignored_rows():
 
 
 def test_capture_mode_flags_and_target_check_in_warmup():
-    """Warm-up: eager checks (a bad target raises) with the capturable GEMMs forced; capture and
-    replay: no host reads (STATE.capturing), capturable GEMMs forced; outside: neither."""
+    """Warm-up: eager checks (a bad target raises); capture and replay: no host reads
+    (STATE.capturing); the emulated runtime keeps the backend's own GEMMs (the real one forces the
+    capturable handle: the stand-in test below); outside: neither flag."""
     from gpugrad.autograd.grad_mode import STATE
     from gpugrad.backends.cuda import cublas
     seen = []
@@ -193,7 +194,7 @@ def test_capture_mode_flags_and_target_check_in_warmup():
     g(x, y)
     g(x, y)  # capture (emulated: runs once)
     g(x, y)  # replay
-    assert seen == [(False, True), (True, True), (True, True)]
+    assert seen == [(False, False), (True, False), (True, False)]
     assert not STATE.capturing and not cublas.active()
 
 
@@ -239,6 +240,80 @@ def test_capture_failure_names_the_usual_causes():
 
 def test_is_capturing_false_off_capture():
     assert graphs.is_capturing() is False
+
+
+# ---------------------------------------------------------------- the real runtime on the strict CuPy stand-in
+class _RawGemm:
+    """``cublasGemmEx`` with NumPy on raw addresses (the stand-in's ``data.ptr`` are its NumPy buffers).
+    The argument mapping itself is checked strictly in tests/test_cublas.py."""
+
+    name = "raw"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def create(self):
+        return 1
+
+    def set_stream(self, *a):
+        pass
+
+    def set_workspace(self, *a):
+        pass
+
+    def set_pointer_mode(self, *a):
+        pass
+
+    @staticmethod
+    def _mat(ptr, dt, rows, cols, ld):
+        import ctypes
+        n = ld * (cols - 1) + rows
+        flat = np.frombuffer((ctypes.c_char * (n * np.dtype(dt).itemsize)).from_address(ptr), dtype=dt)
+        return np.lib.stride_tricks.as_strided(flat, (rows, cols), (flat.itemsize, ld * flat.itemsize))
+
+    def gemm_ex(self, h, ta, tb, m, n, k, al, a, at, lda, b, bt, ldb, be, c, ct, ldc, comp, algo):
+        dt = {0: np.float32, 1: np.float64, 2: np.float16}[at]
+        A = self._mat(a, dt, *((m, k) if ta == 0 else (k, m)), lda)
+        B = self._mat(b, dt, *((k, n) if tb == 0 else (n, k)), ldb)
+        self._mat(c, dt, m, n, ldc)[...] = ((A if ta == 0 else A.T) @ (B if tb == 0 else B.T)).astype(dt)
+        self.calls += 1
+
+
+def test_real_runtime_captures_a_cross_entropy_step_on_the_strict_stand_in(monkeypatch):
+    """The CuPy runtime (side stream, private pool, capture) over the strict CuPy stand-in, which refuses
+    cupy.matmul and device-to-host reads while a stream captures, as CuPy and CUDA do: warm-up and
+    capture of a cross-entropy + SGD step go through, every GEMM through the capturable handle. (The
+    stand-in runs captured work eagerly and cannot replay, so the replay is the GPU tests' part.)"""
+    testing = pytest.importorskip("gpugrad.testing", reason="the strict CuPy stand-in is not in this checkout")
+    from gpugrad.backends.cuda import cublas
+    fake = _RawGemm()
+    monkeypatch.setattr(cublas, "_binding", [fake])
+    monkeypatch.setattr(cublas, "_per_device", {})
+    with testing.strict_cuda() as cp:
+        gg.manual_seed(0)
+        model = nn.MLP([12, 16, 16, 5]).to("cuda")
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+        def step(x, y):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        g = graphs.graphed_step(step, optimizers=[opt], warmup=2)
+        rng = np.random.default_rng(0)
+        x = gg.tensor(rng.standard_normal((32, 12)), dtype=gg.float32, device="cuda")
+        y = gg.tensor(rng.integers(0, 5, 32), dtype=gg.int64, device="cuda")
+        g(x, y)
+        g(x, y)
+        assert fake.calls == 16  # per step: 3 forward, 2 input-gradient, 3 weight-gradient GEMMs
+        cp.reset_counters()
+        with pytest.raises(RuntimeError, match="replay is not emulated"):
+            g(x, y)  # capture runs (eagerly, on the stand-in); then the first replay is refused
+        assert g.captured and fake.calls == 24
+        counts = cp.snapshot()
+        assert counts["gemm_calls"] == 0  # no cupy.matmul
+        assert counts["device_to_host"] == 0  # no host read in the captured step
 
 
 # ---------------------------------------------------------------- on a GPU: real graphs

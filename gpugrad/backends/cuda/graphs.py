@@ -81,6 +81,7 @@ class _CupyRuntime:  # pragma: no cover - needs a GPU
     preset cuBLAS workspace, and events to order the side stream against the caller's stream."""
 
     emulated = False
+    forces_gemms = True  # the linear layers' GEMMs through gpugrad's capturable cuBLAS handle
 
     def __init__(self) -> None:
         import cupy
@@ -141,6 +142,7 @@ class _EmulatedRuntime:
     hyper-parameter checks."""
 
     emulated = True
+    forces_gemms = False  # nothing is captured: the backend's normal GEMMs (NumPy, or the CuPy stand-in's)
 
     def context(self):
         return contextlib.nullcontext()
@@ -281,7 +283,7 @@ class GraphedStep:
             devs = {x.device, y.device}
             if self._calls < self.warmup:
                 before = self._rng_states(devs)
-                with cublas.forced():  # the same GEMM calls as the capture, checked eagerly first
+                with self._gemms():  # the same GEMM calls as the capture, checked eagerly first
                     loss = self.fn(self._xs, self._ys)
                 self._check_loss(loss)
                 self._check_rng(before, devs, "a warm-up step")
@@ -318,7 +320,7 @@ class GraphedStep:
         rt.begin_capture()
         STATE.capturing = True
         try:
-            with cublas.forced():
+            with self._gemms():
                 loss = self.fn(self._xs, self._ys)
         except Exception as e:
             STATE.capturing = False
@@ -336,13 +338,16 @@ class GraphedStep:
         self._loss = loss.detach()
         self._hyper = self._hyperparams()
 
+    def _gemms(self):
+        """The real runtime routes the linear layers' GEMMs through the capturable handle."""
+        return cublas.forced() if self._rt.forces_gemms else contextlib.nullcontext()
+
     def _replay(self) -> None:
-        """Emulated replay: run the step again (as captured: no host reads of device values, the
-        capturable GEMMs) and write its loss into the static loss array."""
+        """Emulated replay: run the step again (as captured: no host reads of device values) and write
+        its loss into the static loss array."""
         STATE.capturing = True
         try:
-            with cublas.forced():
-                loss = self.fn(self._xs, self._ys)
+            loss = self.fn(self._xs, self._ys)
         finally:
             STATE.capturing = False
         self._loss.data[...] = loss.data  # type: ignore[union-attr]
