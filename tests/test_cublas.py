@@ -349,3 +349,27 @@ def test_gpu_enum_values_match_nvmath():
     assert int(nb.ComputeType.COMPUTE_32F_FAST_TF32) == C.COMPUTE_32F_FAST_TF32
     assert int(nb.PointerMode.HOST) == C.POINTER_MODE_HOST
     assert int(nb.GemmAlgo.DEFAULT) == C.GEMM_DEFAULT
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_gpu_mlp_training_step_through_the_handle_equals_cupy_matmul(dtype):
+    """nn.MLP forward + backward with gg.cuda.set_gemm_path("cublas") equals the default path."""
+    import gpugrad as gg
+    rng = np.random.default_rng(10)
+    xn, yn = rng.standard_normal((64, 24)), rng.standard_normal((64, 7))
+    res = []
+    for path in ("auto", "cublas"):
+        gg.cuda.set_gemm_path(path)
+        try:
+            gg.manual_seed(0)
+            m = gg.nn.MLP([24, 32, 32, 7]).to("cuda").to(getattr(gg, dtype))
+            x = gg.tensor(xn, dtype=getattr(gg, dtype), device="cuda", requires_grad=True)
+            out = m(x)
+            gg.nn.functional.mse_loss(out.float(), gg.tensor(yn, dtype=gg.float32, device="cuda")).backward()
+            res.append([out.numpy()] + [p.grad.numpy() for p in m.parameters()] + [x.grad.numpy()])
+        finally:
+            gg.cuda.set_gemm_path("auto")
+    tol = 2e-2 if dtype == "float16" else 1e-5
+    for a, b in zip(*res):
+        np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=tol, atol=tol)
