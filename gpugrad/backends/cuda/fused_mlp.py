@@ -42,9 +42,11 @@ Profile on the next GPU session (Firecracker machines read counters; gVisor ones
         --section SpeedOfLight --section Occupancy --section MemoryWorkloadAnalysis \
         --section ComputeWorkloadAnalysis --section SchedulerStats \
         --metrics l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active \
-        -o fused_mlp python3 benchmarks/mlp_gpu_fast.py --cases fused --quick --repeats 3 --warmup 1
-    # and the whole step's kernel list (where the 41 ms go, items 1, 2, 5):
-    ncu --clock-control none -c 200 --section SpeedOfLight python3 benchmarks/mlp_gpu_fast.py --cases fused --quick --repeats 1 --warmup 1
+        -o $OUT/fused_mlp python3 benchmarks/mlp_gpu_fast.py --cases fused --quick --repeats 3 --warmup 1
+    ncu --import $OUT/fused_mlp.ncu-rep --page details --csv > $OUT/fused_mlp_details.csv
+    # where the whole step's time goes (items 1, 2, 5): every kernel of a few steps, duration only
+    ncu --clock-control none --target-processes all -c 300 --section SpeedOfLight --csv \
+        python3 benchmarks/mlp_gpu_fast.py --cases fused --quick --repeats 1 --warmup 1 > $OUT/fused_mlp_step.csv
 
 What it computes: ``FusedMLP(sizes, activation='relu')`` has exactly the parameters of
 ``nn.MLP(sizes, activation)`` (same names, init and ``state_dict``; all hidden widths equal). On a CUDA
