@@ -33,6 +33,11 @@ def _setup(device: str = "cpu", dropout: float = 0.0):
     return model, opt, step
 
 
+def _adam_has_capturable() -> bool:
+    import inspect
+    return "capturable" in inspect.signature(optim.Adam.__init__).parameters
+
+
 def _graphed(step, opt, **kw):
     return graphs.GraphedStep(step, optimizers=[opt], _runtime="emulate", **kw)
 
@@ -198,15 +203,25 @@ def test_capture_mode_flags_and_target_check_in_warmup():
     assert not STATE.capturing and not cublas.active()
 
 
-def test_capturable_optimizer_is_accepted_and_equals_eager():
-    data = _ce_batches(6)
-    m_eager, _, s_eager = _ce_setup(opt_name="Adam")
-    eager = [s_eager(x, y).item() for x, y in data]
-    m_graph, opt, s = _ce_setup(opt_name="Adam")
-    with pytest.raises(ValueError, match="Adam is not graph-safe"):
-        _graphed(s, opt)
-    for group in opt.param_groups:  # what Adam(..., capturable=True) records
+def _capturable_adam_setup():
+    """Adam with ``capturable=True`` where gg.optim.Adam has the option (the optim branch), else the
+    param-group flag set by hand (what the option records), for the eager and the graphed run alike."""
+    if _adam_has_capturable():
+        return _ce_setup(opt_name="Adam", capturable=True)
+    model, opt, step = _ce_setup(opt_name="Adam")
+    for group in opt.param_groups:
         group["capturable"] = True
+    return model, opt, step
+
+
+def test_capturable_optimizer_is_accepted_and_equals_eager():
+    _, plain, s0 = _ce_setup(opt_name="Adam")
+    with pytest.raises(ValueError, match="Adam is not graph-safe"):
+        _graphed(s0, plain)
+    data = _ce_batches(6)
+    m_eager, _, s_eager = _capturable_adam_setup()
+    eager = [s_eager(x, y).item() for x, y in data]
+    m_graph, opt, s = _capturable_adam_setup()
     g = _graphed(s, opt, warmup=2)
     losses = [g(x, y).item() for x, y in data]
     np.testing.assert_allclose(losses, eager, rtol=1e-6)
@@ -329,11 +344,6 @@ def test_gpu_graphed_step_equals_eager():
     np.testing.assert_allclose(losses, eager, rtol=1e-5)
     for p, q in zip(m_graph.parameters(), m_eager.parameters()):
         np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-5, atol=1e-6)
-
-
-def _adam_has_capturable() -> bool:
-    import inspect
-    return "capturable" in inspect.signature(optim.Adam.__init__).parameters
 
 
 @pytest.mark.gpu
