@@ -294,20 +294,26 @@ class _RawGemm:
         self.calls += 1
 
 
-def test_real_runtime_captures_a_cross_entropy_step_on_the_strict_stand_in(monkeypatch):
+@pytest.mark.parametrize("opt_name", ["SGD", "Adam"])
+def test_real_runtime_captures_a_cross_entropy_step_on_the_strict_stand_in(monkeypatch, opt_name):
     """The CuPy runtime (side stream, private pool, capture) over the strict CuPy stand-in, which refuses
     cupy.matmul and device-to-host reads while a stream captures, as CuPy and CUDA do: warm-up and
     capture of a cross-entropy + SGD step go through, every GEMM through the capturable handle. (The
     stand-in runs captured work eagerly and cannot replay, so the replay is the GPU tests' part.)"""
     testing = pytest.importorskip("gpugrad.testing", reason="the strict CuPy stand-in is not in this checkout")
+    if opt_name == "Adam" and not _adam_has_capturable():
+        pytest.skip("gg.optim.Adam has no capturable option in this checkout")
     from gpugrad.backends.cuda import cublas
     fake = _RawGemm()
     monkeypatch.setattr(cublas, "_binding", [fake])
     monkeypatch.setattr(cublas, "_per_device", {})
-    with testing.strict_cuda() as cp:
+    # kernels="xp": the step's elementwise/optimizer work as plain array ops, so every device-to-host
+    # read anywhere in the step is visible to the stand-in (fused-kernel launches have their own tests)
+    with testing.strict_cuda(kernels="xp") as cp:
         gg.manual_seed(0)
         model = nn.MLP([12, 16, 16, 5]).to("cuda")
-        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        opt = (optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if opt_name == "SGD"
+               else optim.Adam(model.parameters(), lr=1e-2, capturable=True))
 
         def step(x, y):
             opt.zero_grad()
