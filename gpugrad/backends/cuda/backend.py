@@ -19,9 +19,9 @@ from ...kernels import softmax_xent as _k_sx
 from ...kernels._numba import compute_dtype
 from ...kernels.activations import CODES
 from ..base import Backend, saves_output
-from . import apply_tf32, get_tf32, memory
-from . import cublas as _cublas
+from . import apply_tf32, memory
 from .launcher import Launcher
+from . import cublas as _cublas, get_tf32  # noqa: I001 (kept apart from the lines above: fewer merge conflicts)
 
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
