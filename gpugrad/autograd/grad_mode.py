@@ -6,12 +6,11 @@ from typing import Any, Callable
 
 
 class _State:
-    __slots__ = ("grad_enabled", "anomaly", "capturing")
+    __slots__ = ("grad_enabled", "anomaly")
 
     def __init__(self) -> None:
         self.grad_enabled = True
         self.anomaly = False
-        self.capturing = False  # a CUDA graph is being captured: ops must not read device values on the host
 
 
 STATE = _State()

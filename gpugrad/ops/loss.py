@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from ..autograd.function import Context, Function, named_error
-from ..autograd.grad_mode import STATE
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -24,7 +23,7 @@ def _check_targets(op: str, be, logits, target, ignore_index: int) -> None:
         raise named_error(ValueError,
             f"{op}: target of shape {tuple(target.shape)} does not match input of shape {tuple(logits.shape)}: "
             f"expected ({logits.shape[0]},)")
-    if target.size and not STATE.capturing:  # a captured graph cannot read the device (checked in warm-up)
+    if target.size:
         xp = be.xp
         valid = target != ignore_index
         bad = valid & ((target < 0) | (target >= logits.shape[1]))
@@ -63,21 +62,14 @@ class CrossEntropy(Function):
             logp = xp.log(xp.maximum(probs, xp.finfo(probs.dtype).tiny))
             per_row = (1 - label_smoothing) * per_row - label_smoothing * logp.mean(axis=1)
         per_row = be.xp.where(valid, per_row, per_row.dtype.type(0))
-        ctx.reduction, ctx.ignore, ctx.eps = reduction, ignore_index, label_smoothing
+        count = int(valid.sum()) if reduction == "mean" else 1
+        ctx.reduction, ctx.count, ctx.ignore, ctx.eps = reduction, count, ignore_index, label_smoothing
         ctx.save_for_backward(probs, target)
-        if reduction == "mean" and STATE.capturing:
-            # inside a CUDA graph the number of counted rows stays on the device (a host int would be
-            # frozen at its capture-time value, wrong for batches with another number of ignored rows)
-            ctx.count = be.xp.maximum(valid.sum(), 1).astype(per_row.dtype)
-            return per_row.sum() / ctx.count
-        ctx.count = int(valid.sum()) if reduction == "mean" else 1
-        return _reduce(be, per_row, reduction, ctx.count)
+        return _reduce(be, per_row, reduction, count)
 
     @staticmethod
     def backward(ctx: Context, g):
         probs, target = ctx.saved_tensors
-        if ctx.reduction == "mean" and not isinstance(ctx.count, int):  # device count (captured graph)
-            return ctx.backend.cross_entropy_backward(probs, target, g / ctx.count, 1.0, ctx.ignore, ctx.eps), None
         mul = 1.0 / ctx.count if ctx.reduction == "mean" else 1.0
         return ctx.backend.cross_entropy_backward(probs, target, g, mul, ctx.ignore, ctx.eps), None
 

@@ -28,8 +28,8 @@ GEMMs: CuPy's cuBLAS wrapper refuses to run during capture, so inside ``graphed_
 capture alike) the linear layers' GEMMs go through gpugrad's own cuBLAS handle with a fixed workspace
 (``cublas.py``: nvmath-python's low-level bindings, or ctypes). Other cuBLAS users inside the step
 (a bare ``a @ b`` on tensors) still go through CuPy and fail to capture, with the error below.
-Cross-entropy: during capture it skips the host-side target range check (the warm-up steps ran it)
-and keeps the number of counted rows on the device.
+Cross-entropy needs no host read on a GPU (its target range check reports lazily and the row count
+of a ``mean`` stays on the device: the host-overhead work of issue 10), so it can be captured.
 
 What a graph freezes (values computed on the host are baked into the captured kernels):
 - random numbers: the counter-based generator's offset advances on the host, so every replay would
@@ -52,7 +52,6 @@ import inspect
 from typing import Any, Callable, Iterable
 
 from ...autograd.function import named_error
-from ...autograd.grad_mode import STATE
 from . import cublas
 from ...tensor import Tensor, _make_result
 
@@ -318,19 +317,16 @@ class GraphedStep:
         rt.prepare_capture()
         before = self._rng_states(devs)
         rt.begin_capture()
-        STATE.capturing = True
         try:
             with self._gemms():
                 loss = self.fn(self._xs, self._ys)
         except Exception as e:
-            STATE.capturing = False
             rt.abort_capture()
             raise named_error(RuntimeError,
                 f"graphed_step: capturing the step failed ({type(e).__name__}: {e}). During capture nothing may "
                 "read GPU values on the host: no .item()/print/bool() of a tensor, no GradScaler, no loss whose "
                 "validation reads the targets (e.g. cross_entropy's range check), no anomaly detection; and "
                 "nothing may synchronise the device.") from e
-        STATE.capturing = False
         graph = rt.end_capture()
         self._check_loss(loss)
         self._check_rng(before, devs, "the captured step")
@@ -343,13 +339,8 @@ class GraphedStep:
         return cublas.forced() if self._rt.forces_gemms else contextlib.nullcontext()
 
     def _replay(self) -> None:
-        """Emulated replay: run the step again (as captured: no host reads of device values) and write
-        its loss into the static loss array."""
-        STATE.capturing = True
-        try:
-            loss = self.fn(self._xs, self._ys)
-        finally:
-            STATE.capturing = False
+        """Emulated replay: run the step again and write its loss into the static loss array."""
+        loss = self.fn(self._xs, self._ys)
         self._loss.data[...] = loss.data  # type: ignore[union-attr]
 
     @property
