@@ -28,8 +28,9 @@ GEMMs: CuPy's cuBLAS wrapper refuses to run during capture, so inside ``graphed_
 capture alike) the linear layers' GEMMs go through gpugrad's own cuBLAS handle with a fixed workspace
 (``cublas.py``: nvmath-python's low-level bindings, or ctypes). Other cuBLAS users inside the step
 (a bare ``a @ b`` on tensors) still go through CuPy and fail to capture, with the error below.
-Cross-entropy needs no host read on a GPU (its target range check reports lazily and the row count
-of a ``mean`` stays on the device: the host-overhead work of issue 10), so it can be captured.
+Losses: MSE reads nothing on the host; cross-entropy can be captured once its target range check
+and its ``mean`` row count stay on the device (issue 10 item 2, the host-overhead work); until then
+its capture fails with the error below.
 
 What a graph freezes (values computed on the host are baked into the captured kernels):
 - random numbers: the counter-based generator's offset advances on the host, so every replay would
