@@ -819,11 +819,10 @@ def _kernel_status(cuda_ok: bool) -> list[tuple[str, bool, str]]:
                      f"{'on' if cuda.get_tf32() else 'off'} (gg.cuda.set_tf32 / GPUGRAD_TF32=1)"))
     except Exception:  # pragma: no cover - older gpugrad.cuda
         pass
+    if importlib.util.find_spec("gpugrad.backends.cuda.fused_mlp") is not None:
+        rows.append(("cuda: fused whole-MLP kernel (tensor cores)", cuda_ok,
+                     "gpugrad.backends.cuda.fused_mlp, narrow MLPs" + ("" if cuda_ok else f"; {no_gpu}")))
     has_nvmath = importlib.util.find_spec("nvmath") is not None
-    rows.append(("cuda: capturable GEMMs (graphed_step)", cuda_ok,
-                 ("nvmath-python's cuBLAS bindings" if has_nvmath else
-                  "ctypes binding to libcublas (pip install nvmath-python for the Cython one)")
-                 + ("" if cuda_ok else f"; {no_gpu}")))
     rows.append(("cuda: cuBLASLt epilogues (nvmath-python)", has_nvmath and cuda_ok,
                  ("ready" if cuda_ok else no_gpu) if has_nvmath
                  else "nvmath-python not installed (optional: pip install nvmath-python[cu12])"))
