@@ -49,7 +49,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ...autograd.function import named_error
 
 __all__ = ["GemmArgs", "plan", "compute_type", "CublasGemm", "set_gemm_path", "get_gemm_path", "active",
            "forced", "get", "binding", "NvmathBinding", "CtypesBinding", "CublasError", "OP_N", "OP_T"]
@@ -93,8 +92,7 @@ def plan(a_shape: tuple, b_shape: tuple, trans_a: bool, trans_b: bool) -> tuple[
     M, K = (ca, ra) if trans_a else (ra, ca)
     K2, N = (cb, rb) if trans_b else (rb, cb)
     if K != K2:
-        raise named_error(ValueError,
-            f"cublas.gemm: inner dimensions differ: op(a) is ({M}, {K}) (a {tuple(a_shape)}, "
+        raise ValueError(f"cublas.gemm: inner dimensions differ: op(a) is ({M}, {K}) (a {tuple(a_shape)}, "
             f"{'transposed' if trans_a else 'as stored'}) and op(b) is ({K2}, {N}) (b {tuple(b_shape)}, "
             f"{'transposed' if trans_b else 'as stored'}). Fix: pass operands whose inner dimensions match.")
     args = GemmArgs(transa=OP_T if trans_b else OP_N, transb=OP_T if trans_a else OP_N, m=N, n=M, k=K,
@@ -113,7 +111,7 @@ def compute_type(dtype: Any, tf32: bool) -> tuple[int, np.dtype]:
         return (COMPUTE_32F_FAST_TF32 if tf32 else COMPUTE_32F), np.dtype(np.float32)
     if dt == np.float16:
         return COMPUTE_32F, np.dtype(np.float32)
-    raise named_error(TypeError, f"cublas.gemm: dtype {dt} is not supported (float16, float32, float64). "
+    raise TypeError(f"cublas.gemm: dtype {dt} is not supported (float16, float32, float64). "
                       "Fix: cast the operands to a floating dtype.")
 
 
@@ -152,7 +150,7 @@ def _load_libcublas():  # pragma: no cover - needs the CUDA libraries
             return ctypes.CDLL(name)
         except OSError as e:
             tried.append(f"{name}: {e}")
-    raise named_error(RuntimeError, "cublas: could not load libcublas (" + "; ".join(tried) + "). Fix: install "
+    raise RuntimeError("cublas: could not load libcublas (" + "; ".join(tried) + "). Fix: install "
                       "the CUDA libraries CuPy uses (e.g. `pip install \"cupy-cuda13x[ctk]\"`) or nvmath-python.")
 
 
@@ -209,7 +207,7 @@ def binding():
         return _binding[0]
     want = os.environ.get("GPUGRAD_CUBLAS_BINDING", "auto").strip().lower()
     if want not in ("auto", "nvmath", "ctypes"):
-        raise named_error(ValueError, f"cublas: GPUGRAD_CUBLAS_BINDING must be auto, nvmath or ctypes, got {want!r}")
+        raise ValueError(f"cublas: GPUGRAD_CUBLAS_BINDING must be auto, nvmath or ctypes, got {want!r}")
     errors = []
     for kind in (("nvmath", "ctypes") if want == "auto" else (want,)):
         try:
@@ -218,7 +216,7 @@ def binding():
             return b
         except Exception as e:
             errors.append(f"{kind}: {type(e).__name__}: {e}")
-    raise named_error(RuntimeError, "cublas: no capturable cuBLAS binding (" + "; ".join(errors) + "). Fix: `pip "
+    raise RuntimeError("cublas: no capturable cuBLAS binding (" + "; ".join(errors) + "). Fix: `pip "
                       "install nvmath-python` next to CuPy, or make libcublas loadable for the ctypes binding.")
 
 
@@ -249,7 +247,7 @@ class CublasGemm:
                tf32: bool = False):
         """``out = op(a) @ op(b)`` (2-D, one floating dtype); ``out`` C-contiguous if given."""
         if a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype or a.dtype not in DATA_TYPES:
-            raise named_error(TypeError, f"cublas.gemm: need two 2-D arrays of one dtype among float16/32/64, got "
+            raise TypeError(f"cublas.gemm: need two 2-D arrays of one dtype among float16/32/64, got "
                               f"{a.dtype}{tuple(a.shape)} and {b.dtype}{tuple(b.shape)}")
         a, trans_a = self._c_order(a, trans_a)
         b, trans_b = self._c_order(b, trans_b)
@@ -257,7 +255,7 @@ class CublasGemm:
         if out is None:
             out = self.xp.empty(shape, dtype=a.dtype)
         elif tuple(out.shape) != shape or out.dtype != a.dtype or not out.flags.c_contiguous:
-            raise named_error(ValueError, f"cublas.gemm: out must be a C-contiguous {a.dtype} array of shape {shape}, "
+            raise ValueError(f"cublas.gemm: out must be a C-contiguous {a.dtype} array of shape {shape}, "
                               f"got {out.dtype}{tuple(out.shape)}")
         if out.size == 0:
             return out
@@ -294,7 +292,7 @@ def set_gemm_path(path: str) -> None:
     """``"auto"``: ``cupy.matmul`` eagerly, the capturable binding inside ``graphed_step``;
     ``"cublas"``: the capturable binding for every linear-layer GEMM."""
     if path not in _PATHS:
-        raise named_error(ValueError, f"set_gemm_path: path must be one of {_PATHS}, got {path!r}")
+        raise ValueError(f"set_gemm_path: path must be one of {_PATHS}, got {path!r}")
     _path[0] = path
 
 
