@@ -205,11 +205,16 @@ class GraphedStep:
     @staticmethod
     def _check_optimizer(opt: Any) -> None:
         name = type(opt).__name__
-        if name in _GRAPH_SAFE_OPTIMIZERS:
-            return
-        groups = getattr(opt, "param_groups", [])
-        if groups and all(g.get("capturable", False) for g in groups):
-            return  # its step count lives on the device (bias correction computed there)
+        safe = getattr(opt, "graph_safe", None)  # gg.optim's own answer, where it gives one
+        if isinstance(safe, bool):
+            if safe:
+                return
+        else:
+            if name in _GRAPH_SAFE_OPTIMIZERS:
+                return
+            groups = getattr(opt, "param_groups", [])
+            if groups and all(g.get("capturable", False) for g in groups):
+                return  # its step count lives on the device (bias correction computed there)
         try:
             has_option = "capturable" in inspect.signature(type(opt).__init__).parameters
         except (TypeError, ValueError):
