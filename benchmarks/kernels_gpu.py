@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import gpugrad as gg  # noqa: E402
 from _common import machine_info, write_json  # noqa: E402
-from gpugrad.kernels import act_bias_grad as kabg, bias_act as kba, optim_step as kopt, softmax_xent as ksx  # noqa
+from gpugrad.kernels import act_bias_grad as kabg, bias_act as kba, softmax_xent as ksx  # noqa
 
 INNER = 10
 
@@ -144,34 +144,37 @@ def ops(be, cp, M, N, dtype, rng):
                                                              1.0 / s["p"].shape[0]))
         return make, call, 2 * M * N * isz + M * 8, check
 
-    def sgd():
+    def _optim(name, opts, traffic):
+        from gpugrad.backends.base import Backend
+        from gpugrad.kernels.optim_rules import RULES
+        rule = RULES[name]
+        cpu = gg.tensor([0.0])._backend()
+
         def make(m, n):
-            p, g = z_b(m, n)[0], cp.asarray(rng.standard_normal((m, n)).astype(dtype))
-            buf = be.sgd_step(p, g, None, 1e-3, 0.9, 0.0, False, 0.0)
-            return {"p": p, "g": g, "buf": buf, "p0": p.get(), "buf0": buf.get()}
+            p, g = z_b(m, n)[0].reshape(-1), cp.asarray(rng.standard_normal(m * n).astype(dtype))
+            s = {"p": p, "g": g}
+            for st, on in zip(rule.state, rule.present(opts)):
+                if on:
+                    s[st] = cp.zeros_like(p)
+            return {"a": s, "host": {k: v.get().astype(np.float64) for k, v in s.items()}}
 
         def call(s):
-            return be.sgd_step(s["p"], s["g"], s["buf"], 1e-3, 0.9, 0.0, False, 0.0)
+            return be.optim_step(rule, s["a"], 0, s["a"]["p"].shape[0], opts, rule.derive(1, opts))
 
         def check(s):
             call(s)
-            pr, br = kopt.sgd_ref(s["p0"], s["g"].get(), s["buf0"], 1e-3, 0.9)
-            return max(rel(s["p"].get(), pr), rel(s["buf"].get(), br))
-        return make, call, 5 * M * N * isz, check
+            h = s["host"]
+            Backend.optim_step(cpu, rule, h, 0, h["p"].shape[0], opts, rule.derive(1, opts))
+            return max(rel(s["a"][k].get(), h[k]) for k in h)
+        return make, call, traffic * M * N * isz, check
+
+    def sgd():
+        return _optim("sgd", dict(lr=1e-3, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False,
+                                  maximize=False, first=True), 5)
 
     def adam():
-        def make(m, n):
-            p, g = z_b(m, n)[0], cp.asarray(rng.standard_normal((m, n)).astype(dtype))
-            return {"p": p, "g": g, "m": cp.zeros_like(p), "v": cp.zeros_like(p), "p0": p.get()}
-
-        def call(s):
-            return be.adam_step(s["p"], s["g"], s["m"], s["v"], 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
-
-        def check(s):
-            call(s)
-            r = kopt.adam_ref(s["p0"], s["g"].get(), np.zeros(s["p0"].shape), np.zeros(s["p0"].shape), 1, 1e-3)
-            return max(rel(s["p"].get(), r[0]), rel(s["v"].get(), r[2]))
-        return make, call, 7 * M * N * isz, check
+        return _optim("adam", dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=False,
+                                   amsgrad=False, maximize=False), 7)
 
     return {"bias_act[relu]": fwd("relu"), "bias_act[gelu]": fwd("gelu"), "act_bias_grad[relu]": bwd("relu"),
             "act_bias_grad[gelu]": bwd("gelu"), "softmax_xent_fwd": sx_fwd(), "softmax_xent_bwd": sx_bwd(),

@@ -60,7 +60,13 @@ class GradScaler:
     not done yet) and calls ``optimizer.step()`` only when all gradients are finite; ``update()``
     halves the scale (``backoff_factor``) after a skipped step, or multiplies it by
     ``growth_factor`` after ``growth_interval`` consecutive good steps. ``device`` is accepted for
-    PyTorch compatibility; the scaler works on the gradients' own device."""
+    PyTorch compatibility; the scaler works on the gradients' own device.
+
+    Host reads: ``unscale_`` is one multi-tensor pass per flat gradient buffer (backend
+    ``unscale_check_``) and leaves the found-inf flag on the device. ``step`` hands that flag to a
+    capturable optimizer (``Adam(..., capturable=True)``), whose kernels skip the update on the device:
+    no read. For other optimizers it does PyTorch's one read of the flag to decide. ``update`` reads
+    the flags once (the scale lives on the host, as a Python float)."""
 
     def __init__(self, device: str = "cuda", init_scale: float = 2.0 ** 16, growth_factor: float = 2.0,
                  backoff_factor: float = 0.5, growth_interval: int = 2000, enabled: bool = True) -> None:
@@ -117,23 +123,21 @@ class GradScaler:
             raise named_error(RuntimeError, "GradScaler.unscale_: unscale_() is being called after step(); call "
                               "update() first")
         inv = 1.0 / self._scale
-        found = None
+        found: dict = {}  # device -> one-element float32 flag, left on the device
         n = 0
+        where = "GradScaler.unscale_"
         for p in _optimizer_params(optimizer):
-            if p.grad is None:
-                continue
-            g = p.grad.data
-            if g.dtype == _dtype.float16:
+            if p.grad is not None and p.grad.dtype == _dtype.float16:
                 raise named_error(ValueError,
                     f"GradScaler.unscale_: attempting to unscale float16 gradients (parameter of shape "
                     f"{tuple(p.shape)}): unscaling in float16 loses the small values loss scaling protects. "
                     "Fix: keep float32 master weights (gg.amp.MasterWeights) and give their parameters to "
                     "the optimizer.")
-            xp = p.grad._backend().xp
-            g *= g.dtype.type(inv)
-            p.grad._vc[0] += 1
-            bad = ~xp.isfinite(g).all()
-            found = bad if found is None else (found | bad)
+        for be, g, start, end, dev in _grad_ranges(optimizer, where):
+            f = found.get(dev)
+            if f is None:
+                f = found[dev] = be.xp.zeros(1, np.float32)
+            be.unscale_check_(g, start, end, inv, f)
             n += 1
         st["found_inf"] = found
         st["n_checked"] = n
@@ -156,9 +160,12 @@ class GradScaler:
         if not st.get("n_checked"):
             raise named_error(RuntimeError, "GradScaler.step: no inf checks were recorded for this optimizer: no "
                               "parameter has a gradient. Call scaler.scale(loss).backward() before step().")
-        skip = bool(st["found_inf"])  # the one device-to-host sync of the step
-        st["skipped"] = skip
         st["stage"] = _STEPPED
+        if _capturable(optimizer):  # the flag goes to the kernels: no host read in step()
+            optimizer._step(found_inf=st["found_inf"])
+            return None
+        skip = _any_found(st["found_inf"])  # PyTorch's one device-to-host read for non-capturable steps
+        st["skipped"] = skip
         return None if skip else optimizer.step()
 
     def update(self, new_scale: "float | Tensor | None" = None) -> None:
@@ -176,7 +183,7 @@ class GradScaler:
             if not checked:
                 raise named_error(RuntimeError, "GradScaler.update: no inf checks were recorded prior to update(); "
                                   "call scaler.step(optimizer) (or unscale_) first")
-            if any(st.get("skipped", bool(st["found_inf"])) for st in checked):
+            if any(st["skipped"] if "skipped" in st else _any_found(st["found_inf"]) for st in checked):
                 self._scale *= self._backoff_factor
                 self._growth_tracker = 0
             else:
@@ -238,6 +245,39 @@ class GradScaler:
         return (f"GradScaler(scale={self.get_scale()}, growth_factor={self._growth_factor}, "
                 f"backoff_factor={self._backoff_factor}, growth_interval={self._growth_interval}, "
                 f"enabled={self._enabled})")
+
+
+def _grad_ranges(optimizer: Any, where: str):
+    """``(backend, flat_grad, start, end, device)`` for every gradient of the optimizer: ranges of its
+    flat gradient buffers (gathered first) when it is a gpugrad optimizer, else each gradient alone."""
+    from .optim.flat import grad_segments
+    params = _optimizer_params(optimizer)
+    segs = grad_segments(params, where) if hasattr(optimizer, "_step") else None
+    if segs is None and hasattr(optimizer, "_step"):
+        for gi, group in enumerate(optimizer.param_groups):  # build the buckets now (first step)
+            optimizer._group_buckets(gi, group)
+        segs = grad_segments(params, where)
+    if segs is not None:
+        return [(b.be, b.grad, s, e, b.device) for b, s, e in segs]
+    out = []
+    for p in params:
+        if p.grad is not None:
+            if not p.grad.data.flags.c_contiguous:
+                p.grad.data = p.grad.data.copy()
+            g = p.grad.data.reshape(-1)
+            out.append((p.grad._backend(), g, 0, g.shape[0], p.grad.device))
+            p.grad._vc[0] += 1
+    return out
+
+
+def _capturable(optimizer: Any) -> bool:
+    groups = getattr(optimizer, "param_groups", ())
+    return hasattr(optimizer, "_step") and bool(groups) and all(g.get("capturable", False) for g in groups)
+
+
+def _any_found(found: dict) -> bool:
+    """Reads the found-inf flags (one device-to-host read per device)."""
+    return any(bool(f[0]) for f in found.values())
 
 
 class MasterWeights:

@@ -2,7 +2,7 @@
 ``cupy.RawModule`` (compiled by NVRTC on first use, cached by CuPy on disk).
 
 Same arguments and semantics as the Numba launchers (``bias_act.bias_act``, ``act_bias_grad.act_bias_grad``,
-``softmax_xent.*``, ``optim_step.*``) but for CuPy arrays, C-contiguous, launched on CuPy's current
+``softmax_xent.*``; the optimizer steps are in ``optim_step.py``) but for CuPy arrays, C-contiguous, launched on CuPy's current
 stream. CuPy is imported on first use only.
 """
 from __future__ import annotations
@@ -119,33 +119,3 @@ def softmax_xent_backward(probs, target, g, d, mul: float = 1.0, ignore_index: i
     f(grid, (bx,),
       (probs, target, g, np.int64(0 if g.shape[0] == 1 else 1), c(mul), np.int64(ignore_index), c(eps / C),
        c(1.0 - eps), d, np.int64(M), np.int64(C)))
-
-
-def sgd_step(p, g, buf, lr: float, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-             weight_decay: float = 0.0, maximize: bool = False, first: bool = False, *, block: int = 256,
-             max_blocks: int | None = None) -> None:
-    n = p.shape[0]
-    if n == 0:
-        return
-    c = _compute(p.dtype)
-    has_m = bool(momentum)
-    f = function("sgd", p.dtype)
-    f((_blocks(n, block, max_blocks),), (block,),
-      (p, g, buf if has_m else p, np.int64(n), c(lr), c(momentum), c(1.0 - dampening), c(weight_decay),
-       np.int32(bool(nesterov)), np.int32(bool(maximize)), np.int32(bool(first)), np.int32(has_m)))
-
-
-def adam_step(p, g, m, v, step: int, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-              weight_decay: float = 0.0, decoupled: bool = False, vmax=None, maximize: bool = False, *,
-              block: int = 256, max_blocks: int | None = None) -> None:
-    n = p.shape[0]
-    if n == 0:
-        return
-    c = _compute(p.dtype)
-    bc1 = 1.0 - beta1 ** step
-    bc2 = 1.0 - beta2 ** step
-    f = function("adam", p.dtype)
-    f((_blocks(n, block, max_blocks),), (block,),
-      (p, g, m, v, vmax if vmax is not None else v, np.int64(n), c(beta1), c(1.0 - beta1), c(beta2), c(1.0 - beta2),
-       c(eps), c(weight_decay), c(1.0 - lr * weight_decay), np.int32(bool(decoupled)), np.int32(bool(maximize)),
-       np.int32(vmax is not None), c(lr / bc1), c(math.sqrt(bc2))))

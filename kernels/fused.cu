@@ -1,5 +1,6 @@
 // gpugrad fused kernels in CUDA C: the same algorithms as the Numba kernels in kernels/*.py
-// (bias_act.py, act_bias_grad.py, softmax_xent.py, optim_step.py), for the "cuda_c" kernel set.
+// (bias_act.py, act_bias_grad.py, softmax_xent.py), for the "cuda_c" kernel set. The optimizer
+// kernels are generated from kernels/optim_rules.py (optim_codegen.py), not written here.
 // Loaded at run time with cupy.RawModule (NVRTC; no header is included, so NVRTC needs no include
 // path), compiled with `nvcc -arch=sm_90 -c` by tests/test_nvcc.py when nvcc is on PATH.
 // Entry points are extern "C" and suffixed by the storage type: _f32, _f64, _f16.
@@ -232,57 +233,6 @@ __device__ void softmax_xent_bwd_impl(const T* p, const i64* t, const T* g, i64 
     }
 }
 
-// ------------------------------------------------------------------ optimizer steps
-template <typename T>
-__device__ void sgd_impl(T* p, const T* g, T* buf, i64 n, typename Num<T>::C lr, typename Num<T>::C momentum,
-                         typename Num<T>::C one_minus_dampening, typename Num<T>::C wd, int nesterov,
-                         int maximize, int first, int has_momentum) {
-    typedef typename Num<T>::C C;
-    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
-        C gi = Num<T>::load(g[i]);
-        if (maximize) gi = -gi;
-        C pi = Num<T>::load(p[i]);
-        if (wd != C(0)) gi = gi + wd * pi;
-        if (has_momentum) {
-            C bi = first ? gi : momentum * Num<T>::load(buf[i]) + one_minus_dampening * gi;
-            buf[i] = Num<T>::store(bi);
-            gi = nesterov ? gi + momentum * bi : bi;
-        }
-        p[i] = Num<T>::store(pi - lr * gi);
-    }
-}
-
-template <typename T>
-__device__ void adam_impl(T* p, const T* g, T* m, T* v, T* vmax, i64 n, typename Num<T>::C b1,
-                          typename Num<T>::C one_minus_b1, typename Num<T>::C b2, typename Num<T>::C one_minus_b2,
-                          typename Num<T>::C eps, typename Num<T>::C wd, typename Num<T>::C decay, int decoupled,
-                          int maximize, int amsgrad, typename Num<T>::C step_size, typename Num<T>::C sqrt_bc2) {
-    typedef typename Num<T>::C C;
-    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
-        C gi = Num<T>::load(g[i]);
-        if (maximize) gi = -gi;
-        C pi = Num<T>::load(p[i]);
-        if (wd != C(0)) {
-            if (decoupled) pi = pi * decay;
-            else gi = gi + wd * pi;
-        }
-        const C mo = Num<T>::load(m[i]);
-        const C dm = gi - mo;
-        C mi = one_minus_b1 < C(0.5) ? mo + one_minus_b1 * dm : gi - dm * b1;  // m.lerp_(g, 1 - b1)
-        C vi = b2 * Num<T>::load(v[i]) + (one_minus_b2 * gi) * gi;
-        m[i] = Num<T>::store(mi);
-        v[i] = Num<T>::store(vi);
-        C vv = vi;
-        if (amsgrad) {
-            C vm = Num<T>::load(vmax[i]);
-            vv = vm > vi ? vm : vi;
-            vmax[i] = Num<T>::store(vv);
-        }
-        C denom = m_sqrt(vv) / sqrt_bc2 + eps;
-        p[i] = Num<T>::store(pi + (-step_size * mi) / denom);
-    }
-}
-
 // ------------------------------------------------------------------ extern "C" entry points
 #define GG_ENTRY_POINTS(SUF, T, C)                                                                            \
 extern "C" __global__ void bias_act_##SUF(T* z, const T* b, T* y, i64 M, i64 N, int has_bias, int write_z,    \
@@ -302,16 +252,7 @@ extern "C" __global__ void softmax_xent_fwd_##SUF(const T* x, const i64* t, T* l
 extern "C" __global__ void softmax_xent_bwd_##SUF(const T* p, const i64* t, const T* g, i64 g_stride, C mul,  \
                                                   i64 ignore, C eps_over_c, C one_minus_eps, T* d, i64 M,     \
                                                   i64 Cn) {                                                   \
-    softmax_xent_bwd_impl<T>(p, t, g, g_stride, mul, ignore, eps_over_c, one_minus_eps, d, M, Cn); }          \
-extern "C" __global__ void sgd_##SUF(T* p, const T* g, T* buf, i64 n, C lr, C momentum,                       \
-                                     C one_minus_dampening, C wd, int nesterov, int maximize, int first,      \
-                                     int has_momentum) {                                                      \
-    sgd_impl<T>(p, g, buf, n, lr, momentum, one_minus_dampening, wd, nesterov, maximize, first, has_momentum); } \
-extern "C" __global__ void adam_##SUF(T* p, const T* g, T* m, T* v, T* vmax, i64 n, C b1, C one_minus_b1,     \
-                                      C b2, C one_minus_b2, C eps, C wd, C decay, int decoupled, int maximize, \
-                                      int amsgrad, C step_size, C sqrt_bc2) {                                 \
-    adam_impl<T>(p, g, m, v, vmax, n, b1, one_minus_b1, b2, one_minus_b2, eps, wd, decay, decoupled, maximize, \
-                 amsgrad, step_size, sqrt_bc2); }
+    softmax_xent_bwd_impl<T>(p, t, g, g_stride, mul, ignore, eps_over_c, one_minus_eps, d, M, Cn); }
 
 GG_ENTRY_POINTS(f32, float, float)
 GG_ENTRY_POINTS(f64, double, double)

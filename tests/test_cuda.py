@@ -417,7 +417,7 @@ def test_float16_fused_linear_against_float64(act, strict):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_fused_kernels_against_numpy_references(impl, dtype, strict, monkeypatch):
     import cupy as cp
-    from gpugrad.kernels import act_bias_grad as kabg, bias_act as kba, optim_step as kopt, softmax_xent as ksx
+    from gpugrad.kernels import act_bias_grad as kabg, bias_act as kba, softmax_xent as ksx
     monkeypatch.setitem(_kernels._state, "impl", impl)
     be = gg.tensor([0.0], device="cuda")._backend()
     tol = {np.float64: 1e-12, np.float32: 2e-6, np.float16: 2e-3}[dtype]
@@ -447,14 +447,27 @@ def test_fused_kernels_against_numpy_references(impl, dtype, strict, monkeypatch
     n = 100_003
     p = rng.standard_normal(n).astype(dtype)
     gr = rng.standard_normal(n).astype(dtype)
-    pd = cp.asarray(p)
-    buf = be.sgd_step(pd, cp.asarray(gr), None, 0.1, 0.9, 0.0, True, 0.01)
-    p_ref, buf_ref = kopt.sgd_ref(p, gr, None, 0.1, 0.9, 0.0, True, 0.01)
-    assert rel_err(pd.get(), p_ref) < 4 * tol and rel_err(buf.get(), buf_ref) < 4 * tol
-    pd, m, v, vm = cp.asarray(p), cp.zeros(n, dtype), cp.zeros(n, dtype), cp.zeros(n, dtype)
-    be.adam_step(pd, cp.asarray(gr), m, v, 1, 1e-3, 0.9, 0.999, 1e-8, 0.01, True, vm)
-    r = kopt.adam_ref(p, gr, np.zeros(n), np.zeros(n), 1, 1e-3, 0.9, 0.999, 1e-8, 0.01, True, np.zeros(n))
-    assert rel_err(pd.get(), r[0]) < 8 * tol and rel_err(v.get(), r[2]) < 8 * tol
+    from gpugrad.backends.base import Backend
+    from gpugrad.kernels import optim_codegen as cg
+    from gpugrad.kernels.optim_rules import RULES
+    cpu = gg.tensor([0.0])._backend()
+    for rule in RULES.values():  # the generated optimizer kernels against the rule run on NumPy in float64
+        for opts in (cg.examples(rule)[0], cg.examples(rule)[-3]):
+            host = {"p": p, "g": gr}
+            for s_, on in zip(rule.state, rule.present(opts)):
+                if on:
+                    sq = "sq" in s_ or "square" in s_
+                    host[s_] = (np.abs(rng.standard_normal(n)) * (1.0 if sq else 0.3) + (2 if sq else 0)).astype(dtype)
+            ref = {k: v.astype(np.float64) for k, v in host.items()}
+            dev = {k: cp.asarray(v) for k, v in host.items()}
+            for cap in (False, True):
+                extra = dict(step=cp.asarray([3.0], np.float64 if dtype == np.float64 else np.float32),
+                             found_inf=cp.zeros(1, np.float32)) if cap else {}
+                derived = () if cap else rule.derive(3, opts)
+                be.optim_step(rule, dev, 5, n - 5, opts, derived, **extra)
+                Backend.optim_step(cpu, rule, ref, 5, n - 5, opts, rule.derive(3, opts))
+            for k in ref:
+                assert np.all(np.isfinite(ref[k])) and rel_err(dev[k].get(), ref[k]) < 8 * tol, (rule.name, k)
     assert not [k for k in gg.cuda.kernel_fallbacks() if k[2] == impl]
 
 
@@ -597,3 +610,38 @@ def test_digits_mlp_trains_on_gpu_to_the_cpu_accuracy(strict):
     acc_gpu = _train_digits("cuda")
     assert acc_cpu > 0.93 and acc_gpu > 0.93
     assert abs(acc_gpu - acc_cpu) <= 0.02, (acc_cpu, acc_gpu)
+
+
+@gpu
+@pytest.mark.parametrize("impl", ["numba", "cuda_c"])
+def test_capturable_adam_step_replays_in_a_cuda_graph(impl, strict, monkeypatch):
+    """Adam(capturable=True): the step (device step count, bias corrections, found-inf skip) captured once
+    in a CUDA graph and replayed gives the same parameters and step counts as eager steps."""
+    import cupy as cp
+    monkeypatch.setitem(_kernels._state, "impl", impl)
+    rng = np.random.default_rng(3)
+    shapes = [(64, 32), (64,), (10, 64), (10,)]
+    p0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    g0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+    def make():
+        ps = [gg.tensor(p, device="cuda", requires_grad=True) for p in p0]
+        for p, g in zip(ps, g0):
+            p.grad = gg.tensor(g, device="cuda")
+        return ps, gg.optim.Adam(ps, lr=1e-2, amsgrad=True, capturable=True)
+    ps, opt = make()
+    opt.step()  # eager first step: buckets, state and the found-inf flag are allocated here
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        opt.step()
+        graph = stream.end_capture()
+        for _ in range(4):
+            graph.launch(stream)
+    stream.synchronize()
+    ref, ref_opt = make()
+    for _ in range(5):
+        ref_opt.step()
+    for a, b in zip(ps, ref):
+        assert rel_err(a.numpy(), b.numpy()) < 1e-6
+    assert float(opt.state[ps[0]]["step"].item()) == 5.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,7 @@ except Exception as e:
     print("SKIP Numba cannot compile CUDA on this machine:", type(e).__name__, str(e)[:300]); sys.exit(3)
 sys.path.insert(0, sys.argv[1])
 from kernels import act_bias_grad as abg, bias_act as ba, optim_step as opt, softmax_xent as sx
+from kernels.optim_rules import RULES
 from kernels._numba import compute_dtype
 
 def A(t, nd):
@@ -77,9 +79,13 @@ for name in ("float32", "float64", "float16"):
         ("colsum", abg._colsum_kernel(cdt), (A(c, 2), A(dt, 1))),
         ("softmax_xent_fwd", sx._fwd_kernel(cdt, 128), (A(dt, 2), A(i64, 1), A(dt, 1), A(dt, 2), i64)),
         ("softmax_xent_bwd", sx._bwd_kernel(cdt), (A(dt, 2), A(i64, 1), A(dt, 1), i64, c, i64, c, c, A(dt, 2))),
-        ("sgd", opt._sgd_kernel(cdt), (A(dt, 1),) * 3 + (c,) * 4 + (b,) * 4),
-        ("adam", opt._adam_kernel(cdt), (A(dt, 1),) * 5 + (c,) * 7 + (b,) * 3 + (c, c)),
     ]
+    for r in RULES.values():  # the generated optimizer kernels, every state present, both variants
+        mask = (True,) * len(r.state)
+        for cap in (False, True):
+            scal = (A(c, 1), A(numba.float32, 1)) if cap else (c,) * len(r.derived)
+            sig = (A(dt, 1),) * (2 + len(r.state)) + (i64, i64) + (c,) * len(r.hyper) + scal + (b,) * len(r.flags)
+            jobs.append((r.name + ("_cap" if cap else ""), opt.numba_kernel(r, mask, cdt, cap), sig))
     for kname, k, sig in jobs:
         try:
             ptx, _ = cuda.compile_ptx(k.py_func, sig, cc=(9, 0))
@@ -106,4 +112,29 @@ def test_numba_kernels_compile_to_ptx_for_sm90():
     if proc.returncode == 3:
         pytest.skip(out.strip().splitlines()[-1])
     assert proc.returncode == 0, out[-6000:]
-    assert out.count("OK ") == 24, out[-3000:]
+    assert out.count("OK ") == 36, out[-3000:]
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+def test_generated_optimizer_cuda_c_compiles_for_sm90(tmp_path):
+    """The CUDA C generated from kernels/optim_rules.py (every rule, state mask, variant and dtype): no
+    register spills, and no float64 arithmetic in the float32/float16 entry points."""
+    sys.path.insert(0, ROOT)
+    from kernels import optim_codegen as cg
+    from kernels.optim_rules import RULES
+    for r in RULES.values():
+        src = tmp_path / f"{r.name}.cu"
+        src.write_text(cg.cuda_c_source(r, cg.masks(r)))
+        keep = tmp_path / r.name
+        keep.mkdir()
+        obj = subprocess.run(["nvcc", "-arch=sm_90", "-c", str(src), "-o", str(keep / "x.o"), "--keep", "--keep-dir",
+                              str(keep), "-Xptxas", "-warn-spills"], capture_output=True, text=True, timeout=600)
+        assert obj.returncode == 0 and "spill" not in (obj.stdout + obj.stderr).lower(), obj.stdout + obj.stderr
+        ptx = "".join(f.read_text() for f in keep.glob("*.ptx"))
+        assert ".entry" in ptx
+        for chunk in re.split(r"\.(?=entry\s|func\s)", ptx)[1:]:
+            if not chunk.startswith("entry"):
+                continue  # a helper function (the f64 entries' pow)
+            name = chunk[len("entry"):].split("(")[0].strip()
+            if not name.endswith("_f64"):
+                assert not re.search(r"\w\.f64\b", chunk), f"float64 arithmetic in {name}"

@@ -242,25 +242,29 @@ def test_step_closure_and_state_follows_module_to():
     assert st["exp_avg"].dtype == gg.float64 and st["exp_avg_sq"].dtype == gg.float64 and st["step"] == 2
 
 
-def test_updates_go_through_backend(monkeypatch):
-    """The per-parameter update is a backend method, so a CUDA backend can fuse it into one kernel."""
+@pytest.mark.parametrize("n_params", [3, 30])
+def test_updates_are_one_backend_call_per_bucket(monkeypatch, n_params):
+    """The update is a multi-tensor backend method: one call per (group, device, dtype) whatever the
+    number of parameters (O(1) Python calls in it), None grads skipped without extra calls at the end."""
     from gpugrad.backends import get_backend
     be_type = type(get_backend("cpu"))
-    calls = {"sgd_step": 0, "adam_step": 0, "rmsprop_step": 0}
-    for name in calls:
-        orig = getattr(be_type, name)
+    calls: list = []
+    orig = be_type.optim_step
 
-        def wrapped(self, *a, _orig=orig, _name=name, **k):
-            calls[_name] += 1
-            return _orig(self, *a, **k)
-        monkeypatch.setattr(be_type, name, wrapped)
-    ps = [nn.Parameter(gg.ones(2)) for _ in range(3)]
-    for p in ps:
-        p.grad = gg.ones(2)
-    optim.SGD(ps, lr=0.1, momentum=0.9).step()
-    optim.AdamW(ps).step()
-    optim.RMSprop(ps).step()
-    assert calls == {"sgd_step": 3, "adam_step": 3, "rmsprop_step": 3}
+    def wrapped(self, rule, *a, **k):
+        calls.append(rule.name)
+        return orig(self, rule, *a, **k)
+    monkeypatch.setattr(be_type, "optim_step", wrapped)
+    for make in (lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), lambda ps: optim.AdamW(ps),
+                 lambda ps: optim.RMSprop(ps, centered=True), lambda ps: optim.Adam(ps, capturable=True)):
+        ps = [nn.Parameter(gg.ones(2 + i % 3)) for i in range(n_params)]
+        opt = make(ps)
+        for _ in range(2):
+            for p in ps:
+                p.grad = gg.ones(*p.shape)
+            ps[-1].grad = None
+            opt.step()
+    assert calls == ["sgd"] * 2 + ["adam"] * 2 + ["rmsprop"] * 2 + ["adam"] * 2
 
 
 def _plain(x):

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._device import device
+from ..kernels import optim_codegen
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -253,87 +254,24 @@ class Backend:
         d *= xp.where(valid, w, probs.dtype.type(0))[:, None]
         return d
 
-    def sgd_step(self, p, g, buf, lr: float, momentum: float, dampening: float, nesterov: bool,
-                 weight_decay: float, maximize: bool = False):
-        """One SGD update of ``p`` in place, PyTorch's formula and operation order:
-        ``g = -g if maximize; g += wd*p; buf = momentum*buf + (1-dampening)*g (buf = g at first);
-        g = g + momentum*buf if nesterov else buf; p += -lr*g``. ``g`` is not modified.
-        Returns the momentum buffer (``None`` without momentum)."""
-        if maximize:
-            g = -g
-        if weight_decay:
-            g = g + weight_decay * p
-        if momentum:
-            if buf is None:
-                buf = g.copy()
-            else:
-                buf *= momentum
-                buf += (1 - dampening) * g
-            g = g + momentum * buf if nesterov else buf
-        p += (-lr) * g
-        return buf
+    # ------------------------------------------------------------------ optimizers (multi-tensor)
+    def optim_step(self, rule, arrays: dict, start: int, end: int, options: dict, derived: tuple = (), step=None,
+                   found_inf=None) -> None:
+        """One optimizer update (``rule`` from ``kernels/optim_rules.py``) of elements ``[start, end)`` of the
+        flat buffers in ``arrays`` (``'p'``, ``'g'`` and each state the options use), in place. ``derived``:
+        the rule's per-step scalars. Capturable form: ``step`` (one-element array, the count for this
+        update) and ``found_inf`` (one float32 element; nonzero: change nothing) stay on the device.
+        Generic code: the rule run on whole arrays of ``self.xp``."""
+        optim_codegen.xp_update(rule, self.xp, arrays, start, end, options, derived, step, found_inf)
 
-    def adam_step(self, p, g, m, v, step: int, lr: float, beta1: float, beta2: float, eps: float,
-                  weight_decay: float, decoupled: bool, amsgrad_vmax=None, maximize: bool = False):
-        """One Adam/AdamW update of ``p``, ``m``, ``v`` (and ``amsgrad_vmax``) in place; ``step`` is the
-        1-based count including this update. PyTorch's single-tensor formula and operation order:
-        ``p *= 1 - lr*wd`` (AdamW) or ``g += wd*p`` (Adam); ``m.lerp_(g, 1-beta1)``;
-        ``v = beta2*v + (1-beta2)*g*g``; ``denom = sqrt(v)/sqrt(1-beta2^t) + eps``;
-        ``p += -(lr/(1-beta1^t)) * m / denom``. ``g`` is not modified."""
+    def unscale_check_(self, g, start: int, end: int, inv_scale: float, found_inf) -> None:
+        """``g[start:end] *= inv_scale``; ``found_inf[0]`` becomes 1 if any of it is inf/NaN (stays on the
+        device: no host read)."""
         xp = self.xp
-        if maximize:
-            g = -g
-        if weight_decay:
-            if decoupled:
-                p *= 1 - lr * weight_decay
-            else:
-                g = g + weight_decay * p
-        _lerp_(m, g, 1 - beta1)
-        v *= beta2
-        v += ((1 - beta2) * g) * g
-        bias_correction1 = 1 - beta1 ** step
-        bias_correction2 = 1 - beta2 ** step
-        step_size = lr / bias_correction1
-        bc2_sqrt = bias_correction2 ** 0.5
-        vv = v
-        if amsgrad_vmax is not None:
-            xp.maximum(amsgrad_vmax, v, out=amsgrad_vmax)
-            vv = amsgrad_vmax
-        denom = xp.sqrt(vv)
-        denom /= bc2_sqrt
-        denom += eps
-        upd = (-step_size) * m
-        upd /= denom
-        p += upd
-
-    def rmsprop_step(self, p, g, square_avg, grad_avg, buf, lr: float, alpha: float, eps: float,
-                     weight_decay: float, momentum: float, centered: bool, maximize: bool = False):
-        """One RMSprop update in place (PyTorch's formula): ``sq = alpha*sq + (1-alpha)*g*g``;
-        centered: ``ga.lerp_(g, 1-alpha)``, ``avg = sqrt(sq - ga*ga) + eps`` else ``sqrt(sq) + eps``;
-        with momentum ``buf = momentum*buf + g/avg; p += -lr*buf`` else ``p += -lr*g/avg``.
-        ``grad_avg`` (centered) and ``buf`` (momentum > 0) are state arrays or ``None``."""
-        xp = self.xp
-        if maximize:
-            g = -g
-        if weight_decay:
-            g = g + weight_decay * p
-        square_avg *= alpha
-        square_avg += ((1 - alpha) * g) * g
-        if centered:
-            _lerp_(grad_avg, g, 1 - alpha)
-            avg = square_avg + ((-1) * grad_avg) * grad_avg
-            xp.sqrt(avg, out=avg)
-        else:
-            avg = xp.sqrt(square_avg)
-        avg += eps
-        if momentum > 0:
-            buf *= momentum
-            buf += g / avg
-            p += (-lr) * buf
-        else:
-            upd = (-lr) * g
-            upd /= avg
-            p += upd
+        seg = g[start:end]
+        seg *= seg.dtype.type(inv_scale)
+        bad = xp.logical_not(xp.isfinite(seg).all())
+        xp.maximum(found_inf, bad.astype(found_inf.dtype), out=found_inf)
 
     # ------------------------------------------------------------------ memory
     def memory_stats(self) -> dict:
@@ -343,18 +281,6 @@ class Backend:
 def _exp_limit(dt) -> float:
     """Largest argument whose ``exp`` is finite in ``dt`` (less a margin)."""
     return float(np.log(np.finfo(dt).max)) - 1.0
-
-
-def _lerp_(a, b, w: float) -> None:
-    """``a.lerp_(b, w)`` in place with PyTorch's formula (``a + w*(b-a)`` for w < 0.5, else
-    ``b - (b-a)*(1-w)``)."""
-    d = b - a
-    if abs(w) < 0.5:
-        d *= w
-        a += d
-    else:
-        d *= 1 - w
-        a[...] = b - d
 
 
 def _assign(out, value):

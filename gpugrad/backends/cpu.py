@@ -118,37 +118,22 @@ class CPUBackend(Backend):
             return dy * (pos + (~pos) * dy.dtype.type(slope))
         return super().act_backward(dy, saved, act, slope)
 
-    # ------------------------------------------------------------------ optimizer steps (Numba, one pass)
-    def sgd_step(self, p, g, buf, lr: float, momentum: float, dampening: float, nesterov: bool,
-                 weight_decay: float, maximize: bool = False):
-        K = _kernels()
-        if not _flat_ok(p, g) or (buf is not None and not _flat_ok(p, buf)):
-            return super().sgd_step(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, maximize)
-        t = p.dtype.type
-        first = momentum != 0 and buf is None
-        if first:
-            buf = np.empty_like(p)
-        K.sgd_step(p.reshape(-1), g.reshape(-1), (buf if buf is not None else p).reshape(-1), t(lr), t(momentum),
-           t(dampening), bool(nesterov), t(weight_decay), bool(maximize), first)
-        return buf
+    # ------------------------------------------------------------------ optimizer step (Numba, one pass)
+    def optim_step(self, rule, arrays: dict, start: int, end: int, options: dict, derived: tuple = (), step=None,
+                   found_inf=None) -> None:
+        """The rule compiled by Numba (``cpu_optim``): one serial pass over ``[start, end)``."""
+        if not _flat_ok(*arrays.values()):
+            return super().optim_step(rule, arrays, start, end, options, derived, step, found_inf)
+        if _OPT[0] is None:
+            from . import cpu_optim
+            _OPT[0] = cpu_optim
+        _OPT[0].run(rule, arrays, start, end, options, derived, step, found_inf)
 
-    def adam_step(self, p, g, m, v, step: int, lr: float, beta1: float, beta2: float, eps: float,
-                  weight_decay: float, decoupled: bool, amsgrad_vmax=None, maximize: bool = False):
-        K = _kernels()
-        arrays = (g, m, v) + ((amsgrad_vmax,) if amsgrad_vmax is not None else ())
-        if not _flat_ok(p, *arrays):
-            return super().adam_step(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled,
-                                     amsgrad_vmax, maximize)
-        t = p.dtype.type
-        step_size = lr / (1 - beta1 ** step)
-        bc2_sqrt = (1 - beta2 ** step) ** 0.5
-        vmax = amsgrad_vmax if amsgrad_vmax is not None else v
-        K.adam_step(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), vmax.reshape(-1), t(lr), t(beta1), t(beta2),
-           t(eps), t(weight_decay), bool(decoupled), amsgrad_vmax is not None, bool(maximize), t(step_size),
-           t(bc2_sqrt))
+
+_OPT: list = [None]
 
 
 def _flat_ok(p, *others) -> bool:
-    """Numba path: C-contiguous float32/float64 arrays of one dtype and shape."""
-    return (p.dtype in (np.float32, np.float64) and p.flags.c_contiguous
+    """Numba path: 1-D C-contiguous float32/float64 buffers of one dtype and length."""
+    return (p.dtype in (np.float32, np.float64) and p.ndim == 1 and p.flags.c_contiguous
             and all(o.dtype == p.dtype and o.shape == p.shape and o.flags.c_contiguous for o in others))

@@ -43,11 +43,16 @@ def get_total_norm(tensors: "Tensor | Iterable[Tensor]", norm_type: float = 2.0,
         return Tensor(0.0)
     dev = ts[0].device
     be = ts[0]._backend()
-    xp = be.xp
     for t in ts:
         if t.device != dev:
             raise named_error(RuntimeError, f"clip_grad_norm_: gradients on different devices {dev} and {t.device}")
-    norms = [_vector_norm(be, t.data, norm_type) for t in ts]
+    return _total([t.data for t in ts], norm_type, error_if_nonfinite, dev, be)
+
+
+def _total(arrays: list, norm_type: float, error_if_nonfinite: bool, dev, be) -> Tensor:
+    """The norm of the norms of ``arrays`` (one device), as a 0-d Tensor left on the device."""
+    xp = be.xp
+    norms = [_vector_norm(be, a, norm_type) for a in arrays]
     dt = xp.result_type(*[n.dtype for n in norms])
     stacked = xp.stack([n.astype(dt) for n in norms])
     total = _vector_norm(be, stacked, norm_type)
@@ -63,18 +68,28 @@ def clip_grad_norm_(parameters: "Tensor | Iterable[Tensor]", max_norm: float, no
                     error_if_nonfinite: bool = False, foreach: bool | None = None) -> Tensor:
     """Scale all gradients in place so that their joint norm is at most ``max_norm``; returns the
     total norm before clipping. PyTorch's formula: ``coef = min(max_norm / (total_norm + 1e-6), 1)``,
-    every gradient multiplied by ``coef``."""
+    every gradient multiplied by ``coef``. Multi-tensor when the parameters are those of a gpugrad
+    optimizer (its flat gradient buffers: one norm and one scale per buffer); the norm and ``coef``
+    stay on the device (read only with ``error_if_nonfinite=True``)."""
     params = _as_list(parameters)
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return Tensor(0.0)
-    total = get_total_norm(grads, norm_type, error_if_nonfinite)
+    from ..optim.flat import grad_segments
+    segs = grad_segments(params, "clip_grad_norm_")
+    if segs is None or len({b.device for b, _, _ in segs}) != 1:
+        total = get_total_norm(grads, norm_type, error_if_nonfinite)
+        pieces = [g.data for g in grads]
+    else:
+        pieces = [b.grad[s:e] for b, s, e in segs]
+        total = _total(pieces, float(norm_type), error_if_nonfinite, grads[0].device, segs[0][0].be)
     xp = total._backend().xp
     coef = float(max_norm) / (total.data + 1e-6)
     coef = xp.minimum(coef, 1.0)
     with no_grad():
+        for a in pieces:
+            a *= coef.astype(a.dtype)
         for g in grads:
-            g.data *= coef.astype(g.dtype)
             g._vc[0] += 1
     return total
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from ..autograd.function import named_error
-from ..tensor import Tensor
+from ..kernels.optim_rules import ADAM
 from .optimizer import Optimizer
 
 __all__ = ["Adam", "AdamW"]
@@ -17,11 +17,15 @@ class Adam(Optimizer):
     ``m = beta1*m + (1-beta1)*g``; ``v = beta2*v + (1-beta2)*g^2`` (AMSGrad: use ``max(v)`` so far);
     ``p -= lr/(1-beta1^t) * m / (sqrt(v)/sqrt(1-beta2^t) + eps)``. With
     ``decoupled_weight_decay=True`` (that is AdamW) the decay is ``p *= 1 - lr*weight_decay`` instead.
-    The update runs in the device backend's ``adam_step``."""
+    The update is the rule ``ADAM`` of ``kernels/optim_rules.py``, one backend ``optim_step`` per
+    (group, device, dtype). ``capturable=True`` (PyTorch's name) keeps ``state['step']`` and the bias
+    corrections on the device (a 0-d Tensor per parameter) and skips a step on the device when a
+    ``GradScaler`` found inf/NaN, so the step reads nothing from the device and can be captured in a
+    CUDA graph (the buffers it updates are stable: see ``gpugrad/optim/flat.py``)."""
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, maximize: bool = False,
-                 decoupled_weight_decay: bool = False) -> None:
+                 decoupled_weight_decay: bool = False, *, capturable: bool = False) -> None:
         name = type(self).__name__
         if lr < 0.0:
             raise named_error(ValueError, f"{name}: invalid learning rate {lr} (must be >= 0)")
@@ -33,21 +37,14 @@ class Adam(Optimizer):
         if weight_decay < 0.0:
             raise named_error(ValueError, f"{name}: invalid weight_decay {weight_decay} (must be >= 0)")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                                      maximize=maximize, decoupled_weight_decay=decoupled_weight_decay))
+                                      maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
+                                      capturable=bool(capturable)))
 
-    def _update(self, group: dict, p: Tensor, g: Any, state: dict) -> None:
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = self._zeros_like(p)
-            state["exp_avg_sq"] = self._zeros_like(p)
-        if group["amsgrad"] and "max_exp_avg_sq" not in state:
-            state["max_exp_avg_sq"] = self._zeros_like(p)
-        state["step"] += 1
+    rule = ADAM
+
+    def _options(self, group: dict) -> dict:
         beta1, beta2 = group["betas"]
-        vmax = state["max_exp_avg_sq"].data if group["amsgrad"] else None
-        p._backend().adam_step(p.data, g, state["exp_avg"].data, state["exp_avg_sq"].data, state["step"],
-                               group["lr"], beta1, beta2, group["eps"], group["weight_decay"],
-                               group["decoupled_weight_decay"], vmax, group["maximize"])
+        return dict(group, beta1=beta1, beta2=beta2, decoupled=group["decoupled_weight_decay"])
 
 
 class AdamW(Adam):
@@ -55,5 +52,7 @@ class AdamW(Adam):
     ``weight_decay=1e-2`` by default, as PyTorch's AdamW."""
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, maximize: bool = False) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay=True)
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, maximize: bool = False, *,
+                 capturable: bool = False) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay=True,
+                         capturable=capturable)

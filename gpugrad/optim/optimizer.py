@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import copy
+from operator import is_, itemgetter
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from ..autograd.function import named_error
 from ..autograd.grad_mode import enable_grad, no_grad
+from ..kernels.optim_rules import Rule
 from ..tensor import Tensor, _make_result, clear_grads
+from .flat import Bucket, _data, buckets_of, runs
 
 __all__ = ["Optimizer", "required"]
 
@@ -24,7 +27,9 @@ required = _Required()
 class Optimizer:
     """Base class. ``params`` is an iterable of Tensors or of dicts (param groups) such as
     ``[{'params': m.body.parameters()}, {'params': m.head.parameters(), 'lr': 1e-3}]``; options
-    missing from a group take the optimizer's defaults. Subclasses implement ``_update(group, p, state)``.
+    missing from a group take the optimizer's defaults. Subclasses set ``rule`` (the update rule in
+    ``kernels/optim_rules.py``) and map their options to its names in ``_options``; the step is
+    multi-tensor (see ``gpugrad/optim/flat.py``).
 
     ``self.state[p]`` holds the per-parameter state (Tensors and ints), so ``state_dict()`` contains
     only arrays and plain numbers and can be written by ``gg.save`` without pickle."""
@@ -87,30 +92,148 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        with no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    g = p.grad
-                    if g.device != p.device or tuple(g.shape) != tuple(p.shape):
-                        raise named_error(RuntimeError,
-                            f"{type(self).__name__}.step: gradient of shape {tuple(g.shape)} on {g.device} does not "
-                            f"match its parameter of shape {tuple(p.shape)} on {p.device}")
-                    state = self.state.get(p)
-                    if state is None:
-                        state = self.state[p] = {}
-                    else:
-                        _match_state(state, p)
-                    self._update(group, p, g.data, state)
-                    p._vc[0] += 1
+        self._step()
         return loss
 
-    def _update(self, group: dict, p: Tensor, g: Any, state: dict) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    # Subclasses set the rule and may map group options to the rule's names (``_options``).
+    rule: Rule | None = None
+    has_step = True  # keeps a per-parameter ``state['step']`` (PyTorch's Adam, RMSprop)
 
-    def _zeros_like(self, p: Tensor) -> Tensor:
-        return _make_result(p._backend().xp.zeros_like(p.data), p.device, None, 0)
+    def _options(self, group: dict) -> dict:
+        return group
+
+    @property
+    def graph_safe(self) -> bool:
+        """True when a step reads nothing per step from the host that a CUDA graph would freeze: rules
+        without step-dependent scalars (SGD, RMSprop), or every group ``capturable`` (Adam/AdamW keep
+        the step count and bias corrections on the device). Skipped AMP steps need ``capturable``
+        too (``GradScaler.step`` then passes its found-inf flag to the kernels)."""
+        return self.rule is not None and all(self.rule.prologue is None or g.get("capturable", False)
+                                             for g in self.param_groups)
+
+    def _step(self, found_inf: dict | None = None) -> None:
+        """The multi-tensor step: per bucket (group, device, dtype) one backend call per run of
+        parameters with gradients and equal step counts (one in the usual case). ``found_inf``: per
+        device, a one-element float32 array; a capturable step is skipped on the device where it is
+        nonzero (``GradScaler.step`` passes it; it never reads it)."""
+        with no_grad():
+            for gi, group in enumerate(self.param_groups):
+                for b in self._group_buckets(gi, group):
+                    self._step_bucket(group, b, None if found_inf is None else found_inf.get(b.device))
+
+    def _group_buckets(self, gi: int, group: dict) -> list[Bucket]:
+        cache = self.__dict__.setdefault("_buckets", {})
+        hit = cache.get(gi)
+        ps = group["params"]
+        if hit is not None and len(hit[0]) == len(ps) and all(map(is_, hit[0], ps)) and all(b.valid() for b in hit[1]):
+            return hit[1]
+        buckets = buckets_of(list(ps))
+        cache[gi] = (list(ps), buckets)
+        return buckets
+
+    def _step_bucket(self, group: dict, b: Bucket, found_inf: Any) -> None:
+        rule = self.rule
+        present = b.gather_grads(f"{type(self).__name__}.step")
+        if present is None:
+            return
+        opts = self._options(group)
+        cap = bool(group.get("capturable", False))
+        names = tuple(s for s, on in zip(rule.state, rule.present(opts)) if on)
+        n = len(b.params)
+        if cap and b.steps is None:
+            b.steps = b.be.xp.zeros(n, np.float64 if b.dtype == np.float64 else np.float32)
+            b.step_views = [b.steps[i:i + 1].reshape(()) for i in range(n)]
+        if self._synced(b, names, cap, present):  # the usual step: nothing moved since the last one
+            sts = b.st_dicts
+            first = [False] * n
+            counts = b.shadow if cap else (list(map(itemgetter("step"), sts)) if self.has_step else [0] * n)
+        else:
+            sts, first, counts = self._sync_state(b, names, cap, present)
+        keys = list(zip(counts, first))
+        arrays = {"p": b.flat, "g": b.grad}
+        for s in names:
+            arrays[s] = b.state[s]
+        o = b.offsets
+        for i0, i1 in runs(present, keys):
+            seg_opts = dict(opts, first=first[i0]) if "first" in rule.flags else opts
+            if cap:
+                steps = b.steps[i0:i1]
+                if found_inf is None:
+                    steps += 1
+                else:
+                    steps += (1 - found_inf).astype(steps.dtype)
+                flag = found_inf if found_inf is not None else _no_inf(b)
+                b.be.optim_step(rule, arrays, o[i0], o[i1], seg_opts, step=b.steps[i0:i0 + 1], found_inf=flag)
+            else:
+                b.be.optim_step(rule, arrays, o[i0], o[i1], seg_opts, rule.derive(counts[i0] + 1, opts))
+        for i, p in enumerate(b.params):
+            if present[i]:
+                if cap:
+                    b.shadow[i] += 1
+                elif self.has_step:
+                    sts[i]["step"] += 1
+                p._vc[0] += 1
+
+    def _synced(self, b: Bucket, names: tuple, cap: bool, present: list) -> bool:
+        """Identity checks only (no per-parameter Python call): every parameter has a gradient and its
+        state dict and state Tensors are still the ones bound to this bucket's buffers."""
+        sy = b.synced
+        if sy is None or sy[0] is not self.state or sy[1] != names or sy[2] != cap or not all(present):
+            return False
+        try:
+            for s in names + (("step",) if cap else ()):
+                ts = b.st_tensors[s]
+                if not all(map(is_, map(itemgetter(s), b.st_dicts), ts)):
+                    return False
+                if not all(map(is_, map(_data, ts), b.step_views if s == "step" else b.state_views[s])):
+                    return False
+        except KeyError:
+            return False
+        return True
+
+    def _sync_state(self, b: Bucket, names: tuple, cap: bool, present: list) -> tuple:
+        """Bind every stepped parameter's state to views of the bucket's buffers: new state starts at
+        zero (``first``), state loaded or left on another device/dtype is copied in. Returns the
+        per-parameter state dicts, ``first`` flags and step counts (host counts; capturable: the
+        host shadow of the device counts)."""
+        n = len(b.params)
+        bufs = {s: b.state_buffer(s)[1] for s in names}
+        sts: list = [None] * n
+        first = [False] * n
+        counts = [0] * n
+        for i, p in enumerate(b.params):
+            if not present[i]:
+                continue
+            st = self.state.get(p)
+            if st is None:
+                st = self.state[p] = {"step": 0} if self.has_step else {}
+            sts[i] = st
+            for s in names:
+                t = st.get(s)
+                view = bufs[s][i]
+                if t is None:
+                    view[...] = 0
+                    st[s] = _make_result(view, b.device, None, 0)
+                    first[i] = True
+                elif t.data is not view:
+                    view[...] = t.data if t.device == b.device else b.be.from_numpy(t.numpy())
+                    t.data, t._device = view, b.device
+            if cap:
+                t = st.get("step")
+                if not (isinstance(t, Tensor) and t.data is b.step_views[i]):
+                    k = int(float(t.item() if isinstance(t, Tensor) else (t or 0)))
+                    b.step_views[i][...] = k
+                    b.shadow[i] = k
+                    st["step"] = _make_result(b.step_views[i], b.device, None, 0)
+                counts[i] = b.shadow[i]
+            elif self.has_step:
+                st["step"] = int(st.get("step", 0))
+                counts[i] = st["step"]
+        if all(present):
+            b.synced = (self.state, names, cap)
+            b.st_dicts = sts
+            b.st_tensors = {s: [st[s] for st in sts] for s in names + (("step",) if cap else ())}
+        return sts, first, counts
 
     # ------------------------------------------------------------------ state dict
     def state_dict(self) -> dict:
@@ -196,8 +319,9 @@ def _restore(v: Any, p: Tensor, key: str) -> Any:
     return copy.deepcopy(v)
 
 
-def _match_state(state: dict, p: Tensor) -> None:
-    """Move state tensors to the parameter's device/dtype after ``model.to(...)``."""
-    for k, v in state.items():
-        if isinstance(v, Tensor) and (v.device != p.device or (v.dtype.kind == "f" and v.dtype != p.dtype)):
-            state[k] = v.to(p.device, p.dtype if v.dtype.kind == "f" else v.dtype)
+def _no_inf(b: Bucket) -> Any:
+    """A zero found-inf flag for capturable steps outside a GradScaler (allocated once per bucket)."""
+    z = getattr(b, "no_inf", None)
+    if z is None:
+        z = b.no_inf = b.be.xp.zeros(1, np.float32)
+    return z

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from ..autograd.function import named_error
-from ..tensor import Tensor, _make_result
+from ..kernels.optim_rules import SGD as SGD_RULE
 from .optimizer import Optimizer
 
 __all__ = ["SGD"]
@@ -15,8 +15,8 @@ class SGD(Optimizer):
 
     Per parameter (PyTorch's formula): ``g = grad (+ weight_decay * p)``; with momentum
     ``buf = momentum * buf + (1 - dampening) * g`` (``buf = g`` on the first step) and
-    ``g = g + momentum * buf`` (Nesterov) or ``g = buf``; then ``p -= lr * g``. The update runs in
-    the device backend's ``sgd_step`` (one fused kernel on CUDA)."""
+    ``g = g + momentum * buf`` (Nesterov) or ``g = buf``; then ``p -= lr * g``. The update is the rule
+    ``SGD`` of ``kernels/optim_rules.py`` (multi-tensor: one fused pass per group, device and dtype)."""
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False) -> None:
@@ -31,9 +31,5 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                                       nesterov=nesterov, maximize=maximize))
 
-    def _update(self, group: dict, p: Tensor, g: Any, state: dict) -> None:
-        buf = state.get("momentum_buffer")
-        new = p._backend().sgd_step(p.data, g, None if buf is None else buf.data, group["lr"], group["momentum"],
-                                    group["dampening"], group["nesterov"], group["weight_decay"], group["maximize"])
-        if new is not None and buf is None:
-            state["momentum_buffer"] = _make_result(new, p.device, None, 0)
+    rule = SGD_RULE
+    has_step = False  # PyTorch's SGD keeps only the momentum buffer

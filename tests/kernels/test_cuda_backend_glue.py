@@ -204,36 +204,28 @@ def test_cross_entropy_backward_kernel_and_generic_agree(be, g_rows, mul, smooth
     assert np.all(d[1] == 0)
 
 
-@pytest.mark.parametrize("momentum,nesterov,wd,maximize", [(0.0, False, 0.0, False), (0.9, True, 0.1, False),
-                                                           (0.5, False, 0.0, True)])
-def test_sgd_step_matches_generic(be, momentum, nesterov, wd, maximize, rng):
-    p = rng.standard_normal((3, 4)).astype(np.float32)
-    p_ref = p.copy()
-    buf = buf_ref = None
-    for _ in range(2):
-        g = rng.standard_normal((3, 4)).astype(np.float32)
-        buf = be.sgd_step(p, g, buf, 0.1, momentum, 0.0, nesterov, wd, maximize)
-        buf_ref = _generic_call("sgd_step", p_ref, g, buf_ref, 0.1, momentum, 0.0, nesterov, wd, maximize)
-    _close(p, p_ref, np.float32)
-    assert (buf is None) == (momentum == 0)
-    if momentum:
-        _close(buf, buf_ref, np.float32)
-    assert be._launch.launches == ["sgd_step"] * 2
-
-
-@pytest.mark.parametrize("wd,decoupled,amsgrad", [(0.0, False, False), (0.1, False, True), (0.1, True, False)])
-def test_adam_step_matches_generic(be, wd, decoupled, amsgrad, rng):
-    p = rng.standard_normal(7)
-    state = [np.zeros(7), np.zeros(7), np.zeros(7) if amsgrad else None]
-    p_ref = p.copy()
-    state_ref = [np.zeros(7), np.zeros(7), np.zeros(7) if amsgrad else None]
-    for step in (1, 2, 3):
-        g = rng.standard_normal(7)
-        be.adam_step(p, g, state[0], state[1], step, 0.01, 0.9, 0.999, 1e-8, wd, decoupled, state[2])
-        _generic_call("adam_step", p_ref, g, state_ref[0], state_ref[1], step, 0.01, 0.9, 0.999, 1e-8, wd,
-                      decoupled, state_ref[2])
-    _close(p, p_ref, np.float64)
-    _close(state[1], state_ref[1], np.float64)
+@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop"])
+@pytest.mark.parametrize("capturable", [False, True])
+def test_optim_step_matches_generic(be, name, capturable, rng):
+    from gpugrad.kernels import optim_codegen as cg
+    from gpugrad.kernels.optim_rules import RULES
+    rule = RULES[name]
+    options = cg.examples(rule)[-3]
+    n = 11
+    arrays = {"p": rng.standard_normal(n).astype(np.float32), "g": rng.standard_normal(n).astype(np.float32)}
+    for s_, on in zip(rule.state, rule.present(options)):
+        if on:
+            sq = "sq" in s_ or "square" in s_
+            arrays[s_] = (np.abs(rng.standard_normal(n)) * (1.0 if sq else 0.3) + (2 if sq else 0)).astype(np.float32)
+    ref = {k: v.copy() for k, v in arrays.items()}
+    extra = dict(step=np.array([2.0], np.float32), found_inf=np.zeros(1, np.float32)) if capturable else {}
+    derived = () if capturable else rule.derive(2, options)
+    be.optim_step(rule, arrays, 1, 10, options, derived, **extra)
+    _generic_call("optim_step", rule, ref, 1, 10, options, derived, **extra)
+    for k in arrays:
+        assert np.all(np.isfinite(arrays[k]))
+        _close(arrays[k], ref[k], np.float32)
+    assert be._launch.launches == [f"{name}_step"]
 
 
 def test_a_failing_kernel_falls_back_once_with_warnings(be, monkeypatch, rng):
@@ -334,4 +326,26 @@ def test_training_steps_on_cuda_match_cpu(be, opt, rng):
         final[dev] = [p.numpy().copy() for p in model.parameters()]
     for a, c in zip(final["cuda"], final["cpu"]):
         _close(a, c, np.float64)
-    assert (opt + "_step") in be._launch.launches
+    assert be._launch.launches.count(opt + "_step") == 3  # one launch per step for all four parameters
+
+
+def test_one_optimizer_over_two_devices_steps_each_bucket_once(be, rng):
+    """Parameters on cpu and on "cuda" in one param group: one bucket (one launch) per device, same
+    result as two optimizers."""
+    optim = pytest.importorskip("gpugrad.optim")
+    a0, b0 = rng.standard_normal((3, 4)), rng.standard_normal(5)
+    ga, gb = rng.standard_normal((3, 4)), rng.standard_normal(5)
+    a = gg.tensor(a0, device="cpu", requires_grad=True)
+    b = gg.tensor(b0, device="cuda", requires_grad=True)
+    opt = optim.Adam([a, b], lr=0.1)
+    ra, rb = gg.tensor(a0, requires_grad=True), gg.tensor(b0, requires_grad=True)
+    ref = optim.Adam([ra, rb], lr=0.1)
+    for _ in range(2):
+        a.grad, b.grad = gg.tensor(ga), gg.tensor(gb, device="cuda")
+        ra.grad, rb.grad = gg.tensor(ga), gg.tensor(gb)
+        opt.step()
+        ref.step()
+    assert be._launch.launches == ["adam_step"] * 2  # the cuda bucket; the cpu bucket ran on the CPU backend
+    _close(a.numpy(), ra.numpy(), np.float64)
+    _close(b.numpy(), rb.numpy(), np.float64)
+    assert opt.state[b]["exp_avg"].device == gg.device("cuda")

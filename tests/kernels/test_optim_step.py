@@ -1,57 +1,62 @@
-"""Fused SGD (momentum, Nesterov, weight decay, maximize) and Adam/AdamW/AMSGrad steps."""
+"""The Numba CUDA optimizer kernels generated from kernels/optim_rules.py (kernels/optim_step.py) against
+the rule's definition run element by element in float64: every rule, every branch (optim_codegen.examples),
+ordinary and capturable launches, float64/float32/float16 storage, a sub-range of the flat buffers."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from gpugrad.kernels import optim_codegen as cg
 from gpugrad.kernels import optim_step as K
+from gpugrad.kernels.optim_rules import RULES
 
-SIZES = [1, 13, 37]
-
-
-@pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("momentum,dampening,nesterov,wd,maximize", [
-    (0.0, 0.0, False, 0.0, False), (0.9, 0.0, False, 0.0, False), (0.9, 0.1, True, 0.01, False),
-    (0.5, 0.0, False, 0.1, True)])
-def test_sgd_two_steps(n, momentum, dampening, nesterov, wd, maximize, rng, rel_err, tol):
-    p = rng.standard_normal(n).astype(np.float32)
-    buf = np.full(n, np.nan, np.float32) if momentum else None
-    p_ref, buf_ref = p.astype(np.float64), None
-    for step in range(2):
-        g = rng.standard_normal(n).astype(np.float32)
-        K.sgd_step(p, g, buf, 0.1, momentum, dampening, nesterov, wd, maximize, first=step == 0, block=8,
-                   max_blocks=2)
-        p_ref, buf_ref = K.sgd_ref(p_ref, g, buf_ref, 0.1, momentum, dampening, nesterov, wd, maximize)
-    assert rel_err(p, p_ref) < 4 * tol(np.float32)
-    if momentum:
-        assert rel_err(buf, buf_ref) < 4 * tol(np.float32)
+CASES = [(r, o) for r in RULES.values() for o in cg.examples(r)]
 
 
-@pytest.mark.parametrize("dt", [np.float32, np.float64, np.float16])
-@pytest.mark.parametrize("wd,decoupled,amsgrad,maximize", [
-    (0.0, False, False, False), (0.1, False, False, False), (0.1, True, True, False), (0.0, False, True, True)])
-def test_adam_three_steps(dt, wd, decoupled, amsgrad, maximize, rng, rel_err, tol):
+def _inputs(rule, options, n, dt, rng):
+    arrays = {"p": rng.standard_normal(n).astype(dt), "g": rng.standard_normal(n).astype(dt)}
+    for s, on in zip(rule.state, rule.present(options)):
+        if on:
+            sq = "sq" in s or "square" in s
+            arrays[s] = (np.abs(rng.standard_normal(n)) * (1.0 if sq else 0.3) + (2.0 if sq else 0.0)).astype(dt)
+    return arrays
+
+
+@pytest.mark.parametrize("capturable", [False, True])
+@pytest.mark.parametrize("rule,options", CASES, ids=[f"{r.name}-{i}" for i, (r, _) in enumerate(CASES)])
+def test_kernel_agrees_with_the_definition_float64(rule, options, capturable, rng):
+    n, start, end, step = 19, 2, 17, 3
+    arrays = _inputs(rule, options, n, np.float64, rng)
+    ref = cg.scalar_update(rule, arrays, options, step)
+    got = {k: v.copy() for k, v in arrays.items()}
+    if capturable:
+        K.step_numba(rule, got, start, end, options, step=np.array([float(step)]),
+                     found_inf=np.zeros(1, np.float32), block=4, max_blocks=2)
+    else:
+        K.step_numba(rule, got, start, end, options, rule.derive(step, options), block=4, max_blocks=2)
+    for k in ref:
+        np.testing.assert_allclose(got[k][start:end], ref[k][start:end], rtol=1e-14, atol=1e-15)
+        assert np.array_equal(got[k][:start], arrays[k][:start]) and np.array_equal(got[k][end:], arrays[k][end:])
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float16])
+@pytest.mark.parametrize("name", list(RULES))
+def test_kernel_low_precision_storage(name, dt, rng, rel_err, tol):
+    rule = RULES[name]
+    options = cg.examples(rule)[-3]  # every flag on
     n = 13
-    p = rng.standard_normal(n).astype(dt)
-    m, v = np.zeros(n, dt), np.zeros(n, dt)
-    vmax = np.zeros(n, dt) if amsgrad else None
-    r = (p.astype(np.float64), np.zeros(n), np.zeros(n), np.zeros(n) if amsgrad else None)
-    for step in (1, 2, 3):
-        g = rng.standard_normal(n).astype(dt)
-        K.adam_step(p, g, m, v, step, 1e-2, 0.9, 0.999, 1e-8, wd, decoupled, vmax, maximize, block=8, max_blocks=1)
-        r = K.adam_ref(r[0], g, r[1], r[2], step, 1e-2, 0.9, 0.999, 1e-8, wd, decoupled, r[3], maximize)
-    # float16 state is rounded every step; the reference keeps float64 state
-    f = 1.0 if dt != np.float16 else 3.0
-    assert rel_err(p, r[0]) < 8 * f * tol(dt)
-    assert rel_err(m, r[1]) < 8 * f * tol(dt)
-    assert rel_err(v, r[2]) < 8 * f * tol(dt)
-    if amsgrad:
-        assert rel_err(vmax, r[3]) < 8 * f * tol(dt)
+    arrays = _inputs(rule, options, n, dt, rng)
+    ref = cg.scalar_update(rule, {k: v.astype(np.float64) for k, v in arrays.items()}, options, 2)
+    K.step_numba(rule, arrays, 0, n, options, rule.derive(2, options), block=8, max_blocks=1)
+    for k in ref:
+        assert rel_err(arrays[k], ref[k]) < 8 * tol(dt), k
 
 
-def test_sgd_float64_matches_exactly_enough(rng):
-    p = rng.standard_normal(9)
-    g = rng.standard_normal(9)
-    ref = K.sgd_ref(p, g, None, 0.05, weight_decay=0.1)[0]
-    K.sgd_step(p, g, None, 0.05, weight_decay=0.1, block=4)
-    np.testing.assert_allclose(p, ref, rtol=1e-15, atol=1e-15)
+def test_capturable_kernel_skips_on_found_inf(rng):
+    rule = RULES["adam"]
+    options = cg.examples(rule)[0]
+    arrays = _inputs(rule, options, 9, np.float32, rng)
+    got = {k: v.copy() for k, v in arrays.items()}
+    K.step_numba(rule, got, 0, 9, options, step=np.ones(1, np.float32), found_inf=np.ones(1, np.float32), block=4)
+    for k in arrays:
+        assert np.array_equal(got[k], arrays[k])

@@ -254,55 +254,26 @@ class CUDABackend(Backend):
         return d * xp.where(valid, w, 0)[:, None].astype(probs.dtype)
 
     # ------------------------------------------------------------------ optimizers
-    def _opt_ok(self, p, g, *state) -> bool:
-        return (_is_float(p) and p.flags.c_contiguous and g.shape == p.shape and g.dtype == p.dtype and p.size > 0
-                and all(s.shape == p.shape and s.dtype == p.dtype and s.flags.c_contiguous for s in state))
-
-    def sgd_step(self, p, g, buf, lr: float, momentum: float, dampening: float, nesterov: bool,
-                 weight_decay: float, maximize: bool = False):
-        """One kernel over the parameter: weight decay, momentum buffer and update together."""
-        state = (buf,) if buf is not None else ()
-        if not self._opt_ok(p, g, *state):
-            return super().sgd_step(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, maximize)
-        xp = self.xp
-        gc = xp.ascontiguousarray(g)
-        first = False
-        newbuf = buf
-        if momentum and buf is None:
-            newbuf = xp.empty(p.shape, p.dtype)
-            first = True
+    def optim_step(self, rule, arrays: dict, start: int, end: int, options: dict, derived: tuple = (), step=None,
+                   found_inf=None) -> None:
+        """One launch over ``[start, end)`` of the flat buffers (the kernel generated from ``rule``)."""
+        p = arrays["p"]
+        names = list(arrays)
+        if not (_is_float(p) and end > start and all(a.ndim == 1 and a.dtype == p.dtype and a.flags.c_contiguous
+                                                     for a in arrays.values())):
+            return super().optim_step(rule, arrays, start, end, options, derived, step, found_inf)
         mb = self._launch.max_blocks
-        b1 = newbuf.reshape(-1) if momentum else None
-        if self._launch.run(
-                "sgd_step", p.dtype,
-                lambda st, pp, gg, bb: _k_opt.sgd_step(pp, gg, bb, lr, momentum, dampening, nesterov, weight_decay,
-                                                       maximize, first, stream=st, max_blocks=mb),
-                lambda pp, gg, bb: _k_c.sgd_step(pp, gg, bb, lr, momentum, dampening, nesterov, weight_decay,
-                                                 maximize, first, max_blocks=mb),
-                p.reshape(-1), gc.reshape(-1), b1):
-            return newbuf if momentum else buf
-        return super().sgd_step(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, maximize)
+        extra = (step, found_inf) if step is not None else ()
 
-    def adam_step(self, p, g, m, v, step: int, lr: float, beta1: float, beta2: float, eps: float,
-                  weight_decay: float, decoupled: bool, amsgrad_vmax=None, maximize: bool = False):
-        """One kernel over the parameter: moments, bias correction, (decoupled) weight decay, update."""
-        state = (m, v) + ((amsgrad_vmax,) if amsgrad_vmax is not None else ())
-        if not self._opt_ok(p, g, *state):
-            return super().adam_step(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled,
-                                     amsgrad_vmax, maximize)
-        xp = self.xp
-        gc = xp.ascontiguousarray(g)
-        mb = self._launch.max_blocks
-        vm = amsgrad_vmax.reshape(-1) if amsgrad_vmax is not None else None
-        if self._launch.run(
-                "adam_step", p.dtype,
-                lambda st, pp, gg, mm, vv, vx: _k_opt.adam_step(pp, gg, mm, vv, step, lr, beta1, beta2, eps,
-                                                                weight_decay, decoupled, vx, maximize, stream=st,
-                                                                max_blocks=mb),
-                lambda pp, gg, mm, vv, vx: _k_c.adam_step(pp, gg, mm, vv, step, lr, beta1, beta2, eps, weight_decay,
-                                                          decoupled, vx, maximize, max_blocks=mb),
-                p.reshape(-1), gc.reshape(-1), m.reshape(-1), v.reshape(-1), vm):
-            return None
-        return super().adam_step(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad_vmax,
-                                 maximize)
+        def unpack(a):
+            return dict(zip(names, a[:len(names)])), (a[len(names):] or (None, None))
 
+        def nb(st, *a):
+            arr, (s, f) = unpack(a)
+            _k_opt.step_numba(rule, arr, start, end, options, derived, s, f, stream=st, max_blocks=mb)
+
+        def cc(*a):
+            arr, (s, f) = unpack(a)
+            _k_opt.step_cuda_c(rule, arr, start, end, options, derived, s, f, max_blocks=mb)
+        if not self._launch.run(f"{rule.name}_step", p.dtype, nb, cc, *arrays.values(), *extra):
+            super().optim_step(rule, arrays, start, end, options, derived, step, found_inf)

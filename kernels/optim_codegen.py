@@ -1,0 +1,407 @@
+"""Every optimizer implementation, generated from the one rule in :mod:`kernels.optim_rules`.
+
+- :func:`xp_update`: the rule run on whole NumPy/CuPy arrays (the reference and the generic backend path);
+- :func:`numba_source`: Python source of a loop over ``[start, end)`` of flat buffers that calls the rule
+  per element, compiled by the caller with ``numba.njit`` (CPU) or ``numba.cuda.jit`` (CUDA, grid-stride);
+- :func:`cuda_c_source`: CUDA C text, the rule's syntax tree rendered to a ``__device__`` function plus
+  ``extern "C"`` entry points for float32, float64 and float16 storage.
+
+Each generated kernel updates one contiguous range of flat buffers (``P``, ``G``, one per present state).
+An ordinary step gets the per-step scalars (``derived``) as arguments; a capturable step reads the step
+count from a one-element array, computes them with the rule's prologue on the device, and does nothing
+when ``found_inf[0] != 0`` (so a CUDA graph can replay it and a skipped AMP step needs no host read).
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import math
+import textwrap
+from typing import Any
+
+from .optim_rules import Rule
+
+_ALLOWED = (ast.FunctionDef, ast.arguments, ast.arg, ast.Assign, ast.If, ast.Return, ast.Tuple, ast.Name,
+            ast.Load, ast.Store, ast.Constant, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.Call,
+            ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.Not, ast.And, ast.Or, ast.Lt, ast.LtE,
+            ast.Gt, ast.GtE, ast.Eq, ast.NotEq)
+PRIMITIVES = ("sqrt", "maximum", "lerp")
+_trees: dict = {}
+
+
+def tree(fn) -> ast.FunctionDef:
+    """The checked syntax tree of a rule function (restricted language, see optim_rules)."""
+    t = _trees.get(fn)
+    if t is None:
+        t = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0]
+        for node in ast.walk(t):
+            if not isinstance(node, _ALLOWED):
+                raise SyntaxError(f"optimizer rule {fn.__name__}: {type(node).__name__} is outside the rule language "
+                                  f"(line {getattr(node, 'lineno', '?')})")
+            if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in PRIMITIVES):
+                raise SyntaxError(f"optimizer rule {fn.__name__}: only {PRIMITIVES} may be called")
+            if isinstance(node, ast.Assign) and not (len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+                raise SyntaxError(f"optimizer rule {fn.__name__}: assign to one name at a time")
+        _trees[fn] = t
+    return t
+
+
+def check(rule: Rule) -> None:
+    """The rule's argument order is ``p, g, *state, *hyper, *derived, *flags`` and it returns ``p, *state``."""
+    args = [a.arg for a in tree(rule.fn).args.args]
+    want = ["p", "g", *rule.state, *rule.hyper, *rule.derived, *rule.flags]
+    if args != want:
+        raise TypeError(f"optimizer rule {rule.name}: arguments {args}, expected {want}")
+    ret = tree(rule.fn).body[-1]
+    names = [e.id for e in ret.value.elts] if isinstance(ret, ast.Return) and isinstance(ret.value, ast.Tuple) else None
+    if names != ["p", *rule.state]:
+        raise TypeError(f"optimizer rule {rule.name}: must end with 'return p, {', '.join(rule.state)}'")
+    if rule.prologue is not None:
+        pargs = [a.arg for a in tree(rule.prologue).args.args]
+        if pargs != ["step", *rule.hyper]:
+            raise TypeError(f"optimizer rule {rule.name}: prologue arguments {pargs}, expected {['step', *rule.hyper]}")
+
+
+class _Typed(ast.NodeTransformer):
+    """Numeric constants -> ``F(c)``: float32 kernels stay float32 (Numba types ``1 - x`` as float64)."""
+
+    def visit_Constant(self, node):
+        if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return ast.copy_location(ast.Call(ast.Name("F", ast.Load()), [ast.Constant(float(node.value))], []), node)
+        return node
+
+
+def bind(fn, namespace: dict, typed: bool = False):
+    """``fn`` re-made with the primitives (and ``F``) of ``namespace``."""
+    t = tree(fn)
+    if typed:
+        t = ast.fix_missing_locations(_Typed().visit(ast.parse(ast.unparse(t)).body[0]))
+    code = compile(ast.Module([t], []), f"<optim rule {fn.__name__}>", "exec")
+    ns = dict(namespace)
+    exec(code, ns)
+    return ns[fn.__name__]
+
+
+# ------------------------------------------------------------------------------------------------ the definition
+def scalar_update(rule: Rule, arrays: dict, options: dict, step: int = 1) -> dict:
+    """The rule itself, element by element on Python floats (float64): what every generated
+    implementation must agree with. Returns new float64 arrays for 'p' and each present state."""
+    import numpy as np
+    n = len(arrays["p"])
+    mask = rule.present(options)
+    derived = rule.derive(float(step), options)
+    out = {k: np.array(arrays[k], dtype=np.float64) for k in ("p", *rule.state) if k in arrays}
+    hyper = [float(options[h]) for h in rule.hyper]
+    flags = [bool(options[f]) for f in rule.flags]
+    for i in range(n):
+        vals = [float(arrays["p"][i]), float(arrays["g"][i])]
+        vals += [float(arrays[s][i]) if on else 0.0 for s, on in zip(rule.state, mask)]
+        res = rule.fn(*vals, *hyper, *derived, *flags)
+        for k, v in zip(("p", *rule.state), res):
+            if k in out:
+                out[k][i] = v
+    return out
+
+
+_EXAMPLE = {"lr": 0.05, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01, "beta1": 0.9, "beta2": 0.999,
+            "eps": 1e-8, "alpha": 0.99}
+
+
+def examples(rule: Rule) -> list[dict]:
+    """Option sets that reach every branch of ``rule``: all flag combinations, each with and without
+    weight decay (and momentum), plus one with weights >= 0.5 in ``lerp`` (PyTorch's other branch)."""
+    import itertools
+    out = []
+    for flags in itertools.product((False, True), repeat=len(rule.flags)):
+        base = {h: _EXAMPLE[h] for h in rule.hyper}
+        base.update(zip(rule.flags, flags))
+        out.append(base)
+        out.append(dict(base, **{k: 0.0 for k in ("weight_decay", "momentum") if k in base}))
+    out.append(dict(out[-1], **{k: v for k, v in (("beta1", 0.3), ("alpha", 0.4)) if k in rule.hyper}))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ xp (vectorised)
+_xp_fns: dict = {}
+
+
+def _xp_lerp(xp):
+    def lerp(a, b, w):
+        if isinstance(w, (int, float)):
+            return a + w * (b - a) if w < 0.5 else b - (b - a) * (1 - w)
+        return xp.where(w < 0.5, a + w * (b - a), b - (b - a) * (1 - w))
+    return lerp
+
+
+def xp_bound(rule: Rule, xp) -> tuple:
+    """``(update, prologue)`` of ``rule`` over whole arrays of the array module ``xp``."""
+    key = (rule.name, xp.__name__)
+    f = _xp_fns.get(key)
+    if f is None:
+        ns = {"sqrt": xp.sqrt, "maximum": xp.maximum, "lerp": _xp_lerp(xp)}
+        f = (bind(rule.fn, ns), bind(rule.prologue, ns) if rule.prologue is not None else None)
+        _xp_fns[key] = f
+    return f
+
+
+def xp_update(rule: Rule, xp, arrays: dict, start: int, end: int, options: dict, derived: tuple = (),
+              step=None, found_inf=None) -> None:
+    """Update ``arrays`` ('p', 'g', and each present state: 1-D buffers) on ``[start, end)`` in place.
+    ``step``/``found_inf`` (one-element arrays): the capturable form (derived on the device, skip on inf)."""
+    update, prologue = xp_bound(rule, xp)
+    sl = slice(start, end)
+    if step is not None and prologue is not None:
+        derived = prologue(step[0], *(options[h] for h in rule.hyper))
+    vals = [arrays[s][sl] if s in arrays else 0.0 for s in ("p", "g", *rule.state)]
+    out = update(*vals, *(options[h] for h in rule.hyper), *derived, *(bool(options[f]) for f in rule.flags))
+    for name, new in zip(("p", *rule.state), out):
+        if name in arrays:
+            dst = arrays[name][sl]
+            if found_inf is not None:
+                new = xp.where(found_inf[0] != 0, dst, new)
+            dst[...] = new
+
+
+# ------------------------------------------------------------------------------------------------ Numba (CPU, CUDA)
+def kernel_args(rule: Rule, mask: tuple, capturable: bool) -> list[str]:
+    """Argument names of a generated kernel (Numba and CUDA C alike)."""
+    states = [f"S_{s}" for s, on in zip(rule.state, mask) if on]
+    scal = ["STEP", "FOUND"] if capturable else list(rule.derived)
+    return ["P", "G", *states, "start", "end", *rule.hyper, *scal, *rule.flags]
+
+
+def numba_source(rule: Rule, mask: tuple, cuda: bool, capturable: bool) -> str:
+    """Source of ``kernel(...)`` (arguments: :func:`kernel_args`) calling ``elem`` (the rule, typed) per
+    element; ``prologue`` and ``F`` (the compute type) come from the namespace it is executed in."""
+    check(rule)
+    args = kernel_args(rule, mask, capturable)
+    lines = [f"def kernel({', '.join(args)}):"]
+    if capturable:
+        lines.append("    if FOUND[0] != 0:")
+        lines.append("        return")
+        if rule.prologue is not None:
+            lines.append(f"    {', '.join(rule.derived)} = prologue(F(STEP[0]), {', '.join(rule.hyper)})")
+    rng = "range(start + cuda.grid(1), end, cuda.gridsize(1))" if cuda else "range(start, end)"
+    lines.append(f"    for i in {rng}:")
+    vals = ["F(P[i])", "F(G[i])"] + [f"F(S_{s}[i])" if on else "F(0.0)" for s, on in zip(rule.state, mask)]
+    lines.append(f"        r = elem({', '.join(vals + list(rule.hyper) + list(rule.derived) + list(rule.flags))})")
+    lines.append("        P[i] = r[0]")
+    for k, (s, on) in enumerate(zip(rule.state, mask)):
+        if on:
+            lines.append(f"        S_{s}[i] = r[{k + 1}]")
+    return "\n".join(lines) + "\n"
+
+
+def numba_kernel(rule: Rule, mask: tuple, capturable: bool, F: Any, jit, device_jit, cuda_module=None):
+    """Compile the generated loop: ``jit`` wraps the kernel, ``device_jit`` the rule and primitives
+    (``numba.njit`` / ``numba.njit(inline='always')`` on the CPU; ``cuda.jit`` / ``cuda.jit(device=True)``)."""
+    prim = {"sqrt": device_jit(_sqrt), "maximum": device_jit(_maximum), "F": F}
+    prim["lerp"] = device_jit(bind(_lerp, {"F": F}, typed=True))
+    ns = dict(prim, math=math)
+    if cuda_module is not None:
+        ns["cuda"] = cuda_module
+    ns["elem"] = device_jit(bind(rule.fn, prim, typed=True))
+    if rule.prologue is not None:
+        ns["prologue"] = device_jit(bind(rule.prologue, prim, typed=True))
+    src = numba_source(rule, mask, cuda_module is not None, capturable)
+    exec(compile(src, f"<optim kernel {rule.name}>", "exec"), ns)
+    return jit(ns["kernel"])
+
+
+# NumPy's error model: x/0 gives inf/nan (as NumPy, PyTorch and the GPU do) instead of a check per
+# division that raises ZeroDivisionError, which also stops LLVM from vectorising the loop (8x slower).
+_NJIT = '@numba.njit(cache=True, error_model="numpy")\n'
+
+
+def numba_module_source(rule: Rule, mask: tuple, capturable: bool, dtype_name: str) -> str:
+    """A complete Python module for the CPU: the typed rule as ``elem``, its prologue, the primitives and
+    the loop, each ``numba.njit(cache=True)``. Written to a file (not exec'd) so that Numba's on-disk
+    cache works and a process does not recompile it (seconds) on its first step."""
+    def src(fn, name):
+        if fn in (_sqrt, _maximum):  # no constants to type
+            return _NJIT + textwrap.dedent(inspect.getsource(fn)).replace(
+                f"def {fn.__name__}(", f"def {name}(")
+        t = ast.fix_missing_locations(_Typed().visit(ast.parse(ast.unparse(tree(fn))).body[0]))
+        t.name = name
+        return _NJIT + ast.unparse(t) + "\n"
+    parts = [f"# Generated by kernels/optim_codegen.py from kernels/optim_rules.py ({rule.name}): do not edit.",
+             "import math", "import numba", "import numpy as np", f"F = np.{dtype_name}", ""]
+    for fn, name in ((_sqrt, "sqrt"), (_maximum, "maximum"), (_lerp, "lerp"), (rule.fn, "elem")):
+        parts.append(src(fn, name))
+    if rule.prologue is not None:
+        parts.append(src(rule.prologue, "prologue"))
+    parts.append(_NJIT + numba_source(rule, mask, False, capturable))
+    return "\n".join(parts)
+
+
+def _sqrt(x):
+    return math.sqrt(x)
+
+
+def _maximum(a, b):
+    return a if a > b else b
+
+
+def _lerp(a, b, w):  # PyTorch's lerp_: the same two-branch formula as optim_rules.lerp
+    if w < 0.5:
+        return a + w * (b - a)
+    return b - (b - a) * (1 - w)
+
+
+# ------------------------------------------------------------------------------------------------ CUDA C
+_C_BIN = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_C_CMP = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!="}
+_C_CALL = {"sqrt": "gg_sqrt", "maximum": "gg_max", "lerp": "gg_lerp"}
+
+
+def _c_expr(n) -> str:
+    if isinstance(n, ast.Constant):
+        if isinstance(n.value, bool):
+            return "true" if n.value else "false"
+        return f"C({float(n.value)!r})"
+    if isinstance(n, ast.Name):
+        return n.id
+    if isinstance(n, ast.BinOp):
+        if isinstance(n.op, ast.Pow):
+            return f"gg_pow({_c_expr(n.left)}, {_c_expr(n.right)})"
+        return f"({_c_expr(n.left)} {_C_BIN[type(n.op)]} {_c_expr(n.right)})"
+    if isinstance(n, ast.UnaryOp):
+        return f"(-{_c_expr(n.operand)})" if isinstance(n.op, ast.USub) else f"(!{_c_expr(n.operand)})"
+    if isinstance(n, ast.Compare):
+        parts = []
+        left = n.left
+        for op, right in zip(n.ops, n.comparators):
+            parts.append(f"({_c_expr(left)} {_C_CMP[type(op)]} {_c_expr(right)})")
+            left = right
+        return "(" + " && ".join(parts) + ")"
+    if isinstance(n, ast.BoolOp):
+        j = " && " if isinstance(n.op, ast.And) else " || "
+        return "(" + j.join(_c_expr(v) for v in n.values) + ")"
+    if isinstance(n, ast.Call):
+        return f"{_C_CALL[n.func.id]}({', '.join(_c_expr(a) for a in n.args)})"
+    raise SyntaxError(f"cannot render {type(n).__name__} to C")  # pragma: no cover - tree() forbids it
+
+
+def _c_block(stmts, indent: str) -> list[str]:
+    out = []
+    for s in stmts:
+        if isinstance(s, ast.Assign):
+            out.append(f"{indent}{s.targets[0].id} = {_c_expr(s.value)};")
+        elif isinstance(s, ast.If):
+            out.append(f"{indent}if ({_c_expr(s.test)}) {{")
+            out += _c_block(s.body, indent + "    ")
+            if s.orelse:
+                out.append(f"{indent}}} else {{")
+                out += _c_block(s.orelse, indent + "    ")
+            out.append(f"{indent}}}")
+    return out  # the final Return is the reference outputs
+
+
+def c_function(fn, outputs: tuple, flags: tuple, name: str) -> str:
+    """``template <typename C> __device__ void name(...)``: ``outputs`` by reference, the rest by value."""
+    t = tree(fn)
+    args = [a.arg for a in t.args.args]
+    params = []
+    for a in args:
+        if a in outputs:
+            params.append(f"C& {a}")
+        elif a in flags:
+            params.append(f"bool {a}")
+        else:
+            params.append(f"C {a}")
+    declared = set(args)
+    locals_ = []
+    for node in ast.walk(t):
+        if isinstance(node, ast.Assign) and node.targets[0].id not in declared and node.targets[0].id not in outputs:
+            declared.add(node.targets[0].id)
+            locals_.append(node.targets[0].id)
+    extra = [f"C& {o}" for o in outputs if o not in args]
+    body = [f"    C {v};" for v in locals_] + _c_block(t.body, "    ")
+    return (f"template <typename C>\n__device__ __forceinline__ void {name}({', '.join(params + extra)}) {{\n"
+            + "\n".join(body) + "\n}\n")
+
+
+C_MATH = r"""
+__device__ __forceinline__ float gg_sqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double gg_sqrt(double x) { return sqrt(x); }
+__device__ __forceinline__ float gg_pow(float a, float b) { return powf(a, b); }
+__device__ __forceinline__ double gg_pow(double a, double b) { return pow(a, b); }
+template <typename C> __device__ __forceinline__ C gg_max(C a, C b) { return a > b ? a : b; }
+template <typename C> __device__ __forceinline__ C gg_lerp(C a, C b, C w) {
+    return w < C(0.5) ? a + w * (b - a) : b - (b - a) * (C(1) - w); }
+"""  # the primitives in C (a host compiler takes them too, with __device__ and __forceinline__ defined away)
+_C_PRELUDE = r"""// Generated by kernels/optim_codegen.py from kernels/optim_rules.py: do not edit.
+typedef long long i64;
+template <typename T> struct GGStore;
+template <> struct GGStore<float> { typedef float C;
+    static __device__ __forceinline__ float in(float x) { return x; }
+    static __device__ __forceinline__ float out(float x) { return x; } };
+template <> struct GGStore<double> { typedef double C;
+    static __device__ __forceinline__ double in(double x) { return x; }
+    static __device__ __forceinline__ double out(double x) { return x; } };
+template <> struct GGStore<unsigned short> { typedef float C;  // float16 bits, computed in float32
+    static __device__ __forceinline__ float in(unsigned short h) { float f; asm("{ cvt.f32.f16 %0, %1; }" : "=f"(f) : "h"(h)); return f; }
+    static __device__ __forceinline__ unsigned short out(float f) { unsigned short h; asm("{ cvt.rn.f16.f32 %0, %1; }" : "=h"(h) : "f"(f)); return h; } };
+""" + C_MATH
+_SUFFIX = (("f32", "float"), ("f64", "double"), ("f16", "unsigned short"))
+
+
+def entry_name(rule: Rule, mask: tuple, capturable: bool, suffix: str) -> str:
+    """The ``extern "C"`` name of one generated kernel, e.g. ``adam_110_cap_f32``."""
+    return f"{rule.name}_{''.join('1' if m else '0' for m in mask)}{'_cap' if capturable else ''}_{suffix}"
+
+
+def cuda_c_source(rule: Rule, masks) -> str:
+    """CUDA C for ``rule`` with each state mask in ``masks``, ordinary and capturable, all storage types."""
+    check(rule)
+    parts = [_C_PRELUDE, c_rule(rule)]
+    for mask in masks:
+        for cap in (False, True):
+            for suf, T in _SUFFIX:
+                parts.append(_c_entry(rule, tuple(mask), cap, suf, T))
+    return "\n".join(parts)
+
+
+def c_rule(rule: Rule) -> str:
+    """The rule (``gg_rule_<name>``) and its prologue (``gg_prologue_<name>``) as C device functions."""
+    out = c_function(rule.fn, ("p", *rule.state), rule.flags, f"gg_rule_{rule.name}")
+    if rule.prologue is not None:
+        out += "\n" + c_function(rule.prologue, rule.derived, (), f"gg_prologue_{rule.name}")
+    return out
+
+
+def _c_entry(rule: Rule, mask: tuple, cap: bool, suf: str, T: str) -> str:
+    C = "double" if T == "double" else "float"
+    states = [s for s, on in zip(rule.state, mask) if on]
+    sig = [f"{T}* P", f"const {T}* G"] + [f"{T}* S_{s}" for s in states] + ["i64 start", "i64 end"]
+    sig += [f"{C} {h}" for h in rule.hyper]
+    sig += [f"const {C}* STEP", "const float* FOUND"] if cap else [f"{C} {d}" for d in rule.derived]
+    sig += [f"int {f}" for f in rule.flags]
+    body = []
+    if cap:
+        body.append("    if (FOUND[0] != 0.0f) return;")
+        if rule.prologue is not None:
+            body.append(f"    {C} {', '.join(rule.derived)};")
+            args = ", ".join(("STEP[0]", *rule.hyper, *rule.derived))
+            body.append(f"    gg_prologue_{rule.name}<{C}>({args});")
+    L = f"GGStore<{T}>"
+    body.append("    for (i64 i = start + (i64)blockIdx.x * blockDim.x + threadIdx.x; i < end; "
+                "i += (i64)gridDim.x * blockDim.x) {")
+    body.append(f"        {C} p = {L}::in(P[i]);")
+    vals = ["p", f"{L}::in(G[i])"]
+    for s, on in zip(rule.state, mask):
+        body.append(f"        {C} s_{s} = " + (f"{L}::in(S_{s}[i]);" if on else f"{C}(0);"))
+        vals.append(f"s_{s}")
+    call = vals + list(rule.hyper) + list(rule.derived) + [f"{f} != 0" for f in rule.flags]
+    body.append(f"        gg_rule_{rule.name}<{C}>({', '.join(call)});")
+    body.append(f"        P[i] = {L}::out(p);")
+    for s in states:
+        body.append(f"        S_{s}[i] = {L}::out(s_{s});")
+    body.append("    }")
+    return (f'extern "C" __global__ void {entry_name(rule, mask, cap, suf)}({", ".join(sig)}) {{\n'
+            + "\n".join(body) + "\n}\n")
+
+
+def masks(rule: Rule) -> list[tuple]:
+    """The state masks the rule's options can produce (one per distinct ``rule.present``)."""
+    return sorted({rule.present(o) for o in examples(rule)})
