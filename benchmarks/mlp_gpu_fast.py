@@ -1,17 +1,39 @@
 """GPU fast paths beyond eager execution, each beside PyTorch eager (and torch.compile where it runs)
-in the same run, on the same shapes and weights:
+in the same run, on the same shapes and weights.
 
-    python benchmarks/mlp_gpu_fast.py [--cases graphs,epilogues,fused] [--repeats 30] [--quick]
+GPU SESSION - the commands to run (about 6 minutes of device time in all; none has run yet):
 
-(graphs)    batch 256, 8 hidden layers of 512 (+ a 10-wide output), MSE, SGD(momentum): one training
-            step eager vs ``gg.cuda.graphed_step`` (one CUDA graph per step) vs PyTorch eager,
-            torch.compile and torch.compile(mode="reduce-overhead") (CUDA graphs too).
+    # here, before the session (the GPU image has nvmath-python's dependencies: cuda-bindings,
+    # cuda-core, cuda-pathfinder, nvidia-cublas; /.whl/ is git-ignored, so pass carry=[".whl"]):
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 -d .whl nvmath-python==1.0.0
+    # there:
+    python3 -m pip install --no-deps --no-index .whl/nvmath_python-1.0.0-*.whl
+    GPUGRAD_STRICT_KERNELS=1 python3 -m pytest -q -m gpu -p no:cacheprovider \
+        tests/test_cublas.py tests/test_cuda_graphs.py        # bindings, capture, graphed == eager (SGD, Adam)
+    python3 benchmarks/mlp_gpu_fast.py --cases gemm,graphs --repeats 50          # FP32
+    python3 benchmarks/mlp_gpu_fast.py --cases graphs --tf32 --repeats 50 --out benchmarks/results/mlp_gpu_fast_tf32.json
+    GPUGRAD_CUBLAS_BINDING=ctypes python3 benchmarks/mlp_gpu_fast.py --cases gemm --out /tmp/gemm_ctypes.json
+    python3 benchmarks/mlp_gpu_fast.py --cases epilogues,fused --out benchmarks/results/mlp_gpu_fast_rest.json
+    # then the fused-MLP profile: the ncu lines in gpugrad/backends/cuda/fused_mlp.py's docstring
+
+    python benchmarks/mlp_gpu_fast.py [--cases gemm,graphs,epilogues,fused] [--repeats 30] [--quick]
+
+(gemm)      the linear layer's three GEMMs (x @ w.T, dz @ w, dz.T @ x) at batch 256 x 512 x 512 and
+            8192 x 4096 x 4096, float32 (and TF32 with --tf32) and float16: ``cupy.matmul`` against
+            gpugrad's capturable cuBLAS handle (``gpugrad/backends/cuda/cublas.py``, nvmath or ctypes
+            binding): the evidence for ``gg.cuda.set_gemm_path("cublas")`` as the default.
+(graphs)    batch 256, 8 hidden layers of 512 (+ a 10-class output), cross-entropy, SGD(momentum): one
+            training step eager vs ``gg.cuda.graphed_step`` (one CUDA graph per step) vs PyTorch eager,
+            torch.compile and torch.compile(mode="reduce-overhead") (CUDA graphs too); also Adam graphed
+            when ``gg.optim.Adam`` has ``capturable=True``. Target: graphed <= 1/3 of PyTorch eager and
+            faster than reduce-overhead.
 (epilogues) batch 8192, 8 layers of 4096 (7 ReLU + linear), forward + backward: the fused-kernel path
             (GEMM + one bias/activation pass) vs cuBLASLt epilogues (bias/ReLU/bias-grad inside the
             GEMMs, nvmath-python) vs the GEMM-only floor (the 24 GEMMs alone) vs PyTorch eager.
 (fused)     batch 2**18, 8 hidden layers of 64 and of 128 (input 32, output 16), training step: the
-            fully fused tensor-core MLP (``FusedMLP``, float16) vs ``nn.MLP`` float32 vs PyTorch eager
-            float32 and float16 (autocast) and torch.compile.
+            EXPERIMENTAL fully fused tensor-core MLP (``FusedMLP``, float16; out of the public API) vs
+            ``nn.MLP`` float32 vs PyTorch eager float32 and float16 (autocast) and torch.compile.
 
 Before any timing, every fast path is compared with the float64 CPU reference (gpugrad's NumPy path in
 float64, same weights, same batch; at the full shape, or at a reduced batch/width for the large cases
@@ -96,9 +118,11 @@ def torch_mlp(torch, sizes, gg_model, dtype=None):
 
 
 def torch_variants(torch, sizes, gg_model, x_np, y_np, step_kind: str, repeats: int, warmup: int,
-                   amp: bool = False) -> dict:
-    """PyTorch eager (and autocast float16 with ``amp``), torch.compile, reduce-overhead."""
+                   amp: bool = False, loss: str = "mse") -> dict:
+    """PyTorch eager (and autocast float16 with ``amp``), torch.compile, reduce-overhead. ``loss``:
+    ``"mse"`` (float targets) or ``"ce"`` (integer class targets)."""
     out = {}
+    loss_kind = loss
     x = torch.from_numpy(x_np).cuda()
     y = torch.from_numpy(y_np).cuda()
 
@@ -109,7 +133,9 @@ def torch_variants(torch, sizes, gg_model, x_np, y_np, step_kind: str, repeats: 
 
         def step():
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                loss = torch.nn.functional.mse_loss(fwd(x).float(), y)
+                out_ = fwd(x).float()
+                loss = (torch.nn.functional.cross_entropy(out_, y) if loss_kind == "ce"
+                        else torch.nn.functional.mse_loss(out_, y))
             if step_kind == "train":
                 opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -136,43 +162,55 @@ def torch_variants(torch, sizes, gg_model, x_np, y_np, step_kind: str, repeats: 
 
 # ---------------------------------------------------------------------------------------- cases
 def _reference_step(sizes, state_dict, x_np, y_np, n_steps: int, lr: float):
-    """float64 CPU: n SGD(momentum) training steps; returns (losses, params)."""
+    """float64 CPU: n cross-entropy + SGD(momentum) training steps; returns (losses, params)."""
     m = gg.nn.MLP(sizes).to(gg.float64)
     m.load_state_dict({k: v.cpu().double() for k, v in state_dict.items()})
     opt = gg.optim.SGD(m.parameters(), lr=lr, momentum=0.9)
-    x, y = gg.tensor(x_np, dtype=gg.float64), gg.tensor(y_np, dtype=gg.float64)
+    x, y = gg.tensor(x_np, dtype=gg.float64), gg.tensor(y_np, dtype=gg.int64)
     losses = []
     for _ in range(n_steps):
         opt.zero_grad()
-        loss = F.mse_loss(m(x), y)
+        loss = F.cross_entropy(m(x), y)
         loss.backward()
         opt.step()
         losses.append(loss.item())
     return losses, [p.numpy() for p in m.parameters()]
 
 
+def _adam_capturable() -> bool:
+    import inspect
+    return "capturable" in inspect.signature(gg.optim.Adam.__init__).parameters
+
+
 def case_graphs(args, torch) -> dict:
+    from gpugrad.backends.cuda import cublas
     from gpugrad.backends.cuda.graphs import graphed_step
     batch, sizes = (256, [512] + [512] * 8 + [10]) if not args.quick else (256, [128] * 4 + [10])
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((batch, sizes[0])).astype(np.float32)
-    y_np = rng.standard_normal((batch, sizes[-1])).astype(np.float32)
+    y_np = rng.integers(0, sizes[-1], batch).astype(np.int64)
     gg.manual_seed(0)
     model = gg.nn.MLP(sizes).to("cuda")
     init = {k: v.cpu() for k, v in model.state_dict().items()}
     x, y = gg.tensor(x_np, device="cuda"), gg.tensor(y_np, device="cuda")
     lr = 1e-3
 
-    def make_step(m):
-        opt = gg.optim.SGD(m.parameters(), lr=lr, momentum=0.9)
+    def make_step(m, adam: bool = False):
+        opt = (gg.optim.Adam(m.parameters(), lr=lr, capturable=True) if adam
+               else gg.optim.SGD(m.parameters(), lr=lr, momentum=0.9))
 
         def step(xb, yb):
             opt.zero_grad()
-            loss = F.mse_loss(m(xb), yb)
+            loss = F.cross_entropy(m(xb), yb)
             loss.backward()
             opt.step()
             return loss
         return step, opt
+
+    def fresh():
+        m = gg.nn.MLP(sizes).to("cuda")
+        m.load_state_dict({k: v.to("cuda") for k, v in init.items()})
+        return m
 
     # correctness: 5 graphed steps vs 5 float64 CPU steps, same weights and batch
     step, opt = make_step(model)
@@ -183,16 +221,63 @@ def case_graphs(args, torch) -> dict:
     check = {"vs_float64_cpu_rel_err": err, "shape": "full"}
     assert err < (1e-2 if args.tf32 else 1e-3), f"graphed step disagrees with the float64 CPU reference: {err}"
 
-    res: dict = {"batch": batch, "sizes": sizes, "check": check, "ms": {}}
-    eager_model = gg.nn.MLP(sizes).to("cuda")
-    eager_model.load_state_dict({k: v.to("cuda") for k, v in init.items()})
+    res: dict = {"batch": batch, "sizes": sizes, "loss": "cross_entropy", "check": check, "ms": {},
+                 "cublas_binding": cublas.binding().name}
+    eager_model = fresh()
     eager_step, _ = make_step(eager_model)
     res["ms"]["gpugrad eager"] = time_cupy(lambda: eager_step(x, y), args.repeats, args.warmup) * 1e3
+    cublas.set_gemm_path("cublas")
+    try:
+        res["ms"]["gpugrad eager, GEMMs via the capturable handle"] = \
+            time_cupy(lambda: eager_step(x, y), args.repeats, args.warmup) * 1e3
+    finally:
+        cublas.set_gemm_path("auto")
     res["ms"]["gpugrad graphed_step"] = time_cupy(lambda: gstep(x, y), args.repeats, args.warmup) * 1e3
+    if _adam_capturable():
+        astep, aopt = make_step(fresh(), adam=True)
+        agraph = graphed_step(astep, optimizers=[aopt])
+        res["ms"]["gpugrad graphed_step, Adam(capturable)"] = \
+            time_cupy(lambda: agraph(x, y), args.repeats, args.warmup) * 1e3
     if torch is not None:
-        for k, v in torch_variants(torch, sizes, eager_model, x_np, y_np, "train", args.repeats, args.warmup).items():
+        for k, v in torch_variants(torch, sizes, eager_model, x_np, y_np, "train", args.repeats, args.warmup,
+                                   loss="ce").items():
             res["ms"][k] = None if v is None else v * 1e3
     return res
+
+
+def case_gemm(args, torch) -> dict:
+    """Per-GEMM time of the linear layer's three products: cupy.matmul vs the capturable handle."""
+    import cupy
+    from gpugrad.backends.cuda import cublas
+    g = cublas.CublasGemm(cublas.binding(), cupy)
+    out: dict = {"binding": g.binding.name, "us_per_gemm": {}, "max_rel_err_vs_cupy": 0.0}
+    shapes = [(256, 512, 512), (8192, 4096, 4096)] if not args.quick else [(256, 512, 512)]
+    tf32 = gg.cuda.get_tf32()
+    for dtype in (np.float32, np.float16):
+        for M, K, N in shapes:
+            rng = np.random.default_rng(M)
+            x = cupy.asarray(rng.standard_normal((M, K)).astype(dtype))
+            w = cupy.asarray(rng.standard_normal((N, K)).astype(dtype))
+            dz = cupy.asarray(rng.standard_normal((M, N)).astype(dtype))
+            st = cupy.cuda.get_current_stream().ptr
+            ours = [lambda: g.matmul(x, w, False, True, stream=st, tf32=tf32),
+                    lambda: g.matmul(dz, w, stream=st, tf32=tf32),
+                    lambda: g.matmul(dz, x, True, False, stream=st, tf32=tf32)]
+            theirs = [lambda: cupy.matmul(x, w.T), lambda: cupy.matmul(dz, w), lambda: cupy.matmul(dz.T, x)]
+            for a, b in zip(ours, theirs):
+                ra, rb = a().astype(np.float64), b().astype(np.float64)
+                out["max_rel_err_vs_cupy"] = max(out["max_rel_err_vs_cupy"],
+                                                 float(cupy.linalg.norm(ra - rb) / cupy.linalg.norm(rb)))
+            n = 20 if M >= 4096 else 200
+            for name, fns in (("cupy.matmul", theirs), (f"capturable ({g.binding.name})", ours)):
+                def run(fns=fns):
+                    for _ in range(n):
+                        for f in fns:
+                            f()
+                t = time_cupy(run, max(3, args.repeats // 5), 2)
+                out["us_per_gemm"][f"{np.dtype(dtype).name} {M}x{K}x{N} {name}"] = t / (3 * n) * 1e6
+    out["ms"] = {}  # no per-step times in this case
+    return out
 
 
 def case_epilogues(args, torch) -> dict:
@@ -320,7 +405,7 @@ def case_fused(args, torch) -> dict:
     return out
 
 
-CASES = {"graphs": case_graphs, "epilogues": case_epilogues, "fused": case_fused}
+CASES = {"gemm": case_gemm, "graphs": case_graphs, "epilogues": case_epilogues, "fused": case_fused}
 
 
 def _speedups(ms: dict) -> dict:
@@ -330,7 +415,7 @@ def _speedups(ms: dict) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", default="graphs,epilogues,fused")
+    ap.add_argument("--cases", default="gemm,graphs,epilogues,fused")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="small shapes (a smoke run, not the reported numbers)")
@@ -364,6 +449,12 @@ def main(argv=None) -> int:
         print(f"[{name}]")
         t0 = time.perf_counter()
         r = CASES[name](args, torch)
+        if name == "gemm":
+            print(f"  binding {r['binding']}, max rel. error vs cupy.matmul {r['max_rel_err_vs_cupy']:.2e}")
+            for k, v in r["us_per_gemm"].items():
+                print(f"    {k:<52} {v:9.2f} us per GEMM")
+            results[name] = r
+            continue
         groups = r.items() if name == "fused" else [(name, r)]
         for label, g in groups:
             g["speedup_vs_torch_eager"] = _speedups(g["ms"])

@@ -159,16 +159,34 @@ def kernel_fallbacks() -> dict:
     return dict(launcher.fallbacks)
 
 
-# ------------------------------------------------------------------ fast paths (issue 6; unverified on hardware)
+# ------------------------------------------------------------------ fast paths (not yet run on hardware)
+__all__ += ["graphed_step", "set_gemm_path", "get_gemm_path", "use_cublaslt_epilogues"]
+
+
 def graphed_step(fn, warmup: int = 2, optimizers=None):
-    """Capture a fixed-shape training step (forward, backward, optimizer step) into one CUDA graph
-    and replay it; see :mod:`gpugrad.backends.cuda.graphs`."""
+    """Capture a fixed-shape training step (forward, loss, backward, optimizer step) into one CUDA
+    graph and replay it; the linear layers' GEMMs run through gpugrad's capturable cuBLAS handle. See
+    :mod:`gpugrad.backends.cuda.graphs`."""
     from .backends.cuda.graphs import graphed_step as _g
     return _g(fn, warmup=warmup, optimizers=optimizers)
 
 
+def set_gemm_path(path: str) -> None:
+    """Where the linear layers' GEMMs go: ``"auto"`` (default: ``cupy.matmul`` eagerly, gpugrad's
+    capturable cuBLAS handle inside :func:`graphed_step`) or ``"cublas"`` (the capturable handle
+    always). Also ``GPUGRAD_GEMM_PATH``; the binding: ``GPUGRAD_CUBLAS_BINDING=nvmath|ctypes``."""
+    from .backends.cuda import cublas
+    cublas.set_gemm_path(path)
+
+
+def get_gemm_path() -> str:
+    from .backends.cuda import cublas
+    return cublas.get_gemm_path()
+
+
 def use_cublaslt_epilogues(enabled: bool = True) -> None:
-    """Run ``nn.MLP`` on CUDA with bias, activation and bias-gradient inside cuBLASLt GEMMs
-    (nvmath-python; RELU_AUX_BIAS / DRELU_BGRAD, GELU_AUX_BIAS / DGELU_BGRAD)."""
+    """Opt-in: run ``nn.MLP`` on CUDA with bias, activation and bias-gradient inside cuBLASLt GEMMs
+    (nvmath-python; RELU_AUX_BIAS / DRELU_BGRAD, GELU_AUX_BIAS / DGELU_BGRAD). No speed-up measured yet
+    (see :mod:`gpugrad.backends.cuda.epilogue`)."""
     from .backends.cuda import epilogue as cuda_epilogue
     cuda_epilogue.use_cublaslt_epilogues(enabled)

@@ -1,4 +1,6 @@
-"""The fully fused narrow MLP (kernels/fused_mlp.cu, gpugrad/backends/cuda/fused_mlp.py).
+"""The fully fused narrow MLP (kernels/fused_mlp.cu, gpugrad/backends/cuda/fused_mlp.py): EXPERIMENTAL
+and out of the public API (12x slower than PyTorch eager on an H200; see the module docstring). These
+tests keep it correct as the base of a rebuild after tiny-cuda-nn's design.
 
 Without a GPU this file checks, on CPU:
 - that the CUDA C compiles warning-free with ``nvcc -arch=sm_90`` (object and PTX) when nvcc exists;

@@ -23,6 +23,7 @@ from ...kernels.activations import CODES, saves
 from ..base import Backend
 from . import apply_tf32, memory
 from .launcher import Launcher
+from . import cublas as _cublas, get_tf32  # noqa: I001 (kept apart from the lines above: fewer merge conflicts)
 
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 _I64 = np.iinfo(np.int64)
@@ -167,9 +168,30 @@ class CUDABackend(Backend):
         return memory.stats(self._gpu.id)
 
     # ------------------------------------------------------------------ GEMM
+    def _gemm(self, a):
+        """gpugrad's capturable cuBLAS handle when the linear layer's GEMMs go through it (inside
+        ``graphed_step``, or ``gg.cuda.set_gemm_path("cublas")``) and ``a``'s dtype suits it; else None
+        (``cupy.matmul``)."""
+        if not _cublas.active() or a.dtype not in _cublas.DATA_TYPES:
+            return None
+        return _cublas.get(self._gpu.id, self.xp, self._gpu)
+
     def linear_forward(self, x, w):
         """``x @ w.T`` through cuBLAS (TF32 for float32 when enabled; float16 accumulates in float32)."""
-        return self.xp.matmul(x, w.T)
+        g = self._gemm(x)
+        if g is None or w.dtype != x.dtype:
+            return self.xp.matmul(x, w.T)
+        return g.matmul(x, w, False, True, stream=self.xp.cuda.get_current_stream().ptr, tf32=get_tf32())
+
+    def linear_backward(self, dz, x, w, need_dx: bool, need_dw: bool):
+        """``(dz @ w, dz.T @ x)`` (None where not needed): ``cupy.matmul``, or the capturable handle."""
+        g = self._gemm(dz)
+        if g is None or (need_dx and w.dtype != dz.dtype) or (need_dw and x.dtype != dz.dtype):
+            return super().linear_backward(dz, x, w, need_dx, need_dw)
+        st, tf32 = self.xp.cuda.get_current_stream().ptr, get_tf32()
+        dx = g.matmul(dz, w, False, False, stream=st, tf32=tf32) if need_dx else None
+        dw = g.matmul(dz, x, True, False, stream=st, tf32=tf32) if need_dw else None
+        return dx, dw
 
     # ------------------------------------------------------------------ activations
     def act_forward(self, z, act: str, slope: float = 0.01, out=None):

@@ -2,6 +2,14 @@
 ``import nvmath`` works and the switch is on): bias, activation and bias gradient ride inside the
 GEMMs instead of separate elementwise passes.
 
+Status: opt-in, off by default, and kept so because it has not yet won anywhere. The one measurement
+(H200, issue 10): 127.8 ms against the kernel path's 125.6 ms per forward + backward at batch 8192,
+8 x 4096 FP32 - a shape where the 24 GEMMs are ~97% of the time, so removing the elementwise passes
+cannot show. Where it could pay (mid-size layers, where the bias/activation passes are a larger
+share) it is unmeasured; ``benchmarks/mlp_gpu_fast.py --cases epilogues`` measures it. It stays
+because it is small, exactly emulated and tested on CPU, and is the route to fusing bias and
+activation into captured GEMMs later; nothing turns it on by default.
+
 Switch: ``use_cublaslt_epilogues(True)`` (the lead exposes it as ``gg.cuda.use_cublaslt_epilogues``)
 or ``GPUGRAD_CUBLASLT_EPILOGUES=1``. Activations: ``relu`` (RELU_AUX_BIAS / DRELU_BGRAD: the aux is a
 1-bit mask) and ``gelu_tanh`` (GELU_AUX_BIAS / DGELU_BGRAD: the aux is the pre-activation; cuBLASLt's

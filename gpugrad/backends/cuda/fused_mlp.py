@@ -1,13 +1,61 @@
-"""Fully fused MLP for narrow widths (16, 32, 64, 128), after tiny-cuda-nn.
+"""EXPERIMENTAL, NOT PUBLIC: fully fused MLP for narrow widths (16, 32, 64, 128), after tiny-cuda-nn.
 
-``FusedMLP(sizes, activation='relu')`` has exactly the parameters of ``nn.MLP(sizes, activation)``
-(same names, init and ``state_dict``; all hidden widths equal). On a CUDA device its forward is ONE
-kernel over all layers and its backward ONE kernel over all layers (``kernels/fused_mlp.cu``): a tile
-of 128 rows stays in shared memory from layer to layer and every product runs on tensor cores
-(``nvcuda::wmma`` 16x16x16, float16 inputs, float32 accumulation). Weight and bias gradients are then
-one cuBLAS GEMM (float16 in, float32 out) and one reduction per layer. Parameters stay float32 (they
-are the master weights); they are rounded to float16 for each forward. Input and output widths are
-padded to multiples of 16 internally; the batch to a multiple of 128.
+Status: measured on an H200 it LOSES to PyTorch eager by 12x (41.2 vs 3.42 ms per training step at
+batch 2**18, 8 x 64; 49.6 vs 8.05 ms at 8 x 128; issue 10), so it is out of the public API and the
+README until a rebuild wins (target: 2x faster than PyTorch eager at those shapes). It stays here,
+with its simulator/host-emulation tests, as the starting point of that rebuild and for the profile
+below; ``benchmarks/mlp_gpu_fast.py --cases fused`` still times it.
+
+Why it is slow - read against tiny-cuda-nn's ``fully_fused_mlp.cu`` (one block per 128-row tile,
+warps owning 16 output columns, weights held in registers per layer, activations kept in shared
+memory with a skewed row stride, WMMA 16x16x16). Ranked by the traffic/launches they cost; to be
+confirmed with the ``ncu`` run below (not yet profiled):
+1. Bias gradients: ``d.sum(axis=0)`` per layer is a CuPy column reduction over (2**18, W) float16 -
+   CuPy gives each of the W output columns one thread block (64 or 128 blocks on 132 SMs) reading with
+   a W-element stride: 9 slow, uncoalesced passes over 32-64 MB per step. tiny-cuda-nn has no biases
+   (a constant input feature instead); PyTorch uses a tuned reduction or cuBLASLt's BGRADB epilogue.
+2. Weight gradients: 9 serial cuBLAS GEMMs ``dz_l^T @ h_{l-1}`` of shape (W x 2**18) @ (2**18 x W):
+   tall-skinny, a handful of output tiles, so they live or die by split-K; each followed by 3-4 more
+   small kernels (scale by 1/s, slice, cast). tiny-cuda-nn runs them with CUTLASS split-K on several
+   streams, overlapped with the backward kernel.
+3. Layer 0 reads its A operand (the input, IN halves per row) with ``wmma::load_matrix_sync`` straight
+   from global memory, and each of the W/16 warps of a block re-reads the same 128 x IN tile (4-8x
+   redundant global traffic). tiny-cuda-nn copies the input tile into shared memory once, with
+   coalesced 16-byte loads, before the first layer.
+4. Every epilogue round-trips through a float staging buffer in shared memory (``store_matrix_sync``
+   to ``stage``, ``__syncwarp``, read back, bias, activation, convert, store to the tile and to global
+   memory, ``__syncwarp``): per 16x16 fragment 2 KiB of extra shared traffic and two warp barriers,
+   because the bias is per column and a WMMA fragment's element-to-column map is opaque. tiny-cuda-nn
+   applies the activation on the accumulator fragment in registers and stores the half fragment
+   straight into the tile (no bias). Fix: start the accumulator from a bias tile
+   (``load_matrix_sync`` from 16 rows of bias in shared memory) instead of ``fill_fragment(0)``.
+5. Host glue per step: all weights re-packed and cast to float16 (a concatenate), the input copied
+   into a zero-padded float16 buffer, the loss scale computed with ~6 tiny kernels, the output sliced
+   and cast: ~15 launches and several full passes over the batch beside the two fused kernels.
+6. Unchecked: occupancy (block = 2W threads, 8 float accumulator fragments per warp = 64 registers
+   per thread for the accumulators alone; static shared memory 18-34 KiB per block) and shared-memory
+   bank conflicts of the 16-byte epilogue stores at the W+8 skew.
+
+Profile on the next GPU session (Firecracker machines read counters; gVisor ones do not)::
+
+    ncu --clock-control none --target-processes all -k regex:fused_mlp -c 4 \
+        --section SpeedOfLight --section Occupancy --section MemoryWorkloadAnalysis \
+        --section ComputeWorkloadAnalysis --section SchedulerStats \
+        --metrics l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active \
+        -o $OUT/fused_mlp python3 benchmarks/mlp_gpu_fast.py --cases fused --quick --repeats 3 --warmup 1
+    ncu --import $OUT/fused_mlp.ncu-rep --page details --csv > $OUT/fused_mlp_details.csv
+    # where the whole step's time goes (items 1, 2, 5): every kernel of a few steps, duration only
+    ncu --clock-control none --target-processes all -c 300 --section SpeedOfLight --csv \
+        python3 benchmarks/mlp_gpu_fast.py --cases fused --quick --repeats 1 --warmup 1 > $OUT/fused_mlp_step.csv
+
+What it computes: ``FusedMLP(sizes, activation='relu')`` has exactly the parameters of
+``nn.MLP(sizes, activation)`` (same names, init and ``state_dict``; all hidden widths equal). On a CUDA
+device its forward is ONE kernel over all layers and its backward ONE kernel over all layers
+(``kernels/fused_mlp.cu``): a tile of 128 rows stays in shared memory from layer to layer and every
+product runs on tensor cores (``nvcuda::wmma`` 16x16x16, float16 inputs, float32 accumulation). Weight
+and bias gradients are then one cuBLAS GEMM (float16 in, float32 out) and one reduction per layer.
+Parameters stay float32 (they are the master weights); they are rounded to float16 for each forward.
+Input and output widths are padded to multiples of 16 internally; the batch to a multiple of 128.
 
 Numerics (see ``reference_forward``/``reference_backward``, a NumPy copy of the kernels): inputs,
 weights and hidden activations are float16; sums are float32; the output is float32. Backward starts
@@ -17,7 +65,10 @@ float16); the scale is divided out of every gradient in float32. Expect ~1e-3 re
 
 On CPU, ``FusedMLP`` runs the normal ``nn.MLP`` path (float32/float64 NumPy) - the same function,
 without float16 rounding. ``fused_mlp(..., impl="reference")`` runs the NumPy emulation of the kernels
-instead (used by the tests)."""
+instead (used by the tests).
+
+The cuBLASLt epilogue MLP (``epilogue_mlp``, the hook behind ``gg.cuda.use_cublaslt_epilogues``) also
+lives at the end of this file; it is a separate, opt-in path (see ``epilogue.py``)."""
 from __future__ import annotations
 
 from typing import Any, Iterable, Sequence

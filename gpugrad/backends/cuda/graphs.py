@@ -24,14 +24,22 @@ input/target buffers ``fn`` was captured with, replays the graph (``graph.launch
 returns the static loss tensor (overwritten by the next call: read it, or ``.clone()`` it, first).
 Each call is exactly one training step, so the run equals eager training step for step.
 
+GEMMs: CuPy's cuBLAS wrapper refuses to run during capture, so inside ``graphed_step`` (warm-up and
+capture alike) the linear layers' GEMMs go through gpugrad's own cuBLAS handle with a fixed workspace
+(``cublas.py``: nvmath-python's low-level bindings, or ctypes). Other cuBLAS users inside the step
+(a bare ``a @ b`` on tensors) still go through CuPy and fail to capture, with the error below.
+Losses: MSE reads nothing on the host; cross-entropy can be captured once its target range check
+and its ``mean`` row count stay on the device (issue 10 item 2, the host-overhead work); until then
+its capture fails with the error below.
+
 What a graph freezes (values computed on the host are baked into the captured kernels):
 - random numbers: the counter-based generator's offset advances on the host, so every replay would
   reuse the same dropout mask. ``graphed_step`` REFUSES steps that draw random numbers (dropout,
   ``gg.rand``...): it compares the generator state before and after and raises a clear error.
 - host-side hyper-parameters: the learning rate (schedulers), and Adam's step count (bias
-  correction). Pass ``optimizers=[...]`` and ``graphed_step`` refuses Adam/AdamW/RMSprop-with-state-
-  counters and raises if a learning rate changes after capture. SGD (momentum, Nesterov, weight
-  decay) is graph-safe.
+  correction). Pass ``optimizers=[...]``: SGD (momentum, Nesterov, weight decay) is graph-safe;
+  other optimizers are accepted only when every param group has ``capturable=True`` (step count on
+  the device), else refused with a clear error; a learning-rate change after capture raises.
 - host synchronisation is illegal during capture: ``.item()``, printing a tensor, ``bool(t)``, a
   GradScaler step, anything that reads device values on the host. Such a step fails to capture with
   an error naming the likely causes.
@@ -41,9 +49,11 @@ host-side validation)."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Any, Callable, Iterable
 
 from ..._errors import named_error
+from . import cublas
 from ...tensor import Tensor, _make_result
 
 __all__ = ["graphed_step", "GraphedStep", "is_capturing"]
@@ -71,6 +81,7 @@ class _CupyRuntime:  # pragma: no cover - needs a GPU
     preset cuBLAS workspace, and events to order the side stream against the caller's stream."""
 
     emulated = False
+    forces_gemms = True  # the linear layers' GEMMs through gpugrad's capturable cuBLAS handle
 
     def __init__(self) -> None:
         import cupy
@@ -98,19 +109,9 @@ class _CupyRuntime:  # pragma: no cover - needs a GPU
         self.cp.cuda.get_current_stream().wait_event(ev)
 
     def prepare_capture(self) -> None:
-        """Give cuBLAS a fixed workspace from the private pool, so a captured GEMM allocates nothing.
-        (CUDA 12.2+ cuBLAS is capture-safe without it - it then allocates stream-ordered - so a
-        failure here is not fatal.)"""
-        try:
-            from cupy_backends.cuda.libs import cublas
-            with self.context():
-                if self._workspace is None:
-                    self._workspace = self.cp.empty(32 * 1024 * 1024, dtype=self.cp.uint8)
-                handle = self.cp.cuda.device.get_cublas_handle()
-                cublas.setStream(handle, self.stream.ptr)
-                cublas.setWorkspace(handle, self._workspace.data.ptr, self._workspace.nbytes)
-        except Exception:
-            pass
+        """Point gpugrad's own cuBLAS handle (``cublas.py``: CuPy's wrapper refuses capture) at the side
+        stream, with its fixed workspace, so that a captured GEMM allocates nothing."""
+        cublas.get(self.cp.cuda.runtime.getDevice(), self.cp).set_stream(self.stream.ptr)
 
     def begin_capture(self) -> None:
         self.stream.begin_capture()
@@ -141,6 +142,7 @@ class _EmulatedRuntime:
     hyper-parameter checks."""
 
     emulated = True
+    forces_gemms = False  # nothing is captured: the backend's normal GEMMs (NumPy, or the CuPy stand-in's)
 
     def context(self):
         return contextlib.nullcontext()
@@ -203,12 +205,26 @@ class GraphedStep:
     @staticmethod
     def _check_optimizer(opt: Any) -> None:
         name = type(opt).__name__
-        if name in _GRAPH_SAFE_OPTIMIZERS:
-            return
+        safe = getattr(opt, "graph_safe", None)  # gg.optim's own answer, where it gives one
+        if isinstance(safe, bool):
+            if safe:
+                return
+        else:
+            if name in _GRAPH_SAFE_OPTIMIZERS:
+                return
+            groups = getattr(opt, "param_groups", [])
+            if groups and all(g.get("capturable", False) for g in groups):
+                return  # its step count lives on the device (bias correction computed there)
+        try:
+            has_option = "capturable" in inspect.signature(type(opt).__init__).parameters
+        except (TypeError, ValueError):
+            has_option = False
+        fix = (f"construct it with {name}(..., capturable=True), which keeps the step count on the device"
+               if has_option else "use gg.optim.SGD inside graphed_step, or run this optimizer eagerly")
         raise named_error(ValueError,
             f"graphed_step: {name} is not graph-safe here: its update uses a per-step counter computed on the "
             "host (Adam's bias correction 1 - beta**step), which a CUDA graph would freeze at its value during "
-            "capture. Fix: use gg.optim.SGD inside graphed_step, or run this optimizer eagerly.")
+            f"capture. Fix: {fix}.")
 
     def _hyperparams(self) -> list:
         out = []
@@ -272,7 +288,8 @@ class GraphedStep:
             devs = {x.device, y.device}
             if self._calls < self.warmup:
                 before = self._rng_states(devs)
-                loss = self.fn(self._xs, self._ys)
+                with self._gemms():  # the same GEMM calls as the capture, checked eagerly first
+                    loss = self.fn(self._xs, self._ys)
                 self._check_loss(loss)
                 self._check_rng(before, devs, "a warm-up step")
             else:
@@ -307,7 +324,8 @@ class GraphedStep:
         before = self._rng_states(devs)
         rt.begin_capture()
         try:
-            loss = self.fn(self._xs, self._ys)
+            with self._gemms():
+                loss = self.fn(self._xs, self._ys)
         except Exception as e:
             rt.abort_capture()
             raise named_error(RuntimeError,
@@ -321,6 +339,10 @@ class GraphedStep:
         self._graph = graph
         self._loss = loss.detach()
         self._hyper = self._hyperparams()
+
+    def _gemms(self):
+        """The real runtime routes the linear layers' GEMMs through the capturable handle."""
+        return cublas.forced() if self._rt.forces_gemms else contextlib.nullcontext()
 
     def _replay(self) -> None:
         """Emulated replay: run the step again and write its loss into the static loss array."""
