@@ -8,7 +8,7 @@
 Steps (each a subprocess with its own wall-clock limit; the whole run stays under ``--budget`` seconds,
 8 minutes by default): ``gpugrad info``; the GPU-marked tests with ``GPUGRAD_STRICT_KERNELS=1``;
 benchmarks/mlp_gpu.py, kernels_gpu.py, mlp_gpu_fast.py, checkpoint.py --device cuda; ``gpugrad train
---device cuda``; benchmarks/host_overhead.py when it exists. A step that fails or runs out of time is
+--device cuda``; benchmarks/ddp.py --device cuda (NCCL, one rank). A step that fails or runs out of time is
 recorded (exit status, output so far) and the rest still run. Uses only the packages already installed
 plus, when a ``.whl/`` folder is present, its wheels installed with ``pip --no-index`` into /tmp/site
 (nvmath-python travels so). Writes ``<out-dir>/<name>.json`` (device, package versions, date, commit,
@@ -62,9 +62,10 @@ def default_steps(results: str, run_dir: str) -> list[dict]:
                                         "--no-plots", "--run-dir", run_dir],
          "limit": 35, "outputs": [os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "config.json")]},
     ]
-    host = os.path.join(b, "host_overhead.py")
-    if os.path.exists(host):
-        steps.append({"name": "host_overhead", "argv": [PY, host], "limit": 30})
+    # issue 12: the NCCL path on one GPU (one rank under mpiexec), its all-reduce bandwidth and the DDP step
+    # against the plain step. (benchmarks/host_overhead.py is not here: it needs no GPU and runs in CI.)
+    steps.append({"name": "ddp_cuda", "argv": [PY, os.path.join(b, "ddp.py"), "--device", "cuda", "--out",
+                                               out("ddp_cuda.json")], "limit": 30, "outputs": [out("ddp_cuda.json")]})
     return steps
 
 
