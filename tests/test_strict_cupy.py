@@ -255,7 +255,7 @@ def test_checkpointed_mlp_gradients_equal_plain_on_cuda(sc):
 def test_graphed_step_host_logic_on_cuda_arrays(sc):
     """The graphed-step machinery (static buffers, warm-up/capture/replay order) over CuPy arrays, with
     the emulated runtime (the stand-in does not replay graphs): equal to eager training."""
-    from gpugrad.backends.cuda import graphs
+    from gpugrad import cuda_graphs as graphs
     rng = np.random.default_rng(0)
     data = [(rng.standard_normal((16, 6)).astype(np.float32), rng.standard_normal((16, 2)).astype(np.float32))
             for _ in range(5)]
