@@ -185,6 +185,7 @@ def _adam_capturable() -> bool:
 def case_graphs(args, torch) -> dict:
     from gpugrad.backends.cuda import cublas
     from gpugrad.cuda import graphed_step
+    from gpugrad.training import training_step
     batch, sizes = (256, [512] + [512] * 8 + [10]) if not args.quick else (256, [128] * 4 + [10])
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((batch, sizes[0])).astype(np.float32)
@@ -198,14 +199,7 @@ def case_graphs(args, torch) -> dict:
     def make_step(m, adam: bool = False):
         opt = (gg.optim.Adam(m.parameters(), lr=lr, capturable=True) if adam
                else gg.optim.SGD(m.parameters(), lr=lr, momentum=0.9))
-
-        def step(xb, yb):
-            opt.zero_grad()
-            loss = F.cross_entropy(m(xb), yb)
-            loss.backward()
-            opt.step()
-            return loss
-        return step, opt
+        return training_step(m, opt, F.cross_entropy), opt
 
     def fresh():
         m = gg.nn.MLP(sizes).to("cuda")
