@@ -18,12 +18,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from gpugrad import benchmarking as bm  # noqa: E402
 from gpugrad.backends.cuda import cublas as C  # noqa: E402
 
 STUB = r"""
@@ -69,15 +69,11 @@ class _NoOp:
 
 
 def _per_call_us(fn, calls: int) -> float:
-    for _ in range(min(1000, calls)):
-        fn()
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
+    """Best of 3 timed loops of ``calls`` calls (after one untimed loop), in microseconds per call."""
+    def loop():
         for _ in range(calls):
             fn()
-        best = min(best, (time.perf_counter() - t) / calls * 1e6)
-    return best
+    return bm.min_time(loop, 3, sync=lambda: None) / calls * 1e6
 
 
 def main(argv=None) -> int:

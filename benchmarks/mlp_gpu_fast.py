@@ -184,7 +184,8 @@ def _adam_capturable() -> bool:
 
 def case_graphs(args, torch) -> dict:
     from gpugrad.backends.cuda import cublas
-    from gpugrad.backends.cuda.graphs import graphed_step
+    from gpugrad.cuda import graphed_step
+    from gpugrad.training import training_step
     batch, sizes = (256, [512] + [512] * 8 + [10]) if not args.quick else (256, [128] * 4 + [10])
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((batch, sizes[0])).astype(np.float32)
@@ -198,14 +199,7 @@ def case_graphs(args, torch) -> dict:
     def make_step(m, adam: bool = False):
         opt = (gg.optim.Adam(m.parameters(), lr=lr, capturable=True) if adam
                else gg.optim.SGD(m.parameters(), lr=lr, momentum=0.9))
-
-        def step(xb, yb):
-            opt.zero_grad()
-            loss = F.cross_entropy(m(xb), yb)
-            loss.backward()
-            opt.step()
-            return loss
-        return step, opt
+        return training_step(m, opt, F.cross_entropy), opt
 
     def fresh():
         m = gg.nn.MLP(sizes).to("cuda")
@@ -281,8 +275,8 @@ def case_gemm(args, torch) -> dict:
 
 
 def case_epilogues(args, torch) -> dict:
-    from gpugrad.backends.cuda import fused_mlp as fm
     from gpugrad.backends.cuda import epilogue as E
+    from gpugrad.nn import epilogue_mlp as em
     batch, width, nl = (8192, 4096, 8) if not args.quick else (1024, 1024, 4)
     sizes = [width] * (nl + 1)
     res: dict = {"batch": batch, "sizes": sizes, "ms": {}}
@@ -297,7 +291,7 @@ def case_epilogues(args, torch) -> dict:
     if ok:
         lins = [b.linear for b in sm.blocks] + [sm.head]
         xs = gg.tensor(xs_np, device="cuda", requires_grad=True)
-        out = fm.epilogue_mlp(xs, [m.weight for m in lins], [m.bias for m in lins], "relu")
+        out = em.epilogue_mlp(xs, [m.weight for m in lins], [m.bias for m in lins], "relu")
         F.mse_loss(out, gg.tensor(ys_np, device="cuda")).backward()
         ref = gg.nn.MLP(small).to(gg.float64)
         ref.load_state_dict({k: v.cpu().double() for k, v in sm.state_dict().items()})
@@ -326,7 +320,7 @@ def case_epilogues(args, torch) -> dict:
 
     def epilogue_path():
         model.zero_grad()
-        F.mse_loss(fm.epilogue_mlp(x, ws, bs, "relu"), y).backward()
+        F.mse_loss(em.epilogue_mlp(x, ws, bs, "relu"), y).backward()
 
     if ok:  # the two paths agree at full size before timing
         epilogue_path()
@@ -361,7 +355,7 @@ def case_epilogues(args, torch) -> dict:
 
 
 def case_fused(args, torch) -> dict:
-    from gpugrad.backends.cuda import fused_mlp as fm
+    from gpugrad.nn import fused_mlp as fm
     out: dict = {}
     batch = 2 ** 18 if not args.quick else 2 ** 14
     for width in (64, 128):

@@ -35,7 +35,3 @@ def as_dtype(dt) -> np.dtype | None:
         return np.dtype(dt)
     except TypeError as e:
         raise TypeError(f"unknown dtype {dt!r}; use gg.float32, gg.float64, gg.float16, gg.int64 ...") from e
-
-
-def is_floating(dt) -> bool:
-    return np.dtype(dt).kind == "f"

@@ -20,6 +20,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .training import training_step
+
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -119,15 +121,7 @@ def gpugrad_mlp_step(sizes: Sequence[int], device: str = "cpu", optimizer: str =
     gg.manual_seed(0)
     model = gg.nn.MLP(list(sizes), activation="relu", device=device)
     opt = _optimizer(gg.optim, optimizer, model.parameters(), lr)
-    F = gg.nn.functional
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-    return model, step
+    return model, training_step(model, opt, gg.nn.functional.cross_entropy)
 
 
 def torch_mlp(torch, sizes: Sequence[int], like=None, device: str = "cpu"):

@@ -10,6 +10,7 @@ from typing import Any, Iterator
 from .backends import DeviceUnavailableError
 from .backends import cuda as _bc
 from .backends.cuda.memory import OutOfMemoryError
+from .cuda_graphs import graphed_step  # whole-step CUDA graphs (gpugrad/cuda_graphs.py)
 
 __all__ = ["is_available", "device_count", "synchronize", "current_stream", "get_device_name", "set_device",
            "current_device", "memory_allocated", "memory_reserved", "max_memory_allocated",
@@ -161,14 +162,6 @@ def kernel_fallbacks() -> dict:
 
 # ------------------------------------------------------------------ fast paths (not yet run on hardware)
 __all__ += ["graphed_step", "set_gemm_path", "get_gemm_path", "use_cublaslt_epilogues"]
-
-
-def graphed_step(fn, warmup: int = 2, optimizers=None):
-    """Capture a fixed-shape training step (forward, loss, backward, optimizer step) into one CUDA
-    graph and replay it; the linear layers' GEMMs run through gpugrad's capturable cuBLAS handle. See
-    :mod:`gpugrad.backends.cuda.graphs`."""
-    from .backends.cuda.graphs import graphed_step as _g
-    return _g(fn, warmup=warmup, optimizers=optimizers)
 
 
 def set_gemm_path(path: str) -> None:

@@ -11,6 +11,19 @@ from typing import Any
 import numpy as np
 
 
+def training_step(model: Any, optimizer: Any, loss_fn: Any) -> Any:
+    """``step(x, y) -> loss``: one plain training step - ``optimizer.zero_grad()``, ``loss_fn(model(x),
+    y)``, ``loss.backward()``, ``optimizer.step()`` - the step the benchmarks time and
+    ``gg.cuda.graphed_step`` captures."""
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step
+
+
 def build(cfg: dict, ds, device: str):
     import gpugrad as gg
     gg.manual_seed(cfg["seed"])

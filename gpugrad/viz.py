@@ -22,7 +22,22 @@ import numpy as np
 
 from .tensor import Tensor
 
-__all__ = ["graph", "walk", "dot_available"]
+__all__ = ["graph", "walk", "dot_available", "scalar_example"]
+
+
+def scalar_example() -> dict[str, Tensor]:
+    """The worked example ``z = (x + y) * w`` at x = 2, y = 3, w = 4 after ``z.backward()`` (``s = x + y``
+    and ``z`` keep their gradients): ``{"x": x, "y": y, "w": w, "s": s, "z": z}``."""
+    from .creation import tensor
+    x = tensor(2.0, requires_grad=True)
+    y = tensor(3.0, requires_grad=True)
+    w = tensor(4.0, requires_grad=True)
+    s = x + y
+    s.retain_grad()
+    z = s * w
+    z.retain_grad()
+    z.backward()
+    return {"x": x, "y": y, "w": w, "s": s, "z": z}
 
 
 def dot_available() -> bool:

@@ -1,4 +1,5 @@
-"""Whole-step CUDA graphs (gpugrad/backends/cuda/graphs.py). Without a GPU the step logic (static buffers,
+"""Whole-step CUDA graphs (gpugrad/cuda_graphs.py; its runtimes in gpugrad/backends/cuda/graphs.py).
+Without a GPU the step logic (static buffers,
 warm-up / capture / replay order, one training step per call, the shape, RNG, optimizer and
 hyper-parameter checks) runs against the CPU emulation of the runtime; the GPU tests capture and
 replay real CUDA graphs and compare with eager training."""
@@ -12,7 +13,8 @@ import pytest
 import gpugrad as gg
 import gpugrad.nn.functional as F
 from gpugrad import nn, optim
-from gpugrad.backends.cuda import graphs
+from gpugrad import cuda_graphs as graphs
+from gpugrad.training import training_step
 
 
 def _batches(n: int, device: str = "cpu", batch: int = 16, seed: int = 0):
@@ -25,14 +27,7 @@ def _setup(device: str = "cpu", dropout: float = 0.0):
     gg.manual_seed(0)
     model = nn.MLP([6, 32, 32, 2], dropout=dropout).to(device)
     opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.mse_loss(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-    return model, opt, step
+    return model, opt, training_step(model, opt, F.mse_loss)
 
 
 def _adam_has_capturable() -> bool:
@@ -145,14 +140,7 @@ def _ce_setup(device: str = "cpu", opt_name: str = "SGD", sizes=(6, 32, 32, 5), 
         opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     else:
         opt = optim.Adam(model.parameters(), lr=1e-2, **opt_kw)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y, ignore_index=-1)
-        loss.backward()
-        opt.step()
-        return loss
-    return model, opt, step
+    return model, opt, training_step(model, opt, lambda out, y: F.cross_entropy(out, y, ignore_index=-1))
 
 
 def _ce_batches(n: int, device: str = "cpu", batch: int = 16, features: int = 6, classes: int = 5):
@@ -166,18 +154,23 @@ def _ce_batches(n: int, device: str = "cpu", batch: int = 16, features: int = 6,
     return out
 
 
-def test_cross_entropy_step_graphed_equals_eager_with_varying_ignored_rows():
-    """Cross-entropy + SGD graphed equals eager, with a different number of ignored rows per batch
-    (on a GPU the mean's row count must stay on the device to survive replay)."""
-    data = _ce_batches(8)
-    m_eager, _, s_eager = _ce_setup()
+def _assert_graphed_equals_eager(setup, data, warmup: int) -> None:
+    """Two models from ``setup()``: one trained eagerly, one through the emulated graphed step; equal
+    losses and parameters step for step."""
+    m_eager, _, s_eager = setup()
     eager = [s_eager(x, y).item() for x, y in data]
-    m_graph, opt, s = _ce_setup()
-    g = _graphed(s, opt, warmup=1)
+    m_graph, opt, s = setup()
+    g = _graphed(s, opt, warmup=warmup)
     losses = [g(x, y).item() for x, y in data]
     np.testing.assert_allclose(losses, eager, rtol=1e-6)
     for p, q in zip(m_graph.parameters(), m_eager.parameters()):
         np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_cross_entropy_step_graphed_equals_eager_with_varying_ignored_rows():
+    """Cross-entropy + SGD graphed equals eager, with a different number of ignored rows per batch
+    (on a GPU the mean's row count must stay on the device to survive replay)."""
+    _assert_graphed_equals_eager(_ce_setup, _ce_batches(8), warmup=1)
 
 
 def test_gemm_forcing_and_target_check_in_warmup():
@@ -216,15 +209,7 @@ def test_capturable_optimizer_is_accepted_and_equals_eager():
     _, plain, s0 = _ce_setup(opt_name="Adam")
     with pytest.raises(ValueError, match="Adam is not graph-safe"):
         _graphed(s0, plain)
-    data = _ce_batches(6)
-    m_eager, _, s_eager = _capturable_adam_setup()
-    eager = [s_eager(x, y).item() for x, y in data]
-    m_graph, opt, s = _capturable_adam_setup()
-    g = _graphed(s, opt, warmup=2)
-    losses = [g(x, y).item() for x, y in data]
-    np.testing.assert_allclose(losses, eager, rtol=1e-6)
-    for p, q in zip(m_graph.parameters(), m_eager.parameters()):
-        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-5, atol=1e-7)
+    _assert_graphed_equals_eager(_capturable_adam_setup, _ce_batches(6), warmup=2)
 
 
 def test_bad_step_function_and_warmup():
@@ -249,10 +234,6 @@ def test_capture_failure_names_the_usual_causes():
     g(x, y)
     with pytest.raises(RuntimeError, match=r"capturing the step failed.*\.item\(\)"):
         g(x, y)
-
-
-def test_is_capturing_false_off_capture():
-    assert graphs.is_capturing() is False
 
 
 # ---------------------------------------------------------------- the real runtime on the strict CuPy stand-in
@@ -317,14 +298,7 @@ def test_real_runtime_captures_a_training_step_on_the_strict_stand_in(monkeypatc
         model = nn.MLP([12, 16, 16, 5]).to("cuda")
         opt = (optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if opt_name == "SGD"
                else optim.Adam(model.parameters(), lr=1e-2, capturable=True))
-
-        def step(x, y):
-            opt.zero_grad()
-            out = model(x)
-            loss = F.cross_entropy(out, y) if loss_name == "cross_entropy" else F.mse_loss(out, y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = training_step(model, opt, F.cross_entropy if loss_name == "cross_entropy" else F.mse_loss)
         g = graphs.graphed_step(step, optimizers=[opt], warmup=2)
         rng = np.random.default_rng(0)
         x = gg.tensor(rng.standard_normal((32, 12)), dtype=gg.float32, device="cuda")

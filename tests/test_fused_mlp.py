@@ -1,4 +1,5 @@
-"""The fully fused narrow MLP (kernels/fused_mlp.cu, gpugrad/backends/cuda/fused_mlp.py): EXPERIMENTAL
+"""The fully fused narrow MLP (kernels/fused_mlp.cu, gpugrad/backends/cuda/fused_mlp.py for the kernels,
+gpugrad/nn/fused_mlp.py for the autograd Function and Module) and the cuBLASLt-epilogue MLP: EXPERIMENTAL
 and out of the public API (12x slower than PyTorch eager on an H200; see the module docstring). These
 tests keep it correct as the base of a rebuild after tiny-cuda-nn's design.
 
@@ -22,7 +23,9 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad.backends.cuda import fused_mlp as fm
+from gpugrad.backends.cuda import fused_mlp as fm  # the kernels, their emulation, the launches
+from gpugrad.nn import epilogue_mlp as em
+from gpugrad.nn import fused_mlp as fmn  # the autograd Function and the Module
 from gpugrad import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -250,7 +253,7 @@ def _aligned(a, align: int = 256):
 
 
 def _packed_case(rng, width, in_f, out_f, H, B):
-    in_pad, out_pad = fm._pad16(in_f), fm._pad16(out_f)
+    in_pad, out_pad = fm.pad16(in_f), fm.pad16(out_f)
     ws, bs = _params(rng, [in_f] + [width] * H + [out_f])
     wcat, bcat = fm.pack_params(np, ws, bs, width, in_pad, out_pad)
     x = np.zeros((B, in_pad), np.float16)
@@ -363,7 +366,7 @@ def test_gradcheck_exact_mode():
     ws, bs = _params(rng, [5, 16, 16, 3])
     wt, bt = _tensors(ws, bs, gg.float64)
     x = gg.tensor(rng.standard_normal((7, 5)), dtype=gg.float64, requires_grad=True)
-    assert gg.autograd.gradcheck(lambda x, *p: fm.fused_mlp(x, p[0::2], p[1::2], "tanh", impl="exact"),
+    assert gg.autograd.gradcheck(lambda x, *p: fmn.fused_mlp(x, p[0::2], p[1::2], "tanh", impl="exact"),
                                  [x] + [t for pair in zip(wt, bt) for t in pair])
 
 
@@ -384,7 +387,7 @@ def test_reference_impl_gradients_match_float64_mlp():
     # the kernels' emulation (float16 rounding, mean loss over 300 rows: tiny gradients, scaled inside)
     w32, b32 = _tensors(ws, bs, gg.float32)
     x32 = gg.tensor(xn, dtype=gg.float32, requires_grad=True)
-    o = fm.fused_mlp(x32, w32, b32, "relu", impl="reference")
+    o = fmn.fused_mlp(x32, w32, b32, "relu", impl="reference")
     assert o.dtype == gg.float32 and o.shape == (300, 10)
     assert _rel(o.numpy(), out.numpy()) < 1e-2
     gg.nn.functional.mse_loss(o, gg.tensor(yn, dtype=gg.float32)).backward()
@@ -399,7 +402,7 @@ def test_reference_impl_gradients_match_float64_mlp():
 
 def test_fused_mlp_module_matches_mlp_parameters_and_falls_back_on_cpu():
     gg.manual_seed(0)
-    m = fm.FusedMLP([10, 32, 32, 4])
+    m = fmn.FusedMLP([10, 32, 32, 4])
     gg.manual_seed(0)
     ref = nn.MLP([10, 32, 32, 4])
     assert list(m.state_dict()) == list(ref.state_dict())
@@ -408,23 +411,23 @@ def test_fused_mlp_module_matches_mlp_parameters_and_falls_back_on_cpu():
     x = gg.randn(6, 10)
     np.testing.assert_allclose(m(x).numpy(), ref(x).numpy(), rtol=1e-6)  # CPU: the normal path
     ws, bs = m.layers()
-    out = fm.fused_mlp(x, ws, bs, "relu")  # auto on CPU = reference emulation
+    out = fmn.fused_mlp(x, ws, bs, "relu")  # auto on CPU = reference emulation
     assert _rel(out.numpy(), ref(x).numpy()) < 1e-2
 
 
 def test_errors():
     with pytest.raises(ValueError, match="hidden widths"):
-        fm.FusedMLP([10, 32, 64, 4])
+        fmn.FusedMLP([10, 32, 64, 4])
     with pytest.raises(ValueError, match="one of"):
-        fm.FusedMLP([10, 48, 48, 4])
+        fmn.FusedMLP([10, 48, 48, 4])
     with pytest.raises(ValueError, match="activation"):
-        fm.FusedMLP([10, 32, 4], activation="gelu")
-    m = fm.FusedMLP([10, 32, 4])
+        fmn.FusedMLP([10, 32, 4], activation="gelu")
+    m = fmn.FusedMLP([10, 32, 4])
     ws, bs = m.layers()
     with pytest.raises(ValueError, match="does not match the first layer"):
-        fm.fused_mlp(gg.randn(3, 9), ws, bs)
+        fmn.fused_mlp(gg.randn(3, 9), ws, bs)
     with pytest.raises(RuntimeError, match="needs CUDA tensors"):
-        fm.fused_mlp(gg.randn(3, 10), ws, bs, impl="cuda")
+        fmn.fused_mlp(gg.randn(3, 10), ws, bs, impl="cuda")
 
 
 # ---------------------------------------------------------------- on a GPU
@@ -436,16 +439,16 @@ def test_gpu_kernels_match_reference(width):
     H, in_f, out_f, B = 3, 24, 10, 4 * fm.ROWS
     ws, bs, wcat, bcat, x, in_pad, out_pad = _packed_case(rng, width, in_f, out_f, H, B)
     a = fm.ACTIVATIONS["relu"]
-    out, acts = fm._cuda_forward(cupy.asarray(x), cupy.asarray(wcat), cupy.asarray(bcat), width, in_pad, out_pad, H,
+    out, acts = fm.cuda_forward(cupy.asarray(x), cupy.asarray(wcat), cupy.asarray(bcat), width, in_pad, out_pad, H,
                                  a, True)
     ref_out, ref_acts = fm.reference_forward(x, wcat, bcat, width, in_pad, out_pad, H, a)
     assert _rel(out.get(), ref_out) < 2e-3 and _rel(acts.get(), ref_acts) < 2e-3
     assert _rel(out.get()[:, :out_f], _ref_mlp64(x[:, :in_f], ws, bs, "relu")) < 1e-2
     dout = (rng.standard_normal((B, out_pad)) * 100).astype(np.float16)
-    dz, dx = fm._cuda_backward(cupy.asarray(dout), cupy.asarray(wcat), acts, width, in_pad, out_pad, H, a, True)
+    dz, dx = fm.cuda_backward(cupy.asarray(dout), cupy.asarray(wcat), acts, width, in_pad, out_pad, H, a, True)
     ref_dz, ref_dx = fm.reference_backward(dout, wcat, acts.get(), width, in_pad, out_pad, H, a)
     assert _rel(dz.get(), ref_dz) < 2e-3 and _rel(dx.get(), ref_dx) < 2e-3
-    g = fm._gemm_tn_f32(dz[0], cupy.asarray(x))
+    g = fm.gemm_tn_f32(dz[0], cupy.asarray(x))
     np.testing.assert_allclose(g.get(), dz[0].get().astype(np.float32).T @ x.astype(np.float32), rtol=1e-3, atol=1e-2)
 
 
@@ -453,10 +456,10 @@ def test_gpu_kernels_match_reference(width):
 def test_gpu_fused_mlp_module_gradients_match_float64_cpu():
     rng = np.random.default_rng(5)
     gg.manual_seed(0)
-    m = fm.FusedMLP([20, 64, 64, 64, 10]).to("cuda")
+    m = fmn.FusedMLP([20, 64, 64, 64, 10]).to("cuda")
     ref = nn.MLP([20, 64, 64, 64, 10]).to(gg.float64)
     ref.load_state_dict({k: v.cpu().double() for k, v in m.state_dict().items()})
-    emu = fm.FusedMLP([20, 64, 64, 64, 10])
+    emu = fmn.FusedMLP([20, 64, 64, 64, 10])
     emu.load_state_dict({k: v.cpu() for k, v in m.state_dict().items()})
     xn, yn = rng.standard_normal((1000, 20)), rng.standard_normal((1000, 10))
     out = m(gg.tensor(xn, dtype=gg.float32, device="cuda"))
@@ -464,7 +467,7 @@ def test_gpu_fused_mlp_module_gradients_match_float64_cpu():
     o64 = ref(gg.tensor(xn, dtype=gg.float64))
     gg.nn.functional.mse_loss(o64, gg.tensor(yn, dtype=gg.float64)).backward()
     ws, bs = emu.layers()
-    oe = fm.fused_mlp(gg.tensor(xn, dtype=gg.float32), ws, bs, "relu", impl="reference")
+    oe = fmn.fused_mlp(gg.tensor(xn, dtype=gg.float32), ws, bs, "relu", impl="reference")
     gg.nn.functional.mse_loss(oe, gg.tensor(yn, dtype=gg.float32)).backward()
     assert _rel(out.numpy(), o64.numpy()) < 1e-2
     assert _rel(out.numpy(), oe.numpy()) < 2e-3
@@ -480,7 +483,7 @@ def test_epilogue_mlp_gradcheck(act):
     ws, bs = _params(rng, [4, 6, 5, 3])
     wt, bt = _tensors(ws, bs, gg.float64)
     x = gg.tensor(rng.standard_normal((9, 4)), dtype=gg.float64, requires_grad=True)
-    assert gg.autograd.gradcheck(lambda x, *p: fm.epilogue_mlp(x, p[0::2], p[1::2], act),
+    assert gg.autograd.gradcheck(lambda x, *p: em.epilogue_mlp(x, p[0::2], p[1::2], act),
                                  [x] + [t for pair in zip(wt, bt) for t in pair])
 
 
@@ -497,7 +500,7 @@ def test_epilogue_mlp_matches_kernel_path(act):
         wt, bt = _tensors(ws, bs, gg.float64)
         x = gg.tensor(xn, dtype=gg.float64, requires_grad=True)
         if use_epilogue:
-            out = fm.epilogue_mlp(x, wt, bt, act)
+            out = em.epilogue_mlp(x, wt, bt, act)
         else:
             h = x
             for w, b in zip(wt[:-1], bt[:-1]):
@@ -512,7 +515,7 @@ def test_epilogue_mlp_matches_kernel_path(act):
 def test_epilogue_switch_and_hook():
     from gpugrad.backends.cuda import epilogue as E
     m = nn.MLP([4, 8, 3])
-    assert fm.epilogue_mlp_forward(m, gg.randn(2, 4)) is None  # CPU: the normal path
+    assert em.epilogue_mlp_forward(m, gg.randn(2, 4)) is None  # CPU: the normal path
     ok, why = E.available()
     if not ok:
         with pytest.raises(RuntimeError, match="nvmath"):
@@ -520,7 +523,7 @@ def test_epilogue_switch_and_hook():
         assert not E.epilogues_enabled()
     E.use_cublaslt_epilogues(False)
     with pytest.raises(ValueError, match="gelu_tanh"):
-        fm.epilogue_mlp(gg.randn(2, 4), [m.blocks[0].linear.weight, m.head.weight],
+        em.epilogue_mlp(gg.randn(2, 4), [m.blocks[0].linear.weight, m.head.weight],
                         [m.blocks[0].linear.bias, m.head.bias], "gelu")
 
 
@@ -540,7 +543,7 @@ def test_gpu_epilogue_mlp_matches_kernel_path(act):
         bt = [gg.tensor(b, dtype=gg.float32, device="cuda", requires_grad=True) for b in bs]
         x = gg.tensor(xn, dtype=gg.float32, device="cuda", requires_grad=True)
         if use_epilogue:
-            out = fm.epilogue_mlp(x, wt, bt, act)
+            out = em.epilogue_mlp(x, wt, bt, act)
         else:
             h = x
             for w, b in zip(wt[:-1], bt[:-1]):

@@ -255,7 +255,8 @@ def test_checkpointed_mlp_gradients_equal_plain_on_cuda(sc):
 def test_graphed_step_host_logic_on_cuda_arrays(sc):
     """The graphed-step machinery (static buffers, warm-up/capture/replay order) over CuPy arrays, with
     the emulated runtime (the stand-in does not replay graphs): equal to eager training."""
-    from gpugrad.backends.cuda import graphs
+    from gpugrad import cuda_graphs as graphs
+    from gpugrad.training import training_step
     rng = np.random.default_rng(0)
     data = [(rng.standard_normal((16, 6)).astype(np.float32), rng.standard_normal((16, 2)).astype(np.float32))
             for _ in range(5)]
@@ -264,14 +265,7 @@ def test_graphed_step_host_logic_on_cuda_arrays(sc):
         gg.manual_seed(0)
         model = gg.nn.MLP([6, 32, 2]).to("cuda")
         opt = gg.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-
-        def step(x, y):
-            opt.zero_grad()
-            loss = F.mse_loss(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
-        return model, opt, step
+        return model, opt, training_step(model, opt, F.mse_loss)
     m1, _, s1 = setup()
     eager = [s1(gg.tensor(x, device="cuda"), gg.tensor(y, device="cuda")).item() for x, y in data]
     m2, opt, s2 = setup()

@@ -12,14 +12,7 @@ from gpugrad import viz
 
 
 def _zxyw():
-    x = gg.tensor(2.0, requires_grad=True)
-    y = gg.tensor(3.0, requires_grad=True)
-    w = gg.tensor(4.0, requires_grad=True)
-    s = x + y
-    s.retain_grad()
-    z = s * w
-    z.backward()
-    return x, y, w, s, z
+    return tuple(viz.scalar_example().values())  # x, y, w, s, z
 
 
 def _labels(text: str) -> dict[str, str]:

@@ -23,16 +23,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     import gpugrad as gg
     from .. import viz
     if args.example == "scalar":
-        x = gg.tensor(2.0, requires_grad=True)
-        y = gg.tensor(3.0, requires_grad=True)
-        w = gg.tensor(4.0, requires_grad=True)
-        s = x + y
-        s.retain_grad()
-        z = s * w
-        z.retain_grad()
-        z.backward()
-        names = {"x": x, "y": y, "w": w, "s": s, "z": z}
-        root = z
+        names = viz.scalar_example()
+        root = names["z"]
     else:
         gg.manual_seed(0)
         model = gg.nn.MLP([3, 4, 2], activation="relu")

@@ -14,6 +14,7 @@ from ..backends import get_backend
 from ..kernels.activations import ACTIVATIONS
 from ..tensor import Tensor, _make_result
 from . import init
+from .epilogue_mlp import epilogue_mlp_forward
 from .module import Module, Parameter
 
 __all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Dropout", "Flatten",
@@ -452,8 +453,7 @@ class MLP(Module):
         self.head = Linear(sizes[-2], sizes[-1], bias=bias, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type == "cuda":
-            from ..backends.cuda.fused_mlp import epilogue_mlp_forward  # cuBLASLt epilogues when switched on
+        if x.device.type == "cuda":  # cuBLASLt epilogues when switched on (gg.cuda.use_cublaslt_epilogues)
             out = epilogue_mlp_forward(self, x)
             if out is not None:
                 return out

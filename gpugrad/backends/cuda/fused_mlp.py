@@ -1,4 +1,7 @@
-"""EXPERIMENTAL, NOT PUBLIC: fully fused MLP for narrow widths (16, 32, 64, 128), after tiny-cuda-nn.
+"""EXPERIMENTAL, NOT PUBLIC: the kernel side of the fully fused MLP for narrow widths (16, 32, 64,
+128), after tiny-cuda-nn: packing, the NumPy emulation of the kernels, run-time compilation of
+``kernels/fused_mlp.cu``, the launches and the float16 weight-gradient GEMM. No autograd here: the
+autograd Function and the ``FusedMLP`` module that use these are in ``gpugrad/nn/fused_mlp.py``.
 
 Status: measured on an H200 it LOSES to PyTorch eager by 12x (41.2 vs 3.42 ms per training step at
 batch 2**18, 8 x 64; 49.6 vs 8.05 ms at 8 x 128; issue 10), so it is out of the public API and the
@@ -65,23 +68,18 @@ float16); the scale is divided out of every gradient in float32. Expect ~1e-3 re
 
 On CPU, ``FusedMLP`` runs the normal ``nn.MLP`` path (float32/float64 NumPy) - the same function,
 without float16 rounding. ``fused_mlp(..., impl="reference")`` runs the NumPy emulation of the kernels
-instead (used by the tests).
-
-The cuBLASLt epilogue MLP (``epilogue_mlp``, the hook behind ``gg.cuda.use_cublaslt_epilogues``) also
-lives at the end of this file; it is a separate, opt-in path (see ``epilogue.py``)."""
+instead (used by the tests)."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from ...autograd.function import Context, Function, named_error
+from ..._errors import named_error
 from ...kernels import activations as _acts
-from ...nn.layers import MLP
-from ...tensor import Tensor
 
-__all__ = ["FusedMLP", "fused_mlp", "reference_forward", "reference_backward", "pack_params", "grad_scale",
-           "epilogue_mlp", "epilogue_mlp_forward", "WIDTHS", "ACTIVATIONS", "ROWS"]
+__all__ = ["reference_forward", "reference_backward", "pack_params", "grad_scale", "cuda_forward",
+           "cuda_backward", "gemm_tn_f32", "pad16", "WIDTHS", "ACTIVATIONS", "ROWS"]
 
 WIDTHS = (16, 32, 64, 128)
 # the activations the kernels run (derivative from the saved output, no slope), with their shared codes
@@ -90,7 +88,7 @@ ROWS = 128           # rows per thread block (the batch is padded to a multiple)
 GRAD_TARGET = 256.0  # the backward scale brings max|dL/dout| to within [128, 256]
 
 
-def _pad16(n: int) -> int:
+def pad16(n: int) -> int:
     return -(-int(n) // 16) * 16
 
 
@@ -241,7 +239,7 @@ def _module():
         "`pip install \"cupy-cuda13x[ctk]\"`) or put nvcc on PATH; or use gg.nn.MLP.")
 
 
-def _gemm_tn_f32(a, b):
+def gemm_tn_f32(a, b):
     """``a.T @ b`` in float32 for float16 ``a`` (K, M) and ``b`` (K, N), both C-contiguous: one
     cuBLAS ``gemmEx`` (float16 inputs, float32 output and accumulation) on CuPy's current stream."""
     import cupy
@@ -271,7 +269,7 @@ def _gemm_tn_f32(a, b):
     return c
 
 
-def _cuda_forward(x16, wcat, bcat, width, in_pad, out_pad, H, act, save: bool):
+def cuda_forward(x16, wcat, bcat, width, in_pad, out_pad, H, act, save: bool):
     import cupy
     B = x16.shape[0]
     out = cupy.empty((B, out_pad), dtype=np.float32)
@@ -283,7 +281,7 @@ def _cuda_forward(x16, wcat, bcat, width, in_pad, out_pad, H, act, save: bool):
     return out, acts
 
 
-def _cuda_backward(dout16, wcat, acts, width, in_pad, out_pad, H, act, need_dx: bool):
+def cuda_backward(dout16, wcat, acts, width, in_pad, out_pad, H, act, need_dx: bool):
     import cupy
     B = dout16.shape[0]
     dz = cupy.empty((H, B, width), dtype=np.float16)
@@ -293,291 +291,3 @@ def _cuda_backward(dout16, wcat, acts, width, in_pad, out_pad, H, act, need_dx: 
       (dout16, wcat, acts, dz, dx if dx is not None else np.uint64(0), np.int32(B), np.int32(in_pad),
        np.int32(out_pad), np.int32(H), np.int32(act)))
     return dz, dx
-
-
-# ---------------------------------------------------------------------------------------- autograd
-IMPLS = ("cuda", "reference", "exact")
-
-
-class FusedMLPFunction(Function):
-    """All layers of a narrow MLP in one forward and one backward kernel. Inputs: ``x``, then
-    ``w_0, b_0, ..., w_H, b_H`` (biases may be None)."""
-
-    name = "fused_mlp"
-
-    @staticmethod
-    def forward(ctx: Context, x, *params, activation: str = "relu", impl: str = "cuda"):
-        ws, bs = list(params[0::2]), list(params[1::2])
-        H = len(ws) - 1
-        width = ws[0].shape[0]
-        in_f, out_f = ws[0].shape[1], ws[-1].shape[0]
-        in_pad, out_pad = _pad16(in_f), _pad16(out_f)
-        act = ACTIVATIONS[activation]
-        be = ctx.backend
-        xp = be.xp
-        B = x.shape[0]
-        Bp = -(-B // ROWS) * ROWS
-        exact = impl == "exact"
-        lo = np.float64 if exact else np.float16
-        wcat, bcat = pack_params(xp, ws, bs, width, in_pad, out_pad, lo, np.float64 if exact else np.float32)
-        if B == Bp and in_f == in_pad and x.flags.c_contiguous:
-            x16 = x.astype(lo, copy=False)
-        else:
-            x16 = xp.zeros((Bp, in_pad), dtype=lo)
-            x16[:B, :in_f] = x
-        save = any(ctx.needs_input_grad)
-        if impl == "cuda":
-            out, acts = _cuda_forward(x16, wcat, bcat, width, in_pad, out_pad, H, act, save)
-        else:
-            out, acts = reference_forward(x16, wcat, bcat, width, in_pad, out_pad, H, act, exact=exact)
-        ctx.meta = (B, in_f, out_f, width, in_pad, out_pad, H, act, impl, x.dtype,
-                    [b is not None for b in bs], [w.dtype for w in ws])
-        ctx.save_for_backward(x16 if save else None, wcat if save else None, acts if save else None)
-        res = out[:B, :out_f] if (B != Bp or out_f != out_pad) else out
-        return xp.ascontiguousarray(res).astype(ws[0].dtype, copy=False)
-
-    @staticmethod
-    def backward(ctx: Context, g):
-        x16, wcat, acts = ctx.saved_tensors
-        B, in_f, out_f, width, in_pad, out_pad, H, act, impl, xdt, has_b, wdts = ctx.meta
-        be = ctx.backend
-        xp = be.xp
-        exact = impl == "exact"
-        lo = np.float64 if exact else np.float16
-        hi = np.float64 if exact else np.float32
-        Bp = x16.shape[0]
-        gp = g.astype(hi, copy=False)
-        if gp.shape != (Bp, out_pad):
-            full = xp.zeros((Bp, out_pad), dtype=hi)
-            full[:B, :out_f] = gp
-            gp = full
-        s = grad_scale(xp, gp).astype(hi)
-        dout = (gp * s).astype(lo)
-        need_dx = ctx.needs_input_grad[0]
-        if impl == "cuda":
-            dz, dx = _cuda_backward(dout, wcat, acts, width, in_pad, out_pad, H, act, need_dx)
-            mm = _gemm_tn_f32
-        else:
-            dz, dx = reference_backward(dout, wcat, acts, width, in_pad, out_pad, H, act, need_dx, exact=exact)
-
-            def mm(a, b):
-                return a.astype(hi).T @ b.astype(hi)
-        inv = (1.0 / s).astype(hi)
-        grads: list = [None]
-        needs = ctx.needs_input_grad[1:]
-        for j in range(H + 1):
-            d = dout if j == H else dz[j]                      # dL/dz_{j+1} (scaled)
-            h = x16 if j == 0 else acts[j - 1]                 # input of layer j
-            rows = out_f if j == H else width
-            cols = in_f if j == 0 else width
-            gw = gb = None
-            if needs[2 * j]:
-                gw = mm(d, h)
-                gw *= inv
-                gw = gw[:rows, :cols].astype(wdts[j])
-            if has_b[j] and needs[2 * j + 1]:
-                gb = d.sum(axis=0, dtype=hi)
-                gb *= inv
-                gb = gb[:rows].astype(wdts[j])
-            grads += [gw, gb]
-        if need_dx:
-            dx = dx * inv
-            grads[0] = xp.ascontiguousarray(dx[:B, :in_f]).astype(xdt)
-        return tuple(grads)
-
-
-def fused_mlp(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None], activation: str = "relu",
-              impl: str = "auto") -> Tensor:
-    """``out = W_H act(... act(x W_0^T + b_0) ...)^T + b_H`` in one fused forward and backward.
-
-    ``weights``: ``[W_0 (width, in), W_1..W_{H-1} (width, width), W_H (out, width)]`` (PyTorch layout),
-    ``width`` in (16, 32, 64, 128); ``x``: (batch, in). ``impl``: ``"cuda"`` (the kernels; needs CUDA
-    tensors), ``"reference"`` (the NumPy emulation of the kernels, float16 rounding included, any
-    device), ``"exact"`` (same algorithm in float64 without rounding: for gradient checks), ``"auto"``
-    (``"cuda"`` on a CUDA device, else ``"reference"``)."""
-    ws, bs = list(weights), list(biases)
-    _check(x, ws, bs, activation)
-    if impl == "auto":
-        impl = "cuda" if x.device.type == "cuda" else "reference"
-    if impl not in IMPLS:
-        raise named_error(ValueError, f"fused_mlp: impl must be one of {IMPLS + ('auto',)}, got {impl!r}")
-    if impl == "cuda" and x.device.type != "cuda":
-        raise named_error(RuntimeError,
-            f"fused_mlp: impl='cuda' needs CUDA tensors, got x on {x.device}. Fix: move the model and the data "
-            "with .to('cuda'), or use impl='reference' (NumPy emulation of the kernels) on CPU.")
-    params: list = []
-    for w, b in zip(ws, bs):
-        params += [w, b]
-    return FusedMLPFunction.apply(x, *params, activation=activation, impl=impl)
-
-
-def _check(x, ws: list, bs: list, activation: str) -> None:
-    if activation not in ACTIVATIONS:
-        raise named_error(ValueError, f"fused_mlp: activation must be one of {tuple(ACTIVATIONS)} (the kernels "
-                          f"derive the gradient from the output), got {activation!r}; use gg.nn.MLP for others")
-    if len(ws) < 2 or len(bs) != len(ws):
-        raise named_error(ValueError, f"fused_mlp: need at least 2 layers and one bias (or None) per weight, got "
-                          f"{len(ws)} weights and {len(bs)} biases")
-    width = ws[0].shape[0]
-    if width not in WIDTHS:
-        raise named_error(ValueError, f"fused_mlp: hidden width {width} is not supported by the fused kernels "
-                          f"(widths {WIDTHS}); use gg.nn.MLP")
-    for j, w in enumerate(ws):
-        exp_in = ws[0].shape[1] if j == 0 else width
-        if w.ndim != 2 or (j < len(ws) - 1 and w.shape[0] != width) or w.shape[1] != exp_in:
-            raise named_error(ValueError, f"fused_mlp: layer {j} weight has shape {tuple(w.shape)}; all hidden "
-                              f"widths must equal {width} (weights are (out, in))")
-        b = bs[j]
-        if b is not None and tuple(b.shape) != (w.shape[0],):
-            raise named_error(ValueError, f"fused_mlp: layer {j} bias has shape {tuple(b.shape)}, expected "
-                              f"({w.shape[0]},)")
-    if x.ndim != 2 or x.shape[1] != ws[0].shape[1]:
-        raise named_error(ValueError, f"fused_mlp: input of shape {tuple(x.shape)} does not match the first layer "
-                          f"(in_features={ws[0].shape[1]}); expected (batch, {ws[0].shape[1]})")
-    if x.dtype.kind != "f":
-        raise named_error(TypeError, f"fused_mlp: input must be floating point, got {x.dtype}")
-
-
-class FusedMLP(MLP):
-    """``nn.MLP`` with the same parameters whose forward/backward run the fully fused kernels on CUDA.
-
-    ``FusedMLP(sizes, activation='relu', bias=True, device=None, dtype=None)``: ``sizes`` such as
-    ``[32, 64, 64, 64, 16]`` with all hidden widths equal to one of 16, 32, 64, 128 (input and output
-    widths are free: they are padded to 16 inside). Activations: relu, sigmoid, tanh, identity.
-    On CPU (or with ``use_kernels=False``) the forward is ``nn.MLP``'s: the fused path is CUDA-only and
-    the CPU falls back to the normal ops (same function, no float16 rounding)."""
-
-    def __init__(self, sizes: Iterable[int], activation: str | None = "relu", bias: bool = True,
-                 device: Any = None, dtype: Any = None, use_kernels: bool = True) -> None:
-        sizes = [int(s) for s in sizes]
-        act = "identity" if activation in (None, "none", "identity", "linear") else activation
-        if act not in ACTIVATIONS:
-            raise named_error(ValueError, f"FusedMLP: activation must be one of {tuple(ACTIVATIONS)}, got "
-                              f"{activation!r}; use gg.nn.MLP for other activations")
-        hidden = sizes[1:-1]
-        if len(sizes) < 3 or len(set(hidden)) != 1 or hidden[0] not in WIDTHS:
-            raise named_error(ValueError, f"FusedMLP: sizes {sizes} need at least one hidden layer and all hidden "
-                              f"widths equal to one of {WIDTHS}; use gg.nn.MLP otherwise")
-        super().__init__(sizes, activation=act, bias=bias, device=device, dtype=dtype)
-        self.fused_activation_name = act
-        self.use_kernels = bool(use_kernels)
-
-    def layers(self) -> tuple[list, list]:
-        """``([W_0, ..., W_H], [b_0, ..., b_H])`` (biases None without bias)."""
-        lins = [b.linear for b in self.blocks] + [self.head]
-        return [m.weight for m in lins], [m.bias for m in lins]
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not (self.use_kernels and x.device.type == "cuda"):
-            return super().forward(x)
-        shape = x.shape
-        if x.ndim != 2:
-            x = x.reshape(-1, shape[-1])
-        ws, bs = self.layers()
-        out = fused_mlp(x, ws, bs, self.fused_activation_name, impl="cuda")
-        return out if len(shape) == 2 else out.reshape(shape[:-1] + (out.shape[-1],))
-
-    def extra_repr(self) -> str:
-        return f"sizes={self.sizes}, activation={self.fused_activation_name!r}, fused={self.use_kernels}"
-
-
-# ---------------------------------------------------------------------------------------- epilogues
-class EpilogueMLPFunction(Function):
-    """A whole MLP whose bias, activation and bias gradient ride inside cuBLASLt GEMMs
-    (``gpugrad.backends.cuda.epilogue``): forward, one ``*_AUX_BIAS`` GEMM per hidden layer; backward,
-    each input-gradient GEMM applies the previous layer's activation derivative and reduces its bias
-    gradient (``D*_BGRAD``), the output layer's bias gradient comes out of its weight-gradient GEMM
-    (``BGRADA``). No elementwise pass over the activations remains. Inputs: ``x, w_0, b_0, ..., w_H,
-    b_H``. On NumPy arrays the epilogues are emulated exactly (tests)."""
-
-    name = "epilogue_mlp"
-
-    @staticmethod
-    def forward(ctx: Context, x, *params, activation: str = "relu"):
-        from . import epilogue as E
-        ws, bs = list(params[0::2]), list(params[1::2])
-        xp = ctx.backend.xp
-        h = x
-        hs, auxes = [x], []
-        for w, b in zip(ws[:-1], bs[:-1]):
-            h, aux = E.linear_act_forward(h, w, b, activation)
-            hs.append(h)
-            auxes.append(aux)
-        out = xp.matmul(h, ws[-1].T)
-        if bs[-1] is not None:
-            out += bs[-1]
-        ctx.act = activation
-        ctx.nlayers = len(ws)
-        ctx.has_b = [b is not None for b in bs]
-        ctx.save_for_backward(*hs, *auxes, *ws)
-        return out
-
-    @staticmethod
-    def backward(ctx: Context, g):
-        from . import epilogue as E
-        L = ctx.nlayers
-        saved = ctx.saved_tensors
-        hs, auxes, ws = saved[:L], saved[L:2 * L - 1], saved[2 * L - 1:]
-        needs = ctx.needs_input_grad
-        grads: list = [None] * (1 + 2 * L)
-        dz = g
-        db = None
-        for j in range(L - 1, -1, -1):
-            if j == L - 1:
-                dw, db = E.wgrad(dz, hs[j], ctx.has_b[j] and needs[2 + 2 * j])
-            else:
-                dw = E.wgrad(dz, hs[j], False)[0] if needs[1 + 2 * j] else None
-            grads[1 + 2 * j] = dw if needs[1 + 2 * j] else None
-            grads[2 + 2 * j] = db if (ctx.has_b[j] and needs[2 + 2 * j]) else None
-            if j > 0:
-                dz, db = E.dgrad_act_bgrad(dz, ws[j], auxes[j - 1], ctx.act)
-            elif needs[0]:
-                grads[0] = ctx.backend.xp.matmul(dz, ws[0])
-        return tuple(grads)
-
-
-def epilogue_mlp(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None],
-                 activation: str = "relu") -> Tensor:
-    """``MLP`` forward/backward with cuBLASLt epilogues (relu or gelu_tanh hidden layers, plain
-    output layer). On CUDA it needs nvmath-python; on CPU it runs the exact NumPy emulation."""
-    from . import epilogue as E
-    ws, bs = list(weights), list(biases)
-    if activation not in E.FORWARD:
-        raise named_error(ValueError, f"epilogue_mlp: activation must be one of {tuple(E.FORWARD)} (cuBLASLt's "
-                          f"GELU is the tanh form), got {activation!r}")
-    if len(ws) < 1 or len(bs) != len(ws):
-        raise named_error(ValueError, f"epilogue_mlp: need one bias (or None) per weight, got {len(ws)} weights "
-                          f"and {len(bs)} biases")
-    if x.ndim != 2 or x.shape[1] != ws[0].shape[1]:
-        raise named_error(ValueError, f"epilogue_mlp: input of shape {tuple(x.shape)} does not match the first "
-                          f"layer's weight {tuple(ws[0].shape)}")
-    for j in range(1, len(ws)):
-        if ws[j].shape[1] != ws[j - 1].shape[0]:
-            raise named_error(ValueError, f"epilogue_mlp: layer {j} weight {tuple(ws[j].shape)} does not follow "
-                              f"layer {j - 1} weight {tuple(ws[j - 1].shape)}")
-    if x.device.type == "cuda" and not E.available()[0]:
-        raise named_error(RuntimeError, f"epilogue_mlp: {E.available()[1]}. Fix: pip install nvmath-python, or "
-                          "turn the epilogues off")
-    params: list = []
-    for w, b in zip(ws, bs):
-        params += [w, b]
-    return EpilogueMLPFunction.apply(x, *params, activation=activation)
-
-
-def epilogue_mlp_forward(mlp: MLP, x: Tensor) -> "Tensor | None":
-    """``mlp(x)`` through :func:`epilogue_mlp` when the switch is on and the model qualifies (CUDA,
-    relu/gelu_tanh hidden layers, no dropout/residual/checkpointing, 2-D input); ``None`` otherwise so
-    the caller runs its normal path. The hook ``nn.MLP.forward`` calls."""
-    from . import epilogue as E
-    if x.device.type != "cuda" or not E.epilogues_enabled() or x.ndim != 2:
-        return None
-    blocks = list(mlp.blocks)
-    if not blocks or mlp.checkpoint not in (None, "none"):
-        return None
-    act = blocks[0].linear.activation
-    if act not in E.FORWARD or not E.supports(act, x.dtype):
-        return None
-    if any(b.dropout > 0 or b.residual or b.linear.activation != act for b in blocks):
-        return None
-    lins = [b.linear for b in blocks] + [mlp.head]
-    return epilogue_mlp(x, [m.weight for m in lins], [m.bias for m in lins], act)
