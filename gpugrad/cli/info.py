@@ -101,9 +101,6 @@ def _kernel_status(cuda_ok: bool) -> list[tuple[str, bool, str]]:
                      f"{'on' if cuda.get_tf32() else 'off'} (gg.cuda.set_tf32 / GPUGRAD_TF32=1)"))
     except Exception:  # pragma: no cover - older gpugrad.cuda
         pass
-    if importlib.util.find_spec("gpugrad.nn.fused_mlp") is not None:
-        rows.append(("cuda: fused whole-MLP kernel (tensor cores)", cuda_ok,
-                     "gpugrad.nn.fused_mlp (experimental), narrow MLPs" + ("" if cuda_ok else f"; {no_gpu}")))
     has_nvmath = importlib.util.find_spec("nvmath") is not None
     rows.append(("cuda: cuBLASLt epilogues (nvmath-python)", has_nvmath and cuda_ok,
                  ("ready" if cuda_ok else no_gpu) if has_nvmath
