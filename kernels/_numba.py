@@ -34,8 +34,15 @@ def simulating() -> bool:
         return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 
 
+_COMPUTE_DTYPES = {np.dtype(np.float64): np.dtype(np.float64), np.dtype(np.float32): np.dtype(np.float32),
+                   np.dtype(np.float16): np.dtype(np.float32)}
+
+
 def compute_dtype(dt) -> np.dtype:
     """The dtype kernels compute and accumulate in: float32 for float16/float32, float64 for float64."""
+    c = _COMPUTE_DTYPES.get(dt)
+    if c is not None:
+        return c
     dt = np.dtype(dt)
     if dt == np.float64:
         return np.dtype(np.float64)

@@ -7,8 +7,6 @@ stream. CuPy is imported on first use only.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import source_path
@@ -46,10 +44,7 @@ _runtime: list = []
 
 def function(name: str, dtype):
     """The kernel ``{name}_{f16|f32|f64}`` of the current device (cached handle)."""
-    if not _runtime:
-        import cupy
-        _runtime.append(cupy.cuda.runtime.getDevice)
-    key = (_runtime[0](), name, dtype)
+    key = (_device(), name, dtype)
     f = _functions.get(key)
     if f is None:
         try:
@@ -65,17 +60,43 @@ def _blocks(n: int, block: int, max_blocks: int | None) -> int:
     return b if max_blocks is None else max(1, min(b, max_blocks))
 
 
+# Launch plans: (op, device, dtype, shape and parameters) -> (kernel handle, grid, block, trailing scalar
+# arguments), computed once per key instead of per launch (grid sizes, NumPy scalars, activation codes).
+_plans: dict[tuple, tuple] = {}
+_MAX_PLANS = 4096  # many distinct shapes (variable batch sizes): start over rather than grow without bound
+
+
+def _plan(key: tuple, make) -> tuple:
+    ent = _plans.get(key)
+    if ent is None:
+        if len(_plans) >= _MAX_PLANS:
+            _plans.clear()
+        ent = _plans[key] = make()
+    return ent
+
+
+def _device() -> int:
+    if not _runtime:
+        import cupy
+        _runtime.append(cupy.cuda.runtime.getDevice)
+    return _runtime[0]()
+
+
 def bias_act(z, b, y, act: str, slope: float = 0.01, write_z: bool = False, *, block: int = 256,
              max_blocks: int | None = None) -> None:
     M, N = z.shape
     if M * N == 0:
         return
-    c = _compute(z.dtype)
-    f = function("bias_act", z.dtype)
-    grid, bx = grid_2d(M, N, block, max_blocks)
-    f(grid, (bx,),
-      (z, b if b is not None else z, y, np.int64(M), np.int64(N), np.int32(b is not None), np.int32(bool(write_z)),
-       np.int32(act_code(act)), c(slope)))
+    dt = z.dtype
+    has_b = b is not None
+
+    def make():
+        grid, bx = grid_2d(M, N, block, max_blocks)
+        return (function("bias_act", dt), grid, (bx,), (np.int64(M), np.int64(N), np.int32(has_b),
+                np.int32(bool(write_z)), np.int32(act_code(act)), _compute(dt)(slope)))
+    f, grid, blk, tail = _plan(("bias_act", _device(), dt, M, N, has_b, bool(write_z), act, slope, block,
+                                max_blocks), make)
+    f(grid, blk, (z, b if has_b else z, y) + tail)
 
 
 def act_backward(dy, saved, dz, act: str, slope: float = 0.01, *, block: int = 256,
@@ -83,31 +104,43 @@ def act_backward(dy, saved, dz, act: str, slope: float = 0.01, *, block: int = 2
     M, N = dy.shape
     if M * N == 0:
         return
-    c = _compute(dy.dtype)
-    f = function("act_bwd", dy.dtype)
-    grid, bx = grid_2d(M, N, block, max_blocks)
-    f(grid, (bx,), (dy, saved, dz, np.int64(M), np.int64(N), np.int32(act_code(act)), c(slope)))
+    dt = dy.dtype
+
+    def make():
+        grid, bx = grid_2d(M, N, block, max_blocks)
+        return (function("act_bwd", dt), grid, (bx,),
+                (np.int64(M), np.int64(N), np.int32(act_code(act)), _compute(dt)(slope)))
+    f, grid, blk, tail = _plan(("act_bwd", _device(), dt, M, N, act, slope, block, max_blocks), make)
+    f(grid, blk, (dy, saved, dz) + tail)
 
 
-def act_bias_grad(dy, saved, dz, db, act: str, slope: float = 0.01, *, target_blocks: int = 512) -> None:
-    import cupy
+def act_bias_grad(dy, saved, dz, db, act: str, slope: float = 0.01, *, target_blocks: int = 512,
+                  partial=None) -> None:
+    """``partial``: the (row_blocks, N) scratch of :func:`act_bias_grad.plan` in the compute dtype
+    (allocated here when not given)."""
     M, N = dy.shape
     do_bias = db is not None
     if M * N == 0:
         if do_bias:
             db[...] = 0
         return
-    c = _compute(dy.dtype)
-    col_blocks, row_blocks, rpb = plan(M, N, ABG_TX, ABG_TY, target_blocks)
-    partial = cupy.empty((row_blocks, N), dtype=c) if do_bias else dy
+    dt = dy.dtype
     write_dz = dz is not None
-    f = function("act_bias_grad", dy.dtype)
-    f((col_blocks, row_blocks), (ABG_TX, ABG_TY),
-      (dy, saved, dz if write_dz else dy, partial, np.int64(M), np.int64(N), np.int64(rpb), np.int32(write_dz),
-       np.int32(do_bias), np.int32(act_code(act)), c(slope)))
+
+    def make():
+        col_blocks, row_blocks, rpb = plan(M, N, ABG_TX, ABG_TY, target_blocks)
+        return (function("act_bias_grad", dt), (col_blocks, row_blocks), row_blocks,
+                (np.int64(M), np.int64(N), np.int64(rpb), np.int32(write_dz), np.int32(do_bias),
+                 np.int32(act_code(act)), _compute(dt)(slope)),
+                function("colsum", dt), (_blocks(N, 128, None),), (np.int64(row_blocks), np.int64(N)))
+    f, grid, row_blocks, tail, f2, grid2, tail2 = _plan(
+        ("act_bias_grad", _device(), dt, M, N, write_dz, do_bias, act, slope, target_blocks), make)
+    if do_bias and partial is None:
+        import cupy
+        partial = cupy.empty((row_blocks, N), dtype=_compute(dt))
+    f(grid, (ABG_TX, ABG_TY), (dy, saved, dz if write_dz else dy, partial if do_bias else dy) + tail)
     if do_bias:
-        f2 = function("colsum", dy.dtype)
-        f2((_blocks(N, 128, None),), (128,), (partial, db, np.int64(row_blocks), np.int64(N)))
+        f2(grid2, (128,), (partial, db) + tail2)
 
 
 def softmax_xent_forward(logits, target, loss, probs, ignore_index: int = -100, err=None, *,
@@ -115,11 +148,16 @@ def softmax_xent_forward(logits, target, loss, probs, ignore_index: int = -100, 
     M, C = logits.shape
     if M == 0:
         return
-    bs = block or next_pow2(C)
-    f = function("softmax_xent_fwd", logits.dtype)
-    grid = M if max_blocks is None else max(1, min(M, max_blocks))
-    f((grid,), (bs,), (logits, target, loss, probs, np.int64(M), np.int64(C), np.int64(ignore_index),
-                       err if err is not None else target, np.int32(err is not None)))
+    dt = logits.dtype
+    has_err = err is not None
+
+    def make():
+        grid = M if max_blocks is None else max(1, min(M, max_blocks))
+        return (function("softmax_xent_fwd", dt), (grid,), (block or next_pow2(C),),
+                (np.int64(M), np.int64(C), np.int64(ignore_index)), (np.int32(has_err),))
+    f, grid, blk, mid, tail = _plan(("softmax_xent_fwd", _device(), dt, M, C, ignore_index, has_err, block,
+                                     max_blocks), make)
+    f(grid, blk, (logits, target, loss, probs) + mid + (err if has_err else target,) + tail)
 
 
 def softmax_xent_backward(probs, target, g, d, mul: float = 1.0, ignore_index: int = -100,
@@ -127,10 +165,16 @@ def softmax_xent_backward(probs, target, g, d, mul: float = 1.0, ignore_index: i
     M, C = probs.shape
     if M * C == 0:
         return
-    c = _compute(probs.dtype)
-    eps = float(label_smoothing)
-    f = function("softmax_xent_bwd", probs.dtype)
-    grid, bx = grid_2d(M, C, block, max_blocks)
-    f(grid, (bx,),
-      (probs, target, g, np.int64(0 if g.shape[0] == 1 else 1), c(mul), np.int64(ignore_index), c(eps / C),
-       c(1.0 - eps), d, np.int64(M), np.int64(C)))
+    dt = probs.dtype
+    per_row = g.shape[0] != 1
+
+    def make():
+        c = _compute(dt)
+        eps = float(label_smoothing)
+        grid, bx = grid_2d(M, C, block, max_blocks)
+        return (function("softmax_xent_bwd", dt), grid, (bx,),
+                (np.int64(1 if per_row else 0), c(mul), np.int64(ignore_index), c(eps / C), c(1.0 - eps)),
+                (np.int64(M), np.int64(C)))
+    f, grid, blk, mid, tail = _plan(("softmax_xent_bwd", _device(), dt, M, C, per_row, mul, ignore_index,
+                                     label_smoothing, block, max_blocks), make)
+    f(grid, blk, (probs, target, g) + mid + (d,) + tail)

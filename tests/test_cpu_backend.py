@@ -1,6 +1,9 @@
 """The CPU backend's fast paths (Numba passes, optional MKL GEMMs) agree with the generic NumPy code."""
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -81,3 +84,30 @@ def test_fused_linear_on_sliced_input_uses_fallback():
     np.testing.assert_allclose(y.numpy(), x.numpy() @ w.numpy().T, rtol=1e-12)
     y.sum().backward()
     np.testing.assert_allclose(w.grad.numpy(), np.ones((8, 3)).T @ x.numpy(), rtol=1e-12)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+def test_cpu_backend_keeps_freed_activation_blocks():
+    """Fresh 0.5 MB arrays allocated and freed in a loop (a training step's GEMM outputs) fault no new
+    pages once the CPU backend is up (glibc's default trim threshold gave them back to the OS each time);
+    GPUGRAD_MALLOC_TUNE=0 keeps glibc's defaults."""
+    import platform
+    import subprocess
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    code = ("import resource, numpy as np, gpugrad as gg\n"
+            "gg.zeros(1) + 1\n"
+            "x = np.ones((1024, 128), np.float32); w = np.ones((128, 128), np.float32)\n"
+            "for _ in range(5): a = [x @ w for _ in range(8)]; del a\n"
+            "f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "for _ in range(20): a = [x @ w for _ in range(8)]; del a\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root
+    faults = int(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                check=True).stdout.split()[-1])
+    env["GPUGRAD_MALLOC_TUNE"] = "0"
+    default = int(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                 check=True).stdout.split()[-1])
+    assert faults < 50 and default > 10 * max(faults, 1), (faults, default)

@@ -235,6 +235,31 @@ def test_training_step_counts(sc):
     assert c["device_to_host"] == 0
 
 
+def test_fused_layer_backward_allocates_each_buffer_once(sc, monkeypatch):
+    """The backward pass of a fused Linear+ReLU layer allocates dz, db and one column-sum scratch (the
+    CUDA C path once allocated the scratch twice), and gives the reference values."""
+    from gpugrad.kernels import act_bias_grad as kabg
+    be = gg.backends.get_backend("cuda")
+    cp = be.xp
+    rng = np.random.default_rng(0)
+    dy_h = rng.standard_normal((40, 24)).astype(np.float32)
+    y_h = np.maximum(rng.standard_normal((40, 24)).astype(np.float32), 0)
+    dy, y = cp.asarray(dy_h), cp.asarray(y_h)
+    be.act_bias_backward(dy, y, "relu", True)  # kernel handles and launch plans built
+    shapes = []
+    real = cp.empty
+
+    def empty(shape, *a, **k):
+        shapes.append(tuple(shape) if isinstance(shape, tuple) else (shape,))
+        return real(shape, *a, **k)
+    monkeypatch.setattr(cp, "empty", empty)
+    dz, db = be.act_bias_backward(dy, y, "relu", True)
+    assert len(shapes) == 3 and (40, 24) in shapes and (24,) in shapes, shapes
+    dz_ref, db_ref = kabg.act_bias_grad_ref(dy_h, y_h, "relu", True)
+    np.testing.assert_allclose(cp.asnumpy(dz), dz_ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(cp.asnumpy(db), db_ref, rtol=1e-5, atol=1e-5)
+
+
 # ====================================================================== checkpointing, graphed steps, the CLI
 def test_checkpointed_mlp_gradients_equal_plain_on_cuda(sc):
     rng = np.random.default_rng(3)

@@ -12,6 +12,7 @@ from ..autograd.function import named_error
 from ..autograd.grad_mode import is_grad_enabled
 from ..backends import get_backend
 from ..kernels.activations import ACTIVATIONS
+from ..ops.linalg import FusedLinear as _FusedLinear
 from ..tensor import Tensor, _make_result
 from . import init
 from .epilogue_mlp import epilogue_mlp_forward
@@ -74,7 +75,12 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        return ops.fused_linear(x, self.weight, self.bias, self.activation, self.negative_slope)
+        p = self._parameters
+        try:  # the registered parameters, without Module.__getattr__'s search (this runs per layer per step)
+            w, b = p["weight"], p["bias"]
+        except KeyError:  # weight or bias replaced by a buffer or a plain attribute
+            w, b = self.weight, self.bias
+        return _FusedLinear.apply(x, w, b, activation=self.activation, negative_slope=self.negative_slope)
 
     def extra_repr(self) -> str:
         s = f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -407,7 +413,8 @@ class MLPBlock(Module):
         self.residual = bool(residual) and in_features == out_features
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.linear(x)
+        lin = self._modules.get("linear") or self.linear
+        h = lin(x)
         if self.dropout > 0.0:
             h = ops.dropout(h, self.dropout, self.training)
         return x + h if self.residual else h

@@ -4,6 +4,8 @@ from __future__ import annotations
 from ..autograd.function import Context, Function, named_error
 from ..kernels.activations import ACTIVATIONS
 
+_ACTS = frozenset(ACTIVATIONS)
+
 
 def _check_matmul(op: str, a, b) -> None:
     if a.ndim == 0 or b.ndim == 0:
@@ -87,9 +89,11 @@ class FusedLinear(Function):
 
     @staticmethod
     def forward(ctx: Context, x, w, b=None, activation: str = "identity", negative_slope: float = 0.01):
-        if activation not in ACTIVATIONS:
+        if activation not in _ACTS:
             raise named_error(ValueError, f"fused_linear: unknown activation {activation!r}; expected one of {ACTIVATIONS}")
-        _check_linear("linear" if activation == "identity" else f"fused_linear[{activation}]", x, w, b)
+        if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[1] or x.dtype != w.dtype or \
+                (b is not None and (b.shape != (w.shape[0],) or b.dtype != w.dtype)):  # the op's name only on error
+            _check_linear("linear" if activation == "identity" else f"fused_linear[{activation}]", x, w, b)
         be = ctx.backend
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
         z = be.linear_forward(x2, w)

@@ -264,21 +264,22 @@ class CUDABackend(Backend):
                 (saved is None and act != "identity"):
             return super().act_bias_backward(dy, saved, act, with_bias, slope)
         xp = self.xp
-        d = xp.ascontiguousarray(dy)
-        s = xp.ascontiguousarray(saved) if saved is not None else d
+        d = dy if dy.flags.c_contiguous else xp.ascontiguousarray(dy)
+        s = d if saved is None else saved if saved.flags.c_contiguous else xp.ascontiguousarray(saved)
         M, N = d.shape
-        dz = None if act == "identity" else xp.empty(d.shape, d.dtype)
-        db = xp.empty((N,), d.dtype) if with_bias else None
+        dt = d.dtype
+        dz = None if act == "identity" else xp.empty((M, N), dt)
+        db = xp.empty((N,), dt) if with_bias else None
         tb = self._launch.target_blocks
         partial = None
-        if with_bias:
-            _, row_blocks, _ = _k_abg.plan(M, N, 32, 8, tb)
-            partial = xp.empty((row_blocks, N), compute_dtype(d.dtype))
+        if with_bias:  # the scratch of both kernel sets' column sums, allocated here once
+            row_blocks = _k_abg.plan(M, N, 32, 8, tb)[1]
+            partial = xp.empty((row_blocks, N), compute_dtype(dt))
         if self._launch.run(
-                "act_bias_backward", dy.dtype,
+                "act_bias_backward", dt,
                 lambda st, a, b_, o, g, p: _k_abg.act_bias_grad(a, b_, o, g, act, slope, partial=p, stream=st,
                                                                TX=32, TY=8, target_blocks=tb),
-                lambda a, b_, o, g, p: _k_c.act_bias_grad(a, b_, o, g, act, slope, target_blocks=tb),
+                lambda a, b_, o, g, p: _k_c.act_bias_grad(a, b_, o, g, act, slope, target_blocks=tb, partial=p),
                 d, s, dz, db, partial):
             return (dy if dz is None else dz), db
         return super().act_bias_backward(dy, saved, act, with_bias, slope)

@@ -159,6 +159,13 @@ class Launcher:
     def run(self, op: str, dtype, numba_call: Callable[..., None], cuda_c_call: Callable[..., None],
             *arrays: Any) -> bool:
         impl = _state["impl"]
+        if impl == "cuda_c" and not fallbacks:  # the default, with nothing failed yet: one call
+            try:
+                cuda_c_call(*arrays)
+                return True
+            except Exception as e:
+                self._failed(op, dtype, "cuda_c", True, e)
+                return False
         if impl == "xp":
             return False
         if impl == "numba":
@@ -187,11 +194,16 @@ class Launcher:
                     cuda_c_call(*arrays)
                 return True
             except Exception as e:
-                if strict():
-                    raise
-                fallbacks[(op, str(dtype), im)] = f"{type(e).__name__}: {e}"
-                then = "trying the cuda_c kernel" if im != chain[-1] else "that op now runs as plain CuPy ops (slower)"
-                warnings.warn(f"gpugrad: the {im} kernel for {op} ({dtype}) failed ({type(e).__name__}: {e}); "
-                              f"{then}. Set GPUGRAD_STRICT_KERNELS=1 to raise instead, or choose another kernel "
-                              "set with gg.cuda.set_kernels().", RuntimeWarning, stacklevel=3)
+                self._failed(op, dtype, im, im == chain[-1], e)
         return False
+
+    @staticmethod
+    def _failed(op: str, dtype, im: str, last: bool, e: Exception) -> None:
+        """A kernel of set ``im`` failed: raise (strict), else remember the fallback and warn once."""
+        if strict():
+            raise e
+        fallbacks[(op, str(dtype), im)] = f"{type(e).__name__}: {e}"
+        then = "that op now runs as plain CuPy ops (slower)" if last else "trying the cuda_c kernel"
+        warnings.warn(f"gpugrad: the {im} kernel for {op} ({dtype}) failed ({type(e).__name__}: {e}); "
+                      f"{then}. Set GPUGRAD_STRICT_KERNELS=1 to raise instead, or choose another kernel "
+                      "set with gg.cuda.set_kernels().", RuntimeWarning, stacklevel=4)
