@@ -6,10 +6,6 @@ import numpy as np
 from ..autograd.function import named_error
 
 
-def shape_of(x) -> tuple:
-    return tuple(x.shape) if hasattr(x, "shape") else ()
-
-
 def check_broadcast(op: str, a, b) -> tuple:
     """The shapes of ``a`` and ``b``; raises a clear error if they cannot broadcast together."""
     sa = a.shape if hasattr(a, "shape") else ()
