@@ -61,7 +61,7 @@ def test_optimizer_pass_matches_generic_on_float32():
 
 def test_mkl_gemm_matches_numpy():
     if cpu_blas.load() is None:
-        pytest.skip("MKL not installed (pip install gpugrad[mkl]) or GPUGRAD_BLAS=numpy")
+        pytest.skip('MKL not installed (pip install ".[mkl]") or GPUGRAD_BLAS=numpy')
     a = rng.standard_normal((6, 4)).astype(np.float32)
     b = rng.standard_normal((4, 5)).astype(np.float32)
     np.testing.assert_allclose(cpu_blas.gemm(a, b, False, False), a @ b, rtol=1e-5)

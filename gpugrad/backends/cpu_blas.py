@@ -1,4 +1,4 @@
-"""Optional MKL GEMMs for the CPU backend (``pip install gpugrad[mkl]``).
+"""Optional MKL GEMMs for the CPU backend (``pip install ".[mkl]"`` from a checkout).
 
 NumPy's wheels ship OpenBLAS. On the MLP GEMMs of ``benchmarks/mlp_cpu.py`` case (a), timed alone
 on 2 cores, OpenBLAS took 32.6 ms where MKL through this module took 25.8 ms. In whole training

@@ -14,7 +14,7 @@ import numpy as np
 
 from .group import DistributedError, ProcessGroup, Work, check_op
 
-INSTALL_HINT = "pip install mpi4py mpich (or: pip install 'gpugrad[mpi]'), then launch with mpiexec -n N"
+INSTALL_HINT = 'pip install mpi4py mpich (or, from a checkout: pip install ".[mpi]"), then launch with mpiexec -n N'
 
 # Environment variables launchers set with the number of processes they started.
 _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE", "SLURM_NTASKS",
