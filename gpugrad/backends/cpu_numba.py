@@ -6,8 +6,6 @@ was 700 us. Compiled lazily, once per activation and dtype per process. The acti
 generated from ``kernels/activations.py``."""
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 

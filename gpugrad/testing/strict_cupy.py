@@ -46,7 +46,7 @@ import sys
 import threading
 import types
 import weakref
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 

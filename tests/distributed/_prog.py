@@ -1,4 +1,4 @@
-"""MPI test program, run by tests/distributed/test_mpi.py as ``mpiexec -n N python3 _prog.py SCENARIO...``.
+"""MPI test program, run by tests/distributed/test_distributed_mpi.py as ``mpiexec -n N python3 _prog.py SCENARIO...``.
 
 Every rank runs the scenarios in order; a failed check raises, which aborts all ranks (non-zero
 exit). Rank 0 prints ``OK <scenario>`` after each one passed on every rank."""

@@ -123,7 +123,7 @@ def _emulate(a, b, epilog: str | None, bias, aux):
     elif epilog == "BGRADA":
         extras["bgrada"] = a.sum(axis=1)
     elif epilog is not None:
-        raise ValueError(f"cuda_epilogue: unknown epilog {epilog!r}")
+        raise ValueError(f"cuBLASLt epilogue: unknown epilog {epilog!r}")
     return d, extras
 
 
@@ -190,7 +190,7 @@ def linear_act_forward(x, w, b, act: str):
     ``y`` (N, out) is a transposed view of the column-major result; ``aux`` is what
     ``dgrad_act_bgrad``/``act_bias_backward`` need (opaque)."""
     if act not in FORWARD:
-        raise ValueError(f"cuda_epilogue: no fused epilogue for activation {act!r} (have {tuple(FORWARD)})")
+        raise ValueError(f"cuBLASLt epilogue: no fused epilogue for activation {act!r} (have {tuple(FORWARD)})")
     if b is None:
         b = (np.zeros if _is_numpy(x) else _xp(x).zeros)((w.shape[0],), dtype=w.dtype)
     d, ex = gemm(w, x.T, FORWARD[act], bias=b, act=act)
@@ -232,7 +232,7 @@ def act_bias_backward(dy, aux, act: str, with_bias: bool):
     elif act == "gelu_tanh":
         dz = _act_grad(xp, act, dy, aux[:dy.shape[1], :dy.shape[0]].T)
     else:
-        raise ValueError(f"cuda_epilogue: no fused epilogue for activation {act!r}")
+        raise ValueError(f"cuBLASLt epilogue: no fused epilogue for activation {act!r}")
     return dz, (dz.sum(axis=0) if with_bias else None)
 
 
