@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gpugrad as gg  # noqa: E402
-from gpugrad.benchmarking import machine_info, usable_kernel_sets, write_json  # noqa: E402
+from gpugrad.benchmarking import machine_info, rel_error as rel, usable_kernel_sets, write_json  # noqa: E402
 from gpugrad.kernels import act_bias_grad as kabg, bias_act as kba, softmax_xent as ksx  # noqa
 
 INNER = 10
@@ -68,11 +68,6 @@ def copy_bandwidth(nbytes: int, repeats: int) -> float:
     dst = cp.empty_like(src)
     t = event_time(lambda: cp.copyto(dst, src), repeats)
     return 2 * src.nbytes / t
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
 def ops(be, cp, M, N, dtype, rng):

@@ -23,12 +23,10 @@ import os
 import statistics
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gpugrad as gg  # noqa: E402
-from gpugrad.benchmarking import machine_info, torch_mlp, usable_kernel_sets, write_json  # noqa: E402
+from gpugrad.benchmarking import machine_info, rel_error as rel, torch_mlp, usable_kernel_sets, write_json  # noqa: E402
 
 F = gg.nn.functional
 CASES = {"a": (8192, 4096), "b": (65536, 256), "c": (256, 512)}
@@ -79,11 +77,6 @@ def torch_event_times(fn, repeats: int, warmup: int) -> list[float]:
         end.synchronize()
         times.append(start.elapsed_time(end) * 1e-3)
     return times
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
 def build_gg(width: int, dtype, seed: int = 0):

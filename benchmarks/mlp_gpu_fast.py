@@ -57,14 +57,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import gpugrad as gg  # noqa: E402
 import gpugrad.nn.functional as F  # noqa: E402
 from gpugrad import benchmarking  # noqa: E402
-from gpugrad.benchmarking import machine_info, write_json  # noqa: E402
+from gpugrad.benchmarking import machine_info, rel_error as _rel, write_json  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "mlp_gpu_fast.json")
-
-
-def _rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
 # ---------------------------------------------------------------------------------------- timing

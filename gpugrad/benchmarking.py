@@ -51,6 +51,12 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int, setup: Callabl
 
 
 # =============================================================================================== FLOPs and the ceiling
+def rel_error(a, b) -> float:
+    """``|a - b| / |b|`` (Frobenius norms, float64): how far a result is from its reference."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
 def mlp_flops(sizes: Sequence[int], batch: int) -> float:
     """FLOPs of one training step's GEMMs for layer sizes ``sizes``: forward 2*B*in*out per layer,
     backward 4*B*in*out (dX and dW) except the first layer (no dX: the input needs no gradient)."""

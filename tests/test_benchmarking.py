@@ -17,6 +17,12 @@ def test_mlp_flops_counts_forward_and_backward_gemms():
     assert bm.mlp_flops([3, 4, 2], 5) == 2 * 5 * 3 * 4 * 2 + 2 * 5 * 4 * 2 * 3
 
 
+def test_rel_error_is_the_relative_frobenius_distance():
+    assert bm.rel_error([3.0, 4.5], [3.0, 4.0]) == pytest.approx(0.1)
+    assert bm.rel_error(np.ones((2, 2), np.float32), np.ones((2, 2))) == 0.0
+    assert bm.rel_error([1.0], [0.0]) > 1e100  # a zero reference does not divide by zero
+
+
 def test_median_time_runs_setup_untimed_before_every_call_and_syncs():
     calls = []
     t = bm.median_time(lambda: calls.append("fn"), repeats=3, warmup=2, setup=lambda: calls.append("setup"),
