@@ -9,9 +9,9 @@ from ..kernels.activations import saves_output
 from .base import Backend
 
 _erf_ufunc = None
-# Where the Numba pass beats NumPy (measured, 1024x128 float32, see cpu_numba): branchy activations gain
-# (ReLU fwd 18 us, bwd + db 62 us vs 93 us + 40 us); transcendental ones lose (sigmoid fwd 1 ms in Numba's
-# scalar exp vs NumPy's SIMD), so those stay on NumPy.
+# Where the Numba pass beats NumPy (1024x128 float32, 2026-11-30, idle 2-core AMD EPYC, see cpu_numba):
+# branchy activations gain (ReLU fwd + bias 8 us vs 79 us, bwd + db 23 us vs 40 us + 23 us); transcendental
+# ones lose (sigmoid fwd 361 us in Numba's scalar exp vs 131 us in NumPy's SIMD), so those stay on NumPy.
 _NUMBA_FWD = ("identity", "relu", "leaky_relu")
 _NUMBA_BWD = ("relu", "leaky_relu", "sigmoid", "tanh")
 _NUMBA_MASK_BWD = ("relu", "leaky_relu")  # unfused backward: the Numba pass beats NumPy's where
