@@ -121,6 +121,20 @@ def examples(rule: Rule) -> list[dict]:
     return out
 
 
+
+def example_arrays(rule: Rule, options: dict, n: int, rng, dtype: Any = "float64", base: dict | None = None) -> dict:
+    """Random 1-D buffers for one step of ``rule`` under ``options`` (tests and benchmarks): ``'p'`` and
+    ``'g'`` (standard normal, unless given in ``base``) and each state the options use. Square averages
+    are drawn >= 2 so that they exceed their squared means (centered RMSprop)."""
+    import numpy as np
+    arrays = dict(base) if base is not None else {"p": rng.standard_normal(n).astype(dtype),
+                                                  "g": rng.standard_normal(n).astype(dtype)}
+    for s, on in zip(rule.state, rule.present(options)):
+        if on:
+            sq = "sq" in s or "square" in s
+            arrays[s] = (np.abs(rng.standard_normal(n)) * (1.0 if sq else 0.3) + (2.0 if sq else 0.0)).astype(dtype)
+    return arrays
+
 # ------------------------------------------------------------------------------------------------ xp (vectorised)
 _xp_fns: dict = {}
 

@@ -45,11 +45,7 @@ def test_optimizer_pass_matches_generic_on_float32():
     n = 70 * 33
     for rule in RULES.values():
         opts = cg.examples(rule)[-3]
-        a = {"p": rng.standard_normal(n).astype(np.float32), "g": rng.standard_normal(n).astype(np.float32)}
-        for s_, on in zip(rule.state, rule.present(opts)):
-            if on:
-                sq = "sq" in s_ or "square" in s_
-                a[s_] = (np.abs(rng.standard_normal(n)) * (1.0 if sq else 0.3) + (2 if sq else 0)).astype(np.float32)
+        a = cg.example_arrays(rule, opts, n, rng, np.float32)
         b = {k: v.copy() for k, v in a.items()}
         for k in range(1, 4):
             be.optim_step(rule, a, 0, n, opts, rule.derive(k, opts))

@@ -473,11 +473,7 @@ def test_fused_kernels_against_numpy_references(impl, dtype, on_cuda, monkeypatc
     cpu = gg.tensor([0.0])._backend()
     for rule in RULES.values():  # the generated optimizer kernels against the rule run on NumPy in float64
         for opts in (cg.examples(rule)[0], cg.examples(rule)[-3]):
-            host = {"p": p, "g": gr}
-            for s_, on in zip(rule.state, rule.present(opts)):
-                if on:
-                    sq = "sq" in s_ or "square" in s_
-                    host[s_] = (np.abs(rng.standard_normal(n)) * (1.0 if sq else 0.3) + (2 if sq else 0)).astype(dtype)
+            host = cg.example_arrays(rule, opts, n, rng, dtype, base={"p": p, "g": gr})
             ref = {k: v.astype(np.float64) for k, v in host.items()}
             dev = {k: cp.asarray(v) for k, v in host.items()}
             for cap in (False, True):

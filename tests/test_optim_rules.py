@@ -29,13 +29,7 @@ IDS = [f"{r.name}-{i}" for i, (r, _) in enumerate(CASES)]
 
 
 def _inputs(rule, options, n=37, seed=0):
-    rng = np.random.default_rng(seed)
-    arrays = {"p": rng.standard_normal(n), "g": rng.standard_normal(n)}
-    for s, on in zip(rule.state, rule.present(options)):
-        if on:  # square averages must be >= their squared means (centered RMSprop)
-            sq = "sq" in s or "square" in s
-            arrays[s] = np.abs(rng.standard_normal(n)) * (1.0 if sq else 0.3) + (2.0 if sq else 0.0)
-    return arrays
+    return cg.example_arrays(rule, options, n, np.random.default_rng(seed))
 
 
 def _close(a, b, tol=1e-14):

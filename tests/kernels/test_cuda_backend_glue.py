@@ -213,11 +213,7 @@ def test_optim_step_matches_generic(be, name, capturable, rng):
     rule = RULES[name]
     options = cg.examples(rule)[-3]
     n = 11
-    arrays = {"p": rng.standard_normal(n).astype(np.float32), "g": rng.standard_normal(n).astype(np.float32)}
-    for s_, on in zip(rule.state, rule.present(options)):
-        if on:
-            sq = "sq" in s_ or "square" in s_
-            arrays[s_] = (np.abs(rng.standard_normal(n)) * (1.0 if sq else 0.3) + (2 if sq else 0)).astype(np.float32)
+    arrays = cg.example_arrays(rule, options, n, rng, np.float32)
     ref = {k: v.copy() for k, v in arrays.items()}
     extra = dict(step=np.array([2.0], np.float32), found_inf=np.zeros(1, np.float32)) if capturable else {}
     derived = () if capturable else rule.derive(2, options)

@@ -14,12 +14,7 @@ CASES = [(r, o) for r in RULES.values() for o in cg.examples(r)]
 
 
 def _inputs(rule, options, n, dt, rng):
-    arrays = {"p": rng.standard_normal(n).astype(dt), "g": rng.standard_normal(n).astype(dt)}
-    for s, on in zip(rule.state, rule.present(options)):
-        if on:
-            sq = "sq" in s or "square" in s
-            arrays[s] = (np.abs(rng.standard_normal(n)) * (1.0 if sq else 0.3) + (2.0 if sq else 0.0)).astype(dt)
-    return arrays
+    return cg.example_arrays(rule, options, n, rng, dt)
 
 
 @pytest.mark.parametrize("capturable", [False, True])
