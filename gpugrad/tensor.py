@@ -13,6 +13,7 @@ from .autograd.grad_mode import STATE
 
 
 def _make_result(arr, dev, ctx, idx: int, vc=None) -> "Tensor":
+    """A Tensor around an op's output array (Function.apply inlines this for single outputs)."""
     if isinstance(arr, np.generic):  # NumPy returns scalars from 0-d arithmetic
         arr = np.asarray(arr)
     t = Tensor.__new__(Tensor)

@@ -239,6 +239,7 @@ def _make_apply(cls: type):
         if not isinstance(out, tuple):
             if out.__class__ is _np_generic or isinstance(out, _np_generic):  # NumPy's 0-d arithmetic
                 out = _asarray(out)
+            # tensor._make_result inlined (one call less per op on the hot path): keep the two in step
             res = _new(Tensor)
             res.data = out
             res.grad = None
