@@ -9,7 +9,9 @@ launcher, which stops the others; every collective is waited with a timeout, so 
 raises :class:`DistributedTimeout` after at most ``timeout`` seconds instead of hanging."""
 from __future__ import annotations
 
+import os
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -17,6 +19,7 @@ from .group import (DEFAULT_TIMEOUT_S, REDUCE_OPS, DistributedError, Distributed
                     default_timeout)
 
 _group: ProcessGroup | None = None
+_ABORT_FORWARD_S = 0.5  # seconds the launcher gets to forward the abort report before MPI_Abort
 _prev_excepthook = None
 
 
@@ -75,14 +78,24 @@ def install_abort_on_error() -> None:
 
 
 def abort(reason: str, exc_info: tuple | None = None, code: int = 1) -> None:
-    """Print ``reason`` (and a traceback) tagged with this rank, then stop every rank with MPI_Abort."""
+    """Print ``reason`` (and a traceback) tagged with this rank, then stop every rank with MPI_Abort.
+
+    The report goes to file descriptor 2 in one ``write`` (rank line first, repeated after the
+    traceback) and the launcher gets a moment to forward it: MPI_Abort kills every process, and text
+    still sitting in a Python buffer or in the launcher's pipe would otherwise be lost."""
     rank, size = (_group.rank, _group.size) if _group is not None else (0, 1)
     msg = f"[gpugrad.distributed] rank {rank}/{size}: {reason}; aborting all {size} ranks\n"
     try:
-        if exc_info is not None:
-            sys.stderr.write("".join(traceback.format_exception(*exc_info)))
-        sys.stderr.write(msg)
-        sys.stderr.flush()
+        tb = "".join(traceback.format_exception(*exc_info)) if exc_info is not None else ""
+        report = (msg + tb + msg) if tb else msg
+        try:
+            sys.stderr.flush()
+        except Exception:  # a closed or broken stderr must not stop the abort
+            pass
+        data = report.encode("utf-8", "replace")
+        while data:
+            data = data[os.write(2, data):]
+        time.sleep(_ABORT_FORWARD_S)
     finally:
         from mpi4py import MPI
         MPI.COMM_WORLD.Abort(code)
