@@ -331,6 +331,15 @@ def test_diagnose_compares_three_networks(tmp_path, capsys):
         assert not out.exists()
 
 
+def test_diagnose_out_gets_png_extension(tmp_path):
+    from gpugrad.cli.diagnose import png_path
+    assert png_path(str(tmp_path / "d")) == str(tmp_path / "d.png")
+    assert png_path("a/b.PNG") == "a/b.PNG"
+    with pytest.raises(cli.CLIError, match=r"--out 'x\.jpg'.*ending in \.png.*'x\.png'"):
+        png_path("x.jpg")
+    assert cli.main(["diagnose", "--steps", "1", "--out", str(tmp_path / "d.svg")]) == 2
+
+
 # ------------------------------------------------------------------------------------------- info, bench, graph
 def test_info_lists_versions_devices_and_reasons(capsys):
     assert cli.main(["info"]) == 0

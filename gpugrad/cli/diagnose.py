@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     g.add_argument("--seed", type=int, default=0, help="init and batch-order seed (default: 0)")
     g.add_argument("--device", choices=DEVICES, default="auto",
                    help="auto picks CUDA when gg.cuda.is_available() (default: auto)")
-    g.add_argument("--out", default="grad_norms.png", help="PNG path (a .json with the numbers goes beside it)")
+    g.add_argument("--out", default="grad_norms.png", help="PNG path; .png is added when there is no extension (a .json with the numbers goes beside it)")
 
 
 def grad_norm_profile(activation: str, residual: bool, depth: int, width: int, ds, device: str = "cpu",
@@ -66,9 +66,21 @@ def grad_norm_profile(activation: str, residual: bool, depth: int, width: int, d
             "loss_first": losses[0], "loss_last": losses[-1]}
 
 
+def png_path(out: str) -> str:
+    """``--out`` as a PNG path: ``.png`` is added when there is no extension; any other one is refused."""
+    ext = os.path.splitext(out)[1]
+    if ext == "":
+        return out + ".png"
+    if ext.lower() != ".png":
+        raise CLIError(f"--out {out!r}: the plot is written as PNG; give a path ending in .png "
+                       f"(or none: {os.path.splitext(out)[0] + '.png'!r})")
+    return out
+
+
 def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     """``gpugrad diagnose``: returns the exit code."""
     from .. import diagnostics
+    out = png_path(args.out)
     device = resolve_device(args.device)
     ds = load_data({"dataset": args.dataset, "task": "classification", "n_samples": 2000, "n_features": 32,
                      "n_outputs": 4, "noise": 0.05, "seed": args.seed})
@@ -90,7 +102,6 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
               f"loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}")
         for w in r["warnings"]:
             print(f"    warning: {w}", file=sys.stderr)
-    out = args.out
     try:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         atomic_write_text(os.path.splitext(out)[0] + ".json", json.dumps(result, indent=2) + "\n")
