@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 
 import pytest
 
@@ -15,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ``gpugrad`` (the public re-exports) sits above everything and is not importable from below.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("kernels", ("gpugrad.kernels",)),
-    ("foundation", ("gpugrad._dtype", "gpugrad._device", "gpugrad._errors", "gpugrad.install_hints")),
+    ("foundation", ("gpugrad._dtype", "gpugrad._device", "gpugrad._errors", "gpugrad._mode", "gpugrad.install_hints")),
     ("backends", ("gpugrad.backends",)),
     ("autograd", ("gpugrad.autograd", "gpugrad.tensor", "gpugrad.creation", "gpugrad.random")),
     ("ops", ("gpugrad.ops", "gpugrad._tensor_methods")),
@@ -51,39 +52,44 @@ def _source_files() -> dict[str, tuple[str, bool]]:
 MODULES = _source_files()
 
 
-def _top_level_imports(name: str) -> set[str]:
-    """gpugrad modules imported at module top level (also under top-level if/try) by ``name``."""
+def _imports(name: str, deep: bool = False) -> set[str]:
+    """gpugrad modules imported by ``name``: at module top level (also under top-level if/try), or with
+    ``deep`` anywhere in the file (function-level late bindings included)."""
     path, is_pkg = MODULES[name]
     tree = ast.parse(open(path, encoding="utf-8").read(), path)
     package = name if is_pkg else name.rpartition(".")[0]
     found: set[str] = set()
-    stack = list(tree.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (ast.If, ast.Try)):
-            stack.extend(ast.iter_child_nodes(node))
-            continue
-        if isinstance(node, ast.ExceptHandler):
-            stack.extend(node.body)
-            continue
+    if deep:
+        nodes = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    else:
+        nodes, stack = [], list(tree.body)
+        while stack:
+            node = stack.pop()
+            if isinstance(node, (ast.If, ast.Try)):
+                stack.extend(ast.iter_child_nodes(node))
+            elif isinstance(node, ast.ExceptHandler):
+                stack.extend(node.body)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                nodes.append(node)
+    for node in nodes:
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == "gpugrad")
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[:len(package.split(".")) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            if target.split(".")[0] != "gpugrad":
-                continue
-            for a in node.names:  # `from . import sub` imports the submodule gpugrad.sub
-                sub = f"{target}.{a.name}"
-                found.add(sub if sub in MODULES else target)
+            continue
+        if node.level:
+            base = package.split(".")[:len(package.split(".")) - node.level + 1]
+            target = ".".join(base + ([node.module] if node.module else []))
+        else:
+            target = node.module or ""
+        if target.split(".")[0] != "gpugrad":
+            continue
+        for a in node.names:  # `from . import sub` imports the submodule gpugrad.sub
+            sub = f"{target}.{a.name}"
+            found.add(sub if sub in MODULES else target)
     found.discard(name)
     return {m for m in found if m in MODULES}
 
 
-GRAPH = {name: _top_level_imports(name) for name in MODULES}
+GRAPH = {name: _imports(name) for name in MODULES}
 
 
 def _layer(name: str) -> int:
@@ -123,6 +129,15 @@ def test_each_layer_imports_only_layers_below():
             if _layer(t) > _layer(m) and (m, t) not in KNOWN_VIOLATIONS:
                 bad.append(f"{m} ({LAYERS[_layer(m)][0]}) imports {t} ({LAYERS[_layer(t)][0]})")
     assert not bad, "layering violations (see docs/ARCHITECTURE.md):\n  " + "\n  ".join(sorted(bad))
+
+
+def test_backends_never_reach_up_even_inside_functions():
+    """Backends and kernels sit below autograd: not even a late (function-level) import of autograd,
+    Tensor, ops or the library layers (the autograd mode flags they read live in gpugrad/_mode.py)."""
+    backends = _layer("gpugrad.backends")
+    bad = sorted(f"{m} imports {t}" for m in MODULES if _layer(m) <= backends
+                 for t in _imports(m, deep=True) if _layer(t) > backends)
+    assert not bad, "the backends must not depend on the layers above them:\n  " + "\n  ".join(bad)
 
 
 def test_known_violations_are_real_until_fixed():
@@ -181,3 +196,43 @@ def test_the_checker_sees_a_violation_and_a_cycle(monkeypatch):
     monkeypatch.setitem(GRAPH, "gpugrad.ops.loss", GRAPH["gpugrad.ops.loss"] | {"gpugrad.ops.shape"})
     monkeypatch.setitem(GRAPH, "gpugrad.ops.shape", GRAPH["gpugrad.ops.shape"] | {"gpugrad.ops.loss"})
     assert ["gpugrad.ops.loss", "gpugrad.ops.shape"] in _cycles()
+
+
+def _architecture_tree() -> set[str]:
+    """Source files named in docs/ARCHITECTURE.md's tree (paths from the indentation)."""
+    text = open(os.path.join(ROOT, "docs", "ARCHITECTURE.md"), encoding="utf-8").read()
+    block = text.split("## The tree", 1)[1].split("```", 2)[1]
+    listed, dirs = set(), []  # dirs: (indent, "path/") from the outermost in
+    for line in block.splitlines():
+        names = []
+        for tok in line.split():
+            if not re.fullmatch(r"[\w.]+(\.py|\.cuh?|/)", tok):
+                break
+            names.append(tok)
+        if not names:
+            continue
+        indent = len(line) - len(line.lstrip())
+        while dirs and dirs[-1][0] >= indent:
+            dirs.pop()
+        prefix = dirs[-1][1] if dirs else ""
+        for n in names:
+            if n.endswith("/"):
+                dirs.append((indent, prefix + n))
+            else:
+                listed.add(prefix + n)
+    return listed
+
+
+def test_architecture_tree_lists_every_source_file():
+    """docs/ARCHITECTURE.md's tree names every module of gpugrad/ and kernels/, and nothing that is gone."""
+    actual = set()
+    for top in ("gpugrad", "kernels"):
+        for dirpath, dirnames, files in os.walk(os.path.join(ROOT, top)):
+            dirnames[:] = [d for d in dirnames if not d.startswith((".", "__pycache__"))]
+            for f in files:
+                if f.endswith((".py", ".cu", ".cuh")):
+                    actual.add(os.path.relpath(os.path.join(dirpath, f), ROOT).replace(os.sep, "/"))
+    listed = {p for p in _architecture_tree() if p.startswith(("gpugrad/", "kernels/"))}
+    assert len(listed) > 60
+    assert not actual - listed, f"add to docs/ARCHITECTURE.md's tree: {sorted(actual - listed)}"
+    assert not listed - actual, f"gone, remove from docs/ARCHITECTURE.md's tree: {sorted(listed - actual)}"

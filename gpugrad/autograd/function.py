@@ -257,11 +257,7 @@ def _make_apply(cls: type):
                 return res
             res._requires_grad = True
             res._grad_fn = ctx
-            ctx._fn = cls
-            _seq[0] += 1
-            ctx._seq = _seq[0]
-            ctx._edges = tuple(edges)
-            ctx._out_meta = ((out.shape, out.dtype),)
+            _link(ctx, cls, edges, ((out.shape, out.dtype),))
             if ctx._to_save:
                 ctx._finalize(tensor_args, (res,))
             return res
@@ -306,7 +302,6 @@ class _Lazy:
     make_result = None
     get_backend = None
     CPU = None
-    instances: dict = {}
 
     def load(self) -> None:
         from ..tensor import Tensor, _make_result
@@ -315,7 +310,6 @@ class _Lazy:
         type(self).CPU = CPU
         type(self).make_result = staticmethod(_make_result)
         type(self).get_backend = staticmethod(backends.get_backend)
-        type(self).instances = backends._instances
         type(self).Tensor = Tensor
 
 

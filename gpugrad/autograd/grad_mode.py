@@ -5,15 +5,7 @@ import functools
 from typing import Any, Callable
 
 
-class _State:
-    __slots__ = ("grad_enabled", "anomaly")
-
-    def __init__(self) -> None:
-        self.grad_enabled = True
-        self.anomaly = False
-
-
-STATE = _State()
+from .._mode import STATE  # noqa: F401  (the flags live below the backends; this module sets them)
 
 
 def is_grad_enabled() -> bool:

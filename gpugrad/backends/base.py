@@ -52,10 +52,6 @@ class Backend:
     def synchronize(self) -> None:
         pass
 
-    def owns(self, a) -> bool:
-        """True if ``a`` owns its memory (not a view of another array)."""
-        return a.base is None
-
     def sum_to_shape(self, g, shape: tuple):
         """Sum a broadcast gradient back to ``shape`` (the inverse of broadcasting)."""
         if g.shape == shape:

@@ -173,7 +173,7 @@ class ToCopy(Function):
     def forward(ctx: Context, x, device, dtype):
         from ..backends import get_backend
         src = ctx.backend
-        ctx.src_device, ctx.src_dtype = src.device, x.dtype
+        ctx.src_dtype = x.dtype
         if device != src.device:
             dst = get_backend(device)
             host = src.to_numpy(x)

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..._device import device
 from ..._errors import named_error
+from ..._mode import STATE
 from ...kernels import act_bias_grad as _k_abg
 from ...kernels import bias_act as _k_ba
 from ...kernels import cuda_c as _k_c
@@ -42,19 +43,10 @@ def _is_float(*arrays) -> bool:
     return True
 
 
-class _AutogradMode:
-    """The autograd mode flags (``detect_anomaly``), bound on first use: backends sit below autograd."""
-
-    def __get__(self, obj, owner):
-        from ...autograd.grad_mode import STATE
-        owner._mode = STATE  # replaces this descriptor: later reads are a plain class attribute
-        return STATE
-
-
 class CUDABackend(Backend):
     """CuPy on one CUDA device."""
 
-    _mode = _AutogradMode()
+    _mode = STATE  # the autograd mode flags (detect_anomaly), read by the device-error checks
 
     name = "cuda"
     _err = None  # device int64 [min, max] of out-of-range class targets since the last check
@@ -90,9 +82,6 @@ class CUDABackend(Backend):
     def from_dlpack(self, x: Any):
         """Zero-copy import of a CUDA DLPack producer (CuPy, PyTorch, a gpugrad tensor...)."""
         return self.xp.from_dlpack(x)
-
-    def is_array(self, a) -> bool:
-        return isinstance(a, self.xp.ndarray)
 
     def synchronize(self) -> None:
         self._gpu.synchronize()

@@ -26,7 +26,6 @@ class CupyGraphRuntime:  # pragma: no cover - needs a GPU
         self.cp = cupy
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self.pool = cupy.cuda.MemoryPool()
-        self._workspace = None
 
     def context(self):
         stack = contextlib.ExitStack()
