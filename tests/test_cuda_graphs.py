@@ -237,42 +237,6 @@ def test_capture_failure_names_the_usual_causes():
 
 
 # ---------------------------------------------------------------- the real runtime on the strict CuPy stand-in
-class _RawGemm:
-    """``cublasGemmEx`` with NumPy on raw addresses (the stand-in's ``data.ptr`` are its NumPy buffers).
-    The argument mapping itself is checked strictly in tests/test_cublas.py."""
-
-    name = "raw"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def create(self):
-        return 1
-
-    def set_stream(self, *a):
-        pass
-
-    def set_workspace(self, *a):
-        pass
-
-    def set_pointer_mode(self, *a):
-        pass
-
-    @staticmethod
-    def _mat(ptr, dt, rows, cols, ld):
-        import ctypes
-        n = ld * (cols - 1) + rows
-        flat = np.frombuffer((ctypes.c_char * (n * np.dtype(dt).itemsize)).from_address(ptr), dtype=dt)
-        return np.lib.stride_tricks.as_strided(flat, (rows, cols), (flat.itemsize, ld * flat.itemsize))
-
-    def gemm_ex(self, h, ta, tb, m, n, k, al, a, at, lda, b, bt, ldb, be, c, ct, ldc, comp, algo):
-        dt = {0: np.float32, 1: np.float64, 2: np.float16}[at]
-        A = self._mat(a, dt, *((m, k) if ta == 0 else (k, m)), lda)
-        B = self._mat(b, dt, *((k, n) if tb == 0 else (n, k)), ldb)
-        self._mat(c, dt, m, n, ldc)[...] = ((A if ta == 0 else A.T) @ (B if tb == 0 else B.T)).astype(dt)
-        self.calls += 1
-
-
 @pytest.mark.parametrize("loss_name,opt_name", [("mse", "SGD"), ("mse", "Adam"), ("cross_entropy", "SGD")])
 def test_real_runtime_captures_a_training_step_on_the_strict_stand_in(monkeypatch, loss_name, opt_name):
     """The CuPy runtime (side stream, private pool, capture) over the strict CuPy stand-in, which refuses
@@ -288,7 +252,8 @@ def test_real_runtime_captures_a_training_step_on_the_strict_stand_in(monkeypatc
     if loss_name == "cross_entropy" and not hasattr(Backend, "count_divisor"):
         pytest.skip("cross-entropy still reads the device on the host in this checkout (issue 10 item 2)")
     from gpugrad.backends.cuda import cublas
-    fake = _RawGemm()
+    from gpugrad.testing.fake_cublas import FakeCublasBinding
+    fake = FakeCublasBinding(check_extents=False)  # the stand-in's device buffers are NumPy arrays
     monkeypatch.setattr(cublas, "_binding", [fake])
     monkeypatch.setattr(cublas, "_per_device", {})
     # kernels="xp": the step's elementwise/optimizer work as plain array ops, so every device-to-host
@@ -306,11 +271,11 @@ def test_real_runtime_captures_a_training_step_on_the_strict_stand_in(monkeypatc
              else gg.tensor(rng.standard_normal((32, 5)), dtype=gg.float32, device="cuda"))
         g(x, y)
         g(x, y)
-        assert fake.calls == 16  # per step: 3 forward, 2 input-gradient, 3 weight-gradient GEMMs
+        assert len(fake.calls) == 16  # per step: 3 forward, 2 input-gradient, 3 weight-gradient GEMMs
         cp.reset_counters()
         with pytest.raises(RuntimeError, match="replay is not emulated"):
             g(x, y)  # capture runs (eagerly, on the stand-in); then the first replay is refused
-        assert g.captured and fake.calls == 24
+        assert g.captured and len(fake.calls) == 24
         counts = cp.snapshot()
         assert counts["gemm_calls"] == 0  # no cupy.matmul
         assert counts["device_to_host"] == 0  # no host read in the captured step
