@@ -31,9 +31,10 @@ _I64 = np.iinfo(np.int64)
 _ERR_INIT = np.array([_I64.max, _I64.min], dtype=np.int64)  # [min bad target, max bad target]
 
 
-def sync_debug() -> bool:
-    """``GPUGRAD_SYNC_DEBUG=1``: device-side validations report at the op (a host read per check)."""
-    return os.environ.get("GPUGRAD_SYNC_DEBUG", "0").strip().lower() in ("1", "true", "yes", "on")
+def check_at_op() -> bool:
+    """Device-side validations report at the op (a host read per check) under
+    ``gg.autograd.detect_anomaly()`` or ``GPUGRAD_SYNC_DEBUG=1``; otherwise at the next synchronisation."""
+    return STATE.anomaly or os.environ.get("GPUGRAD_SYNC_DEBUG", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _is_float(*arrays) -> bool:
@@ -45,8 +46,6 @@ def _is_float(*arrays) -> bool:
 
 class CUDABackend(Backend):
     """CuPy on one CUDA device."""
-
-    _mode = STATE  # the autograd mode flags (detect_anomaly), read by the device-error checks
 
     name = "cuda"
     _err = None  # device int64 [min, max] of out-of-range class targets since the last check
@@ -99,7 +98,7 @@ class CUDABackend(Backend):
         key = (op, int(n_classes), int(ignore_index))
         if key not in self._pending:
             self._pending = {**self._pending, key: True}
-        if self._mode.anomaly or sync_debug():
+        if check_at_op():
             self.raise_device_errors()
 
     def raise_device_errors(self) -> None:
@@ -127,7 +126,7 @@ class CUDABackend(Backend):
         the error record, reported lazily (:meth:`raise_device_errors`)."""
         if not target.size:
             return
-        if self._mode.anomaly or sync_debug():
+        if check_at_op():
             return super().check_targets(op, target, n_classes, ignore_index)  # names the position
         xp = self.xp
         err = self._err_record()
@@ -278,7 +277,7 @@ class CUDABackend(Backend):
         """One block per row: online max/sum-exp in one read, then one write of the probabilities. With
         ``check_op`` the kernel also folds out-of-range targets into the lazy error record."""
         if logits.ndim != 2 or not _is_float(logits) or target.ndim != 1 or target.dtype.kind not in "iu" or \
-                logits.shape[0] == 0 or logits.shape[1] == 0 or (check_op is not None and (self._mode.anomaly or sync_debug())):
+                logits.shape[0] == 0 or logits.shape[1] == 0 or (check_op is not None and check_at_op()):
             return super().softmax_cross_entropy(logits, target, ignore_index, check_op)
         xp = self.xp
         x = xp.ascontiguousarray(logits)
