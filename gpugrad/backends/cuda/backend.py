@@ -6,7 +6,6 @@ Each fused method checks that its inputs suit the kernels (floating dtype, match
 where written in place) and otherwise, or if the kernel set is ``xp``, runs the generic code."""
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ from ...kernels import softmax_xent as _k_sx
 from ...kernels._numba import compute_dtype
 from ...kernels.activations import CODES, saves
 from ..base import Backend
-from . import apply_tf32, memory
+from . import _env_flag, apply_tf32, memory
 from .launcher import Launcher
 from . import cublas as _cublas, get_tf32  # noqa: I001 (kept apart from the lines above: fewer merge conflicts)
 
@@ -34,7 +33,7 @@ _ERR_INIT = np.array([_I64.max, _I64.min], dtype=np.int64)  # [min bad target, m
 def check_at_op() -> bool:
     """Device-side validations report at the op (a host read per check) under
     ``gg.autograd.detect_anomaly()`` or ``GPUGRAD_SYNC_DEBUG=1``; otherwise at the next synchronisation."""
-    return STATE.anomaly or os.environ.get("GPUGRAD_SYNC_DEBUG", "0").strip().lower() in ("1", "true", "yes", "on")
+    return STATE.anomaly or _env_flag("GPUGRAD_SYNC_DEBUG")
 
 
 def _is_float(*arrays) -> bool:
@@ -94,12 +93,11 @@ class CUDABackend(Backend):
         return self._err
 
     def _validated(self, op: str, n_classes: int, ignore_index: int) -> None:
-        """Note a device-side check folded into the error record; in debug mode, report it now."""
+        """Note a device-side check folded into the error record (the callers check at the op instead
+        when :func:`check_at_op`)."""
         key = (op, int(n_classes), int(ignore_index))
         if key not in self._pending:
             self._pending = {**self._pending, key: True}
-        if check_at_op():
-            self.raise_device_errors()
 
     def raise_device_errors(self) -> None:
         """Read the device-side error record (one small device-to-host copy, at a synchronisation
@@ -319,15 +317,7 @@ class CUDABackend(Backend):
                                                                    label_smoothing, max_blocks=mb),
                     p, t, g1, d):
                 return d
-        # generic path
-        d = probs.copy()
-        if label_smoothing:
-            d -= label_smoothing / C
-        valid = target != ignore_index
-        safe_t = xp.clip(target, 0, C - 1)
-        d[xp.arange(M), safe_t] -= (1 - label_smoothing)
-        w = xp.broadcast_to(g1, (M,)) * probs.dtype.type(mul)
-        return d * xp.where(valid, w, 0)[:, None].astype(probs.dtype)
+        return super().cross_entropy_backward(probs, target, g1, mul, ignore_index, label_smoothing)
 
     # ------------------------------------------------------------------ optimizers
     def optim_step(self, rule, arrays: dict, start: int, end: int, options: dict, derived: tuple = (), step=None,
