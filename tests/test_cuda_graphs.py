@@ -5,8 +5,6 @@ hyper-parameter checks) runs against the CPU emulation of the runtime; the GPU t
 replay real CUDA graphs and compare with eager training."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -30,28 +28,33 @@ def _setup(device: str = "cpu", dropout: float = 0.0):
     return model, opt, training_step(model, opt, F.mse_loss)
 
 
-def _adam_has_capturable() -> bool:
-    import inspect
-    return "capturable" in inspect.signature(optim.Adam.__init__).parameters
-
-
 def _graphed(step, opt, **kw):
     return graphs.GraphedStep(step, optimizers=[opt], _runtime="emulate", **kw)
 
 
-def test_graphed_training_equals_eager_step_for_step():
-    data = _batches(7)
-    m_eager, _, s_eager = _setup()
+def _assert_graphed_equals_eager(setup, data, warmup: int = 1, make=None, *, loss_rtol: float = 1e-6,
+                                 rtol: float = 1e-5, atol: float = 1e-7, captured_from: int | None = None):
+    """Two models from ``setup()``: one trained eagerly, one through ``make(step, optimizer)`` (default:
+    the emulated graphed step with ``warmup``); equal losses (``loss_rtol``) and parameters (``rtol``,
+    ``atol``) after the same steps. ``captured_from``: after call i, ``captured == (i >= captured_from)``.
+    Returns the graphed step."""
+    m_eager, _, s_eager = setup()
     eager = [s_eager(x, y).item() for x, y in data]
-    m_graph, opt, s = _setup()
-    g = _graphed(s, opt, warmup=2)
+    m_graph, opt, s = setup()
+    g = make(s, opt) if make is not None else _graphed(s, opt, warmup=warmup)
     losses = []
     for i, (x, y) in enumerate(data):
         losses.append(g(x, y).item())
-        assert g.captured == (i >= 2)
-    np.testing.assert_allclose(losses, eager, rtol=1e-6)
+        if captured_from is not None:
+            assert g.captured == (i >= captured_from)
+    np.testing.assert_allclose(losses, eager, rtol=loss_rtol)
     for p, q in zip(m_graph.parameters(), m_eager.parameters()):
-        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=rtol, atol=atol)
+    return g
+
+
+def test_graphed_training_equals_eager_step_for_step():
+    _assert_graphed_equals_eager(_setup, _batches(7), warmup=2, rtol=1e-6, captured_from=2)
 
 
 def test_static_loss_and_static_inputs():
@@ -154,19 +157,6 @@ def _ce_batches(n: int, device: str = "cpu", batch: int = 16, features: int = 6,
     return out
 
 
-def _assert_graphed_equals_eager(setup, data, warmup: int) -> None:
-    """Two models from ``setup()``: one trained eagerly, one through the emulated graphed step; equal
-    losses and parameters step for step."""
-    m_eager, _, s_eager = setup()
-    eager = [s_eager(x, y).item() for x, y in data]
-    m_graph, opt, s = setup()
-    g = _graphed(s, opt, warmup=warmup)
-    losses = [g(x, y).item() for x, y in data]
-    np.testing.assert_allclose(losses, eager, rtol=1e-6)
-    for p, q in zip(m_graph.parameters(), m_eager.parameters()):
-        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-5, atol=1e-7)
-
-
 def test_cross_entropy_step_graphed_equals_eager_with_varying_ignored_rows():
     """Cross-entropy + SGD graphed equals eager, with a different number of ignored rows per batch
     (on a GPU the mean's row count must stay on the device to survive replay)."""
@@ -194,22 +184,11 @@ def test_gemm_forcing_and_target_check_in_warmup():
     assert seen == [False, False, False] and g.captured and not cublas.active()
 
 
-def _capturable_adam_setup():
-    """Adam with ``capturable=True`` where gg.optim.Adam has the option (the optim branch), else the
-    param-group flag set by hand (what the option records), for the eager and the graphed run alike."""
-    if _adam_has_capturable():
-        return _ce_setup(opt_name="Adam", capturable=True)
-    model, opt, step = _ce_setup(opt_name="Adam")
-    for group in opt.param_groups:
-        group["capturable"] = True
-    return model, opt, step
-
-
 def test_capturable_optimizer_is_accepted_and_equals_eager():
     _, plain, s0 = _ce_setup(opt_name="Adam")
     with pytest.raises(ValueError, match="Adam is not graph-safe"):
         _graphed(s0, plain)
-    _assert_graphed_equals_eager(_capturable_adam_setup, _ce_batches(6), warmup=2)
+    _assert_graphed_equals_eager(lambda: _ce_setup(opt_name="Adam", capturable=True), _ce_batches(6), warmup=2)
 
 
 def test_bad_step_function_and_warmup():
@@ -243,14 +222,7 @@ def test_real_runtime_captures_a_training_step_on_the_strict_stand_in(monkeypatc
     cupy.matmul and device-to-host reads while a stream captures, as CuPy and CUDA do: warm-up and
     capture of the step go through, every GEMM through the capturable handle. (The stand-in runs
     captured work eagerly and cannot replay, so the replay is the GPU tests' part.)"""
-    testing = pytest.importorskip("gpugrad.testing", reason="the strict CuPy stand-in is not in this checkout")
-    if os.path.dirname(os.path.dirname(os.path.abspath(testing.__file__))) != os.path.dirname(gg.__file__):
-        pytest.skip(f"gpugrad.testing was found in another checkout ({testing.__file__})")
-    if opt_name == "Adam" and not _adam_has_capturable():
-        pytest.skip("gg.optim.Adam has no capturable option in this checkout")
-    from gpugrad.backends.base import Backend
-    if loss_name == "cross_entropy" and not hasattr(Backend, "count_divisor"):
-        pytest.skip("cross-entropy still reads the device on the host in this checkout (issue 10 item 2)")
+    from gpugrad import testing
     from gpugrad.backends.cuda import cublas
     from gpugrad.testing.fake_cublas import FakeCublasBinding
     fake = FakeCublasBinding(check_extents=False)  # the stand-in's device buffers are NumPy arrays
@@ -284,16 +256,10 @@ def test_real_runtime_captures_a_training_step_on_the_strict_stand_in(monkeypatc
 # ---------------------------------------------------------------- on a GPU: real graphs
 @pytest.mark.gpu
 def test_gpu_graphed_step_equals_eager():
-    data = _batches(8, device="cuda", batch=256)
-    m_eager, _, s_eager = _setup("cuda")
-    eager = [s_eager(x, y).item() for x, y in data]
-    m_graph, opt, s = _setup("cuda")
-    g = graphs.graphed_step(s, optimizers=[opt])
-    losses = [g(x, y).item() for x, y in data]
+    g = _assert_graphed_equals_eager(lambda: _setup("cuda"), _batches(8, device="cuda", batch=256),
+                                     make=lambda s, opt: graphs.graphed_step(s, optimizers=[opt]),
+                                     loss_rtol=1e-5, rtol=1e-5, atol=1e-6)
     assert g.captured
-    np.testing.assert_allclose(losses, eager, rtol=1e-5)
-    for p, q in zip(m_graph.parameters(), m_eager.parameters()):
-        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.gpu
@@ -302,22 +268,15 @@ def test_gpu_graphed_step_equals_eager():
 def test_gpu_graphed_cross_entropy_step_equals_eager(opt_name, tf32):
     """Batch 256 x 8 x 512 (the benchmark's shape): forward, cross-entropy, backward and the optimizer
     step captured into one graph; 8 steps equal eager steps."""
-    if opt_name == "Adam" and not _adam_has_capturable():
-        pytest.skip("gg.optim.Adam has no capturable option in this build")
     kw = {"capturable": True} if opt_name == "Adam" else {}
     sizes = (512,) + (512,) * 8 + (10,)
     data = _ce_batches(8, device="cuda", batch=256, features=512, classes=10)
-    with gg.cuda.allow_tf32(tf32):
-        m_eager, _, s_eager = _ce_setup("cuda", opt_name, sizes, **kw)
-        eager = [s_eager(x, y).item() for x, y in data]
-        m_graph, opt, s = _ce_setup("cuda", opt_name, sizes, **kw)
-        g = graphs.graphed_step(s, optimizers=[opt])
-        losses = [g(x, y).item() for x, y in data]
-    assert g.captured
     tol = 5e-3 if tf32 else 1e-5
-    np.testing.assert_allclose(losses, eager, rtol=tol)
-    for p, q in zip(m_graph.parameters(), m_eager.parameters()):
-        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=tol, atol=tol)
+    with gg.cuda.allow_tf32(tf32):
+        g = _assert_graphed_equals_eager(lambda: _ce_setup("cuda", opt_name, sizes, **kw), data,
+                                         make=lambda s, opt: graphs.graphed_step(s, optimizers=[opt]),
+                                         loss_rtol=tol, rtol=tol, atol=tol)
+    assert g.captured
 
 
 @pytest.mark.gpu
