@@ -26,7 +26,7 @@ GPU SESSION - the commands to run (about 6 minutes of device time in all; none h
 (graphs)    batch 256, 8 hidden layers of 512 (+ a 10-class output), cross-entropy, SGD(momentum): one
             training step eager vs ``gg.cuda.graphed_step`` (one CUDA graph per step) vs PyTorch eager,
             torch.compile and torch.compile(mode="reduce-overhead") (CUDA graphs too); also Adam graphed
-            when ``gg.optim.Adam`` has ``capturable=True``. Target: graphed <= 1/3 of PyTorch eager and
+            (``capturable=True``). Target: graphed <= 1/3 of PyTorch eager and
             faster than reduce-overhead.
 (epilogues) batch 8192, 8 layers of 4096 (7 ReLU + linear), forward + backward: the fused-kernel path
             (GEMM + one bias/activation pass) vs cuBLASLt epilogues (bias/ReLU/bias-grad inside the
@@ -58,6 +58,7 @@ import gpugrad as gg  # noqa: E402
 import gpugrad.nn.functional as F  # noqa: E402
 from gpugrad import benchmarking  # noqa: E402
 from gpugrad.benchmarking import machine_info, rel_error as _rel, write_json  # noqa: E402
+from gpugrad.training import training_step  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "mlp_gpu_fast.json")
 
@@ -162,25 +163,14 @@ def _reference_step(sizes, state_dict, x_np, y_np, n_steps: int, lr: float):
     m.load_state_dict({k: v.cpu().double() for k, v in state_dict.items()})
     opt = gg.optim.SGD(m.parameters(), lr=lr, momentum=0.9)
     x, y = gg.tensor(x_np, dtype=gg.float64), gg.tensor(y_np, dtype=gg.int64)
-    losses = []
-    for _ in range(n_steps):
-        opt.zero_grad()
-        loss = F.cross_entropy(m(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    step = training_step(m, opt, F.cross_entropy)
+    losses = [step(x, y).item() for _ in range(n_steps)]
     return losses, [p.numpy() for p in m.parameters()]
-
-
-def _adam_capturable() -> bool:
-    import inspect
-    return "capturable" in inspect.signature(gg.optim.Adam.__init__).parameters
 
 
 def case_graphs(args, torch) -> dict:
     from gpugrad.backends.cuda import cublas
     from gpugrad.cuda import graphed_step
-    from gpugrad.training import training_step
     batch, sizes = (256, [512] + [512] * 8 + [10]) if not args.quick else (256, [128] * 4 + [10])
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((batch, sizes[0])).astype(np.float32)
@@ -222,11 +212,10 @@ def case_graphs(args, torch) -> dict:
     finally:
         cublas.set_gemm_path("auto")
     res["ms"]["gpugrad graphed_step"] = time_cupy(lambda: gstep(x, y), args.repeats, args.warmup) * 1e3
-    if _adam_capturable():
-        astep, aopt = make_step(fresh(), adam=True)
-        agraph = graphed_step(astep, optimizers=[aopt])
-        res["ms"]["gpugrad graphed_step, Adam(capturable)"] = \
-            time_cupy(lambda: agraph(x, y), args.repeats, args.warmup) * 1e3
+    astep, aopt = make_step(fresh(), adam=True)
+    agraph = graphed_step(astep, optimizers=[aopt])
+    res["ms"]["gpugrad graphed_step, Adam(capturable)"] = \
+        time_cupy(lambda: agraph(x, y), args.repeats, args.warmup) * 1e3
     if torch is not None:
         for k, v in torch_variants(torch, sizes, eager_model, x_np, y_np, "train", args.repeats, args.warmup,
                                    loss="ce").items():
@@ -379,13 +368,8 @@ def case_fused(args, torch) -> dict:
         plain = gg.nn.MLP(sizes).to("cuda")
         plain.load_state_dict({k: v.to("cuda") for k, v in init.items()})
         for name, m in (("gpugrad FusedMLP (fp16 tensor cores)", model), ("gpugrad nn.MLP float32", plain)):
-            opt = gg.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
-
-            def step(m=m, opt=opt):
-                opt.zero_grad()
-                F.mse_loss(m(x), y).backward()
-                opt.step()
-            res["ms"][name] = time_cupy(step, args.repeats, args.warmup) * 1e3
+            step = training_step(m, gg.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9), F.mse_loss)
+            res["ms"][name] = time_cupy(lambda: step(x, y), args.repeats, args.warmup) * 1e3
         if torch is not None:
             for k, v in torch_variants(torch, sizes, plain, x_np, y_np, "train", args.repeats, args.warmup,
                                        amp=True).items():
