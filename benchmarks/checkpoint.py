@@ -56,6 +56,7 @@ import gpugrad as gg  # noqa: E402
 from gpugrad import checkpoint as C  # noqa: E402
 from gpugrad.memory import format_bytes, track  # noqa: E402
 from gpugrad.benchmarking import machine_info, median_time, write_json  # noqa: E402
+from gpugrad.training import training_step  # noqa: E402
 
 MIB = 1 << 20
 TARGET = (64, 1024, 16384)  # issue 9: sqrt peak device memory <= 0.40 of plain on this shape
@@ -63,11 +64,11 @@ TARGET_RATIO = 0.40
 
 
 def make_step(model, x, y, opt, device):
+    # training_step zeroes the gradients first (as PyTorch's loops do): the last step's are gone before the forward
+    train = training_step(model, opt, gg.nn.functional.cross_entropy)
+
     def step():
-        opt.zero_grad()  # first, as in PyTorch's loops: the last step's gradients are gone before the forward
-        loss = gg.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
+        train(x, y)
         if device.startswith("cuda"):
             gg.backends.get_backend(device).synchronize()
     return step
