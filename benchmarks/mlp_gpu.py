@@ -26,7 +26,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gpugrad as gg  # noqa: E402
-from gpugrad.benchmarking import machine_info, rel_error as rel, torch_mlp, usable_kernel_sets, write_json  # noqa: E402
+from gpugrad.benchmarking import (machine_info, mlp_flops, rel_error as rel, torch_mlp,  # noqa: E402
+                                  usable_kernel_sets, write_json)
 
 F = gg.nn.functional
 CASES = {"a": (8192, 4096), "b": (65536, 256), "c": (256, 512)}
@@ -35,16 +36,9 @@ N_CLASSES = 10
 N_BATCHES = 4
 
 
-def layer_dims(width: int) -> list[tuple[int, int]]:
-    return [(width, width)] * DEPTH + [(width, N_CLASSES)]
-
-
-def step_flops(batch: int, width: int) -> float:
-    """GEMM flops of one training step: forward, dW and dX (no dX for the first layer)."""
-    total = 0.0
-    for i, (fin, fout) in enumerate(layer_dims(width)):
-        total += 2.0 * batch * fin * fout * (2 if i == 0 else 3)
-    return total
+def layer_sizes(width: int) -> list[int]:
+    """The MLP's layer sizes: input ``width``, ``DEPTH`` hidden layers of ``width``, ``N_CLASSES`` out."""
+    return [width] * (DEPTH + 1) + [N_CLASSES]
 
 
 def cupy_event_times(fn, repeats: int, warmup: int) -> list[float]:
@@ -81,7 +75,7 @@ def torch_event_times(fn, repeats: int, warmup: int) -> list[float]:
 
 def build_gg(width: int, dtype, seed: int = 0):
     gg.manual_seed(seed)
-    model = gg.nn.MLP([width] * (DEPTH + 1) + [N_CLASSES], activation="relu", device="cuda")
+    model = gg.nn.MLP(layer_sizes(width), activation="relu", device="cuda")
     return model.to(dtype)
 
 
@@ -121,7 +115,7 @@ def check_against_float64(width, xs, ys, tf32: bool, torch_model=None):
 
 def torch_model_like(gg_model, width):
     import torch
-    return torch_mlp(torch, [width] + [width] * DEPTH + [N_CLASSES], like=gg_model, device="cuda")
+    return torch_mlp(torch, layer_sizes(width), like=gg_model, device="cuda")
 
 
 def gemm_floor(batch: int, width: int, repeats: int, tf32: bool) -> float:
@@ -129,7 +123,8 @@ def gemm_floor(batch: int, width: int, repeats: int, tf32: bool) -> float:
     import cupy as cp
     rs = cp.random.RandomState(7)
     plan = []
-    for i, (fin, fout) in enumerate(layer_dims(width)):
+    sizes = layer_sizes(width)
+    for i, (fin, fout) in enumerate(zip(sizes[:-1], sizes[1:])):
         x = rs.standard_normal((batch, fin), dtype=cp.float32)
         w = rs.standard_normal((fout, fin), dtype=cp.float32)
         dz = rs.standard_normal((batch, fout), dtype=cp.float32)
@@ -151,7 +146,7 @@ def gemm_floor(batch: int, width: int, repeats: int, tf32: bool) -> float:
 def run_case(name: str, args, torch_mod) -> dict:
     import cupy as cp
     batch, width = CASES[name]
-    flops = step_flops(batch, width)
+    flops = mlp_flops(layer_sizes(width), batch)  # GEMM flops of one step
     xs, ys = make_data(batch, width)
     row = {"case": name, "batch": batch, "width": width, "depth": DEPTH, "tf32": args.tf32, "gemm_flops": flops}
     gg.cuda.set_tf32(args.tf32)
