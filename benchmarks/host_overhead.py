@@ -21,9 +21,9 @@ MLP with DEPTH hidden Linear+ReLU layers of WIDTH, then Linear(WIDTH, 10) (the s
             do on a GPU): gpugrad's own Python work; "w/o opt": without the optimizer step
 Counting does not depend on the batch or width (checked: the counts at the full shapes equal the
 counts at the tiny proxy shapes used for timing; --full-counts recounts at full size where it fits).
-Each (checkout, shape, optimizer) runs in its own process, which loads the stand-in by file path before
-importing that checkout's gpugrad; the kernel set is cuda_c (RawModule). Writes
-benchmarks/results/host_overhead.json.
+Each (checkout, depth, optimizer) runs in its own processes (shapes of equal depth share them: the proxy
+shape is the same), which load the stand-in by file path before importing that checkout's gpugrad; the
+kernel set is cuda_c (RawModule). Writes benchmarks/results/host_overhead.json.
 """
 from __future__ import annotations
 
@@ -256,6 +256,20 @@ def run_worker(root: str, batch: int, depth: int, width: int, opt: str, repeats:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def proxy_runs(root: str, depth: int, opt: str, repeats: int, rounds: int) -> dict:
+    """The best of ``rounds`` workers at the TINY proxy shape (lowest host time), with the per-layer
+    launch slope from one more worker with one more hidden layer; or the first run's error."""
+    runs = [run_worker(root, TINY[0], depth, TINY[1], opt, repeats) for _ in range(rounds)]
+    ok = [x for x in runs if "error" not in x]
+    r = min(ok, key=lambda x: x["host_us"]) if ok else runs[0]
+    deeper = run_worker(root, TINY[0], depth + 1, TINY[1], opt, 1)
+    if "error" not in r and "error" not in deeper:  # per layer: the slope over one more layer
+        r["launches_per_layer"] = deeper["launches_excl_optimizer"] - r["launches_excl_optimizer"]
+        r["launches_constant"] = r["launches_excl_optimizer"] - r["launches_per_layer"] * r["layers"]
+        r["optimizer_launches_per_layer"] = deeper["launches_optimizer"] - r["launches_optimizer"]
+    return r
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--baseline", help="root of a checkout of an older commit (e.g. /tmp/old1da at 1da5382)")
@@ -278,18 +292,16 @@ def main(argv=None) -> dict:
         r = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
         commits[tag] = r.stdout.strip() or "?"
     rows = []
+    # every proxy run has the TINY shape, so it depends only on (checkout, depth, optimizer): shapes of
+    # equal depth share one set of runs (the --full-counts recount below runs at each real shape)
+    proxy: dict[tuple[str, int, str], dict] = {}
     for label, batch, depth, width in SHAPES:
         for opt in ("sgd", "adam"):
             row = {"shape": label, "batch": batch, "depth": depth, "width": width, "optimizer": opt}
             for tag, root in roots:
-                runs = [run_worker(root, TINY[0], depth, TINY[1], opt, args.repeats) for _ in range(args.rounds)]
-                ok = [x for x in runs if "error" not in x]
-                row[tag] = r = min(ok, key=lambda x: x["host_us"]) if ok else runs[0]
-                deeper = run_worker(root, TINY[0], depth + 1, TINY[1], opt, 1)
-                if "error" not in r and "error" not in deeper:  # per layer: the slope over one more layer
-                    r["launches_per_layer"] = deeper["launches_excl_optimizer"] - r["launches_excl_optimizer"]
-                    r["launches_constant"] = r["launches_excl_optimizer"] - r["launches_per_layer"] * r["layers"]
-                    r["optimizer_launches_per_layer"] = deeper["launches_optimizer"] - r["launches_optimizer"]
+                if (root, depth, opt) not in proxy:
+                    proxy[root, depth, opt] = proxy_runs(root, depth, opt, args.repeats, args.rounds)
+                row[tag] = dict(proxy[root, depth, opt])
                 if args.full_counts and batch * width <= 2 ** 21:
                     full = run_worker(root, batch, depth, width, opt, 1)
                     row[tag + "_full_counts_equal"] = all(full.get(k) == row[tag].get(k) for k in
