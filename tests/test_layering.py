@@ -8,6 +8,7 @@ import ast
 import glob
 import os
 import re
+import sys
 
 import pytest
 
@@ -29,11 +30,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("gpugrad.cli", "gpugrad.__main__")),
     ("package", ("gpugrad",)),
 ]
-
-# Known upward imports, each with why it is still there (none today: the fused MLP's autograd half moved
-# to gpugrad/nn/fused_mlp.py, graphed_step's to gpugrad/cuda_graphs.py). Anything not listed fails the test.
-KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {}
-
 
 def _source_files() -> dict[str, tuple[str, bool]]:
     """module name -> (path, is_package) for gpugrad/ and kernels/ (installed as gpugrad.kernels)."""
@@ -127,7 +123,7 @@ def test_each_layer_imports_only_layers_below():
         for t in targets:
             if t in _ancestors(m) and _layer(t) == _layer(m):
                 continue
-            if _layer(t) > _layer(m) and (m, t) not in KNOWN_VIOLATIONS:
+            if _layer(t) > _layer(m):
                 bad.append(f"{m} ({LAYERS[_layer(m)][0]}) imports {t} ({LAYERS[_layer(t)][0]})")
     assert not bad, "layering violations (see docs/ARCHITECTURE.md):\n  " + "\n  ".join(sorted(bad))
 
@@ -139,13 +135,6 @@ def test_backends_never_reach_up_even_inside_functions():
     bad = sorted(f"{m} imports {t}" for m in MODULES if _layer(m) <= backends
                  for t in _imports(m, deep=True) if _layer(t) > backends)
     assert not bad, "the backends must not depend on the layers above them:\n  " + "\n  ".join(bad)
-
-
-def test_known_violations_are_real_until_fixed():
-    # an entry whose import is gone is only reported (other branches remove them), never hidden
-    stale = [k for k in KNOWN_VIOLATIONS if k[1] not in GRAPH.get(k[0], set())]
-    if stale:
-        pytest.skip(f"fixed, delete from KNOWN_VIOLATIONS: {stale}")
 
 
 def _cycles() -> list[list[str]]:
@@ -232,3 +221,34 @@ def test_architecture_tree_lists_every_source_file():
     assert len(listed) > 60
     assert not actual - listed, f"add to docs/ARCHITECTURE.md's tree: {sorted(actual - listed)}"
     assert not listed - actual, f"gone, remove from docs/ARCHITECTURE.md's tree: {sorted(listed - actual)}"
+
+
+def _setuptools_packages() -> list[str]:
+    """``[tool.setuptools] packages`` of pyproject.toml (tomllib on Python 3.11+; on 3.10 the list is read
+    from the text: one bracketed list of quoted names after ``packages =``)."""
+    text = open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8").read()
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        section = text.split("[tool.setuptools]", 1)[1]
+        return re.findall(r'"([\w.]+)"', re.search(r"^packages\s*=\s*\[(.*?)\]", section, re.M | re.S).group(1))
+    return tomllib.loads(text)["tool"]["setuptools"]["packages"]
+
+
+def test_every_package_is_installed():
+    """Every package of gpugrad/ and kernels/ (installed as gpugrad.kernels) is in pyproject.toml's
+    ``[tool.setuptools] packages``: a missing one would be left out of a wheel, and a non-editable
+    install would fail to import it."""
+    listed = set(_setuptools_packages())
+    missing = sorted(name for name, (_, is_pkg) in MODULES.items() if is_pkg and name not in listed)
+    assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {missing}"
+
+
+def test_the_package_check_sees_a_missing_package(monkeypatch):
+    """The check above can fail: drop gpugrad.kernels (the package mapped from kernels/) from the list."""
+    packages = _setuptools_packages()
+    assert "gpugrad.kernels" in packages and MODULES["gpugrad.kernels"][1]
+    monkeypatch.setattr(sys.modules[__name__], "_setuptools_packages",
+                        lambda: [p for p in packages if p != "gpugrad.kernels"])
+    with pytest.raises(AssertionError, match=r"packages in pyproject.toml: \['gpugrad.kernels'\]"):
+        test_every_package_is_installed()
