@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .io import atomic_write
 from .training import training_step
 
 OPTIMIZERS = ("sgd", "adam")
@@ -254,15 +255,11 @@ def machine_info() -> dict:
 
 
 def write_json(path: str, payload: dict) -> None:
-    """Write ``payload`` as indented JSON, atomically (temp file, fsync, rename)."""
+    """Write ``payload`` as indented JSON, atomically (:func:`gpugrad.io.atomic_write`), creating the
+    folder."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = json.dumps(payload, indent=2) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def usable_kernel_sets(requested: list[str]) -> tuple[list[str], dict]:
