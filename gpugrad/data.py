@@ -12,6 +12,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .install_hints import hint
+
 DATASETS = ("digits", "mnist1d", "synthetic")
 SPLIT_SEED = 0  # the train/test split is fixed, whatever the training seed
 
@@ -167,8 +169,8 @@ def load_mnist1d() -> Dataset:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as e:
         raise DatasetError(
-            "mnist1d: the optional 'mnist1d' package is not installed. Fix: pip install mnist1d "
-            "(in a gpugrad checkout: pip install \".[mnist1d]\"); the data set is then generated locally, no download.") from e
+            f"mnist1d: the optional 'mnist1d' package is not installed. Fix: {hint('mnist1d')}; the data set is "
+            "then generated locally, no download.") from e
     state = np.random.get_state()  # make_dataset seeds NumPy's global generator: leave it as it was
     try:
         d = make_dataset(get_dataset_args())

@@ -13,6 +13,7 @@ from typing import Sequence
 from .. import training
 from ..data import DATASETS
 from ..distributed.launch import MODES as DISTRIBUTED_MODES
+from ..install_hints import hint
 from .options import (DEVICES, PROG, CLIError, Parser, atomic_write_text, checkpoint_arg, float_in,
                       load_data, nonneg_int, positive_int, resolve_device, timestamp)
 
@@ -32,7 +33,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--dataset", choices=DATASETS, default="digits",
                    help="digits: scikit-learn's 8x8 digits (bundled); mnist1d: generated locally by the "
-                        "'mnist1d' package (pip install mnist1d); synthetic: seeded teacher-network data (default: digits)")
+                        f"'mnist1d' package, {hint('mnist1d')}; synthetic: seeded teacher-network data (default: digits)")
     d.add_argument("--task", choices=("classification", "regression"), default="classification",
                    help="synthetic only (default: classification)")
     d.add_argument("--n-samples", type=positive_int("--n-samples"), default=2000, help="synthetic only (default: 2000)")

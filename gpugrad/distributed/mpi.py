@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ..install_hints import hint
 from .group import DistributedError, ProcessGroup, Work, check_op
-
-INSTALL_HINT = 'pip install mpi4py mpich (or, from a checkout: pip install ".[mpi]"), then launch with mpiexec -n N'
 
 # Environment variables launchers set with the number of processes they started.
 _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE", "SLURM_NTASKS",
@@ -27,7 +26,7 @@ def import_mpi(where: str):
         from mpi4py import MPI
     except ImportError as e:
         raise DistributedError(f"{where}: mpi4py is not installed (or cannot load its MPI library: {e}). "
-                               f"Fix: {INSTALL_HINT}") from e
+                               f"Fix: {hint('mpi')}") from e
     return MPI
 
 
