@@ -27,12 +27,9 @@ OPTIMIZERS = ("sgd", "adam")
 
 
 # =============================================================================================== timing
-def median_time(fn: Callable[[], Any], repeats: int, warmup: int, setup: Callable[[], Any] | None = None,
-                sync: Callable[[], Any] | None = None) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs.
-
-    ``setup`` runs untimed before each call (e.g. to draw a fresh batch); ``sync`` waits for the
-    device (e.g. ``backend.synchronize``) before the clock starts and before it stops."""
+def _wall_times(fn: Callable[[], Any], repeats: int, warmup: int, setup: Callable[[], Any] | None,
+                sync: Callable[[], Any] | None) -> list[float]:
+    """Wall times of ``repeats`` timed runs of ``fn()`` after ``warmup`` untimed ones (see median_time)."""
     sync = sync or (lambda: None)
     for _ in range(warmup):
         if setup:
@@ -48,7 +45,16 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int, setup: Callabl
         fn()
         sync()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int, setup: Callable[[], Any] | None = None,
+                sync: Callable[[], Any] | None = None) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs.
+
+    ``setup`` runs untimed before each call (e.g. to draw a fresh batch); ``sync`` waits for the
+    device (e.g. ``backend.synchronize``) before the clock starts and before it stops."""
+    return statistics.median(_wall_times(fn, repeats, warmup, setup, sync))
 
 
 # =============================================================================================== FLOPs and the ceiling
@@ -103,16 +109,9 @@ def device_ceiling(device: str, n: int | None = None, torch=None) -> dict:
 
 
 def min_time(fn: Callable[[], Any], repeats: int, sync: Callable[[], Any]) -> float:
-    """Best wall time of ``fn()`` over ``repeats`` runs after one warm-up run, synchronised each run."""
-    fn()
-    sync()
-    best = math.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t)
-    return best
+    """Best wall time of ``fn()`` over ``repeats`` runs after one warm-up run, synchronised each run
+    (``inf`` for no runs)."""
+    return min(_wall_times(fn, repeats, 1, None, sync), default=math.inf)
 
 
 def torch_sync(torch, device: str) -> Callable[[], Any]:
@@ -157,15 +156,8 @@ def torch_mlp_step(torch, sizes: Sequence[int], device: str = "cpu", optimizer: 
     torch.manual_seed(0)
     model = torch_mlp(torch, sizes, like, device)
     opt = _optimizer(torch.optim, optimizer, model.parameters(), lr)
-    F = torch.nn.functional
-
-    def step(x, y):
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-    return model, step
+    # training_step's opt.zero_grad(): PyTorch >= 2.0 sets the gradients to None by default
+    return model, training_step(model, opt, torch.nn.functional.cross_entropy)
 
 
 def _optimizer(optim, name: str, params, lr: float):
@@ -226,11 +218,9 @@ def device_name(device: str) -> str:
     """The GPU's name for ``"cuda"``; the CPU model and core count for ``"cpu"``."""
     if device == "cuda":
         try:
-            import cupy
-            props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-            name = props["name"]
-            return name.decode() if isinstance(name, bytes) else str(name)
-        except Exception:  # pragma: no cover - needs a GPU
+            from . import cuda
+            return cuda.get_device_name()
+        except Exception:  # no usable GPU
             return "cuda"
     return f"{cpu_name()} ({os.cpu_count()} logical cores)"
 
