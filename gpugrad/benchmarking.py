@@ -174,13 +174,20 @@ def random_batch(rng: np.random.Generator, batch: int, n_in: int, n_classes: int
 
 
 # =============================================================================================== machine facts
+# (module, distribution) of gpugrad and the packages it can use, in the order versions() and
+# `gpugrad info` list them; cupy's distribution is one of several (cupy-cuda12x, ...).
+PACKAGES: tuple[tuple[str, str | None], ...] = (
+    ("gpugrad", "gpugrad"), ("numpy", "numpy"), ("numba", "numba"), ("cupy", None), ("torch", "torch"),
+    ("sklearn", "scikit-learn"), ("tqdm", "tqdm"), ("matplotlib", "matplotlib"), ("mnist1d", "mnist1d"),
+    ("safetensors", "safetensors"))
+
+
 def versions() -> dict[str, str | None]:
-    """Versions of Python, gpugrad and the packages it can use (None: not installed)."""
+    """Versions of Python, gpugrad and the packages it can use (None: not installed), keyed by module
+    name (:data:`PACKAGES`)."""
     import importlib.metadata as md
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for mod, dist in (("gpugrad", "gpugrad"), ("numpy", "numpy"), ("numba", "numba"), ("cupy", None),
-                      ("torch", "torch"), ("sklearn", "scikit-learn"), ("tqdm", "tqdm"),
-                      ("matplotlib", "matplotlib"), ("mnist1d", "mnist1d"), ("safetensors", "safetensors")):
+    for mod, dist in PACKAGES:
         ver = None
         if mod == "gpugrad":
             from . import __version__
