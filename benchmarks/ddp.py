@@ -250,24 +250,21 @@ def main() -> None:
             print_model(cost_model(json.load(f)["steps"]))
         return
     from gpugrad.benchmarking import machine_info, write_json
-    from gpugrad.distributed.mpi import import_mpi
+    from gpugrad.distributed.mpi import THREAD_VARS, import_mpi, mpiexec_command
     import_mpi("benchmarks/ddp.py")
-    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    mpiexec = mpiexec if os.access(mpiexec, os.X_OK) else "mpiexec"
     cores = os.cpu_count() or 1
     results, sweeps = [], {}
     for n in args.ranks:
         threads = str(args.threads)
-        env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads,
-                   MKL_NUM_THREADS=threads, NUMBA_NUM_THREADS=threads)
+        env = dict(os.environ, PYTHONPATH=ROOT, **dict.fromkeys(THREAD_VARS, threads))
         if args.async_progress:
             env["MPICH_ASYNC_PROGRESS"] = "1"
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "out.json")
-            cmd = [mpiexec, "-n", str(n), sys.executable, os.path.abspath(__file__), "--worker", "--json", path,
-                   "--device", args.device,
-                   "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--bucket-mb", str(args.bucket_mb),
-                   "--max-pow", str(args.max_pow)] + (["--no-sweep"] if args.no_sweep else [])
+            cmd = mpiexec_command(n, [
+                os.path.abspath(__file__), "--worker", "--json", path, "--device", args.device,
+                "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--bucket-mb", str(args.bucket_mb),
+                "--max-pow", str(args.max_pow)] + (["--no-sweep"] if args.no_sweep else []))
             subprocess.run(cmd, check=True, env=env, timeout=1800)
             with open(path) as f:
                 res = json.load(f)

@@ -20,18 +20,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .io import atomic_write
 from .training import training_step
 
 OPTIMIZERS = ("sgd", "adam")
 
 
 # =============================================================================================== timing
-def median_time(fn: Callable[[], Any], repeats: int, warmup: int, setup: Callable[[], Any] | None = None,
-                sync: Callable[[], Any] | None = None) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs.
-
-    ``setup`` runs untimed before each call (e.g. to draw a fresh batch); ``sync`` waits for the
-    device (e.g. ``backend.synchronize``) before the clock starts and before it stops."""
+def _wall_times(fn: Callable[[], Any], repeats: int, warmup: int, setup: Callable[[], Any] | None,
+                sync: Callable[[], Any] | None) -> list[float]:
+    """Wall times of ``repeats`` timed runs of ``fn()`` after ``warmup`` untimed ones (see median_time)."""
     sync = sync or (lambda: None)
     for _ in range(warmup):
         if setup:
@@ -47,7 +45,16 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int, setup: Callabl
         fn()
         sync()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int, setup: Callable[[], Any] | None = None,
+                sync: Callable[[], Any] | None = None) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs.
+
+    ``setup`` runs untimed before each call (e.g. to draw a fresh batch); ``sync`` waits for the
+    device (e.g. ``backend.synchronize``) before the clock starts and before it stops."""
+    return statistics.median(_wall_times(fn, repeats, warmup, setup, sync))
 
 
 # =============================================================================================== FLOPs and the ceiling
@@ -102,16 +109,9 @@ def device_ceiling(device: str, n: int | None = None, torch=None) -> dict:
 
 
 def min_time(fn: Callable[[], Any], repeats: int, sync: Callable[[], Any]) -> float:
-    """Best wall time of ``fn()`` over ``repeats`` runs after one warm-up run, synchronised each run."""
-    fn()
-    sync()
-    best = math.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t)
-    return best
+    """Best wall time of ``fn()`` over ``repeats`` runs after one warm-up run, synchronised each run
+    (``inf`` for no runs)."""
+    return min(_wall_times(fn, repeats, 1, None, sync), default=math.inf)
 
 
 def torch_sync(torch, device: str) -> Callable[[], Any]:
@@ -156,15 +156,8 @@ def torch_mlp_step(torch, sizes: Sequence[int], device: str = "cpu", optimizer: 
     torch.manual_seed(0)
     model = torch_mlp(torch, sizes, like, device)
     opt = _optimizer(torch.optim, optimizer, model.parameters(), lr)
-    F = torch.nn.functional
-
-    def step(x, y):
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-    return model, step
+    # training_step's opt.zero_grad(): PyTorch >= 2.0 sets the gradients to None by default
+    return model, training_step(model, opt, torch.nn.functional.cross_entropy)
 
 
 def _optimizer(optim, name: str, params, lr: float):
@@ -181,13 +174,20 @@ def random_batch(rng: np.random.Generator, batch: int, n_in: int, n_classes: int
 
 
 # =============================================================================================== machine facts
+# (module, distribution) of gpugrad and the packages it can use, in the order versions() and
+# `gpugrad info` list them; cupy's distribution is one of several (cupy-cuda12x, ...).
+PACKAGES: tuple[tuple[str, str | None], ...] = (
+    ("gpugrad", "gpugrad"), ("numpy", "numpy"), ("numba", "numba"), ("cupy", None), ("torch", "torch"),
+    ("sklearn", "scikit-learn"), ("tqdm", "tqdm"), ("matplotlib", "matplotlib"), ("mnist1d", "mnist1d"),
+    ("safetensors", "safetensors"))
+
+
 def versions() -> dict[str, str | None]:
-    """Versions of Python, gpugrad and the packages it can use (None: not installed)."""
+    """Versions of Python, gpugrad and the packages it can use (None: not installed), keyed by module
+    name (:data:`PACKAGES`)."""
     import importlib.metadata as md
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for mod, dist in (("gpugrad", "gpugrad"), ("numpy", "numpy"), ("numba", "numba"), ("cupy", None),
-                      ("torch", "torch"), ("sklearn", "scikit-learn"), ("tqdm", "tqdm"),
-                      ("matplotlib", "matplotlib"), ("mnist1d", "mnist1d"), ("safetensors", "safetensors")):
+    for mod, dist in PACKAGES:
         ver = None
         if mod == "gpugrad":
             from . import __version__
@@ -225,11 +225,9 @@ def device_name(device: str) -> str:
     """The GPU's name for ``"cuda"``; the CPU model and core count for ``"cpu"``."""
     if device == "cuda":
         try:
-            import cupy
-            props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-            name = props["name"]
-            return name.decode() if isinstance(name, bytes) else str(name)
-        except Exception:  # pragma: no cover - needs a GPU
+            from . import cuda
+            return cuda.get_device_name()
+        except Exception:  # no usable GPU
             return "cuda"
     return f"{cpu_name()} ({os.cpu_count()} logical cores)"
 
@@ -254,15 +252,11 @@ def machine_info() -> dict:
 
 
 def write_json(path: str, payload: dict) -> None:
-    """Write ``payload`` as indented JSON, atomically (temp file, fsync, rename)."""
+    """Write ``payload`` as indented JSON, atomically (:func:`gpugrad.io.atomic_write`), creating the
+    folder."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = json.dumps(payload, indent=2) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def usable_kernel_sets(requested: list[str]) -> tuple[list[str], dict]:

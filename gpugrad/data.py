@@ -8,9 +8,11 @@ draws exactly the batches an uninterrupted one would."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
+
+from .install_hints import hint
 
 DATASETS = ("digits", "mnist1d", "synthetic")
 SPLIT_SEED = 0  # the train/test split is fixed, whatever the training seed
@@ -64,9 +66,10 @@ def batch_slices(n: int, batch_size: int, drop_last: bool = False) -> Iterator[s
         yield slice(i, min(i + batch_size, n))
 
 
-def shard_batch(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:
-    """Rank ``rank``'s strided share ``indices[rank::world_size]`` of one global batch (sizes differ
-    by at most one sample; a rank may get none when the batch is smaller than the world)."""
+def shard_batch(indices: Any, rank: int, world_size: int) -> Any:
+    """Rank ``rank``'s strided share ``indices[rank::world_size]`` of one global batch (indices, or the
+    batch itself: a NumPy/CuPy array or a Tensor). Sizes differ by at most one sample; a rank may get
+    none when the batch is smaller than the world."""
     return indices[rank::world_size]
 
 
@@ -97,10 +100,7 @@ class DistributedSampler:
             raise ValueError(f"DistributedSampler: dataset length must be >= 0, got {n}")
         self.n, self.num_replicas, self.rank = int(n), int(num_replicas), int(rank)
         self.shuffle, self.seed, self.drop_last, self.epoch = bool(shuffle), int(seed), bool(drop_last), 0
-        if self.drop_last and self.n % self.num_replicas:
-            self.num_samples = (self.n - self.num_replicas) // self.num_replicas + 1 if self.n >= self.num_replicas else 0
-        else:
-            self.num_samples = -(-self.n // self.num_replicas)
+        self.num_samples = self.n // self.num_replicas if self.drop_last else -(-self.n // self.num_replicas)
         self.total_size = self.num_samples * self.num_replicas
 
     def set_epoch(self, epoch: int) -> None:
@@ -110,10 +110,8 @@ class DistributedSampler:
     def indices(self) -> np.ndarray:
         """This rank's indices for the current epoch, as an int64 array."""
         idx = epoch_permutation(self.n, self.seed, self.epoch) if self.shuffle else np.arange(self.n)
-        if self.total_size > len(idx):  # pad by repeating from the start (enough times for tiny data)
-            idx = np.resize(idx, self.total_size) if len(idx) else idx
-        idx = idx[:self.total_size]
-        return idx[self.rank:self.total_size:self.num_replicas].astype(np.int64)
+        # np.resize pads by repeating from the start (enough times for tiny data) or drops the tail
+        return shard_batch(np.resize(idx, self.total_size), self.rank, self.num_replicas).astype(np.int64)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices().tolist())
@@ -167,8 +165,8 @@ def load_mnist1d() -> Dataset:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as e:
         raise DatasetError(
-            "mnist1d: the optional 'mnist1d' package is not installed. Fix: pip install mnist1d "
-            "(in a gpugrad checkout: pip install \".[mnist1d]\"); the data set is then generated locally, no download.") from e
+            f"mnist1d: the optional 'mnist1d' package is not installed. Fix: {hint('mnist1d')}; the data set is "
+            "then generated locally, no download.") from e
     state = np.random.get_state()  # make_dataset seeds NumPy's global generator: leave it as it was
     try:
         d = make_dataset(get_dataset_args())

@@ -19,7 +19,7 @@ import os
 import tempfile
 import zipfile
 import zlib
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from ._device import as_device
 from .backends import get_backend
 from .tensor import Tensor, _make_result
 
-__all__ = ["save", "load", "FORMAT_NAME", "FORMAT_VERSION"]
+__all__ = ["save", "load", "atomic_write", "FORMAT_NAME", "FORMAT_VERSION"]
 
 FORMAT_NAME = "gpugrad.checkpoint"
 FORMAT_VERSION = 1
@@ -115,9 +115,10 @@ def _decode(node: Any, arrays: dict, dev, fname: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ writing
-def _atomic_write(path: str, write) -> None:
-    """Write via ``write(fileobj)`` to a temporary file beside ``path``, fsync, then ``os.replace``.
-    On any failure the temporary file is removed and an existing ``path`` is left untouched."""
+def atomic_write(path: str, write: Callable[[BinaryIO], Any]) -> None:
+    """Write via ``write(fileobj)`` (a binary file) to a temporary file beside ``path``, fsync, then
+    ``os.replace``; the file keeps an existing ``path``'s mode and the directory is fsynced. On any
+    failure the temporary file is removed and an existing ``path`` is left untouched."""
     directory = os.path.dirname(os.path.abspath(path))
     mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else _DEFAULT_MODE
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
@@ -182,9 +183,9 @@ def save(obj: Any, path: "str | os.PathLike[str]") -> None:
     meta_json = json.dumps(meta, separators=(",", ":"))
     if st:
         data = st_save(enc.arrays, metadata={_META_KEY: meta_json, _CRC_KEY: str(zlib.crc32(meta_json.encode()))})
-        _atomic_write(path, lambda f: f.write(data))
+        atomic_write(path, lambda f: f.write(data))
     else:
-        _atomic_write(path, lambda f: _write_npz(f, enc.arrays, meta_json))
+        atomic_write(path, lambda f: _write_npz(f, enc.arrays, meta_json))
 
 
 def _crc32(a: np.ndarray) -> int:

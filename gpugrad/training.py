@@ -92,14 +92,14 @@ def _scalar(v: Any) -> Any:
 class Trainer:
     """One training run: data on the device, model, optimizer, per-epoch metrics and checkpoints."""
 
-    def __init__(self, cfg: dict, ds, device: str, run_dir: str, quiet: bool, dist=None) -> None:
+    def __init__(self, cfg: dict, ds, device: str, quiet: bool, dist=None) -> None:
         import gpugrad as gg
         from .backends import get_backend
         from .diagnostics import GradNormTracker
         from .distributed.launch import DistContext
         self.gg = gg
         self.dist = dist if dist is not None else DistContext()  # data parallel over MPI ranks, or one process
-        self.cfg, self.ds, self.device, self.run_dir, self.quiet = cfg, ds, device, run_dir, quiet
+        self.cfg, self.ds, self.device, self.quiet = cfg, ds, device, quiet
         self.be = get_backend(device)
         self.xp = self.be.xp
         self.classify = ds.task == "classification"

@@ -13,6 +13,7 @@ import pytest
 
 import gpugrad as gg
 from gpugrad import cli, diagnostics, training
+from gpugrad.install_hints import hint
 
 TINY = ["--dataset", "synthetic", "--n-samples", "240", "--n-features", "6", "--n-outputs", "3",
         "--width", "16", "--depth", "2", "--batch-size", "32", "--quiet", "--no-plots"]
@@ -280,7 +281,8 @@ def test_mnist1d_missing_is_a_clear_error(tmp_path, monkeypatch, capsys):
         return real_import(name, *a, **k)
     monkeypatch.setattr(builtins, "__import__", fake_import)
     assert cli.main(["train", "--dataset", "mnist1d", "--run-dir", str(tmp_path / "r")]) == 2
-    assert "pip install mnist1d" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pip install mnist1d" in err and hint("mnist1d") in err
     assert not (tmp_path / "r").exists()
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gpugrad import data
+from gpugrad.install_hints import hint
 
 
 def test_digits_split_standardised_and_stratified():
@@ -71,8 +72,9 @@ def test_mnist1d_generated_locally_or_clear_message(monkeypatch):
     try:
         import mnist1d  # noqa: F401
     except ImportError:
-        with pytest.raises(data.DatasetError, match="pip install mnist1d"):
+        with pytest.raises(data.DatasetError, match="pip install mnist1d") as e:
             data.load_mnist1d()
+        assert hint("mnist1d") in str(e.value)
         return
     state = np.random.get_state()[1].copy()
     d = data.load_mnist1d()
@@ -89,5 +91,6 @@ def test_mnist1d_missing_package_message(monkeypatch):
             raise ImportError("No module named 'mnist1d'")
         return real_import(name, *a, **k)
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(data.DatasetError, match=r"pip install mnist1d"):
+    with pytest.raises(data.DatasetError, match=r"pip install mnist1d") as e:
         data.load_mnist1d()
+    assert hint("mnist1d") in str(e.value)

@@ -4,14 +4,13 @@ FLOPs, the ceiling) is gpugrad/benchmarking.py, shared with the scripts in bench
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Sequence
 
 import numpy as np
 
 from .. import benchmarking as bm
-from .options import DEVICES, PROG, CLIError, atomic_write_text, int_list, nonneg_int, positive_int, \
+from .options import DEVICES, PROG, CLIError, int_list, nonneg_int, positive_int, \
     resolve_device, timestamp
 
 N_CLASSES = 10
@@ -124,7 +123,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
               "flops_note": "GEMM FLOPs: forward 2*B*in*out per layer; backward 4*B*in*out (dX, dW), no dX for layer 1",
               "timing": f"median of {args.repeats} steps after {args.warmup} warm-up steps, synchronised per step",
               "rows": rows, "time": timestamp()}
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    bm.write_json(out, result)
     from ..diagnostics import plot_bench
     png = plot_bench(rows, os.path.splitext(out)[0] + ".png", ceiling["tflops"],
                      f"training step on {result['device_name']}")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Sequence
 
 import numpy as np
 
-from .options import DATASETS, DEVICES, CLIError, atomic_write_text, float_in, load_data, positive_int, \
+from ..benchmarking import write_json
+from ..data import DATASETS
+from .options import DEVICES, CLIError, float_in, load_data, positive_int, \
     resolve_device
 
 
@@ -103,8 +104,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
         for w in r["warnings"]:
             print(f"    warning: {w}", file=sys.stderr)
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        atomic_write_text(os.path.splitext(out)[0] + ".json", json.dumps(result, indent=2) + "\n")
+        write_json(os.path.splitext(out)[0] + ".json", result)
     except OSError as e:
         raise CLIError(f"--out {out!r}: cannot write there ({e.strerror or e})") from None
     png = diagnostics.plot_grad_norm_profiles(

@@ -6,7 +6,7 @@ import os
 import platform
 from typing import Sequence
 
-from ..benchmarking import versions
+from ..benchmarking import PACKAGES, versions
 from ..install_hints import INSTALL_HINTS
 from .options import cuda_status
 
@@ -21,11 +21,12 @@ def info_text() -> str:
     v = versions()
     lines = [f"gpugrad {v['gpugrad']}",
              f"python {v['python']} ({platform.python_implementation()}, {platform.platform(terse=True)})"]
-    order = ["numpy", "numba", "cupy", "torch", "sklearn", "tqdm", "matplotlib", "mnist1d", "safetensors"]
     lines.append("packages:")
-    for k in order:
+    for k, dist in PACKAGES:
+        if k == "gpugrad":
+            continue
         ver = v.get(k)
-        name = "scikit-learn" if k == "sklearn" else k
+        name = dist or k  # the name pip knows (scikit-learn); cupy's varies
         lines.append(f"  {name:<12} {ver if ver else 'not installed' + (': ' + INSTALL_HINTS[k] if k in INSTALL_HINTS else '')}")
     lines.append("devices:")
     ncpu = os.cpu_count() or 1

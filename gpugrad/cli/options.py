@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
 
 from ..install_hints import hint
+from ..io import atomic_write
 
 PROG = "gpugrad"
 DEVICES = ("auto", "cpu", "cuda")
-DATASETS = ("digits", "mnist1d", "synthetic")
 
 
 class CLIError(Exception):
@@ -137,13 +136,8 @@ def cuda_status() -> tuple[bool, str]:
 
 
 def atomic_write_text(path: str, text: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`gpugrad.io.atomic_write`)."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def timestamp() -> str:

@@ -11,7 +11,10 @@ import time
 from typing import Sequence
 
 from .. import training
-from .options import (DATASETS, DEVICES, PROG, CLIError, Parser, atomic_write_text, checkpoint_arg, float_in,
+from ..data import DATASETS
+from ..distributed.launch import MODES as DISTRIBUTED_MODES
+from ..install_hints import hint
+from .options import (DEVICES, PROG, CLIError, Parser, atomic_write_text, checkpoint_arg, float_in,
                       load_data, nonneg_int, positive_int, resolve_device, timestamp)
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -30,7 +33,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--dataset", choices=DATASETS, default="digits",
                    help="digits: scikit-learn's 8x8 digits (bundled); mnist1d: generated locally by the "
-                        "'mnist1d' package (pip install mnist1d); synthetic: seeded teacher-network data (default: digits)")
+                        f"'mnist1d' package, {hint('mnist1d')}; synthetic: seeded teacher-network data (default: digits)")
     d.add_argument("--task", choices=("classification", "regression"), default="classification",
                    help="synthetic only (default: classification)")
     d.add_argument("--n-samples", type=positive_int("--n-samples"), default=2000, help="synthetic only (default: 2000)")
@@ -74,7 +77,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="record every Linear layer's weight-gradient norm every N steps; 0 disables (default: 10)")
     r.add_argument("--no-plots", action="store_true", help="do not write PNG plots at the end")
     r.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    r.add_argument("--distributed", choices=("auto", "off", "mpi", "nccl"), default="auto",
+    r.add_argument("--distributed", choices=DISTRIBUTED_MODES, default="auto",
                    help="data parallel over the ranks of `mpiexec -n N python3 -m gpugrad train ...`: each rank "
                         "trains on its share of every --batch-size batch (the global batch); rank 0 prints and "
                         "writes the run folder. auto: on when launched as several ranks, nccl for --device cuda, "
@@ -224,7 +227,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise CLIError(f"{cfg['dataset']}: the training split is empty")
 
     try:
-        trainer = training.Trainer(cfg, ds, device, run_dir or "", args.quiet, dist=dist)
+        trainer = training.Trainer(cfg, ds, device, args.quiet, dist=dist)
     except (ValueError, TypeError) as e:
         raise CLIError(f"cannot build the model: {e}") from None
     metrics_path = grads_path = None
@@ -276,7 +279,6 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if err:
             raise CLIError(err)
         run_dir = dist.bcast_object(run_dir)
-        trainer.run_dir = run_dir
         metrics, cfg_path = [], os.path.join(run_dir, "config.json")
         metrics_path = os.path.join(run_dir, "metrics.jsonl")
         grads_path = os.path.join(run_dir, "grad_norms.jsonl")
@@ -329,7 +331,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _join(args: argparse.Namespace, device: str):
     """The data-parallel context (one process unless launched as several ranks); other ranks than 0
-    run quietly and write nothing."""
+    run quietly and write nothing (the run folder and the final report are rank 0's)."""
     from ..distributed import DistributedError
     from ..distributed.launch import setup
     try:
@@ -337,7 +339,7 @@ def _join(args: argparse.Namespace, device: str):
     except DistributedError as e:
         raise CLIError(str(e)) from None
     if not dist.is_main:
-        args.quiet, args.no_plots = True, True
+        args.quiet = True
     return dist
 
 

@@ -31,20 +31,26 @@ from typing import Any, Iterator
 
 from ..autograd import engine as _engine
 from ..nn.module import Module
-from . import _require
+from . import _bump, _require
 from .group import DistributedError
 
 
-class _Bucket:
-    __slots__ = ("params", "offsets", "flat", "ready", "work", "late", "be", "dtype")
+def _broadcast(pg: Any, tensors: list) -> None:
+    """Overwrite ``tensors`` with rank 0's values: all broadcasts started, then all waited."""
+    for w in [pg.broadcast_array(t.data, t._backend(), 0, async_op=True) for t in tensors]:
+        w.wait()
 
-    def __init__(self, params: list, be: Any, dtype: Any, reduce_dtype: Any) -> None:
+
+class _Bucket:
+    __slots__ = ("params", "offsets", "flat", "ready", "work", "late", "be")
+
+    def __init__(self, params: list, be: Any, reduce_dtype: Any) -> None:
         self.params = params
         self.offsets, n = [], 0
         for p in params:
             self.offsets.append(n)
             n += p.data.size
-        self.be, self.dtype = be, dtype
+        self.be = be
         self.flat = be.xp.zeros(n, dtype=reduce_dtype)
         self.ready: set = set()
         self.work = None
@@ -73,11 +79,7 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "bucket_cap_mb", float(bucket_cap_mb))
         self._check_same_model(pg)
         self._sync_module_states(pg)
-        params, seen = [], set()
-        for p in module.parameters():
-            if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                params.append(p)
+        params = [p for p in module.parameters() if p.requires_grad]  # parameters() yields shared ones once
         object.__setattr__(self, "_buckets", self._make_buckets(params, pg, bucket_cap_mb))
         object.__setattr__(self, "_bucket_of", {id(p): b for b in self._buckets for p in b.params})
         object.__setattr__(self, "_sync", True)
@@ -105,12 +107,10 @@ class DistributedDataParallel(Module):
 
     def _sync_module_states(self, pg: Any) -> None:
         """Every rank starts from rank 0's parameters and buffers."""
-        works = [pg.broadcast_array(t.data, t._backend(), 0, async_op=True)
-                 for t in list(self.module.parameters()) + list(self.module.buffers())]
-        for w in works:
-            w.wait()
-        for t in list(self.module.parameters()) + list(self.module.buffers()):
-            t._vc[0] += 1
+        tensors = list(self.module.parameters()) + list(self.module.buffers())
+        _broadcast(pg, tensors)
+        for t in tensors:
+            _bump(t)
 
     @staticmethod
     def _make_buckets(params: list, pg: Any, cap_mb: float) -> list:
@@ -130,16 +130,13 @@ class DistributedDataParallel(Module):
         out = []
         for lst in buckets:
             be = lst[0]._backend()
-            out.append(_Bucket(lst, be, lst[0].data.dtype, pg.reduce_dtype(lst[0].data.dtype)))
+            out.append(_Bucket(lst, be, pg.reduce_dtype(lst[0].data.dtype)))
         return out
 
     # ------------------------------------------------------------------ use
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.broadcast_buffers and self.training:
-            bufs = list(self.module.buffers())
-            if bufs:
-                for w in [self.process_group.broadcast_array(b.data, b._backend(), 0, async_op=True) for b in bufs]:
-                    w.wait()
+            _broadcast(self.process_group, list(self.module.buffers()))
         return self.module(*args, **kwargs)
 
     @contextlib.contextmanager
@@ -235,7 +232,7 @@ class DistributedDataParallel(Module):
                 p.grad = Tensor._wrap(avg.astype(p.data.dtype, copy=True), p._device)
             else:
                 p.grad.data[...] = avg
-                p.grad._vc[0] += 1
+                _bump(p.grad)
 
 
 __all__ = ["DistributedDataParallel"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..data import shard_batch
 from .mpi import launcher_size
 
 MODES = ("auto", "off", "mpi", "nccl")
@@ -38,7 +39,7 @@ class DistContext:
 
     def shard(self, batch: Any) -> Any:
         """This rank's strided share ``batch[rank::world_size]`` of a global batch (array or tensor)."""
-        return batch[self.rank::self.world_size] if self.active else batch
+        return shard_batch(batch, self.rank, self.world_size) if self.active else batch
 
     def loss_factor(self, n_local: int, n_global: int) -> float:
         """Multiply a rank's mean loss by this so that the gradients DistributedDataParallel averages

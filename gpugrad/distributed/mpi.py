@@ -7,14 +7,17 @@ with the group's timeout, so a dead or diverged rank raises :class:`DistributedT
 hanging."""
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any
+import shutil
+import subprocess
+import sys
+from typing import Any, Sequence
 
 import numpy as np
 
+from ..install_hints import hint
 from .group import DistributedError, ProcessGroup, Work, check_op
-
-INSTALL_HINT = 'pip install mpi4py mpich (or, from a checkout: pip install ".[mpi]"), then launch with mpiexec -n N'
 
 # Environment variables launchers set with the number of processes they started.
 _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE", "SLURM_NTASKS",
@@ -27,7 +30,7 @@ def import_mpi(where: str):
         from mpi4py import MPI
     except ImportError as e:
         raise DistributedError(f"{where}: mpi4py is not installed (or cannot load its MPI library: {e}). "
-                               f"Fix: {INSTALL_HINT}") from e
+                               f"Fix: {hint('mpi')}") from e
     return MPI
 
 
@@ -38,6 +41,39 @@ def launcher_size() -> tuple[str, int] | None:
         if v and v.strip().isdigit() and var != "MPI_LOCALNRANKS":
             return var, int(v)
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def mpiexec() -> str | None:
+    """The ``mpiexec`` beside this Python (a venv's, from the ``mpich`` wheel), else the one on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return here if os.access(here, os.X_OK) else shutil.which("mpiexec")
+
+
+@functools.lru_cache(maxsize=None)
+def _extra_flags() -> tuple[str, ...]:
+    """Open MPI's mpiexec needs ``--oversubscribe`` (more ranks than cores) and, as root,
+    ``--allow-run-as-root``; MPICH's (the ``mpich`` wheel) needs nothing."""
+    try:
+        v = subprocess.run([str(mpiexec()), "--version"], capture_output=True, text=True, timeout=20).stdout
+    except Exception:
+        return ()
+    if "Open MPI" not in v and "OpenRTE" not in v:
+        return ()
+    root = ("--allow-run-as-root",) if hasattr(os, "geteuid") and os.geteuid() == 0 else ()
+    return ("--oversubscribe", *root)
+
+
+# The thread pools of a rank's libraries (BLAS, OpenMP, Numba): set them per rank when launching.
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def mpiexec_command(n: int, args: Sequence[str]) -> list[str]:
+    """``mpiexec [Open MPI's flags] -n n <this python> args...``."""
+    exe = mpiexec()
+    if exe is None:
+        raise DistributedError(f"no mpiexec beside {sys.executable} or on PATH. Fix: {hint('mpi')}")
+    return [exe, *_extra_flags(), "-n", str(n), sys.executable, *args]
 
 
 def check_world(comm_size: int, expected: int | None, where: str) -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..install_hints import hint
 from .group import DistributedError, ProcessGroup, Work, check_op, wait_until
 from .mpi import import_mpi
 
-NCCL_HINT = ("the nccl backend needs CuPy with NCCL and a CUDA GPU per rank: pip install 'cupy-cuda13x[ctk]' "
-             "nvidia-nccl-cu13 (or cupy-cuda12x with nvidia-nccl-cu12); on CPUs use backend='mpi'")
+NCCL_HINT = f"the nccl backend needs CuPy with NCCL and a CUDA GPU per rank: {hint('nccl')}; on CPUs use backend='mpi'"
 
 
 def import_nccl(where: str) -> tuple[Any, Any]:

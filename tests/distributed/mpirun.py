@@ -3,19 +3,12 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import subprocess
-import sys
 import time
 
+from gpugrad.distributed.mpi import THREAD_VARS, mpiexec, mpiexec_command
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@functools.lru_cache(maxsize=None)
-def mpiexec() -> str | None:
-    """The ``mpiexec`` beside this Python (a venv's, from the ``mpich`` wheel), else the one on PATH."""
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return here if os.access(here, os.X_OK) else shutil.which("mpiexec")
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,28 +34,14 @@ def require_or_skip() -> None:
     pytest.skip(reason)
 
 
-@functools.lru_cache(maxsize=None)
-def _extra_flags() -> tuple:
-    try:
-        v = subprocess.run([str(mpiexec()), "--version"], capture_output=True, text=True, timeout=20).stdout
-    except Exception:
-        return ()
-    if "Open MPI" not in v and "OpenRTE" not in v:
-        return ()  # MPICH (the mpich wheel) needs nothing
-    root = ("--allow-run-as-root",) if hasattr(os, "geteuid") and os.geteuid() == 0 else ()
-    return ("--oversubscribe", *root)
-
-
 def mpirun(n: int, args: list, timeout: float = 60, env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
     """``mpiexec -n n python3 args...`` from the repository root; (result, seconds)."""
     e = dict(os.environ)
     e["PYTHONPATH"] = ROOT + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
-    e.setdefault("OMP_NUM_THREADS", "1")
-    e.setdefault("OPENBLAS_NUM_THREADS", "1")
-    e.setdefault("MKL_NUM_THREADS", "1")
-    e.setdefault("NUMBA_NUM_THREADS", "1")
+    for var in THREAD_VARS:
+        e.setdefault(var, "1")
     e.update(env or {})
-    cmd = [str(mpiexec()), *_extra_flags(), "-n", str(n), sys.executable, *args]
+    cmd = mpiexec_command(n, args)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=e)
     return r, time.perf_counter() - t0

@@ -17,6 +17,7 @@ from gpugrad.checkpoint import checkpoint
 from gpugrad.data import DistributedSampler, shard_batch
 from gpugrad.distributed.group import DistributedError
 from gpugrad.distributed.nccl import ProcessGroupNCCL
+from gpugrad.install_hints import hint
 
 
 def _mlp() -> nn.Module:
@@ -140,8 +141,9 @@ def test_shard_batch_is_rank_strided() -> None:
 # ---------------------------------------------------------------------------------------- errors
 def test_missing_mpi4py_names_the_install(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "mpi4py", None)
-    with pytest.raises(DistributedError, match=r"pip install mpi4py mpich"):
+    with pytest.raises(DistributedError, match=r"pip install mpi4py mpich") as e:
         dist.init_process_group("mpi")
+    assert hint("mpi") in str(e.value)
     assert not dist.is_available() and not dist.is_initialized()
 
 
@@ -173,8 +175,9 @@ def test_not_initialized_and_bad_arguments() -> None:
 def test_nccl_missing_cupy_names_the_install(monkeypatch) -> None:
     from gpugrad.distributed.nccl import import_nccl
     monkeypatch.setitem(sys.modules, "cupy", None)
-    with pytest.raises(DistributedError, match=r"cupy-cuda13x.*backend='mpi'"):
+    with pytest.raises(DistributedError, match=r"cupy-cuda13x.*backend='mpi'") as e:
         import_nccl("init_process_group(backend='nccl')")
+    assert hint("nccl") in str(e.value)
 
 
 # ---------------------------------------------------------------------------------------- NCCL host logic
