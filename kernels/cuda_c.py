@@ -38,21 +38,17 @@ def module():
     return mod
 
 
-_functions: dict[tuple, object] = {}  # (device, kernel name, dtype) -> handle: looked up once, not per launch
-_runtime: list = []
+_runtime: list = []  # [cupy.cuda.runtime.getDevice], bound on first use
 
 
 def function(name: str, dtype):
-    """The kernel ``{name}_{f16|f32|f64}`` of the current device (cached handle)."""
-    key = (_device(), name, dtype)
-    f = _functions.get(key)
-    if f is None:
-        try:
-            suf = _SUFFIX[np.dtype(dtype)]
-        except KeyError:
-            raise TypeError(f"fused.cu kernels take float16/float32/float64 arrays, got {dtype}") from None
-        f = _functions[key] = module().get_function(f"{name}_{suf}")
-    return f
+    """The kernel ``{name}_{f16|f32|f64}`` of the current device (not cached here: the launch plans
+    that call this keep the handle)."""
+    try:
+        suf = _SUFFIX[np.dtype(dtype)]
+    except KeyError:
+        raise TypeError(f"fused.cu kernels take float16/float32/float64 arrays, got {dtype}") from None
+    return module().get_function(f"{name}_{suf}")
 
 
 def _blocks(n: int, block: int, max_blocks: int | None) -> int:
