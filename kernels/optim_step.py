@@ -9,8 +9,6 @@ instead; both stay on the device. float16 storage computes in float32.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import _numba
@@ -51,7 +49,6 @@ def step_numba(rule: Rule, arrays: dict, start: int, end: int, options: dict, de
 
 _modules: dict = {}
 _functions: dict = {}
-_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.float16): "f16"}
 
 
 def c_module(rule: Rule, mask: tuple):
@@ -71,17 +68,14 @@ def step_cuda_c(rule: Rule, arrays: dict, start: int, end: int, options: dict, d
     if end <= start:
         return
     dt = np.dtype(arrays["p"].dtype)
-    c = np.float64 if dt == np.float64 else np.float32
+    c = _numba.compute_dtype(dt).type
     mask = rule.present(options)
     import cupy
     key = (rule.name, mask, step is not None, dt, cupy.cuda.runtime.getDevice())
     f = _functions.get(key)
     if f is None:  # looked up once (get_function per launch costs host time)
         f = _functions[key] = c_module(rule, mask).get_function(cg.entry_name(rule, mask, step is not None,
-                                                                                _SUFFIX[dt]))
+                                                                                _numba.storage_suffix(dt)))
     args = _args(rule, arrays, np.int64(start), np.int64(end), options, derived, step, found_inf, c)
     args = [np.int32(a) if isinstance(a, bool) else a for a in args]
-    blocks = max(1, math.ceil((end - start) / block))
-    if max_blocks is not None:
-        blocks = min(blocks, max_blocks)
-    f((blocks,), (block,), tuple(args))
+    f((_numba.blocks_for(end - start, block, max_blocks),), (block,), tuple(args))
