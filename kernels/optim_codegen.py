@@ -184,6 +184,17 @@ def kernel_args(rule: Rule, mask: tuple, capturable: bool) -> list[str]:
     return ["P", "G", *states, "start", "end", *rule.hyper, *scal, *rule.flags]
 
 
+def pack_args(rule: Rule, mask: tuple, arrays: dict, start: int, end: int, options: dict, derived: tuple, step,
+              found_inf, t, index) -> list:
+    """The values of :func:`kernel_args` (``capturable`` when ``step`` is given): buffers, bounds as
+    ``index`` (``np.int64``; ``np.uint64`` lets Numba vectorise the CPU loop), hyperparameters and
+    derived scalars as ``t`` (the compute type), flags as ``bool``."""
+    a = [arrays["p"], arrays["g"]] + [arrays[s] for s, on in zip(rule.state, mask) if on]
+    a += [index(start), index(end)] + [t(options[h]) for h in rule.hyper]
+    a += [step, found_inf] if step is not None else [t(d) for d in derived]
+    return a + [bool(options[f]) for f in rule.flags]
+
+
 def numba_source(rule: Rule, mask: tuple, cuda: bool, capturable: bool) -> str:
     """Source of ``kernel(...)`` (arguments: :func:`kernel_args`) calling ``elem`` (the rule, typed) per
     element; ``prologue`` and ``F`` (the compute type) come from the namespace it is executed in."""

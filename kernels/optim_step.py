@@ -18,15 +18,6 @@ from .optim_rules import Rule
 cuda = None  # numba.cuda, bound when the first kernel is built
 
 
-def _args(rule: Rule, arrays: dict, start: int, end: int, options: dict, derived: tuple, step, found_inf, t) -> list:
-    """Kernel arguments in :func:`optim_codegen.kernel_args` order (scalars as ``t``, flags as ``b``)."""
-    mask = rule.present(options)
-    a = [arrays["p"], arrays["g"]] + [arrays[s] for s, on in zip(rule.state, mask) if on]
-    a += [start, end] + [t(options[h]) for h in rule.hyper]
-    a += [step, found_inf] if step is not None else [t(d) for d in derived]
-    return a + [bool(options[f]) for f in rule.flags]
-
-
 def numba_kernel(rule: Rule, mask: tuple, cdt, capturable: bool):
     """The generated Numba CUDA kernel for one rule, state mask, compute dtype and variant."""
     def build():
@@ -42,8 +33,9 @@ def step_numba(rule: Rule, arrays: dict, start: int, end: int, options: dict, de
     if end <= start:
         return
     c = _numba.compute_dtype(arrays["p"].dtype)
-    k = numba_kernel(rule, rule.present(options), c, step is not None)
-    args = _args(rule, arrays, np.int64(start), np.int64(end), options, derived, step, found_inf, c.type)
+    mask = rule.present(options)
+    k = numba_kernel(rule, mask, c, step is not None)
+    args = cg.pack_args(rule, mask, arrays, start, end, options, derived, step, found_inf, c.type, np.int64)
     _numba.launch(k, _numba.blocks_for(end - start, block, max_blocks), block, stream, *args)
 
 
@@ -76,6 +68,6 @@ def step_cuda_c(rule: Rule, arrays: dict, start: int, end: int, options: dict, d
     if f is None:  # looked up once (get_function per launch costs host time)
         f = _functions[key] = c_module(rule, mask).get_function(cg.entry_name(rule, mask, step is not None,
                                                                                 _numba.storage_suffix(dt)))
-    args = _args(rule, arrays, np.int64(start), np.int64(end), options, derived, step, found_inf, c)
+    args = cg.pack_args(rule, mask, arrays, start, end, options, derived, step, found_inf, c, np.int64)
     args = [np.int32(a) if isinstance(a, bool) else a for a in args]
     f((_numba.blocks_for(end - start, block, max_blocks),), (block,), tuple(args))
