@@ -135,6 +135,19 @@ def example_arrays(rule: Rule, options: dict, n: int, rng, dtype: Any = "float64
             arrays[s] = (np.abs(rng.standard_normal(n)) * (1.0 if sq else 0.3) + (2.0 if sq else 0.0)).astype(dtype)
     return arrays
 
+
+def step_args(rule: Rule, options: dict, step: int, capturable: bool, xp: Any, dtype: Any = "float64") -> dict:
+    """Keyword arguments ``derived``, ``step``, ``found_inf`` of an optimizer step number ``step`` on
+    buffers of ``dtype`` (tests and benchmarks): the host-derived scalars, or for a ``capturable`` step
+    the step count as a one-element ``xp`` array of the compute dtype and a zero ``found_inf`` (float32)."""
+    if not capturable:
+        return {"derived": rule.derive(step, options), "step": None, "found_inf": None}
+    import numpy as np
+
+    from ._numba import compute_dtype
+    return {"derived": (), "step": xp.asarray([float(step)], compute_dtype(dtype)),
+            "found_inf": xp.zeros(1, np.float32)}
+
 # ------------------------------------------------------------------------------------------------ xp (vectorised)
 _xp_fns: dict = {}
 

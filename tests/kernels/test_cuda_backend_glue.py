@@ -215,10 +215,9 @@ def test_optim_step_matches_generic(be, name, capturable, rng):
     n = 11
     arrays = cg.example_arrays(rule, options, n, rng, np.float32)
     ref = {k: v.copy() for k, v in arrays.items()}
-    extra = dict(step=np.array([2.0], np.float32), found_inf=np.zeros(1, np.float32)) if capturable else {}
-    derived = () if capturable else rule.derive(2, options)
-    be.optim_step(rule, arrays, 1, 10, options, derived, **extra)
-    _generic_call("optim_step", rule, ref, 1, 10, options, derived, **extra)
+    kw = cg.step_args(rule, options, 2, capturable, np, np.float32)
+    be.optim_step(rule, arrays, 1, 10, options, **kw)
+    _generic_call("optim_step", rule, ref, 1, 10, options, **kw)
     for k in arrays:
         assert np.all(np.isfinite(arrays[k]))
         _close(arrays[k], ref[k], np.float32)
