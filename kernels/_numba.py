@@ -1,4 +1,6 @@
-"""Lazy Numba CUDA plumbing shared by the kernel modules.
+"""Lazy Numba CUDA plumbing shared by the kernel modules, and what the CUDA C launchers share with it:
+the table of float storage dtypes (:func:`compute_dtype`, :func:`storage_suffix`) and launch geometry
+(:func:`blocks_for`, :func:`grid_2d`).
 
 Nothing here touches ``numba.cuda`` (or a GPU) at import time: kernels are built by factories on
 first use and cached per (kernel, compute dtype, compile-time constants). Under
@@ -34,21 +36,32 @@ def simulating() -> bool:
         return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 
 
-_COMPUTE_DTYPES = {np.dtype(np.float64): np.dtype(np.float64), np.dtype(np.float32): np.dtype(np.float32),
-                   np.dtype(np.float16): np.dtype(np.float32)}
+# Storage dtype -> (compute dtype, kernel name suffix): the one table of the kernels' float types.
+# float16 storage computes in float32; ``fused.cu`` and the generated optimizer entry points are named
+# ``<kernel>_f16``, ``_f32``, ``_f64``.
+_FLOAT_DTYPES = {np.dtype(np.float64): (np.dtype(np.float64), "f64"),
+                 np.dtype(np.float32): (np.dtype(np.float32), "f32"),
+                 np.dtype(np.float16): (np.dtype(np.float32), "f16")}
+
+
+def _float_dtype(dt, what: str) -> tuple:
+    e = _FLOAT_DTYPES.get(dt)  # dtype objects hit here; ``np.float32`` (the type) or names go on
+    if e is None:
+        e = _FLOAT_DTYPES.get(np.dtype(dt))
+        if e is None:
+            raise TypeError(f"{what} support float16, float32 and float64 arrays, got {np.dtype(dt)}")
+    return e
 
 
 def compute_dtype(dt) -> np.dtype:
     """The dtype kernels compute and accumulate in: float32 for float16/float32, float64 for float64."""
-    c = _COMPUTE_DTYPES.get(dt)
-    if c is not None:
-        return c
-    dt = np.dtype(dt)
-    if dt == np.float64:
-        return np.dtype(np.float64)
-    if dt in (np.float32, np.float16):
-        return np.dtype(np.float32)
-    raise TypeError(f"kernels support float16, float32 and float64 arrays, got {dt}")
+    return _float_dtype(dt, "kernels")[0]
+
+
+def storage_suffix(dt, what: str = "kernels") -> str:
+    """The name suffix of a CUDA C kernel for storage dtype ``dt``: ``"f16"``, ``"f32"`` or ``"f64"``
+    (``what``: the kernels, for the error on any other dtype)."""
+    return _float_dtype(dt, what)[1]
 
 
 def nb_type(dt):

@@ -10,21 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from . import source_path
-from ._numba import grid_2d, next_pow2
+from ._numba import blocks_for, compute_dtype, grid_2d, next_pow2, storage_suffix
 from .act_bias_grad import plan
 from .activations import act_code, cuda_source
 
 ABG_TX, ABG_TY = 32, 8  # must match fused.cu
 _modules: dict[int, object] = {}
-_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.float16): "f16"}
-
-
-_COMPUTE = {np.dtype(np.float64): np.float64, np.dtype(np.float32): np.float32, np.dtype(np.float16): np.float32}
-
-
-def _compute(dt):
-    c = _COMPUTE.get(dt)
-    return c if c is not None else (np.float64 if np.dtype(dt) == np.float64 else np.float32)
 
 
 def module():
@@ -38,26 +29,13 @@ def module():
     return mod
 
 
-_functions: dict[tuple, object] = {}  # (device, kernel name, dtype) -> handle: looked up once, not per launch
-_runtime: list = []
+_runtime: list = []  # [cupy.cuda.runtime.getDevice], bound on first use
 
 
 def function(name: str, dtype):
-    """The kernel ``{name}_{f16|f32|f64}`` of the current device (cached handle)."""
-    key = (_device(), name, dtype)
-    f = _functions.get(key)
-    if f is None:
-        try:
-            suf = _SUFFIX[np.dtype(dtype)]
-        except KeyError:
-            raise TypeError(f"fused.cu kernels take float16/float32/float64 arrays, got {dtype}") from None
-        f = _functions[key] = module().get_function(f"{name}_{suf}")
-    return f
-
-
-def _blocks(n: int, block: int, max_blocks: int | None) -> int:
-    b = max(1, -(-n // block))
-    return b if max_blocks is None else max(1, min(b, max_blocks))
+    """The kernel ``{name}_{f16|f32|f64}`` of the current device (not cached here: the launch plans
+    that call this keep the handle)."""
+    return module().get_function(f"{name}_{storage_suffix(dtype, f'fused.cu kernels ({name})')}")
 
 
 # Launch plans: (op, device, dtype, shape and parameters) -> (kernel handle, grid, block, trailing scalar
@@ -93,7 +71,7 @@ def bias_act(z, b, y, act: str, slope: float = 0.01, write_z: bool = False, *, b
     def make():
         grid, bx = grid_2d(M, N, block, max_blocks)
         return (function("bias_act", dt), grid, (bx,), (np.int64(M), np.int64(N), np.int32(has_b),
-                np.int32(bool(write_z)), np.int32(act_code(act)), _compute(dt)(slope)))
+                np.int32(bool(write_z)), np.int32(act_code(act)), compute_dtype(dt).type(slope)))
     f, grid, blk, tail = _plan(("bias_act", _device(), dt, M, N, has_b, bool(write_z), act, slope, block,
                                 max_blocks), make)
     f(grid, blk, (z, b if has_b else z, y) + tail)
@@ -109,7 +87,7 @@ def act_backward(dy, saved, dz, act: str, slope: float = 0.01, *, block: int = 2
     def make():
         grid, bx = grid_2d(M, N, block, max_blocks)
         return (function("act_bwd", dt), grid, (bx,),
-                (np.int64(M), np.int64(N), np.int32(act_code(act)), _compute(dt)(slope)))
+                (np.int64(M), np.int64(N), np.int32(act_code(act)), compute_dtype(dt).type(slope)))
     f, grid, blk, tail = _plan(("act_bwd", _device(), dt, M, N, act, slope, block, max_blocks), make)
     f(grid, blk, (dy, saved, dz) + tail)
 
@@ -131,13 +109,13 @@ def act_bias_grad(dy, saved, dz, db, act: str, slope: float = 0.01, *, target_bl
         col_blocks, row_blocks, rpb = plan(M, N, ABG_TX, ABG_TY, target_blocks)
         return (function("act_bias_grad", dt), (col_blocks, row_blocks), row_blocks,
                 (np.int64(M), np.int64(N), np.int64(rpb), np.int32(write_dz), np.int32(do_bias),
-                 np.int32(act_code(act)), _compute(dt)(slope)),
-                function("colsum", dt), (_blocks(N, 128, None),), (np.int64(row_blocks), np.int64(N)))
+                 np.int32(act_code(act)), compute_dtype(dt).type(slope)),
+                function("colsum", dt), (blocks_for(N, 128),), (np.int64(row_blocks), np.int64(N)))
     f, grid, row_blocks, tail, f2, grid2, tail2 = _plan(
         ("act_bias_grad", _device(), dt, M, N, write_dz, do_bias, act, slope, target_blocks), make)
     if do_bias and partial is None:
         import cupy
-        partial = cupy.empty((row_blocks, N), dtype=_compute(dt))
+        partial = cupy.empty((row_blocks, N), dtype=compute_dtype(dt))
     f(grid, (ABG_TX, ABG_TY), (dy, saved, dz if write_dz else dy, partial if do_bias else dy) + tail)
     if do_bias:
         f2(grid2, (128,), (partial, db) + tail2)
@@ -169,7 +147,7 @@ def softmax_xent_backward(probs, target, g, d, mul: float = 1.0, ignore_index: i
     per_row = g.shape[0] != 1
 
     def make():
-        c = _compute(dt)
+        c = compute_dtype(dt).type
         eps = float(label_smoothing)
         grid, bx = grid_2d(M, C, block, max_blocks)
         return (function("softmax_xent_bwd", dt), grid, (bx,),

@@ -26,7 +26,8 @@ from typing import Callable
 __all__ = ["Rule", "RULES", "SGD", "ADAM", "RMSPROP", "sqrt", "maximum", "lerp"]
 
 
-# Primitives: scalar definitions (for reading and for host use); each target binds its own.
+# Primitives: scalar definitions, run on the host and compiled as they are by the Numba targets (lerp in
+# the rule language: optim_codegen types its constants); NumPy/CuPy and CUDA C bind their own.
 def sqrt(x):
     return math.sqrt(x)
 
@@ -36,7 +37,9 @@ def maximum(a, b):
 
 
 def lerp(a, b, w):
-    return a + w * (b - a) if w < 0.5 else b - (b - a) * (1 - w)
+    if w < 0.5:
+        return a + w * (b - a)
+    return b - (b - a) * (1 - w)
 
 
 @dataclass(frozen=True)

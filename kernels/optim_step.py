@@ -9,8 +9,6 @@ instead; both stay on the device. float16 storage computes in float32.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import _numba
@@ -18,15 +16,6 @@ from . import optim_codegen as cg
 from .optim_rules import Rule
 
 cuda = None  # numba.cuda, bound when the first kernel is built
-
-
-def _args(rule: Rule, arrays: dict, start: int, end: int, options: dict, derived: tuple, step, found_inf, t) -> list:
-    """Kernel arguments in :func:`optim_codegen.kernel_args` order (scalars as ``t``, flags as ``b``)."""
-    mask = rule.present(options)
-    a = [arrays["p"], arrays["g"]] + [arrays[s] for s, on in zip(rule.state, mask) if on]
-    a += [start, end] + [t(options[h]) for h in rule.hyper]
-    a += [step, found_inf] if step is not None else [t(d) for d in derived]
-    return a + [bool(options[f]) for f in rule.flags]
 
 
 def numba_kernel(rule: Rule, mask: tuple, cdt, capturable: bool):
@@ -44,14 +33,14 @@ def step_numba(rule: Rule, arrays: dict, start: int, end: int, options: dict, de
     if end <= start:
         return
     c = _numba.compute_dtype(arrays["p"].dtype)
-    k = numba_kernel(rule, rule.present(options), c, step is not None)
-    args = _args(rule, arrays, np.int64(start), np.int64(end), options, derived, step, found_inf, c.type)
+    mask = rule.present(options)
+    k = numba_kernel(rule, mask, c, step is not None)
+    args = cg.pack_args(rule, mask, arrays, start, end, options, derived, step, found_inf, c.type, np.int64)
     _numba.launch(k, _numba.blocks_for(end - start, block, max_blocks), block, stream, *args)
 
 
 _modules: dict = {}
 _functions: dict = {}
-_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.float16): "f16"}
 
 
 def c_module(rule: Rule, mask: tuple):
@@ -71,17 +60,14 @@ def step_cuda_c(rule: Rule, arrays: dict, start: int, end: int, options: dict, d
     if end <= start:
         return
     dt = np.dtype(arrays["p"].dtype)
-    c = np.float64 if dt == np.float64 else np.float32
+    c = _numba.compute_dtype(dt).type
     mask = rule.present(options)
     import cupy
     key = (rule.name, mask, step is not None, dt, cupy.cuda.runtime.getDevice())
     f = _functions.get(key)
     if f is None:  # looked up once (get_function per launch costs host time)
         f = _functions[key] = c_module(rule, mask).get_function(cg.entry_name(rule, mask, step is not None,
-                                                                                _SUFFIX[dt]))
-    args = _args(rule, arrays, np.int64(start), np.int64(end), options, derived, step, found_inf, c)
+                                                                                _numba.storage_suffix(dt)))
+    args = cg.pack_args(rule, mask, arrays, start, end, options, derived, step, found_inf, c, np.int64)
     args = [np.int32(a) if isinstance(a, bool) else a for a in args]
-    blocks = max(1, math.ceil((end - start) / block))
-    if max_blocks is not None:
-        blocks = min(blocks, max_blocks)
-    f((blocks,), (block,), tuple(args))
+    f((_numba.blocks_for(end - start, block, max_blocks),), (block,), tuple(args))

@@ -477,10 +477,7 @@ def test_fused_kernels_against_numpy_references(impl, dtype, on_cuda, monkeypatc
             ref = {k: v.astype(np.float64) for k, v in host.items()}
             dev = {k: cp.asarray(v) for k, v in host.items()}
             for cap in (False, True):
-                extra = dict(step=cp.asarray([3.0], np.float64 if dtype == np.float64 else np.float32),
-                             found_inf=cp.zeros(1, np.float32)) if cap else {}
-                derived = () if cap else rule.derive(3, opts)
-                be.optim_step(rule, dev, 5, n - 5, opts, derived, **extra)
+                be.optim_step(rule, dev, 5, n - 5, opts, **cg.step_args(rule, opts, 3, cap, cp, dtype))
                 Backend.optim_step(cpu, rule, ref, 5, n - 5, opts, rule.derive(3, opts))
             for k in ref:
                 assert np.all(np.isfinite(ref[k])) and rel_err(dev[k].get(), ref[k]) < 8 * tol, (rule.name, k)

@@ -65,10 +65,7 @@ def test_implementations_agree_with_the_definition(rule, options, impl, capturab
     got = {k: v.copy() for k, v in arrays.items()}
     run = Backend.optim_step if impl == "xp" else CPUBackend.optim_step
     start, end = 2, 30  # a range inside the buffers: the rest must stay untouched
-    if capturable:
-        run(be, rule, got, start, end, options, step=np.array([step], np.float64), found_inf=np.zeros(1, np.float32))
-    else:
-        run(be, rule, got, start, end, options, rule.derive(step, options))
+    run(be, rule, got, start, end, options, **cg.step_args(rule, options, step, capturable, np))
     for k in ref:
         _close(got[k][start:end], ref[k][start:end])
         assert np.array_equal(got[k][:start], arrays[k][:start]) and np.array_equal(got[k][end:], arrays[k][end:])

@@ -62,11 +62,7 @@ def run(rule: Rule, arrays: dict, start: int, end: int, options: dict, derived: 
          found_inf=None) -> None:
     """Update ``[start, end)`` of the float32/float64 flat buffers in ``arrays`` in place."""
     dt = arrays["p"].dtype
-    t = dt.type
     mask = rule.present(options)
     k = kernel(rule, mask, dt, step is not None)
-    a = [arrays["p"], arrays["g"]] + [arrays[s] for s, on in zip(rule.state, mask) if on]
     # unsigned bounds: Numba then knows the index is >= 0 (no wraparound code) and vectorises the loop (5x)
-    a += [np.uint64(start), np.uint64(end)] + [t(options[h]) for h in rule.hyper]
-    a += [step, found_inf] if step is not None else [t(d) for d in derived]
-    k(*a, *[bool(options[f]) for f in rule.flags])
+    k(*cg.pack_args(rule, mask, arrays, start, end, options, derived, step, found_inf, dt.type, np.uint64))

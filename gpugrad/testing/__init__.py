@@ -20,7 +20,8 @@ __all__ = ["strict_cupy", "strict_cuda"]
 def strict_cuda(kernels: str = "cuda_c", strict_kernels: bool = True, device_count: int = 1) -> Iterator:
     """Install the strict CuPy stand-in as ``cupy``, register the NumPy references of ``fused.cu``, and
     reset every gpugrad cache that remembers a CuPy (the availability probe, the ``cuda`` backend
-    objects, the counting allocator, compiled modules, kernel fallbacks); everything is restored on exit.
+    objects, the counting allocator, compiled modules and kernel handles, launch plans, kernel fallbacks);
+    everything is restored on exit.
     ``kernels``: the kernel set (``"cuda_c"``: RawModule launches, checked against the CUDA source;
     ``"xp"``: plain array ops). ``strict_kernels``: ``GPUGRAD_STRICT_KERNELS=1`` inside (a kernel that
     fails raises instead of falling back). Yields the stand-in module (counters: ``.counters``,
@@ -32,10 +33,11 @@ def strict_cuda(kernels: str = "cuda_c", strict_kernels: bool = True, device_cou
     from ..backends.cuda import launcher as _la
     from ..backends.cuda import memory as _mem
     from ..kernels import cuda_c as _kc
+    from ..kernels import optim_step as _ko
     from . import kernel_refs
 
-    caches = [_bc._probe_cache, _mem._allocator, _kc._modules, _la.fallbacks, _ep._avail, _ep._plans,
-              _ep._unsupported, _fm._modules]
+    caches = [_bc._probe_cache, _mem._allocator, _kc._modules, _kc._plans, _kc._runtime, _la.fallbacks, _ep._avail,
+              _ep._plans, _ep._unsupported, _fm._modules, _ko._modules, _ko._functions]
     saved_caches = [c.copy() for c in caches]
     saved_instances = {d: be for d, be in _b._instances.items() if d.type == "cuda"}
     saved_impl = _la._state["impl"]

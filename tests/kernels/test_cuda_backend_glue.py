@@ -215,10 +215,9 @@ def test_optim_step_matches_generic(be, name, capturable, rng):
     n = 11
     arrays = cg.example_arrays(rule, options, n, rng, np.float32)
     ref = {k: v.copy() for k, v in arrays.items()}
-    extra = dict(step=np.array([2.0], np.float32), found_inf=np.zeros(1, np.float32)) if capturable else {}
-    derived = () if capturable else rule.derive(2, options)
-    be.optim_step(rule, arrays, 1, 10, options, derived, **extra)
-    _generic_call("optim_step", rule, ref, 1, 10, options, derived, **extra)
+    kw = cg.step_args(rule, options, 2, capturable, np, np.float32)
+    be.optim_step(rule, arrays, 1, 10, options, **kw)
+    _generic_call("optim_step", rule, ref, 1, 10, options, **kw)
     for k in arrays:
         assert np.all(np.isfinite(arrays[k]))
         _close(arrays[k], ref[k], np.float32)
@@ -401,3 +400,33 @@ def test_sync_debug_mode_raises_at_the_op_on_cuda(be, mode, monkeypatch):
 def test_bad_targets_on_cpu_still_raise_at_the_op():
     with pytest.raises(IndexError, match=r"cross_entropy: target 5 at position 1 is out of range for 4"):
         _ce_step("cpu", [0, 5])
+
+
+# ------------------------------------------------------------------ strict_cuda's cache reset
+def test_strict_cuda_leaves_the_kernel_caches_as_it_found_them(monkeypatch, rng):
+    """strict_cuda empties every kernel cache that holds CuPy handles (modules, launch plans, the bound
+    getDevice, the optimizer kernels) on entry and puts back the outer entries on exit: no stand-in
+    handle survives it, and no real one reaches the stand-in."""
+    from gpugrad.kernels import cuda_c, optim_step
+    from gpugrad.testing import strict_cuda
+    caches = {"cuda_c._modules": cuda_c._modules, "cuda_c._plans": cuda_c._plans,
+              "cuda_c._runtime": cuda_c._runtime, "optim_step._modules": optim_step._modules,
+              "optim_step._functions": optim_step._functions}
+    for name, c in caches.items():  # an outer entry in each, as a real GPU run would leave
+        if isinstance(c, dict):
+            monkeypatch.setitem(c, ("outer", name), object())
+    saved_runtime = list(cuda_c._runtime)
+    cuda_c._runtime[:] = [lambda: 0]
+    try:
+        before = {name: (dict(c) if isinstance(c, dict) else list(c)) for name, c in caches.items()}
+        with strict_cuda():
+            assert {name: len(c) for name, c in caches.items()} == dict.fromkeys(caches, 0)
+            w = gg.tensor(rng.standard_normal((4, 3)), dtype=gg.float32, device="cuda", requires_grad=True)
+            x = gg.tensor(rng.standard_normal((5, 3)), dtype=gg.float32, device="cuda")
+            opt = gg.optim.Adam([w], lr=0.01)
+            gg.nn.functional.fused_linear(x, w, None, activation="relu").sum().backward()
+            opt.step()
+            assert all(len(c) for c in caches.values()), {name: len(c) for name, c in caches.items()}
+        assert {name: (dict(c) if isinstance(c, dict) else list(c)) for name, c in caches.items()} == before
+    finally:
+        cuda_c._runtime[:] = saved_runtime

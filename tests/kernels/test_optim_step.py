@@ -13,22 +13,15 @@ from gpugrad.kernels.optim_rules import RULES
 CASES = [(r, o) for r in RULES.values() for o in cg.examples(r)]
 
 
-def _inputs(rule, options, n, dt, rng):
-    return cg.example_arrays(rule, options, n, rng, dt)
-
-
 @pytest.mark.parametrize("capturable", [False, True])
 @pytest.mark.parametrize("rule,options", CASES, ids=[f"{r.name}-{i}" for i, (r, _) in enumerate(CASES)])
 def test_kernel_agrees_with_the_definition_float64(rule, options, capturable, rng):
     n, start, end, step = 19, 2, 17, 3
-    arrays = _inputs(rule, options, n, np.float64, rng)
+    arrays = cg.example_arrays(rule, options, n, rng, np.float64)
     ref = cg.scalar_update(rule, arrays, options, step)
     got = {k: v.copy() for k, v in arrays.items()}
-    if capturable:
-        K.step_numba(rule, got, start, end, options, step=np.array([float(step)]),
-                     found_inf=np.zeros(1, np.float32), block=4, max_blocks=2)
-    else:
-        K.step_numba(rule, got, start, end, options, rule.derive(step, options), block=4, max_blocks=2)
+    K.step_numba(rule, got, start, end, options, **cg.step_args(rule, options, step, capturable, np), block=4,
+                 max_blocks=2)
     for k in ref:
         np.testing.assert_allclose(got[k][start:end], ref[k][start:end], rtol=1e-14, atol=1e-15)
         assert np.array_equal(got[k][:start], arrays[k][:start]) and np.array_equal(got[k][end:], arrays[k][end:])
@@ -40,7 +33,7 @@ def test_kernel_low_precision_storage(name, dt, rng, rel_err, tol):
     rule = RULES[name]
     options = cg.examples(rule)[-3]  # every flag on
     n = 13
-    arrays = _inputs(rule, options, n, dt, rng)
+    arrays = cg.example_arrays(rule, options, n, rng, dt)
     ref = cg.scalar_update(rule, {k: v.astype(np.float64) for k, v in arrays.items()}, options, 2)
     K.step_numba(rule, arrays, 0, n, options, rule.derive(2, options), block=8, max_blocks=1)
     for k in ref:
@@ -50,7 +43,7 @@ def test_kernel_low_precision_storage(name, dt, rng, rel_err, tol):
 def test_capturable_kernel_skips_on_found_inf(rng):
     rule = RULES["adam"]
     options = cg.examples(rule)[0]
-    arrays = _inputs(rule, options, 9, np.float32, rng)
+    arrays = cg.example_arrays(rule, options, 9, rng, np.float32)
     got = {k: v.copy() for k, v in arrays.items()}
     K.step_numba(rule, got, 0, 9, options, step=np.ones(1, np.float32), found_inf=np.ones(1, np.float32), block=4)
     for k in arrays:
