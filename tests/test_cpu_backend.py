@@ -9,7 +9,8 @@ import pytest
 
 import gpugrad as gg
 from gpugrad.backends import cpu_blas, get_backend
-from gpugrad.backends.base import ACTIVATIONS, Backend
+from gpugrad.backends.base import Backend
+from gpugrad.kernels.activations import ACTIVATIONS
 
 rng = np.random.default_rng(0)
 
