@@ -199,11 +199,7 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
             if anomaly:
                 _check_finite(node.backend, fn.op_name(), "backward gradient", grads_in)
             if not retain_graph:
-                if node._tracked:
-                    node.release()
-                else:  # release() for a node that saved nothing counted: inline
-                    node._released = True
-                    node._to_save = ()
+                node.release()
             for e, g in zip(edges, grads_in):
                 if e is None:
                     continue
