@@ -35,15 +35,18 @@ def _iop(name: str, method: str):
     return f
 
 
+# The hottest operators and methods bind their Function's apply directly: one Python frame less per op
+# than the ``gpugrad.ops`` wrappers (which stay plain functions: named parameters, keyword calls).
 _METHODS = {
-    "__add__": F.add, "__radd__": F.add, "__sub__": F.sub, "__rsub__": _rsub,
-    "__mul__": F.mul, "__rmul__": F.mul, "__truediv__": F.div, "__rtruediv__": _rdiv,
+    "__add__": _e.Add.apply, "__radd__": _e.Add.apply, "__sub__": _e.Sub.apply, "__rsub__": _rsub,
+    "__mul__": _e.Mul.apply, "__rmul__": _e.Mul.apply, "__truediv__": _e.Div.apply, "__rtruediv__": _rdiv,
     "__pow__": F.pow, "__rpow__": _rpow, "__matmul__": F.matmul, "__rmatmul__": _rmatmul,
-    "__neg__": F.neg, "__abs__": F.abs, "__getitem__": F.getitem,
+    "__neg__": _e.Neg.apply, "__abs__": F.abs, "__getitem__": F.getitem,
     "__lt__": F.lt, "__le__": F.le, "__gt__": F.gt, "__ge__": F.ge, "__eq__": F.eq, "__ne__": F.ne,
     "__iadd__": _iop("add", "add_"), "__isub__": _iop("sub", "sub_"),
     "__imul__": _iop("mul", "mul_"), "__itruediv__": _iop("div", "div_"),
-    "add": F.add, "sub": F.sub, "mul": F.mul, "div": F.div, "pow": F.pow, "matmul": F.matmul,
+    "add": _e.Add.apply, "sub": _e.Sub.apply, "mul": _e.Mul.apply, "div": _e.Div.apply, "pow": F.pow,
+    "matmul": F.matmul,
     "neg": F.neg, "abs": F.abs, "exp": F.exp, "log": F.log, "sqrt": F.sqrt, "sin": F.sin, "cos": F.cos,
     "tanh": F.tanh, "sigmoid": F.sigmoid, "relu": F.relu, "clamp": F.clamp, "clip": F.clamp,
     "maximum": F.maximum, "minimum": F.minimum,
@@ -54,13 +57,6 @@ _METHODS = {
     "flatten": F.flatten, "unsqueeze": F.unsqueeze, "squeeze": F.squeeze, "expand": F.expand,
     "eq": F.eq, "ne": F.ne, "lt": F.lt, "le": F.le, "gt": F.gt, "ge": F.ge,
 }
-
-# The hottest operators call their Function directly (one Python frame less per op than the
-# ``gpugrad.ops`` wrappers, which do nothing else for these).
-_METHODS.update({"__add__": _e.Add.apply, "__radd__": _e.Add.apply, "__sub__": _e.Sub.apply,
-                 "__mul__": _e.Mul.apply, "__rmul__": _e.Mul.apply, "__truediv__": _e.Div.apply,
-                 "__neg__": _e.Neg.apply, "add": _e.Add.apply, "sub": _e.Sub.apply, "mul": _e.Mul.apply,
-                 "div": _e.Div.apply})
 
 for _name, _fn in _METHODS.items():
     setattr(Tensor, _name, _fn)

@@ -126,14 +126,15 @@ class GradScaler:
         found: dict = {}  # device -> one-element float32 flag, left on the device
         n = 0
         where = "GradScaler.unscale_"
-        for p in _optimizer_params(optimizer):
+        params = _optimizer_params(optimizer)
+        for p in params:
             if p.grad is not None and p.grad.dtype == _dtype.float16:
                 raise named_error(ValueError,
                     f"GradScaler.unscale_: attempting to unscale float16 gradients (parameter of shape "
                     f"{tuple(p.shape)}): unscaling in float16 loses the small values loss scaling protects. "
                     "Fix: keep float32 master weights (gg.amp.MasterWeights) and give their parameters to "
                     "the optimizer.")
-        for be, g, start, end, dev in _grad_ranges(optimizer, where):
+        for be, g, start, end, dev in _grad_ranges(optimizer, params, where):
             f = found.get(dev)
             if f is None:
                 f = found[dev] = be.xp.zeros(1, np.float32)
@@ -247,16 +248,18 @@ class GradScaler:
                 f"enabled={self._enabled})")
 
 
-def _grad_ranges(optimizer: Any, where: str):
-    """``(backend, flat_grad, start, end, device)`` for every gradient of the optimizer: ranges of its
-    flat gradient buffers (gathered first) when it is a gpugrad optimizer, else each gradient alone."""
+def _grad_ranges(optimizer: Any, params: list[Tensor], where: str):
+    """``(backend, flat_grad, start, end, device)`` for every gradient of the optimizer (``params``, its
+    parameters): ranges of its flat gradient buffers (gathered first) when it is a gpugrad optimizer,
+    else each gradient alone."""
     from .optim.flat import grad_segments
-    params = _optimizer_params(optimizer)
-    segs = grad_segments(params, where) if hasattr(optimizer, "_step") else None
-    if segs is None and hasattr(optimizer, "_step"):
-        for gi, group in enumerate(optimizer.param_groups):  # build the buckets now (first step)
-            optimizer._group_buckets(gi, group)
-        segs = grad_segments(params, where)
+    segs = None
+    if hasattr(optimizer, "_step"):
+        segs = grad_segments(params, where)  # None at the first parameter when no buckets exist yet
+        if segs is None:
+            for gi, group in enumerate(optimizer.param_groups):  # build the buckets now (first step)
+                optimizer._group_buckets(gi, group)
+            segs = grad_segments(params, where)
     if segs is not None:
         return [(b.be, b.grad, s, e, b.device) for b, s, e in segs]
     out = []

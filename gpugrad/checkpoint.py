@@ -93,16 +93,16 @@ class CheckpointFunction(Function):
         if not roots:
             return tuple(None for _ in inputs)
         res = _engine.run_backward(roots, root_grads, retain_graph=False, inputs=want, accumulate=False,
-                                   leaf_into=_outer_leaf_acc(), consume=True)
+                                   leaf_into=_outer_run(), consume=True)
         it = iter(res)
         return tuple(next(it) if t._requires_grad else None for t in inputs)
 
 
-def _outer_leaf_acc() -> dict:
-    acc = _engine.current_leaf_acc()
-    if acc is None:  # pragma: no cover - the engine always runs us inside a backward
+def _outer_run() -> _engine._Run:
+    run = _engine.current_run()
+    if run is None:  # pragma: no cover - the engine always runs us inside a backward
         raise named_error(GradError, "checkpoint: backward called outside of a backward pass")
-    return acc
+    return run
 
 
 @dataclass

@@ -55,11 +55,11 @@ def _ragged(x: Any, path: tuple = ()) -> str | None:
     """Where a nested list/tuple is not rectangular: a message naming the two differing shapes, or None."""
     if not isinstance(x, (list, tuple)) or not x:
         return None
-    shapes = [np.shape(y) if not isinstance(y, (list, tuple)) or _ragged(y) is None else None for y in x]
     for i, y in enumerate(x):
         inner = _ragged(y, path + (i,))
         if inner:
             return inner
+    shapes = [np.shape(y) for y in x]  # every element is rectangular here
     for i in range(1, len(x)):
         if shapes[i] != shapes[0]:
             where = "data" + "".join(f"[{k}]" for k in path)

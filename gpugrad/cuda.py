@@ -10,7 +10,6 @@ from typing import Any, Iterator
 from .backends import DeviceUnavailableError
 from .backends import cuda as _bc
 from .backends.cuda.memory import OutOfMemoryError
-from .cuda_graphs import graphed_step  # whole-step CUDA graphs (gpugrad/cuda_graphs.py)
 
 __all__ = ["is_available", "device_count", "synchronize", "current_stream", "get_device_name", "set_device",
            "current_device", "memory_allocated", "memory_reserved", "max_memory_allocated",
@@ -162,6 +161,19 @@ def kernel_fallbacks() -> dict:
 
 # ------------------------------------------------------------------ fast paths (not yet run on hardware)
 __all__ += ["graphed_step", "set_gemm_path", "get_gemm_path", "use_cublaslt_epilogues"]
+
+
+def __getattr__(name: str) -> Any:
+    """``graphed_step`` (whole-step CUDA graphs, gpugrad/cuda_graphs.py), imported on first use: it pulls
+    in the cuBLAS bindings and the graph runtimes, which ``import gpugrad`` does not need."""
+    if name == "graphed_step":
+        from .cuda_graphs import graphed_step
+        return graphed_step
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"graphed_step"})
 
 
 def set_gemm_path(path: str) -> None:

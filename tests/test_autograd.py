@@ -111,6 +111,19 @@ def test_second_backward_through_freed_graph_is_a_clear_error():
         y.backward()
 
 
+def test_backward_frees_every_nodes_saved_arrays_and_versions():
+    x = gg.tensor([1.0, 2.0], requires_grad=True)
+    w = gg.tensor([3.0, 4.0], requires_grad=True)
+    y = x * w                    # saves the two leaves: nothing counted, but referenced
+    h = y.exp()                  # saves its output: counted
+    node_y, node_h = y.grad_fn, h.grad_fn
+    assert len(node_y._versions) == 2 and len(node_h._versions) == 1
+    h.sum().backward()
+    for node in (node_y, node_h):
+        assert node._released
+        assert node._to_save == () and node._versions == () and node._tracked == ()
+
+
 def test_inplace_change_of_saved_tensor_is_detected():
     x = gg.tensor([1.0, 2.0], requires_grad=True)
     y = x.exp()          # saves its output y

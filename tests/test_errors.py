@@ -111,6 +111,22 @@ def test_ragged_nested_sequence_names_the_shapes(data, shapes):
     assert msg.startswith("gg.tensor: ragged nested sequence") and all(s in msg for s in shapes)
 
 
+def test_ragged_check_visits_each_element_once(monkeypatch):
+    from gpugrad import creation
+
+    def full(depth):  # a full binary tree of lists, 2**depth leaves
+        return 1.0 if depth == 0 else [full(depth - 1), full(depth - 1)]
+    data = full(5)
+    data[1][1][1][1][1] = [1.0]  # ragged at the last, deepest place: the whole tree is walked
+    calls = []
+    inner = creation._ragged
+    monkeypatch.setattr(creation, "_ragged", lambda *a: calls.append(1) or inner(*a))
+    with pytest.raises(ValueError, match=r"data\[1\]\[1\]\[1\]\[1\]\[0\] has shape \(\) but "
+                                         r"data\[1\]\[1\]\[1\]\[1\]\[1\] has shape \(1,\)"):
+        gg.tensor(data)
+    assert len(calls) <= 2 ** 6  # one call per list or number in the tree (64 here), not 2**depth per level
+
+
 @pytest.mark.parametrize("data", [["a", "b"], np.array(["x", "y"]), [1, "a"], [b"a"], [1 + 2j], [object()]])
 def test_non_numeric_data_is_refused(data):
     with pytest.raises(TypeError, match=r"gg.tensor: cannot make a tensor of .* data"):

@@ -9,8 +9,9 @@ from .function import GradError, _check_finite, _lazy, named_error
 from .grad_mode import STATE
 
 
-def _collect(roots: list) -> dict:
-    """Count, for every node reachable from ``roots``, how many graph edges point at it."""
+def _collect(roots: list, leaf_edges: dict | None = None) -> dict:
+    """Count, for every node reachable from ``roots``, how many graph edges point at it; with
+    ``leaf_edges``, also count there the edges that point at each leaf (by ``id(leaf)``)."""
     deps: dict = dict.fromkeys(roots, 0)
     stack = list(deps)
     get = deps.get
@@ -18,6 +19,9 @@ def _collect(roots: list) -> dict:
         node = stack.pop()
         for e in node._edges:
             if e is None or e[1] < 0:
+                if leaf_edges is not None and e is not None:
+                    k = id(e[0])
+                    leaf_edges[k] = leaf_edges.get(k, 0) + 1
                 continue
             child = e[0]
             n = get(child)
@@ -43,7 +47,7 @@ def _add(acc: dict, key, g) -> None:
 
 # The backward runs in progress (innermost last). A node whose backward runs a nested backward
 # (checkpoint's recompute) hands the leaf gradients it finds to the run that called it
-# (``leaf_into=current_leaf_acc()``), which then treats them as its own.
+# (``leaf_into=current_run()``), which then treats them as its own.
 class _Run:
     __slots__ = ("acc", "external", "callbacks")
 
@@ -62,9 +66,9 @@ _runs: list = []
 _post_hooks: dict = {}
 
 
-def current_leaf_acc() -> dict | None:
-    """Leaf-gradient accumulator of the innermost backward run in progress (None outside backward)."""
-    return _runs[-1].acc if _runs else None
+def current_run() -> _Run | None:
+    """The innermost backward run in progress (None outside backward)."""
+    return _runs[-1] if _runs else None
 
 
 def register_post_accumulate_grad_hook(leaf, hook: Callable) -> Callable[[], None]:
@@ -104,13 +108,13 @@ def queue_callback(fn: Callable[[], None]) -> None:
 
 def run_backward(roots: Sequence, root_grads: Sequence, retain_graph: bool = False,
                  inputs: Sequence | None = None, accumulate: bool = True,
-                 leaf_into: dict | None = None, consume: bool = False) -> list | None:
+                 leaf_into: _Run | None = None, consume: bool = False) -> list | None:
     """Backpropagate ``root_grads`` from the tensors ``roots``.
 
     With ``accumulate`` the gradients go into leaf ``.grad``; with ``inputs`` given and
     ``accumulate=False`` they are returned (``gg.autograd.grad``) in the order of ``inputs``.
-    With ``leaf_into`` (an enclosing run's accumulator, see ``current_leaf_acc``), gradients of
-    leaves not in ``inputs`` are added there instead (hooks and ``.grad`` are left to that run).
+    With ``leaf_into`` (an enclosing run, see ``current_run``), gradients of leaves not in ``inputs``
+    are added to its accumulator instead (hooks and ``.grad`` are left to that run).
     With ``consume`` the lists ``roots`` and ``root_grads`` (the caller's own) are emptied once read,
     so the root tensors and their gradients are freed as soon as the graph no longer needs them."""
     run = _Run()
@@ -151,10 +155,9 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
         roots.clear()
         root_grads.clear()
 
-    deps = _collect(root_nodes) if root_nodes else {}
     # Early leaf accumulation (post-accumulate hooks registered, plain backward): edges left per leaf.
-    leaf_left = _count_leaf_edges(root_nodes) if (_post_hooks and accumulate and leaf_into is None
-                                                  and inputs is None) else None
+    leaf_left = {} if (_post_hooks and accumulate and leaf_into is None and inputs is None) else None
+    deps = _collect(root_nodes, leaf_left) if root_nodes else {}
     # Kahn's algorithm; ready nodes are kept in a max-heap on creation order, so the most recent
     # node runs first (what a reverse sweep of the forward does, freeing memory early).
     ready = []
@@ -199,11 +202,7 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
             if anomaly:
                 _check_finite(node.backend, fn.op_name(), "backward gradient", grads_in)
             if not retain_graph:
-                if node._tracked:
-                    node.release()
-                else:  # release() for a node that saved nothing counted: inline
-                    node._released = True
-                    node._to_save = ()
+                node.release()
             for e, g in zip(edges, grads_in):
                 if e is None:
                     continue
@@ -244,9 +243,6 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
             # hold no gradient past its use: the next node's backward may run for long (a checkpoint)
             grads_in = grads_out = buf = e = g = None
 
-        outer = None
-        if leaf_into is not None:
-            outer = next((r for r in _runs if r.acc is leaf_into), None)
         for leaf, entry in leaf_acc.values():
             if leaf_into is not None:
                 g = entry[0]
@@ -254,9 +250,8 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
                 for i in idxs:
                     results[i] = g
                 if not idxs:
-                    _add_leaf(leaf_into, leaf, g)
-                    if outer is not None:
-                        outer.external.append(leaf)
+                    _add_leaf(leaf_into.acc, leaf, g)
+                    leaf_into.external.append(leaf)
                 continue
             _accumulate_leaf(leaf, entry, capture, results, accumulate, handed)
     finally:
@@ -293,25 +288,6 @@ def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, acc
             if e is not None and e[0]() is leaf:
                 for h in tuple(e[1]):
                     h(leaf)
-
-
-def _count_leaf_edges(root_nodes: list) -> dict:
-    """id(leaf) -> number of graph edges (from nodes reachable from ``root_nodes``) that point at it."""
-    counts: dict = {}
-    stack = list(set(root_nodes))
-    seen = set(id(r) for r in stack)
-    while stack:
-        node = stack.pop()
-        for e in node._edges:
-            if e is None:
-                continue
-            if e[1] < 0:
-                k = id(e[0])
-                counts[k] = counts.get(k, 0) + 1
-            elif id(e[0]) not in seen:
-                seen.add(id(e[0]))
-                stack.append(e[0])
-    return counts
 
 
 def _visit_outputs(node, buf: dict, capture: dict | None, results: list) -> None:
