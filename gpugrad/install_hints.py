@@ -1,5 +1,6 @@
-"""How to install each optional package: the one source of the hints printed by ``gpugrad info`` and
-the CUDA backend's, the data sets' and gg.distributed's errors, and written in the README (a test checks the README quotes them verbatim).
+"""How to install each optional package: the one source of the hints printed by ``gpugrad info`` and by
+the errors of the CUDA backend, the data sets and gg.distributed, and written in the README (a test
+checks the README quotes them verbatim).
 Paths are relative to a gpugrad checkout (``pip install ".[extra]"``). Imports nothing."""
 from __future__ import annotations
 
