@@ -23,7 +23,6 @@ RUN apt-get update \
 WORKDIR /opt/gpugrad
 COPY pyproject.toml README.md ./
 COPY gpugrad ./gpugrad
-COPY kernels ./kernels
 # Installs this checkout (not a registry package); its dependencies are bounded in pyproject.toml.
 # hadolint ignore=DL3013
 RUN pip install ".[cuda12]" \

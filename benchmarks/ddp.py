@@ -1,6 +1,6 @@
 """Data parallel on the CPU with MPI: all-reduce bandwidth against message size, and training step
 time with 1, 2 and 4 ranks, with the share of communication hidden under backward; then the cost
-model that projects scaling to 8 GPUs and to 4 machines (README, "Data parallel").
+model that projects scaling to 8 GPUs and to 4 machines (docs/performance.md, "Data parallel").
 
     python3 benchmarks/ddp.py                      # ranks 1 2 4, writes benchmarks/results/ddp_cpu.json
     python3 benchmarks/ddp.py --quick              # smaller sweep, fewer repeats

@@ -1,5 +1,5 @@
 """Host cost of a CUDA training step, without a GPU: gpugrad's real CUDA backend on the strict CuPy
-stand-in (gpugrad/testing/strict_cupy.py) with no-op kernels and no-op GEMMs.
+stand-in (tests/support/strict_cupy.py) with no-op kernels and no-op GEMMs.
 
     python benchmarks/host_overhead.py                          # this checkout only
     python benchmarks/host_overhead.py --baseline /tmp/old1da   # also a checkout of another commit
@@ -39,7 +39,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-STAND_IN = os.path.join(ROOT, "gpugrad", "testing", "strict_cupy.py")
+STAND_IN = os.path.join(ROOT, "tests", "support", "strict_cupy.py")
 # (label, batch, depth, width)
 SHAPES = [("batch 256 x 8 x 512", 256, 8, 512), ("batch 1024 x 16 x 128", 1024, 16, 128),
           ("batch 65536 x 8 x 256", 65536, 8, 256), ("batch 8192 x 8 x 4096", 8192, 8, 4096)]
@@ -157,7 +157,10 @@ def load_stand_in(path: str = STAND_IN):
 def register_noop_kernels(sc, root: str) -> None:
     """Every fused.cu entry point of ``root``: a launch only counts (the stand-in's argument checks are
     tests' business, and would add their own Python time to the host figure)."""
-    with open(os.path.join(root, "kernels", "fused.cu"), encoding="utf-8") as f:
+    path = os.path.join(root, "gpugrad", "kernels", "fused.cu")
+    if not os.path.exists(path):  # a baseline tree from before kernels/ moved into gpugrad/
+        path = os.path.join(root, "kernels", "fused.cu")
+    with open(path, encoding="utf-8") as f:
         src = f.read()
     for name in sc.parse_entry_points(src):
         sc.register_kernel(name, lambda args, grid, block: None)

@@ -15,7 +15,7 @@ GPU SESSION - the commands to run (about 6 minutes of device time in all; none h
     python3 benchmarks/mlp_gpu_fast.py --cases graphs --tf32 --repeats 50 --out benchmarks/results/mlp_gpu_fast_tf32.json
     GPUGRAD_CUBLAS_BINDING=ctypes python3 benchmarks/mlp_gpu_fast.py --cases gemm --out /tmp/gemm_ctypes.json
     python3 benchmarks/mlp_gpu_fast.py --cases epilogues,fused --out benchmarks/results/mlp_gpu_fast_rest.json
-    # then the fused-MLP profile: the ncu lines in gpugrad/backends/cuda/fused_mlp.py's docstring
+    # then the fused-MLP profile: the ncu lines in gpugrad/experimental/fused_mlp_kernels.py's docstring
 
     python benchmarks/mlp_gpu_fast.py [--cases gemm,graphs,epilogues,fused] [--repeats 30] [--quick]
 
@@ -259,8 +259,8 @@ def case_gemm(args, torch) -> dict:
 
 
 def case_epilogues(args, torch) -> dict:
-    from gpugrad.backends.cuda import epilogue as E
-    from gpugrad.nn import epilogue_mlp as em
+    from gpugrad.experimental import epilogue_kernels as E
+    from gpugrad.experimental import epilogue_mlp as em
     batch, width, nl = (8192, 4096, 8) if not args.quick else (1024, 1024, 4)
     sizes = [width] * (nl + 1)
     res: dict = {"batch": batch, "sizes": sizes, "ms": {}}
@@ -339,7 +339,7 @@ def case_epilogues(args, torch) -> dict:
 
 
 def case_fused(args, torch) -> dict:
-    from gpugrad.nn import fused_mlp as fm
+    from gpugrad.experimental import fused_mlp as fm
     out: dict = {}
     batch = 2 ** 18 if not args.quick else 2 ** 14
     for width in (64, 128):

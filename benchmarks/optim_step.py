@@ -38,7 +38,10 @@ OPTIMIZERS = {
 
 def load_before(commit: str, tmp: str):
     """The ``gpugrad`` package of ``commit``, importable as ``gpugrad_before``."""
-    tar = subprocess.run(["git", "-C", ROOT, "archive", commit, "gpugrad", "kernels"], capture_output=True, check=True)
+    top = subprocess.run(["git", "-C", ROOT, "ls-tree", "--name-only", commit], capture_output=True, text=True,
+                         check=True).stdout.split()
+    paths = ["gpugrad"] + (["kernels"] if "kernels" in top else [])  # trees before kernels/ moved into gpugrad/
+    tar = subprocess.run(["git", "-C", ROOT, "archive", commit, *paths], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", tmp], input=tar.stdout, check=True)
     os.rename(os.path.join(tmp, "gpugrad"), os.path.join(tmp, "gpugrad_before"))
     sys.path.insert(0, tmp)

@@ -4,13 +4,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-import os as _os
-
-# Running from a source checkout: kernels/ sits beside gpugrad/ (an install maps it to gpugrad.kernels).
-_src_kernels = _os.path.join(_os.path.dirname(_os.path.dirname(__file__)), "kernels", "__init__.py")
-if _os.path.exists(_src_kernels) and not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "kernels")):
-    __path__.append(_os.path.dirname(_os.path.dirname(__file__)))  # type: ignore[name-defined]
-
 from ._device import device
 from ._dtype import (bool_, double, float16, float32, float64, get_default_dtype, half, int32, int64, long,
                      set_default_dtype, uint8)

@@ -134,7 +134,7 @@ def allow_tf32(enabled: bool = True) -> Iterator[None]:
 
 # ------------------------------------------------------------------ fused kernels
 def set_kernels(name: str) -> None:
-    """Which fused kernels to launch: ``"cuda_c"`` (default: ``kernels/fused.cu`` through
+    """Which fused kernels to launch: ``"cuda_c"`` (default: ``gpugrad/kernels/fused.cu`` through
     ``cupy.RawModule``, the fastest measured), ``"numba"`` (the Numba CUDA kernels; if Numba cannot load
     them here, the CUDA C kernels run, see :func:`numba_kernels_status`) or ``"xp"`` (none: plain CuPy
     ops). Also ``GPUGRAD_CUDA_KERNELS``."""
@@ -160,7 +160,7 @@ def kernel_fallbacks() -> dict:
 
 
 # ------------------------------------------------------------------ fast paths (not yet run on hardware)
-__all__ += ["graphed_step", "set_gemm_path", "get_gemm_path", "use_cublaslt_epilogues"]
+__all__ += ["graphed_step", "set_gemm_path", "get_gemm_path"]
 
 
 def __getattr__(name: str) -> Any:
@@ -187,11 +187,3 @@ def set_gemm_path(path: str) -> None:
 def get_gemm_path() -> str:
     from .backends.cuda import cublas
     return cublas.get_gemm_path()
-
-
-def use_cublaslt_epilogues(enabled: bool = True) -> None:
-    """Opt-in: run ``nn.MLP`` on CUDA with bias, activation and bias-gradient inside cuBLASLt GEMMs
-    (nvmath-python; RELU_AUX_BIAS / DRELU_BGRAD, GELU_AUX_BIAS / DGELU_BGRAD). No speed-up measured yet
-    (see :mod:`gpugrad.backends.cuda.epilogue`)."""
-    from .backends.cuda import epilogue as cuda_epilogue
-    cuda_epilogue.use_cublaslt_epilogues(enabled)

@@ -39,7 +39,7 @@ def on_cuda(request, monkeypatch):
     stand-in module (``None`` on a GPU)."""
     monkeypatch.setenv("GPUGRAD_STRICT_KERNELS", "1")
     if request.param == "strict":
-        from gpugrad.testing import strict_cuda
+        from tests.support import strict_cuda
         with strict_cuda() as sc:
             yield sc
     else:

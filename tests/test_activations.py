@@ -1,4 +1,4 @@
-"""Each activation is defined once (kernels/activations.py); every implementation generated from the
+"""Each activation is defined once (gpugrad/kernels/activations.py); every implementation generated from the
 definition agrees with it in float64: the generic NumPy backend, the CPU Numba passes, the checked-in
 CUDA C header (compiled and run in tests/test_nvcc.py) and the Numba CUDA kernels (run under the
 simulator in tests/kernels/test_activations_sim.py). The codes of every kernel table are the one enum."""
@@ -170,28 +170,29 @@ def test_cpu_unfused_relu_backward_uses_the_numba_pass():
 # ---------------------------------------------------------------------------------------- one enum
 def test_the_generated_cuda_header_is_up_to_date():
     with open(A.header_path(), encoding="utf-8") as f:
-        assert f.read() == A.cuda_header(), "kernels/activations.cuh is stale: run `python -m kernels.activations`"
+        assert f.read() == A.cuda_header(), "gpugrad/kernels/activations.cuh is stale: run `python -m gpugrad.kernels.activations`"
 
 
 def test_every_kernel_table_uses_the_one_enum():
-    from gpugrad.backends.cuda import epilogue as E
-    from gpugrad.backends.cuda import fused_mlp as FM
+    from gpugrad.experimental import epilogue_kernels as E
+    from gpugrad.experimental import fused_mlp_kernels as FM
     enum = re.search(r"enum Code \{([^}]*)\}", A.cuda_header()).group(1)
     assert {k.strip().lower(): int(v) for k, v in (e.split("=") for e in enum.split(","))} == A.CODES
     assert sorted(A.CODES.values()) == list(range(len(A.ALL)))
     assert FM.ACTIVATIONS == {n: A.CODES[n] for n in ("identity", "relu", "sigmoid", "tanh")}
     assert set(E.FORWARD) == set(E.BACKWARD) == {"relu", "gelu_tanh"}
-    for name in ("fused.cu", "fused_mlp.cu"):
-        with open(os.path.join(ROOT, "kernels", name), encoding="utf-8") as f:
+    for path in (os.path.join(ROOT, "gpugrad", "kernels", "fused.cu"),
+                 os.path.join(ROOT, "gpugrad", "experimental", "fused_mlp.cu")):
+        with open(path, encoding="utf-8") as f:
             src = f.read()
         assert '#include "activations.cuh"' in src
-        assert A.cuda_header() in A.cuda_source(os.path.join(ROOT, "kernels", name))
+        assert A.cuda_header() in A.cuda_source(path)
 
 
 def test_no_other_copy_of_the_activation_formulas_or_codes():
-    """No module outside kernels/activations.py writes an activation code table or GELU's constants."""
+    """No module outside gpugrad/kernels/activations.py writes an activation code table or GELU's constants."""
     files = [p for p in glob.glob(os.path.join(ROOT, "gpugrad", "**", "*.py"), recursive=True)
-             + glob.glob(os.path.join(ROOT, "kernels", "*.*"))
+             + glob.glob(os.path.join(ROOT, "gpugrad", "kernels", "*.*"))
              if os.path.basename(p) not in ("activations.py", "activations.cuh")]
     pat = re.compile(r"0\.044715|0\.7978845|sqrt\(2\.0 / math\.pi\)|[\"']sigmoid[\"']\s*:\s*\d|ACT_SIGMOID|"
                      r"case 3:|SAVES_OUTPUT")
@@ -203,7 +204,7 @@ def test_no_other_copy_of_the_activation_formulas_or_codes():
 
 
 def test_epilogue_emulation_uses_the_definition():
-    from gpugrad.backends.cuda import epilogue as E
+    from gpugrad.experimental import epilogue_kernels as E
     rng = np.random.default_rng(4)
     x, w, b = rng.standard_normal((6, 5)), rng.standard_normal((4, 5)), rng.standard_normal(4)
     for act in ("relu", "gelu_tanh"):

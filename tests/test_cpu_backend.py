@@ -40,13 +40,13 @@ def test_fused_passes_match_generic(act, dtype):
 def test_optimizer_pass_matches_generic_on_float32():
     """The Numba pass and the NumPy path of every rule agree on a large float32 buffer (float64: see
     tests/test_optim_rules.py)."""
-    from gpugrad.kernels import optim_codegen as cg
+    from tests.support import optim_examples as ox
     from gpugrad.kernels.optim_rules import RULES
     be = get_backend("cpu")
     n = 70 * 33
     for rule in RULES.values():
-        opts = cg.examples(rule)[-3]
-        a = cg.example_arrays(rule, opts, n, rng, np.float32)
+        opts = ox.examples(rule)[-3]
+        a = ox.example_arrays(rule, opts, n, rng, np.float32)
         b = {k: v.copy() for k, v in a.items()}
         for k in range(1, 4):
             be.optim_step(rule, a, 0, n, opts, rule.derive(k, opts))

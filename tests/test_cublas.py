@@ -1,6 +1,6 @@
 """The capturable cuBLAS GEMM layer (gpugrad/backends/cuda/cublas.py).
 
-On CPU a fake binding (gpugrad/testing/fake_cublas.py) stands in for cuBLAS: it receives exactly the
+On CPU a fake binding (tests/support/fake_cublas.py) stands in for cuBLAS: it receives exactly the
 raw ``cublasGemmEx`` arguments, rebuilds the column-major operands from the memory behind the pointers
 the way BLAS reads them, checks what cuBLAS would refuse (leading dimensions, buffer extents, types,
 stream/workspace order) and writes ``C = alpha op(A) op(B) + beta C`` with NumPy. So the
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from gpugrad.backends.cuda import cublas as C
-from gpugrad.testing.fake_cublas import FakeCublasBinding as FakeBinding
+from tests.support.fake_cublas import FakeCublasBinding as FakeBinding
 
 
 class _FakeXP:

@@ -19,7 +19,7 @@ from gpugrad.backends import cuda as bc
 from gpugrad.install_hints import INSTALL_HINTS
 from gpugrad.backends.cuda import launcher as _kernels
 from gpugrad.backends.cuda import memory as gmem
-from gpugrad.testing import strict_cuda
+from tests.support import strict_cuda
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_GPU = gg.cuda.is_available()
@@ -179,10 +179,11 @@ def test_kernel_set_choice(monkeypatch):
 
 
 def test_kernel_modules_import_without_cupy_or_numba_cuda():
+    # (that gpugrad.kernels imports nothing else of gpugrad is tests/test_layering.py's check)
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "import kernels, kernels.bias_act, kernels.act_bias_grad, kernels.softmax_xent, kernels.optim_step, "
-            "kernels.cuda_c, kernels.activations; "
-            "bad = [m for m in ('cupy', 'numba.cuda', 'gpugrad') if m in sys.modules]; "
+            "import gpugrad.kernels.bias_act, gpugrad.kernels.act_bias_grad, gpugrad.kernels.softmax_xent, "
+            "gpugrad.kernels.optim_step, gpugrad.kernels.cuda_c, gpugrad.kernels.activations; "
+            "bad = [m for m in ('cupy', 'numba.cuda') if m in sys.modules]; "
             "assert not bad, bad")
     env = dict(os.environ)
     env.pop("NUMBA_ENABLE_CUDASIM", None)
@@ -468,16 +469,16 @@ def test_fused_kernels_against_numpy_references(impl, dtype, on_cuda, monkeypatc
     p = rng.standard_normal(n).astype(dtype)
     gr = rng.standard_normal(n).astype(dtype)
     from gpugrad.backends.base import Backend
-    from gpugrad.kernels import optim_codegen as cg
+    from tests.support import optim_examples as ox
     from gpugrad.kernels.optim_rules import RULES
     cpu = gg.tensor([0.0])._backend()
     for rule in RULES.values():  # the generated optimizer kernels against the rule run on NumPy in float64
-        for opts in (cg.examples(rule)[0], cg.examples(rule)[-3]):
-            host = cg.example_arrays(rule, opts, n, rng, dtype, base={"p": p, "g": gr})
+        for opts in (ox.examples(rule)[0], ox.examples(rule)[-3]):
+            host = ox.example_arrays(rule, opts, n, rng, dtype, base={"p": p, "g": gr})
             ref = {k: v.astype(np.float64) for k, v in host.items()}
             dev = {k: cp.asarray(v) for k, v in host.items()}
             for cap in (False, True):
-                be.optim_step(rule, dev, 5, n - 5, opts, **cg.step_args(rule, opts, 3, cap, cp, dtype))
+                be.optim_step(rule, dev, 5, n - 5, opts, **ox.step_args(rule, opts, 3, cap, cp, dtype))
                 Backend.optim_step(cpu, rule, ref, 5, n - 5, opts, rule.derive(3, opts))
             for k in ref:
                 assert np.all(np.isfinite(ref[k])) and rel_err(dev[k].get(), ref[k]) < 8 * tol, (rule.name, k)
@@ -676,7 +677,7 @@ def test_bad_targets_reported_lazily_on_the_gpu(impl, strict, monkeypatch):
 def test_bad_targets_reported_lazily_on_the_strict_stand_in(kernels, monkeypatch):
     """The same on the strict CuPy stand-in (real CUDA backend; fused.cu's NumPy references), where a
     device read inside the step would be counted."""
-    from gpugrad.testing import strict_cuda
+    from tests.support import strict_cuda
     monkeypatch.delenv("GPUGRAD_SYNC_DEBUG", raising=False)
     with strict_cuda(kernels=kernels) as cp:
         x = gg.tensor(np.linspace(-1, 1, 24).reshape(6, 4)).to("cuda").requires_grad_()

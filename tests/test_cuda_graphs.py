@@ -222,15 +222,15 @@ def test_real_runtime_captures_a_training_step_on_the_strict_stand_in(monkeypatc
     cupy.matmul and device-to-host reads while a stream captures, as CuPy and CUDA do: warm-up and
     capture of the step go through, every GEMM through the capturable handle. (The stand-in runs
     captured work eagerly and cannot replay, so the replay is the GPU tests' part.)"""
-    from gpugrad import testing
+    from tests.support import strict_cuda
     from gpugrad.backends.cuda import cublas
-    from gpugrad.testing.fake_cublas import FakeCublasBinding
+    from tests.support.fake_cublas import FakeCublasBinding
     fake = FakeCublasBinding(check_extents=False)  # the stand-in's device buffers are NumPy arrays
     monkeypatch.setattr(cublas, "_binding", [fake])
     monkeypatch.setattr(cublas, "_per_device", {})
     # kernels="xp": the step's elementwise/optimizer work as plain array ops, so every device-to-host
     # read anywhere in the step is visible to the stand-in (fused-kernel launches have their own tests)
-    with testing.strict_cuda(kernels="xp") as cp:
+    with strict_cuda(kernels="xp") as cp:
         gg.manual_seed(0)
         model = nn.MLP([12, 16, 16, 5]).to("cuda")
         opt = (optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if opt_name == "SGD"

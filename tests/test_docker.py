@@ -37,5 +37,5 @@ def test_dockerignore_excludes_heavy_paths():
                if ln.strip() and not ln.startswith("#")}
     for p in (".git", "runs", "**/__pycache__"):
         assert p in entries
-    for needed in ("gpugrad", "kernels", "pyproject.toml"):
+    for needed in ("gpugrad", "pyproject.toml"):
         assert needed not in entries

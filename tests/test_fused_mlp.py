@@ -1,5 +1,5 @@
-"""The fully fused narrow MLP (kernels/fused_mlp.cu, gpugrad/backends/cuda/fused_mlp.py for the kernels,
-gpugrad/nn/fused_mlp.py for the autograd Function and Module) and the cuBLASLt-epilogue MLP: EXPERIMENTAL
+"""The fully fused narrow MLP (gpugrad/experimental/: fused_mlp.cu, fused_mlp_kernels.py for the kernels,
+fused_mlp.py for the autograd Function and Module) and the cuBLASLt-epilogue MLP: EXPERIMENTAL
 and out of the public API (12x slower than PyTorch eager on an H200; see the module docstring). These
 tests keep it correct as the base of a rebuild after tiny-cuda-nn's design.
 
@@ -23,13 +23,14 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad.backends.cuda import fused_mlp as fm  # the kernels, their emulation, the launches
-from gpugrad.nn import epilogue_mlp as em
-from gpugrad.nn import fused_mlp as fmn  # the autograd Function and the Module
+from gpugrad.experimental import fused_mlp_kernels as fm  # the kernels, their emulation, the launches
+from gpugrad.experimental import epilogue_mlp as em
+from gpugrad.experimental import fused_mlp as fmn  # the autograd Function and the Module
 from gpugrad import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CU = os.path.join(ROOT, "kernels", "fused_mlp.cu")
+CU = os.path.join(ROOT, "gpugrad", "experimental", "fused_mlp.cu")
+KERNEL_INCLUDE = "-I" + os.path.join(ROOT, "gpugrad", "kernels")  # activations.cuh
 
 
 def _ref_mlp64(x, ws, bs, act):
@@ -61,7 +62,7 @@ def _rel(a, b) -> float:
 @pytest.mark.parametrize("what", ["-c", "--ptx"])
 def test_nvcc_compiles_warning_free(tmp_path, what):
     out = tmp_path / ("fused_mlp.o" if what == "-c" else "fused_mlp.ptx")
-    r = subprocess.run(["nvcc", "-arch=sm_90", what, CU, "-o", str(out)], capture_output=True, text=True,
+    r = subprocess.run(["nvcc", "-arch=sm_90", KERNEL_INCLUDE, what, CU, "-o", str(out)], capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr
     assert "warning" not in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
@@ -226,7 +227,7 @@ def emu(tmp_path_factory):
     (d / "harness.cpp").write_text(_HARNESS % {"cu": CU})
     so = d / "fmlp_emu.so"
     r = subprocess.run([gxx, "-std=c++20", "-O2", "-fno-strict-aliasing", "-pthread", "-shared", "-fPIC",
-                        f"-I{d}", str(d / "harness.cpp"), "-o", str(so)], capture_output=True, text=True, timeout=600)
+                        f"-I{d}", KERNEL_INCLUDE, str(d / "harness.cpp"), "-o", str(so)], capture_output=True, text=True, timeout=600)
     if r.returncode != 0 and ("_Float16" in r.stderr or "barrier" in r.stderr):
         pytest.skip(f"g++ lacks C++20 <barrier> or _Float16: {r.stderr[:300]}")
     assert r.returncode == 0, r.stderr
@@ -512,16 +513,14 @@ def test_epilogue_mlp_matches_kernel_path(act):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
-def test_epilogue_switch_and_hook():
-    from gpugrad.backends.cuda import epilogue as E
+def test_epilogue_mlp_is_opt_in_by_model():
+    from gpugrad.experimental import EpilogueMLP
     m = nn.MLP([4, 8, 3])
     assert em.epilogue_mlp_forward(m, gg.randn(2, 4)) is None  # CPU: the normal path
-    ok, why = E.available()
-    if not ok:
-        with pytest.raises(RuntimeError, match="nvmath"):
-            E.use_cublaslt_epilogues(True)
-        assert not E.epilogues_enabled()
-    E.use_cublaslt_epilogues(False)
+    e = EpilogueMLP([4, 8, 3])
+    e.load_state_dict(m.state_dict())
+    x = gg.randn(5, 4)
+    np.testing.assert_array_equal(e(x).numpy(), m(x).numpy())  # CPU: nn.MLP's path, same parameters
     with pytest.raises(ValueError, match="gelu_tanh"):
         em.epilogue_mlp(gg.randn(2, 4), [m.blocks[0].linear.weight, m.head.weight],
                         [m.blocks[0].linear.bias, m.head.bias], "gelu")
@@ -530,7 +529,7 @@ def test_epilogue_switch_and_hook():
 @pytest.mark.gpu
 @pytest.mark.parametrize("act", ["relu", "gelu_tanh"])
 def test_gpu_epilogue_mlp_matches_kernel_path(act):
-    from gpugrad.backends.cuda import epilogue as E
+    from gpugrad.experimental import epilogue_kernels as E
     if not E.available()[0]:
         pytest.skip(E.available()[1])
     rng = np.random.default_rng(9)

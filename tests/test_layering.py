@@ -1,5 +1,6 @@
 """The layering rule of docs/ARCHITECTURE.md, checked on the source: each layer imports (at module top
-level) only its own layer and the layers below, kernels/ imports nothing of gpugrad, and no two modules
+level) only its own layer and the layers below, gpugrad/kernels/ imports nothing else of gpugrad,
+gpugrad.nn never reaches gpugrad/experimental/, and no two modules
 import each other at top level (an import cycle). Imports inside functions are deliberate late
 bindings and are not checked here."""
 from __future__ import annotations
@@ -25,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("library", ("gpugrad.nn", "gpugrad.optim", "gpugrad.io", "gpugrad.checkpoint", "gpugrad.memory",
                  "gpugrad.amp", "gpugrad.viz", "gpugrad.cuda", "gpugrad.cuda_graphs", "gpugrad.data",
                  "gpugrad.diagnostics")),
+    ("experimental", ("gpugrad.experimental",)),
     ("distributed", ("gpugrad.distributed",)),
     ("applications", ("gpugrad.training", "gpugrad.benchmarking")),
     ("cli", ("gpugrad.cli", "gpugrad.__main__")),
@@ -32,17 +34,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 def _source_files() -> dict[str, tuple[str, bool]]:
-    """module name -> (path, is_package) for gpugrad/ and kernels/ (installed as gpugrad.kernels)."""
+    """module name -> (path, is_package) for every .py file under gpugrad/."""
     out = {}
-    for top, prefix in (("gpugrad", ["gpugrad"]), ("kernels", ["gpugrad", "kernels"])):
-        for dirpath, _, files in os.walk(os.path.join(ROOT, top)):
-            rel = os.path.relpath(dirpath, os.path.join(ROOT, top))
-            parts = prefix + ([] if rel == "." else rel.split(os.sep))
-            for f in files:
-                if f.endswith(".py"):
-                    pkg = f == "__init__.py"
-                    name = ".".join(parts if pkg else parts + [f[:-3]])
-                    out[name] = (os.path.join(dirpath, f), pkg)
+    for dirpath, dirs, files in os.walk(os.path.join(ROOT, "gpugrad")):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        parts = os.path.relpath(dirpath, ROOT).split(os.sep)
+        for f in files:
+            if f.endswith(".py"):
+                pkg = f == "__init__.py"
+                name = ".".join(parts if pkg else parts + [f[:-3]])
+                out[name] = (os.path.join(dirpath, f), pkg)
     return out
 
 
@@ -114,7 +115,15 @@ def test_every_module_has_a_layer_and_the_graph_is_not_empty():
 def test_kernels_import_nothing_of_gpugrad():
     bad = {(m, t) for m, ts in GRAPH.items() if m.startswith("gpugrad.kernels")
            for t in ts if not t.startswith("gpugrad.kernels")}
-    assert not bad, f"kernels/ must not import the gpugrad package: {sorted(bad)}"
+    assert not bad, f"gpugrad/kernels/ must not import the rest of gpugrad: {sorted(bad)}"
+
+
+def test_nn_never_imports_experimental():
+    """gpugrad/experimental/ is opt-in: nothing below it reaches it, not even inside a function."""
+    experimental = _layer("gpugrad.experimental")
+    bad = sorted(f"{m} imports {t}" for m in MODULES if _layer(m) < experimental
+                 for t in _imports(m, deep=True) if t.startswith("gpugrad.experimental"))
+    assert not bad, "only code above the library layer may import gpugrad.experimental:\n  " + "\n  ".join(bad)
 
 
 def test_each_layer_imports_only_layers_below():
@@ -213,42 +222,41 @@ def _architecture_tree() -> set[str]:
     return listed
 
 
+def _cuda_sources() -> list[str]:
+    return glob.glob(os.path.join(ROOT, "gpugrad", "**", "*.cu*"), recursive=True)
+
+
 def test_architecture_tree_lists_every_source_file():
-    """docs/ARCHITECTURE.md's tree names every module of gpugrad/ and kernels/, and nothing that is gone."""
-    sources = [path for path, _ in MODULES.values()] + glob.glob(os.path.join(ROOT, "kernels", "*.cu*"))
+    """docs/ARCHITECTURE.md's tree names every module and CUDA source of gpugrad/, and nothing that is gone."""
+    sources = [path for path, _ in MODULES.values()] + _cuda_sources()
     actual = {os.path.relpath(p, ROOT).replace(os.sep, "/") for p in sources}
-    listed = {p for p in _architecture_tree() if p.startswith(("gpugrad/", "kernels/"))}
+    listed = {p for p in _architecture_tree() if p.startswith("gpugrad/")}
     assert len(listed) > 60
     assert not actual - listed, f"add to docs/ARCHITECTURE.md's tree: {sorted(actual - listed)}"
     assert not listed - actual, f"gone, remove from docs/ARCHITECTURE.md's tree: {sorted(listed - actual)}"
 
 
-def _setuptools_packages() -> list[str]:
-    """``[tool.setuptools] packages`` of pyproject.toml (tomllib on Python 3.11+; on 3.10 the list is read
-    from the text: one bracketed list of quoted names after ``packages =``)."""
-    text = open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8").read()
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        section = text.split("[tool.setuptools]", 1)[1]
-        return re.findall(r'"([\w.]+)"', re.search(r"^packages\s*=\s*\[(.*?)\]", section, re.M | re.S).group(1))
-    return tomllib.loads(text)["tool"]["setuptools"]["packages"]
+def _pyproject() -> str:
+    return open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8").read()
 
 
-def test_every_package_is_installed():
-    """Every package of gpugrad/ and kernels/ (installed as gpugrad.kernels) is in pyproject.toml's
-    ``[tool.setuptools] packages``: a missing one would be left out of a wheel, and a non-editable
-    install would fail to import it."""
-    listed = set(_setuptools_packages())
-    missing = sorted(name for name, (_, is_pkg) in MODULES.items() if is_pkg and name not in listed)
-    assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {missing}"
+def test_every_source_folder_is_a_package():
+    """setuptools' ``packages.find`` (pyproject.toml: include gpugrad*) takes folders with an __init__.py:
+    a folder of modules without one would be left out of the wheel."""
+    assert re.search(r'^\[tool\.setuptools\.packages\.find\]\s*include\s*=\s*\["gpugrad\*"\]', _pyproject(), re.M)
+    folders = {os.path.dirname(path) for path, _ in MODULES.values()}
+    missing = sorted(os.path.relpath(d, ROOT) for d in folders if not os.path.exists(os.path.join(d, "__init__.py")))
+    assert not missing, f"add an __init__.py to: {missing}"
 
 
-def test_the_package_check_sees_a_missing_package(monkeypatch):
-    """The check above can fail: drop gpugrad.kernels (the package mapped from kernels/) from the list."""
-    packages = _setuptools_packages()
-    assert "gpugrad.kernels" in packages and MODULES["gpugrad.kernels"][1]
-    monkeypatch.setattr(sys.modules[__name__], "_setuptools_packages",
-                        lambda: [p for p in packages if p != "gpugrad.kernels"])
-    with pytest.raises(AssertionError, match=r"packages in pyproject.toml: \['gpugrad.kernels'\]"):
-        test_every_package_is_installed()
+def test_package_data_ships_every_cuda_source():
+    """Every .cu/.cuh file under gpugrad/ matches a [tool.setuptools.package-data] pattern of its package."""
+    import fnmatch
+    section = _pyproject().split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
+    data = {pkg: re.findall(r'"([^"]+)"', pats) for pkg, pats in re.findall(r'^"([\w.]+)"\s*=\s*\[(.*?)\]', section, re.M)}
+    unshipped = []
+    for path in _cuda_sources():
+        pkg = os.path.relpath(os.path.dirname(path), ROOT).replace(os.sep, ".")
+        if not any(fnmatch.fnmatch(os.path.basename(path), p) for p in data.get(pkg, [])):
+            unshipped.append(os.path.relpath(path, ROOT))
+    assert not unshipped, f"add to [tool.setuptools.package-data] in pyproject.toml: {unshipped}"

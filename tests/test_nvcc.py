@@ -1,5 +1,5 @@
-"""Compile every fused kernel for Hopper without a GPU: each ``kernels/*.cu`` with ``nvcc -arch=sm_90``
-(skipped when nvcc is not on PATH), and every Numba kernel of ``kernels/*.py`` to PTX for compute
+"""Compile every fused kernel for Hopper without a GPU: each ``gpugrad/kernels/*.cu`` with ``nvcc -arch=sm_90``
+(skipped when nvcc is not on PATH), and every Numba kernel of ``gpugrad/kernels/*.py`` to PTX for compute
 capability 9.0 through Numba's real CUDA compiler (skipped when Numba cannot find NVVM). Also checks
 that float32/float16 kernels contain no float64 arithmetic and no local-memory spills."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CU_FILES = sorted(glob.glob(os.path.join(ROOT, "kernels", "*.cu")))
+CU_FILES = sorted(glob.glob(os.path.join(ROOT, "gpugrad", "kernels", "*.cu")))
 OWN_NO_SPILL = ("fused.cu",)  # memory-bound kernels that must not spill registers
 
 
@@ -59,9 +59,9 @@ try:  # can Numba compile CUDA at all here (NVVM, libdevice)? If not, skip rathe
 except Exception as e:
     print("SKIP Numba cannot compile CUDA on this machine:", type(e).__name__, str(e)[:300]); sys.exit(3)
 sys.path.insert(0, sys.argv[1])
-from kernels import act_bias_grad as abg, bias_act as ba, optim_step as opt, softmax_xent as sx
-from kernels.optim_rules import RULES
-from kernels._numba import compute_dtype
+from gpugrad.kernels import act_bias_grad as abg, bias_act as ba, optim_step as opt, softmax_xent as sx
+from gpugrad.kernels.optim_rules import RULES
+from gpugrad.kernels._numba import compute_dtype
 
 def A(t, nd):
     return types.Array(t, nd, "C")
@@ -117,14 +117,15 @@ def test_numba_kernels_compile_to_ptx_for_sm90():
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
 def test_generated_optimizer_cuda_c_compiles_for_sm90(tmp_path):
-    """The CUDA C generated from kernels/optim_rules.py (every rule, state mask, variant and dtype): no
+    """The CUDA C generated from gpugrad/kernels/optim_rules.py (every rule, state mask, variant and dtype): no
     register spills, and no float64 arithmetic in the float32/float16 entry points."""
     sys.path.insert(0, ROOT)
-    from kernels import optim_codegen as cg
-    from kernels.optim_rules import RULES
+    from gpugrad.kernels import optim_codegen as cg
+    from tests.support import optim_examples as ox
+    from gpugrad.kernels.optim_rules import RULES
     for r in RULES.values():
         src = tmp_path / f"{r.name}.cu"
-        src.write_text(cg.cuda_c_source(r, cg.masks(r)))
+        src.write_text(cg.cuda_c_source(r, ox.masks(r)))
         keep = tmp_path / r.name
         keep.mkdir()
         obj = subprocess.run(["nvcc", "-arch=sm_90", "-c", str(src), "-o", str(keep / "x.o"), "--keep", "--keep-dir",
@@ -181,7 +182,7 @@ int main() {
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
 def test_generated_cuda_c_agrees_with_the_definition(tmp_path):
     sys.path.insert(0, ROOT)
-    from kernels import activations as A
+    from gpugrad.kernels import activations as A
     v = [0.0, -0.0, 1e-30, -1e-30, 0.3, -0.3, 1.0, -1.0, 2.5, -2.5, 7.0, -7.0, 30.0, -30.0, 100.0, -100.0]
     dy = [1.0, -0.5, 2.0, 0.25] * 4
     slopes = [0.01, 0.3, -0.3]
@@ -189,7 +190,7 @@ def test_generated_cuda_c_agrees_with_the_definition(tmp_path):
            .replace("@SLOPES@", ", ".join(map(repr, slopes))).replace("@NCODES@", str(len(A.ALL))))
     (tmp_path / "act_test.cu").write_text(src)
     exe = tmp_path / "act_test"
-    proc = subprocess.run(["nvcc", "-arch=sm_90", "-std=c++17", "-I", os.path.join(ROOT, "kernels"),
+    proc = subprocess.run(["nvcc", "-arch=sm_90", "-std=c++17", "-I", os.path.join(ROOT, "gpugrad", "kernels"),
                            str(tmp_path / "act_test.cu"), "-o", str(exe)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)

@@ -1,5 +1,5 @@
 """Every differentiable op against float64 centred finite differences, on shapes that broadcast; each check
-runs on the CPU and on device "cuda" over the strict CuPy stand-in (gpugrad/testing/strict_cupy.py)."""
+runs on the CPU and on device "cuda" over the strict CuPy stand-in (tests/support/strict_cupy.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +19,7 @@ def device(request):
     if request.param == "cpu":
         yield "cpu"
         return
-    from gpugrad.testing import strict_cuda
+    from tests.support import strict_cuda
     with strict_cuda():
         _DEV[0] = "cuda"
         try:

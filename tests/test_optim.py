@@ -38,7 +38,7 @@ def _grad(p: np.ndarray, i: int) -> np.ndarray:
 
 # Agreement with PyTorch's update formulas: tests/test_torch_conformance.py (values recorded from PyTorch
 # in tests/reference/, checked against live torch when it is installed) and tests/test_optim_rules.py
-# (every generated implementation against the one rule in kernels/optim_rules.py).
+# (every generated implementation against the one rule in gpugrad/kernels/optim_rules.py).
 
 
 def test_training_with_autograd_reduces_loss():

@@ -1,4 +1,4 @@
-"""The optimizer rules (kernels/optim_rules.py) and everything generated from them: the NumPy/xp
+"""The optimizer rules (gpugrad/kernels/optim_rules.py) and everything generated from them: the NumPy/xp
 path, the CPU Numba pass and the CUDA C text (compiled for the host with a C++ compiler) agree with the
 definition run element by element in float64; the multi-tensor step equals per-parameter steps and
 PyTorch (tests/test_torch_conformance.py, values recorded by tests/reference/record_torch.py); the flat layout survives replaced
@@ -21,15 +21,16 @@ from gpugrad import amp, nn, optim
 from gpugrad.backends.base import Backend
 from gpugrad.backends.cpu import CPUBackend
 from gpugrad.kernels import optim_codegen as cg
+from tests.support import optim_examples as ox
 from gpugrad.kernels.optim_rules import RULES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CASES = [(r, o) for r in RULES.values() for o in cg.examples(r)]
+CASES = [(r, o) for r in RULES.values() for o in ox.examples(r)]
 IDS = [f"{r.name}-{i}" for i, (r, _) in enumerate(CASES)]
 
 
 def _inputs(rule, options, n=37, seed=0):
-    return cg.example_arrays(rule, options, n, np.random.default_rng(seed))
+    return ox.example_arrays(rule, options, n, np.random.default_rng(seed))
 
 
 def _close(a, b, tol=1e-14):
@@ -65,7 +66,7 @@ def test_implementations_agree_with_the_definition(rule, options, impl, capturab
     got = {k: v.copy() for k, v in arrays.items()}
     run = Backend.optim_step if impl == "xp" else CPUBackend.optim_step
     start, end = 2, 30  # a range inside the buffers: the rest must stay untouched
-    run(be, rule, got, start, end, options, **cg.step_args(rule, options, step, capturable, np))
+    run(be, rule, got, start, end, options, **ox.step_args(rule, options, step, capturable, np))
     for k in ref:
         _close(got[k][start:end], ref[k][start:end])
         assert np.array_equal(got[k][:start], arrays[k][:start]) and np.array_equal(got[k][end:], arrays[k][end:])
@@ -74,7 +75,7 @@ def test_implementations_agree_with_the_definition(rule, options, impl, capturab
 @pytest.mark.parametrize("impl", [Backend.optim_step, CPUBackend.optim_step], ids=["xp", "numba_cpu"])
 def test_capturable_step_skips_on_a_found_inf_flag(impl):
     rule = RULES["adam"]
-    options = cg.examples(rule)[0]
+    options = ox.examples(rule)[0]
     arrays = _inputs(rule, options)
     got = {k: v.copy() for k, v in arrays.items()}
     impl(CPUBackend(gg.device("cpu")), rule, got, 0, 37, options, step=np.array([1.0]),

@@ -1,4 +1,4 @@
-"""The README's front door, as written: every ```python block runs in a fresh interpreter, every
+"""The README and the docs/ pages, as written: every ```python block runs in a fresh interpreter, every
 ``gpugrad`` command in a ```bash block parses with the real parser (and each option it shows exists,
 with the choices it shows), the extras it names exist in pyproject.toml, and its install hints are the
 ones ``gpugrad info`` prints."""
@@ -18,10 +18,13 @@ from gpugrad.install_hints import INSTALL_HINTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+DOC_PATHS = ["README.md"] + sorted(os.path.join("docs", f) for f in os.listdir(os.path.join(ROOT, "docs"))
+                                   if f.endswith(".md"))
+DOCS = "\n".join(open(os.path.join(ROOT, p), encoding="utf-8").read() for p in DOC_PATHS)
 
 
 def blocks(lang: str) -> list[str]:
-    return re.findall(rf"^```{lang}\n(.*?)^```", README, re.S | re.M)
+    return re.findall(rf"^```{lang}\n(.*?)^```", DOCS, re.S | re.M)
 
 
 PYTHON_BLOCKS = blocks("python")
@@ -117,7 +120,7 @@ def test_extras_the_readme_names_exist():
     pyproject = open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8").read()
     section = pyproject.split("[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
     extras = set(re.findall(r"^([\w-]+)\s*=", section, re.M))
-    named = {e for group in re.findall(r'\.\[([\w,-]+)\]', README) for e in group.split(",")}
+    named = {e for group in re.findall(r'\.\[([\w,-]+)\]', DOCS) for e in group.split(",")}
     assert named and named <= extras, f"README names extras {sorted(named - extras)} that pyproject.toml lacks"
     for hint in INSTALL_HINTS.values():
         for group in re.findall(r'\.\[([\w,-]+)\]', hint):

@@ -1,4 +1,4 @@
-"""The strict CuPy stand-in (gpugrad/testing/strict_cupy.py) and what it lets CI check without a GPU:
+"""The strict CuPy stand-in (tests/support/strict_cupy.py) and what it lets CI check without a GPU:
 CuPy's rules themselves, the GPU first-contact defects of issue 9 (each test here failed before its fix),
 TF32 reaching cuBLAS after the backend started, per-step launch/GEMM/transfer counts, checkpointing, the
 host logic of graphed steps and ``gpugrad train --device cuda``. tests/test_cuda.py runs the whole op
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad.testing import strict_cuda
-from gpugrad.testing import strict_cupy as S
+from tests.support import strict_cuda
+from tests.support import strict_cupy as S
 
 F = gg.nn.functional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -152,7 +152,7 @@ def test_stand_in_is_standalone():
             "import numpy as np\n"
             "with m.installed():\n"
             "    import cupy; x = cupy.asarray(np.ones(3)); assert float(x.sum()) == 3.0")
-    path = os.path.join(ROOT, "gpugrad", "testing", "strict_cupy.py")
+    path = os.path.join(ROOT, "tests", "support", "strict_cupy.py")
     proc = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 

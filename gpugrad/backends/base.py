@@ -130,7 +130,7 @@ class Backend:
 
     # ------------------------------------------------------------------ activations (generic)
     def act_forward(self, z, act: str, slope: float = 0.01, out=None):
-        """``y = act(z)`` (the array code generated from ``kernels/activations.py``); ``out`` may be
+        """``y = act(z)`` (the array code generated from ``gpugrad/kernels/activations.py``); ``out`` may be
         ``z`` itself (in place)."""
         fwd = xp_functions(act)[0]
         with _errstate(self.xp):
@@ -223,7 +223,7 @@ class Backend:
     # ------------------------------------------------------------------ optimizers (multi-tensor)
     def optim_step(self, rule, arrays: dict, start: int, end: int, options: dict, derived: tuple = (), step=None,
                    found_inf=None) -> None:
-        """One optimizer update (``rule`` from ``kernels/optim_rules.py``) of elements ``[start, end)`` of the
+        """One optimizer update (``rule`` from ``gpugrad/kernels/optim_rules.py``) of elements ``[start, end)`` of the
         flat buffers in ``arrays`` (``'p'``, ``'g'`` and each state the options use), in place. ``derived``:
         the rule's per-step scalars. Capturable form: ``step`` (one-element array, the count for this
         update) and ``found_inf`` (one float32 element; nonzero: change nothing) stay on the device.

@@ -1,5 +1,5 @@
-"""The CPU backend's optimizer pass: the rule of ``kernels/optim_rules.py`` compiled by Numba (``njit``) into
-one serial loop over a range of flat buffers (see ``kernels/optim_codegen.py``), per rule, state mask,
+"""The CPU backend's optimizer pass: the rule of ``gpugrad/kernels/optim_rules.py`` compiled by Numba (``njit``) into
+one serial loop over a range of flat buffers (see ``gpugrad/kernels/optim_codegen.py``), per rule, state mask,
 dtype and variant. Serial on purpose: a threaded build ran the step 1.5x slower on 2 cores (Numba's and
 the BLAS threads spin against each other)."""
 from __future__ import annotations

@@ -15,7 +15,6 @@ from ..kernels.activations import ACTIVATIONS
 from ..ops.linalg import FusedLinear as _FusedLinear
 from ..tensor import Tensor, _make_result
 from . import init
-from .epilogue_mlp import epilogue_mlp_forward
 from .module import Module, Parameter
 
 __all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Dropout", "Flatten",
@@ -460,10 +459,6 @@ class MLP(Module):
         self.head = Linear(sizes[-2], sizes[-1], bias=bias, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type == "cuda":  # cuBLASLt epilogues when switched on (gg.cuda.use_cublaslt_epilogues)
-            out = epilogue_mlp_forward(self, x)
-            if out is not None:
-                return out
         blocks = list(self.blocks)
         seg = self.checkpoint
         if blocks and seg is not None and seg != "none" and is_grad_enabled():

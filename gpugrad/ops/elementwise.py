@@ -170,7 +170,7 @@ Sin = _unary("sin", lambda be, x: be.xp.sin(x), lambda be, x, g: g * be.xp.cos(x
 Cos = _unary("cos", lambda be, x: be.xp.cos(x), lambda be, x, g: -g * be.xp.sin(x), "x")
 def _act_forward(ctx: Context, x, act: str, slope: float = 0.01):
     """``act(x)``, saving for backward what the activation's definition names: ``y``, ``x`` or nothing
-    (``kernels/activations.py``: ``saves``)."""
+    (``gpugrad/kernels/activations.py``: ``saves``)."""
     y = ctx.backend.act_forward(x, act, slope)
     keep = saves(act, slope)
     ctx.act, ctx.slope = act, slope

@@ -17,7 +17,7 @@ class Adam(Optimizer):
     ``m = beta1*m + (1-beta1)*g``; ``v = beta2*v + (1-beta2)*g^2`` (AMSGrad: use ``max(v)`` so far);
     ``p -= lr/(1-beta1^t) * m / (sqrt(v)/sqrt(1-beta2^t) + eps)``. With
     ``decoupled_weight_decay=True`` (that is AdamW) the decay is ``p *= 1 - lr*weight_decay`` instead.
-    The update is the rule ``ADAM`` of ``kernels/optim_rules.py``, one backend ``optim_step`` per
+    The update is the rule ``ADAM`` of ``gpugrad/kernels/optim_rules.py``, one backend ``optim_step`` per
     (group, device, dtype). ``capturable=True`` (PyTorch's name) keeps ``state['step']`` and the bias
     corrections on the device (a 0-d Tensor per parameter) and skips a step on the device when a
     ``GradScaler`` found inf/NaN, so the step reads nothing from the device and can be captured in a

@@ -28,7 +28,7 @@ class Optimizer:
     """Base class. ``params`` is an iterable of Tensors or of dicts (param groups) such as
     ``[{'params': m.body.parameters()}, {'params': m.head.parameters(), 'lr': 1e-3}]``; options
     missing from a group take the optimizer's defaults. Subclasses set ``rule`` (the update rule in
-    ``kernels/optim_rules.py``) and map their options to its names in ``_options``; the step is
+    ``gpugrad/kernels/optim_rules.py``) and map their options to its names in ``_options``; the step is
     multi-tensor (see ``gpugrad/optim/flat.py``).
 
     ``self.state[p]`` holds the per-parameter state (Tensors and ints), so ``state_dict()`` contains

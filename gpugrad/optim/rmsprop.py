@@ -16,7 +16,7 @@ class RMSprop(Optimizer):
     Per parameter (PyTorch's formula): ``g = grad (+ weight_decay * p)``;
     ``sq = alpha*sq + (1-alpha)*g^2``; ``avg = sqrt(sq) + eps`` (centered: ``sqrt(sq - ga^2) + eps``
     with ``ga = alpha*ga + (1-alpha)*g``); momentum: ``buf = momentum*buf + g/avg; p -= lr*buf``,
-    else ``p -= lr*g/avg``. The update is the rule ``RMSPROP`` of ``kernels/optim_rules.py``
+    else ``p -= lr*g/avg``. The update is the rule ``RMSPROP`` of ``gpugrad/kernels/optim_rules.py``
     (multi-tensor, fused on every backend)."""
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,

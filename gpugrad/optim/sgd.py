@@ -16,7 +16,7 @@ class SGD(Optimizer):
     Per parameter (PyTorch's formula): ``g = grad (+ weight_decay * p)``; with momentum
     ``buf = momentum * buf + (1 - dampening) * g`` (``buf = g`` on the first step) and
     ``g = g + momentum * buf`` (Nesterov) or ``g = buf``; then ``p -= lr * g``. The update is the rule
-    ``SGD`` of ``kernels/optim_rules.py`` (multi-tensor: one fused pass per group, device and dtype)."""
+    ``SGD`` of ``gpugrad/kernels/optim_rules.py`` (multi-tensor: one fused pass per group, device and dtype)."""
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False) -> None:

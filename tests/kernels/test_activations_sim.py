@@ -1,4 +1,4 @@
-"""The Numba CUDA device functions generated from kernels/activations.py agree with the definition
+"""The Numba CUDA device functions generated from gpugrad/kernels/activations.py agree with the definition
 (its float64 interpreter) for every activation, leaky_relu with both slope signs, in float64 and float32:
 through the bias+activation kernel, the elementwise backward and the fused backward + bias gradient."""
 from __future__ import annotations

@@ -208,14 +208,14 @@ def test_cross_entropy_backward_kernel_and_generic_agree(be, g_rows, mul, smooth
 @pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop"])
 @pytest.mark.parametrize("capturable", [False, True])
 def test_optim_step_matches_generic(be, name, capturable, rng):
-    from gpugrad.kernels import optim_codegen as cg
+    from tests.support import optim_examples as ox
     from gpugrad.kernels.optim_rules import RULES
     rule = RULES[name]
-    options = cg.examples(rule)[-3]
+    options = ox.examples(rule)[-3]
     n = 11
-    arrays = cg.example_arrays(rule, options, n, rng, np.float32)
+    arrays = ox.example_arrays(rule, options, n, rng, np.float32)
     ref = {k: v.copy() for k, v in arrays.items()}
-    kw = cg.step_args(rule, options, 2, capturable, np, np.float32)
+    kw = ox.step_args(rule, options, 2, capturable, np, np.float32)
     be.optim_step(rule, arrays, 1, 10, options, **kw)
     _generic_call("optim_step", rule, ref, 1, 10, options, **kw)
     for k in arrays:
@@ -408,7 +408,7 @@ def test_strict_cuda_leaves_the_kernel_caches_as_it_found_them(monkeypatch, rng)
     getDevice, the optimizer kernels) on entry and puts back the outer entries on exit: no stand-in
     handle survives it, and no real one reaches the stand-in."""
     from gpugrad.kernels import cuda_c, optim_step
-    from gpugrad.testing import strict_cuda
+    from tests.support import strict_cuda
     caches = {"cuda_c._modules": cuda_c._modules, "cuda_c._plans": cuda_c._plans,
               "cuda_c._runtime": cuda_c._runtime, "optim_step._modules": optim_step._modules,
               "optim_step._functions": optim_step._functions}

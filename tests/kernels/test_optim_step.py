@@ -1,4 +1,4 @@
-"""The Numba CUDA optimizer kernels generated from kernels/optim_rules.py (kernels/optim_step.py) against
+"""The Numba CUDA optimizer kernels generated from gpugrad/kernels/optim_rules.py (gpugrad/kernels/optim_step.py) against
 the rule's definition run element by element in float64: every rule, every branch (optim_codegen.examples),
 ordinary and capturable launches, float64/float32/float16 storage, a sub-range of the flat buffers."""
 from __future__ import annotations
@@ -7,20 +7,22 @@ import numpy as np
 import pytest
 
 from gpugrad.kernels import optim_codegen as cg
+
+from tests.support import optim_examples as ox
 from gpugrad.kernels import optim_step as K
 from gpugrad.kernels.optim_rules import RULES
 
-CASES = [(r, o) for r in RULES.values() for o in cg.examples(r)]
+CASES = [(r, o) for r in RULES.values() for o in ox.examples(r)]
 
 
 @pytest.mark.parametrize("capturable", [False, True])
 @pytest.mark.parametrize("rule,options", CASES, ids=[f"{r.name}-{i}" for i, (r, _) in enumerate(CASES)])
 def test_kernel_agrees_with_the_definition_float64(rule, options, capturable, rng):
     n, start, end, step = 19, 2, 17, 3
-    arrays = cg.example_arrays(rule, options, n, rng, np.float64)
+    arrays = ox.example_arrays(rule, options, n, rng, np.float64)
     ref = cg.scalar_update(rule, arrays, options, step)
     got = {k: v.copy() for k, v in arrays.items()}
-    K.step_numba(rule, got, start, end, options, **cg.step_args(rule, options, step, capturable, np), block=4,
+    K.step_numba(rule, got, start, end, options, **ox.step_args(rule, options, step, capturable, np), block=4,
                  max_blocks=2)
     for k in ref:
         np.testing.assert_allclose(got[k][start:end], ref[k][start:end], rtol=1e-14, atol=1e-15)
@@ -31,9 +33,9 @@ def test_kernel_agrees_with_the_definition_float64(rule, options, capturable, rn
 @pytest.mark.parametrize("name", list(RULES))
 def test_kernel_low_precision_storage(name, dt, rng, rel_err, tol):
     rule = RULES[name]
-    options = cg.examples(rule)[-3]  # every flag on
+    options = ox.examples(rule)[-3]  # every flag on
     n = 13
-    arrays = cg.example_arrays(rule, options, n, rng, dt)
+    arrays = ox.example_arrays(rule, options, n, rng, dt)
     ref = cg.scalar_update(rule, {k: v.astype(np.float64) for k, v in arrays.items()}, options, 2)
     K.step_numba(rule, arrays, 0, n, options, rule.derive(2, options), block=8, max_blocks=1)
     for k in ref:
@@ -42,8 +44,8 @@ def test_kernel_low_precision_storage(name, dt, rng, rel_err, tol):
 
 def test_capturable_kernel_skips_on_found_inf(rng):
     rule = RULES["adam"]
-    options = cg.examples(rule)[0]
-    arrays = cg.example_arrays(rule, options, 9, rng, np.float32)
+    options = ox.examples(rule)[0]
+    arrays = ox.example_arrays(rule, options, 9, rng, np.float32)
     got = {k: v.copy() for k, v in arrays.items()}
     K.step_numba(rule, got, 0, 9, options, step=np.ones(1, np.float32), found_inf=np.ones(1, np.float32), block=4)
     for k in arrays:

@@ -96,7 +96,7 @@ def _numba_import_reason(mod: str, e: BaseException) -> str:
     except Exception:
         nc = "?"
     return (f"importing {mod} failed ({type(e).__name__}: {e}) with numba-cuda {nc} and NumPy {np.__version__}; "
-            "see the README's supported versions (numba-cuda 0.30.4 and older need NumPy < 2.5)")
+            "see docs/gpu.md's supported versions (numba-cuda 0.30.4 and older need NumPy < 2.5)")
 
 
 def set_impl(name: str) -> None:
@@ -175,7 +175,7 @@ class Launcher:
                 if strict():
                     raise RuntimeError(f"gpugrad: {msg} is a fallback, and GPUGRAD_STRICT_KERNELS=1 forbids it. "
                                        "Fix: gg.cuda.set_kernels('cuda_c') (the default), or a supported "
-                                       "NumPy / numba-cuda pair (README).")
+                                       "NumPy / numba-cuda pair (docs/gpu.md).")
                 if not _numba_warned:
                     _numba_warned.append(True)
                     warnings.warn(f"gpugrad: {msg}. Set GPUGRAD_STRICT_KERNELS=1 to raise instead.",

@@ -11,7 +11,7 @@
 //
 // Activations (codes, forward, derivative from the output): the generated activations.cuh; the caller
 // passes only those whose derivative needs no slope and comes from the output (activations.FUSED_MLP).
-// Exactly what is computed (gpugrad/backends/cuda/fused_mlp.py has a NumPy copy of it):
+// Exactly what is computed (gpugrad/experimental/fused_mlp_kernels.py has a NumPy copy of it):
 //   forward : z = sum_k fp16(h)[k] * fp16(W)[k] in fp32, + b (fp32); h = fp16(act(z)); out = fp32.
 //   backward: dout is given in fp16 (already multiplied by a power-of-two loss scale);
 //             dh_H = dout @ W_H (fp32 accumulation); dz_l = fp16(act_bwd(dh_l, h_l)) with act' taken

@@ -1,20 +1,21 @@
-"""The cuBLASLt-epilogue MLP: ``nn.MLP`` on CUDA with bias, activation and bias gradient inside the
-GEMMs (opt-in: ``gg.cuda.use_cublaslt_epilogues``). The autograd Function is here; the GEMM plans and
-their NumPy emulation are in ``gpugrad/backends/cuda/epilogue.py``. ``nn.MLP.forward`` calls
-:func:`epilogue_mlp_forward` first on CUDA and runs its normal path when it returns None."""
+"""EXPERIMENTAL: the cuBLASLt-epilogue MLP, ``nn.MLP`` on CUDA with bias, activation and bias gradient
+inside the GEMMs. Opt in by building an :class:`EpilogueMLP` (``gg.nn.MLP`` never takes this path).
+The autograd Function is here; the GEMM plans and their NumPy emulation are in
+``gpugrad/experimental/epilogue_kernels.py``."""
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 from ..autograd.function import Context, Function, named_error
-from ..backends.cuda import epilogue as E
+from ..nn.layers import MLP
 from ..tensor import Tensor
+from . import epilogue_kernels as E
 
-__all__ = ["EpilogueMLPFunction", "epilogue_mlp", "epilogue_mlp_forward"]
+__all__ = ["EpilogueMLP", "EpilogueMLPFunction", "epilogue_mlp", "epilogue_mlp_forward"]
 
 class EpilogueMLPFunction(Function):
     """A whole MLP whose bias, activation and bias gradient ride inside cuBLASLt GEMMs
-    (``gpugrad.backends.cuda.epilogue``): forward, one ``*_AUX_BIAS`` GEMM per hidden layer; backward,
+    (``gpugrad.experimental.epilogue_kernels``): forward, one ``*_AUX_BIAS`` GEMM per hidden layer; backward,
     each input-gradient GEMM applies the previous layer's activation derivative and reduces its bias
     gradient (``D*_BGRAD``), the output layer's bias gradient comes out of its weight-gradient GEMM
     (``BGRADA``). No elementwise pass over the activations remains. Inputs: ``x, w_0, b_0, ..., w_H,
@@ -84,7 +85,7 @@ def epilogue_mlp(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor |
                               f"layer {j - 1} weight {tuple(ws[j - 1].shape)}")
     if x.device.type == "cuda" and not E.available()[0]:
         raise named_error(RuntimeError, f"epilogue_mlp: {E.available()[1]}. Fix: pip install nvmath-python, or "
-                          "turn the epilogues off")
+                          "use gg.nn.MLP (the fused-kernel path)")
     params: list = []
     for w, b in zip(ws, bs):
         params += [w, b]
@@ -92,10 +93,10 @@ def epilogue_mlp(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor |
 
 
 def epilogue_mlp_forward(mlp: Any, x: Tensor) -> "Tensor | None":
-    """``mlp(x)`` through :func:`epilogue_mlp` when the switch is on and the model qualifies (CUDA,
-    relu/gelu_tanh hidden layers, no dropout/residual/checkpointing, 2-D input); ``None`` otherwise so
-    the caller runs its normal path. The hook ``nn.MLP.forward`` calls (``mlp``: an ``nn.MLP``)."""
-    if x.device.type != "cuda" or not E.epilogues_enabled() or x.ndim != 2:
+    """``mlp(x)`` through :func:`epilogue_mlp` when nvmath-python is there and the model qualifies
+    (CUDA, relu/gelu_tanh hidden layers, no dropout/residual/checkpointing, 2-D input); ``None``
+    otherwise so the caller runs its normal path (``mlp``: an ``nn.MLP``)."""
+    if x.device.type != "cuda" or x.ndim != 2 or not E.available()[0]:
         return None
     blocks = list(mlp.blocks)
     if not blocks or mlp.checkpoint not in (None, "none"):
@@ -107,3 +108,13 @@ def epilogue_mlp_forward(mlp: Any, x: Tensor) -> "Tensor | None":
         return None
     lins = [b.linear for b in blocks] + [mlp.head]
     return epilogue_mlp(x, [m.weight for m in lins], [m.bias for m in lins], act)
+
+
+class EpilogueMLP(MLP):
+    """``gg.nn.MLP`` (same constructor, parameters and state_dict) whose forward on CUDA runs through
+    cuBLASLt epilogues when nvmath-python is installed and the model qualifies (relu or gelu_tanh
+    hidden layers, no dropout, residual or checkpointing, 2-D input); otherwise ``nn.MLP``'s path."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = epilogue_mlp_forward(self, x)
+        return super().forward(x) if out is None else out

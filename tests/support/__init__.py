@@ -1,7 +1,9 @@
-"""Test support: the strict CuPy stand-in (:mod:`gpugrad.testing.strict_cupy`) and :func:`strict_cuda`,
-which runs gpugrad's real CUDA backend on it inside the normal test process::
+"""Test doubles (not shipped in the wheel): the strict CuPy stand-in (:mod:`tests.support.strict_cupy`),
+a cuBLAS binding stand-in (:mod:`tests.support.fake_cublas`), the NumPy references of the CUDA kernels
+(:mod:`tests.support.kernel_refs`), and :func:`strict_cuda`, which runs gpugrad's real CUDA backend on
+the stand-in inside the normal test process::
 
-    with gpugrad.testing.strict_cuda() as cp:   # device "cuda" is now CUDABackend over the stand-in
+    with tests.support.strict_cuda() as cp:   # device "cuda" is now CUDABackend over the stand-in
         x = gg.tensor(np_data, device="cuda")
         cp_counts = cp_module.snapshot()
 """
@@ -26,14 +28,14 @@ def strict_cuda(kernels: str = "cuda_c", strict_kernels: bool = True, device_cou
     ``"xp"``: plain array ops). ``strict_kernels``: ``GPUGRAD_STRICT_KERNELS=1`` inside (a kernel that
     fails raises instead of falling back). Yields the stand-in module (counters: ``.counters``,
     ``.snapshot()``, ``.reset_counters()``)."""
-    from .. import backends as _b
-    from ..backends import cuda as _bc
-    from ..backends.cuda import epilogue as _ep
-    from ..backends.cuda import fused_mlp as _fm
-    from ..backends.cuda import launcher as _la
-    from ..backends.cuda import memory as _mem
-    from ..kernels import cuda_c as _kc
-    from ..kernels import optim_step as _ko
+    from gpugrad import backends as _b
+    from gpugrad.backends import cuda as _bc
+    from gpugrad.experimental import epilogue_kernels as _ep
+    from gpugrad.experimental import fused_mlp_kernels as _fm
+    from gpugrad.backends.cuda import launcher as _la
+    from gpugrad.backends.cuda import memory as _mem
+    from gpugrad.kernels import cuda_c as _kc
+    from gpugrad.kernels import optim_step as _ko
     from . import kernel_refs
 
     caches = [_bc._probe_cache, _mem._allocator, _kc._modules, _kc._plans, _kc._runtime, _la.fallbacks, _ep._avail,

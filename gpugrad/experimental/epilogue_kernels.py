@@ -1,5 +1,5 @@
-"""cuBLASLt epilogues for the linear layer, through nvmath-python (optional: used only when
-``import nvmath`` works and the switch is on): bias, activation and bias gradient ride inside the
+"""EXPERIMENTAL cuBLASLt epilogues for the linear layer, through nvmath-python (optional: used only
+when ``import nvmath`` works and the model is an ``EpilogueMLP``): bias, activation and bias gradient ride inside the
 GEMMs instead of separate elementwise passes.
 
 Status: opt-in, off by default, and kept so because it has not yet won anywhere. The one measurement
@@ -10,8 +10,8 @@ share) it is unmeasured; ``benchmarks/mlp_gpu_fast.py --cases epilogues`` measur
 because it is small, exactly emulated and tested on CPU, and is the route to fusing bias and
 activation into captured GEMMs later; nothing turns it on by default.
 
-Switch: ``use_cublaslt_epilogues(True)`` (the lead exposes it as ``gg.cuda.use_cublaslt_epilogues``)
-or ``GPUGRAD_CUBLASLT_EPILOGUES=1``. Activations: ``relu`` (RELU_AUX_BIAS / DRELU_BGRAD: the aux is a
+Opt-in by model: ``gpugrad.experimental.EpilogueMLP`` (an ``nn.MLP`` whose CUDA forward takes this
+path; ``gg.nn`` never does). Activations: ``relu`` (RELU_AUX_BIAS / DRELU_BGRAD: the aux is a
 1-bit mask) and ``gelu_tanh`` (GELU_AUX_BIAS / DGELU_BGRAD: the aux is the pre-activation; cuBLASLt's
 GELU is the tanh approximation, so exact-erf ``gelu`` is not fused).
 
@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from ...kernels import activations as _acts
+from ..kernels import activations as _acts
 
-__all__ = ["use_cublaslt_epilogues", "epilogues_enabled", "available", "supports", "gemm",
+__all__ = ["available", "supports", "gemm",
            "linear_act_forward", "dgrad_act_bgrad", "wgrad", "act_bias_backward", "FORWARD", "BACKWARD"]
 
 # the selection table comes from the activation definitions (``Activation.cublaslt``)
@@ -47,26 +47,6 @@ FORWARD = {a.name: a.cublaslt[0] for a in _acts.ALL if a.cublaslt}
 BACKWARD = {a.name: a.cublaslt[1] for a in _acts.ALL if a.cublaslt}
 _AUX_NAME = {a.name: a.cublaslt[2] for a in _acts.ALL if a.cublaslt}
 _BY_EPILOG = {a.cublaslt[i]: a.name for a in _acts.ALL if a.cublaslt for i in (0, 1)}
-
-_state = {"enabled": os.environ.get("GPUGRAD_CUBLASLT_EPILOGUES", "0").strip().lower() in ("1", "true", "yes", "on")}
-
-
-def use_cublaslt_epilogues(enabled: bool = True) -> None:
-    """Turn the cuBLASLt epilogue path on or off (off by default). Turning it on without nvmath-python
-    raises a clear error."""
-    enabled = bool(enabled)
-    if enabled:
-        ok, why = available()
-        if not ok:
-            raise RuntimeError(f"use_cublaslt_epilogues: {why}. Fix: `pip install nvmath-python[cu13]` (or "
-                               "[cu12]) next to CuPy, or leave the epilogues off (the fused kernels are used).")
-    _state["enabled"] = enabled
-
-
-def epilogues_enabled() -> bool:
-    """True when the switch is on (and nvmath imports)."""
-    return _state["enabled"] and available()[0]
-
 
 _avail: list = []
 
@@ -136,7 +116,7 @@ def _compute_type(dtype):
     if np.dtype(dtype) != np.float32:
         return None
     try:
-        from .. import cuda as _bc
+        from ..backends import cuda as _bc
         if _bc.get_tf32():
             import nvmath.linalg
             return nvmath.linalg.ComputeType.COMPUTE_32F_FAST_TF32

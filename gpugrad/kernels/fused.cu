@@ -1,10 +1,10 @@
-// gpugrad fused kernels in CUDA C: the same algorithms as the Numba kernels in kernels/*.py
+// gpugrad fused kernels in CUDA C: the same algorithms as the Numba kernels in gpugrad/kernels/*.py
 // (bias_act.py, act_bias_grad.py, softmax_xent.py), for the "cuda_c" kernel set. The optimizer
-// kernels are generated from kernels/optim_rules.py (optim_codegen.py), not written here.
+// kernels are generated from gpugrad/kernels/optim_rules.py (optim_codegen.py), not written here.
 // Loaded at run time with cupy.RawModule (NVRTC; activations.cuh is spliced into the text, so NVRTC needs
 // no include path), compiled with `nvcc -arch=sm_90 -c` by tests/test_nvcc.py when nvcc is on PATH.
 // Entry points are extern "C" and suffixed by the storage type: _f32, _f64, _f16.
-// Activation codes and formulas come from the generated activations.cuh (kernels/activations.py).
+// Activation codes and formulas come from the generated activations.cuh (gpugrad/kernels/activations.py).
 // float16 data is stored as unsigned short and computed in float32.
 
 typedef unsigned short f16_t;

@@ -34,7 +34,7 @@ Standalone: imports NumPy only (never gpugrad), so it can be loaded by file path
         ...
 
 Installing makes ``import cupy`` (and ``cupy.cuda``, ``cupyx``, ``cupy_backends.cuda.libs.cublas``...)
-resolve to the stand-in; the caller resets its own caches (gpugrad: ``gpugrad.testing.strict_cuda``).
+resolve to the stand-in; the caller resets its own caches (gpugrad: ``tests.support.strict_cuda``).
 """
 from __future__ import annotations
 
@@ -1439,7 +1439,7 @@ def _erf(x, out=None):
 
 # ====================================================================================== modules and install
 def _make_modules() -> dict[str, types.ModuleType]:
-    cp = types.ModuleType("cupy", "strict CuPy stand-in (gpugrad.testing.strict_cupy)")
+    cp = types.ModuleType("cupy", "strict CuPy stand-in (tests.support.strict_cupy)")
     for name, u in _ufuncs.items():
         setattr(cp, name, u)
     for name, f in _functions.items():  # after the ufuncs: matmul is cuBLAS, not an elementwise kernel

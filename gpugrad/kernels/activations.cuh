@@ -1,5 +1,5 @@
-// Generated from kernels/activations.py (the one definition of every activation): do not edit.
-// Regenerate with `python -m kernels.activations`; tests/test_activations.py checks it is current.
+// Generated from gpugrad/kernels/activations.py (the one definition of every activation): do not edit.
+// Regenerate with `python -m gpugrad.kernels.activations`; tests/test_activations.py checks it is current.
 #ifndef GPUGRAD_ACTIVATIONS_CUH
 #define GPUGRAD_ACTIVATIONS_CUH
 namespace gg_act {

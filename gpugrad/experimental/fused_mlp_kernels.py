@@ -1,7 +1,7 @@
 """EXPERIMENTAL, NOT PUBLIC: the kernel side of the fully fused MLP for narrow widths (16, 32, 64,
 128), after tiny-cuda-nn: packing, the NumPy emulation of the kernels, run-time compilation of
-``kernels/fused_mlp.cu``, the launches and the float16 weight-gradient GEMM. No autograd here: the
-autograd Function and the ``FusedMLP`` module that use these are in ``gpugrad/nn/fused_mlp.py``.
+``fused_mlp.cu`` (beside this file), the launches and the float16 weight-gradient GEMM. No autograd here: the
+autograd Function and the ``FusedMLP`` module that use these are in ``fused_mlp.py`` beside it.
 
 Status: measured on an H200 it LOSES to PyTorch eager by 12x (41.2 vs 3.42 ms per training step at
 batch 2**18, 8 x 64; 49.6 vs 8.05 ms at 8 x 128; issue 10), so it is out of the public API and the
@@ -54,7 +54,7 @@ Profile on the next GPU session (Firecracker machines read counters; gVisor ones
 What it computes: ``FusedMLP(sizes, activation='relu')`` has exactly the parameters of
 ``nn.MLP(sizes, activation)`` (same names, init and ``state_dict``; all hidden widths equal). On a CUDA
 device its forward is ONE kernel over all layers and its backward ONE kernel over all layers
-(``kernels/fused_mlp.cu``): a tile of 128 rows stays in shared memory from layer to layer and every
+(``fused_mlp.cu``): a tile of 128 rows stays in shared memory from layer to layer and every
 product runs on tensor cores (``nvcuda::wmma`` 16x16x16, float16 inputs, float32 accumulation). Weight
 and bias gradients are then one cuBLAS GEMM (float16 in, float32 out) and one reduction per layer.
 Parameters stay float32 (they are the master weights); they are rounded to float16 for each forward.
@@ -71,12 +71,13 @@ without float16 rounding. ``fused_mlp(..., impl="reference")`` runs the NumPy em
 instead (used by the tests)."""
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
 
-from ..._errors import named_error
-from ...kernels import activations as _acts
+from .._errors import named_error
+from ..kernels import activations as _acts
 
 __all__ = ["reference_forward", "reference_backward", "pack_params", "grad_scale", "cuda_forward",
            "cuda_backward", "gemm_tn_f32", "pad16", "WIDTHS", "ACTIVATIONS", "ROWS"]
@@ -207,15 +208,14 @@ _modules: dict = {}
 
 
 def _module():
-    """``kernels/fused_mlp.cu`` compiled for the current device: NVRTC (CuPy passes the CUDA include
+    """``fused_mlp.cu`` (beside this file) compiled for the current device: NVRTC (CuPy passes the CUDA include
     directory it finds), else nvcc; a clear error naming both failures otherwise."""
     import cupy
     dev = cupy.cuda.runtime.getDevice()
     mod = _modules.get(dev)
     if mod is not None:
         return mod
-    from ...kernels import source_path
-    src = _acts.cuda_source(source_path("fused_mlp.cu"))
+    src = _acts.cuda_source(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused_mlp.cu"))
     errors = []
     opts = ["--std=c++17"]
     try:
@@ -234,7 +234,7 @@ def _module():
         except Exception as e:  # pragma: no cover - needs a GPU
             errors.append(f"{backend}: {type(e).__name__}: {str(e)[:400]}")
     raise named_error(RuntimeError,  # pragma: no cover - needs a GPU
-        "fused_mlp: could not compile kernels/fused_mlp.cu (it includes <mma.h> and <cuda_fp16.h>). "
+        "fused_mlp: could not compile gpugrad/experimental/fused_mlp.cu (it includes <mma.h> and <cuda_fp16.h>). "
         + " | ".join(errors) + ". Fix: install the CUDA toolkit headers (the CUDA toolkit, or "
         "`pip install \"cupy-cuda13x[ctk]\"`) or put nvcc on PATH; or use gg.nn.MLP.")
 

@@ -12,7 +12,7 @@ import ctypes
 
 import numpy as np
 
-from ..backends.cuda import cublas as C
+from gpugrad.backends.cuda import cublas as C
 
 __all__ = ["FakeCublasBinding"]
 

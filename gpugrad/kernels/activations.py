@@ -7,7 +7,7 @@ tree of primitive ops), and every implementation is generated from that tree:
 - :func:`scalar_source` - Python scalar source, compiled by Numba ``njit`` (CPU fused passes,
   ``gpugrad.backends.cpu_numba``) and ``cuda.jit`` (the Numba CUDA kernels, :func:`device_functions`);
 - :func:`cuda_header` - the CUDA C device functions and code enum in ``activations.cuh`` (checked in;
-  ``python -m kernels.activations`` rewrites it, and a test checks it is up to date), spliced into
+  ``python -m gpugrad.kernels.activations`` rewrites it, and a test checks it is up to date), spliced into
   ``fused.cu`` and ``fused_mlp.cu`` by :func:`cuda_source`;
 - :func:`evaluate` - a direct float64 interpreter of the tree: the definition every test compares to.
 
@@ -276,8 +276,8 @@ def cuda_header() -> str:
     ``act_fwd``/``act_bwd`` switches and the fused MLP's ``mlp_act_fwd``/``mlp_act_bwd`` (its subset, no
     slope; backward from the output) - ``__host__ __device__``, for float and double."""
     out = [
-        "// Generated from kernels/activations.py (the one definition of every activation): do not edit.",
-        "// Regenerate with `python -m kernels.activations`; tests/test_activations.py checks it is current.",
+        "// Generated from gpugrad/kernels/activations.py (the one definition of every activation): do not edit.",
+        "// Regenerate with `python -m gpugrad.kernels.activations`; tests/test_activations.py checks it is current.",
         "#ifndef GPUGRAD_ACTIVATIONS_CUH",
         "#define GPUGRAD_ACTIVATIONS_CUH",
         "namespace gg_act {",
@@ -501,7 +501,7 @@ def device_functions(cdt):
     return _numba.cached(("act_device", cdt.str), build)
 
 
-if __name__ == "__main__":  # python -m kernels.activations: rewrite the generated header
+if __name__ == "__main__":  # python -m gpugrad.kernels.activations: rewrite the generated header
     with open(header_path(), "w", encoding="utf-8") as fh:
         fh.write(cuda_header())
     print("wrote", header_path())

@@ -1,4 +1,4 @@
-"""NumPy references for the ``extern "C"`` entry points of ``kernels/fused.cu`` and of the generated optimizer kernels, registered with the strict
+"""NumPy references for the ``extern "C"`` entry points of ``gpugrad/kernels/fused.cu`` and of the generated optimizer kernels, registered with the strict
 CuPy stand-in so that a ``RawKernel`` launch there computes what the CUDA kernel computes.
 
 Each reference takes the kernel's C parameters by name (flat NumPy views of the device arrays, NumPy
@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import optim_codegen as cg
-from ..kernels.activations import CODES, act_backward_ref, act_forward_ref
-from ..kernels.optim_rules import RULES
+from gpugrad.kernels import optim_codegen as cg
+
+from . import optim_examples as ox
+from gpugrad.kernels.activations import CODES, act_backward_ref, act_forward_ref
+from gpugrad.kernels.optim_rules import RULES
 
 _NAMES = {v: k for k, v in CODES.items()}
 _STORAGE = {"f32": np.float32, "f64": np.float64, "f16": np.float16}
@@ -119,7 +121,7 @@ def _softmax_bwd(suffix):
 
 
 def _optim(rule, suffix):
-    """Reference of a generated optimizer entry point (``kernels/optim_codegen.py``): the rule itself, run by
+    """Reference of a generated optimizer entry point (``gpugrad/kernels/optim_codegen.py``): the rule itself, run by
     ``optim_codegen.xp_update`` on compute-type copies of the buffers, then stored back."""
     def ref(a, grid, block):
         start, end = int(a["start"]), int(a["end"])
@@ -150,7 +152,7 @@ def register(strict_cupy) -> None:
         for suffix in _STORAGE:
             strict_cupy.register_kernel(f"{base}_{suffix}", make(suffix))
     for rule in RULES.values():
-        for mask in cg.masks(rule):
+        for mask in ox.masks(rule):
             for cap in (False, True):
                 for suffix in _STORAGE:
                     strict_cupy.register_kernel(cg.entry_name(rule, mask, cap, suffix), _optim(rule, suffix))

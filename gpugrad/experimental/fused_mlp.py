@@ -2,7 +2,7 @@
 Function and a Module. ``FusedMLP(sizes, activation='relu')`` has exactly the parameters of
 ``nn.MLP(sizes, activation)``; on CUDA its forward is one kernel over all layers and its backward one
 kernel over all layers. The kernels, their NumPy emulation and why the path is slow (12x behind
-PyTorch eager on an H200) are in ``gpugrad/backends/cuda/fused_mlp.py``."""
+PyTorch eager on an H200) are in ``gpugrad/experimental/fused_mlp_kernels.py``."""
 from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
@@ -10,9 +10,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..autograd.function import Context, Function, named_error
-from ..backends.cuda import fused_mlp as K
+from . import fused_mlp_kernels as K
 from ..tensor import Tensor
-from .layers import MLP
+from ..nn.layers import MLP
 
 __all__ = ["FusedMLP", "FusedMLPFunction", "fused_mlp"]
 
