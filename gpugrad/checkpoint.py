@@ -24,6 +24,7 @@ from .autograd import engine as _engine
 from .autograd import function as _function
 from .autograd import saved as _saved
 from .autograd.function import Context, Function, GradError, named_error
+from .autograd.graph import is_recording
 from .autograd.grad_mode import STATE, enable_grad, no_grad
 from . import backends as _backends
 from .backends import get_backend
@@ -38,6 +39,7 @@ class CheckpointFunction(Function):
     """The graph node of one ``checkpoint`` call (built by :func:`checkpoint`, not by ``apply``)."""
 
     name = "checkpoint"
+    opaque_leaves = True
 
     @staticmethod
     def forward(ctx: Context, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - never called
@@ -54,9 +56,15 @@ class CheckpointFunction(Function):
         each is as large as an activation and would otherwise stay alive through the whole segment."""
         saved = ctx.saved_tensors  # raises the clear "backward a second time" / in-place errors
         st = ctx._ckpt
+        # create_graph: the recompute starts from the inputs' places in the graph (through a boundary
+        # node each, where the nested backward stops), so its gradients can be differentiated again
+        recording = is_recording(ctx.backend)
         inputs = []
-        for arr, (rg, dev, vc) in zip(saved, st.in_meta):
-            t = _make_result(arr, dev, None, 0, vc)
+        for val, (rg, dev, vc) in zip(saved, st.in_meta):
+            if recording and rg:
+                inputs.append(_Boundary.apply(val))
+                continue
+            t = _make_result(val.data if isinstance(val, Tensor) else val, dev, None, 0, vc)
             t._requires_grad = rg
             inputs.append(t)
         args, kwargs = _fill(st.args, st.kwargs, st.slots, inputs)
@@ -92,10 +100,26 @@ class CheckpointFunction(Function):
         out = outs = o = g = None  # from here on only the lists handed to the engine hold them
         if not roots:
             return tuple(None for _ in inputs)
-        res = _engine.run_backward(roots, root_grads, retain_graph=False, inputs=want, accumulate=False,
-                                   leaf_into=_outer_run(), consume=True)
+        res = _engine.run_backward(roots, root_grads, retain_graph=recording, inputs=want, accumulate=False,
+                                   leaf_into=_outer_run(), consume=True, create_graph=recording,
+                                   stop=frozenset(t._grad_fn for t in want) if recording else frozenset())
         it = iter(res)
         return tuple(next(it) if t._requires_grad else None for t in inputs)
+
+
+class _Boundary(Function):
+    """Where a recompute under ``create_graph`` starts: the input itself, as a node the nested
+    backward stops at (its gradient is the checkpoint's gradient for that input)."""
+
+    name = "checkpoint_input"
+
+    @staticmethod
+    def forward(ctx: Context, x):
+        return x
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        return g
 
 
 def _outer_run() -> _engine._Run:
@@ -219,7 +243,7 @@ def checkpoint(fn: Callable, *args: Any, preserve_rng_state: bool = True, use_re
                     for i, o in enumerate(outs))
     ctx._out_meta = tuple((o.data.shape, o.data.dtype) for o in outs)
     ctx.save_for_backward(*(t.data for t in inputs))
-    ctx._finalize(inputs, wrapped)
+    ctx._finalize(inputs, [t.data for t in inputs], wrapped)
     tmpl_args, tmpl_kwargs = _fill(args, kwargs, tuple(slots), [None] * len(inputs))
     ctx._ckpt = _State(fn, tuple(tmpl_args), tmpl_kwargs, tuple(slots),
                        tuple((t._requires_grad, t._device, t._vc) for t in inputs),

@@ -242,11 +242,13 @@ class Tensor:
         return self
 
     # ------------------------------------------------------------------ autograd
-    def backward(self, grad: "Tensor | None" = None, retain_graph: bool = False,
-                 inputs: "list[Tensor] | None" = None) -> None:
-        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (reverse mode, one pass)."""
+    def backward(self, grad: "Tensor | None" = None, retain_graph: bool | None = None,
+                 create_graph: bool = False, inputs: "list[Tensor] | None" = None) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (reverse mode, one pass). With
+        ``create_graph`` the gradients carry their own graph, to be differentiated again
+        (``retain_graph`` defaults to ``create_graph``), as in PyTorch."""
         from .autograd.engine import backward
-        backward(self, grad, retain_graph=retain_graph, inputs=inputs)
+        backward(self, grad, retain_graph=retain_graph, inputs=inputs, create_graph=create_graph)
 
     def retain_grad(self) -> None:
         """Keep ``.grad`` for this non-leaf tensor after backward."""

@@ -1,11 +1,12 @@
 """Reverse-mode automatic differentiation: ``Function``, ``backward``, ``grad``, ``gradcheck``."""
+from . import functional
 from .engine import backward, grad
 from .function import Context, Function, GradError
-from .gradcheck import gradcheck, gradcheck_directional
+from .gradcheck import gradcheck, gradcheck_directional, gradgradcheck
 from .grad_mode import (detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_detect_anomaly,
                         set_grad_enabled)
 from .saved import peak_saved_bytes, reset_peak_saved_bytes, saved_bytes
 
-__all__ = ["Context", "Function", "GradError", "backward", "grad", "gradcheck", "gradcheck_directional",
+__all__ = ["functional", "Context", "Function", "GradError", "backward", "grad", "gradcheck", "gradcheck_directional", "gradgradcheck",
            "detect_anomaly", "enable_grad", "is_grad_enabled", "no_grad", "set_detect_anomaly",
            "set_grad_enabled", "saved_bytes", "peak_saved_bytes", "reset_peak_saved_bytes"]

@@ -70,6 +70,47 @@ class Backend:
         """``target[index] += values`` with repeated indices accumulated."""
         self.xp.add.at(target, index, values)
 
+    # Methods a backward formula calls where array and Tensor spellings differ; the graph backend
+    # (gpugrad/ops/graph.py) gives each a differentiable form, so one formula serves both modes.
+    def detach(self, a):
+        """The values of ``a`` without any graph: ``a`` itself for an array (the graph backend gives a
+        Tensor's data). For piecewise-constant factors (masks, signs, tie counts)."""
+        return a
+
+    def getitem_backward(self, g, key, shape: tuple, advanced: bool):
+        """Zeros of ``shape`` with ``g`` added at ``key`` (repeated indices accumulate when
+        ``advanced``): the gradient of ``x[key]``."""
+        out = self.xp.zeros(shape, dtype=g.dtype)
+        if advanced:
+            self.index_add(out, key, g)
+        else:
+            out[key] = g
+        return out
+
+    def take_along_axis(self, x, idx, axis: int):
+        """``x`` gathered at ``idx`` along ``axis`` (``xp.take_along_axis``)."""
+        return self.xp.take_along_axis(x, idx, axis=axis)
+
+    def put_along_axis_backward(self, g, idx, axis: int, shape: tuple):
+        """Zeros of ``shape`` with ``g`` added at ``idx`` along ``axis`` (repeated indices accumulate):
+        the gradient of ``take_along_axis``."""
+        xp = self.xp
+        out = xp.zeros(shape, dtype=g.dtype)
+        if idx.shape[axis] == 1:  # one index per slice (max/min along a dim, a class per row): no repeats
+            xp.put_along_axis(out, idx, g, axis=axis)
+            return out
+        full = [xp.arange(n).reshape((1,) * k + (n,) + (1,) * (idx.ndim - k - 1)) for k, n in enumerate(idx.shape)]
+        full[axis] = idx
+        self.index_add(out, tuple(xp.broadcast_to(i, idx.shape) for i in full), g)
+        return out
+
+    def transfer(self, x, src, dtype):
+        """``x``, an array of backend ``src``'s device, as an array of this device in ``dtype``."""
+        if src is not self:
+            x = src.to_numpy(x)
+            x = self.from_numpy(x if x.dtype == dtype else x.astype(dtype))
+        return x if x.dtype == dtype else x.astype(dtype)
+
     def erf(self, x):
         raise NotImplementedError
 

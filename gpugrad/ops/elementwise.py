@@ -246,10 +246,13 @@ class Minimum(Function):
 
 
 def _minmax_backward(ctx: Context, g, sign: int):
-    """Gradient flows to the winning operand; ties split it in half (as PyTorch does)."""
+    """Gradient flows to the winning operand; ties split it in half (as PyTorch does). The split is
+    piecewise constant in ``a`` and ``b``: computed from their values only (``backend.detach``)."""
     a, b = ctx.saved_tensors
-    xp = ctx.backend.xp
-    s = ctx.backend.sum_to_shape
+    be = ctx.backend
+    a, b = be.detach(a), be.detach(b)
+    xp = be.xp
+    s = be.sum_to_shape
     wa = xp.where(sign * (a - b) > 0, 1.0, xp.where(a == b, 0.5, 0.0)).astype(g.dtype)
     na, nb = ctx.needs_input_grad
     return (s(g * wa, ctx.shapes[0]) if na else None, s(g * (1 - wa), ctx.shapes[1]) if nb else None)

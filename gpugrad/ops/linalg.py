@@ -51,13 +51,13 @@ class MatMul(Function):
             g = xp.expand_dims(g, -1)
         ga = gb = None
         if na:
-            b2 = b[:, None] if len(sb) == 1 else b
+            b2 = b.reshape(sb[0], 1) if len(sb) == 1 else b
             ga = g @ xp.swapaxes(b2, -1, -2)
             if len(sa) == 1:
                 ga = ga.reshape(ga.shape[:-2] + ga.shape[-1:])
             ga = be.sum_to_shape(ga, sa)
         if nb:
-            a2 = a[None, :] if len(sa) == 1 else a
+            a2 = a.reshape(1, sa[0]) if len(sa) == 1 else a
             gb = xp.swapaxes(a2, -1, -2) @ g
             if len(sb) == 1:
                 gb = gb.reshape(gb.shape[:-1])

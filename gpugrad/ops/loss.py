@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..autograd.function import Context, Function, named_error
+from ..autograd.graph import derived_node
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -67,6 +68,48 @@ class CrossEntropy(Function):
             g = g / ctx.div
         return ctx.backend.cross_entropy_backward(probs, target, g, 1.0, ctx.ignore, ctx.eps), None
 
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """The saved probabilities, an intermediate of the fused pass: the output of a ``Softmax``
+        node over the logits (no recompute); the targets stay constants."""
+        probs, target = saved
+        from .reduction import Softmax
+        (p,) = derived_node(ctx, Softmax, (0,), (probs,), saved=(probs,), axis=1)
+        return p, target
+
+
+class CrossEntropyBackward(Function):
+    """``backend.cross_entropy_backward`` as an op (the graph backend's form: its forward is the fused
+    pass): ``d = (probs - eps/C - (1-eps) onehot(target)) * g[row] * mul``, 0 on ignored rows."""
+
+    name = "cross_entropy_backward"
+
+    @staticmethod
+    def forward(ctx: Context, probs, g, target, mul: float = 1.0, ignore_index: int = -100,
+                label_smoothing: float = 0.0):
+        # the targets: the data of cross_entropy's integer target tensor (held there, not counted: a leaf's)
+        ctx.target, ctx.args = target, (mul, ignore_index, label_smoothing)
+        ctx.save_for_backward(probs, g)
+        return ctx.backend.cross_entropy_backward(probs, target, g, mul, ignore_index, label_smoothing)
+
+    @staticmethod
+    def backward(ctx: Context, gd):
+        probs, g = ctx.saved_tensors
+        be = ctx.backend
+        xp = be.xp
+        target = ctx.target
+        mul, ignore, eps = ctx.args
+        n = probs.shape[0]
+        gp = gg = None
+        if ctx.needs_input_grad[0]:  # d/dprobs: gd scaled by each row's weight g[row] * mul (0 if ignored)
+            valid = (target != ignore).astype(probs.dtype) * probs.dtype.type(mul)
+            gp = gd * (xp.broadcast_to(g.reshape(-1), (n,)) * valid).reshape(n, 1)
+        if ctx.needs_input_grad[1]:  # d/dg: each row's sum of gd * (probs - c) * mul
+            ones = xp.ones((n,), dtype=probs.dtype)
+            per_row = xp.sum(gd * be.cross_entropy_backward(probs, target, ones, mul, ignore, eps), axis=1)
+            gg = be.sum_to_shape(per_row, tuple(g.shape))
+        return gp, gg, None
+
 
 class NLLLoss(Function):
     name = "nll_loss"
@@ -90,15 +133,13 @@ class NLLLoss(Function):
     @staticmethod
     def backward(ctx: Context, g):
         safe_t, valid = ctx.saved_tensors
-        xp = ctx.backend.xp
-        d = xp.zeros(ctx.shape, dtype=ctx.dtype)
         if ctx.reduction == "none":
             w = -g * valid
         else:
             scale = g / ctx.div if ctx.reduction == "mean" else g
             w = -scale * valid.astype(ctx.dtype)
-        d[xp.arange(ctx.shape[0]), safe_t] = w
-        return d, None
+        n = ctx.shape[0]
+        return ctx.backend.put_along_axis_backward(w.reshape(n, 1), safe_t.reshape(n, 1), 1, ctx.shape), None
 
 
 class MSELoss(Function):
@@ -126,6 +167,13 @@ class MSELoss(Function):
         ga = diff * (g * diff.dtype.type(scale))
         na, nb = ctx.needs_input_grad
         return (ga if na else None, -ga if nb else None)
+
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """``diff = a - b``, an intermediate: the output of a ``Sub`` node over ``a`` and ``b``."""
+        from .elementwise import Sub
+        (diff,) = saved
+        return derived_node(ctx, Sub, (0, 1), saved, shapes=(diff.shape, diff.shape))
 
 
 class Dropout(Function):

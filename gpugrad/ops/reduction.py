@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.function import Context, Function
+from ..autograd.graph import derived_node
 from ._common import expand_reduced, norm_dim
 
 
@@ -56,10 +57,17 @@ class _Extreme(Function):
     @staticmethod
     def backward(ctx: Context, g):
         x, out = ctx.saved_tensors
+        be = ctx.backend
+        x, out = be.detach(x), be.detach(out)  # which elements tie for the extreme: piecewise constant
         o = expand_reduced(out, ctx.shape, ctx.axes, ctx.keepdim)
         mask = (x == o).astype(g.dtype)
         count = mask.sum(axis=ctx.axes, keepdims=True)
-        return mask * (expand_reduced(g, ctx.shape, ctx.axes, ctx.keepdim) / count)
+        return (expand_reduced(g, ctx.shape, ctx.axes, ctx.keepdim) / count) * mask
+
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """Backward reads only the values of ``x`` and the extreme (which elements tie): constants."""
+        return saved
 
 
 class Amax(_Extreme):
@@ -95,12 +103,10 @@ class MaxDim(Function):
     @staticmethod
     def backward(ctx: Context, g, _gi):
         (idx,) = ctx.saved_tensors
-        xp = ctx.backend.xp
+        be = ctx.backend
         if not ctx.keepdim:
-            g = xp.expand_dims(g, ctx.axis)
-        out = xp.zeros(ctx.shape, dtype=g.dtype)
-        xp.put_along_axis(out, idx, g, axis=ctx.axis)
-        return out
+            g = be.xp.expand_dims(g, ctx.axis)
+        return be.put_along_axis_backward(g, idx, ctx.axis, ctx.shape)
 
 
 class Var(Function):
@@ -123,6 +129,26 @@ class Var(Function):
         (centred,) = ctx.saved_tensors
         g = expand_reduced(g, ctx.shape, ctx.axes, ctx.keepdim)
         return g * centred * centred.dtype.type(2.0 / ctx.denom)
+
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """``centred = x - mean(x)``, an intermediate: the output of a ``Center`` node over ``x``."""
+        return derived_node(ctx, Center, (0,), saved, axes=ctx.axes)
+
+
+class Center(Function):
+    """``x - mean(x, axes)``: the centred values ``Var`` saves, as an op (its re-linked graph form)."""
+
+    name = "center"
+
+    @staticmethod
+    def forward(ctx: Context, x, axes=None):
+        ctx.axes = axes
+        return x - x.mean(axis=axes, keepdims=True)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        return g - ctx.backend.xp.mean(g, axis=ctx.axes, keepdims=True)
 
 
 class LogSumExp(Function):
@@ -149,6 +175,11 @@ class LogSumExp(Function):
         (p,) = ctx.saved_tensors
         return p * expand_reduced(g, ctx.shape, ctx.axes, ctx.keepdim)
 
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """The saved softmax of ``x``, an intermediate: the output of a ``Softmax`` node over ``x``."""
+        return derived_node(ctx, Softmax, (0,), saved, saved=saved, axis=ctx.axes)
+
 
 class Softmax(Function):
     name = "softmax"
@@ -166,7 +197,7 @@ class Softmax(Function):
     def backward(ctx: Context, g):
         (y,) = ctx.saved_tensors
         gy = g * y
-        return gy - y * gy.sum(axis=ctx.axis, keepdims=True)
+        return gy - y * ctx.backend.xp.sum(gy, axis=ctx.axis, keepdims=True)
 
 
 class LogSoftmax(Function):
@@ -184,4 +215,23 @@ class LogSoftmax(Function):
     @staticmethod
     def backward(ctx: Context, g):
         (out,) = ctx.saved_tensors
-        return g - ctx.backend.xp.exp(out) * g.sum(axis=ctx.axis, keepdims=True)
+        xp = ctx.backend.xp
+        return g - xp.exp(out) * xp.sum(g, axis=ctx.axis, keepdims=True)
+
+
+class SumToShape(Function):
+    """``backend.sum_to_shape`` as an op (broadcast gradients summed back): the graph backend's form
+    of that method; its backward broadcasts back."""
+
+    name = "sum_to_shape"
+
+    @staticmethod
+    def forward(ctx: Context, g, shape: tuple):
+        ctx.shape = g.shape
+        return ctx.backend.sum_to_shape(g, shape)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        if g.ndim > len(ctx.shape):  # sum_to_shape reshaped a gradient with fewer dimensions
+            return g.reshape(ctx.shape)
+        return ctx.backend.xp.broadcast_to(g, ctx.shape)

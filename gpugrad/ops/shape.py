@@ -38,7 +38,7 @@ class Permute(Function):
 
     @staticmethod
     def backward(ctx: Context, g):
-        return g.transpose(tuple(np.argsort(ctx.dims)))
+        return ctx.backend.xp.transpose(g, tuple(int(d) for d in np.argsort(ctx.dims)))
 
 
 class Expand(Function):
@@ -99,13 +99,58 @@ class GetItem(Function):
 
     @staticmethod
     def backward(ctx: Context, g):
-        be = ctx.backend
-        out = be.xp.zeros(ctx.shape, dtype=g.dtype)
-        if _is_advanced(ctx.key):
-            be.index_add(out, ctx.key, g)
-        else:
-            out[ctx.key] = g
-        return out
+        return ctx.backend.getitem_backward(g, ctx.key, ctx.shape, _is_advanced(ctx.key))
+
+
+class GetItemBackward(Function):
+    """Zeros with ``g`` added at ``key``: the gradient of ``x[key]`` as an op (the graph backend's
+    ``getitem_backward``); its own gradient is ``g[key]``."""
+
+    name = "getitem_backward"
+
+    @staticmethod
+    def forward(ctx: Context, g, key, shape: tuple, advanced: bool):
+        ctx.key = key
+        return ctx.backend.getitem_backward(g, key, shape, advanced)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        return g[ctx.key]
+
+
+class TakeAlongAxis(Function):
+    """``x`` gathered at integer ``idx`` along ``axis`` (``backend.take_along_axis`` as an op)."""
+
+    name = "take_along_axis"
+
+    @staticmethod
+    def forward(ctx: Context, x, idx, axis: int):
+        ctx.axis, ctx.shape = axis, x.shape
+        ctx.save_for_backward(idx)
+        return ctx.backend.take_along_axis(x, idx, axis)
+
+    @staticmethod
+    def backward(ctx: Context, g, _gi=None):
+        (idx,) = ctx.saved_tensors
+        return ctx.backend.put_along_axis_backward(g, idx, ctx.axis, ctx.shape), None
+
+
+class PutAlongAxisBackward(Function):
+    """Zeros of ``shape`` with ``g`` added at ``idx`` along ``axis``: the gradient of
+    ``take_along_axis`` as an op (the graph backend's ``put_along_axis_backward``)."""
+
+    name = "put_along_axis_backward"
+
+    @staticmethod
+    def forward(ctx: Context, g, idx, axis: int, shape: tuple):
+        ctx.axis = axis
+        ctx.save_for_backward(idx)
+        return ctx.backend.put_along_axis_backward(g, idx, axis, shape)
+
+    @staticmethod
+    def backward(ctx: Context, g, _gi=None):
+        (idx,) = ctx.saved_tensors
+        return ctx.backend.take_along_axis(g, idx, ctx.axis), None
 
 
 class Cat(Function):
@@ -175,16 +220,12 @@ class ToCopy(Function):
         src = ctx.backend
         ctx.src_dtype = x.dtype
         if device != src.device:
-            dst = get_backend(device)
-            host = src.to_numpy(x)
-            x = dst.from_numpy(host if dtype == x.dtype else host.astype(dtype))
             ctx.out_device = device
-            return x if x.dtype == dtype else x.astype(dtype)
+            return get_backend(device).transfer(x, src, dtype)
         return x.astype(dtype)
 
     @staticmethod
     def backward(ctx: Context, g):
         from ..backends import get_backend
-        if ctx.out_device is not None:
-            g = ctx.backend.from_numpy(get_backend(ctx.out_device).to_numpy(g))
-        return g if g.dtype == ctx.src_dtype else g.astype(ctx.src_dtype)
+        src = get_backend(ctx.out_device) if ctx.out_device is not None else ctx.backend
+        return ctx.backend.transfer(g, src, ctx.src_dtype)

@@ -1,0 +1,199 @@
+"""The graph backend: ``ctx.backend`` while a backward formula records a graph (``create_graph=True``).
+
+A backward formula is written once, against the backend interface (``ctx.backend.sum_to_shape``,
+``ctx.backend.act_bias_backward``, ``ctx.backend.xp.where``, ...) and Python operators. On the normal
+path those are the device backend's array methods. While recording (``gpugrad/autograd/graph.py``),
+the formula gets Tensors and this backend: the same methods, each a differentiable op. The heavy ones
+are Functions whose forward calls the real backend's fused kernel (so the first-order part of a
+double-backward graph runs the same fused CPU and CUDA passes) and whose backward is again written
+for both modes, so third and higher orders work.
+
+``xp`` functions given no Tensor run the real ``xp`` (constants: masks, index arithmetic); a backend
+method or ``xp`` function without a differentiable form raises instead of cutting the graph.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..autograd.function import GradError, named_error
+from ..tensor import Tensor
+
+
+def _has_tensor(args: tuple, kwargs: dict) -> bool:
+    for a in args:
+        if isinstance(a, Tensor) or (isinstance(a, (list, tuple)) and any(isinstance(x, Tensor) for x in a)):
+            return True
+    return any(isinstance(v, Tensor) for v in kwargs.values())
+
+
+class GraphXP:
+    """The ``xp`` of the graph backend: NumPy's names over Tensors, as gpugrad ops."""
+
+    def __init__(self, real_xp: Any) -> None:
+        self._xp = real_xp
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._xp, name)
+        if not callable(attr) or isinstance(attr, type):
+            return attr  # dtypes, constants
+        real = attr
+
+        def constant_only(*args: Any, **kwargs: Any) -> Any:
+            if _has_tensor(args, kwargs):
+                raise named_error(GradError,
+                    f"xp.{name}: no differentiable form for create_graph=True; a backward formula that calls "
+                    f"it on a gradient or saved value cannot record a graph. Use one the graph backend "
+                    f"defines (gpugrad/ops/graph.py: GraphXP) or add one there.")
+            return real(*args, **kwargs)
+        return constant_only
+
+    # -- elementwise
+    def where(self, cond, a, b):
+        if not _has_tensor((cond, a, b), {}):
+            return self._xp.where(cond, a, b)
+        from . import where
+        if isinstance(cond, Tensor):
+            cond = cond.data
+        return where(cond, a, b)
+
+    def exp(self, x):
+        return x.exp() if isinstance(x, Tensor) else self._xp.exp(x)
+
+    def log(self, x):
+        return x.log() if isinstance(x, Tensor) else self._xp.log(x)
+
+    def sqrt(self, x):
+        return x.sqrt() if isinstance(x, Tensor) else self._xp.sqrt(x)
+
+    def sin(self, x):
+        return x.sin() if isinstance(x, Tensor) else self._xp.sin(x)
+
+    def cos(self, x):
+        return x.cos() if isinstance(x, Tensor) else self._xp.cos(x)
+
+    def tanh(self, x):
+        return x.tanh() if isinstance(x, Tensor) else self._xp.tanh(x)
+
+    def sign(self, x):
+        """Piecewise constant: its derivative is zero, so the values of ``x`` are all it needs."""
+        return self._xp.sign(x.data if isinstance(x, Tensor) else x)
+
+    # -- reductions
+    def sum(self, x, axis=None, keepdims: bool = False):
+        if not isinstance(x, Tensor):
+            return self._xp.sum(x, axis=axis, keepdims=keepdims)
+        return x.sum(dim=axis, keepdim=keepdims)
+
+    def mean(self, x, axis=None, keepdims: bool = False):
+        if not isinstance(x, Tensor):
+            return self._xp.mean(x, axis=axis, keepdims=keepdims)
+        return x.mean(dim=axis, keepdim=keepdims)
+
+    # -- shapes
+    def broadcast_to(self, x, shape):
+        if not isinstance(x, Tensor):
+            return self._xp.broadcast_to(x, shape)
+        return x if tuple(x.shape) == tuple(shape) else x.expand(*shape)
+
+    def transpose(self, x, axes=None):
+        if not isinstance(x, Tensor):
+            return self._xp.transpose(x, axes)
+        return x.permute(*(tuple(range(x.ndim - 1, -1, -1)) if axes is None else tuple(axes)))
+
+    def swapaxes(self, x, a: int, b: int):
+        return x.transpose(a, b) if isinstance(x, Tensor) else self._xp.swapaxes(x, a, b)
+
+    def expand_dims(self, x, axis: int):
+        return x.unsqueeze(axis) if isinstance(x, Tensor) else self._xp.expand_dims(x, axis)
+
+    def squeeze(self, x, axis=None):
+        return x.squeeze(axis) if isinstance(x, Tensor) else self._xp.squeeze(x, axis)
+
+    def split(self, x, indices_or_sections, axis: int = 0):
+        if not isinstance(x, Tensor):
+            return self._xp.split(x, indices_or_sections, axis=axis)
+        n = x.shape[axis]
+        if isinstance(indices_or_sections, int):
+            k = n // indices_or_sections
+            bounds = list(range(0, n + 1, k))
+        else:
+            bounds = [0, *indices_or_sections, n]
+        pre = (slice(None),) * (axis % x.ndim)
+        return [x[pre + (slice(lo, hi),)] for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+class GraphBackend:
+    """A device backend's interface as differentiable ops over Tensors (see the module docstring)."""
+
+    records = True
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.device = real.device
+        self.name = real.name
+        self.xp = GraphXP(real.xp)
+
+    def __getattr__(self, name: str) -> Any:
+        raise named_error(GradError,
+            f"backend.{name}: no differentiable form for create_graph=True, so the backward formula that "
+            f"calls it cannot record a graph. Add one to gpugrad/ops/graph.py: GraphBackend (an op whose "
+            f"forward calls the {self.real.name} backend's {name} and whose backward is differentiable).")
+
+    def is_array(self, a) -> bool:
+        return isinstance(a, Tensor) or self.real.is_array(a)
+
+    def detach(self, a):
+        return a.data if isinstance(a, Tensor) else a
+
+    def sum_to_shape(self, g, shape: tuple):
+        if tuple(g.shape) == tuple(shape):
+            return g
+        if not isinstance(g, Tensor):
+            return self.real.sum_to_shape(g, shape)
+        from .reduction import SumToShape
+        return SumToShape.apply(g, shape=tuple(shape))
+
+    def getitem_backward(self, g, key, shape: tuple, advanced: bool):
+        from .shape import GetItemBackward
+        return GetItemBackward.apply(g, key=key, shape=shape, advanced=advanced)
+
+    def take_along_axis(self, x, idx, axis: int):
+        from .shape import TakeAlongAxis
+        return TakeAlongAxis.apply(x, idx, axis=axis)
+
+    def put_along_axis_backward(self, g, idx, axis: int, shape: tuple):
+        from .shape import PutAlongAxisBackward
+        return PutAlongAxisBackward.apply(g, idx, axis=axis, shape=shape)
+
+    def transfer(self, x, src, dtype):
+        from .shape import ToCopy
+        return ToCopy.apply(x, device=self.device, dtype=dtype)
+
+    def linear_backward(self, dz, x, w, need_dx: bool, need_dw: bool):
+        """The two GEMMs of a linear layer's backward as matmul ops (GEMMs, differentiable again)."""
+        return (dz @ w if need_dx else None), (dz.T @ x if need_dw else None)
+
+    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, slope: float = 0.01):
+        if act == "identity":
+            return dy, (self.sum_to_shape(dy, (dy.shape[-1],)) if with_bias else None)
+        raise named_error(GradError, f"act_bias_backward[{act}]: not yet differentiable")
+
+    def cross_entropy_backward(self, probs, target, g, mul: float = 1.0, ignore_index: int = -100,
+                               label_smoothing: float = 0.0):
+        from .loss import CrossEntropyBackward
+        return CrossEntropyBackward.apply(probs, g, target, mul=mul, ignore_index=ignore_index,
+                                          label_smoothing=label_smoothing)
+
+
+_cache: dict = {}
+
+
+def graph_backend(real: Any) -> GraphBackend:
+    """The graph backend over ``real`` (one per device backend)."""
+    gb = _cache.get(id(real))
+    if gb is None or gb.real is not real:
+        gb = _cache[id(real)] = GraphBackend(real)
+    return gb
+
+
+__all__ = ["GraphBackend", "GraphXP", "graph_backend"]
