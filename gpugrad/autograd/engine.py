@@ -344,9 +344,8 @@ def _call_backward(node, fn, grads_out: tuple, graph: bool, mask: tuple | None):
     ``graph``, recording: the formula gets Tensors, its saved values re-linked into the graph and the
     graph backend as ``ctx.backend`` (``gpugrad/autograd/graph.py``)."""
     needs = node.needs_input_grad
-    if mask is not None:
-        node.needs_input_grad = tuple(a and b for a, b in zip(needs, mask))
     if not graph:
+        node.needs_input_grad = tuple(a and b for a, b in zip(needs, mask))
         try:
             if fn.backward_consuming is None:
                 return fn.backward(node, *grads_out)
@@ -354,7 +353,10 @@ def _call_backward(node, fn, grads_out: tuple, graph: bool, mask: tuple | None):
         finally:
             node.needs_input_grad = needs
     from . import graph as _graph
+    # re-link first: nodes derived from this one take its recorded needs_input_grad, not the mask
     with _graph.recording(node):
+        if mask is not None:
+            node.needs_input_grad = tuple(a and b for a, b in zip(needs, mask))
         try:
             if fn.backward_consuming is None:
                 return fn.backward(node, *grads_out)

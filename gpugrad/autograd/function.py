@@ -249,7 +249,9 @@ def _make_apply(cls: type):
             _check_finite(backend, cls.op_name(), "forward output", out if isinstance(out, tuple) else (out,))
         if not isinstance(out, tuple):
             if out.__class__ is _np_generic or isinstance(out, _np_generic):  # NumPy's 0-d arithmetic
-                out = _asarray(out)
+                scalar, out = out, _asarray(out)
+                if ctx._to_save:  # saved as the output: the array it became (a higher order re-links it)
+                    ctx._to_save = tuple(out if a is scalar else a for a in ctx._to_save)
             # tensor._make_result inlined (one call less per op on the hot path): keep the two in step
             res = _new(Tensor)
             res.data = out

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from ..autograd.function import Context, Function
+from ..autograd.graph import input_tensor
 from ..kernels.activations import saves
 from ._common import check_broadcast
 
@@ -298,3 +299,89 @@ class Where(Function):
         xp = ctx.backend.xp
         return (None, s(xp.where(cond, g, zero), ctx.shapes[0]) if na else None,
                 s(xp.where(cond, zero, g), ctx.shapes[1]) if nb else None)
+
+
+# ---------------------------------------------------------------------------------------- higher orders
+# An activation's backward is ``dy * act'(z)`` evaluated from the array it saved (y, z or nothing). While
+# recording (create_graph), the graph backend runs it as ``ActDerivative``: its forward is the backend's
+# fused derivative pass, its backward the pass of the next order (``backend.act_derivative``, generated
+# from gpugrad/kernels/activations.py), and gradients with respect to z reach the op's inputs through
+# ``ActSaved.z``: the Tensor standing for the pre-activation in the graph.
+class ActSaved:
+    """What an activation's backward saved, while recording: ``value`` (the array: y, z or None) and
+    ``z``, the Tensor standing for the pre-activation in the graph (the op's input for an activation
+    op, a node over x, w, b for a fused linear layer). Its data may be ``value`` (only its place in
+    the graph, shape and dtype are used)."""
+
+    __slots__ = ("value", "z")
+
+    def __init__(self, value, z) -> None:
+        self.value, self.z = value, z
+
+
+def _carried(s) -> tuple:
+    """``(z Tensor or None, saved array)`` of what a formula passed as an activation's saved value."""
+    return (s.z, s.value) if isinstance(s, ActSaved) else (None, s)
+
+
+class ActDerivative(Function):
+    """``dy * d^order act / dz^order`` from the saved array ``s`` (``backend.act_derivative`` as an op):
+    differentiable in ``dy`` (the same pass) and in ``z`` (the pass of order + 1)."""
+
+    name = "act_derivative"
+
+    @staticmethod
+    def forward(ctx: Context, dy, z, s=None, act: str = "identity", params=(), order: int = 1):
+        ctx.act, ctx.params, ctx.order = act, params, order
+        ctx.save_for_backward(dy, s)
+        return ctx.backend.act_derivative(dy, s, act, params, order)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        return _act_derivative_backward(ctx, g)
+
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        dy, s = saved
+        ref = s if s is not None else dy
+        return input_tensor(ctx, 0, dy), ActSaved(s, input_tensor(ctx, 1, ref) if ctx._edges[1] is not None else None)
+
+
+class ActBiasBackward(Function):
+    """``(dz, db) = (dy * d^order act, dz summed over rows)`` in one pass (``backend.act_bias_backward``
+    as an op, for a fused linear layer with bias); ``db``'s gradient is broadcast back over rows."""
+
+    name = "act_bias_backward"
+
+    @staticmethod
+    def forward(ctx: Context, dy, z, s=None, act: str = "identity", params=(), order: int = 1):
+        ctx.act, ctx.params, ctx.order = act, params, order
+        ctx.save_for_backward(dy, s)
+        return ctx.backend.act_bias_backward(dy, s, act, True, params, order)
+
+    @staticmethod
+    def backward(ctx: Context, gdz, gdb):
+        return _act_derivative_backward(ctx, gdz + gdb)
+
+    graph_saved = ActDerivative.graph_saved
+
+
+def _act_derivative_backward(ctx: Context, g):
+    """The gradients of ``dy * D(z)`` (``D`` the activation's derivative of order ``ctx.order``):
+    ``g * D(z)`` for ``dy`` and ``g * dy * D'(z)`` for ``z``."""
+    dy, s = ctx.saved_tensors
+    be = ctx.backend
+    need_dy, need_z = ctx.needs_input_grad[:2]
+    gdy = be.act_derivative(g, s, ctx.act, ctx.params, ctx.order) if need_dy else None
+    gz = be.act_derivative(g * dy, s, ctx.act, ctx.params, ctx.order + 1) if need_z else None
+    return gdy, gz
+
+
+def _act_graph_saved(ctx: Context, saved: tuple) -> tuple:
+    """An activation op's saved value while recording: the array, with the op's input as its z."""
+    (v,) = saved
+    return (ActSaved(v, input_tensor(ctx, 0, v) if v is not None else None),)
+
+
+for _cls in (Tanh, Sigmoid, Relu, LeakyRelu, Gelu):
+    _cls.graph_saved = staticmethod(_act_graph_saved)

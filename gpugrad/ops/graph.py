@@ -173,10 +173,23 @@ class GraphBackend:
         """The two GEMMs of a linear layer's backward as matmul ops (GEMMs, differentiable again)."""
         return (dz @ w if need_dx else None), (dz.T @ x if need_dw else None)
 
-    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, slope: float = 0.01):
-        if act == "identity":
+    def act_backward(self, dy, s, act: str, params=None):
+        return self.act_derivative(dy, s, act, params, 1)
+
+    def act_derivative(self, dy, s, act: str, params=None, order: int = 1):
+        """``s``: an ``ActSaved`` (the saved array and the Tensor standing for z), see ops/elementwise.py."""
+        from .elementwise import ActDerivative, _carried
+        z, v = _carried(s)
+        return ActDerivative.apply(dy, z, s=v, act=act, params=params, order=order)
+
+    def act_bias_backward(self, dy, s, act: str, with_bias: bool, params=None, order: int = 1):
+        if act == "identity" and order == 1:
             return dy, (self.sum_to_shape(dy, (dy.shape[-1],)) if with_bias else None)
-        raise named_error(GradError, f"act_bias_backward[{act}]: not yet differentiable")
+        if not with_bias:
+            return self.act_derivative(dy, s, act, params, order), None
+        from .elementwise import ActBiasBackward, _carried
+        z, v = _carried(s)
+        return ActBiasBackward.apply(dy, z, s=v, act=act, params=params, order=order)
 
     def cross_entropy_backward(self, probs, target, g, mul: float = 1.0, ignore_index: int = -100,
                                label_smoothing: float = 0.0):

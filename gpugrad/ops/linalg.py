@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..autograd.function import Context, Function, named_error
+from ..autograd.graph import derived_node, input_tensor
 from ..kernels.activations import ACTIVATIONS
 
 _ACTS = frozenset(ACTIVATIONS)
@@ -118,3 +119,21 @@ class FusedLinear(Function):
             dx = dx.reshape(ctx.xshape)
         return dx, dw, db
 
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """While recording: ``x`` and ``w`` re-linked to the inputs; the activation's saved array (y or
+        z, the pre-reshape 2-D array) with the pre-activation ``z = x @ w.T + b`` as a node over x, w,
+        b (an identity fused linear node, no GEMM rerun) through which its gradient reaches them."""
+        from .elementwise import ActSaved
+        x, w, s = saved
+        xt = input_tensor(ctx, 0, x) if x is not None else None
+        wt = input_tensor(ctx, 1, w) if w is not None else None
+        if s is None:
+            return xt, wt, s
+        (z,) = derived_node(ctx, FusedLinear, (0, 1, 2), (s,), saved=(x, w, None), act="identity",
+                            params=_IDENTITY, has_bias=ctx.has_bias, xshape=ctx.xshape)
+        return xt, wt, ActSaved(s, z)
+
+
+
+_IDENTITY = ()  # identity's parameters (none)
