@@ -466,7 +466,8 @@ def test_functional_strict_and_argument_errors():
 # ------------------------------------------------------------------------------------------------ MLPs
 def _mlp(cfg: dict, device: str = "cpu") -> nn.MLP:
     """``nn.MLP`` (fused Linear + activation blocks) with record_torch's float64 weights."""
-    net = nn.MLP(cfg["sizes"], activation=cfg["activation"], dtype=f64, device=device)
+    kw = {"activation_params": cfg["activation_params"]} if "activation_params" in cfg else {}
+    net = nn.MLP(cfg["sizes"], activation=cfg["activation"], dtype=f64, device=device, **kw)
     layers = [b.linear for b in net.blocks] + [net.head]
     with gg.no_grad():
         for lin, (w, b) in zip(layers, record_torch.mlp_params(cfg["sizes"], cfg["seed"])):
@@ -653,3 +654,55 @@ def test_checkpointed_mlp_pinn_loss_equals_the_plain_one():
         grads.append([p.grad.numpy() for p in net.parameters()])
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+
+
+# ------------------------------------------------------------------------------------------------ fused passes
+def test_cpu_fused_derivative_passes_run_inside_the_recorded_graph(monkeypatch):
+    """The first-order part of a create_graph backward runs the backend's fused passes (a Numba pass
+    for ReLU on the CPU), recorded as ops; the second backward runs them again, order 1 and 2."""
+    from gpugrad.backends import cpu_numba
+    calls = []
+    orig = cpu_numba.deriv_kernel
+
+    def counting(act, dtype, order):
+        calls.append((act, order))
+        return orig(act, dtype, order)
+    monkeypatch.setattr(cpu_numba, "deriv_kernel", counting)
+    rng = np.random.default_rng(5)
+    net = nn.MLP([3, 16, 16, 1], activation="relu", dtype=f64)
+    x = t64(rng.standard_normal((8, 3)))
+    y = net(x).sum()
+    calls.clear()
+    (g,) = gg.autograd.grad(y, x, create_graph=True)
+    assert calls.count(("relu", 1)) == 2  # one fused pass per hidden layer, in the recorded graph
+    assert g.grad_fn._fn.__name__ == "MatMul"
+    calls.clear()
+    (g * g).sum().backward()
+    assert ("relu", 1) in calls
+    assert all(b.linear.weight.grad is not None for b in net.blocks)  # (a ReLU net's g does not depend on its biases)
+
+
+def test_cuda_kernels_run_inside_the_recorded_graph(on_cuda, monkeypatch):
+    """On device "cuda" (the strict stand-in: a kernel that fails raises, no fallback) the recorded
+    first-order passes and the second backward's order-2 passes are the CUDA C kernels."""
+    from gpugrad.kernels import cuda_c
+    seen = []
+    for name in ("act_backward", "act_bias_grad", "softmax_xent_backward"):
+        orig = getattr(cuda_c, name)
+
+        def wrap(*a, _orig=orig, _name=name, **k):
+            seen.append((_name, a[4 if _name == "act_bias_grad" else 3] if _name != "softmax_xent_backward" else "",
+                         k.get("order", a[6] if _name == "act_bias_grad" and len(a) > 6 else
+                               a[5] if _name == "act_backward" and len(a) > 5 else 1)))
+            return _orig(*a, **k)
+        monkeypatch.setattr(cuda_c, name, wrap)
+    rng = np.random.default_rng(6)
+    net = nn.MLP([3, 16, 16, 4], activation="tanh", device="cuda", dtype=f64)
+    x = gg.tensor(rng.standard_normal((8, 3)), device="cuda", requires_grad=True)
+    t = gg.tensor(rng.integers(0, 4, 8), device="cuda")
+    (g,) = gg.autograd.grad(F.cross_entropy(net(x), t), x, create_graph=True)
+    assert ("softmax_xent_backward", "", 1) in seen and ("act_backward", "tanh", 1) in seen
+    seen.clear()
+    (g * g).sum().backward()
+    assert ("act_backward", "tanh", 2) in seen or ("act_bias_grad", "tanh", 2) in seen
+    assert all(p.grad is not None for p in net.parameters())

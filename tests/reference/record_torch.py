@@ -322,9 +322,12 @@ def mlp_params(sizes: list, seed: int) -> list:
     return out
 
 
-def _torch_mlp(torch, params: list, act: str):
+def _torch_mlp(torch, params: list, act: str, act_kwargs: dict | None = None):
     ws = [(torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True)) for w, b in params]
-    f = getattr(torch.nn.functional, act)
+    fn = getattr(torch.nn.functional, act)
+
+    def f(x):
+        return fn(x, **(act_kwargs or {}))
 
     def net(x):
         for i, (w, b) in enumerate(ws):
@@ -342,10 +345,10 @@ def param_signature(grads, seed: int = 11) -> list:
     return [[float(g.sum()), float((g * g).sum()), float((g * rng.standard_normal(g.shape)).sum())] for g in grads]
 
 
-# The Eikonal loss of a signed-distance field, on a 4x256 softplus MLP (2-D points): a surface term
-# (f = 0 on a circle of radius 0.5) plus the Eikonal term mean((|grad_x f| - 1)^2).
-EIKONAL = {"sizes": [2, 256, 256, 256, 256, 1], "activation": "softplus", "seed": 21, "n": 128, "n_surface": 32,
-           "weight": 0.1}
+# The Eikonal loss of a signed-distance field, on a 4x256 softplus MLP (2-D points; beta = 100 as in IGR):
+# a surface term (f = 0 on a circle of radius 0.5) plus the Eikonal term mean((|grad_x f| - 1)^2).
+EIKONAL = {"sizes": [2, 256, 256, 256, 256, 1], "activation": "softplus", "activation_params": {"beta": 100.0},
+           "seed": 21, "n": 128, "n_surface": 32, "weight": 0.1}
 
 
 def eikonal_points(cfg: dict):
@@ -357,7 +360,7 @@ def eikonal_points(cfg: dict):
 
 def _eikonal(torch) -> dict:
     cfg = EIKONAL
-    net, params = _torch_mlp(torch, mlp_params(cfg["sizes"], cfg["seed"]), cfg["activation"])
+    net, params = _torch_mlp(torch, mlp_params(cfg["sizes"], cfg["seed"]), cfg["activation"], cfg["activation_params"])
     xs, surf = eikonal_points(cfg)
     x = torch.tensor(xs, requires_grad=True)
     f = net(x)
