@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..autograd.function import Context, Function, named_error
-from ..autograd.graph import derived_node, input_tensor
+from ..autograd.graph import input_tensor, output_tensor
 from ..kernels.activations import ACTIVATIONS
 
 _ACTS = frozenset(ACTIVATIONS)
@@ -105,12 +105,16 @@ class FusedLinear(Function):
         return y.reshape(x.shape[:-1] + (w.shape[0],)) if x.ndim != 2 else y
 
     @staticmethod
-    def backward(ctx: Context, g):
+    def backward(ctx: Context, g, gz=None):
         x, w, saved = ctx.saved_tensors
         be = ctx.backend
         nx, nw, nb = ctx.needs_input_grad
         g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
         dz, db = be.act_bias_backward(g2, saved, ctx.act, nb, ctx.slope)
+        if gz is not None:  # the pre-activation's own gradient (a higher-order backward: graph_saved)
+            dz = dz + gz
+            if nb:
+                db = db + be.sum_to_shape(gz, (gz.shape[-1],))
         x2 = None
         if nw:
             x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
@@ -122,18 +126,15 @@ class FusedLinear(Function):
     @staticmethod
     def graph_saved(ctx: Context, saved: tuple) -> tuple:
         """While recording: ``x`` and ``w`` re-linked to the inputs; the activation's saved array (y or
-        z, the pre-reshape 2-D array) with the pre-activation ``z = x @ w.T + b`` as a node over x, w,
-        b (an identity fused linear node, no GEMM rerun) through which its gradient reaches them."""
+        z, the 2-D array before any reshape) with the pre-activation ``z = x @ w.T + b`` as a second
+        output of this node, added now: a gradient that reaches z joins the layer's own ``dz`` in
+        :meth:`backward` (``gz``) before its two GEMMs, so a double backward runs them once per layer."""
         from .elementwise import ActSaved
         x, w, s = saved
         xt = input_tensor(ctx, 0, x) if x is not None else None
         wt = input_tensor(ctx, 1, w) if w is not None else None
         if s is None:
             return xt, wt, s
-        (z,) = derived_node(ctx, FusedLinear, (0, 1, 2), (s,), saved=(x, w, None), act="identity",
-                            params=_IDENTITY, has_bias=ctx.has_bias, xshape=ctx.xshape)
-        return xt, wt, ActSaved(s, z)
-
-
-
-_IDENTITY = ()  # identity's parameters (none)
+        if len(ctx._out_meta) == 1:
+            ctx._out_meta = ctx._out_meta + ((s.shape, s.dtype),)
+        return xt, wt, ActSaved(s, output_tensor(ctx, 1, s))
