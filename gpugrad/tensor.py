@@ -248,7 +248,7 @@ class Tensor:
         ``create_graph`` the gradients carry their own graph, to be differentiated again
         (``retain_graph`` defaults to ``create_graph``), as in PyTorch."""
         from .autograd.engine import backward
-        backward(self, grad, retain_graph=retain_graph, inputs=inputs, create_graph=create_graph)
+        backward(self, grad, retain_graph=retain_graph, create_graph=create_graph, inputs=inputs)
 
     def retain_grad(self) -> None:
         """Keep ``.grad`` for this non-leaf tensor after backward."""

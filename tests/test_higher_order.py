@@ -79,6 +79,17 @@ def test_backward_create_graph_sets_grad_with_graph_and_retains():
     np.testing.assert_allclose(x.grad.numpy(), 6 * x.numpy() ** 2)
 
 
+def test_autograd_backward_takes_pytorchs_arguments():
+    x = t64([1.0, 2.0])
+    y1, y2 = (x * x).sum(), x.exp()
+    gg.autograd.backward([y1, y2], [None, t64([1.0, 0.5], grad=False)], create_graph=True)
+    assert x.grad.requires_grad
+    np.testing.assert_allclose(x.grad.numpy(), 2 * x.numpy() + np.exp(x.numpy()) * [1.0, 0.5])
+    w = t64([3.0])
+    gg.autograd.backward((x * w).sum(), inputs=[w])
+    np.testing.assert_allclose(w.grad.numpy(), [3.0])
+
+
 def test_create_graph_with_retain_graph_false_frees_the_graph():
     x = t64([1.5])
     y = (x ** 3).sum()

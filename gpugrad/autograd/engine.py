@@ -468,30 +468,43 @@ def _simple(t: type) -> bool:
     return t in (ValueError, TypeError, IndexError, RuntimeError, FloatingPointError, ZeroDivisionError)
 
 
-def backward(tensor, grad=None, retain_graph: bool | None = None, inputs: Sequence | None = None,
-             create_graph: bool = False) -> None:
-    """``tensor.backward()``: gradients of ``tensor`` into every leaf's ``.grad``. With
-    ``create_graph`` the gradients carry their own graph (``retain_graph`` then defaults to True)."""
-    _backward_checks(tensor)
+def backward(tensors, grad_tensors=None, retain_graph: bool | None = None, create_graph: bool = False,
+             inputs: Sequence | None = None) -> None:
+    """``gg.autograd.backward`` (PyTorch's arguments): the gradients of ``tensors`` (a Tensor or a
+    sequence, weighted by ``grad_tensors``: None for scalars) accumulated into every leaf's ``.grad``
+    (only into ``inputs``' when given). With ``create_graph`` the gradients carry their own graph
+    (``retain_graph`` then defaults to True) and ``.grad`` accumulates out of place."""
+    Tensor = _lazy.Tensor or _lazy.load() or _lazy.Tensor
+    outs = [tensors] if isinstance(tensors, Tensor) else list(tensors)
+    if grad_tensors is None:
+        gts = [None] * len(outs)
+    else:
+        gts = [grad_tensors] if isinstance(grad_tensors, Tensor) or not isinstance(grad_tensors, (list, tuple)) \
+            else list(grad_tensors)
+    if len(gts) != len(outs):
+        raise named_error(ValueError, f"backward: {len(outs)} tensor(s) but {len(gts)} grad_tensors; give one per "
+                          "tensor (None for a scalar)")
     if retain_graph is None:
         retain_graph = create_graph
-    g = _root_grad(tensor, grad, "backward", create_graph)
-    if inputs is not None:
-        inputs = [inputs] if isinstance(inputs, _lazy.Tensor) else list(inputs)
-        grads = run_backward([tensor], [g], retain_graph=retain_graph, inputs=inputs, accumulate=False,
-                             create_graph=create_graph)
-        from ..tensor import Tensor
-        for t, gi in zip(inputs, grads):
-            if gi is None:
-                continue
-            if create_graph:
-                t.grad = gi if t.grad is None else t.grad + gi
-            elif t.grad is None:
-                t.grad = Tensor._wrap(gi.copy(), t._device)
-            else:
-                t.grad.data += gi
+    for t in outs:
+        _backward_checks(t)
+    roots = list(outs)
+    rgs = [_root_grad(t, g, "backward", create_graph) for t, g in zip(outs, gts)]
+    if inputs is None:
+        run_backward(roots, rgs, retain_graph=retain_graph, create_graph=create_graph)
         return
-    run_backward([tensor], [g], retain_graph=retain_graph, create_graph=create_graph)
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    grads = run_backward(roots, rgs, retain_graph=retain_graph, inputs=inputs, accumulate=False,
+                         create_graph=create_graph)
+    for t, gi in zip(inputs, grads):
+        if gi is None:
+            continue
+        if create_graph:
+            t.grad = gi if t.grad is None else t.grad + gi
+        elif t.grad is None:
+            t.grad = Tensor._wrap(gi.copy(), t._device)
+        else:
+            t.grad.data += gi
 
 
 def _backward_checks(tensor) -> None:
