@@ -24,7 +24,7 @@ from .autograd import engine as _engine
 from .autograd import function as _function
 from .autograd import saved as _saved
 from .autograd.function import Context, Function, GradError, named_error
-from .autograd.graph import is_recording
+from .autograd.higher_order import is_recording
 from .autograd.grad_mode import STATE, enable_grad, no_grad
 from . import backends as _backends
 from .backends import get_backend

@@ -168,7 +168,7 @@ def run_backward(roots: Sequence, root_grads: Sequence, retain_graph: bool = Fal
     With ``consume`` the lists ``roots`` and ``root_grads`` (the caller's own) are emptied once read,
     so the root tensors and their gradients are freed as soon as the graph no longer needs them.
     With ``create_graph`` the gradients are Tensors and every backward formula records its own graph
-    (``gpugrad/autograd/graph.py``), so they can be differentiated again; ``root_grads`` are then
+    (``gpugrad/autograd/higher_order.py``), so they can be differentiated again; ``root_grads`` are then
     Tensors too. The walk does not run the nodes in ``stop`` nor go past them (their gradients can
     still be captured through ``inputs``)."""
     run = _Run()
@@ -342,7 +342,7 @@ def _zeros(node, shape: tuple, dtype, graph: bool):
 def _call_backward(node, fn, grads_out: tuple, graph: bool, mask: tuple | None):
     """Run ``node``'s backward asked only for the inputs in ``mask`` (None: as recorded) and, with
     ``graph``, recording: the formula gets Tensors, its saved values re-linked into the graph and the
-    graph backend as ``ctx.backend`` (``gpugrad/autograd/graph.py``)."""
+    graph backend as ``ctx.backend`` (``gpugrad/autograd/higher_order.py``)."""
     needs = node.needs_input_grad
     if not graph:
         node.needs_input_grad = tuple(a and b for a, b in zip(needs, mask))
@@ -352,9 +352,9 @@ def _call_backward(node, fn, grads_out: tuple, graph: bool, mask: tuple | None):
             return fn.backward_consuming(node, list(grads_out))
         finally:
             node.needs_input_grad = needs
-    from . import graph as _graph
+    from . import higher_order as _higher
     # re-link first: nodes derived from this one take its recorded needs_input_grad, not the mask
-    with _graph.recording(node):
+    with _higher.recording(node):
         if mask is not None:
             node.needs_input_grad = tuple(a and b for a, b in zip(needs, mask))
         try:

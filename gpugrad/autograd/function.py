@@ -93,7 +93,7 @@ class Context:
         Each entry of ``_versions`` is ``(version counter, version, array, link)``: ``link`` is the
         positional input the array was passed as (``i >= 0``) or the output it is (``-1 - j``), so a
         higher-order backward can re-link it to that input's or output's place in the graph
-        (``gpugrad/autograd/graph.py``). A plain array argument gets the constant counter ``_NO_VC``."""
+        (``gpugrad/autograd/higher_order.py``). A plain array argument gets the constant counter ``_NO_VC``."""
         versions = []
         tracked = []
         for a in self._to_save:

@@ -71,7 +71,7 @@ class Backend:
         self.xp.add.at(target, index, values)
 
     # Methods a backward formula calls where array and Tensor spellings differ; the graph backend
-    # (gpugrad/ops/graph.py) gives each a differentiable form, so one formula serves both modes.
+    # (gpugrad/ops/graph_backend.py) gives each a differentiable form, so one formula serves both modes.
     def detach(self, a):
         """The values of ``a`` without any graph: ``a`` itself for an array (the graph backend gives a
         Tensor's data). For piecewise-constant factors (masks, signs, tie counts)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from ..autograd.function import Context, Function
-from ..autograd.graph import input_tensor
+from ..autograd.higher_order import input_tensor
 from ..kernels.activations import saves
 from ._common import check_broadcast
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..autograd.function import Context, Function, named_error
-from ..autograd.graph import input_tensor, output_tensor
+from ..autograd.higher_order import input_tensor, output_tensor
 from ..kernels.activations import ACTIVATIONS
 
 _ACTS = frozenset(ACTIVATIONS)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..autograd.function import Context, Function, named_error
-from ..autograd.graph import derived_node
+from ..autograd.higher_order import derived_node
 
 _REDUCTIONS = ("mean", "sum", "none")
 

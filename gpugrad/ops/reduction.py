@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.function import Context, Function
-from ..autograd.graph import derived_node
+from ..autograd.higher_order import derived_node
 from ._common import expand_reduced, norm_dim
 
 

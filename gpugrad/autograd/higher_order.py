@@ -13,7 +13,7 @@ cost) and on Tensors. While the engine records (``backward(create_graph=True)``,
   ``graph_saved(ctx, saved)`` static method, usually as the output of a :func:`derived_node` (a node
   of an existing Function standing for how the forward computed it, without recomputing it);
   without one the engine raises instead of treating the value as a constant;
-- the graph backend (``gpugrad/ops/graph.py``) as ``ctx.backend``: the backend's methods as
+- the graph backend (``gpugrad/ops/graph_backend.py``) as ``ctx.backend``: the backend's methods as
   differentiable ops whose forward runs the real backend's fused kernel (so the first-order part of a
   double-backward graph runs the same fused CPU/CUDA passes) and whose own backward is again written
   for both modes (third and higher orders).
@@ -86,7 +86,7 @@ def relink(ctx: Context, saved: tuple) -> tuple:
                     f"a saved intermediate value (shape {tuple(a.shape)}, {a.dtype}) that is neither an input "
                     f"nor an output, so its dependence on the inputs would be lost. Fix (for the op's author): "
                     f"give {ctx.op_name}'s Function a graph_saved(ctx, saved) static method that re-links it "
-                    "(see gpugrad/autograd/graph.py), or save inputs/outputs only.")
+                    "(see gpugrad/autograd/higher_order.py), or save inputs/outputs only.")
             out.append(a)
         elif k >= 0:
             out.append(input_tensor(ctx, k, a))
@@ -140,7 +140,7 @@ def recording(node: Context) -> Iterator[None]:
     """Run ``node``'s backward formula on Tensors: the graph backend as ``node.backend`` and the
     saved values re-linked (``fn.graph_saved`` when the op defines it, else :func:`relink`); both
     restored afterwards."""
-    from ..ops.graph import graph_backend  # late: ops sit above autograd
+    from ..ops.graph_backend import graph_backend  # late: ops sit above autograd
     be = node.backend
     saved = node._to_save
     fn = node._fn

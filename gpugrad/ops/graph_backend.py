@@ -2,7 +2,7 @@
 
 A backward formula is written once, against the backend interface (``ctx.backend.sum_to_shape``,
 ``ctx.backend.act_bias_backward``, ``ctx.backend.xp.where``, ...) and Python operators. On the normal
-path those are the device backend's array methods. While recording (``gpugrad/autograd/graph.py``),
+path those are the device backend's array methods. While recording (``gpugrad/autograd/higher_order.py``),
 the formula gets Tensors and this backend: the same methods, each a differentiable op. The heavy ones
 are Functions whose forward calls the real backend's fused kernel (so the first-order part of a
 double-backward graph runs the same fused CPU and CUDA passes) and whose backward is again written
@@ -43,7 +43,7 @@ class GraphXP:
                 raise named_error(GradError,
                     f"xp.{name}: no differentiable form for create_graph=True; a backward formula that calls "
                     f"it on a gradient or saved value cannot record a graph. Use one the graph backend "
-                    f"defines (gpugrad/ops/graph.py: GraphXP) or add one there.")
+                    f"defines (gpugrad/ops/graph_backend.py: GraphXP) or add one there.")
             return real(*args, **kwargs)
         return constant_only
 
@@ -136,7 +136,7 @@ class GraphBackend:
     def __getattr__(self, name: str) -> Any:
         raise named_error(GradError,
             f"backend.{name}: no differentiable form for create_graph=True, so the backward formula that "
-            f"calls it cannot record a graph. Add one to gpugrad/ops/graph.py: GraphBackend (an op whose "
+            f"calls it cannot record a graph. Add one to gpugrad/ops/graph_backend.py: GraphBackend (an op whose "
             f"forward calls the {self.real.name} backend's {name} and whose backward is differentiable).")
 
     def is_array(self, a) -> bool:
