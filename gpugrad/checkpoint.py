@@ -243,7 +243,7 @@ def checkpoint(fn: Callable, *args: Any, preserve_rng_state: bool = True, use_re
                     for i, o in enumerate(outs))
     ctx._out_meta = tuple((o.data.shape, o.data.dtype) for o in outs)
     ctx.save_for_backward(*(t.data for t in inputs))
-    ctx._finalize(inputs, [t.data for t in inputs], wrapped)
+    ctx._finalize(inputs, (), wrapped)
     tmpl_args, tmpl_kwargs = _fill(args, kwargs, tuple(slots), [None] * len(inputs))
     ctx._ckpt = _State(fn, tuple(tmpl_args), tmpl_kwargs, tuple(slots),
                        tuple((t._requires_grad, t._device, t._vc) for t in inputs),

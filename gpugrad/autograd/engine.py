@@ -227,19 +227,21 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
     push, pop = heapq.heappush, heapq.heappop
     prev_mode = STATE.grad_enabled
     STATE.grad_enabled = graph  # no_grad() without the context-manager frames (recording when graph)
+    special = graph or needed is not None or bool(stop)  # else: the plain backward, as lean as it was
+    mask = None
     try:
         while ready:
             node = pop(ready)[2]
             buf = buffers.pop(node, None) or {}
             if node._retained or node._hooks or capture:
                 _visit_outputs(node, buf, capture, results, graph)
-            if node in stop:
-                continue
-            mask = None
-            if needed is not None:
-                mask = needed.get(node)
-                if mask is None:  # leads to no input: its own gradient was all that was wanted
+            if special:
+                if node in stop:
                     continue
+                if needed is not None:
+                    mask = needed.get(node)
+                    if mask is None:  # leads to no input: its own gradient was all that was wanted
+                        continue
             meta = node._out_meta
             if len(meta) == 1 and 0 in buf:
                 grads_out = (buf[0][0],)
@@ -248,7 +250,7 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
                                   for i, (shape, dtype) in enumerate(meta))
             fn = node._fn
             try:
-                if graph or mask is not None:
+                if special:
                     grads_in = _call_backward(node, fn, grads_out, graph, mask)
                     buf = grads_out = None
                 elif fn.backward_consuming is None:
@@ -268,15 +270,16 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
                 raise named_error(GradError,
                     f"{fn.op_name()}: backward returned {len(grads_in)} gradients, expected {len(edges)} "
                     "(one per positional input of forward; use None for inputs without gradient)")
-            if graph:
-                grads_in = _as_tensors(node, grads_in)
+            if special:
+                if graph:
+                    grads_in = _as_tensors(node, grads_in)
+                if mask is not None:  # gg.autograd.grad: nothing flows along edges that lead to no input
+                    grads_in = tuple(g if m else None for g, m in zip(grads_in, mask))
             if anomaly:
                 _check_finite(node.backend, fn.op_name(), "backward gradient",
                               [getattr(g, "data", g) for g in grads_in] if graph else grads_in)
             if not retain_graph:
                 node.release()
-            if mask is not None:  # gg.autograd.grad: nothing flows along edges that lead to no input
-                grads_in = tuple(g if m else None for g, m in zip(grads_in, mask))
             for e, g in zip(edges, grads_in):
                 if e is None:
                     continue
@@ -345,6 +348,8 @@ def _call_backward(node, fn, grads_out: tuple, graph: bool, mask: tuple | None):
     graph backend as ``ctx.backend`` (``gpugrad/autograd/higher_order.py``)."""
     needs = node.needs_input_grad
     if not graph:
+        if mask is None:
+            mask = needs
         node.needs_input_grad = tuple(a and b for a, b in zip(needs, mask))
         try:
             if fn.backward_consuming is None:

@@ -87,36 +87,38 @@ class Context:
         fn = self._fn
         return fn.op_name() if fn is not None else "op"
 
-    def _finalize(self, args: tuple, arrays: list, outputs: tuple) -> None:
-        """Link saved arrays to the values they are (versions) and count the graph's bytes.
+    def _finalize(self, tensor_args: list, arrays: list, outputs: tuple) -> None:
+        """Link saved arrays to the tensors they belong to (versions) and count the graph's bytes.
 
-        Each entry of ``_versions`` is ``(version counter, version, array, link)``: ``link`` is the
-        positional input the array was passed as (``i >= 0``) or the output it is (``-1 - j``), so a
-        higher-order backward can re-link it to that input's or output's place in the graph
-        (``gpugrad/autograd/higher_order.py``). A plain array argument gets the constant counter ``_NO_VC``."""
+        Each entry of ``_versions`` is ``(version counter, version, array, link)``, ``link`` saying what
+        the array was, for a higher-order backward to re-link it into the graph
+        (``gpugrad/autograd/higher_order.py``): the input Tensor itself, the output's index, or None for
+        a plain array argument (``arrays``: the positional arguments as passed to forward)."""
         versions = []
         tracked = []
         for a in self._to_save:
             if a is None or not hasattr(a, "nbytes"):
                 continue
-            link = -1
-            for i, arr in enumerate(arrays):
-                if arr is a:
-                    link = i
+            owner = None
+            for t in tensor_args:
+                if t.data is a:
+                    owner = t
                     break
-            if link >= 0:
-                owner = args[link]
-                if owner is a:  # a plain array argument: counted, no version to check
-                    versions.append((_NO_VC, 0, a, link))
-                else:
-                    versions.append((owner._vc, owner._vc[0], a, link))
-                    if owner._grad_fn is None:
-                        continue  # a leaf's data lives anyway: not counted
+            if owner is not None:
+                versions.append((owner._vc, owner._vc[0], a, owner))
+                if owner._grad_fn is None:
+                    continue  # a leaf's data lives anyway: not counted
             else:
                 for j, t in enumerate(outputs):
-                    if t.data is a:
-                        versions.append((t._vc, t._vc[0], a, -1 - j))
+                    d = t.data  # (NumPy's 0-d arithmetic gives a scalar, which became a 0-d array output)
+                    if d is a or (isinstance(a, _np_generic) and d.ndim == 0 and d.dtype == a.dtype and d == a):
+                        versions.append((t._vc, t._vc[0], a, j))
                         break
+                else:
+                    for arr in arrays:
+                        if arr is a:  # a plain array argument: a constant, no version to check
+                            versions.append((_NO_VC, 0, a, None))
+                            break
             _saved.track(a)
             tracked.append(a)
         self._versions = versions
@@ -249,9 +251,7 @@ def _make_apply(cls: type):
             _check_finite(backend, cls.op_name(), "forward output", out if isinstance(out, tuple) else (out,))
         if not isinstance(out, tuple):
             if out.__class__ is _np_generic or isinstance(out, _np_generic):  # NumPy's 0-d arithmetic
-                scalar, out = out, _asarray(out)
-                if ctx._to_save:  # saved as the output: the array it became (a higher order re-links it)
-                    ctx._to_save = tuple(out if a is scalar else a for a in ctx._to_save)
+                out = _asarray(out)
             # tensor._make_result inlined (one call less per op on the hot path): keep the two in step
             res = _new(Tensor)
             res.data = out
@@ -266,13 +266,13 @@ def _make_apply(cls: type):
                 if record:  # an integer output of a recorded op: the node still gets its metadata
                     _link(ctx, cls, edges, ((out.shape, out.dtype),))
                     if ctx._to_save:
-                        ctx._finalize(args, arrays, (res,))
+                        ctx._finalize(tensor_args, arrays, (res,))
                 return res
             res._requires_grad = True
             res._grad_fn = ctx
             _link(ctx, cls, edges, ((out.shape, out.dtype),))
             if ctx._to_save:
-                ctx._finalize(args, arrays, (res,))
+                ctx._finalize(tensor_args, arrays, (res,))
             return res
         make = _lazy.make_result
         if not record:
@@ -284,7 +284,7 @@ def _make_apply(cls: type):
             make(o, dev, ctx if (o.dtype.kind == "f" and not any(o is n for n in non_diff)) else None, i)
             for i, o in enumerate(out))
         ctx._out_meta = tuple((r.data.shape, r.data.dtype) for r in results)
-        ctx._finalize(args, arrays, results)
+        ctx._finalize(tensor_args, arrays, results)
         return results
 
     apply._gg_generated = True  # type: ignore[attr-defined]

@@ -27,40 +27,36 @@ import contextlib
 from typing import Any, Iterator
 
 from . import saved as _saved
-from .function import _NO_VC, Context, GradError, _lazy, _link, named_error
+from .function import Context, GradError, _lazy, _link, named_error
 
 
 def input_tensor(ctx: Context, i: int, arr) -> Any:
-    """Input ``i`` of ``ctx`` as a Tensor in the graph, with ``arr`` as its data (the saved array,
-    or only a stand-in of its shape and dtype when the formula never reads it: see ``ActSaved``).
-    An input that needs no gradient is a constant: a Tensor without graph when it is floating point
-    (so formulas combine it with Tensors: ``a @ g``), else ``arr`` itself (masks, class indices)."""
+    """Input ``i`` of ``ctx`` as a Tensor in the graph, by its edge, with ``arr`` as its data (only a
+    stand-in of its shape and dtype where the formula never reads it: see ``ActSaved``); a constant
+    (a Tensor without graph, or ``arr`` itself when not floating point) if it needs no gradient."""
     edge = ctx._edges[i] if i < len(ctx._edges) else None
-    if edge is not None and edge[1] < 0:
+    if edge is None:
+        return _constant(ctx, arr)
+    if edge[1] < 0:
         return edge[0]  # the leaf itself
-    if edge is None and arr.dtype.kind not in "fc":
-        return arr
-    vc = None
-    for e in ctx._versions:
-        if e[3] == i and e[2] is arr:
-            vc = e[0] if e[0] is not _NO_VC else None
-            break
-    return _lazy.make_result(arr, _device(ctx), edge[0] if edge is not None else None,
-                             edge[1] if edge is not None else 0, vc)
+    return _lazy.make_result(arr, _device(ctx), edge[0], edge[1])
 
 
-def output_tensor(ctx: Context, j: int, arr) -> Any:
+def output_tensor(ctx: Context, j: int, arr, vc=None) -> Any:
     """Output ``j`` of ``ctx`` as a Tensor whose ``grad_fn`` is ``ctx`` (gradients that reach it run
     ``ctx``'s backward again); ``arr`` itself if that output is not differentiable."""
     meta = ctx._out_meta
     if j >= len(meta) or meta[j][1].kind != "f" or any(arr is n for n in ctx._non_diff):
         return arr
-    vc = None
-    for e in ctx._versions:
-        if e[3] == -1 - j and e[2] is arr:
-            vc = e[0]
-            break
     return _lazy.make_result(arr, _device(ctx), ctx, j, vc)
+
+
+def _constant(ctx: Context, arr) -> Any:
+    """A value without gradient: a Tensor when floating point (formulas combine it with Tensors,
+    ``a @ g``), the array itself otherwise (masks, class indices)."""
+    if arr.dtype.kind not in "fc":
+        return arr
+    return _lazy.make_result(arr, _device(ctx), None, 0)
 
 
 def _device(ctx: Context):
@@ -68,30 +64,35 @@ def _device(ctx: Context):
 
 
 def relink(ctx: Context, saved: tuple) -> tuple:
-    """The default re-linking of ``saved`` (what ``ctx.saved_tensors`` returns while recording): each
-    array to the input or output it was (``Context._finalize`` recorded which), a non-float array
-    unchanged (a constant: masks, indices). A float array that is neither is an intermediate value
-    whose dependence on the inputs would be lost: an error naming the op."""
-    links = {id(e[2]): e[3] for e in ctx._versions}
+    """The default re-linking of ``saved`` (what ``ctx.saved_tensors`` returns while recording):
+    each array to the input Tensor or the output it was (``Context._finalize`` recorded which); a
+    plain array argument or a non-float array is a constant (masks, indices). A float array that is
+    none of these is an intermediate whose dependence on the inputs would be lost: an error naming the op."""
+    links = {id(e[2]): e for e in ctx._versions}
+    Tensor = _lazy.Tensor
     out = []
     for a in saved:
         if a is None or not hasattr(a, "dtype") or not hasattr(a, "nbytes"):
             out.append(a)
             continue
-        k = links.get(id(a))
-        if k is None:
-            if a.dtype.kind in "fc":
-                raise named_error(GradError,
-                    f"{ctx.op_name}: double backward (create_graph=True) is not supported: its backward uses "
-                    f"a saved intermediate value (shape {tuple(a.shape)}, {a.dtype}) that is neither an input "
-                    f"nor an output, so its dependence on the inputs would be lost. Fix (for the op's author): "
-                    f"give {ctx.op_name}'s Function a graph_saved(ctx, saved) static method that re-links it "
-                    "(see gpugrad/autograd/higher_order.py), or save inputs/outputs only.")
-            out.append(a)
-        elif k >= 0:
-            out.append(input_tensor(ctx, k, a))
+        e = links.get(id(a))
+        link = e[3] if e is not None else None
+        if isinstance(link, Tensor):  # an input
+            if link._grad_fn is None:  # a leaf (the data it had when saved: the version check ensures it)
+                out.append(link if link._requires_grad else _constant(ctx, a))
+            else:
+                out.append(_lazy.make_result(a, link._device, link._grad_fn, link._out_idx, link._vc))
+        elif link is not None:  # an output
+            out.append(output_tensor(ctx, link, a, e[0]))
+        elif e is not None or a.dtype.kind not in "fc":  # a plain array argument, or a mask/index
+            out.append(_constant(ctx, a))
         else:
-            out.append(output_tensor(ctx, -1 - k, a))
+            raise named_error(GradError,
+                f"{ctx.op_name}: double backward (create_graph=True) is not supported: its backward uses "
+                f"a saved intermediate value (shape {tuple(a.shape)}, {a.dtype}) that is neither an input "
+                f"nor an output, so its dependence on the inputs would be lost. Fix (for the op's author): "
+                f"give {ctx.op_name}'s Function a graph_saved(ctx, saved) static method that re-links it "
+                "(see gpugrad/autograd/higher_order.py), or save inputs/outputs only.")
     return tuple(out)
 
 
@@ -100,8 +101,8 @@ def derived_node(src: Context, fn: type, inputs: tuple, out_arrays: tuple, saved
     """Tensors for values ``src``'s forward computed (``out_arrays``, e.g. the probabilities of a
     fused cross-entropy), as the outputs of a new node of Function ``fn`` over ``src``'s inputs
     number ``inputs`` (its edges), without running ``fn``'s forward: ``fn``'s backward must be the
-    derivative of those values with respect to those inputs. ``saved`` are the arrays that backward
-    reads (``src``'s inputs or the new outputs), ``attrs`` the context attributes it reads."""
+    derivative of those values with respect to those inputs. ``saved``: the arrays that backward
+    reads, among ``out_arrays``; ``attrs``: the context attributes it reads."""
     ctx = Context(src.backend, tuple(src.needs_input_grad[i] if i < len(src.needs_input_grad) else False
                                      for i in inputs))
     for k, v in attrs.items():
@@ -113,20 +114,15 @@ def derived_node(src: Context, fn: type, inputs: tuple, out_arrays: tuple, saved
                  for j, o in enumerate(out_arrays))
     if saved:
         ctx._to_save = saved
-        src_links = {id(e[2]): e for e in src._versions}
         src_tracked = {id(a) for a in src._tracked}
         versions, tracked = [], []
         for a in saved:
-            if a is None or not hasattr(a, "nbytes"):
-                continue
-            e = src_links.get(id(a))
-            if e is not None and e[3] >= 0 and e[3] in inputs:
-                versions.append((e[0], e[1], a, inputs.index(e[3])))
+            for j, t in enumerate(outs):
+                if t.data is a:
+                    versions.append((t._vc, t._vc[0], a, j))
+                    break
             else:
-                for j, t in enumerate(outs):
-                    if t.data is a:
-                        versions.append((t._vc, t._vc[0], a, -1 - j))
-                        break
+                raise named_error(GradError, f"derived_node: {fn.op_name()} may save only its outputs")
             if id(a) in src_tracked:  # the same array src counted: counted once, held one more time
                 _saved.track(a)
                 tracked.append(a)
