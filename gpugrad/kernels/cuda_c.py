@@ -22,23 +22,24 @@ _SOURCE = "fused.cu"
 
 
 def module(state):
-    """The compiled ``fused.cu`` of ``state``'s device (``state``: the backend's per-device state, with
-    dicts ``modules``, ``functions``, ``plans`` and a ``plan(key, make)`` method)."""
+    """``fused.cu`` as a ``cupy.RawModule`` (``state``: the backend's per-device state, with dicts
+    ``modules``, ``functions``, ``plans`` and a ``plan(key, make)`` method)."""
     mod = state.modules.get(_SOURCE)
     if mod is None:
         import cupy
-        with cupy.cuda.Device(state.index):
-            mod = cupy.RawModule(code=cuda_source(source_path(_SOURCE)), options=("--std=c++14",))
-        state.modules[_SOURCE] = mod
+        mod = state.modules[_SOURCE] = cupy.RawModule(code=cuda_source(source_path(_SOURCE)),
+                                                      options=("--std=c++14",))
     return mod
 
 
 def function(state, name: str, dtype):
-    """The kernel handle ``{name}_{f16|f32|f64}`` on ``state``'s device (looked up once)."""
+    """The kernel handle ``{name}_{f16|f32|f64}``, compiled and loaded on ``state``'s device (once)."""
     key = (_SOURCE, name, storage_suffix(dtype, f"fused.cu kernels ({name})"))
     f = state.functions.get(key)
     if f is None:
-        f = state.functions[key] = module(state).get_function(f"{name}_{key[2]}")
+        import cupy
+        with cupy.cuda.Device(state.index):  # CuPy compiles and loads a RawModule for the current device
+            f = state.functions[key] = module(state).get_function(f"{name}_{key[2]}")
     return f
 
 

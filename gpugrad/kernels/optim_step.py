@@ -40,15 +40,13 @@ def step_numba(rule: Rule, arrays: dict, start: int, end: int, options: dict, de
 
 
 def c_module(state, rule: Rule, mask: tuple):
-    """The compiled generated CUDA C of ``rule`` for one state mask (NVRTC) on ``state``'s device
-    (``state``: the backend's per-device state; see ``cuda_c.module``)."""
+    """The generated CUDA C of ``rule`` for one state mask as a ``cupy.RawModule`` (NVRTC), kept in
+    ``state`` (the backend's per-device state; see ``cuda_c.module``)."""
     key = ("optim", rule.name, mask)
     mod = state.modules.get(key)
     if mod is None:
         import cupy
-        with cupy.cuda.Device(state.index):
-            mod = cupy.RawModule(code=cg.cuda_c_source(rule, [mask]), options=("--std=c++14",))
-        state.modules[key] = mod
+        mod = state.modules[key] = cupy.RawModule(code=cg.cuda_c_source(rule, [mask]), options=("--std=c++14",))
     return mod
 
 
@@ -62,9 +60,11 @@ def step_cuda_c(rule: Rule, arrays: dict, start: int, end: int, options: dict, d
     mask = rule.present(options)
     key = ("optim", rule.name, mask, step is not None, dt)
     f = state.functions.get(key)
-    if f is None:  # looked up once (get_function per launch costs host time)
-        f = state.functions[key] = c_module(state, rule, mask).get_function(
-            cg.entry_name(rule, mask, step is not None, _numba.storage_suffix(dt)))
+    if f is None:  # looked up once (get_function per launch costs host time), on the state's device
+        import cupy
+        with cupy.cuda.Device(state.index):
+            f = state.functions[key] = c_module(state, rule, mask).get_function(
+                cg.entry_name(rule, mask, step is not None, _numba.storage_suffix(dt)))
     args = cg.pack_args(rule, mask, arrays, start, end, options, derived, step, found_inf, c, np.int64)
     args = [np.int32(a) if isinstance(a, bool) else a for a in args]
     f((_numba.blocks_for(end - start, block, max_blocks),), (block,), tuple(args))
