@@ -6,11 +6,12 @@ CuPy v14.2.0's (the ``v14.2.0`` tag of github.com/cupy/cupy; file paths are in t
 
 Arrays and NumPy
 - ``np.asarray(x)`` / ``x.__array__()``: ``TypeError: Implicit conversion to a NumPy array is not
-  allowed. Please use .get() ...`` (``cupy/_core/core.pyx``: ``_ndarray_base.__array__``).
+  allowed. Please use .get() ...`` (``cupy/_core/core.pyx``: ``ndarray.__array__``).
 - a NumPy function applied to it dispatches (``__array_function__`` / ``__array_ufunc__``) to this
   module's function of that name, which refuses NumPy arrays: ``TypeError: Unsupported type <class
-  'numpy.ndarray'>`` (``cupy/_core/_kernel.pyx``: ``_preprocess_args``); so does arithmetic mixing it
-  with a NumPy array (NumPy and Python scalars are fine).
+  'numpy.ndarray'>`` (``cupy/_core/_kernel.pyx``: ``_preprocess_arg`` makes anything but a device array a
+  ``CScalar``, which refuses it: ``cupy/_core/_scalar.pyx``); so does arithmetic mixing it with a NumPy
+  array (NumPy and Python scalars are fine).
 - reductions, indexing to one element and ufuncs on 0-d arrays give 0-d arrays, never scalars.
 - Python scalars are weak (NEP 50) in ufuncs, ``where`` and ``clip``: next to an array of the same or a
   higher kind a Python int takes the array's dtype and raises ``OverflowError`` where it does not fit
