@@ -1,6 +1,6 @@
 """Training steps whose loss holds derivatives of the network: gpugrad vs PyTorch, side by side.
 
-    python benchmarks/higher_order.py [--device cpu|cuda] [--rounds 3] [--repeats 20]
+    python3 benchmarks/higher_order.py [--device cpu|cuda] [--rounds 3] [--repeats 20]
                                       [--out benchmarks/results/higher_order_cpu.json]
 
 (e) Eikonal: a signed-distance MLP 2-256-256-256-256-1 (softplus), 1024 points plus 256 surface
@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gpugrad import benchmarking as bm  # noqa: E402
 
+QUICK = {"e": {"sizes": [2, 32, 32, 1], "n": 64, "n_surface": 16}, "p": {"sizes": [1, 16, 16, 1], "n": 64}}
 CASES = {
     "e": {"label": "Eikonal, 2-256x4-1 softplus, 1024+256 pts", "sizes": [2, 256, 256, 256, 256, 1],
           "activation": "softplus", "n": 1024, "n_surface": 256},
@@ -133,10 +134,10 @@ def _worker(framework: str, key: str, device: str, repeats: int, warmup: int) ->
     return {"seconds": bm.median_time(step, repeats, warmup, sync=sync), "first_loss": first}
 
 
-def _run(framework: str, key: str, device: str, repeats: int, warmup: int) -> dict:
+def _run(framework: str, key: str, device: str, repeats: int, warmup: int, quick: bool) -> dict:
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", framework, "--cases", key,
-                          "--device", device, "--repeats", str(repeats), "--warmup", str(warmup)],
-                         check=True, capture_output=True, text=True).stdout
+                          "--device", device, "--repeats", str(repeats), "--warmup", str(warmup)]
+                         + (["--quick"] if quick else []), check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -144,26 +145,39 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--cases", default="ep")
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=None, help="timed steps per process (default 20; 10 on CUDA)")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=3, help="alternate gpugrad/PyTorch processes this many times")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="alternate gpugrad/PyTorch processes this many times (default 3; 1 on CUDA, whose run "
+                         "fits benchmarks/gpu_report.py's 30 s step)")
+    ap.add_argument("--no-torch", action="store_true", help="time gpugrad alone")
+    ap.add_argument("--quick", action="store_true", help="tiny shapes (a check that the script runs, not figures)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="time gpugrad in this process, not a child (for tests/support/run_on_stand_in.py)")
     ap.add_argument("--worker", choices=["gpugrad", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    on_cuda = args.device.startswith("cuda")
+    args.repeats = args.repeats if args.repeats is not None else (10 if on_cuda else 20)
+    args.rounds = args.rounds if args.rounds is not None else (1 if on_cuda else 3)
+    if args.quick:
+        for key, small in QUICK.items():
+            CASES[key].update(small, label=CASES[key]["label"].split(",")[0] + ", --quick shapes")
     if args.worker:
         print(json.dumps(_worker(args.worker, args.cases, args.device, args.repeats, args.warmup)))
         return {}
     import importlib.util
-    have_torch = importlib.util.find_spec("torch") is not None
-    if not have_torch:
+    have_torch = importlib.util.find_spec("torch") is not None and not args.no_torch
+    if not have_torch and not args.no_torch:
         print("PyTorch not installed: timing gpugrad alone (pip install torch==2.13.0 for the baseline)")
     rows = []
     for key in args.cases:
         g_runs, t_runs = [], []
         for _ in range(args.rounds):  # alternate, so drift in machine load hits both
-            g_runs.append(_run("gpugrad", key, args.device, args.repeats, args.warmup))
+            g_runs.append(_worker("gpugrad", key, args.device, args.repeats, args.warmup) if args.in_process else
+                          _run("gpugrad", key, args.device, args.repeats, args.warmup, args.quick))
             if have_torch:
-                t_runs.append(_run("torch", key, args.device, args.repeats, args.warmup))
+                t_runs.append(_run("torch", key, args.device, args.repeats, args.warmup, args.quick))
         g = min(r["seconds"] for r in g_runs)
         t = min(r["seconds"] for r in t_runs) if t_runs else None
         loss_g = g_runs[0]["first_loss"]
