@@ -172,6 +172,11 @@ class Tensor:
             yield self[i]
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        if STATE.recording is not None:  # NumPy would cut the recorded graph here
+            raise named_error(GradError,
+                f"{STATE.recording} backward: a NumPy function received a Tensor while the backward formula "
+                "records a graph (create_graph=True), which would cut the graph silently. Write the formula "
+                "with Tensor operators and ctx.backend / ctx.backend.xp, which work on arrays and Tensors alike.")
         a = self.numpy()
         return a.astype(dtype) if dtype is not None else a
 

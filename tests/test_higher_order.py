@@ -228,6 +228,28 @@ def test_an_unlinked_intermediate_is_an_error_not_a_constant():
         gg.autograd.grad(y, x, create_graph=True)
 
 
+def test_a_numpy_call_on_a_tensor_inside_a_recorded_formula_is_an_error():
+    """np.exp(x) in a custom backward would turn the Tensor into an array and cut the graph."""
+
+    class NumpyExp(gg.autograd.Function):
+        name = "numpy_exp"
+
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return np.exp(x)
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * np.exp(x)
+
+    x = t64([0.5, 1.0])
+    np.testing.assert_allclose(gg.autograd.grad(NumpyExp.apply(x).sum(), x)[0].numpy(), np.exp(x.numpy()))
+    with pytest.raises(GradError, match="numpy_exp backward: a NumPy function received a Tensor"):
+        gg.autograd.grad(NumpyExp.apply(x).sum(), x, create_graph=True)
+
+
 def test_graph_backend_refuses_what_it_cannot_differentiate():
     class UsesTake(gg.autograd.Function):
         @staticmethod

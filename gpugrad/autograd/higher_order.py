@@ -27,6 +27,7 @@ import contextlib
 from typing import Any, Iterator
 
 from . import saved as _saved
+from .._mode import STATE
 from .function import Context, GradError, _lazy, _link, named_error
 
 
@@ -144,9 +145,11 @@ def recording(node: Context) -> Iterator[None]:
         hook = getattr(fn, "graph_saved", None)
         node._to_save = hook(node, saved) if hook is not None else relink(node, saved)
     node.backend = graph_backend(be)
+    prev, STATE.recording = STATE.recording, node.op_name
     try:
         yield
     finally:
+        STATE.recording = prev
         node.backend = be
         if not node._released:
             node._to_save = saved
