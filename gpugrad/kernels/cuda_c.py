@@ -12,7 +12,7 @@ import numpy as np
 from . import source_path
 from ._numba import blocks_for, compute_dtype, grid_2d, next_pow2, storage_suffix
 from .act_bias_grad import plan
-from .activations import act_code, cuda_source
+from .activations import act_code, cuda_source, kernel_params
 
 ABG_TX, ABG_TY = 32, 8  # must match fused.cu
 _modules: dict[int, object] = {}
@@ -60,7 +60,13 @@ def _device() -> int:
     return _runtime[0]()
 
 
-def bias_act(z, b, y, act: str, slope: float = 0.01, write_z: bool = False, *, block: int = 256,
+def _prm(act: str, params, dt) -> tuple:
+    """The kernels' trailing parameter arguments (``GG_ACT_PARAMS``) in the compute type of ``dt``."""
+    c = compute_dtype(dt).type
+    return tuple(c(p) for p in kernel_params(act, params))
+
+
+def bias_act(z, b, y, act: str, params=None, write_z: bool = False, *, block: int = 256,
              max_blocks: int | None = None) -> None:
     M, N = z.shape
     if M * N == 0:
@@ -71,14 +77,15 @@ def bias_act(z, b, y, act: str, slope: float = 0.01, write_z: bool = False, *, b
     def make():
         grid, bx = grid_2d(M, N, block, max_blocks)
         return (function("bias_act", dt), grid, (bx,), (np.int64(M), np.int64(N), np.int32(has_b),
-                np.int32(bool(write_z)), np.int32(act_code(act)), compute_dtype(dt).type(slope)))
-    f, grid, blk, tail = _plan(("bias_act", _device(), dt, M, N, has_b, bool(write_z), act, slope, block,
+                np.int32(bool(write_z)), np.int32(act_code(act))) + _prm(act, params, dt))
+    f, grid, blk, tail = _plan(("bias_act", _device(), dt, M, N, has_b, bool(write_z), act, _key(params), block,
                                 max_blocks), make)
     f(grid, blk, (z, b if has_b else z, y) + tail)
 
 
-def act_backward(dy, saved, dz, act: str, slope: float = 0.01, *, block: int = 256,
+def act_backward(dy, saved, dz, act: str, params=None, order: int = 1, *, block: int = 256,
                  max_blocks: int | None = None) -> None:
+    """``dz = dy * d^order act (saved)`` elementwise (order 1 or 2)."""
     M, N = dy.shape
     if M * N == 0:
         return
@@ -87,14 +94,14 @@ def act_backward(dy, saved, dz, act: str, slope: float = 0.01, *, block: int = 2
     def make():
         grid, bx = grid_2d(M, N, block, max_blocks)
         return (function("act_bwd", dt), grid, (bx,),
-                (np.int64(M), np.int64(N), np.int32(act_code(act)), compute_dtype(dt).type(slope)))
-    f, grid, blk, tail = _plan(("act_bwd", _device(), dt, M, N, act, slope, block, max_blocks), make)
+                (np.int64(M), np.int64(N), np.int32(act_code(act)), np.int32(order)) + _prm(act, params, dt))
+    f, grid, blk, tail = _plan(("act_bwd", _device(), dt, M, N, act, _key(params), order, block, max_blocks), make)
     f(grid, blk, (dy, saved, dz) + tail)
 
 
-def act_bias_grad(dy, saved, dz, db, act: str, slope: float = 0.01, *, target_blocks: int = 512,
+def act_bias_grad(dy, saved, dz, db, act: str, params=None, order: int = 1, *, target_blocks: int = 512,
                   partial=None) -> None:
-    """``partial``: the (row_blocks, N) scratch of :func:`act_bias_grad.plan` in the compute dtype
+    """``dz = dy * d^order act (saved)`` (order 1 or 2) and ``db = dz.sum(0)``. ``partial``: the (row_blocks, N) scratch of :func:`act_bias_grad.plan` in the compute dtype
     (allocated here when not given)."""
     M, N = dy.shape
     do_bias = db is not None
@@ -109,16 +116,21 @@ def act_bias_grad(dy, saved, dz, db, act: str, slope: float = 0.01, *, target_bl
         col_blocks, row_blocks, rpb = plan(M, N, ABG_TX, ABG_TY, target_blocks)
         return (function("act_bias_grad", dt), (col_blocks, row_blocks), row_blocks,
                 (np.int64(M), np.int64(N), np.int64(rpb), np.int32(write_dz), np.int32(do_bias),
-                 np.int32(act_code(act)), compute_dtype(dt).type(slope)),
+                 np.int32(act_code(act)), np.int32(order)) + _prm(act, params, dt),
                 function("colsum", dt), (blocks_for(N, 128),), (np.int64(row_blocks), np.int64(N)))
     f, grid, row_blocks, tail, f2, grid2, tail2 = _plan(
-        ("act_bias_grad", _device(), dt, M, N, write_dz, do_bias, act, slope, target_blocks), make)
+        ("act_bias_grad", _device(), dt, M, N, write_dz, do_bias, act, _key(params), order, target_blocks), make)
     if do_bias and partial is None:
         import cupy
         partial = cupy.empty((row_blocks, N), dtype=compute_dtype(dt))
     f(grid, (ABG_TX, ABG_TY), (dy, saved, dz if write_dz else dy, partial if do_bias else dy) + tail)
     if do_bias:
         f2(grid2, (128,), (partial, db) + tail2)
+
+
+def _key(params):
+    """A hashable plan-cache key of an activation's parameters."""
+    return tuple(params.items()) if isinstance(params, dict) else params
 
 
 def softmax_xent_forward(logits, target, loss, probs, ignore_index: int = -100, err=None, *,

@@ -14,7 +14,7 @@ import numpy as np
 from gpugrad.kernels import optim_codegen as cg
 
 from . import optim_examples as ox
-from gpugrad.kernels.activations import CODES, act_backward_ref, act_forward_ref
+from gpugrad.kernels.activations import CODES, NPARAMS, act_backward_ref, act_forward_ref, get
 from gpugrad.kernels.optim_rules import RULES
 
 _NAMES = {v: k for k, v in CODES.items()}
@@ -38,13 +38,26 @@ def _store(dst, values, suffix) -> None:
     dst[...] = values.astype(dst.dtype)
 
 
+def _prm(a) -> tuple:
+    """The activation parameters ``p0, p1, ...`` (``GG_ACT_PARAMS``) of a launch."""
+    return tuple(float(a[f"p{i}"]) for i in range(NPARAMS))
+
+
+def _act(a) -> str:
+    return _NAMES[int(a["code"])]
+
+
+def _nparams(a) -> int:
+    return len(get(_act(a)).params)
+
+
 def _bias_act(suffix):
     def ref(a, grid, block):
         M, N = int(a["M"]), int(a["N"])
         v = _load(a["z"], suffix).reshape(M, N)
         if a["has_bias"]:
             v = v + _load(a["b"], suffix)[:N]
-        y = act_forward_ref(v, _NAMES[int(a["code"])], float(a["slope"])).astype(_c(suffix))
+        y = act_forward_ref(v, _act(a), _prm(a)[:_nparams(a)]).astype(_c(suffix))
         if a["write_z"]:
             _store(a["z"], v.reshape(-1), suffix)
         _store(a["y"], y.reshape(-1), suffix)
@@ -54,8 +67,8 @@ def _bias_act(suffix):
 def _act_bwd(suffix):
     def ref(a, grid, block):
         n = int(a["M"]) * int(a["N"])
-        g = act_backward_ref(_load(a["dy"], suffix)[:n], _load(a["s"], suffix)[:n], _NAMES[int(a["code"])],
-                             float(a["slope"]))
+        g = act_backward_ref(_load(a["dy"], suffix)[:n], _load(a["s"], suffix)[:n], _act(a), _prm(a)[:_nparams(a)],
+                             int(a["order"]))
         _store(a["dz"], g.astype(_c(suffix)), suffix)
     return ref
 
@@ -63,8 +76,8 @@ def _act_bwd(suffix):
 def _act_bias_grad(suffix):
     def ref(a, grid, block):
         M, N, rpb = int(a["M"]), int(a["N"]), int(a["rows_per_block"])
-        g = act_backward_ref(_load(a["dy"], suffix)[:M * N], _load(a["s"], suffix)[:M * N],
-                             _NAMES[int(a["code"])], float(a["slope"])).astype(_c(suffix)).reshape(M, N)
+        g = act_backward_ref(_load(a["dy"], suffix)[:M * N], _load(a["s"], suffix)[:M * N], _act(a),
+                             _prm(a)[:_nparams(a)], int(a["order"])).astype(_c(suffix)).reshape(M, N)
         if a["write_dz"]:
             _store(a["dz"][:M * N], g.reshape(-1), suffix)
         if a["do_bias"]:
