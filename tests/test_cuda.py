@@ -694,3 +694,28 @@ def test_bad_targets_reported_lazily_on_the_strict_stand_in(kernels, monkeypatch
         ok = gg.nn.functional.cross_entropy(x, gg.tensor(np.array([0, 1, 2, 3, 3, -100])).to("cuda"))
         gg.cuda.synchronize()
         assert np.isfinite(ok.item())
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_activation_derivatives_on_cuda_match_cpu(act, on_cuda):
+    """``act_derivative`` (orders 1-2: one kernel pass; 3: array code) and the fused linear layer's
+    order-2 pass ``act_bias_backward(..., order=2)`` on device "cuda" agree with the CPU backend."""
+    from gpugrad.kernels import activations as A
+    rng = np.random.default_rng(11)
+    z = rng.standard_normal((6, 9)) * 3
+    prm = A.params(act)
+    s = {"y": A.forward_ref(z, act, prm), "z": z, "none": None}[A.saves(act, prm)]
+    g = rng.standard_normal((6, 9))
+    cpu = gg.tensor([0.0])._backend()
+    be = gg.tensor([0.0], device="cuda")._backend()
+    xp = be.xp
+    s_dev = None if s is None else xp.asarray(s)
+    for order in (1, 2, 3):
+        want = cpu.act_derivative(g, s, act, prm, order)
+        got = be.act_derivative(xp.asarray(g), s_dev, act, prm, order)
+        np.testing.assert_allclose(be.to_numpy(got), want, rtol=1e-12, atol=1e-12)
+    for order in (1, 2):
+        dz, db = be.act_bias_backward(xp.asarray(g), s_dev, act, True, prm, order)
+        want_dz, want_db = cpu.act_bias_backward(g, s if s is not None else g, act, True, prm, order)
+        np.testing.assert_allclose(be.to_numpy(dz), want_dz, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(be.to_numpy(db), want_db, rtol=1e-12, atol=1e-11)

@@ -127,26 +127,23 @@ def node(op: str, *args) -> Expr:
 
 
 # ---------------------------------------------------------------------------------------- the primitive table
-def _ieee_exp(x):
-    """``exp`` that overflows to inf as the hardware does (Python's ``math.exp`` raises); keeps NumPy
-    scalars in their type (the CUDA simulator runs device functions as Python on NumPy scalars)."""
-    if isinstance(x, np.floating):
-        with np.errstate(over="ignore"):
-            return np.exp(x)
-    try:
-        return math.exp(x)
-    except OverflowError:
-        return math.inf
+def _ieee(np_fn, math_fn):
+    """``exp``/``expm1`` that overflow to inf as the hardware does (Python's ``math`` raises); NumPy scalars
+    keep their type (the CUDA simulator runs device functions as Python on NumPy scalars)."""
+    def f(x):
+        if isinstance(x, np.floating):
+            with np.errstate(over="ignore"):
+                return np_fn(x)
+        try:
+            return math_fn(x)
+        except OverflowError:
+            return math.inf
+    f.__name__ = math_fn.__name__
+    return f
 
 
-def _ieee_expm1(x):
-    if isinstance(x, np.floating):
-        with np.errstate(over="ignore"):
-            return np.expm1(x)
-    try:
-        return math.expm1(x)
-    except OverflowError:
-        return math.inf
+_ieee_exp = _ieee(np.exp, math.exp)
+_ieee_expm1 = _ieee(np.expm1, math.expm1)
 
 
 def _log(x):

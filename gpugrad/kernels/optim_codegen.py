@@ -113,27 +113,38 @@ class ArrayStyle(E.PyStyle):
         return t.format(*a) if t is not None else super().call(op, a)
 
 
+# how statements are spelled: Python (xp, Numba) and C; the expressions by the language's renderers
+_PY_SYNTAX = {"assign": "{i}{name} = {value}", "if": "{i}if {test}:", "else": "{i}else:", "end": None,
+              "return": "{i}return {values}"}
+_C_SYNTAX = {"assign": "{i}{name} = {value};", "if": "{i}if ({test}) {{", "else": "{i}}} else {{", "end": "{i}}}",
+             "return": None}  # C functions return through their reference arguments
+
+
+def _block(stmts, indent: str, style, syntax: dict) -> list[str]:
+    """A rule's statements (assignments, ``if``/``else``, the final ``return``) in ``syntax``."""
+    out = []
+    for st in stmts:
+        if isinstance(st, ast.Assign):
+            out.append(syntax["assign"].format(i=indent, name=st.targets[0].id, value=E.render(lower(st.value), style)))
+        elif isinstance(st, ast.If):
+            out.append(syntax["if"].format(i=indent, test=E.render(lower(st.test), style)))
+            out += _block(st.body, indent + "    ", style, syntax)
+            if st.orelse:
+                out.append(syntax["else"].format(i=indent))
+                out += _block(st.orelse, indent + "    ", style, syntax)
+            if syntax["end"]:
+                out.append(syntax["end"].format(i=indent))
+        elif isinstance(st, ast.Return) and syntax["return"]:
+            items = st.value.elts if isinstance(st.value, ast.Tuple) else [st.value]
+            out.append(syntax["return"].format(i=indent, values=", ".join(E.render(lower(v), style) for v in items)))
+    return out
+
+
 def py_function(fn, name: str, style) -> str:
     """Python source of a rule (or prologue) function named ``name``, its expressions rendered by ``style``."""
     t = tree(fn)
-
-    def block(stmts, indent: str) -> list[str]:
-        out = []
-        for st in stmts:
-            if isinstance(st, ast.Assign):
-                out.append(f"{indent}{st.targets[0].id} = {E.render(lower(st.value), style)}")
-            elif isinstance(st, ast.If):
-                out.append(f"{indent}if {E.render(lower(st.test), style)}:")
-                out += block(st.body, indent + "    ")
-                if st.orelse:
-                    out.append(f"{indent}else:")
-                    out += block(st.orelse, indent + "    ")
-            elif isinstance(st, ast.Return):
-                value = st.value
-                items = value.elts if isinstance(value, ast.Tuple) else [value]
-                out.append(f"{indent}return {', '.join(E.render(lower(v), style) for v in items)}")
-        return out
-    return "\n".join([f"def {name}({', '.join(a.arg for a in t.args.args)}):"] + block(t.body, "    ")) + "\n"
+    return "\n".join([f"def {name}({', '.join(a.arg for a in t.args.args)}):"]
+                     + _block(t.body, "    ", style, _PY_SYNTAX)) + "\n"
 
 
 def _uses(fn) -> set:
@@ -317,22 +328,6 @@ def numba_module_source(rule: Rule, mask: tuple, capturable: bool, dtype_name: s
 
 
 # ------------------------------------------------------------------------------------------------ CUDA C
-def _c_block(stmts, indent: str) -> list[str]:
-    out = []
-    C = E.CStyle()
-    for st in stmts:
-        if isinstance(st, ast.Assign):
-            out.append(f"{indent}{st.targets[0].id} = {E.render(lower(st.value), C)};")
-        elif isinstance(st, ast.If):
-            out.append(f"{indent}if ({E.render(lower(st.test), C)}) {{")
-            out += _c_block(st.body, indent + "    ")
-            if st.orelse:
-                out.append(f"{indent}}} else {{")
-                out += _c_block(st.orelse, indent + "    ")
-            out.append(f"{indent}}}")
-    return out  # the final Return is the reference outputs
-
-
 def c_function(fn, outputs: tuple, flags: tuple, name: str) -> str:
     """``template <typename C> __device__ void name(...)``: ``outputs`` by reference, the rest by value."""
     t = tree(fn)
@@ -352,7 +347,7 @@ def c_function(fn, outputs: tuple, flags: tuple, name: str) -> str:
             declared.add(node.targets[0].id)
             locals_.append(node.targets[0].id)
     extra = [f"C& {o}" for o in outputs if o not in args]
-    body = [f"    C {v};" for v in locals_] + _c_block(t.body, "    ")
+    body = [f"    C {v};" for v in locals_] + _block(t.body, "    ", E.CStyle(), _C_SYNTAX)
     return (f"template <typename C>\n__device__ __forceinline__ void {name}({', '.join(params + extra)}) {{\n"
             + "\n".join(body) + "\n}\n")
 

@@ -133,6 +133,9 @@ class _Act(_Activation):
 
     act = "identity"
 
+    def __init__(self, inplace: bool = False) -> None:  # PyTorch's inplace: accepted, the result is new
+        super().__init__()
+
     def _params(self) -> tuple:
         return _A.params(self.act, {n: getattr(self, n) for n, _ in _A.get(self.act).params})
 
@@ -148,9 +151,6 @@ class _Act(_Activation):
 
 class ReLU(_Act):
     act = "relu"
-
-    def __init__(self, inplace: bool = False) -> None:
-        super().__init__()
 
     def forward(self, x: Tensor) -> Tensor:
         return ops.relu(x)
@@ -204,9 +204,6 @@ class SiLU(_Act):
     """``x * sigmoid(x)``."""
     act = "silu"
 
-    def __init__(self, inplace: bool = False) -> None:
-        super().__init__()
-
 
 class Softplus(_Act):
     """``log(1 + exp(beta x)) / beta``; linear where ``beta x > threshold``."""
@@ -230,40 +227,25 @@ class SELU(_Act):
     """``scale * elu(x, alpha)`` with PyTorch's constants."""
     act = "selu"
 
-    def __init__(self, inplace: bool = False) -> None:
-        super().__init__()
-
 
 class Mish(_Act):
     """``x * tanh(softplus(x))``."""
     act = "mish"
-
-    def __init__(self, inplace: bool = False) -> None:
-        super().__init__()
 
 
 class Hardswish(_Act):
     """``x * relu6(x + 3) / 6``."""
     act = "hardswish"
 
-    def __init__(self, inplace: bool = False) -> None:
-        super().__init__()
-
 
 class Hardsigmoid(_Act):
     """``relu6(x + 3) / 6``."""
     act = "hardsigmoid"
 
-    def __init__(self, inplace: bool = False) -> None:
-        super().__init__()
-
 
 class ReLU6(_Act):
     """``min(max(x, 0), 6)``."""
     act = "relu6"
-
-    def __init__(self, inplace: bool = False) -> None:
-        super().__init__()
 
 
 class Hardtanh(_Act):
