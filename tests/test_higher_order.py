@@ -301,6 +301,10 @@ def device(request):
         yield "cuda"
 
 
+# PyTorch 2.13's float64 hardsigmoid backward multiplies by 1/6 rounded to float32 (0.1666666716...)
+_FIRST_RTOL = {"hardsigmoid": 2e-7, "fused_linear_hardsigmoid": 2e-7}
+
+
 @pytest.mark.parametrize("name", sorted(GRADGRAD))
 def test_second_derivatives_match_recorded_torch(name, device):
     case = GRADGRAD[name]
@@ -313,9 +317,12 @@ def test_second_derivatives_match_recorded_torch(name, device):
     for g, ref in zip(first, case["first"]):
         assert (g is None) == (ref is None)
         if g is not None:
-            np.testing.assert_allclose(g.numpy(), np.array(ref), rtol=1e-11, atol=1e-12)
+            np.testing.assert_allclose(g.numpy(), np.array(ref), rtol=_FIRST_RTOL.get(name, 1e-11), atol=1e-12)
     terms = [(g * gg.tensor(np.array(u), dtype=f64, device=device)).sum()
              for g, u in zip(first, case["u"]) if g is not None and g.requires_grad]
+    if isinstance(case["second"], str):  # no double backward in PyTorch: finite differences only (below)
+        assert "not implemented" in case["second"] and name in ("hardsigmoid", "fused_linear_hardsigmoid")
+        return
     if not terms:
         assert all(r is None for r in case["second"])
         return

@@ -12,10 +12,12 @@ the same dict, so a test with PyTorch installed checks the file against a live r
 Sections: ``optimizers`` (SGD/Adam/AdamW/RMSprop trajectories in float64 and float32),
 ``schedulers`` (learning rates per epoch for two param groups), ``linear`` (Linear + tanh forward and
 gradients, and the state_dict names/shapes), ``clip_grad_norm`` (total norm and clipped gradients),
-``functional`` (losses and activations with their input gradients). Higher orders go to their own
-file, ``torch_higher_order.json`` (``record_higher``): ``gradgrad`` (second derivatives of every op),
-``eikonal`` (an SDF's Eikonal loss on a 4x256 softplus MLP), ``pinn`` (a 1-D Poisson residual loss),
-``hessian`` (Hessians of a small MLP and a Hessian-vector product)."""
+``functional`` (losses and activations with their input gradients), ``activation_derivatives`` (first
+and second derivatives of every activation through PyTorch's double backward, kinks included). Higher
+orders of whole graphs go to their own file, ``torch_higher_order.json`` (``record_higher``):
+``gradgrad`` (second derivatives of every op), ``eikonal`` (an SDF's Eikonal loss on a 4x256 softplus
+MLP), ``pinn`` (a 1-D Poisson residual loss), ``hessian`` (Hessians of a small MLP and a Hessian-vector
+product)."""
 from __future__ import annotations
 
 import json
@@ -161,6 +163,19 @@ def _functional(torch) -> list:
         ("relu", x, None, {}),
         ("sigmoid", x, None, {}),
         ("tanh", x, None, {}),
+        ("silu", x, None, {}),
+        ("softplus", x, None, {}),
+        ("softplus", x, None, {"beta": 2.0, "threshold": 3.0}),
+        ("elu", x, None, {}),
+        ("elu", x, None, {"alpha": 0.7}),
+        ("selu", x, None, {}),
+        ("mish", x, None, {}),
+        ("hardswish", x * 2.5, None, {}),
+        ("hardsigmoid", x * 2.5, None, {}),
+        ("relu6", x * 2.5, None, {}),
+        ("hardtanh", x, None, {}),
+        ("hardtanh", x * 2.5, None, {"min_val": -2.0, "max_val": 3.0}),
+        ("logsigmoid", x, None, {}),
     ]
     out = []
     rw = np.random.default_rng(3)
@@ -175,6 +190,32 @@ def _functional(torch) -> list:
                     "output": r.detach().numpy().tolist(), "output_weight": weight.tolist(),
                     "input_grad": ta.grad.numpy().tolist()})
     return out
+
+
+# (F name, kwargs): the activations whose first and second derivatives are recorded at DERIVATIVE_POINTS
+ACTIVATION_DERIVATIVES = [("relu", {}), ("leaky_relu", {"negative_slope": 0.2}), ("sigmoid", {}), ("tanh", {}),
+                          ("gelu", {}), ("gelu", {"approximate": "tanh"}), ("silu", {}), ("softplus", {}),
+                          ("softplus", {"beta": 2.0, "threshold": 3.0}), ("elu", {}), ("elu", {"alpha": 0.7}),
+                          ("selu", {}), ("mish", {}), ("hardswish", {}), ("hardsigmoid", {}), ("relu6", {}),
+                          ("hardtanh", {}), ("hardtanh", {"min_val": -2.0, "max_val": 3.0}), ("logsigmoid", {})]
+# kinks (0, +-1, +-3, 6, softplus' threshold 1.5 at beta 2) and smooth points; 16 values
+DERIVATIVE_POINTS = [-7.0, -3.0, -2.0, -1.0, -0.6, -1e-3, 0.0, 1e-3, 0.4, 1.0, 1.5, 2.2, 3.0, 4.5, 6.0, 8.0]
+
+
+def _activation_derivatives(torch) -> dict:
+    F = torch.nn.functional
+    cases = []
+    for name, kw in ACTIVATION_DERIVATIVES:
+        x = torch.tensor(DERIVATIVE_POINTS, dtype=torch.float64, requires_grad=True)
+        y = getattr(F, name)(x, **kw)
+        (g1,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        try:
+            (g2,) = torch.autograd.grad(g1.sum(), x)
+            second = g2.numpy().tolist()
+        except RuntimeError:  # e.g. "derivative for aten::hardsigmoid_backward is not implemented"
+            second = None
+        cases.append({"name": name, "kwargs": kw, "first": g1.detach().numpy().tolist(), "second": second})
+    return {"points": DERIVATIVE_POINTS, "cases": cases}
 
 
 # ------------------------------------------------------------------------------------------ higher orders
@@ -250,11 +291,26 @@ GRADGRAD = [
     ("leaky_relu_neg", [(3, 4)], "F.leaky_relu(a, -0.3) * a", None),
     ("gelu", [(3, 4)], "F.gelu(a)", None),
     ("gelu_tanh", [(3, 4)], "F.gelu(a, approximate='tanh')", None),
+    ("silu", [(3, 4)], "F.silu(a)", None),
+    ("softplus", [(3, 4)], "F.softplus(a)", None),
+    ("softplus_beta", [(3, 4)], "F.softplus(a, beta=2.0, threshold=1.5)", None),
+    ("elu", [(3, 4)], "F.elu(a, alpha=0.7) * a", None),
+    ("selu", [(3, 4)], "F.selu(a) * a", None),
+    ("mish", [(3, 4)], "F.mish(a)", None),
+    ("hardswish", [(3, 4)], "F.hardswish(a) * a", None),
+    ("hardsigmoid", [(3, 4)], "F.hardsigmoid(a) * a", None),
+    ("relu6", [(3, 4)], "F.relu6(a * 4.0) * a", None),
+    ("hardtanh", [(3, 4)], "F.hardtanh(a, -0.5, 0.7) * a", None),
+    ("logsigmoid", [(3, 4)], "F.logsigmoid(a)", None),
+    ("sin_activation", [(3, 4)], "T.sin(a) * a", None),
 ]
 # the fused linear layer with each activation: PyTorch's linear then the activation
 FUSED_ACTS = [("identity", "{}"), ("relu", "F.relu({})"), ("leaky_relu", "F.leaky_relu({}, 0.01)"),
               ("sigmoid", "T.sigmoid({})"), ("tanh", "T.tanh({})"), ("gelu", "F.gelu({})"),
-              ("gelu_tanh", "F.gelu({}, approximate='tanh')")]
+              ("gelu_tanh", "F.gelu({}, approximate='tanh')"), ("silu", "F.silu({})"), ("softplus", "F.softplus({})"),
+              ("elu", "F.elu({})"), ("selu", "F.selu({})"), ("mish", "F.mish({})"), ("hardswish", "F.hardswish({})"),
+              ("hardsigmoid", "F.hardsigmoid({})"), ("relu6", "F.relu6({})"), ("hardtanh", "F.hardtanh({})"),
+              ("logsigmoid", "F.logsigmoid({})"), ("sin", "T.sin({})")]
 for _act, _t in FUSED_ACTS:
     GRADGRAD.append((f"fused_linear_{_act}", [(5, 3), (4, 3), (4,)], _t.format("F.linear(a, b, c)") + " * 1.0",
                      f"F.fused_linear(a, b, c, '{_act}') * 1.0"))
@@ -305,10 +361,13 @@ def _gradgrad(torch) -> list:
         g1 = torch.autograd.grad(y, diff, gos, create_graph=True, allow_unused=True)
         u = [rng.standard_normal(tuple(t.shape)) for t in diff]
         terms = [(g * torch.from_numpy(w)).sum() for g, w in zip(g1, u) if g is not None and g.requires_grad]
-        g2 = torch.autograd.grad(sum(terms), diff + [gos], allow_unused=True) if terms else [None] * (len(diff) + 1)
+        try:
+            g2 = torch.autograd.grad(sum(terms), diff + [gos], allow_unused=True) if terms else [None] * (len(diff) + 1)
+            second = _grad_list(g2)
+        except RuntimeError as e:  # PyTorch 2.13 has no double backward for hardsigmoid (and a fused layer with it)
+            second = f"PyTorch: {str(e).splitlines()[0]}"
         cases.append({"name": name, "inputs": [a.tolist() for a in arrays], "output": y.detach().numpy().tolist(),
-                      "go": go.tolist(), "first": _grad_list(g1), "u": [w.tolist() for w in u],
-                      "second": _grad_list(g2)})
+                      "go": go.tolist(), "first": _grad_list(g1), "u": [w.tolist() for w in u], "second": second})
     return cases
 
 
@@ -447,7 +506,8 @@ def record() -> dict:
     torch.set_num_threads(1)  # deterministic reductions
     return {"torch_version": torch.__version__.split("+")[0], "recorded_by": "tests/reference/record_torch.py",
             "optimizers": _optimizers(torch), "schedulers": _schedulers(torch), "linear": _linear(torch),
-            "clip_grad_norm": _clip(torch), "functional": _functional(torch)}
+            "clip_grad_norm": _clip(torch), "functional": _functional(torch),
+            "activation_derivatives": _activation_derivatives(torch)}
 
 
 def load() -> dict:
