@@ -12,6 +12,9 @@ docstring; the op function itself is what runs) or written as a plain method whe
 """
 from __future__ import annotations
 
+# mypy: disable-error-code="empty-body"
+# (the ``@_binds`` declarations have no body: the op function they name is what runs)
+
 import inspect
 import types
 import weakref
@@ -261,34 +264,6 @@ class Tensor:
     def cuda(self, index: int = 0) -> "Tensor":
         """A copy on CUDA device ``index`` (``self`` when already there)."""
         return self.to(device("cuda", index))
-
-    def float(self) -> "Tensor":
-        """``self.to(gg.float32)``."""
-        return self.to(_dtype.float32)
-
-    def double(self) -> "Tensor":
-        """``self.to(gg.float64)``."""
-        return self.to(_dtype.float64)
-
-    def half(self) -> "Tensor":
-        """``self.to(gg.float16)``."""
-        return self.to(_dtype.float16)
-
-    def long(self) -> "Tensor":
-        """``self.to(gg.int64)``."""
-        return self.to(_dtype.int64)
-
-    def int(self) -> "Tensor":
-        """``self.to(gg.int32)``."""
-        return self.to(_dtype.int32)
-
-    def bool(self) -> "Tensor":
-        """``self.to(gg.bool_)``."""
-        return self.to(_dtype.bool_)
-
-    def type_as(self, other: "Tensor") -> "Tensor":
-        """``self.to(other.dtype)``."""
-        return self.to(other.dtype)
 
     def detach(self) -> "Tensor":
         """The same data, cut from the graph (shares memory and version counter)."""
@@ -804,6 +779,37 @@ class Tensor:
     def __dlpack_device__(self):
         """The DLPack device of the data."""
         return self.data.__dlpack_device__()
+
+    # ------------------------------------------------------------------ dtype conversions
+    # Last in the class body: type checkers read ``float``, ``int`` and ``bool`` in the annotations
+    # above as these methods if they came first.
+    def float(self) -> "Tensor":
+        """``self.to(gg.float32)``."""
+        return self.to(_dtype.float32)
+
+    def double(self) -> "Tensor":
+        """``self.to(gg.float64)``."""
+        return self.to(_dtype.float64)
+
+    def half(self) -> "Tensor":
+        """``self.to(gg.float16)``."""
+        return self.to(_dtype.float16)
+
+    def long(self) -> "Tensor":
+        """``self.to(gg.int64)``."""
+        return self.to(_dtype.int64)
+
+    def int(self) -> "Tensor":
+        """``self.to(gg.int32)``."""
+        return self.to(_dtype.int32)
+
+    def bool(self) -> "Tensor":
+        """``self.to(gg.bool_)``."""
+        return self.to(_dtype.bool_)
+
+    def type_as(self, other: "Tensor") -> "Tensor":
+        """``self.to(other.dtype)``."""
+        return self.to(other.dtype)
 
 
 register_tensor_class(Tensor)
