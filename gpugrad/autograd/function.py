@@ -1,4 +1,5 @@
-"""``Function``: an op's forward and backward on raw arrays, and ``Context`` (ctx), the graph node."""
+"""``Function``: an op's forward and backward on raw arrays, ``Context`` (ctx), the graph node, and the
+Tensor class that tensor.py registers here (``register_tensor_class``, ``is_tensor``, ``_make_result``)."""
 from __future__ import annotations
 
 from typing import Any
