@@ -1,9 +1,9 @@
 """``Tensor``: an array on a device plus the autograd bookkeeping (grad, grad_fn, version), and every
 Tensor method and operator, each declared here in the class body.
 
-Tensor sits above the ops (``gpugrad/ops/``): its methods are the ops. The layers below build and
-recognise tensors through the class this module registers with ``autograd.function`` right after
-defining it, not by importing this module (``register_tensor_class``).
+Tensor sits above the ops (``gpugrad/ops/``): its methods are the ops. The layers below recognise
+tensors by its base class (``autograd.function.TensorBase``) and build them through the class this
+module registers right after defining it (``register_tensor_class``), not by importing this module.
 
 Adding an op with a Tensor method (docs/ARCHITECTURE.md, "Adding an op"): its Function in its
 family module under ``gpugrad/ops/``, its function in ``gpugrad/ops/__init__.py``, and here one
@@ -26,7 +26,7 @@ from . import _dtype
 from . import ops as F
 from ._device import as_device, device
 from .autograd import engine as _engine
-from .autograd.function import GradError, _make_result, named_error, register_tensor_class
+from .autograd.function import GradError, TensorBase, _make_result, named_error, register_tensor_class
 from .autograd.grad_mode import STATE
 from .backends import get_backend
 from .creation import _device_of, _to_array
@@ -76,7 +76,7 @@ def clear_grads(tensors, set_to_none: bool = True) -> None:
             t.grad._vc[0] += 1
 
 
-class Tensor:
+class Tensor(TensorBase):
     """An n-dimensional array on ``cpu`` or ``cuda`` that records operations for ``backward()``.
 
     Every method and operator is declared below. The ops (arithmetic, math, reductions, shapes,

@@ -116,3 +116,14 @@ def test_binds_refuses_a_declaration_that_differs_from_the_op():
         @_binds(F.clamp)
         def clamp(self, lo=None, hi=None):
             """Clip."""
+
+
+def test_the_layers_below_know_tensor_by_its_registered_class():
+    """autograd, ops and creation never import tensor.py: they tell tensors by TensorBase and build
+    them through the class tensor.py registered."""
+    from gpugrad.autograd import function
+    assert function._Tensor is Tensor and issubclass(Tensor, function.TensorBase)
+    assert Tensor.__mro__[1] is function.TensorBase and function.TensorBase.__slots__ == ()
+    assert type(function._make_result(gg.tensor(1.0).data, None, None, 0)) is Tensor
+    with pytest.raises(TypeError, match="not a subclass of TensorBase"):
+        function.register_tensor_class(object)

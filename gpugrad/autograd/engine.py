@@ -5,7 +5,7 @@ import heapq
 import weakref
 from typing import Any, Callable, Sequence
 
-from .function import GradError, _check_finite, _make_result, is_tensor, named_error
+from .function import GradError, TensorBase, _check_finite, _make_result, named_error
 from .grad_mode import STATE
 
 
@@ -367,7 +367,7 @@ def _root_grad(tensor, grad, where: str):
                 f"{tuple(tensor.shape)}. Reduce it first (loss = y.sum() or y.mean()) or pass "
                 "grad=<tensor of the same shape>.")
         return be.xp.ones(tensor.data.shape, dtype=tensor.data.dtype)
-    g = grad.data if is_tensor(grad) else be.asarray(grad, dtype=tensor.data.dtype)
+    g = grad.data if isinstance(grad, TensorBase) else be.asarray(grad, dtype=tensor.data.dtype)
     if tuple(g.shape) != tuple(tensor.shape):
         raise named_error(GradError,
             f"{where}: grad has shape {tuple(g.shape)} but the output has shape {tuple(tensor.shape)}")
@@ -380,13 +380,13 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
     if create_graph:
         raise NotImplementedError("gg.autograd.grad: create_graph=True (higher-order gradients) is not "
                                   "supported: backward formulas run on raw arrays")
-    single_out = is_tensor(outputs)
+    single_out = isinstance(outputs, TensorBase)
     outs = [outputs] if single_out else list(outputs)
-    ins = [inputs] if is_tensor(inputs) else list(inputs)
+    ins = [inputs] if isinstance(inputs, TensorBase) else list(inputs)
     if grad_outputs is None:
         gos = [None] * len(outs)
     else:
-        gos = [grad_outputs] if is_tensor(grad_outputs) or not isinstance(grad_outputs, (list, tuple)) else list(grad_outputs)
+        gos = [grad_outputs] if isinstance(grad_outputs, TensorBase) or not isinstance(grad_outputs, (list, tuple)) else list(grad_outputs)
     for t in ins:
         if not t.requires_grad:
             raise named_error(GradError, f"autograd.grad: input of shape {tuple(t.shape)} does not require grad")

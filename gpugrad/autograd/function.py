@@ -1,5 +1,5 @@
 """``Function``: an op's forward and backward on raw arrays, ``Context`` (ctx), the graph node, and the
-Tensor class that tensor.py registers here (``register_tensor_class``, ``is_tensor``, ``_make_result``)."""
+Tensor class that tensor.py registers here (``TensorBase``, ``register_tensor_class``, ``_make_result``)."""
 from __future__ import annotations
 
 from typing import Any
@@ -20,21 +20,27 @@ _probes: list = []
 
 # ---------------------------------------------------------------- the Tensor class
 # ``Tensor`` (gpugrad/tensor.py) sits above the ops, because its methods are the ops. This layer and
-# the ops build and recognise tensors through the class tensor.py registers here once, right after
-# defining it (``register_tensor_class``), never by importing tensor.py: no import cycle.
-_Tensor: type = None  # type: ignore[assignment]
+# the ops recognise tensors by its base class, ``TensorBase``, and build them with ``_make_result``
+# through the class tensor.py registers here right after defining it (``register_tensor_class``),
+# never by importing tensor.py: no import cycle.
+class TensorBase:
+    """The base class of ``gpugrad.Tensor``: ``isinstance(x, TensorBase)`` is how the code below
+    tensor.py (autograd, ops, creation) tells a tensor. It holds nothing; Tensor has the slots."""
+
+    __slots__ = ()
+
+
+_Tensor: type = None  # type: ignore[assignment]  # the registered Tensor class
 
 
 def register_tensor_class(cls: type) -> None:
-    """Make ``cls`` the class of every tensor that ops, the engine and the factories build (called
-    once by gpugrad/tensor.py; ``cls`` has Tensor's slots: data, grad, _requires_grad, ...)."""
+    """Make ``cls`` (a subclass of ``TensorBase`` with Tensor's slots: data, grad, _requires_grad,
+    ...) the class of every tensor that ops, the engine and the factories build (called once, by
+    gpugrad/tensor.py)."""
     global _Tensor
+    if not (isinstance(cls, type) and issubclass(cls, TensorBase)):
+        raise TypeError(f"register_tensor_class: {cls!r} is not a subclass of TensorBase")
     _Tensor = cls
-
-
-def is_tensor(x: Any) -> bool:
-    """Whether ``x`` is a gpugrad Tensor."""
-    return isinstance(x, _Tensor)
 
 
 def _make_result(arr, dev, ctx, idx: int, vc=None):
@@ -61,7 +67,7 @@ class GradError(RuntimeError):
 
 def describe(x: Any) -> str:
     """Short description of an op argument for error messages."""
-    if is_tensor(x):
+    if isinstance(x, TensorBase):
         return f"Tensor(shape={tuple(x.data.shape)}, dtype={x.data.dtype}, device={x.device})"
     if hasattr(x, "shape") and hasattr(x, "dtype"):
         return f"array(shape={tuple(x.shape)}, dtype={x.dtype})"
@@ -353,4 +359,5 @@ def _check_finite(backend, op: str, what: str, arrays) -> None:
                 f"(shape {tuple(a.shape)}, {n_nan} NaN, {n_inf} inf). This is the first op that did.")
 
 
-__all__ = ["Context", "Function", "GradError", "named_error", "describe", "is_tensor", "register_tensor_class", "np"]
+__all__ = ["Context", "Function", "GradError", "named_error", "describe", "TensorBase", "register_tensor_class",
+           "np"]

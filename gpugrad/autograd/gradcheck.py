@@ -5,7 +5,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .function import _make_result, is_tensor, named_error
+from .function import TensorBase, _make_result, named_error
 from .grad_mode import no_grad
 
 
@@ -14,8 +14,8 @@ class GradcheckError(AssertionError):
 
 
 def _prepare(fn_name: str, inputs: Sequence) -> list:
-    ins = [inputs] if is_tensor(inputs) else list(inputs)
-    diff = [t for t in ins if is_tensor(t) and t.requires_grad]
+    ins = [inputs] if isinstance(inputs, TensorBase) else list(inputs)
+    diff = [t for t in ins if isinstance(t, TensorBase) and t.requires_grad]
     if not diff:
         raise named_error(ValueError, f"{fn_name}: no input requires grad; pass tensors with requires_grad=True")
     for t in diff:
@@ -29,7 +29,7 @@ def _prepare(fn_name: str, inputs: Sequence) -> list:
 def _scalarize(fn: Callable, ins: list, weights: list | None):
     """Evaluate ``fn`` and reduce its output(s) to ``sum(out_i * w_i)`` with fixed random weights."""
     out = fn(*ins)
-    outs = [out] if is_tensor(out) else [o for o in out if is_tensor(o)]
+    outs = [out] if isinstance(out, TensorBase) else [o for o in out if isinstance(o, TensorBase)]
     if weights is None:
         rng = np.random.default_rng(1234)
         weights = [rng.standard_normal(o.shape) for o in outs]

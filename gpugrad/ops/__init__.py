@@ -7,7 +7,7 @@ from collections import namedtuple
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .._device import device as _device_t
-from ..autograd.function import _make_result, is_tensor, named_error
+from ..autograd.function import TensorBase, _make_result, named_error
 from . import elementwise as _e, linalg as _l, loss as _lo, reduction as _r, shape as _s
 
 if TYPE_CHECKING:  # Tensor sits above the ops (its methods are these functions)
@@ -104,7 +104,7 @@ clip = clamp
 
 def where(cond, a, b) -> Tensor:
     """Elementwise ``a if cond else b`` (differentiable in ``a`` and ``b``)."""
-    if not is_tensor(a) and not is_tensor(b) and is_tensor(cond):
+    if not isinstance(a, TensorBase) and not isinstance(b, TensorBase) and isinstance(cond, TensorBase):
         a = _make_result(cond._backend().asarray(a), cond.device, None, 0)
     return _e.Where.apply(cond, a, b)
 
@@ -128,7 +128,7 @@ def amin(x, dim=None, keepdim: bool = False) -> Tensor:
 
 def max(x, dim: int | None = None, keepdim: bool = False):  # noqa: A001
     """Maximum of all elements, or ``(values, indices)`` along ``dim`` (as PyTorch)."""
-    if is_tensor(dim):
+    if isinstance(dim, TensorBase):
         return maximum(x, dim)
     if dim is None:
         return _r.Amax.apply(x)
@@ -137,7 +137,7 @@ def max(x, dim: int | None = None, keepdim: bool = False):  # noqa: A001
 
 def min(x, dim: int | None = None, keepdim: bool = False):  # noqa: A001
     """Minimum of all elements, or ``(values, indices)`` along ``dim`` (as PyTorch)."""
-    if is_tensor(dim):
+    if isinstance(dim, TensorBase):
         return minimum(x, dim)
     if dim is None:
         return _r.Amin.apply(x)
@@ -269,7 +269,7 @@ def to_copy(x, device: _device_t, dtype) -> Tensor:
 
 # ---------------------------------------------------------------- linear algebra
 def matmul(a, b) -> Tensor:
-    if not is_tensor(a) or not is_tensor(b):
+    if not isinstance(a, TensorBase) or not isinstance(b, TensorBase):
         raise named_error(TypeError, f"matmul: both operands must be Tensors, got {type(a).__name__} and "
                           f"{type(b).__name__}")
     return _l.MatMul.apply(a, b)
@@ -315,10 +315,10 @@ def dropout(x, p: float = 0.5, training: bool = True) -> Tensor:
 # ---------------------------------------------------------------- comparisons (not differentiable)
 def _cmp(name: str):
     def f(a, b) -> Tensor:
-        ref = a if is_tensor(a) else b
-        xa = a.data if is_tensor(a) else a
-        xb = b.data if is_tensor(b) else b
-        if is_tensor(a) and is_tensor(b) and a.device != b.device:
+        ref = a if isinstance(a, TensorBase) else b
+        xa = a.data if isinstance(a, TensorBase) else a
+        xb = b.data if isinstance(b, TensorBase) else b
+        if isinstance(a, TensorBase) and isinstance(b, TensorBase) and a.device != b.device:
             raise named_error(RuntimeError, f"{name}: tensors on different devices {a.device} and {b.device}")
         return _make_result(getattr(ref._backend().xp, name)(xa, xb), ref.device, None, 0)
     f.__name__ = name

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd.function import Context, Function, is_tensor, named_error
+from ..autograd.function import Context, Function, TensorBase, named_error
 from ..backends import get_backend
 
 
@@ -63,10 +63,10 @@ class Expand(Function):
 
 def _index_arrays(key):
     """Replace Tensors inside an index by their arrays."""
-    if is_tensor(key):
+    if isinstance(key, TensorBase):
         return key.data
     if isinstance(key, tuple):
-        return tuple(k.data if is_tensor(k) else k for k in key)
+        return tuple(k.data if isinstance(k, TensorBase) else k for k in key)
     if isinstance(key, list):
         return np.asarray(key)
     return key
