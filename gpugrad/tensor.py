@@ -44,24 +44,31 @@ def _binds(impl: Callable[..., Any]) -> Callable[[_Spec], _Spec]:
     docstring, and its body is never run; ``impl`` itself is bound under that name, so a call costs
     one Python frame less than a method calling ``impl``. The def's parameters after ``self`` must be
     ``impl``'s after its first (checked here; a Function's ``apply`` takes ``*args, **kwargs``)."""
-    impl_params = list(inspect.signature(impl).parameters.values())
-
     def bind(spec: _Spec) -> _Spec:
-        sig = inspect.signature(spec)
-        if impl_params[0].kind is not inspect.Parameter.VAR_POSITIONAL:
-            ours = [(p.name, p.kind, p.default) for p in list(sig.parameters.values())[1:]]
-            theirs = [(p.name, p.kind, p.default) for p in impl_params[1:]]
-            if ours != theirs:
-                raise TypeError(f"Tensor.{spec.__name__} declares the parameters {ours} after self, but "
-                                f"{impl.__module__}.{impl.__qualname__} takes {theirs}: make them the same")
+        if impl.__code__.co_argcount and _params(spec) != _params(impl):  # apply: (*args, **kwargs)
+            raise TypeError(f"Tensor.{spec.__name__} declares the parameters {inspect.signature(spec)}, but "
+                            f"{impl.__module__}.{impl.__qualname__} takes {inspect.signature(impl)}: after "
+                            "the first, make them the same (names, defaults, kinds)")
         f = types.FunctionType(impl.__code__, impl.__globals__, spec.__name__, impl.__defaults__,
                                impl.__closure__)
         f.__kwdefaults__ = impl.__kwdefaults__
         f.__qualname__, f.__doc__, f.__module__ = spec.__qualname__, spec.__doc__, spec.__module__
         f.__annotations__ = spec.__annotations__
-        f.__signature__ = sig  # type: ignore[attr-defined]
+        f.__wrapped__ = spec  # type: ignore[attr-defined]  # inspect.signature / help() show the declaration
         return f  # type: ignore[return-value]
     return bind
+
+
+def _params(fn: Callable[..., Any]) -> tuple:
+    """A function's parameters after its first, from its code: names (``*args``/``**kwargs`` marked),
+    positional count, keyword-only count, defaults (cheap enough to check every method at import)."""
+    c = fn.__code__
+    names = list(c.co_varnames[:c.co_argcount + c.co_kwonlyargcount])
+    if c.co_flags & inspect.CO_VARARGS:
+        names.insert(c.co_argcount, "*" + c.co_varnames[len(names)])
+    if c.co_flags & inspect.CO_VARKEYWORDS:
+        names.append("**" + c.co_varnames[len(names)])
+    return tuple(names[1:]), c.co_argcount, c.co_kwonlyargcount, fn.__defaults__, fn.__kwdefaults__
 
 
 def clear_grads(tensors, set_to_none: bool = True) -> None:
