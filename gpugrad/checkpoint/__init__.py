@@ -6,7 +6,7 @@ Trade: one extra forward of the block, for the memory of its activations (Chen e
 and the planner (planner.py) apply it to a chain of layers: ``plan`` / ``plan_for`` choose which
 segments to checkpoint, nested, for a budget of saved activation bytes.
 """
-from .mechanism import checkpoint
+from .mechanism import CheckpointFunction, checkpoint  # noqa: F401  (CheckpointFunction: the node's class)
 from .planner import (CheckpointPlan, Segment, checkpoint_sequential, even_segments, layer_bytes, plan,
                       plan_for, predict_peak, recompute_count, sqrt_segments)
 
