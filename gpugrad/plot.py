@@ -172,10 +172,10 @@ def _fmt_linear(v: float, step: float) -> str:
 
 
 def _fmt_power(v: float) -> str:
-    k = round(math.log10(v))
-    if abs(v - 10.0 ** k) > 1e-9 * v or abs(k) > 3:  # 2e-5, 5e4 or 1e-7: mantissa and exponent
-        return f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
-    return f"{v:g}"
+    """A log-axis tick: plain from 0.001 to 5000 (0.01, 20, 500), else mantissa and exponent (1e-7, 2e5)."""
+    if 1e-3 - 1e-12 <= v < 1e4:
+        return f"{v:g}"
+    return f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
 
 
 def _log_ticks(lo: float, hi: float) -> list[float]:

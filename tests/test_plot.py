@@ -87,8 +87,8 @@ def test_ticks():
     assert plot._log_ticks(-3.2, 0.1) == [1e-3, 1e-2, 1e-1, 1.0]
     assert plot._log_ticks(-14.5, 1.3)[:2] == [1e-14, 1e-11]  # at most 7 decades labelled
     assert plot._log_ticks(-0.4, 0.2) == [0.5, 1.0]
-    assert [plot._fmt_power(v) for v in (1e-3, 0.01, 1.0, 100.0, 1e-5, 2e-5)] == ["0.001", "0.01", "1", "100",
-                                                                                  "1e-5", "2e-5"]
+    assert [plot._fmt_power(v) for v in (1e-3, 0.01, 1.0, 200.0, 1e-5, 2e-5, 1e4)] == [
+        "0.001", "0.01", "1", "200", "1e-5", "2e-5", "1e4"]
     assert plot._fmt_linear(0.25, 0.25) == "0.25" and plot._fmt_linear(15.0, 5.0) == "15"
     assert plot._fmt_linear(2e6, 1e6) == "2e6"
 
