@@ -24,13 +24,14 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-               "GPUGRAD_NUM_THREADS")
+
+from gpugrad import benchmarking as bm  # noqa: E402
+from gpugrad._threads import OVERRIDE_VAR, THREAD_VARS  # noqa: E402
 
 
 def run_once(tree: str, ranks: int, epochs: int, extra_env: dict) -> dict:
     from gpugrad.distributed.mpi import mpiexec_command
-    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS and k != OVERRIDE_VAR}
     env.update(PYTHONPATH=tree, **extra_env)
     with tempfile.TemporaryDirectory() as tmp:
         run = os.path.join(tmp, "run")
@@ -75,11 +76,9 @@ def main(argv=None) -> int:
     for label, s in summary.items():
         print(f"{label:<40} {s['samples_per_s']:>9,.0f} samples/s (median)  {s['wall_s']:5.1f} s wall")
     out = {"command": "python3 benchmarks/train_ranks.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "load_average_1min": load,
+           "date": time.strftime("%Y-%m-%d"), "machine": bm.machine_info(), "load_average_1min": load,
            "epochs": args.epochs, "results": summary}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
+    bm.write_json(args.out, out)
     print(f"wrote {args.out}")
     return 0
 
