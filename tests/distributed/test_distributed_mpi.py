@@ -113,9 +113,9 @@ def test_the_guides_data_parallel_example_prints_each_rank_and_the_accuracy() ->
     code = next(b for b in re.findall(r"^```python\n(.*?)^```", guide, re.S | re.M) if "DistributedDataParallel" in b)
     r, _ = mpirun(2, ["-c", code], timeout=180)
     _ok(r)
-    for rank in (0, 1):
-        assert len(re.findall(rf"^rank {rank}/2, epoch \d: loss of its last batch \d+\.\d+$", r.stdout, re.M)) == 3
-    acc = re.findall(r"^held-out accuracy (\d\.\d+) after 3 epochs on 2 rank\(s\)$", r.stdout, re.M)
+    for rank in (0, 1):  # (the launcher may interleave the ranks' output: no line anchors)
+        assert len(re.findall(rf"rank {rank}/2, epoch \d: loss of its last batch \d+\.\d+", r.stdout)) == 3
+    acc = re.findall(r"held-out accuracy (\d\.\d+) after 3 epochs on 2 rank\(s\)", r.stdout)
     assert len(acc) == 1 and float(acc[0]) > 0.9, r.stdout
 
 
