@@ -437,6 +437,7 @@ def test_bench_tiny_grid_writes_json(tmp_path, capsys):
     assert r["flops_per_step"] == 2 * 4 * (8 * 8 * 2 + 8 * 10 * 3)
     assert r["gpugrad_samples_per_s"] > 0 and r["gpugrad_tflops"] > 0
     assert "width" in capsys.readouterr().out
+    assert read_png(tmp_path / "b.png").shape[2] == 3  # the plot, one batch size: a single point per line
 
 
 def test_graph_command_writes_dot(tmp_path, capsys):
