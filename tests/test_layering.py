@@ -20,13 +20,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ``gpugrad`` (the public re-exports) sits above everything and is not importable from below.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("kernels", ("gpugrad.kernels",)),
-    ("foundation", ("gpugrad._dtype", "gpugrad._device", "gpugrad._errors", "gpugrad._mode", "gpugrad.install_hints")),
+    ("foundation", ("gpugrad._dtype", "gpugrad._device", "gpugrad._errors", "gpugrad._mode", "gpugrad._threads",
+                    "gpugrad.install_hints")),
     ("backends", ("gpugrad.backends",)),
     ("autograd", ("gpugrad.autograd", "gpugrad.creation", "gpugrad.random")),
     ("ops", ("gpugrad.ops",)),
     ("tensor", ("gpugrad.tensor",)),
     ("library", ("gpugrad.nn", "gpugrad.optim", "gpugrad.io", "gpugrad.checkpoint", "gpugrad.memory",
-                 "gpugrad.amp", "gpugrad.viz", "gpugrad.cuda", "gpugrad.cuda_graphs", "gpugrad.data",
+                 "gpugrad.amp", "gpugrad.viz", "gpugrad.plot", "gpugrad.cuda", "gpugrad.cuda_graphs", "gpugrad.data",
                  "gpugrad.diagnostics")),
     ("experimental", ("gpugrad.experimental",)),
     ("distributed", ("gpugrad.distributed", "gpugrad.nn.parallel")),

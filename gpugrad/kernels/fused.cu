@@ -45,8 +45,8 @@ __device__ __forceinline__ double m_log(double x) { return log(x); }
 __device__ __forceinline__ float neg_inf(float) { return __int_as_float(0xff800000); }
 __device__ __forceinline__ double neg_inf(double) { return __longlong_as_double(0xfff0000000000000ULL); }
 
-#include "activations.cuh"  // act_fwd / act_bwd and the activation codes, generated
-using gg_act::act_bwd;
+#include "activations.cuh"  // act_fwd / act_deriv, the activation codes and GG_ACT_PARAMS, generated
+using gg_act::act_deriv;
 using gg_act::act_fwd;
 
 // ------------------------------------------------------------------ bias + activation forward
@@ -55,7 +55,7 @@ using gg_act::act_fwd;
 // stays in a register).
 template <typename T>
 __device__ void bias_act_impl(T* z, const T* b, T* y, i64 M, i64 N, int has_bias, int write_z, int code,
-                              typename Num<T>::C slope) {
+                              GG_ACT_PARAMS(typename Num<T>::C)) {
     typedef typename Num<T>::C C;
     const i64 c = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= N) return;
@@ -65,18 +65,19 @@ __device__ void bias_act_impl(T* z, const T* b, T* y, i64 M, i64 N, int has_bias
         C v = Num<T>::load(z[i]);
         if (has_bias) v += bc;
         if (write_z) z[i] = Num<T>::store(v);
-        y[i] = Num<T>::store(act_fwd<C>(v, code, slope));
+        y[i] = Num<T>::store(act_fwd<C>(v, code, GG_ACT_ARGS));
     }
 }
 
 template <typename T>
-__device__ void act_bwd_impl(const T* dy, const T* s, T* dz, i64 M, i64 N, int code, typename Num<T>::C slope) {
+__device__ void act_bwd_impl(const T* dy, const T* s, T* dz, i64 M, i64 N, int code, int order,
+                             GG_ACT_PARAMS(typename Num<T>::C)) {
     typedef typename Num<T>::C C;
     const i64 c = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= N) return;
     for (i64 r = blockIdx.y; r < M; r += gridDim.y) {
         const i64 i = r * N + c;
-        dz[i] = Num<T>::store(act_bwd<C>(Num<T>::load(dy[i]), Num<T>::load(s[i]), code, slope));
+        dz[i] = Num<T>::store(act_deriv<C>(Num<T>::load(dy[i]), Num<T>::load(s[i]), code, order, GG_ACT_ARGS));
     }
 }
 
@@ -88,8 +89,8 @@ __device__ void act_bwd_impl(const T* dy, const T* s, T* dz, i64 M, i64 N, int c
 
 template <typename T>
 __device__ void act_bias_grad_impl(const T* dy, const T* s, T* dz, typename Num<T>::C* partial, i64 M, i64 N,
-                                   i64 rows_per_block, int write_dz, int do_bias, int code,
-                                   typename Num<T>::C slope) {
+                                   i64 rows_per_block, int write_dz, int do_bias, int code, int order,
+                                   GG_ACT_PARAMS(typename Num<T>::C)) {
     typedef typename Num<T>::C C;
     __shared__ C sm[ABG_TY][ABG_TX];
     const int tx = threadIdx.x, ty = threadIdx.y;
@@ -101,7 +102,7 @@ __device__ void act_bias_grad_impl(const T* dy, const T* s, T* dz, typename Num<
     if (col < N) {
         for (i64 r = r0 + ty; r < r1; r += ABG_TY) {
             const i64 i = r * N + col;
-            C g = act_bwd<C>(Num<T>::load(dy[i]), Num<T>::load(s[i]), code, slope);
+            C g = act_deriv<C>(Num<T>::load(dy[i]), Num<T>::load(s[i]), code, order, GG_ACT_ARGS);
             if (write_dz) dz[i] = Num<T>::store(g);
             acc += g;
         }
@@ -130,7 +131,8 @@ __device__ void colsum_impl(const typename Num<T>::C* partial, T* out, i64 R, i6
 }
 
 // ------------------------------------------------------------------ softmax + cross-entropy
-// One block per row (grid-stride), blockDim.x a power of two <= 256.
+// One block per row (grid-stride), blockDim.x a power of two <= 256: the reduction below halves the block and
+// holds one partial result per thread in sm_m[256] / sm_s[256] (cuda_c.py checks the block it launches).
 template <typename T>
 __device__ void softmax_xent_fwd_impl(const T* x, const i64* t, T* loss, T* probs, i64 M, i64 Cn, i64 ignore,
                                       i64* err, int check) {
@@ -194,17 +196,40 @@ __device__ void softmax_xent_bwd_impl(const T* p, const i64* t, const T* g, i64 
     }
 }
 
+// ------------------------------------------------------------------ gather (multi-tensor copy)
+// Copies up to GG_GATHER_MAX arrays into consecutive ranges of one flat buffer in one launch (the
+// optimizers' gradient gather). The table of source pointers and destination offsets is a kernel argument,
+// passed by value (as PyTorch's multi_tensor_apply passes its TensorListMetadata): no device-side table,
+// so no host-to-device copy per call, and a captured CUDA graph keeps the table of its capture.
+// grid = (gx, n): block row y copies array y (grid-stride in x), any gx >= 1; 1-D blocks of any size.
+#define GG_GATHER_MAX 128
+struct GatherTable {
+    const void* src[GG_GATHER_MAX];
+    i64 start[GG_GATHER_MAX + 1];  // array y goes to out[start[y], start[y + 1])
+};
+
+template <typename T>
+__device__ void gather_impl(const GatherTable& t, T* out) {
+    const int a = blockIdx.y;
+    const T* src = static_cast<const T*>(t.src[a]);
+    const i64 s = t.start[a], n = t.start[a + 1] - s;
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)
+        out[s + i] = src[i];
+}
+
 // ------------------------------------------------------------------ extern "C" entry points
 #define GG_ENTRY_POINTS(SUF, T, C)                                                                            \
 extern "C" __global__ void bias_act_##SUF(T* z, const T* b, T* y, i64 M, i64 N, int has_bias, int write_z,    \
-                                          int code, C slope) {                                                \
-    bias_act_impl<T>(z, b, y, M, N, has_bias, write_z, code, slope); }                                        \
-extern "C" __global__ void act_bwd_##SUF(const T* dy, const T* s, T* dz, i64 M, i64 N, int code, C slope) {  \
-    act_bwd_impl<T>(dy, s, dz, M, N, code, slope); }                                                          \
+                                          int code, GG_ACT_PARAMS(C)) {                                       \
+    bias_act_impl<T>(z, b, y, M, N, has_bias, write_z, code, GG_ACT_ARGS); }                                  \
+extern "C" __global__ void act_bwd_##SUF(const T* dy, const T* s, T* dz, i64 M, i64 N, int code, int order,   \
+                                         GG_ACT_PARAMS(C)) {                                                  \
+    act_bwd_impl<T>(dy, s, dz, M, N, code, order, GG_ACT_ARGS); }                                            \
 extern "C" __global__ void act_bias_grad_##SUF(const T* dy, const T* s, T* dz, C* partial, i64 M, i64 N,      \
                                                i64 rows_per_block, int write_dz, int do_bias, int code,       \
-                                               C slope) {                                                     \
-    act_bias_grad_impl<T>(dy, s, dz, partial, M, N, rows_per_block, write_dz, do_bias, code, slope); }        \
+                                               int order, GG_ACT_PARAMS(C)) {                                 \
+    act_bias_grad_impl<T>(dy, s, dz, partial, M, N, rows_per_block, write_dz, do_bias, code, order,           \
+                          GG_ACT_ARGS); }                                                                     \
 extern "C" __global__ void colsum_##SUF(const C* partial, T* out, i64 R, i64 N) {                             \
     colsum_impl<T>(partial, out, R, N); }                                                                     \
 extern "C" __global__ void softmax_xent_fwd_##SUF(const T* x, const i64* t, T* loss, T* probs, i64 M, i64 Cn, \
@@ -213,7 +238,8 @@ extern "C" __global__ void softmax_xent_fwd_##SUF(const T* x, const i64* t, T* l
 extern "C" __global__ void softmax_xent_bwd_##SUF(const T* p, const i64* t, const T* g, i64 g_stride, C mul,  \
                                                   i64 ignore, C eps_over_c, C one_minus_eps, T* d, i64 M,     \
                                                   i64 Cn) {                                                   \
-    softmax_xent_bwd_impl<T>(p, t, g, g_stride, mul, ignore, eps_over_c, one_minus_eps, d, M, Cn); }
+    softmax_xent_bwd_impl<T>(p, t, g, g_stride, mul, ignore, eps_over_c, one_minus_eps, d, M, Cn); }        \
+extern "C" __global__ void gather_##SUF(GatherTable table, T* out) { gather_impl<T>(table, out); }
 
 GG_ENTRY_POINTS(f32, float, float)
 GG_ENTRY_POINTS(f64, double, double)

@@ -1,9 +1,11 @@
 """``gg.nn``: modules, layers, containers and losses with PyTorch's names and semantics."""
 from . import functional, init, utils  # parallel: imported by gpugrad/__init__.py (it sits above nn)
-from .layers import (GELU, MLP, CrossEntropyLoss, Dropout, Flatten, Identity, LeakyReLU, Linear, LogSoftmax,
-                     MLPBlock, ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid, Softmax, Tanh)
+from .layers import (ELU, GELU, MLP, SELU, SIREN, CrossEntropyLoss, Dropout, Flatten, Hardsigmoid, Hardswish, Hardtanh,
+                     Identity, LeakyReLU, Linear, LogSigmoid, LogSoftmax, Mish, MLPBlock, ModuleList, MSELoss, NLLLoss,
+                     ReLU, ReLU6, Sequential, Sigmoid, SiLU, Sine, Softmax, Softplus, Tanh)
 from .module import IncompatibleKeys, Module, Parameter
 
 __all__ = ["functional", "init", "parallel", "utils", "Module", "Parameter", "IncompatibleKeys", "Linear", "Identity", "ReLU",
-           "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftmax", "Dropout", "Flatten", "Sequential",
-           "ModuleList", "MLP", "MLPBlock", "MSELoss", "CrossEntropyLoss", "NLLLoss"]
+           "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "Softplus", "ELU", "SELU", "Mish", "Hardswish", "Hardsigmoid",
+           "ReLU6", "Hardtanh", "LogSigmoid", "Sine", "Softmax", "LogSoftmax", "Dropout", "Flatten", "Sequential",
+           "ModuleList", "MLP", "MLPBlock", "SIREN", "MSELoss", "CrossEntropyLoss", "NLLLoss"]

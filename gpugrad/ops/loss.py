@@ -25,6 +25,13 @@ def _check_shapes(op: str, logits, target) -> None:
             f"expected ({logits.shape[0]},)")
 
 
+def _long(be, target):
+    """Class targets as int64 (a no-op for int64): comparisons with ``ignore_index`` and the range check
+    then never cast a Python int into a narrower array dtype (CuPy raises OverflowError for -100 into
+    uint8, as NumPy's NEP 50 casting does)."""
+    return target.astype(be.xp.int64, copy=False)
+
+
 def _reduce(per_row, reduction: str, divisor):
     """``divisor``: the backend's count of non-ignored rows (``count_divisor``) for ``mean``."""
     if reduction == "none":
@@ -44,6 +51,7 @@ class CrossEntropy(Function):
         be = ctx.backend
         _check_reduction("cross_entropy", reduction)
         _check_shapes("cross_entropy", logits, target)
+        target = _long(be, target)
         if not 0.0 <= label_smoothing < 1.0:
             raise named_error(ValueError, f"cross_entropy: label_smoothing must be in [0, 1), got {label_smoothing}")
         # validates the target range too: at once on the CPU, lazily (no host read) on a device
@@ -77,6 +85,7 @@ class NLLLoss(Function):
         xp = be.xp
         _check_reduction("nll_loss", reduction)
         _check_shapes("nll_loss", logp, target)
+        target = _long(be, target)
         be.check_targets("nll_loss", target, logp.shape[1], ignore_index)
         valid = target != ignore_index
         safe_t = xp.clip(target, 0, logp.shape[1] - 1)  # out-of-range: reported by the check

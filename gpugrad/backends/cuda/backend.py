@@ -19,15 +19,15 @@ from ...kernels import cuda_c as _k_c
 from ...kernels import optim_step as _k_opt
 from ...kernels import softmax_xent as _k_sx
 from ...kernels._numba import compute_dtype
-from ...kernels.activations import CODES, saves
-from ..base import Backend
+from ...kernels.activations import CODES, KERNEL_ORDERS, saves
+from ..base import Backend, act_params
 from . import _env_flag, apply_tf32, memory
 from .launcher import Launcher
+from .state import runtime
 from . import cublas as _cublas, get_tf32  # noqa: I001 (kept apart from the lines above: fewer merge conflicts)
 
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-_I64 = np.iinfo(np.int64)
-_ERR_INIT = np.array([_I64.max, _I64.min], dtype=np.int64)  # [min bad target, max bad target]
+_I64 = np.iinfo(np.int64)  # the error record [min bad target, max bad target] starts at [max, min]
 
 
 def check_at_op() -> bool:
@@ -55,6 +55,7 @@ class CUDABackend(Backend):
         import cupy
         self.xp = cupy
         self._gpu = cupy.cuda.Device(dev.index or 0)
+        self.state = runtime().device(self._gpu.id)  # compiled modules, kernel handles, launch plans, cuBLAS
         with self._gpu:
             cupy.empty(1, dtype=np.float32)  # create the context now: failures surface here, clearly
             memory.install()
@@ -89,8 +90,27 @@ class CUDABackend(Backend):
     # ------------------------------------------------------------------ lazy device-side validation
     def _err_record(self):
         if self._err is None:
-            self._err = self.asarray(_ERR_INIT.copy())
+            with self._gpu:
+                self._err = self.xp.empty(2, dtype=np.int64)
+            self._clear_err()
         return self._err
+
+    def _clear_err(self) -> None:
+        """[max, min]: no bad target seen. Two fills (kernels), no host-to-device copy, same memory (a
+        captured CUDA graph keeps writing into it)."""
+        self._err[:1].fill(_I64.max)
+        self._err[1:].fill(_I64.min)
+
+    def pending_checks(self) -> dict:
+        """The device-side checks noted since the last read of the error record (see :meth:`note_checks`)."""
+        return self._pending
+
+    def note_checks(self, checks: dict) -> None:
+        """Note ``checks`` (from :meth:`pending_checks`) as run on the device again, so that the next
+        synchronisation reads the error record: a replayed CUDA graph runs its captured checks without
+        the Python code that noted them at capture."""
+        if checks and not checks.keys() <= self._pending.keys():
+            self._pending = {**self._pending, **checks}
 
     def _validated(self, op: str, n_classes: int, ignore_index: int) -> None:
         """Note a device-side check folded into the error record (the callers check at the op instead
@@ -109,7 +129,7 @@ class CUDABackend(Backend):
         lo, hi = (int(v) for v in self._to_host(self._err))
         if lo > hi:
             return
-        self._err[...] = self.asarray(_ERR_INIT.copy())
+        self._clear_err()
         what = f"target {lo}" if lo == hi else f"targets from {lo} to {hi}"
         checks = "; ".join(f"{op} with {c} classes (valid: 0 to {c - 1}, or ignore_index={ii})"
                            for op, c, ii in pending)
@@ -124,6 +144,9 @@ class CUDABackend(Backend):
         the error record, reported lazily (:meth:`raise_device_errors`)."""
         if not target.size:
             return
+        # int64 first: CuPy casts a Python int to the array's dtype (NEP 50) and raises OverflowError
+        # where it does not fit (the int64 bounds below into int32 targets, -100 into uint8 ones)
+        target = target.astype(np.int64, copy=False)
         if check_at_op():
             return super().check_targets(op, target, n_classes, ignore_index)  # names the position
         xp = self.xp
@@ -160,7 +183,7 @@ class CUDABackend(Backend):
         (``cupy.matmul``)."""
         if not _cublas.active() or a.dtype not in _cublas.DATA_TYPES:
             return None
-        return _cublas.get(self._gpu.id, self.xp, self._gpu)
+        return _cublas.get(self.state, self.xp)
 
     def linear_forward(self, x, w):
         """``x @ w.T`` through cuBLAS (TF32 for float32 when enabled; float16 accumulates in float32)."""
@@ -180,95 +203,103 @@ class CUDABackend(Backend):
         return dx, dw
 
     # ------------------------------------------------------------------ activations
-    def act_forward(self, z, act: str, slope: float = 0.01, out=None):
+    def act_forward(self, z, act: str, params=None, out=None):
         if act == "identity" or act not in CODES or not _is_float(z) or z.size == 0 or \
                 (out is not None and out is not z):
-            return super().act_forward(z, act, slope, out)
+            return super().act_forward(z, act, params, out)
         xp = self.xp
         if out is z:
             if not z.flags.c_contiguous:
-                return super().act_forward(z, act, slope, out)
+                return super().act_forward(z, act, params, out)
             src = y = z
         else:
             src = xp.ascontiguousarray(z)
             y = xp.empty(src.shape, src.dtype)
         s2, y2 = src.reshape(1, -1), y.reshape(1, -1)
         mb = self._launch.max_blocks
+        prm = act_params(act, params)
         if self._launch.run("act_forward", z.dtype,
-                            lambda st, a, o: _k_ba.bias_act(a, None, o, act, slope, stream=st, max_blocks=mb),
-                            lambda a, o: _k_c.bias_act(a, None, o, act, slope, max_blocks=mb), s2, y2):
+                            lambda st, a, o: _k_ba.bias_act(a, None, o, act, prm, stream=st, max_blocks=mb),
+                            lambda a, o: _k_c.bias_act(a, None, o, act, prm, state=self.state, max_blocks=mb), s2, y2):
             return y
-        return super().act_forward(z, act, slope, out)
+        return super().act_forward(z, act, params, out)
 
-    def act_backward(self, dy, saved, act: str, slope: float = 0.01):
-        if act == "identity" or act not in CODES or not _is_float(dy, saved) or dy.size == 0 or \
-                dy.shape != saved.shape or dy.dtype != saved.dtype:
-            return super().act_backward(dy, saved, act, slope)
+    def act_derivative(self, dy, saved, act: str, params=None, order: int = 1):
+        """One kernel pass for the orders the kernels compute (``KERNEL_ORDERS``: 1 and 2); the generic
+        array code for higher orders."""
+        if act == "identity" or act not in CODES or order not in KERNEL_ORDERS or not _is_float(dy, saved) or \
+                dy.size == 0 or dy.shape != saved.shape or dy.dtype != saved.dtype:
+            return super().act_derivative(dy, saved, act, params, order)
         xp = self.xp
         d = xp.ascontiguousarray(dy)
         s = xp.ascontiguousarray(saved)
         dz = xp.empty(d.shape, d.dtype)
         mb = self._launch.max_blocks
+        prm = act_params(act, params)
         if self._launch.run("act_backward", dy.dtype,
-                            lambda st, a, b, o: _k_ba.act_backward(a, b, o, act, slope, stream=st, max_blocks=mb),
-                            lambda a, b, o: _k_c.act_backward(a, b, o, act, slope, max_blocks=mb),
+                            lambda st, a, b, o: _k_ba.act_backward(a, b, o, act, prm, order, stream=st, max_blocks=mb),
+                            lambda a, b, o: _k_c.act_backward(a, b, o, act, prm, order, state=self.state,
+                                                                  max_blocks=mb),
                             d.reshape(1, -1), s.reshape(1, -1), dz.reshape(1, -1)):
             return dz
-        return super().act_backward(dy, saved, act, slope)
+        return super().act_derivative(dy, saved, act, params, order)
 
     # ------------------------------------------------------------------ fused linear layer
-    def bias_act(self, z, b, act: str, slope: float = 0.01):
+    def bias_act(self, z, b, act: str, params=None):
         """In place on ``z`` (a fresh GEMM output): one kernel pass ``y = act(z + b)``."""
         if act == "identity" and b is None:
             return z, None
         if act not in CODES or z.ndim != 2 or not _is_float(z) or not z.flags.c_contiguous or z.size == 0 or \
                 (b is not None and (b.ndim != 1 or b.dtype != z.dtype or b.shape[0] != z.shape[1])):
-            return super().bias_act(z, b, act, slope)
+            return super().bias_act(z, b, act, params)
         xp = self.xp
         if b is not None and not b.flags.c_contiguous:
             b = xp.ascontiguousarray(b)
-        in_place = saves(act, slope) != "z"
+        prm = act_params(act, params)
+        in_place = saves(act, prm) != "z"
         y = z if in_place else xp.empty(z.shape, z.dtype)
         write_z = (not in_place) and b is not None  # GELU keeps z + b for its backward
         mb = self._launch.max_blocks
         if self._launch.run(
                 "bias_act", z.dtype,
-                lambda st, zz, bb, yy: _k_ba.bias_act(zz, bb, yy, act, slope, write_z, stream=st, max_blocks=mb),
-                lambda zz, bb, yy: _k_c.bias_act(zz, bb, yy, act, slope, write_z, max_blocks=mb), z, b, y):
+                lambda st, zz, bb, yy: _k_ba.bias_act(zz, bb, yy, act, prm, write_z, stream=st, max_blocks=mb),
+                lambda zz, bb, yy: _k_c.bias_act(zz, bb, yy, act, prm, write_z, state=self.state, max_blocks=mb), z, b, y):
             if act == "identity":
                 return z, None
             return (y, y) if in_place else (y, z)
-        return super().bias_act(z, b, act, slope)
+        return super().bias_act(z, b, act, params)
 
-    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, slope: float = 0.01):
-        """One kernel pass: ``dz = dy * act'`` and per-block partial sums of ``dz`` over rows, then one
-        small deterministic reduction for ``db``."""
-        if act == "identity" and not with_bias:
+    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, params=None, order: int = 1):
+        """One kernel pass: ``dz = dy * d^order act`` (order 1, or 2 for a double backward) and per-block
+        partial sums of ``dz`` over rows, then one small deterministic reduction for ``db``."""
+        if act == "identity" and not with_bias and order == 1:
             return dy, None
-        if act not in CODES or dy.ndim != 2 or not _is_float(dy) or dy.size == 0 or \
+        if act not in CODES or order not in KERNEL_ORDERS or dy.ndim != 2 or not _is_float(dy) or dy.size == 0 or \
                 (saved is not None and (saved.shape != dy.shape or saved.dtype != dy.dtype)) or \
                 (saved is None and act != "identity"):
-            return super().act_bias_backward(dy, saved, act, with_bias, slope)
+            return super().act_bias_backward(dy, saved, act, with_bias, params, order)
         xp = self.xp
         d = dy if dy.flags.c_contiguous else xp.ascontiguousarray(dy)
         s = d if saved is None else saved if saved.flags.c_contiguous else xp.ascontiguousarray(saved)
         M, N = d.shape
         dt = d.dtype
-        dz = None if act == "identity" else xp.empty((M, N), dt)
+        dz = None if (act == "identity" and order == 1) else xp.empty((M, N), dt)
         db = xp.empty((N,), dt) if with_bias else None
         tb = self._launch.target_blocks
         partial = None
         if with_bias:  # the scratch of both kernel sets' column sums, allocated here once
             row_blocks = _k_abg.plan(M, N, 32, 8, tb)[1]
             partial = xp.empty((row_blocks, N), compute_dtype(dt))
+        prm = act_params(act, params)
         if self._launch.run(
                 "act_bias_backward", dt,
-                lambda st, a, b_, o, g, p: _k_abg.act_bias_grad(a, b_, o, g, act, slope, partial=p, stream=st,
+                lambda st, a, b_, o, g, p: _k_abg.act_bias_grad(a, b_, o, g, act, prm, order, partial=p, stream=st,
                                                                TX=32, TY=8, target_blocks=tb),
-                lambda a, b_, o, g, p: _k_c.act_bias_grad(a, b_, o, g, act, slope, target_blocks=tb, partial=p),
+                lambda a, b_, o, g, p: _k_c.act_bias_grad(a, b_, o, g, act, prm, order, state=self.state,
+                                                          target_blocks=tb, partial=p),
                 d, s, dz, db, partial):
             return (dy if dz is None else dz), db
-        return super().act_bias_backward(dy, saved, act, with_bias, slope)
+        return super().act_bias_backward(dy, saved, act, with_bias, params, order)
 
     # ------------------------------------------------------------------ loss
     def softmax_cross_entropy(self, logits, target, ignore_index: int = -100, check_op: str | None = None):
@@ -289,7 +320,8 @@ class CUDABackend(Backend):
                 "softmax_cross_entropy", logits.dtype,
                 lambda st, a, tt, lo, p, e: _k_sx.softmax_xent_forward(a, tt, lo, p, ignore_index, e, stream=st,
                                                                       max_blocks=mb),
-                lambda a, tt, lo, p, e: _k_c.softmax_xent_forward(a, tt, lo, p, ignore_index, e, max_blocks=mb),
+                lambda a, tt, lo, p, e: _k_c.softmax_xent_forward(a, tt, lo, p, ignore_index, e, state=self.state,
+                                                                 max_blocks=mb),
                 x, t, loss, probs, err):
             if check_op is not None:
                 self._validated(check_op, x.shape[1], ignore_index)
@@ -314,12 +346,30 @@ class CUDABackend(Backend):
                     lambda st, a, tt, gg, o: _k_sx.softmax_xent_backward(a, tt, gg, o, mul, ignore_index,
                                                                         label_smoothing, stream=st, max_blocks=mb),
                     lambda a, tt, gg, o: _k_c.softmax_xent_backward(a, tt, gg, o, mul, ignore_index,
-                                                                   label_smoothing, max_blocks=mb),
+                                                                   label_smoothing, state=self.state, max_blocks=mb),
                     p, t, g1, d):
                 return d
         return super().cross_entropy_backward(probs, target, g1, mul, ignore_index, label_smoothing)
 
     # ------------------------------------------------------------------ optimizers
+    def gather_flat(self, arrays: list, out) -> None:
+        """``arrays`` flattened into consecutive ranges of the 1-D ``out``: one kernel launch for up to
+        128 arrays, its pointer table passed by value (``fused.cu: gather``), no host-to-device copy.
+        Never ``cupy.concatenate``: for more than 8 arrays it copies a host table of pointers to the
+        device (``cupy/_core/_routines_manipulation.pyx: _concatenate_single_kernel``), a hidden
+        transfer per step that CUDA graph capture refuses. Without the kernel: one copy per array."""
+        if len(arrays) > 1 and _is_float(out) and out.ndim == 1 and out.flags.c_contiguous and \
+                all(a.dtype == out.dtype and a.flags.c_contiguous for a in arrays):
+            if self._launch.run("gather", out.dtype, None,
+                                lambda o: _k_c.gather(arrays, o, state=self.state, max_blocks=self._launch.max_blocks),
+                                out):
+                return
+        i = 0
+        for a in arrays:
+            n = a.size
+            out[i:i + n] = a.reshape(-1)
+            i += n
+
     def optim_step(self, rule, arrays: dict, start: int, end: int, options: dict, derived: tuple = (), step=None,
                    found_inf=None) -> None:
         """One launch over ``[start, end)`` of the flat buffers (the kernel generated from ``rule``)."""
@@ -340,6 +390,6 @@ class CUDABackend(Backend):
 
         def cc(*a):
             arr, (s, f) = unpack(a)
-            _k_opt.step_cuda_c(rule, arr, start, end, options, derived, s, f, max_blocks=mb)
+            _k_opt.step_cuda_c(rule, arr, start, end, options, derived, s, f, state=self.state, max_blocks=mb)
         if not self._launch.run(f"{rule.name}_step", p.dtype, nb, cc, *arrays.values(), *extra):
             super().optim_step(rule, arrays, start, end, options, derived, step, found_inf)
