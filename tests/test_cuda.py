@@ -595,8 +595,7 @@ def test_module_to_cuda_and_optimizers_match_cpu(opt, on_cuda):
 
 
 def _train_digits(dev: str) -> float:
-    from sklearn.datasets import load_digits
-    X, y = load_digits(return_X_y=True)
+    X, y = gg.data.load_digits_raw()
     X = (X / 16.0).astype(np.float32)
     perm = np.random.default_rng(0).permutation(len(X))
     X, y = X[perm], y[perm]
@@ -618,7 +617,6 @@ def _train_digits(dev: str) -> float:
 
 
 def test_digits_mlp_trains_on_gpu_to_the_cpu_accuracy(on_cuda):
-    pytest.importorskip("sklearn")
     acc_cpu = _train_digits("cpu")
     acc_gpu = _train_digits("cuda")
     assert acc_cpu > 0.93 and acc_gpu > 0.93

@@ -5,7 +5,7 @@ import heapq
 import weakref
 from typing import Any, Callable, Sequence
 
-from .function import GradError, _check_finite, _lazy, named_error
+from .function import GradError, TensorBase, _check_finite, _make_result, named_error
 from .grad_mode import STATE
 
 
@@ -339,7 +339,7 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
 def _zeros(node, shape: tuple, dtype, graph: bool):
     """The gradient of an output that received none (a node with several outputs)."""
     z = node.backend.xp.zeros(shape, dtype)
-    return _lazy.make_result(z, node.out_device or node.backend.device, None, 0) if graph else z
+    return _make_result(z, node.out_device or node.backend.device, None, 0) if graph else z
 
 
 def _call_backward(node, fn, grads_out: tuple, graph: bool, mask: tuple | None):
@@ -372,11 +372,10 @@ def _call_backward(node, fn, grads_out: tuple, graph: bool, mask: tuple | None):
 
 def _as_tensors(node, grads: tuple) -> tuple:
     """A formula run while recording may return plain arrays (constants): make them Tensors."""
-    Tensor = _lazy.Tensor
-    if all(g is None or isinstance(g, Tensor) for g in grads):
+    if all(g is None or isinstance(g, TensorBase) for g in grads):
         return grads
     dev = node.backend.device
-    return tuple(g if g is None or isinstance(g, Tensor) else _lazy.make_result(g, dev, None, 0) for g in grads)
+    return tuple(g if g is None or isinstance(g, TensorBase) else _make_result(g, dev, None, 0) for g in grads)
 
 
 def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, accumulate: bool,
@@ -384,11 +383,10 @@ def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, acc
     """A leaf's gradient of this run is complete: its hooks, ``inputs`` capture, ``.grad``, post hooks.
     With ``graph`` the gradient is a Tensor with its graph, and ``.grad`` accumulates out of place
     (``leaf.grad = leaf.grad + g``, as PyTorch does under ``create_graph``)."""
-    Tensor = _lazy.Tensor or _lazy.load() or _lazy.Tensor
     g = entry[0]
     if leaf._hooks:
         for h in leaf._hooks:
-            r = h(g if graph else Tensor._wrap(g, leaf._device))
+            r = h(g if graph else _make_result(g, leaf._device, None, 0))
             if r is not None:
                 g = r if graph else r.data
     if capture is not None:
@@ -406,7 +404,7 @@ def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, acc
                 if not (entry[1] or (leaf.data.__class__ is g.__class__ and g.base is None and id(g) not in handed)):
                     g = g.copy()
                 handed.add(id(g))
-                leaf.grad = Tensor._wrap(g, leaf._device)
+                leaf.grad = _make_result(g, leaf._device, None, 0)
             else:
                 leaf.grad.data += g
                 leaf.grad._vc[0] += 1
@@ -418,11 +416,10 @@ def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, acc
 
 
 def _visit_outputs(node, buf: dict, capture: dict | None, results: list, graph: bool = False) -> None:
-    from ..tensor import Tensor
     for idx, entry in buf.items():
         if node._hooks and idx in node._hooks:
             for h in node._hooks[idx]:
-                r = h(entry[0] if graph else Tensor._wrap(entry[0], None))
+                r = h(entry[0] if graph else _make_result(entry[0], None, None, 0))
                 if r is not None:
                     entry[0], entry[1] = (r if graph else r.data), False
         if node._retained and idx in node._retained:
@@ -432,7 +429,7 @@ def _visit_outputs(node, buf: dict, capture: dict | None, results: list, graph: 
                 if graph:
                     t.grad = g if t.grad is None else t.grad + g
                 elif t.grad is None:
-                    t.grad = Tensor._wrap(g.copy(), t._device)
+                    t.grad = _make_result(g.copy(), t._device, None, 0)
                 else:
                     t.grad.data += g
         if capture:
@@ -479,12 +476,11 @@ def backward(tensors, grad_tensors=None, retain_graph: bool | None = None, creat
     sequence, weighted by ``grad_tensors``: None for scalars) accumulated into every leaf's ``.grad``
     (only into ``inputs``' when given). With ``create_graph`` the gradients carry their own graph
     (``retain_graph`` then defaults to True) and ``.grad`` accumulates out of place."""
-    Tensor = _lazy.Tensor or _lazy.load() or _lazy.Tensor
-    outs = [tensors] if isinstance(tensors, Tensor) else list(tensors)
+    outs = [tensors] if isinstance(tensors, TensorBase) else list(tensors)
     if grad_tensors is None:
         gts = [None] * len(outs)
     else:
-        gts = [grad_tensors] if isinstance(grad_tensors, Tensor) or not isinstance(grad_tensors, (list, tuple)) \
+        gts = [grad_tensors] if isinstance(grad_tensors, TensorBase) or not isinstance(grad_tensors, (list, tuple)) \
             else list(grad_tensors)
     if len(gts) != len(outs):
         raise named_error(ValueError, f"backward: {len(outs)} tensor(s) but {len(gts)} grad_tensors; give one per "
@@ -498,7 +494,7 @@ def backward(tensors, grad_tensors=None, retain_graph: bool | None = None, creat
     if inputs is None:
         run_backward(roots, rgs, retain_graph=retain_graph, create_graph=create_graph)
         return
-    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    inputs = [inputs] if isinstance(inputs, TensorBase) else list(inputs)
     grads = run_backward(roots, rgs, retain_graph=retain_graph, inputs=inputs, accumulate=False,
                          create_graph=create_graph)
     for t, gi in zip(inputs, grads):
@@ -507,7 +503,7 @@ def backward(tensors, grad_tensors=None, retain_graph: bool | None = None, creat
         if create_graph:
             t.grad = gi if t.grad is None else t.grad + gi
         elif t.grad is None:
-            t.grad = Tensor._wrap(gi.copy(), t._device)
+            t.grad = _make_result(gi.copy(), t._device, None, 0)
         else:
             t.grad.data += gi
 
@@ -523,7 +519,6 @@ def _root_grad(tensor, grad, where: str, graph: bool = False):
     """The gradient a backward starts from: an array, or with ``graph`` a Tensor (``grad`` itself when
     it is one, so a ``grad_outputs`` that requires grad stays in the recorded graph)."""
     be = tensor._device._be or tensor._backend()
-    from ..tensor import Tensor
     if grad is None:
         if tensor.data.size != 1:
             raise named_error(GradError,
@@ -531,8 +526,8 @@ def _root_grad(tensor, grad, where: str, graph: bool = False):
                 f"{tuple(tensor.shape)}. Reduce it first (loss = y.sum() or y.mean()) or pass "
                 "grad=<tensor of the same shape>.")
         g = be.xp.ones(tensor.data.shape, dtype=tensor.data.dtype)
-        return Tensor._wrap(g, tensor._device) if graph else g
-    if isinstance(grad, Tensor):
+        return _make_result(g, tensor._device, None, 0) if graph else g
+    if isinstance(grad, TensorBase):
         if grad._device != tensor._device:
             raise named_error(RuntimeError,
                 f"{where}: grad is on {grad._device} but the output is on {tensor._device}; move it first")
@@ -543,7 +538,7 @@ def _root_grad(tensor, grad, where: str, graph: bool = False):
         raise named_error(GradError,
             f"{where}: grad has shape {tuple(g.shape)} but the output has shape {tuple(tensor.shape)}")
     if graph:
-        return grad if isinstance(grad, Tensor) else Tensor._wrap(g, tensor._device)
+        return grad if isinstance(grad, TensorBase) else _make_result(g, tensor._device, None, 0)
     return g
 
 
@@ -554,7 +549,6 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
     with ``create_graph`` the gradients carry their own graph and can be differentiated again, to
     any order (``retain_graph`` then defaults to True); ``allow_unused`` gives None for an input the
     outputs do not depend on (``materialize_grads``: zeros instead, and implies ``allow_unused``)."""
-    from ..tensor import Tensor
     if allow_unused is None:
         allow_unused = materialize_grads
     if materialize_grads and not allow_unused:
@@ -562,18 +556,18 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
                           "got allow_unused=False")
     if retain_graph is None:
         retain_graph = create_graph
-    single_out = isinstance(outputs, Tensor)
+    single_out = isinstance(outputs, TensorBase)
     outs = [outputs] if single_out else list(outputs)
-    ins = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    ins = [inputs] if isinstance(inputs, TensorBase) else list(inputs)
     if grad_outputs is None:
         gos = [None] * len(outs)
     else:
-        gos = [grad_outputs] if isinstance(grad_outputs, Tensor) or not isinstance(grad_outputs, (list, tuple)) else list(grad_outputs)
+        gos = [grad_outputs] if isinstance(grad_outputs, TensorBase) or not isinstance(grad_outputs, (list, tuple)) else list(grad_outputs)
     if len(gos) != len(outs):
         raise named_error(ValueError, f"autograd.grad: {len(outs)} output(s) but {len(gos)} grad_outputs; give "
                           "one per output (None for a scalar output)")
     for t in ins:
-        if not isinstance(t, Tensor):
+        if not isinstance(t, TensorBase):
             raise named_error(TypeError, f"autograd.grad: inputs must be Tensors, got {type(t).__name__}")
         if not t.requires_grad:
             raise named_error(GradError, f"autograd.grad: input of shape {tuple(t.shape)} does not require grad")
@@ -593,11 +587,11 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
                     "outputs; pass allow_unused=True to get None for it")
             if materialize_grads:
                 g = t._backend().xp.zeros(t.shape, t.dtype)
-                out.append(Tensor._wrap(g, t._device))
+                out.append(_make_result(g, t._device, None, 0))
                 continue
             out.append(None)
         elif create_graph:
             out.append(g)
         else:
-            out.append(Tensor._wrap(g.copy() if g.base is not None else g, t._device))
+            out.append(_make_result(g.copy() if g.base is not None else g, t._device, None, 0))
     return tuple(out)

@@ -12,23 +12,25 @@ from typing import Any, Callable
 
 from .._errors import named_error
 from .engine import grad as _grad
+from .function import TensorBase, _make_result
+from .higher_order import LENT
 from .grad_mode import STATE, enable_grad, set_grad_enabled
 
 __all__ = ["vjp", "jvp", "jacobian", "hessian", "hvp", "vhp"]
 
 
-def _tensor_cls():
-    from ..tensor import Tensor
-    return Tensor
+def _zeros_like(t, requires_grad: bool = False):
+    """Zeros of ``t``'s shape, dtype and device (a leaf)."""
+    z = _make_result(t._backend().xp.zeros(t.shape, t.dtype), t.device, None, 0)
+    return z.requires_grad_(True) if requires_grad else z
 
 
 def _as_tuple(x: Any, arg: str, fn: str) -> tuple[bool, tuple]:
     """``(was a tuple, as a tuple)``; a TypeError naming the entry that is not a Tensor."""
-    Tensor = _tensor_cls()
     is_tuple = isinstance(x, (tuple, list))
     xs = tuple(x) if is_tuple else (x,)
     for i, el in enumerate(xs):
-        if not isinstance(el, Tensor):
+        if not isinstance(el, TensorBase):
             where = f"the value at index {i} has type {type(el).__name__}" if is_tuple else \
                 f"the given {arg} has type {type(el).__name__}"
             raise named_error(TypeError, f"{fn}: the {arg} must be either a Tensor or a tuple of Tensors but {where}")
@@ -53,8 +55,7 @@ def _prep(xs: tuple, create_graph: bool, need_graph: bool) -> tuple:
 
 def _post(xs, create_graph: bool):
     """Results without their graph unless ``create_graph``."""
-    Tensor = _tensor_cls()
-    if xs and isinstance(xs[0], Tensor):
+    if xs and isinstance(xs[0], TensorBase):
         return xs if create_graph else tuple(t.detach() for t in xs)
     return tuple(_post(x, create_graph) for x in xs)
 
@@ -105,7 +106,6 @@ def _autograd_grad(outputs: tuple, inputs: tuple, grad_outputs: tuple | None = N
 
 def _zeros_for(grads: tuple, refs: tuple, strict: bool, create_graph: bool, stage: str, fn: str) -> tuple:
     """None gradients as zeros (the mathematical value); in strict mode an error instead."""
-    from ..creation import zeros_like
     out = []
     for i, g in enumerate(grads):
         if g is None:
@@ -118,7 +118,7 @@ def _zeros_for(grads: tuple, refs: tuple, strict: bool, create_graph: bool, stag
                         "double_back_trick": f"the hessian of the user-provided function is independent of entry "
                                              f"{i} in the grad_jacobian (the double backward trick needs it)"}[stage]
                 raise named_error(RuntimeError, f"{fn}: {what}. This is not allowed in strict mode.")
-            g = zeros_like(refs[i])
+            g = _zeros_like(refs[i])
         elif strict and create_graph and not g.requires_grad:
             kind = "hessian" if "double" in stage else "jacobian"
             raise named_error(RuntimeError, f"{fn}: the {kind} of the user-provided function is independent of "
@@ -167,14 +167,13 @@ def jvp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
         strict: bool = False) -> tuple:
     """``(func(inputs), J v)``: the Jacobian-vector product at ``inputs`` (``v`` shaped like the
     inputs), by the double-backward trick. Results shaped like the outputs."""
-    from ..creation import zeros_like
     with enable_grad():
         in_tuple, xs = _as_tuple(inputs, "inputs", "jvp")
         xs = _prep(xs, create_graph, need_graph=True)
         vs = _prep_v(v, xs, in_tuple, create_graph, "jvp", "input to the user-provided function")
         out_tuple, outs = _as_tuple(func(*xs), "outputs of the user-provided function", "jvp")
         _check_requires_grad(outs, "outputs", strict, "jvp")
-        dummies = tuple(zeros_like(o, requires_grad=True) for o in outs)
+        dummies = tuple(_zeros_like(o, requires_grad=True) for o in outs)
         grad_inputs = _autograd_grad(outs, xs, dummies, create_graph=True)
         _check_requires_grad(grad_inputs, "grad_inputs", strict, "jvp")
     with set_grad_enabled(True if create_graph else STATE.grad_enabled):
@@ -187,8 +186,7 @@ def jacobian(func: Callable, inputs: Any, create_graph: bool = False, strict: bo
              vectorize: bool = False, strategy: str = "reverse-mode") -> Any:
     """The Jacobian of ``func`` at ``inputs``: for output ``i`` and input ``j`` a Tensor of shape
     ``outputs[i].shape + inputs[j].shape`` (nested tuples as the arguments were tuples or not)."""
-    from ..ops import stack
-    from ..creation import zeros, zeros_like
+    stack = LENT.stack
     if strategy not in ("reverse-mode", "forward-mode"):
         raise named_error(ValueError, f"jacobian: strategy must be 'reverse-mode' or 'forward-mode', got {strategy!r}")
     if strategy == "forward-mode":
@@ -210,14 +208,15 @@ def jacobian(func: Callable, inputs: Any, create_graph: bool = False, strict: bo
                         if strict:
                             raise named_error(RuntimeError, f"jacobian: output {i} of the user-provided function "
                                               f"is independent of input {j}. This is not allowed in strict mode.")
-                        g = zeros_like(x)
+                        g = _zeros_like(x)
                     elif strict and create_graph and not g.requires_grad:
                         raise named_error(RuntimeError, f"jacobian: the jacobian of the user-provided function is "
                                           f"independent of input {i}. This is not allowed in strict mode when "
                                           "create_graph=True.")
                     rows[j].append(g)
             jac.append(tuple(stack(r, dim=0).reshape(tuple(out.shape) + tuple(x.shape)) if r else
-                             zeros(tuple(out.shape) + tuple(x.shape), dtype=x.dtype, device=x.device)
+                             _make_result(x._backend().xp.zeros(tuple(out.shape) + tuple(x.shape), x.dtype),
+                                          x.device, None, 0)
                              for r, x in zip(rows, xs)))
     return _unpack(_post(tuple(jac), create_graph), (out_tuple, in_tuple))
 
@@ -267,7 +266,6 @@ def hvp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
         strict: bool = False) -> tuple:
     """``(func(inputs), H v)`` for a scalar function, by the double-backward trick (equal to
     :func:`vhp` where the Hessian is symmetric)."""
-    from ..creation import zeros_like
     with enable_grad():
         in_tuple, xs = _as_tuple(inputs, "inputs", "hvp")
         xs = _prep(xs, create_graph, need_graph=True)
@@ -277,7 +275,7 @@ def hvp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
         _single_scalar(outs, out_tuple, "hvp")
         jac = _autograd_grad(outs, xs, create_graph=True)
         _check_requires_grad(jac, "jacobian", strict, "hvp")
-        grad_jac = tuple(zeros_like(x, requires_grad=True) for x in xs)
+        grad_jac = tuple(_zeros_like(x, requires_grad=True) for x in xs)
         double_back = _autograd_grad(jac, xs, grad_jac, create_graph=True)
         _check_requires_grad(jac, "hessian", strict, "hvp")
     with set_grad_enabled(True if create_graph else STATE.grad_enabled):

@@ -5,7 +5,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .function import named_error
+from .function import TensorBase, _make_result, named_error
 from .grad_mode import enable_grad, no_grad
 
 
@@ -14,9 +14,8 @@ class GradcheckError(AssertionError):
 
 
 def _prepare(fn_name: str, inputs: Sequence) -> list:
-    from ..tensor import Tensor
-    ins = [inputs] if isinstance(inputs, Tensor) else list(inputs)
-    diff = [t for t in ins if isinstance(t, Tensor) and t.requires_grad]
+    ins = [inputs] if isinstance(inputs, TensorBase) else list(inputs)
+    diff = [t for t in ins if isinstance(t, TensorBase) and t.requires_grad]
     if not diff:
         raise named_error(ValueError, f"{fn_name}: no input requires grad; pass tensors with requires_grad=True")
     for t in diff:
@@ -29,9 +28,8 @@ def _prepare(fn_name: str, inputs: Sequence) -> list:
 
 def _scalarize(fn: Callable, ins: list, weights: list | None):
     """Evaluate ``fn`` and reduce its output(s) to ``sum(out_i * w_i)`` with fixed random weights."""
-    from ..tensor import Tensor
     out = fn(*ins)
-    outs = [out] if isinstance(out, Tensor) else [o for o in out if isinstance(o, Tensor)]
+    outs = [out] if isinstance(out, TensorBase) else [o for o in out if isinstance(o, TensorBase)]
     if weights is None:
         rng = np.random.default_rng(1234)
         weights = [rng.standard_normal(o.shape) for o in outs]
@@ -39,7 +37,7 @@ def _scalarize(fn: Callable, ins: list, weights: list | None):
     for o, w in zip(outs, weights):
         if o.dtype.kind != "f":
             continue
-        term = (o * Tensor(w, dtype=o.dtype, device=o.device)).sum()
+        term = (o * _make_result(o._backend().from_numpy(w).astype(o.dtype), o.device, None, 0)).sum()
         total = term if total is None else total + term
     return total, weights
 
@@ -134,23 +132,22 @@ def gradgradcheck(fn: Callable[..., Any], inputs: Sequence, grad_outputs: Sequen
 
     ``grad_outputs``: one float64 tensor per floating output of ``fn`` (drawn at random with ``seed``
     when None); they take part in the check (the double backward is linear in them)."""
-    from ..tensor import Tensor
     from .engine import grad as _grad
     ins = _prepare("gradgradcheck", inputs)
     out = fn(*ins)
-    outs = [out] if isinstance(out, Tensor) else [o for o in out if isinstance(o, Tensor)]
+    outs = [out] if isinstance(out, TensorBase) else [o for o in out if isinstance(o, TensorBase)]
     outs = [o for o in outs if o.dtype.kind == "f"]
     if grad_outputs is None:
         rng = np.random.default_rng(seed)
-        grad_outputs = [Tensor(rng.standard_normal(o.shape), dtype=np.float64, device=o.device,
-                               requires_grad=True) for o in outs]
+        grad_outputs = [_make_result(o._backend().from_numpy(rng.standard_normal(o.shape)), o.device, None, 0)
+                        .requires_grad_(True) for o in outs]
     else:
-        grad_outputs = [grad_outputs] if isinstance(grad_outputs, Tensor) else list(grad_outputs)
+        grad_outputs = [grad_outputs] if isinstance(grad_outputs, TensorBase) else list(grad_outputs)
         if len(grad_outputs) != len(outs):
             raise named_error(ValueError, f"gradgradcheck: {len(outs)} floating output(s) but "
                               f"{len(grad_outputs)} grad_outputs")
     n_in = len(ins)
-    diff_pos = [i for i, t in enumerate(ins) if isinstance(t, Tensor) and t.requires_grad]
+    diff_pos = [i for i, t in enumerate(ins) if isinstance(t, TensorBase) and t.requires_grad]
 
     def first_derivatives(*args):
         with enable_grad():  # gradcheck evaluates under no_grad; these need their graph
@@ -159,7 +156,7 @@ def gradgradcheck(fn: Callable[..., Any], inputs: Sequence, grad_outputs: Sequen
     def _first(*args):
         xs = args[:n_in]
         o = fn(*xs)
-        os = [o] if isinstance(o, Tensor) else [t for t in o if isinstance(t, Tensor)]
+        os = [o] if isinstance(o, TensorBase) else [t for t in o if isinstance(t, TensorBase)]
         os = [t for t in os if t.dtype.kind == "f"]
         pairs = [(t, g) for t, g in zip(os, args[n_in:]) if t.requires_grad]
         if not pairs:

@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 from . import saved as _saved
 from .._mode import STATE
-from .function import Context, GradError, _lazy, _link, named_error
+from .function import Context, GradError, TensorBase, _link, _make_result, named_error
 
 
 def input_tensor(ctx: Context, i: int, arr) -> Any:
@@ -40,7 +40,7 @@ def input_tensor(ctx: Context, i: int, arr) -> Any:
         return _constant(ctx, arr)
     if edge[1] < 0:
         return edge[0]  # the leaf itself
-    return _lazy.make_result(arr, _device(ctx), edge[0], edge[1])
+    return _make_result(arr, _device(ctx), edge[0], edge[1])
 
 
 def output_tensor(ctx: Context, j: int, arr, vc=None) -> Any:
@@ -49,7 +49,7 @@ def output_tensor(ctx: Context, j: int, arr, vc=None) -> Any:
     meta = ctx._out_meta
     if j >= len(meta) or meta[j][1].kind != "f" or any(arr is n for n in ctx._non_diff):
         return arr
-    return _lazy.make_result(arr, _device(ctx), ctx, j, vc)
+    return _make_result(arr, _device(ctx), ctx, j, vc)
 
 
 def _constant(ctx: Context, arr) -> Any:
@@ -57,7 +57,7 @@ def _constant(ctx: Context, arr) -> Any:
     ``a @ g``), the array itself otherwise (masks, class indices)."""
     if arr.dtype.kind not in "fc":
         return arr
-    return _lazy.make_result(arr, _device(ctx), None, 0)
+    return _make_result(arr, _device(ctx), None, 0)
 
 
 def _device(ctx: Context):
@@ -70,7 +70,6 @@ def relink(ctx: Context, saved: tuple) -> tuple:
     plain array argument or a non-float array is a constant (masks, indices). A float array that is
     none of these is an intermediate whose dependence on the inputs would be lost: an error naming the op."""
     links = {id(e[2]): e for e in ctx._versions}
-    Tensor = _lazy.Tensor
     out = []
     for a in saved:
         if a is None or not hasattr(a, "dtype") or not hasattr(a, "nbytes"):
@@ -78,11 +77,11 @@ def relink(ctx: Context, saved: tuple) -> tuple:
             continue
         e = links.get(id(a))
         link = e[3] if e is not None else None
-        if isinstance(link, Tensor):  # an input
+        if isinstance(link, TensorBase):  # an input
             if link._grad_fn is None:  # a leaf (the data it had when saved: the version check ensures it)
                 out.append(link if link._requires_grad else _constant(ctx, a))
             else:
-                out.append(_lazy.make_result(a, link._device, link._grad_fn, link._out_idx, link._vc))
+                out.append(_make_result(a, link._device, link._grad_fn, link._out_idx, link._vc))
         elif link is not None:  # an output
             out.append(output_tensor(ctx, link, a, e[0]))
         elif e is not None or a.dtype.kind not in "fc":  # a plain array argument, or a mask/index
@@ -111,7 +110,7 @@ def derived_node(src: Context, fn: type, inputs: tuple, out_arrays: tuple, saved
     edges = [src._edges[i] if i < len(src._edges) else None for i in inputs]
     _link(ctx, fn, edges, tuple((o.shape, o.dtype) for o in out_arrays))
     dev = _device(src)
-    outs = tuple(_lazy.make_result(o, dev, ctx if o.dtype.kind == "f" else None, j)
+    outs = tuple(_make_result(o, dev, ctx if o.dtype.kind == "f" else None, j)
                  for j, o in enumerate(out_arrays))
     if saved:
         ctx._to_save = saved
@@ -132,12 +131,33 @@ def derived_node(src: Context, fn: type, inputs: tuple, out_arrays: tuple, saved
     return outs
 
 
+class _Lent:
+    """What the ops layer lends autograd, registered by ``gpugrad/ops/__init__.py`` when it loads
+    (autograd imports nothing of the layers above it, not even late: no import cycle)."""
+
+    graph_backend = None  # ops/graph_backend.py: graph_backend(device backend) -> GraphBackend
+    stack = None  # gpugrad.ops.stack (gg.autograd.functional builds Jacobians with it)
+
+
+LENT = _Lent()
+
+
+def register(**functions: Any) -> None:
+    """``register(graph_backend=..., stack=...)``: called once by the ops layer."""
+    for k, v in functions.items():
+        if not hasattr(_Lent, k):
+            raise TypeError(f"register: unknown name {k!r}")
+        setattr(LENT, k, v)
+
+
 @contextlib.contextmanager
 def recording(node: Context) -> Iterator[None]:
     """Run ``node``'s backward formula on Tensors: the graph backend as ``node.backend`` and the
     saved values re-linked (``fn.graph_saved`` when the op defines it, else :func:`relink`); both
     restored afterwards."""
-    from ..ops.graph_backend import graph_backend  # late: ops sit above autograd
+    graph_backend = LENT.graph_backend
+    if graph_backend is None:
+        raise named_error(GradError, "create_graph=True needs gpugrad's ops: import gpugrad first")
     be = node.backend
     saved = node._to_save
     fn = node._fn
