@@ -5,6 +5,7 @@ import heapq
 import weakref
 from typing import Any, Callable, Sequence
 
+from . import higher_order as _higher
 from .function import GradError, TensorBase, _check_finite, _make_result, named_error
 from .grad_mode import STATE
 
@@ -357,17 +358,17 @@ def _call_backward(node, fn, grads_out: tuple, graph: bool, mask: tuple | None):
             return fn.backward_consuming(node, list(grads_out))
         finally:
             node.needs_input_grad = needs
-    from . import higher_order as _higher
     # re-link first: nodes derived from this one take its recorded needs_input_grad, not the mask
-    with _higher.recording(node):
-        if mask is not None:
-            node.needs_input_grad = tuple(a and b for a, b in zip(needs, mask))
-        try:
-            if fn.backward_consuming is None:
-                return fn.backward(node, *grads_out)
-            return fn.backward_consuming(node, list(grads_out))
-        finally:
-            node.needs_input_grad = needs
+    state = _higher.enter(node)
+    if mask is not None:
+        node.needs_input_grad = tuple(a and b for a, b in zip(needs, mask))
+    try:
+        if fn.backward_consuming is None:
+            return fn.backward(node, *grads_out)
+        return fn.backward_consuming(node, list(grads_out))
+    finally:
+        node.needs_input_grad = needs
+        _higher.leave(node, state)
 
 
 def _as_tensors(node, grads: tuple) -> tuple:

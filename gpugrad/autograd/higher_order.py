@@ -3,7 +3,7 @@
 Every op keeps ONE backward formula, written so it runs on raw arrays (the normal path, unchanged
 cost) and on Tensors. While the engine records (``backward(create_graph=True)``,
 ``gg.autograd.grad(..., create_graph=True)``), it calls each node's backward inside
-:func:`recording`, which hands the formula
+:func:`enter` (until :func:`leave`), which hands the formula
 
 - Tensors for the incoming gradients;
 - ``ctx.saved_tensors`` re-linked into the graph: a saved input as that input's Tensor (its node and
@@ -23,8 +23,7 @@ point at the recorded graph, never back, so no reference cycle is made.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 from . import saved as _saved
 from .._mode import STATE
@@ -150,29 +149,29 @@ def register(**functions: Any) -> None:
         setattr(LENT, k, v)
 
 
-@contextlib.contextmanager
-def recording(node: Context) -> Iterator[None]:
-    """Run ``node``'s backward formula on Tensors: the graph backend as ``node.backend`` and the
-    saved values re-linked (``fn.graph_saved`` when the op defines it, else :func:`relink`); both
-    restored afterwards."""
+def enter(node: Context) -> tuple:
+    """Start running ``node``'s backward formula on Tensors: the graph backend as ``node.backend`` and
+    the saved values re-linked (``fn.graph_saved`` when the op defines it, else :func:`relink`).
+    Returns what :func:`leave` restores (the engine calls both, around the formula)."""
     graph_backend = LENT.graph_backend
     if graph_backend is None:
         raise named_error(GradError, "create_graph=True needs gpugrad's ops: import gpugrad first")
     be = node.backend
     saved = node._to_save
-    fn = node._fn
     if saved and not node._released:
-        hook = getattr(fn, "graph_saved", None)
+        hook = getattr(node._fn, "graph_saved", None)
         node._to_save = hook(node, saved) if hook is not None else relink(node, saved)
     node.backend = graph_backend(be)
     prev, STATE.recording = STATE.recording, node.op_name
-    try:
-        yield
-    finally:
-        STATE.recording = prev
-        node.backend = be
-        if not node._released:
-            node._to_save = saved
+    return be, saved, prev
+
+
+def leave(node: Context, state: tuple) -> None:
+    be, saved, prev = state
+    STATE.recording = prev
+    node.backend = be
+    if not node._released:
+        node._to_save = saved
 
 
 def is_recording(backend: Any) -> bool:
@@ -181,4 +180,5 @@ def is_recording(backend: Any) -> bool:
     return getattr(backend, "records", False)
 
 
-__all__ = ["input_tensor", "output_tensor", "relink", "derived_node", "recording", "is_recording"]
+__all__ = ["input_tensor", "output_tensor", "relink", "derived_node", "enter", "leave", "is_recording",
+           "register", "LENT"]

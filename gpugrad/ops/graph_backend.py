@@ -17,6 +17,10 @@ from typing import Any
 
 from ..autograd.function import GradError, named_error
 from ..autograd.function import TensorBase as Tensor  # (Tensor sits above the ops: its base class)
+from .elementwise import ActBiasBackward, ActDerivative, Where, _carried
+from .loss import CrossEntropyBackward
+from .reduction import SumToShape
+from .shape import GetItemBackward, PutAlongAxisBackward, TakeAlongAxis, ToCopy
 
 
 def _has_tensor(args: tuple, kwargs: dict) -> bool:
@@ -51,7 +55,6 @@ class GraphXP:
     def where(self, cond, a, b):
         if not _has_tensor((cond, a, b), {}):
             return self._xp.where(cond, a, b)
-        from .elementwise import Where
         if isinstance(cond, Tensor):
             cond = cond.data
         return Where.apply(cond, a, b)
@@ -150,23 +153,18 @@ class GraphBackend:
             return g
         if not isinstance(g, Tensor):
             return self.real.sum_to_shape(g, shape)
-        from .reduction import SumToShape
         return SumToShape.apply(g, shape=tuple(shape))
 
     def getitem_backward(self, g, key, shape: tuple, advanced: bool):
-        from .shape import GetItemBackward
         return GetItemBackward.apply(g, key=key, shape=shape, advanced=advanced)
 
     def take_along_axis(self, x, idx, axis: int):
-        from .shape import TakeAlongAxis
         return TakeAlongAxis.apply(x, idx, axis=axis)
 
     def put_along_axis_backward(self, g, idx, axis: int, shape: tuple):
-        from .shape import PutAlongAxisBackward
         return PutAlongAxisBackward.apply(g, idx, axis=axis, shape=shape)
 
     def transfer(self, x, src, dtype):
-        from .shape import ToCopy
         return ToCopy.apply(x, device=self.device, dtype=dtype)
 
     def linear_backward(self, dz, x, w, need_dx: bool, need_dw: bool):
@@ -178,7 +176,6 @@ class GraphBackend:
 
     def act_derivative(self, dy, s, act: str, params=None, order: int = 1):
         """``s``: an ``ActSaved`` (the saved array and the Tensor standing for z), see ops/elementwise.py."""
-        from .elementwise import ActDerivative, _carried
         z, v = _carried(s)
         return ActDerivative.apply(dy, z, s=v, act=act, params=params, order=order)
 
@@ -187,13 +184,11 @@ class GraphBackend:
             return dy, (self.sum_to_shape(dy, (dy.shape[-1],)) if with_bias else None)
         if not with_bias:
             return self.act_derivative(dy, s, act, params, order), None
-        from .elementwise import ActBiasBackward, _carried
         z, v = _carried(s)
         return ActBiasBackward.apply(dy, z, s=v, act=act, params=params, order=order)
 
     def cross_entropy_backward(self, probs, target, g, mul: float = 1.0, ignore_index: int = -100,
                                label_smoothing: float = 0.0):
-        from .loss import CrossEntropyBackward
         return CrossEntropyBackward.apply(probs, g, target, mul=mul, ignore_index=ignore_index,
                                           label_smoothing=label_smoothing)
 
