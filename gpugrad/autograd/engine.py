@@ -229,36 +229,31 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
     prev_mode = STATE.grad_enabled
     STATE.grad_enabled = graph  # no_grad() without the context-manager frames (recording when graph)
     special = graph or needed is not None or bool(stop)  # else: the plain backward, as lean as it was
-    mask = None
     try:
         while ready:
             node = pop(ready)[2]
             buf = buffers.pop(node, None) or {}
             if node._retained or node._hooks or capture:
                 _visit_outputs(node, buf, capture, results, graph)
-            if special:
-                if node in stop:
-                    continue
-                if needed is not None:
-                    mask = needed.get(node)
-                    if mask is None:  # leads to no input: its own gradient was all that was wanted
-                        continue
-            meta = node._out_meta
-            if len(meta) == 1 and 0 in buf:
-                grads_out = (buf[0][0],)
-            else:
-                grads_out = tuple(buf[i][0] if i in buf else _zeros(node, shape, dtype, graph)
-                                  for i, (shape, dtype) in enumerate(meta))
             fn = node._fn
             try:
-                if special:
-                    grads_in = _call_backward(node, fn, grads_out, graph, mask)
-                    buf = grads_out = None
-                elif fn.backward_consuming is None:
-                    grads_in = fn.backward(node, *grads_out)
-                else:  # hand the gradients over: this run keeps no reference while the node works
-                    held, buf, grads_out = list(grads_out), None, None
-                    grads_in = fn.backward_consuming(node, held)
+                if special:  # create_graph, autograd.grad's pruning, a nested run's stop nodes
+                    box, buf = [buf], None  # handed over: this run keeps no reference while the node works
+                    grads_in = _special_backward(node, fn, box, graph, stop, needed)
+                    if grads_in is None:  # not run: a stop node, or one that leads to no input
+                        continue
+                else:
+                    meta = node._out_meta
+                    if len(meta) == 1 and 0 in buf:
+                        grads_out = (buf[0][0],)
+                    else:
+                        grads_out = tuple(buf[i][0] if i in buf else node.backend.xp.zeros(shape, dtype)
+                                          for i, (shape, dtype) in enumerate(meta))
+                    if fn.backward_consuming is None:
+                        grads_in = fn.backward(node, *grads_out)
+                    else:  # hand the gradients over: this run keeps no reference while the node works
+                        held, buf, grads_out = list(grads_out), None, None
+                        grads_in = fn.backward_consuming(node, held)
             except Exception as e:
                 if getattr(e, "_gg_named", False):
                     raise
@@ -271,11 +266,6 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
                 raise named_error(GradError,
                     f"{fn.op_name()}: backward returned {len(grads_in)} gradients, expected {len(edges)} "
                     "(one per positional input of forward; use None for inputs without gradient)")
-            if special:
-                if graph:
-                    grads_in = _as_tensors(node, grads_in)
-                if mask is not None:  # gg.autograd.grad: nothing flows along edges that lead to no input
-                    grads_in = tuple(g if m else None for g, m in zip(grads_in, mask))
             if anomaly:
                 _check_finite(node.backend, fn.op_name(), "backward gradient",
                               [getattr(g, "data", g) for g in grads_in] if graph else grads_in)
@@ -337,38 +327,50 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
     return results if inputs is not None else None
 
 
+def _special_backward(node, fn, box: list, graph: bool, stop: frozenset, needed: dict | None):
+    """A node's backward when the run records (``graph``), asks only for some inputs (``needed``,
+    gg.autograd.grad) or stops at some nodes (``stop``): its gradients in (a tuple), or None for a
+    node not to run. While recording, the formula gets Tensors, its saved values re-linked into the
+    graph and the graph backend as ``ctx.backend`` (``gpugrad/autograd/higher_order.py``). ``box``
+    holds the node's gradient buffer, emptied here (see ``backward_consuming``)."""
+    buf = box.pop()
+    if node in stop:
+        return None
+    mask = None
+    if needed is not None:
+        mask = needed.get(node)
+        if mask is None:  # leads to no input: its own gradient was all that was wanted
+            return None
+    grads_out = tuple(buf[i][0] if i in buf else _zeros(node, shape, dtype, graph)
+                      for i, (shape, dtype) in enumerate(node._out_meta))
+    buf = None
+    needs = node.needs_input_grad
+    state = _higher.enter(node) if graph else None  # re-link first: nodes derived from this one
+    if mask is not None:                              # take its recorded needs_input_grad, not the mask
+        node.needs_input_grad = tuple(a and b for a, b in zip(needs, mask))
+    try:
+        if fn.backward_consuming is None:
+            grads_in = fn.backward(node, *grads_out)
+        else:
+            held, grads_out = list(grads_out), None
+            grads_in = fn.backward_consuming(node, held)
+    finally:
+        node.needs_input_grad = needs
+        if state is not None:
+            _higher.leave(node, state)
+    if not isinstance(grads_in, tuple):
+        grads_in = (grads_in,)
+    if graph:
+        grads_in = _as_tensors(node, grads_in)
+    if mask is not None:  # nothing flows along edges that lead to no input
+        grads_in = tuple(g if m else None for g, m in zip(grads_in, mask))
+    return grads_in
+
+
 def _zeros(node, shape: tuple, dtype, graph: bool):
     """The gradient of an output that received none (a node with several outputs)."""
     z = node.backend.xp.zeros(shape, dtype)
     return _make_result(z, node.out_device or node.backend.device, None, 0) if graph else z
-
-
-def _call_backward(node, fn, grads_out: tuple, graph: bool, mask: tuple | None):
-    """Run ``node``'s backward asked only for the inputs in ``mask`` (None: as recorded) and, with
-    ``graph``, recording: the formula gets Tensors, its saved values re-linked into the graph and the
-    graph backend as ``ctx.backend`` (``gpugrad/autograd/higher_order.py``)."""
-    needs = node.needs_input_grad
-    if not graph:
-        if mask is None:
-            mask = needs
-        node.needs_input_grad = tuple(a and b for a, b in zip(needs, mask))
-        try:
-            if fn.backward_consuming is None:
-                return fn.backward(node, *grads_out)
-            return fn.backward_consuming(node, list(grads_out))
-        finally:
-            node.needs_input_grad = needs
-    # re-link first: nodes derived from this one take its recorded needs_input_grad, not the mask
-    state = _higher.enter(node)
-    if mask is not None:
-        node.needs_input_grad = tuple(a and b for a, b in zip(needs, mask))
-    try:
-        if fn.backward_consuming is None:
-            return fn.backward(node, *grads_out)
-        return fn.backward_consuming(node, list(grads_out))
-    finally:
-        node.needs_input_grad = needs
-        _higher.leave(node, state)
 
 
 def _as_tensors(node, grads: tuple) -> tuple:
