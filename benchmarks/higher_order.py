@@ -76,6 +76,18 @@ def losses(lib, autograd_grad):
     return {"e": eikonal, "p": pinn}
 
 
+def training_step(net, opt, loss_fn, data: dict):
+    """One step of either framework: zero_grad, the loss (with its create_graph gradients), backward,
+    the optimizer step; returns the loss."""
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(net, **data)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
 def gpugrad_step(key: str, device: str):
     import gpugrad as gg
     case = CASES[key]
@@ -84,19 +96,10 @@ def gpugrad_step(key: str, device: str):
         for lin, (w, b) in zip([blk.linear for blk in net.blocks] + [net.head], weights(case["sizes"])):
             lin.weight.copy_(gg.tensor(w, device=device))
             lin.bias.copy_(gg.tensor(b, device=device))
-    opt = gg.optim.Adam(net.parameters(), lr=1e-4)
-    loss_fn = losses(gg, gg.autograd.grad)[key]
     data = {k: gg.tensor(v, device=device) for k, v in points(case).items()}
     data["x"].requires_grad_(True)
-    be = data["x"]._backend()
-
-    def step():
-        opt.zero_grad()
-        loss = loss_fn(net, **data)
-        loss.backward()
-        opt.step()
-        return loss
-    return step, be.synchronize, lambda loss: loss.item()
+    step = training_step(net, gg.optim.Adam(net.parameters(), lr=1e-4), losses(gg, gg.autograd.grad)[key], data)
+    return step, data["x"]._backend().synchronize, lambda loss: loss.item()
 
 
 def torch_step(key: str, device: str):
@@ -114,17 +117,10 @@ def torch_step(key: str, device: str):
         if i < len(case["sizes"]) - 2:
             layers.append(act())
     net = torch.nn.Sequential(*layers).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    loss_fn = losses(torch, torch.autograd.grad)[key]
     data = {k: torch.from_numpy(v).to(device) for k, v in points(case).items()}
     data["x"].requires_grad_(True)
-
-    def step():
-        opt.zero_grad()
-        loss = loss_fn(net, **data)
-        loss.backward()
-        opt.step()
-        return loss
+    step = training_step(net, torch.optim.Adam(net.parameters(), lr=1e-4), losses(torch, torch.autograd.grad)[key],
+                         data)
     return step, bm.torch_sync(torch, device), lambda loss: loss.item()
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import importlib.util
-import math
 import os
 
 import numpy as np
@@ -419,22 +418,7 @@ def test_reference_file_matches_live_torch():
     torch = pytest.importorskip("torch")
     if torch.__version__.split("+")[0] != REF["torch_version"]:
         pytest.skip(f"recorded with torch {REF['torch_version']}, installed {torch.__version__}")
-    live = record_torch.record_higher()
-
-    def same(a, b, path="$"):
-        if isinstance(a, dict):
-            assert a.keys() == b.keys(), path
-            for k in a:
-                same(a[k], b[k], f"{path}.{k}")
-        elif isinstance(a, list):
-            assert len(a) == len(b), path
-            for i, (x, y) in enumerate(zip(a, b)):
-                same(x, y, f"{path}[{i}]")
-        elif isinstance(a, float):
-            assert math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-14), (path, a, b)
-        else:
-            assert a == b, path
-    same(REF, live)
+    record_torch.assert_same(REF, record_torch.record_higher(), abs_tol=1e-14)
 
 
 # ------------------------------------------------------------------------------------------------ functional

@@ -428,13 +428,7 @@ def _visit_outputs(node, buf: dict, capture: dict | None, results: list, graph: 
         if node._retained and idx in node._retained:
             t = node._retained[idx]()
             if t is not None:
-                g = entry[0]
-                if graph:
-                    t.grad = g if t.grad is None else t.grad + g
-                elif t.grad is None:
-                    t.grad = _make_result(g.copy(), t._device, None, 0)
-                else:
-                    t.grad.data += g
+                _add_to_grad(t, entry[0], graph)
         if capture:
             for i in capture.get((id(node), idx), ()):
                 results[i] = entry[0]
@@ -501,14 +495,18 @@ def backward(tensors, grad_tensors=None, retain_graph: bool | None = None, creat
     grads = run_backward(roots, rgs, retain_graph=retain_graph, inputs=inputs, accumulate=False,
                          create_graph=create_graph)
     for t, gi in zip(inputs, grads):
-        if gi is None:
-            continue
-        if create_graph:
-            t.grad = gi if t.grad is None else t.grad + gi
-        elif t.grad is None:
-            t.grad = _make_result(gi.copy(), t._device, None, 0)
-        else:
-            t.grad.data += gi
+        if gi is not None:
+            _add_to_grad(t, gi, create_graph)
+
+
+def _add_to_grad(t, g, graph: bool) -> None:
+    """``t.grad += g`` (a copy of ``g`` first); while recording out of place, keeping ``g``'s graph."""
+    if graph:
+        t.grad = g if t.grad is None else t.grad + g
+    elif t.grad is None:
+        t.grad = _make_result(g.copy(), t._device, None, 0)
+    else:
+        t.grad.data += g
 
 
 def _backward_checks(tensor) -> None:

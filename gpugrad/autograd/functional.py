@@ -244,18 +244,24 @@ def hessian(func: Callable, inputs: Any, create_graph: bool = False, strict: boo
     return _unpack(res, (in_tuple, in_tuple))
 
 
+def _scalar_jac(func: Callable, inputs: Any, v: Any, create_graph: bool, strict: bool, fn: str) -> tuple:
+    """vhp's and hvp's first part: the inputs, ``v``, the scalar output and its gradient, with graph."""
+    in_tuple, xs = _as_tuple(inputs, "inputs", fn)
+    xs = _prep(xs, create_graph, need_graph=True)
+    vs = _prep_v(v, xs, in_tuple, create_graph, fn, "input to the user-provided function")
+    out_tuple, outs = _as_tuple(func(*xs), "outputs of the user-provided function", fn)
+    _check_requires_grad(outs, "outputs", strict, fn)
+    _single_scalar(outs, out_tuple, fn)
+    jac = _autograd_grad(outs, xs, create_graph=True)
+    _check_requires_grad(jac, "jacobian", strict, fn)
+    return in_tuple, xs, vs, out_tuple, outs, jac
+
+
 def vhp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
         strict: bool = False) -> tuple:
     """``(func(inputs), v^T H)`` for a scalar function: two backward passes."""
     with enable_grad():
-        in_tuple, xs = _as_tuple(inputs, "inputs", "vhp")
-        xs = _prep(xs, create_graph, need_graph=True)
-        vs = _prep_v(v, xs, in_tuple, create_graph, "vhp", "input to the user-provided function")
-        out_tuple, outs = _as_tuple(func(*xs), "outputs of the user-provided function", "vhp")
-        _check_requires_grad(outs, "outputs", strict, "vhp")
-        _single_scalar(outs, out_tuple, "vhp")
-        jac = _autograd_grad(outs, xs, create_graph=True)
-        _check_requires_grad(jac, "jacobian", strict, "vhp")
+        in_tuple, xs, vs, out_tuple, outs, jac = _scalar_jac(func, inputs, v, create_graph, strict, "vhp")
     with set_grad_enabled(True if create_graph else STATE.grad_enabled):
         res = _zeros_for(_autograd_grad(jac, xs, vs, create_graph=create_graph), xs, strict, create_graph,
                          "double_back", "vhp")
@@ -267,14 +273,7 @@ def hvp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
     """``(func(inputs), H v)`` for a scalar function, by the double-backward trick (equal to
     :func:`vhp` where the Hessian is symmetric)."""
     with enable_grad():
-        in_tuple, xs = _as_tuple(inputs, "inputs", "hvp")
-        xs = _prep(xs, create_graph, need_graph=True)
-        vs = _prep_v(v, xs, in_tuple, create_graph, "hvp", "input to the user-provided function")
-        out_tuple, outs = _as_tuple(func(*xs), "outputs of the user-provided function", "hvp")
-        _check_requires_grad(outs, "outputs", strict, "hvp")
-        _single_scalar(outs, out_tuple, "hvp")
-        jac = _autograd_grad(outs, xs, create_graph=True)
-        _check_requires_grad(jac, "jacobian", strict, "hvp")
+        in_tuple, xs, vs, out_tuple, outs, jac = _scalar_jac(func, inputs, v, create_graph, strict, "hvp")
         grad_jac = tuple(_zeros_like(x, requires_grad=True) for x in xs)
         double_back = _autograd_grad(jac, xs, grad_jac, create_graph=True)
         _check_requires_grad(jac, "hessian", strict, "hvp")

@@ -510,6 +510,23 @@ def record() -> dict:
             "activation_derivatives": _activation_derivatives(torch)}
 
 
+def assert_same(recorded, live, rel_tol=lambda path: 1e-12, abs_tol: float = 1e-15, path: str = "$") -> None:
+    """The recorded file against a live recording: same keys and lengths, floats within ``rel_tol(path)``
+    (a function of the JSON path, e.g. looser for float32 trajectories), everything else equal."""
+    if isinstance(recorded, dict):
+        assert recorded.keys() == live.keys(), path
+        for k in recorded:
+            assert_same(recorded[k], live[k], rel_tol, abs_tol, f"{path}.{k}")
+    elif isinstance(recorded, list):
+        assert len(recorded) == len(live), path
+        for i, (a, b) in enumerate(zip(recorded, live)):
+            assert_same(a, b, rel_tol, abs_tol, f"{path}[{i}]")
+    elif isinstance(recorded, float):
+        assert math.isclose(recorded, live, rel_tol=rel_tol(path), abs_tol=abs_tol), (path, recorded, live)
+    else:
+        assert recorded == live, path
+
+
 def load() -> dict:
     """The recorded reference values."""
     with open(PATH, encoding="utf-8") as f:
