@@ -211,8 +211,7 @@ def checkpoint(fn: Callable, *args: Any, preserve_rng_state: bool = True, use_re
     dev = outs[0]._device
     ctx = Context(get_backend(dev), tuple(t._requires_grad for t in inputs))
     ctx._fn = CheckpointFunction
-    _function._seq[0] += 1
-    ctx._seq = _function._seq[0]
+    ctx._seq = _function._next_seq()
     ctx._edges = tuple(((t._grad_fn, t._out_idx) if t._grad_fn is not None else (t, -1)) if t._requires_grad
                        else None for t in inputs)
     wrapped = tuple(_make_result(o.data, o._device, ctx if o.data.dtype.kind == "f" else None, i, o._vc)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import heapq
+import sys
 import weakref
 from typing import Any, Callable, Sequence
 
@@ -49,12 +50,14 @@ def _add(acc: dict, key, g) -> None:
 # (checkpoint's recompute) hands the leaf gradients it finds to the run that called it
 # (``leaf_into=current_run()``), which then treats them as its own.
 class _Run:
-    __slots__ = ("acc", "external", "callbacks")
+    __slots__ = ("acc", "external", "callbacks", "slots", "claimed")
 
     def __init__(self) -> None:
         self.acc: dict = {}  # id(leaf) -> (leaf, [grad, owned])
         self.external: list = []  # leaves a nested run handed to ``acc`` since the last look
         self.callbacks: list = []  # queue_callback(): run when this (outermost) run finishes
+        self.slots = False  # gradient slots may be handed out (a plain backward into .grad)
+        self.claimed: dict = {}  # id(leaf) -> the gradient slot handed out for it in this run
 
 
 _runs: list = []
@@ -64,6 +67,44 @@ _runs: list = []
 # ``backward()`` accumulates a leaf as soon as its last graph edge has delivered (not at the end), so
 # hooks (DistributedDataParallel's bucketed all-reduce) overlap with the rest of backward.
 _post_hooks: dict = {}
+
+
+# Gradient slots: id(leaf) -> (weakref to the leaf, the array its .data must be, the slot). The optimizer's
+# flat buckets (optim/flat.py) register each parameter's view of their flat gradient buffer; an op that
+# computes a leaf's gradient may write it there directly (``Context.grad_slot``), so the optimizer's step
+# finds the gradients already in its buffer and copies nothing. A slot is handed out only when that
+# cannot change a value anyone can see: a plain ``backward()`` (into ``.grad``, no ``inputs``), the leaf
+# has no ``.grad`` and no hooks, no gradient of it has arrived in this run yet (later ones add into the
+# slot: it is owned), and nothing outside the registry and its bucket holds the slot array (a ``.grad``
+# Tensor of an earlier step, or an array taken from it, keeps it; the step then writes elsewhere).
+_slots: dict = {}
+# References to a free slot seen by sys.getrefcount in claim_grad_slot: the registry's tuple, the
+# bucket's list of views, the local name and the call's argument (tests/test_grad_slots.py checks both
+# sides: a free slot is used, a held one is not).
+_FREE_SLOT_REFS = 4
+
+
+def set_grad_slot(leaf, data, slot) -> None:
+    """Register ``slot`` (an array of ``leaf``'s shape and dtype) as where ``leaf``'s gradient may be
+    written while ``leaf.data is data``; replaces an earlier slot of ``leaf``."""
+    key = id(leaf)
+    _slots[key] = (weakref.ref(leaf, lambda _r, k=key, t=_slots, d=_drop: d(t, k, _r)), data, slot)
+
+
+def claim_grad_slot(leaf):
+    """The slot to write ``leaf``'s gradient into in the backward run in progress, or None (see
+    ``_slots``). The gradient the op then returns for ``leaf`` must be that array."""
+    entry = _slots.get(id(leaf))
+    if entry is None or not _runs:
+        return None
+    run = _runs[-1]
+    key = id(leaf)
+    slot = entry[2]
+    if not run.slots or entry[0]() is not leaf or leaf.data is not entry[1] or leaf.grad is not None or \
+            leaf._hooks or key in run.acc or key in run.claimed or sys.getrefcount(slot) > _FREE_SLOT_REFS:
+        return None
+    run.claimed[key] = slot
+    return slot
 
 
 def current_run() -> _Run | None:
@@ -77,7 +118,7 @@ def register_post_accumulate_grad_hook(leaf, hook: Callable) -> Callable[[], Non
     key = id(leaf)
     entry = _post_hooks.get(key)
     if entry is None or entry[0]() is not leaf:
-        entry = _post_hooks[key] = (weakref.ref(leaf, lambda _r, k=key: _drop_hooks(k, _r)), [])
+        entry = _post_hooks[key] = (weakref.ref(leaf, lambda _r, k=key, t=_post_hooks, d=_drop: d(t, k, _r)), [])
     entry[1].append(hook)
 
     def remove() -> None:
@@ -89,12 +130,12 @@ def register_post_accumulate_grad_hook(leaf, hook: Callable) -> Callable[[], Non
     return remove
 
 
-def _drop_hooks(key: int, ref) -> None:
-    if _post_hooks is None:  # interpreter shutdown
-        return
-    e = _post_hooks.get(key)
+def _drop(table: dict, key: int, ref) -> None:
+    """A weakly referenced leaf's entry (its id ``key``) leaves ``table`` when the leaf dies (the
+    callbacks bind the table and this function: module globals may be gone at interpreter shutdown)."""
+    e = table.get(key)
     if e is not None and e[0] is ref:
-        del _post_hooks[key]
+        del table[key]
 
 
 def queue_callback(fn: Callable[[], None]) -> None:
@@ -130,6 +171,8 @@ def run_backward(roots: Sequence, root_grads: Sequence, retain_graph: bool = Fal
 
 def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf_into, consume=False):
     leaf_acc = run.acc
+    claimed = run.claimed
+    run.slots = accumulate and inputs is None and leaf_into is None and bool(_slots)
 
     capture: dict | None = None
     if inputs is not None:
@@ -175,15 +218,16 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
             if node._retained or node._hooks or capture:
                 _visit_outputs(node, buf, capture, results)
             meta = node._out_meta
-            if len(meta) == 1 and 0 in buf:
+            fn = node._fn
+            single = len(meta) == 1 and 0 in buf
+            if single:
                 grads_out = (buf[0][0],)
             else:
                 grads_out = tuple(buf[i][0] if i in buf else node.backend.xp.zeros(shape, dtype)
                                   for i, (shape, dtype) in enumerate(meta))
-            fn = node._fn
             try:
                 if fn.backward_consuming is None:
-                    grads_in = fn.backward(node, *grads_out)
+                    grads_in = fn.backward(node, buf[0][0]) if single else fn.backward(node, *grads_out)
                 else:  # hand the gradients over: this run keeps no reference while the node works
                     held, buf, grads_out = list(grads_out), None, None
                     grads_in = fn.backward_consuming(node, held)
@@ -212,8 +256,8 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
                         if g.shape != target.data.shape:
                             _check_shape(fn, target.data.shape, g)
                         cur = leaf_acc.get(id(target))
-                        if cur is None:  # _add_leaf, inline for the common first gradient
-                            leaf_acc[id(target)] = (target, [g, False])
+                        if cur is None:  # _add_leaf, inline for the common first gradient; a slot is owned
+                            leaf_acc[id(target)] = (target, [g, g is claimed.get(id(target))])
                         else:
                             _add_leaf(leaf_acc, target, g)
                     if leaf_left is not None:

@@ -1,6 +1,7 @@
 """``Function``: an op's forward and backward on raw arrays, and ``Context`` (ctx), the graph node."""
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,8 @@ from .._errors import named_error  # noqa: F401  (re-exported: gpugrad.autograd.
 from . import saved as _saved
 from .grad_mode import STATE
 
-_seq = [0]
+# Node creation numbers, increasing (the engine runs the most recent ready node first): one C call.
+_next_seq = itertools.count(1).__next__
 # Open probes (innermost last): a checkpoint running its function under no_grad collects here the
 # tensors requiring grad that ops saw (parameters used inside), so its node is recorded when only
 # they require grad (see gpugrad/checkpoint.py).
@@ -81,6 +83,17 @@ class Context:
                     "Fix: use an out-of-place op (x = x * 2 instead of x *= 2), or .clone() the tensor "
                     "before changing it, or change it only after backward().")
         return self._to_save
+
+    def grad_slot(self, i: int):
+        """An array (input ``i``'s shape and dtype) to write input ``i``'s gradient into, or None.
+
+        Set for a leaf whose gradient goes to a registered slot: the optimizer's flat gradient buffer
+        (see ``autograd/engine.py: _slots``). An op that takes it must return that same array as the
+        gradient of input ``i``; writing there (a GEMM's ``out=``) spares the optimizer its gather."""
+        e = self._edges[i]
+        if e is None or e[1] >= 0 or not _lazy.slots:
+            return None
+        return _lazy.claim_slot(e[0])
 
     @property
     def op_name(self) -> str:
@@ -181,34 +194,56 @@ def _make_apply(cls: type):
         if Tensor is None:
             _lazy.load()
             Tensor = _lazy.Tensor
-        tensor_args = []
-        arrays = []
-        edges = []
-        needs = []
-        dev = None
-        requires = False
-        for a in args:
-            if a.__class__ is Tensor or isinstance(a, Tensor):
-                if dev is None:
-                    dev = a._device
-                elif a._device is not dev and a._device != dev:
-                    raise named_error(RuntimeError,
-                        f"{cls.op_name()}: expected all tensors on the same device, found {dev} and "
-                        f"{a._device} (inputs: {', '.join(describe(x) for x in args)}). "
-                        f"Move them first, e.g. x.to('{dev}').")
-                tensor_args.append(a)
-                arrays.append(a.data)
-                if a._requires_grad:
+        a = args[0] if args else None
+        if len(args) == 2 and a.__class__ is Tensor and (args[1].__class__ is Tensor or args[1].__class__ in _SCALARS):
+            # the binary ops (x * w, y + 0.001): both inputs scanned without the lists of the loop below
+            b = args[1]
+            dev = a._device
+            requires = a._requires_grad
+            ea = ((a._grad_fn, a._out_idx) if a._grad_fn is not None else (a, -1)) if requires else None
+            if b.__class__ is Tensor:
+                if b._device is not dev and b._device != dev:
+                    _device_mismatch(cls, args, dev, b._device)
+                tensor_args = args
+                arrays = (a.data, b.data)
+                if b._requires_grad:
+                    edges = (ea, (b._grad_fn, b._out_idx) if b._grad_fn is not None else (b, -1))
+                    needs = (requires, True)
                     requires = True
-                    edges.append((a._grad_fn, a._out_idx) if a._grad_fn is not None else (a, -1))
-                    needs.append(True)
                 else:
+                    edges = (ea, None)
+                    needs = (requires, False)
+            else:
+                tensor_args = (a,)
+                arrays = (a.data, b)
+                edges = (ea, None)
+                needs = (requires, False)
+        else:
+            tensor_args = []
+            arrays = []
+            edges = []
+            needs = []
+            dev = None
+            requires = False
+            for a in args:
+                if a.__class__ is Tensor or isinstance(a, Tensor):
+                    if dev is None:
+                        dev = a._device
+                    elif a._device is not dev and a._device != dev:
+                        _device_mismatch(cls, args, dev, a._device)
+                    tensor_args.append(a)
+                    arrays.append(a.data)
+                    if a._requires_grad:
+                        requires = True
+                        edges.append((a._grad_fn, a._out_idx) if a._grad_fn is not None else (a, -1))
+                        needs.append(True)
+                    else:
+                        edges.append(None)
+                        needs.append(False)
+                else:
+                    arrays.append(a)
                     edges.append(None)
                     needs.append(False)
-            else:
-                arrays.append(a)
-                edges.append(None)
-                needs.append(False)
         if dev is not None:
             backend = dev._be
             if backend is None:
@@ -257,7 +292,10 @@ def _make_apply(cls: type):
                 return res
             res._requires_grad = True
             res._grad_fn = ctx
-            _link(ctx, cls, edges, ((out.shape, out.dtype),))
+            ctx._fn = cls  # _link, inline
+            ctx._seq = _next_seq()
+            ctx._edges = tuple(edges)
+            ctx._out_meta = ((out.shape, out.dtype),)
             if ctx._to_save:
                 ctx._finalize(tensor_args, (res,))
             return res
@@ -281,6 +319,14 @@ def _make_apply(cls: type):
 
 
 _new = object.__new__
+_SCALARS = (int, float)
+
+
+def _device_mismatch(cls: type, args: tuple, dev, other) -> None:
+    raise named_error(RuntimeError,
+        f"{cls.op_name()}: expected all tensors on the same device, found {dev} and "
+        f"{other} (inputs: {', '.join(describe(x) for x in args)}). "
+        f"Move them first, e.g. x.to('{dev}').")
 _np_generic = np.generic
 _asarray = np.asarray
 
@@ -288,8 +334,7 @@ _asarray = np.asarray
 def _link(ctx: Context, cls: type, edges: list, out_meta) -> None:
     """Make ``ctx`` a graph node: its function, creation order and edges to its inputs' nodes."""
     ctx._fn = cls
-    _seq[0] += 1
-    ctx._seq = _seq[0]
+    ctx._seq = _next_seq()
     ctx._edges = tuple(edges)
     if out_meta is not None:
         ctx._out_meta = out_meta
@@ -302,11 +347,16 @@ class _Lazy:
     make_result = None
     get_backend = None
     CPU = None
+    slots: dict = {}
+    claim_slot = None
 
     def load(self) -> None:
         from ..tensor import Tensor, _make_result
         from .._device import CPU
         from .. import backends
+        from . import engine
+        type(self).slots = engine._slots
+        type(self).claim_slot = staticmethod(engine.claim_grad_slot)
         type(self).CPU = CPU
         type(self).make_result = staticmethod(_make_result)
         type(self).get_backend = staticmethod(backends.get_backend)
