@@ -20,7 +20,6 @@ from .ops import (abs, add, amax, amin, argmax, argmin, cat, clamp, clip, concat
                   expand, flatten, ge, gt, le, log, log_softmax, logsumexp, lt, matmul, max, maximum, mean, min,
                   minimum, mul, ne, neg, permute, pow, relu, reshape, sigmoid, sin, softmax, sqrt, squeeze, stack,
                   std, sub, sum, tanh, transpose, unsqueeze, var, where)
-from . import _tensor_methods  # noqa: E402,F401  (binds the ops above as Tensor operators and methods)
 from . import autograd, random  # noqa: E402
 from . import nn, optim  # noqa: E402
 from . import checkpoint, memory  # noqa: E402
@@ -29,5 +28,6 @@ from . import amp  # noqa: E402
 from .io import load, save  # noqa: E402
 from . import data, viz  # noqa: E402
 from . import distributed  # noqa: E402  (imports mpi4py only when used)
+from .nn import parallel as _nn_parallel  # noqa: E402,F401  (gg.nn.parallel: DDP, above nn)
 
 __all__ = [n for n in dir() if not n.startswith("_")]

@@ -1,5 +1,5 @@
 """Gradient slots: on the CPU backend, backward writes a Linear layer's dW and db straight into the
-optimizer's flat gradient buffer (autograd/engine.py: _slots, optim/flat.py), so the step gathers
+optimizer's flat gradient buffer (autograd/function.py: _slots, optim/flat.py), so the step gathers
 nothing. The values must be those of a plain backward in every case the engine meets (fan-out,
 accumulation without zero_grad, hooks, autograd.grad), and a gradient someone still holds is never
 written over, neither by the next backward nor by the next step's gather."""

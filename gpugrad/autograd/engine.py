@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import heapq
-import sys
 import weakref
 from typing import Any, Callable, Sequence
 
-from .function import GradError, _check_finite, _lazy, named_error
+from .function import GradError, TensorBase, _check_finite, _drop, _make_result, _runs, _slots, named_error
 from .grad_mode import STATE
 
 
@@ -60,51 +59,14 @@ class _Run:
         self.claimed: dict = {}  # id(leaf) -> the gradient slot handed out for it in this run
 
 
-_runs: list = []
+# ``_runs`` (imported from function.py, where Context.grad_slot reads the innermost run): the runs in
+# progress, innermost last.
 
 # Post-accumulate-grad hooks: id(leaf) -> (weakref to the leaf, [hook, ...]). A hook runs right after
 # the leaf's ``.grad`` received its gradient of this backward; when any hook is registered, plain
 # ``backward()`` accumulates a leaf as soon as its last graph edge has delivered (not at the end), so
 # hooks (DistributedDataParallel's bucketed all-reduce) overlap with the rest of backward.
 _post_hooks: dict = {}
-
-
-# Gradient slots: id(leaf) -> (weakref to the leaf, the array its .data must be, the slot). The optimizer's
-# flat buckets (optim/flat.py) register each parameter's view of their flat gradient buffer; an op that
-# computes a leaf's gradient may write it there directly (``Context.grad_slot``), so the optimizer's step
-# finds the gradients already in its buffer and copies nothing. A slot is handed out only when that
-# cannot change a value anyone can see: a plain ``backward()`` (into ``.grad``, no ``inputs``), the leaf
-# has no ``.grad`` and no hooks, no gradient of it has arrived in this run yet (later ones add into the
-# slot: it is owned), and nothing outside the registry and its bucket holds the slot array (a ``.grad``
-# Tensor of an earlier step, or an array taken from it, keeps it; the step then writes elsewhere).
-_slots: dict = {}
-# References to a free slot seen by sys.getrefcount in claim_grad_slot: the registry's tuple, the
-# bucket's list of views, the local name and the call's argument (tests/test_grad_slots.py checks both
-# sides: a free slot is used, a held one is not).
-_FREE_SLOT_REFS = 4
-
-
-def set_grad_slot(leaf, data, slot) -> None:
-    """Register ``slot`` (an array of ``leaf``'s shape and dtype) as where ``leaf``'s gradient may be
-    written while ``leaf.data is data``; replaces an earlier slot of ``leaf``."""
-    key = id(leaf)
-    _slots[key] = (weakref.ref(leaf, lambda _r, k=key, t=_slots, d=_drop: d(t, k, _r)), data, slot)
-
-
-def claim_grad_slot(leaf):
-    """The slot to write ``leaf``'s gradient into in the backward run in progress, or None (see
-    ``_slots``). The gradient the op then returns for ``leaf`` must be that array."""
-    entry = _slots.get(id(leaf))
-    if entry is None or not _runs:
-        return None
-    run = _runs[-1]
-    key = id(leaf)
-    slot = entry[2]
-    if not run.slots or entry[0]() is not leaf or leaf.data is not entry[1] or leaf.grad is not None or \
-            leaf._hooks or key in run.acc or key in run.claimed or sys.getrefcount(slot) > _FREE_SLOT_REFS:
-        return None
-    run.claimed[key] = slot
-    return slot
 
 
 def current_run() -> _Run | None:
@@ -128,14 +90,6 @@ def register_post_accumulate_grad_hook(leaf, hook: Callable) -> Callable[[], Non
             if not e[1]:
                 del _post_hooks[key]
     return remove
-
-
-def _drop(table: dict, key: int, ref) -> None:
-    """A weakly referenced leaf's entry (its id ``key``) leaves ``table`` when the leaf dies (the
-    callbacks bind the table and this function: module globals may be gone at interpreter shutdown)."""
-    e = table.get(key)
-    if e is not None and e[0] is ref:
-        del table[key]
 
 
 def queue_callback(fn: Callable[[], None]) -> None:
@@ -306,11 +260,10 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
 def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, accumulate: bool,
                      handed: set) -> None:
     """A leaf's gradient of this run is complete: its hooks, ``inputs`` capture, ``.grad``, post hooks."""
-    Tensor = _lazy.Tensor or _lazy.load() or _lazy.Tensor
     g = entry[0]
     if leaf._hooks:
         for h in leaf._hooks:
-            r = h(Tensor._wrap(g, leaf._device))
+            r = h(_make_result(g, leaf._device, None, 0))
             if r is not None:
                 g = r.data
     if capture is not None:
@@ -323,7 +276,7 @@ def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, acc
             if not (entry[1] or (leaf.data.__class__ is g.__class__ and g.base is None and id(g) not in handed)):
                 g = g.copy()
             handed.add(id(g))
-            leaf.grad = Tensor._wrap(g, leaf._device)
+            leaf.grad = _make_result(g, leaf._device, None, 0)
         else:
             leaf.grad.data += g
             leaf.grad._vc[0] += 1
@@ -335,11 +288,10 @@ def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, acc
 
 
 def _visit_outputs(node, buf: dict, capture: dict | None, results: list) -> None:
-    from ..tensor import Tensor
     for idx, entry in buf.items():
         if node._hooks and idx in node._hooks:
             for h in node._hooks[idx]:
-                r = h(Tensor._wrap(entry[0], None))
+                r = h(_make_result(entry[0], None, None, 0))
                 if r is not None:
                     entry[0], entry[1] = r.data, False
         if node._retained and idx in node._retained:
@@ -347,7 +299,7 @@ def _visit_outputs(node, buf: dict, capture: dict | None, results: list) -> None
             if t is not None:
                 g = entry[0]
                 if t.grad is None:
-                    t.grad = Tensor._wrap(g.copy(), t._device)
+                    t.grad = _make_result(g.copy(), t._device, None, 0)
                 else:
                     t.grad.data += g
         if capture:
@@ -386,12 +338,11 @@ def backward(tensor, grad=None, retain_graph: bool = False, inputs: Sequence | N
     g = _root_grad(tensor, grad, "backward")
     if inputs is not None:
         grads = run_backward([tensor], [g], retain_graph=retain_graph, inputs=list(inputs), accumulate=False)
-        from ..tensor import Tensor
         for t, gi in zip(inputs, grads):
             if gi is None:
                 continue
             if t.grad is None:
-                t.grad = Tensor._wrap(gi.copy(), t._device)
+                t.grad = _make_result(gi.copy(), t._device, None, 0)
             else:
                 t.grad.data += gi
         return
@@ -414,8 +365,7 @@ def _root_grad(tensor, grad, where: str):
                 f"{tuple(tensor.shape)}. Reduce it first (loss = y.sum() or y.mean()) or pass "
                 "grad=<tensor of the same shape>.")
         return be.xp.ones(tensor.data.shape, dtype=tensor.data.dtype)
-    from ..tensor import Tensor
-    g = grad.data if isinstance(grad, Tensor) else be.asarray(grad, dtype=tensor.data.dtype)
+    g = grad.data if isinstance(grad, TensorBase) else be.asarray(grad, dtype=tensor.data.dtype)
     if tuple(g.shape) != tuple(tensor.shape):
         raise named_error(GradError,
             f"{where}: grad has shape {tuple(g.shape)} but the output has shape {tuple(tensor.shape)}")
@@ -425,17 +375,16 @@ def _root_grad(tensor, grad, where: str):
 def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool | None = None,
          create_graph: bool = False, allow_unused: bool = False) -> tuple:
     """Gradients of ``outputs`` with respect to ``inputs``, returned (``.grad`` untouched)."""
-    from ..tensor import Tensor
     if create_graph:
         raise NotImplementedError("gg.autograd.grad: create_graph=True (higher-order gradients) is not "
                                   "supported: backward formulas run on raw arrays")
-    single_out = isinstance(outputs, Tensor)
+    single_out = isinstance(outputs, TensorBase)
     outs = [outputs] if single_out else list(outputs)
-    ins = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    ins = [inputs] if isinstance(inputs, TensorBase) else list(inputs)
     if grad_outputs is None:
         gos = [None] * len(outs)
     else:
-        gos = [grad_outputs] if isinstance(grad_outputs, Tensor) or not isinstance(grad_outputs, (list, tuple)) else list(grad_outputs)
+        gos = [grad_outputs] if isinstance(grad_outputs, TensorBase) or not isinstance(grad_outputs, (list, tuple)) else list(grad_outputs)
     for t in ins:
         if not t.requires_grad:
             raise named_error(GradError, f"autograd.grad: input of shape {tuple(t.shape)} does not require grad")
@@ -451,5 +400,5 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
             raise named_error(GradError,
                 f"autograd.grad: one of the inputs (shape {tuple(t.shape)}) was not used to compute the "
                 "outputs; pass allow_unused=True to get None for it")
-        out.append(None if g is None else Tensor._wrap(g.copy() if g.base is not None else g, t._device))
+        out.append(None if g is None else _make_result(g.copy() if g.base is not None else g, t._device, None, 0))
     return tuple(out)

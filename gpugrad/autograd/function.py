@@ -1,12 +1,17 @@
-"""``Function``: an op's forward and backward on raw arrays, and ``Context`` (ctx), the graph node."""
+"""``Function``: an op's forward and backward on raw arrays, ``Context`` (ctx), the graph node, and the
+Tensor class that tensor.py registers here (``TensorBase``, ``register_tensor_class``, ``_make_result``)."""
 from __future__ import annotations
 
 import itertools
+import sys
+import weakref
 from typing import Any
 
 import numpy as np
 
+from .._device import CPU
 from .._errors import named_error  # noqa: F401  (re-exported: gpugrad.autograd.function.named_error)
+from ..backends import get_backend
 from . import saved as _saved
 from .grad_mode import STATE
 
@@ -14,8 +19,99 @@ from .grad_mode import STATE
 _next_seq = itertools.count(1).__next__
 # Open probes (innermost last): a checkpoint running its function under no_grad collects here the
 # tensors requiring grad that ops saw (parameters used inside), so its node is recorded when only
-# they require grad (see gpugrad/checkpoint.py).
+# they require grad (``graph.watch_grad_inputs``, used by gpugrad/checkpoint/).
 _probes: list = []
+
+# ---------------------------------------------------------------- the Tensor class
+# ``Tensor`` (gpugrad/tensor.py) sits above the ops, because its methods are the ops. This layer and
+# the ops recognise tensors by its base class, ``TensorBase``, and build them with ``_make_result``
+# through the class tensor.py registers here right after defining it (``register_tensor_class``),
+# never by importing tensor.py: no import cycle.
+class TensorBase:
+    """The base class of ``gpugrad.Tensor``: ``isinstance(x, TensorBase)`` is how the code below
+    tensor.py (autograd, ops, creation) tells a tensor. It holds nothing; Tensor has the slots."""
+
+    __slots__ = ()
+
+
+_Tensor: type = None  # type: ignore[assignment]  # the registered Tensor class
+
+
+def register_tensor_class(cls: type) -> None:
+    """Make ``cls`` (a subclass of ``TensorBase`` with Tensor's slots: data, grad, _requires_grad,
+    ...) the class of every tensor that ops, the engine and the factories build (called once, by
+    gpugrad/tensor.py)."""
+    global _Tensor
+    if not (isinstance(cls, type) and issubclass(cls, TensorBase)):
+        raise TypeError(f"register_tensor_class: {cls!r} is not a subclass of TensorBase")
+    _Tensor = cls
+
+
+def _make_result(arr, dev, ctx, idx: int, vc=None):
+    """A Tensor around an array: an op's output (``ctx`` its node, ``idx`` which output) or, with
+    ``ctx=None``, a plain tensor. ``vc``: a version counter to share (views, ``detach``).
+    Function.apply inlines this for single outputs: keep the two in step."""
+    if isinstance(arr, np.generic):  # NumPy returns scalars from 0-d arithmetic
+        arr = np.asarray(arr)
+    t = _new(_Tensor)
+    t.data = arr
+    t.grad = None
+    t._requires_grad = ctx is not None
+    t._grad_fn = ctx
+    t._out_idx = idx
+    t._vc = vc if vc is not None else [0]
+    t._device = dev if dev is not None else CPU
+    t._hooks = None
+    return t
+
+
+# ---------------------------------------------------------------- gradient slots
+# Gradient slots: id(leaf) -> (weakref to the leaf, the array its .data must be, the slot). The optimizer's
+# flat buckets (optim/flat.py) register each parameter's view of their flat gradient buffer; an op that
+# computes a leaf's gradient may write it there directly (``Context.grad_slot``), so the optimizer's step
+# finds the gradients already in its buffer and copies nothing. A slot is handed out only when that
+# cannot change a value anyone can see: a plain ``backward()`` (into ``.grad``, no ``inputs``), the leaf
+# has no ``.grad`` and no hooks, no gradient of it has arrived in this run yet (later ones add into the
+# slot: it is owned), and nothing outside the registry and its bucket holds the slot array (a ``.grad``
+# Tensor of an earlier step, or an array taken from it, keeps it; the step then writes elsewhere).
+_slots: dict = {}
+# The engine's backward runs in progress (innermost last; engine.py's ``_runs`` is this list).
+_runs: list = []
+# References to a free slot seen by sys.getrefcount in claim_grad_slot: the registry's tuple, the
+# bucket's list of views, the local name and the call's argument (tests/test_grad_slots.py checks both
+# sides: a free slot is used, a held one is not).
+_FREE_SLOT_REFS = 4
+
+
+def set_grad_slot(leaf, data, slot) -> None:
+    """Register ``slot`` (an array of ``leaf``'s shape and dtype) as where ``leaf``'s gradient may be
+    written while ``leaf.data is data``; replaces an earlier slot of ``leaf``."""
+    key = id(leaf)
+    _slots[key] = (weakref.ref(leaf, lambda _r, k=key, t=_slots, d=_drop: d(t, k, _r)), data, slot)
+
+
+def claim_grad_slot(leaf):
+    """The slot to write ``leaf``'s gradient into in the backward run in progress, or None (see
+    ``_slots``). The gradient the op then returns for ``leaf`` must be that array."""
+    entry = _slots.get(id(leaf))
+    if entry is None or not _runs:
+        return None
+    run = _runs[-1]
+    key = id(leaf)
+    slot = entry[2]
+    if not run.slots or entry[0]() is not leaf or leaf.data is not entry[1] or leaf.grad is not None or \
+            leaf._hooks or key in run.acc or key in run.claimed or sys.getrefcount(slot) > _FREE_SLOT_REFS:
+        return None
+    run.claimed[key] = slot
+    return slot
+
+
+def _drop(table: dict, key: int, ref) -> None:
+    """A weakly referenced leaf's entry (its id ``key``) leaves ``table`` when the leaf dies (the
+    callbacks bind the table and this function: module globals may be gone at interpreter shutdown)."""
+    e = table.get(key)
+    if e is not None and e[0] is ref:
+        del table[key]
 
 
 class GradError(RuntimeError):
@@ -24,8 +120,7 @@ class GradError(RuntimeError):
 
 def describe(x: Any) -> str:
     """Short description of an op argument for error messages."""
-    from ..tensor import Tensor
-    if isinstance(x, Tensor):
+    if isinstance(x, TensorBase):
         return f"Tensor(shape={tuple(x.data.shape)}, dtype={x.data.dtype}, device={x.device})"
     if hasattr(x, "shape") and hasattr(x, "dtype"):
         return f"array(shape={tuple(x.shape)}, dtype={x.dtype})"
@@ -88,12 +183,12 @@ class Context:
         """An array (input ``i``'s shape and dtype) to write input ``i``'s gradient into, or None.
 
         Set for a leaf whose gradient goes to a registered slot: the optimizer's flat gradient buffer
-        (see ``autograd/engine.py: _slots``). An op that takes it must return that same array as the
+        (see ``autograd/function.py: _slots``). An op that takes it must return that same array as the
         gradient of input ``i``; writing there (a GEMM's ``out=``) spares the optimizer its gather."""
         e = self._edges[i]
-        if e is None or e[1] >= 0 or not _lazy.slots:
+        if e is None or e[1] >= 0 or not _slots:
             return None
-        return _lazy.claim_slot(e[0])
+        return claim_grad_slot(e[0])
 
     @property
     def op_name(self) -> str:
@@ -189,11 +284,8 @@ def _make_apply(cls: type):
 
     def apply(*args: Any, **kwargs: Any) -> Any:
         # The hot path of every op: written flat (no helper calls, no generators) to keep the Python
-        # frames per op few; Tensor results are built inline (what tensor._make_result does).
-        Tensor = _lazy.Tensor
-        if Tensor is None:
-            _lazy.load()
-            Tensor = _lazy.Tensor
+        # frames per op few; Tensor results are built inline (what _make_result does).
+        Tensor = _Tensor
         a = args[0] if args else None
         if len(args) == 2 and a.__class__ is Tensor and (args[1].__class__ is Tensor or args[1].__class__ in _SCALARS):
             # the binary ops (x * w, y + 0.001): both inputs scanned without the lists of the loop below
@@ -247,9 +339,9 @@ def _make_apply(cls: type):
         if dev is not None:
             backend = dev._be
             if backend is None:
-                backend = dev._be = _lazy.get_backend(dev)
+                backend = dev._be = get_backend(dev)
         else:
-            backend = _lazy.get_backend("cpu")
+            backend = get_backend("cpu")
         record = requires and STATE.grad_enabled
         if requires and not record and _probes:
             probe = _probes[-1]
@@ -268,13 +360,13 @@ def _make_apply(cls: type):
         if ctx.out_device is not None:
             dev = ctx.out_device
         elif dev is None:
-            dev = _lazy.CPU
+            dev = CPU
         if STATE.anomaly:
             _check_finite(backend, cls.op_name(), "forward output", out if isinstance(out, tuple) else (out,))
         if not isinstance(out, tuple):
             if out.__class__ is _np_generic or isinstance(out, _np_generic):  # NumPy's 0-d arithmetic
                 out = _asarray(out)
-            # tensor._make_result inlined (one call less per op on the hot path): keep the two in step
+            # _make_result inlined (one call less per op on the hot path): keep the two in step
             res = _new(Tensor)
             res.data = out
             res.grad = None
@@ -299,7 +391,7 @@ def _make_apply(cls: type):
             if ctx._to_save:
                 ctx._finalize(tensor_args, (res,))
             return res
-        make = _lazy.make_result
+        make = _make_result
         if not record:
             ctx._to_save = ()
             return tuple(make(o, dev, None, i) for i, o in enumerate(out))
@@ -340,32 +432,6 @@ def _link(ctx: Context, cls: type, edges: list, out_meta) -> None:
         ctx._out_meta = out_meta
 
 
-class _Lazy:
-    """Late-bound references (tensor.py and backends import this module)."""
-
-    Tensor = None
-    make_result = None
-    get_backend = None
-    CPU = None
-    slots: dict = {}
-    claim_slot = None
-
-    def load(self) -> None:
-        from ..tensor import Tensor, _make_result
-        from .._device import CPU
-        from .. import backends
-        from . import engine
-        type(self).slots = engine._slots
-        type(self).claim_slot = staticmethod(engine.claim_grad_slot)
-        type(self).CPU = CPU
-        type(self).make_result = staticmethod(_make_result)
-        type(self).get_backend = staticmethod(backends.get_backend)
-        type(self).Tensor = Tensor
-
-
-_lazy = _Lazy()
-
-
 def _wrap(e: Exception, cls: type, args: tuple) -> Exception:
     msg = f"{cls.op_name()}: {e} (inputs: {', '.join(describe(x) for x in args)})"
     try:
@@ -389,4 +455,5 @@ def _check_finite(backend, op: str, what: str, arrays) -> None:
                 f"(shape {tuple(a.shape)}, {n_nan} NaN, {n_inf} inf). This is the first op that did.")
 
 
-__all__ = ["Context", "Function", "GradError", "named_error", "describe", "np"]
+__all__ = ["Context", "Function", "GradError", "named_error", "describe", "TensorBase", "register_tensor_class",
+           "np"]

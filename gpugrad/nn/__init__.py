@@ -1,5 +1,5 @@
 """``gg.nn``: modules, layers, containers and losses with PyTorch's names and semantics."""
-from . import functional, init, parallel, utils
+from . import functional, init, utils  # parallel: imported by gpugrad/__init__.py (it sits above nn)
 from .layers import (ELU, GELU, MLP, SELU, SIREN, CrossEntropyLoss, Dropout, Flatten, Hardsigmoid, Hardswish, Hardtanh,
                      Identity, LeakyReLU, Linear, LogSigmoid, LogSoftmax, Mish, MLPBlock, ModuleList, MSELoss, NLLLoss,
                      ReLU, ReLU6, Sequential, Sigmoid, SiLU, Sine, Softmax, Softplus, Tanh)

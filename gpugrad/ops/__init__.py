@@ -4,12 +4,14 @@ family module; nothing here branches on the device."""
 from __future__ import annotations
 
 from collections import namedtuple
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .._device import device as _device_t
-from ..autograd.function import named_error
-from ..tensor import Tensor, _make_result
+from ..autograd.function import TensorBase, _make_result, named_error
 from . import elementwise as _e, linalg as _l, loss as _lo, reduction as _r, shape as _s
+
+if TYPE_CHECKING:  # Tensor sits above the ops (its methods are these functions)
+    from ..tensor import Tensor
 
 MinMax = namedtuple("MinMax", ["values", "indices"])
 
@@ -174,8 +176,8 @@ clip = clamp
 
 def where(cond, a, b) -> Tensor:
     """Elementwise ``a if cond else b`` (differentiable in ``a`` and ``b``)."""
-    if not isinstance(a, Tensor) and not isinstance(b, Tensor) and isinstance(cond, Tensor):
-        a = Tensor._wrap(cond._backend().asarray(a), cond.device)
+    if not isinstance(a, TensorBase) and not isinstance(b, TensorBase) and isinstance(cond, TensorBase):
+        a = _make_result(cond._backend().asarray(a), cond.device, None, 0)
     return _e.Where.apply(cond, a, b)
 
 
@@ -198,7 +200,7 @@ def amin(x, dim=None, keepdim: bool = False) -> Tensor:
 
 def max(x, dim: int | None = None, keepdim: bool = False):  # noqa: A001
     """Maximum of all elements, or ``(values, indices)`` along ``dim`` (as PyTorch)."""
-    if isinstance(dim, Tensor):
+    if isinstance(dim, TensorBase):
         return maximum(x, dim)
     if dim is None:
         return _r.Amax.apply(x)
@@ -207,7 +209,7 @@ def max(x, dim: int | None = None, keepdim: bool = False):  # noqa: A001
 
 def min(x, dim: int | None = None, keepdim: bool = False):  # noqa: A001
     """Minimum of all elements, or ``(values, indices)`` along ``dim`` (as PyTorch)."""
-    if isinstance(dim, Tensor):
+    if isinstance(dim, TensorBase):
         return minimum(x, dim)
     if dim is None:
         return _r.Amin.apply(x)
@@ -339,7 +341,7 @@ def to_copy(x, device: _device_t, dtype) -> Tensor:
 
 # ---------------------------------------------------------------- linear algebra
 def matmul(a, b) -> Tensor:
-    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+    if not isinstance(a, TensorBase) or not isinstance(b, TensorBase):
         raise named_error(TypeError, f"matmul: both operands must be Tensors, got {type(a).__name__} and "
                           f"{type(b).__name__}")
     return _l.MatMul.apply(a, b)
@@ -391,10 +393,10 @@ def dropout(x, p: float = 0.5, training: bool = True) -> Tensor:
 # ---------------------------------------------------------------- comparisons (not differentiable)
 def _cmp(name: str):
     def f(a, b) -> Tensor:
-        ref = a if isinstance(a, Tensor) else b
-        xa = a.data if isinstance(a, Tensor) else a
-        xb = b.data if isinstance(b, Tensor) else b
-        if isinstance(a, Tensor) and isinstance(b, Tensor) and a.device != b.device:
+        ref = a if isinstance(a, TensorBase) else b
+        xa = a.data if isinstance(a, TensorBase) else a
+        xb = b.data if isinstance(b, TensorBase) else b
+        if isinstance(a, TensorBase) and isinstance(b, TensorBase) and a.device != b.device:
             raise named_error(RuntimeError, f"{name}: tensors on different devices {a.device} and {b.device}")
         return _make_result(getattr(ref._backend().xp, name)(xa, xb), ref.device, None, 0)
     f.__name__ = name

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd.engine import set_grad_slot
+from ..autograd.function import set_grad_slot
 from ..tensor import Tensor
 
 __all__ = ["Bucket", "buckets_of", "grad_segments"]
@@ -83,7 +83,7 @@ class Bucket:
     def _new_grad_buffer(self) -> None:
         """A fresh flat gradient buffer and its per-parameter views; on a backend that writes gradients
         in place (``grad_slots``) the views are registered as the parameters' gradient slots, so
-        backward writes dW and db straight into this buffer (``autograd/engine.py: _slots``)."""
+        backward writes dW and db straight into this buffer (``autograd/function.py: _slots``)."""
         self.grad = self.be.xp.zeros(self.total, self.dtype)
         self.grad_views = self._views(self.grad)
         if self.slots:
