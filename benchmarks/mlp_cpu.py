@@ -77,8 +77,12 @@ def _model(framework: str, sizes: list[int], like=None):
     return step, lambda x, y: (torch.from_numpy(x), torch.from_numpy(y)), model
 
 
-def time_steps(framework: str, case: str, steps: int, warmup: int) -> list[float]:
-    """Wall times (s) of ``steps`` training steps after ``warmup`` ones, each around the step alone."""
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+
+
+def time_steps(framework: str, case: str, steps: int, warmup: int, clock=time.perf_counter) -> list[float]:
+    """Times (s, wall by default) of ``steps`` training steps after ``warmup`` ones, each around the
+    step alone."""
     import numpy as np
     from gpugrad import benchmarking as bm
     _, batch, sizes = CASES[case]
@@ -87,15 +91,15 @@ def time_steps(framework: str, case: str, steps: int, warmup: int) -> list[float
     times = []
     for i in range(warmup + steps):
         x, y = to_tensors(*bm.random_batch(rng, batch, sizes[0], sizes[-1]))
-        t0 = time.perf_counter()
+        t0 = clock()
         step(x, y)
-        t1 = time.perf_counter()
+        t1 = clock()
         if i >= warmup:
             times.append(t1 - t0)
     return times
 
 
-def time_ops(framework: str, steps: int, warmup: int) -> list[float]:
+def time_ops(framework: str, steps: int, warmup: int, clock=time.perf_counter) -> list[float]:
     """Seconds per op of a scalar graph of ``N_OPS`` ops, forward + backward, ``steps`` times."""
     if framework == "gpugrad":
         import gpugrad as lib
@@ -105,12 +109,12 @@ def time_ops(framework: str, steps: int, warmup: int) -> list[float]:
     w = lib.tensor(0.999, requires_grad=True)
     times = []
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
+        t0 = clock()
         y = x
         for _ in range(N_OPS // 2):
             y = y * w + 0.001
         y.backward()
-        t1 = time.perf_counter()
+        t1 = clock()
         x.grad = w.grad = None
         if i >= warmup:
             times.append((t1 - t0) / N_OPS)
@@ -139,17 +143,19 @@ def _worker(args) -> None:
     if args.worker == "check":
         print(json.dumps({"loss_diff": check_same_loss(args.cases)}))
         return
+    clock = CLOCKS[args.clock]
     if args.cases == "c":
-        times = time_ops(args.worker, args.steps, args.warmup)
+        times = time_ops(args.worker, args.steps, args.warmup, clock)
     else:
-        times = time_steps(args.worker, args.cases, args.steps, args.warmup)
+        times = time_steps(args.worker, args.cases, args.steps, args.warmup, clock)
     print(json.dumps({"median": statistics.median(times), "times": times}))
 
 
-def run_process(worker: str, case: str, steps: int, warmup: int, env: dict, baseline: str | None = None) -> dict:
+def run_process(worker: str, case: str, steps: int, warmup: int, env: dict, baseline: str | None = None,
+                clock: str = "wall") -> dict:
     """One fresh process (default settings) for one framework and case; ``baseline``: gpugrad from
     that checkout."""
-    extra = ["--baseline-worker", baseline] if baseline else []
+    extra = (["--baseline-worker", baseline] if baseline else []) + ["--clock", clock]
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", worker, "--cases", case,
                           "--steps", str(steps), "--warmup", str(warmup)] + extra,
                          check=True, capture_output=True, text=True, env=env).stdout
@@ -163,6 +169,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=15, help="timed steps per process (the median is kept)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--cases", default="abdc")
+    ap.add_argument("--threads", type=int, help="BLAS/OpenMP threads of both frameworks (default: their own; "
+                    "1 with --clock thread gives a comparison that other jobs on the machine disturb less)")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                    help="wall: what a user's loop sees (default); thread: the main thread's CPU time")
     ap.add_argument("--baseline", help="another checkout of gpugrad (e.g. git worktree add /tmp/main main) "
                     "timed in the same alternation, reported as 'baseline'")
     ap.add_argument("--worker", choices=["gpugrad", "torch", "check"], help=argparse.SUPPRESS)
@@ -179,13 +189,16 @@ def main(argv=None) -> dict:
     if not have_torch:
         print("PyTorch not installed: timing gpugrad alone (pip install torch==2.13.0 for the baseline)")
     env, dropped = default_env()
+    threads = {k: str(args.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")} \
+        if args.threads else {}
+    env.update(threads)
     if dropped:
         print(f"not passed to the timed processes: {', '.join(dropped)}")
     frameworks = ["gpugrad", "torch"] if have_torch else ["gpugrad"]
     base_env = None
     if args.baseline:
         frameworks.insert(1, "baseline")
-        base_env = default_env(os.path.abspath(args.baseline))[0]
+        base_env = dict(default_env(os.path.abspath(args.baseline))[0], **threads)
     load_before = os.getloadavg()
     rows = []
     for key in args.cases:
@@ -197,9 +210,9 @@ def main(argv=None) -> dict:
             for fw in (frameworks if r % 2 == 0 else frameworks[::-1]):
                 if fw == "baseline":
                     per[fw].append(run_process("gpugrad", key, args.steps, args.warmup, base_env,
-                                               os.path.abspath(args.baseline))["median"])
+                                               os.path.abspath(args.baseline), args.clock)["median"])
                 else:
-                    per[fw].append(run_process(fw, key, args.steps, args.warmup, env)["median"])
+                    per[fw].append(run_process(fw, key, args.steps, args.warmup, env, clock=args.clock)["median"])
         g = statistics.median(per["gpugrad"])
         t = statistics.median(per["torch"]) if have_torch else None
         scale, unit = (1e6, "us_per_op") if key == "c" else (1e3, "ms")
@@ -221,7 +234,8 @@ def main(argv=None) -> dict:
     from gpugrad.backends import cpu_blas
     payload = {"machine": bm.machine_info(), "load_average_1_5_15": {"before": load_before, "after": load_after},
                "gpugrad_blas": cpu_blas.provider(), "steps": args.steps, "warmup": args.warmup,
-               "rounds": args.rounds, "baseline": args.baseline, "variables_not_passed": dropped, "rows": rows}
+               "rounds": args.rounds, "threads": args.threads or "default", "clock": args.clock,
+               "baseline": args.baseline, "variables_not_passed": dropped, "rows": rows}
     print(f"gpugrad GEMMs: {payload['gpugrad_blas']}; load average (1 min) {load_before[0]:.2f} before, "
           f"{load_after[0]:.2f} after")
     bm.write_json(args.out, payload)
