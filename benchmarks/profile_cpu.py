@@ -136,17 +136,90 @@ def profile_torch(case: str, steps: int) -> dict:
     return {"phases_ms": phases, "step_ms": wall, "profiler_slowdown": 1 / scale}
 
 
+GEMM_SHAPES = ((1024, 128, 128), (256, 1024, 1024), (32, 256, 256))  # (batch, in, out) of (b), (a), (d)
+
+
+def gemms(framework: str) -> dict:
+    """Each layer GEMM alone (forward ``x @ w.T``, ``dz @ w``, ``dz.T @ x``): us, the best fifth of 300
+    runs after 20, with this process's threads."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    out = {}
+    for b, i, o in GEMM_SHAPES:
+        x, w, dz = (rng.standard_normal(s, dtype=np.float32) for s in ((b, i), (o, i), (b, o)))
+        if framework == "torch":
+            import torch
+            x, w, dz = map(torch.from_numpy, (x, w, dz))
+        else:
+            import gpugrad as gg
+            gg.zeros(1)  # the CPU backend's allocator settings, as in a step
+        row = []
+        for f in (lambda: x @ w.T, lambda: dz @ w, lambda: dz.T @ x):
+            for _ in range(20):
+                f()
+            ts = []
+            for _ in range(300):
+                t0 = time.perf_counter()
+                f()
+                ts.append(time.perf_counter() - t0)
+            row.append(sorted(ts)[len(ts) // 5] * 1e6)
+        out[f"{b}x{i}x{o}"] = row
+    return out
+
+
+def per_op(steps: int = 40) -> dict:
+    """Case (c)'s scalar graph on the main thread's CPU clock: us per op with Python's garbage collector
+    on and off (alternating, 3 times), and the recording / backward split with it on."""
+    import gc
+    import gpugrad as gg
+    x = gg.tensor(0.5, requires_grad=True)
+    w = gg.tensor(0.999, requires_grad=True)
+
+    def run():
+        y = x
+        t0 = time.thread_time()
+        for _ in range(500):
+            y = y * w + 0.001
+        t1 = time.thread_time()
+        y.backward()
+        t2 = time.thread_time()
+        x.grad = w.grad = None
+        return t1 - t0, t2 - t1
+    res: dict = {"gc on": [], "gc off": []}
+    split = []
+    for mode in ("gc on", "gc off") * 3:
+        (gc.disable if mode == "gc off" else gc.enable)()
+        for _ in range(3):
+            run()
+        ts = [run() for _ in range(steps)]
+        res[mode].append(statistics.median(a + b for a, b in ts) / 1000 * 1e6)
+        if mode == "gc on":
+            split += ts
+    gc.enable()
+    return {"us_per_op": {k: statistics.median(v) for k, v in res.items()},
+            "record_us_per_op": statistics.median(a for a, _ in split) / 1000 * 1e6,
+            "backward_us_per_op": statistics.median(b for _, b in split) / 1000 * 1e6}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--cases", default="abd")
     ap.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads of both (default: their own)")
-    ap.add_argument("--worker", choices=["gpugrad", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--extras", action="store_true", help="also time the layers' GEMMs alone (NumPy and "
+                    "PyTorch, 1 and 2 threads) and case (c) per op with the garbage collector on and off")
+    ap.add_argument("--worker", choices=["gpugrad", "torch", "gemms-gpugrad", "gemms-torch", "per-op"],
+                    help=argparse.SUPPRESS)
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "profile_cpu.json"))
     args = ap.parse_args(argv)
     if args.worker:
-        fn = profile_gpugrad if args.worker == "gpugrad" else profile_torch
-        print(json.dumps(fn(args.cases, args.steps)))
+        if args.worker.startswith("gemms-"):
+            print(json.dumps(gemms(args.worker[6:])))
+        elif args.worker == "per-op":
+            print(json.dumps(per_op()))
+        else:
+            fn = profile_gpugrad if args.worker == "gpugrad" else profile_torch
+            print(json.dumps(fn(args.cases, args.steps)))
         return {}
     from gpugrad import benchmarking as bm
     env, dropped = default_env()
@@ -165,9 +238,33 @@ def main(argv=None) -> dict:
                "steps": args.steps, "threads": args.threads or "default", "variables_not_passed": dropped,
                "cases": cases}
     print(markdown(payload))
+    if args.extras:
+        payload["extras"] = extras(env)
     bm.write_json(args.out, payload)
     print(f"wrote {args.out}")
     return payload
+
+
+def _run(worker: str, env: dict) -> dict:
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", worker], check=True,
+                         capture_output=True, text=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def extras(env: dict) -> dict:
+    """The layers' GEMMs alone on 1 and 2 threads (us: forward, dX, dW) and the per-op split."""
+    out: dict = {"gemms_us": {}}
+    for n in (1, 2):
+        e = dict(env, **{k: str(n) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+        for fw in ("gpugrad", "torch"):
+            out["gemms_us"][f"{fw} {n} thread(s)"] = r = _run(f"gemms-{fw}", e)
+            for shape, (f, dx, dw) in r.items():
+                print(f"GEMMs {shape}, {fw} ({'NumPy' if fw == 'gpugrad' else 'PyTorch'}), {n} thread(s): "
+                      f"x @ w.T {f:.1f} us, dz @ w {dx:.1f} us, dz.T @ x {dw:.1f} us")
+    out["per_op"] = p = _run("per-op", env)
+    print(f"case (c) per op, CPU time: gc on {p['us_per_op']['gc on']:.2f} us, gc off {p['us_per_op']['gc off']:.2f} us; "
+          f"recording {p['record_us_per_op']:.2f} us, backward {p['backward_us_per_op']:.2f} us")
+    return out
 
 
 def markdown(payload: dict) -> str:
