@@ -730,3 +730,27 @@ def test_cuda_kernels_run_inside_the_recorded_graph(on_cuda, monkeypatch):
     (g * g).sum().backward()
     assert ("act_backward", "tanh", 2) in seen or ("act_bias_grad", "tanh", 2) in seen
     assert all(p.grad is not None for p in net.parameters())
+
+
+def test_optimizer_gradient_slots_and_create_graph():
+    """With an optimizer's flat gradient buffers registered (ops may write a leaf's gradient there in a
+    plain backward), a double-backward loss gives the same gradients, and backward(create_graph=True)
+    leaves .grad with its graph, not a slot."""
+    ref = REF["pinn"]
+    xs, fs = record_torch.pinn_points(ref)
+    grads = []
+    for with_opt in (False, True):
+        net = _mlp(ref)
+        if with_opt:
+            opt = gg.optim.Adam(net.parameters(), lr=1e-3)
+            opt.zero_grad()
+        loss = pinn_loss(net, t64(xs), gg.tensor(fs), gg.tensor([[0.0], [1.0]], dtype=f64))[0]
+        loss.backward()
+        grads.append([p.grad.numpy().copy() for p in net.parameters()])
+        if with_opt:
+            opt.step()
+            opt.zero_grad()
+            (net(t64(xs)) ** 2).sum().backward(create_graph=True)
+            assert all(p.grad.requires_grad for p in net.parameters())
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)

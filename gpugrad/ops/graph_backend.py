@@ -167,7 +167,7 @@ class GraphBackend:
     def transfer(self, x, src, dtype):
         return ToCopy.apply(x, device=self.device, dtype=dtype)
 
-    def linear_backward(self, dz, x, w, need_dx: bool, need_dw: bool):
+    def linear_backward(self, dz, x, w, need_dx: bool, need_dw: bool, dw_out=None):
         """The two GEMMs of a linear layer's backward as matmul ops (GEMMs, differentiable again)."""
         return (dz @ w if need_dx else None), (dz.T @ x if need_dw else None)
 
@@ -179,7 +179,7 @@ class GraphBackend:
         z, v = _carried(s)
         return ActDerivative.apply(dy, z, s=v, act=act, params=params, order=order)
 
-    def act_bias_backward(self, dy, s, act: str, with_bias: bool, params=None, order: int = 1):
+    def act_bias_backward(self, dy, s, act: str, with_bias: bool, params=None, order: int = 1, db_out=None):
         if act == "identity" and order == 1:
             return dy, (self.sum_to_shape(dy, (dy.shape[-1],)) if with_bias else None)
         if not with_bias:

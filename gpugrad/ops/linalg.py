@@ -116,15 +116,15 @@ class FusedLinear(Function):
         be = ctx.backend
         nx, nw, nb = ctx.needs_input_grad
         g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
-        dz, db = be.act_bias_backward(g2, saved, ctx.act, nb, ctx.params)
-        if gz is not None:  # the pre-activation's own gradient (a higher-order backward: graph_saved)
-            dz = dz + gz
-            if nb:
-                db = db + be.sum_to_shape(gz, (gz.shape[-1],))
+        if gz is None:  # dW and db go straight into the optimizer's flat gradient buffer when it has a slot
+            dz, db = be.act_bias_backward(g2, saved, ctx.act, nb, ctx.params, db_out=ctx.grad_slot(2) if nb else None)
+        else:  # the pre-activation's own gradient (a higher-order backward: graph_saved) joins dz first
+            dz = be.act_bias_backward(g2, saved, ctx.act, False, ctx.params)[0] + gz
+            db = be.sum_to_shape(dz, (dz.shape[-1],)) if nb else None
         x2 = None
         if nw:
             x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
-        dx, dw = be.linear_backward(dz, x2, w, nx, nw)
+        dx, dw = be.linear_backward(dz, x2, w, nx, nw, ctx.grad_slot(1) if nw else None)
         if dx is not None and len(ctx.xshape) != 2:
             dx = dx.reshape(ctx.xshape)
         return dx, dw, db
