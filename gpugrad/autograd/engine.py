@@ -29,7 +29,7 @@ def _collect(roots: list, leaf_edges: dict | None = None, stop: frozenset = froz
             n = get(child)
             if n is None:  # first visit
                 deps[child] = 1
-                if child not in stop:
+                if not stop or child not in stop:
                     stack.append(child)
             else:
                 deps[child] = n + 1
