@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _dtype
 from ._device import CPU, as_device, device
+from ._errors import DtypeError, ShapeError
 from .autograd.function import GradError, named_error
 from .autograd.grad_mode import STATE
 
@@ -75,7 +76,7 @@ class Tensor:
     def requires_grad(self, value: bool) -> None:
         value = bool(value)
         if value and self.data.dtype.kind not in "fc":
-            raise named_error(TypeError,
+            raise named_error(DtypeError,
                 f"requires_grad: only floating-point tensors can require gradients, this one is "
                 f"{self.data.dtype} with shape {tuple(self.data.shape)}. Convert it first: x.float().")
         if not value and self._grad_fn is not None:
@@ -143,7 +144,7 @@ class Tensor:
 
     def item(self) -> float | int | bool:
         if self.data.size != 1:
-            raise named_error(ValueError,
+            raise named_error(ShapeError,
                 f"item: only one-element tensors can be converted to a Python scalar, got shape {tuple(self.shape)}")
         return self.numpy().reshape(()).item()
 
@@ -345,7 +346,7 @@ class Tensor:
             try:
                 self._backend().xp.broadcast_to(arr, self.shape)
             except ValueError:
-                raise named_error(ValueError,
+                raise named_error(ShapeError,
                     f"copy_: source shape {tuple(arr.shape)} does not broadcast to {tuple(self.shape)}") from None
         self.data[...] = arr
         return self._bump()
@@ -369,8 +370,9 @@ class Tensor:
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._check_inplace("__setitem__")
-        from .ops.shape import _index_arrays
-        self.data[_index_arrays(key)] = self._other_array(value)
+        from .ops.shape import _index_arrays, split_index
+        first, rest = split_index(_index_arrays(key))  # PyTorch's placement of advanced-index dims
+        (self.data if first is None else self.data[first])[rest] = self._other_array(value)
         self._bump()
 
     # ------------------------------------------------------------------ printing

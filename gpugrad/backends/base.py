@@ -132,6 +132,8 @@ class Backend:
     def act_forward(self, z, act: str, slope: float = 0.01, out=None):
         """``y = act(z)`` (the array code generated from ``gpugrad/kernels/activations.py``); ``out`` may be
         ``z`` itself (in place)."""
+        if z.ndim == 0:  # the generated code writes into temporaries: NumPy's 0-d ufunc results are scalars
+            return self.act_forward(z.reshape(1), act, slope, None if out is None else out.reshape(1)).reshape(())
         fwd = xp_functions(act)[0]
         with _errstate(self.xp):
             y = fwd(self.xp, self.erf, z, slope, out)
@@ -139,6 +141,8 @@ class Backend:
 
     def act_backward(self, dy, saved, act: str, slope: float = 0.01):
         """``dz = dy * act'`` from ``saved``: what ``saves(act, slope)`` names (``y``, ``z`` or nothing)."""
+        if dy.ndim == 0:
+            return self.act_backward(dy.reshape(1), None if saved is None else saved.reshape(1), act, slope).reshape(())
         same = saved is not None and dy.shape == saved.shape and dy.dtype == saved.dtype
         bwd = xp_functions(act, reuse=same)[1]
         with _errstate(self.xp):

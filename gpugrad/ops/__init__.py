@@ -7,9 +7,12 @@ from collections import namedtuple
 from typing import Any, Sequence
 
 from .._device import device as _device_t
+from .._dtype import promote, scalar_dtype
+from .._errors import ShapeError
 from ..autograd.function import named_error
 from ..tensor import Tensor, _make_result
 from . import elementwise as _e, linalg as _l, loss as _lo, reduction as _r, shape as _s
+from ._common import norm_dim, wrap_dim
 
 MinMax = namedtuple("MinMax", ["values", "indices"])
 
@@ -103,7 +106,7 @@ clip = clamp
 def where(cond, a, b) -> Tensor:
     """Elementwise ``a if cond else b`` (differentiable in ``a`` and ``b``)."""
     if not isinstance(a, Tensor) and not isinstance(b, Tensor) and isinstance(cond, Tensor):
-        a = Tensor._wrap(cond._backend().asarray(a), cond.device)
+        a = Tensor._wrap(cond._backend().asarray(a, dtype=scalar_dtype(a)), cond.device)
     return _e.Where.apply(cond, a, b)
 
 
@@ -148,8 +151,10 @@ def var(x, dim=None, keepdim: bool = False, correction: int = 1, unbiased: bool 
     return _r.Var.apply(x, dim=dim, keepdim=keepdim, correction=correction)
 
 
-def std(x, dim=None, keepdim: bool = False, correction: int = 1) -> Tensor:
-    return sqrt(var(x, dim=dim, keepdim=keepdim, correction=correction))
+def std(x, dim=None, keepdim: bool = False, correction: int = 1, unbiased: bool | None = None) -> Tensor:
+    if unbiased is not None:
+        correction = 1 if unbiased else 0
+    return sqrt(_r.Var.apply(x, dim=dim, keepdim=keepdim, correction=correction, op="std"))
 
 
 def logsumexp(x, dim=None, keepdim: bool = False) -> Tensor:
@@ -168,20 +173,25 @@ def _nondiff(x: Tensor, arr) -> Tensor:
     return _make_result(arr, x.device, None, 0)
 
 
-def argmax(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+def _arg_extreme(name: str, x: Tensor, dim, keepdim: bool) -> Tensor:
     xp = x._backend().xp
+    fn = getattr(xp, name)
     if dim is None:
-        return _nondiff(x, xp.asarray(xp.argmax(x.data)).astype("int64"))
-    out = xp.argmax(x.data, axis=dim)
-    return _nondiff(x, (xp.expand_dims(out, dim) if keepdim else out).astype("int64"))
+        out = xp.asarray(fn(x.data)).astype("int64")
+        return _nondiff(x, out.reshape((1,) * x.ndim) if keepdim else out)
+    d = wrap_dim(name, dim, x.ndim)
+    if x.ndim == 0:
+        return _nondiff(x, xp.zeros((), "int64"))
+    out = fn(x.data, axis=d)
+    return _nondiff(x, (xp.expand_dims(out, d) if keepdim else out).astype("int64"))
+
+
+def argmax(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    return _arg_extreme("argmax", x, dim, keepdim)
 
 
 def argmin(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
-    xp = x._backend().xp
-    if dim is None:
-        return _nondiff(x, xp.asarray(xp.argmin(x.data)).astype("int64"))
-    out = xp.argmin(x.data, axis=dim)
-    return _nondiff(x, (xp.expand_dims(out, dim) if keepdim else out).astype("int64"))
+    return _arg_extreme("argmin", x, dim, keepdim)
 
 
 # ---------------------------------------------------------------- shapes
@@ -207,35 +217,59 @@ def permute(x, *dims) -> Tensor:
 
 def transpose(x, dim0: int = 0, dim1: int = 1) -> Tensor:
     nd = x.ndim
-    if nd < 2:
+    a, b = wrap_dim("transpose", dim0, nd), wrap_dim("transpose", dim1, nd)
+    if nd < 2 or a == b:
         return x
     dims = list(range(nd))
-    a, b = dim0 % nd, dim1 % nd
     dims[a], dims[b] = dims[b], dims[a]
     return _s.Permute.apply(x, dims=tuple(dims))
 
 
 def flatten(x, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     nd = x.ndim
+    s, e = wrap_dim("flatten", start_dim, nd), wrap_dim("flatten", end_dim, nd)
+    if s > e:
+        raise named_error(RuntimeError, f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
+                          f"for a tensor of shape {tuple(x.shape)}")
     if nd == 0:
         return reshape(x, 1)
-    s, e = start_dim % nd, end_dim % nd
     shape = x.shape[:s] + (-1,) + x.shape[e + 1:]
     return reshape(x, shape)
 
 
+def unflatten(x, dim: int, sizes: Sequence[int]) -> Tensor:
+    """Split dimension ``dim`` into ``sizes`` (one entry may be -1), as ``torch.unflatten``."""
+    if x.ndim == 0:
+        raise named_error(IndexError, "unflatten: a 0-d tensor has no dimension to unflatten")
+    d = wrap_dim("unflatten", dim, x.ndim)
+    sizes = tuple(int(s) for s in sizes)
+    if not sizes:
+        raise named_error(RuntimeError, "unflatten: sizes must be non-empty")
+    known = 1
+    for s in sizes:
+        known *= s if s != -1 else 1
+    n = x.shape[d]
+    if sizes.count(-1) > 1 or (-1 not in sizes and known != n) or (-1 in sizes and (known == 0 or n % known)):
+        raise named_error(ShapeError, f"unflatten: sizes {sizes} do not multiply to the size {n} of dimension "
+                          f"{dim} of a tensor of shape {tuple(x.shape)}")
+    return reshape(x, x.shape[:d] + sizes + x.shape[d + 1:])
+
+
 def unsqueeze(x, dim: int) -> Tensor:
-    d = dim % (x.ndim + 1)
+    d = wrap_dim("unsqueeze", dim, x.ndim, extra=1)
     return reshape(x, x.shape[:d] + (1,) + x.shape[d:])
 
 
-def squeeze(x, dim: int | None = None) -> Tensor:
+def squeeze(x, dim: "int | Sequence[int] | None" = None) -> Tensor:
+    """Drop size-1 dimensions: all of them, or those among ``dim`` (an int or a tuple, as in PyTorch
+    2.0+; a named dimension whose size is not 1 stays)."""
     if dim is None:
         return reshape(x, tuple(s for s in x.shape if s != 1))
-    d = dim % (x.ndim or 1)
-    if x.ndim == 0 or x.shape[d] != 1:
+    dims = norm_dim("squeeze", dim, x.ndim)
+    drop = [d for d in dims if x.shape[d] == 1]
+    if not drop:
         return x
-    return reshape(x, x.shape[:d] + x.shape[d + 1:])
+    return reshape(x, tuple(s for i, s in enumerate(x.shape) if i not in drop))
 
 
 def expand(x, *shape) -> Tensor:
@@ -318,6 +352,7 @@ def _cmp(name: str):
         xb = b.data if isinstance(b, Tensor) else b
         if isinstance(a, Tensor) and isinstance(b, Tensor) and a.device != b.device:
             raise named_error(RuntimeError, f"{name}: tensors on different devices {a.device} and {b.device}")
+        xa, xb, _ = promote(xa, xb)  # compared in PyTorch's result dtype
         return _make_result(getattr(ref._backend().xp, name)(xa, xb), ref.device, None, 0)
     f.__name__ = name
     return f

@@ -4,20 +4,24 @@ from __future__ import annotations
 import math
 
 from ..autograd.function import Context, Function
+from .._dtype import float_result, result_type
 from ..kernels.activations import saves
-from ._common import check_broadcast
+from ._common import check_broadcast, coerce, uncast
 
 
 _SCALARS = (int, float)
 
 
-# Add, Sub, Mul and Div are the hottest ops: their shape check and gradient reduction take the common
-# cases (same shapes, a Python scalar operand, nothing to reduce) inline, without a helper call.
+# Add, Sub, Mul and Div are the hottest ops: their dtype and shape checks and gradient reduction take the
+# common cases (one floating dtype, same shapes, a Python scalar operand, nothing to reduce) inline,
+# without a helper call. Other operand dtypes go through ``coerce`` (PyTorch's type promotion).
 class Add(Function):
     name = "add"
 
     @staticmethod
     def forward(ctx: Context, a, b):
+        if a.__class__ is not b.__class__ or a.dtype != b.dtype:
+            a, b = coerce(ctx, a, b)
         ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
                       if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("add", a, b))
         return a + b
@@ -27,8 +31,9 @@ class Add(Function):
         sa, sb = ctx.shapes
         na, nb = ctx.needs_input_grad
         s = ctx.backend.sum_to_shape
-        return ((g if g.shape == sa else s(g, sa)) if na else None,
-                (g if g.shape == sb else s(g, sb)) if nb else None)
+        out = ((g if g.shape == sa else s(g, sa)) if na else None,
+               (g if g.shape == sb else s(g, sb)) if nb else None)
+        return uncast(ctx, *out) if "casts" in ctx.__dict__ else out
 
 
 class Sub(Function):
@@ -36,6 +41,8 @@ class Sub(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
+        if a.__class__ is not b.__class__ or a.dtype != b.dtype:
+            a, b = coerce(ctx, a, b)
         ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
                       if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("sub", a, b))
         return a - b
@@ -45,8 +52,9 @@ class Sub(Function):
         sa, sb = ctx.shapes
         na, nb = ctx.needs_input_grad
         s = ctx.backend.sum_to_shape
-        return ((g if g.shape == sa else s(g, sa)) if na else None,
-                (-g if g.shape == sb else s(-g, sb)) if nb else None)
+        out = ((g if g.shape == sa else s(g, sa)) if na else None,
+               (-g if g.shape == sb else s(-g, sb)) if nb else None)
+        return uncast(ctx, *out) if "casts" in ctx.__dict__ else out
 
 
 class Mul(Function):
@@ -54,6 +62,8 @@ class Mul(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
+        if a.__class__ is not b.__class__ or a.dtype != b.dtype:
+            a, b = coerce(ctx, a, b)
         ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
                       if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("mul", a, b))
         na, nb = ctx.needs_input_grad
@@ -75,7 +85,7 @@ class Mul(Function):
             gb = g * a
             if gb.shape != sb:
                 gb = s(gb, sb)
-        return ga, gb
+        return uncast(ctx, ga, gb) if "casts" in ctx.__dict__ else (ga, gb)
 
 
 class Div(Function):
@@ -83,6 +93,8 @@ class Div(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
+        if a.__class__ is not b.__class__ or a.dtype != b.dtype or a.dtype.kind != "f":
+            a, b = coerce(ctx, a, b, op_float=True)  # true division: int / int is floating, as in PyTorch
         ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
                       if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("div", a, b))
         out = a / b
@@ -103,7 +115,7 @@ class Div(Function):
                 gb = s(gb, sb)
         if na and ga.shape != sa:
             ga = s(ga, sa)
-        return (ga if na else None), gb
+        return uncast(ctx, ga if na else None, gb) if "casts" in ctx.__dict__ else ((ga if na else None), gb)
 
 
 class Pow(Function):
@@ -111,6 +123,7 @@ class Pow(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
+        a, b = coerce(ctx, a, b)
         ctx.shapes = check_broadcast("pow", a, b)
         out = a ** b
         ctx.save_for_backward(a, b, out)
@@ -118,26 +131,48 @@ class Pow(Function):
 
     @staticmethod
     def backward(ctx: Context, g):
+        """PyTorch's edge cases: d(x ** 0)/dx = 0 (also at x = 0); d(a ** y)/dy = 0 where a = 0 and
+        y >= 0, -inf where a = 0 and y < 0, nan where a < 0 (the log of a negative base)."""
         a, b, out = ctx.saved_tensors
         xp = ctx.backend.xp
         s = ctx.backend.sum_to_shape
         na, nb = ctx.needs_input_grad
         ga = gb = None
         if na:
-            ga = s(g * b * a ** (b - 1), ctx.shapes[0])
+            with _quiet(xp):
+                if ctx.backend.is_array(b):
+                    ga = xp.where(b == 0, g.dtype.type(0), g * b * a ** (b - 1))
+                else:  # a Python exponent: x ** 0 is constant
+                    ga = xp.zeros_like(g) if b == 0 else g * b * a ** (b - 1)
+            ga = s(ga, ctx.shapes[0])
         if nb:
-            if ctx.backend.is_array(a):
-                with_log = xp.where(a > 0, xp.log(xp.where(a > 0, a, 1)), 0)
-            else:  # a Python number (``2.0 ** t``): its log on the host (xp.where needs a device array)
-                with_log = math.log(a) if a > 0 else 0.0
-            gb = s(g * out * with_log, ctx.shapes[1])
-        return ga, gb
+            with _quiet(xp):
+                if ctx.backend.is_array(a):
+                    zero = g.dtype.type(0)
+                    gb = g * xp.where((a == 0) & (b >= 0), zero, out * xp.log(a))
+                else:  # a Python base (``2.0 ** t``): its log on the host (xp.where needs a device array)
+                    log_a = math.log(a) if a > 0 else -math.inf if a == 0 else math.nan
+                    gb = g * (xp.where(b >= 0, g.dtype.type(0), out * log_a) if a == 0 else out * log_a)
+            gb = s(gb, ctx.shapes[1])
+        return uncast(ctx, ga, gb) if "casts" in ctx.__dict__ else (ga, gb)
 
 
-def _unary(name: str, fwd, bwd, save: str):
-    """Build a unary Function; ``save`` is 'x' (derivative from input) or 'y' (from output)."""
+def _quiet(xp):
+    """NumPy's warnings off for values that are meant (log of 0 or of a negative base); CuPy has none."""
+    import contextlib
+
+    import numpy as np
+    return np.errstate(divide="ignore", invalid="ignore") if xp is np else contextlib.nullcontext()
+
+
+def _unary(name: str, fwd, bwd, save: str, floating: bool = True):
+    """Build a unary Function; ``save`` is 'x' (derivative from input) or 'y' (from output).
+    ``floating``: the function of an integer or bool tensor is computed in the default float dtype
+    (PyTorch: ``torch.exp`` of an int64 tensor is float32)."""
 
     def forward(ctx: Context, x):
+        if floating and x.dtype.kind != "f":
+            x = x.astype(float_result(x.dtype))
         y = fwd(ctx.backend, x)
         ctx.save_for_backward(x if save == "x" else y)
         return y
@@ -165,12 +200,15 @@ class Neg(Function):
 Exp = _unary("exp", lambda be, x: be.xp.exp(x), lambda be, y, g: g * y, "y")
 Log = _unary("log", lambda be, x: be.xp.log(x), lambda be, x, g: g / x, "x")
 Sqrt = _unary("sqrt", lambda be, x: be.xp.sqrt(x), lambda be, y, g: g / (2 * y), "y")
-Abs = _unary("abs", lambda be, x: be.xp.abs(x), lambda be, x, g: g * be.xp.sign(x), "x")
+Abs = _unary("abs", lambda be, x: be.xp.abs(x), lambda be, x, g: g * be.xp.sign(x), "x", floating=False)
 Sin = _unary("sin", lambda be, x: be.xp.sin(x), lambda be, x, g: g * be.xp.cos(x), "x")
 Cos = _unary("cos", lambda be, x: be.xp.cos(x), lambda be, x, g: -g * be.xp.sin(x), "x")
 def _act_forward(ctx: Context, x, act: str, slope: float = 0.01):
     """``act(x)``, saving for backward what the activation's definition names: ``y``, ``x`` or nothing
-    (``gpugrad/kernels/activations.py``: ``saves``)."""
+    (``gpugrad/kernels/activations.py``: ``saves``). An integer tensor is computed in the default float
+    dtype (as in PyTorch), except by ``relu``, which keeps it."""
+    if x.dtype.kind != "f" and act != "relu":
+        x = x.astype(float_result(x.dtype))
     y = ctx.backend.act_forward(x, act, slope)
     keep = saves(act, slope)
     ctx.act, ctx.slope = act, slope
@@ -222,6 +260,7 @@ class Maximum(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
+        a, b = coerce(ctx, a, b)
         ctx.shapes = check_broadcast("maximum", a, b)
         ctx.save_for_backward(a, b)
         return ctx.backend.xp.maximum(a, b)
@@ -236,6 +275,7 @@ class Minimum(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
+        a, b = coerce(ctx, a, b)
         ctx.shapes = check_broadcast("minimum", a, b)
         ctx.save_for_backward(a, b)
         return ctx.backend.xp.minimum(a, b)
@@ -252,7 +292,7 @@ def _minmax_backward(ctx: Context, g, sign: int):
     s = ctx.backend.sum_to_shape
     wa = xp.where(sign * (a - b) > 0, 1.0, xp.where(a == b, 0.5, 0.0)).astype(g.dtype)
     na, nb = ctx.needs_input_grad
-    return (s(g * wa, ctx.shapes[0]) if na else None, s(g * (1 - wa), ctx.shapes[1]) if nb else None)
+    return uncast(ctx, s(g * wa, ctx.shapes[0]) if na else None, s(g * (1 - wa), ctx.shapes[1]) if nb else None)
 
 
 class Clamp(Function):
@@ -263,6 +303,9 @@ class Clamp(Function):
         if min is None and max is None:
             raise ValueError("clamp: give at least one of min and max")
         xp = ctx.backend.xp
+        dt = result_type(x, min, max)  # an integer tensor clamped to 0.5 is floating, as in PyTorch
+        if dt != x.dtype:
+            x = x.astype(dt)
         lo = -math.inf if min is None else min
         hi = math.inf if max is None else max
         ctx.save_for_backward((x >= lo) & (x <= hi))
@@ -282,6 +325,7 @@ class Where(Function):
         xp = ctx.backend.xp
         if getattr(cond, "dtype", None) is None or cond.dtype.kind != "b":
             cond = xp.asarray(cond).astype(bool)
+        a, b = coerce(ctx, a, b)
         ctx.shapes = check_broadcast("where", a, b)
         ctx.save_for_backward(cond)
         return xp.where(cond, a, b)
@@ -293,5 +337,5 @@ class Where(Function):
         zero = g.dtype.type(0)
         _, na, nb = ctx.needs_input_grad
         xp = ctx.backend.xp
-        return (None, s(xp.where(cond, g, zero), ctx.shapes[0]) if na else None,
-                s(xp.where(cond, zero, g), ctx.shapes[1]) if nb else None)
+        return (None, *uncast(ctx, s(xp.where(cond, g, zero), ctx.shapes[0]) if na else None,
+                              s(xp.where(cond, zero, g), ctx.shapes[1]) if nb else None))

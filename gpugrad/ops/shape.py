@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._dtype import result_type
+from .._errors import ShapeError
 from ..autograd.function import Context, Function, named_error
+from ._common import wrap_dim
 
 
 class Reshape(Function):
@@ -15,7 +18,7 @@ class Reshape(Function):
         try:
             return x.reshape(shape)
         except ValueError:
-            raise named_error(ValueError,
+            raise named_error(ShapeError,
                 f"reshape: cannot reshape a tensor of shape {tuple(x.shape)} ({x.size} elements) into "
                 f"{tuple(shape)}; the number of elements must stay the same (use -1 for one inferred size)") from None
 
@@ -29,11 +32,14 @@ class Permute(Function):
 
     @staticmethod
     def forward(ctx: Context, x, dims: tuple):
-        if sorted(d % max(x.ndim, 1) for d in dims) != list(range(x.ndim)):
-            raise named_error(ValueError,
-                f"permute: dims {tuple(dims)} are not a permutation of the {x.ndim} dimensions of a tensor "
-                f"of shape {tuple(x.shape)}")
-        ctx.dims = tuple(d % x.ndim for d in dims)
+        if len(dims) != x.ndim:
+            raise named_error(ShapeError,
+                f"permute: dims {tuple(dims)} has {len(dims)} entries but the tensor of shape {tuple(x.shape)} has "
+                f"{x.ndim} dimensions; give each dimension once")
+        ctx.dims = tuple(wrap_dim("permute", d, x.ndim) for d in dims)
+        if len(set(ctx.dims)) != len(dims):
+            raise named_error(RuntimeError,
+                f"permute: dims {tuple(dims)} repeat a dimension; give each of the {x.ndim} dimensions once")
         return x.transpose(ctx.dims)
 
     @staticmethod
@@ -52,7 +58,7 @@ class Expand(Function):
         try:
             return xp.broadcast_to(x, shape)
         except ValueError:
-            raise named_error(ValueError,
+            raise named_error(ShapeError,
                 f"expand: cannot expand shape {tuple(x.shape)} to {shape}: only size-1 dimensions can grow") from None
 
     @staticmethod
@@ -85,15 +91,52 @@ def _is_advanced(key) -> bool:
     return any(hasattr(k, "shape") and hasattr(k, "dtype") and not isinstance(k, np.generic) for k in keys)
 
 
+def _int_like(k) -> bool:
+    """A Python/NumPy integer or a 0-d integer array (a 0-d integer tensor indexes like an int in PyTorch)."""
+    if isinstance(k, (bool, np.bool_)):
+        return False
+    if isinstance(k, (int, np.integer)):
+        return True
+    return getattr(k, "ndim", None) == 0 and k.dtype.kind in "iu"
+
+
+def split_index(key) -> tuple:
+    """``(first, rest)`` such that ``x[first][rest]`` indexes as PyTorch does (``first`` None: ``x[rest]``
+    already does). PyTorch applies integer indices as plain selections before the advanced (array)
+    indices, so ``x[1, :, 3:11:2, d, 0:2]`` keeps ``d``'s dimensions where ``d`` stands; NumPy counts the
+    integers as advanced indices too, and moves the broadcast dimensions to the front when the
+    integers and arrays are not adjacent. ``first`` is basic (integers, full slices, Ellipsis): a view."""
+    keys = key if isinstance(key, tuple) else (key,)
+    ints = [_int_like(k) for k in keys]
+    if not any(ints) or not any(not i and (isinstance(k, list) or getattr(k, "ndim", 0) > 0)
+                                for i, k in zip(ints, keys)):
+        return None, key
+    first, rest = [], []
+    for k, is_int in zip(keys, ints):
+        if is_int:
+            first.append(int(k))
+        elif k is None:
+            rest.append(k)
+        elif k is Ellipsis:
+            first.append(k)
+            rest.append(k)
+        else:
+            bool_dims = getattr(k, "ndim", 1) if getattr(k, "dtype", None) is not None and k.dtype.kind == "b" else 1
+            first.extend([slice(None)] * bool_dims)
+            rest.append(k)
+    return tuple(first), tuple(rest)
+
+
 class GetItem(Function):
     name = "getitem"
 
     @staticmethod
     def forward(ctx: Context, x, key):
         key = _on_device(ctx.backend, key)
-        ctx.shape, ctx.dtype, ctx.key = x.shape, x.dtype, key
+        ctx.shape, ctx.dtype = x.shape, x.dtype
+        ctx.first, ctx.key = split_index(key)
         try:
-            return x[key]
+            return x[ctx.key] if ctx.first is None else x[ctx.first][ctx.key]
         except IndexError as e:
             raise named_error(IndexError, f"getitem: {e} (tensor of shape {tuple(x.shape)}, index {key!r})") from None
 
@@ -101,11 +144,29 @@ class GetItem(Function):
     def backward(ctx: Context, g):
         be = ctx.backend
         out = be.xp.zeros(ctx.shape, dtype=g.dtype)
+        view = out if ctx.first is None else out[ctx.first]
         if _is_advanced(ctx.key):
-            be.index_add(out, ctx.key, g)
+            be.index_add(view, ctx.key, g)
         else:
-            out[ctx.key] = g
+            view[ctx.key] = g
         return out
+
+
+def _same_dtype(ctx: Context, xs: tuple) -> tuple:
+    """The tensors of ``cat``/``stack`` in their PyTorch result dtype (``ctx.dtypes``: theirs, for backward)."""
+    dt = xs[0].dtype
+    if all(x.dtype == dt for x in xs):
+        return xs
+    dt = result_type(*xs)
+    ctx.dtypes = tuple(x.dtype for x in xs)
+    return tuple(x if x.dtype == dt else x.astype(dt) for x in xs)
+
+
+def _grads_back(ctx: Context, grads) -> tuple:
+    dts = ctx.__dict__.get("dtypes")
+    if dts is None:
+        return tuple(grads)
+    return tuple(g if g.dtype == d or d.kind != "f" else g.astype(d) for g, d in zip(grads, dts))
 
 
 class Cat(Function):
@@ -114,21 +175,25 @@ class Cat(Function):
     @staticmethod
     def forward(ctx: Context, *xs, dim: int = 0):
         if not xs:
-            raise ValueError("cat: expected a non-empty sequence of tensors")
+            raise named_error(ValueError, "cat: expected a non-empty sequence of tensors")
         nd = xs[0].ndim
-        d = dim % max(nd, 1)
+        d = wrap_dim("cat", dim, nd)
         for i, x in enumerate(xs):
+            if x.ndim == 0:
+                raise named_error(RuntimeError, f"cat: zero-dimensional tensor (at position {i}) cannot be "
+                                  "concatenated; use gg.stack, or unsqueeze it first")
             if x.ndim != nd or any(x.shape[k] != xs[0].shape[k] for k in range(nd) if k != d):
-                raise named_error(ValueError,
+                raise named_error(ShapeError,
                     f"cat: tensor {i} has shape {tuple(x.shape)} but tensor 0 has {tuple(xs[0].shape)}; all "
                     f"dimensions except dim={dim} must match")
+        xs = _same_dtype(ctx, xs)
         ctx.dim, ctx.sizes = d, [x.shape[d] for x in xs]
         return ctx.backend.xp.concatenate(xs, axis=d)
 
     @staticmethod
     def backward(ctx: Context, g):
         splits = np.cumsum(ctx.sizes)[:-1].tolist()
-        return tuple(ctx.backend.xp.split(g, splits, axis=ctx.dim))
+        return _grads_back(ctx, ctx.backend.xp.split(g, splits, axis=ctx.dim))
 
 
 class Stack(Function):
@@ -137,19 +202,20 @@ class Stack(Function):
     @staticmethod
     def forward(ctx: Context, *xs, dim: int = 0):
         if not xs:
-            raise ValueError("stack: expected a non-empty sequence of tensors")
+            raise named_error(RuntimeError, "stack: expected a non-empty sequence of tensors")
         for i, x in enumerate(xs):
             if x.shape != xs[0].shape:
-                raise named_error(ValueError,
+                raise named_error(ShapeError,
                     f"stack: tensor {i} has shape {tuple(x.shape)} but tensor 0 has {tuple(xs[0].shape)}; "
                     "stack needs equal shapes")
-        ctx.dim = dim % (xs[0].ndim + 1)
+        ctx.dim = wrap_dim("stack", dim, xs[0].ndim, extra=1)
+        xs = _same_dtype(ctx, xs)
         return ctx.backend.xp.stack(xs, axis=ctx.dim)
 
     @staticmethod
     def backward(ctx: Context, g):
         xp = ctx.backend.xp
-        return tuple(xp.squeeze(p, axis=ctx.dim) for p in xp.split(g, g.shape[ctx.dim], axis=ctx.dim))
+        return _grads_back(ctx, (xp.squeeze(p, axis=ctx.dim) for p in xp.split(g, g.shape[ctx.dim], axis=ctx.dim)))
 
 
 class Clone(Function):
