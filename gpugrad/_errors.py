@@ -5,7 +5,7 @@ them: a shape that does not fit (matmul, reshape, permute, broadcasting, cat/sta
 ``RuntimeError`` in PyTorch, and here a :class:`ShapeError`, which is also a ``ValueError`` (what gpugrad
 raised before, so ``except ValueError`` keeps working); a dtype mismatch PyTorch reports as
 ``RuntimeError`` is a :class:`DtypeError`, also a ``TypeError``; a dimension out of range is an
-``IndexError``, as in PyTorch."""
+``IndexError``, as in PyTorch; an index outside its dimension an :class:`IndexRangeError` (both)."""
 from __future__ import annotations
 
 
@@ -15,6 +15,11 @@ class ShapeError(RuntimeError, ValueError):
 
 class DtypeError(RuntimeError, TypeError):
     """Dtypes that do not fit the op where PyTorch raises ``RuntimeError`` (also a ``TypeError``)."""
+
+
+class IndexRangeError(IndexError, RuntimeError):
+    """An index outside its dimension (``gather``: PyTorch's ``RuntimeError``; ``embedding``: its
+    ``IndexError``): both classes."""
 
 
 def named_error(exc_type: type, message: str) -> BaseException:

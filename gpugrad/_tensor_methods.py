@@ -56,6 +56,10 @@ _METHODS = {
     "reshape": F.reshape, "view": F.reshape, "permute": F.permute, "transpose": F.transpose,
     "flatten": F.flatten, "unsqueeze": F.unsqueeze, "squeeze": F.squeeze, "expand": F.expand,
     "eq": F.eq, "ne": F.ne, "lt": F.lt, "le": F.le, "gt": F.gt, "ge": F.ge,
+    "rsqrt": F.rsqrt, "erf": F.erf, "sign": F.sign, "log2": F.log2, "exp2": F.exp2, "log10": F.log10,
+    "isnan": F.isnan, "isinf": F.isinf, "isfinite": F.isfinite, "lerp": F.lerp, "masked_fill": F.masked_fill,
+    "prod": F.prod, "any": F.any, "all": F.all, "gather": F.gather, "split": F.split, "chunk": F.chunk,
+    "unflatten": F.unflatten, "flip": F.flip, "tril": F.tril, "triu": F.triu,
 }
 
 for _name, _fn in _METHODS.items():
@@ -64,14 +68,6 @@ for _name, _fn in _METHODS.items():
 
 def _T(self) -> Tensor:
     return F.permute(self, tuple(range(self.ndim - 1, -1, -1))) if self.ndim >= 2 else self
-
-
-def _any(self) -> Tensor:
-    return Tensor._wrap(self._backend().xp.asarray(self.data.any()), self.device)
-
-
-def _all(self) -> Tensor:
-    return Tensor._wrap(self._backend().xp.asarray(self.data.all()), self.device)
 
 
 def _expand_as(self, other: Tensor) -> Tensor:
@@ -84,8 +80,6 @@ def _view_as(self, other: Tensor) -> Tensor:
 
 Tensor.T = property(_T)
 Tensor.mT = property(lambda self: F.transpose(self, -2, -1))
-Tensor.any = _any
-Tensor.all = _all
 Tensor.expand_as = _expand_as
 Tensor.view_as = _view_as
 Tensor.reshape_as = _view_as

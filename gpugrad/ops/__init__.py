@@ -3,15 +3,16 @@
 family module; nothing here branches on the device."""
 from __future__ import annotations
 
+import builtins
 from collections import namedtuple
 from typing import Any, Sequence
 
 from .._device import device as _device_t
 from .._dtype import promote, scalar_dtype
-from .._errors import ShapeError
+from .._errors import DtypeError, ShapeError
 from ..autograd.function import named_error
 from ..tensor import Tensor, _make_result
-from . import elementwise as _e, linalg as _l, loss as _lo, reduction as _r, shape as _s
+from . import elementwise as _e, linalg as _l, loss as _lo, normalization as _n, reduction as _r, shape as _s
 from ._common import norm_dim, wrap_dim
 
 MinMax = namedtuple("MinMax", ["values", "indices"])
@@ -73,6 +74,56 @@ def tanh(x) -> Tensor:
 
 def sigmoid(x) -> Tensor:
     return _e.Sigmoid.apply(x)
+
+
+def rsqrt(x) -> Tensor:
+    return _e.Rsqrt.apply(x)
+
+
+def erf(x) -> Tensor:
+    return _e.Erf.apply(x)
+
+
+def log2(x) -> Tensor:
+    return _e.Log2.apply(x)
+
+
+def log10(x) -> Tensor:
+    return _e.Log10.apply(x)
+
+
+def exp2(x) -> Tensor:
+    return _e.Exp2.apply(x)
+
+
+def sign(x) -> Tensor:
+    """-1, 0 or 1 in ``x``'s dtype; gradient 0."""
+    return _e.Sign.apply(x)
+
+
+def lerp(start, end, weight) -> Tensor:
+    """``start + weight * (end - start)`` (``weight`` a number or a tensor)."""
+    return _e.Lerp.apply(start, end, weight)
+
+
+def masked_fill(x, mask, value) -> Tensor:
+    """``x`` with ``value`` where the boolean ``mask`` is True (``value``: a number or a 0-d tensor)."""
+    return _e.MaskedFill.apply(x, mask, value)
+
+
+def _float_test(name: str):
+    def f(x) -> Tensor:
+        data = x.data
+        if data.dtype.kind != "f":  # integers and bools are finite
+            full = x._backend().xp.full(data.shape, name == "isfinite")
+            return _nondiff(x, full)
+        return _nondiff(x, getattr(x._backend().xp, name)(data))
+    f.__name__ = name
+    f.__doc__ = f"``{name}`` elementwise (a bool tensor, not differentiable)."
+    return f
+
+
+isnan, isinf, isfinite = _float_test("isnan"), _float_test("isinf"), _float_test("isfinite")
 
 
 def relu(x) -> Tensor:
@@ -155,6 +206,23 @@ def std(x, dim=None, keepdim: bool = False, correction: int = 1, unbiased: bool 
     if unbiased is not None:
         correction = 1 if unbiased else 0
     return sqrt(_r.Var.apply(x, dim=dim, keepdim=keepdim, correction=correction, op="std"))
+
+
+def prod(x, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    return _r.Prod.apply(x, dim=dim, keepdim=keepdim)
+
+
+def _logical_reduce(name: str):
+    def f(x, dim=None, keepdim: bool = False) -> Tensor:
+        axes = norm_dim(name, dim, x.ndim)
+        out = getattr(x._backend().xp, name)(x.data, axis=axes, keepdims=keepdim)
+        return _nondiff(x, out)
+    f.__name__ = name
+    f.__doc__ = f"``{name}`` over all elements or ``dim`` (an int or a tuple): a bool tensor."
+    return f
+
+
+any, all = _logical_reduce("any"), _logical_reduce("all")  # noqa: A001
 
 
 def logsumexp(x, dim=None, keepdim: bool = False) -> Tensor:
@@ -272,6 +340,55 @@ def squeeze(x, dim: "int | Sequence[int] | None" = None) -> Tensor:
     return reshape(x, tuple(s for i, s in enumerate(x.shape) if i not in drop))
 
 
+def split(x, split_size_or_sections, dim: int = 0) -> tuple:
+    """Pieces of ``dim``: of ``split_size_or_sections`` each (the last may be smaller), or of the listed
+    sizes (which must add up to the dimension's size), as ``torch.split``."""
+    if x.ndim == 0:
+        raise named_error(RuntimeError, "split: a 0-d tensor cannot be split")
+    d = wrap_dim("split", dim, x.ndim)
+    n = x.shape[d]
+    if isinstance(split_size_or_sections, (list, tuple)):
+        sizes = tuple(int(s) for s in split_size_or_sections)
+        if any(s < 0 for s in sizes) or builtins.sum(sizes) != n:
+            raise named_error(ShapeError, f"split: sizes {sizes} must be non-negative and add up to the size {n} "
+                              f"of dimension {dim} (tensor of shape {tuple(x.shape)})")
+    else:
+        size = int(split_size_or_sections)
+        if size <= 0 and not (size == 0 and n == 0):
+            raise named_error(RuntimeError, f"split: split_size must be positive, got {size}")
+        sizes = tuple(builtins.min(size, n - i) for i in range(0, n, size)) if n else (0,)
+    return _s.Split.apply(x, sizes=sizes, dim=d)
+
+
+def chunk(x, chunks: int, dim: int = 0) -> tuple:
+    """``chunks`` pieces of ``dim`` of ``ceil(size / chunks)`` each (fewer when that covers it), as
+    ``torch.chunk``."""
+    if int(chunks) <= 0:
+        raise named_error(RuntimeError, f"chunk: chunks must be greater than 0, got {chunks}")
+    if x.ndim == 0:
+        raise named_error(RuntimeError, "chunk: a 0-d tensor cannot be chunked")
+    n = x.shape[wrap_dim("chunk", dim, x.ndim)]
+    return split(x, builtins.max(-(-n // int(chunks)), 1), dim)
+
+
+def flip(x, dims) -> Tensor:
+    dims = (dims,) if not isinstance(dims, (tuple, list)) else dims
+    return _s.Flip.apply(x, dims=norm_dim("flip", dims, x.ndim))
+
+
+def tril(x, diagonal: int = 0) -> Tensor:
+    return _s.Triangle.apply(x, diagonal=diagonal, upper=False)
+
+
+def triu(x, diagonal: int = 0) -> Tensor:
+    return _s.Triangle.apply(x, diagonal=diagonal, upper=True)
+
+
+def gather(x, dim: int, index) -> Tensor:
+    """``torch.gather``: values of ``x`` at ``index`` along ``dim``."""
+    return _s.Gather.apply(x, dim, index)
+
+
 def expand(x, *shape) -> Tensor:
     return _s.Expand.apply(x, shape=_shape_arg(shape))
 
@@ -322,15 +439,85 @@ def mse_loss(input, target, reduction: str = "mean") -> Tensor:  # noqa: A002
     return _lo.MSELoss.apply(input, target, reduction=reduction)
 
 
-def cross_entropy(input, target, reduction: str = "mean", ignore_index: int = -100,  # noqa: A002
+def l1_loss(input, target, reduction: str = "mean") -> Tensor:  # noqa: A002
+    return _lo.PointwiseLoss.apply(input, target, kind="l1", reduction=reduction)
+
+
+def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0) -> Tensor:  # noqa: A002
+    return _lo.PointwiseLoss.apply(input, target, kind="smooth_l1", reduction=reduction, param=beta)
+
+
+def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0) -> Tensor:  # noqa: A002
+    return _lo.PointwiseLoss.apply(input, target, kind="huber", reduction=reduction, param=delta)
+
+
+def cross_entropy(input, target, weight=None, reduction: str = "mean", ignore_index: int = -100,  # noqa: A002
                   label_smoothing: float = 0.0) -> Tensor:
-    """Cross-entropy of logits ``(N, C)`` against integer class ids ``(N,)``, via stable log-softmax."""
-    return _lo.CrossEntropy.apply(input, target, reduction=reduction, ignore_index=ignore_index,
+    """Cross-entropy of logits ``(N, C)`` against class indices ``(N,)`` (via a stable log-softmax) or
+    class probabilities ``(N, C)``; ``weight``: one per class."""
+    return _lo.CrossEntropy.apply(input, target, weight, reduction=reduction, ignore_index=ignore_index,
                                   label_smoothing=label_smoothing)
 
 
-def nll_loss(input, target, reduction: str = "mean", ignore_index: int = -100) -> Tensor:  # noqa: A002
-    return _lo.NLLLoss.apply(input, target, reduction=reduction, ignore_index=ignore_index)
+def nll_loss(input, target, weight=None, reduction: str = "mean", ignore_index: int = -100) -> Tensor:  # noqa: A002
+    return _lo.NLLLoss.apply(input, target, weight, reduction=reduction, ignore_index=ignore_index)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """``-w (t log p + (1 - t) log(1 - p))`` of probabilities ``p`` in [0, 1]."""
+    return _lo.BinaryCrossEntropy.apply(input, target, weight, reduction=reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str = "mean",  # noqa: A002
+                                     pos_weight=None) -> Tensor:
+    """Sigmoid + binary cross-entropy in one stable formula; ``pos_weight`` weighs the positive term
+    (one value per class, broadcast over the last dimension)."""
+    return _lo.BCEWithLogits.apply(input, target, weight, pos_weight, reduction=reduction)
+
+
+def one_hot(tensor, num_classes: int = -1) -> Tensor:
+    """Integer class indices to int64 one-hot rows (a new last dimension of ``num_classes``; -1: the
+    largest index + 1, a host read)."""
+    if not isinstance(tensor, Tensor) or tensor.dtype.kind not in "iu":
+        raise named_error(DtypeError, "one_hot: expected an integer (int64) tensor of class indices, got "
+                          + (str(tensor.dtype) if isinstance(tensor, Tensor) else type(tensor).__name__))
+    be = tensor._backend()
+    xp = be.xp
+    idx = tensor.data
+    if num_classes == -1:
+        if idx.size == 0:
+            raise named_error(RuntimeError, "one_hot: cannot infer num_classes from an empty tensor; pass it")
+        num_classes = int(idx.max()) + 1
+    if int(num_classes) < 0 or (idx.size and num_classes == 0):
+        raise named_error(RuntimeError, f"one_hot: num_classes must be positive, got {num_classes}")
+    be.check_indices("one_hot", idx, int(num_classes), idx.ndim)
+    out = (idx[..., None] == xp.arange(int(num_classes))).astype("int64")
+    return _nondiff(tensor, out)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:  # noqa: A002
+    """Normalise over the trailing ``normalized_shape`` dimensions (one fused pass on CPU and CUDA)."""
+    shape = (int(normalized_shape),) if not isinstance(normalized_shape, (tuple, list)) else \
+        tuple(int(s) for s in normalized_shape)
+    return _n.LayerNorm.apply(input, weight, bias, normalized_shape=shape, eps=eps)
+
+
+def embedding(input, weight, padding_idx: int | None = None) -> Tensor:  # noqa: A002
+    """Rows of ``weight`` ``(num, dim)`` at the integer indices ``input`` (any shape)."""
+    if padding_idx is not None:
+        n = weight.shape[0]
+        if not -n <= padding_idx < n:
+            raise named_error(ValueError, f"embedding: padding_idx {padding_idx} must be within [{-n}, {n - 1}]")
+        padding_idx %= n
+    return _s.Embedding.apply(input, weight, padding_idx=padding_idx)
+
+
+def pad(input, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:  # noqa: A002
+    """Constant padding, ``pad`` = (left, right) of the last dimension, then of the one before, ...;
+    negative amounts crop. Only ``mode='constant'``."""
+    if mode != "constant":
+        raise named_error(NotImplementedError, f"pad: only mode='constant' is implemented, got {mode!r}")
+    return _s.Pad.apply(input, pad=tuple(int(p) for p in pad), value=0.0 if value is None else value)
 
 
 def dropout(x, p: float = 0.5, training: bool = True) -> Tensor:

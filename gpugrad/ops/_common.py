@@ -2,6 +2,7 @@
 dtype rules of binary ops (``gpugrad/_dtype.py``: ``promote``)."""
 from __future__ import annotations
 
+import contextlib
 import operator
 
 import numpy as np
@@ -90,3 +91,9 @@ def uncast(ctx, ga, gb) -> tuple:
     if gb is not None and db is not None and gb.dtype != db:
         gb = gb.astype(db)
     return ga, gb
+
+
+def quiet(xp):
+    """NumPy's floating-point warnings off where nan/inf is the defined answer (log of 0, a mean over no
+    element); CuPy has none."""
+    return np.errstate(divide="ignore", invalid="ignore", over="ignore") if xp is np else contextlib.nullcontext()

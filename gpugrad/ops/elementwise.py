@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import math
+import types
 
-from ..autograd.function import Context, Function
+import numpy as np
+
+from ..autograd.function import Context, Function, named_error
 from .._dtype import float_result, result_type
+from .._errors import DtypeError, ShapeError
 from ..kernels.activations import saves
-from ._common import check_broadcast, coerce, uncast
+from ._common import check_broadcast, coerce, quiet, uncast
 
 
 _SCALARS = (int, float)
@@ -139,14 +143,14 @@ class Pow(Function):
         na, nb = ctx.needs_input_grad
         ga = gb = None
         if na:
-            with _quiet(xp):
+            with quiet(xp):
                 if ctx.backend.is_array(b):
                     ga = xp.where(b == 0, g.dtype.type(0), g * b * a ** (b - 1))
                 else:  # a Python exponent: x ** 0 is constant
                     ga = xp.zeros_like(g) if b == 0 else g * b * a ** (b - 1)
             ga = s(ga, ctx.shapes[0])
         if nb:
-            with _quiet(xp):
+            with quiet(xp):
                 if ctx.backend.is_array(a):
                     zero = g.dtype.type(0)
                     gb = g * xp.where((a == 0) & (b >= 0), zero, out * xp.log(a))
@@ -155,14 +159,6 @@ class Pow(Function):
                     gb = g * (xp.where(b >= 0, g.dtype.type(0), out * log_a) if a == 0 else out * log_a)
             gb = s(gb, ctx.shapes[1])
         return uncast(ctx, ga, gb) if "casts" in ctx.__dict__ else (ga, gb)
-
-
-def _quiet(xp):
-    """NumPy's warnings off for values that are meant (log of 0 or of a negative base); CuPy has none."""
-    import contextlib
-
-    import numpy as np
-    return np.errstate(divide="ignore", invalid="ignore") if xp is np else contextlib.nullcontext()
 
 
 def _unary(name: str, fwd, bwd, save: str, floating: bool = True):
@@ -339,3 +335,91 @@ class Where(Function):
         xp = ctx.backend.xp
         return (None, *uncast(ctx, s(xp.where(cond, g, zero), ctx.shapes[0]) if na else None,
                               s(xp.where(cond, zero, g), ctx.shapes[1]) if nb else None))
+
+
+# ---------------------------------------------------------------------------------------- more math
+_LN2, _LN10 = math.log(2.0), math.log(10.0)
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+Rsqrt = _unary("rsqrt", lambda be, x: 1 / be.xp.sqrt(x), lambda be, y, g: g * (-0.5 * y * y * y), "y")
+Erf = _unary("erf", lambda be, x: be.erf(x), lambda be, x, g: g * (_TWO_OVER_SQRT_PI * be.xp.exp(-x * x)), "x")
+Log2 = _unary("log2", lambda be, x: be.xp.log2(x), lambda be, x, g: g / (x * _LN2), "x")
+Log10 = _unary("log10", lambda be, x: be.xp.log10(x), lambda be, x, g: g / (x * _LN10), "x")
+Exp2 = _unary("exp2", lambda be, x: be.xp.exp2(x), lambda be, y, g: g * (y * _LN2), "y")
+
+
+class Sign(Function):
+    """``sign(x)`` in ``x``'s dtype (PyTorch keeps integers); its gradient is 0 everywhere."""
+
+    name = "sign"
+
+    @staticmethod
+    def forward(ctx: Context, x):
+        ctx.shape = x.shape
+        return ctx.backend.xp.sign(x)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        return ctx.backend.xp.zeros_like(g)
+
+
+class Lerp(Function):
+    """``start + weight * (end - start)``; ``weight`` a number or a tensor (broadcast, differentiable)."""
+
+    name = "lerp"
+
+    @staticmethod
+    def forward(ctx: Context, start, end, weight):
+        if not hasattr(end, "dtype") or start.dtype != end.dtype:
+            raise named_error(DtypeError, f"lerp: start and end must be tensors of one dtype, got {start.dtype} and "
+                              f"{getattr(end, 'dtype', type(end).__name__)}")
+        shape = check_broadcast("lerp", start, end)
+        if hasattr(weight, "dtype"):
+            if weight.dtype != start.dtype:
+                raise named_error(DtypeError, f"lerp: weight of dtype {weight.dtype} must have start's dtype {start.dtype}")
+            check_broadcast("lerp", types.SimpleNamespace(shape=np.broadcast_shapes(*shape)), weight)
+        ctx.shapes = (shape[0], shape[1], getattr(weight, "shape", ()))
+        diff = end - start
+        ctx.save_for_backward(weight if ctx.backend.is_array(weight) else None, diff if ctx.needs_input_grad[2] else None)
+        ctx.weight = weight
+        return start + weight * diff
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        w, diff = ctx.saved_tensors
+        w = ctx.weight if w is None else w
+        s = ctx.backend.sum_to_shape
+        ns, ne, nw = ctx.needs_input_grad
+        return (s(g * (1 - w), ctx.shapes[0]) if ns else None, s(g * w, ctx.shapes[1]) if ne else None,
+                s(g * diff, ctx.shapes[2]) if nw else None)
+
+
+class MaskedFill(Function):
+    """``where(mask, value, x)`` in ``x``'s dtype; ``mask`` is boolean and broadcasts against ``x``;
+    ``value`` a number or a 0-d tensor (its gradient is the sum of the filled positions' gradients)."""
+
+    name = "masked_fill"
+
+    @staticmethod
+    def forward(ctx: Context, x, mask, value):
+        xp = ctx.backend.xp
+        if getattr(mask, "dtype", None) is None or mask.dtype.kind != "b":
+            raise named_error(DtypeError, f"masked_fill: mask must be a bool tensor, got "
+                              f"{getattr(mask, 'dtype', type(mask).__name__)}; build it with a comparison (x > 0)")
+        if hasattr(value, "ndim") and value.ndim != 0:
+            raise named_error(ShapeError, f"masked_fill: value must be a number or a 0-d tensor, got shape "
+                              f"{tuple(value.shape)}")
+        ctx.shapes = check_broadcast("masked_fill", x, mask)
+        v = value.astype(x.dtype) if hasattr(value, "dtype") else value
+        ctx.save_for_backward(mask)
+        return xp.where(mask, x.dtype.type(v) if not hasattr(v, "dtype") else v, x)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        (mask,) = ctx.saved_tensors
+        xp = ctx.backend.xp
+        zero = g.dtype.type(0)
+        nx, _, nv = ctx.needs_input_grad
+        gx = ctx.backend.sum_to_shape(xp.where(mask, zero, g), ctx.shapes[0]) if nx else None
+        gv = xp.where(mask, g, zero).sum() if nv else None
+        return gx, None, gv

@@ -9,7 +9,7 @@ import numpy as np
 from .._dtype import float_result, sum_result
 from .._errors import DtypeError
 from ..autograd.function import Context, Function, named_error
-from ._common import expand_reduced, norm_dim
+from ._common import expand_reduced, norm_dim, quiet
 
 
 def _floating(op: str, x) -> None:
@@ -144,7 +144,7 @@ class Var(Function):
         centred = x - x.mean(axis=ctx.axes, keepdims=True) if x.size else x
         ctx.shape, ctx.keepdim, ctx.dof, ctx.all = x.shape, keepdim, dof, ctx.axes is None or x.ndim == 0
         ctx.save_for_backward(centred)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with quiet(ctx.backend.xp):
             return (centred * centred).sum(axis=ctx.axes, keepdims=keepdim) / x.dtype.type(max(dof, 0))
 
     @staticmethod
@@ -222,3 +222,48 @@ class LogSoftmax(Function):
     def backward(ctx: Context, g):
         (out,) = ctx.saved_tensors
         return g - ctx.backend.xp.exp(out) * g.sum(axis=ctx.axis, keepdims=True)
+
+
+class Prod(Function):
+    """Product over all elements or one ``dim``; bool and integers multiply in int64 (as in PyTorch).
+    Backward: each element's gradient is the product of the others, from exclusive cumulative products
+    (exact with zeros in the input, where ``out / x`` is not)."""
+
+    name = "prod"
+
+    @staticmethod
+    def forward(ctx: Context, x, dim=None, keepdim: bool = False):
+        axes = norm_dim("prod", dim, x.ndim) if dim is None or not isinstance(dim, (tuple, list)) else None
+        if dim is not None and axes is None:
+            raise named_error(TypeError, f"prod: dim must be None or one int, got {dim!r}")
+        ctx.axes, ctx.shape, ctx.keepdim = axes, x.shape, keepdim
+        ctx.save_for_backward(x)
+        if x.dtype.kind != "f":
+            return x.prod(axis=axes, keepdims=keepdim, dtype=sum_result(x.dtype))
+        return x.prod(axis=axes, keepdims=keepdim)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        (x,) = ctx.saved_tensors
+        xp = ctx.backend.xp
+        g = expand_reduced(g, ctx.shape, ctx.axes, ctx.keepdim)
+        if ctx.axes == ():
+            return g
+        if ctx.axes is None:
+            return (_others_product(xp, x.reshape(-1), 0).reshape(x.shape) * g)
+        return _others_product(xp, x, ctx.axes[0]) * g
+
+
+def _others_product(xp, x, axis: int):
+    """For every element, the product of the other elements along ``axis``."""
+    n = x.shape[axis]
+    if n == 0:
+        return x.copy()
+
+    def part(a, b):
+        return x[tuple(slice(a, b) if d == axis else slice(None) for d in range(x.ndim))]
+    ones = xp.ones_like(part(0, 1))
+    left = xp.cumprod(xp.concatenate([ones, part(0, n - 1)], axis=axis), axis=axis)
+    right = xp.flip(xp.cumprod(xp.flip(xp.concatenate([part(1, n), ones], axis=axis), axis=axis), axis=axis),
+                    axis=axis)
+    return left * right

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._dtype import result_type
-from .._errors import ShapeError
+from .._errors import DtypeError, ShapeError
 from ..autograd.function import Context, Function, named_error
 from ._common import wrap_dim
 
@@ -216,6 +216,167 @@ class Stack(Function):
     def backward(ctx: Context, g):
         xp = ctx.backend.xp
         return _grads_back(ctx, (xp.squeeze(p, axis=ctx.dim) for p in xp.split(g, g.shape[ctx.dim], axis=ctx.dim)))
+
+
+def _grid_index(xp, index, axis: int) -> tuple:
+    """The full index tuple that ``take_along_axis(x, index, axis)`` reads: ``index`` on ``axis``, an
+    ``arange`` broadcast along every other dimension (for a scatter-add in backward)."""
+    nd = index.ndim
+    return tuple(index if d == axis else xp.arange(index.shape[d]).reshape((-1,) + (1,) * (nd - 1 - d))
+                 for d in range(nd))
+
+
+class Gather(Function):
+    """``out[i][j][k] = x[index[i][j][k]][j][k]`` (for ``dim=0``): ``index`` has ``x``'s number of
+    dimensions and, away from ``dim``, sizes no larger than ``x``'s (as ``torch.gather``); backward
+    scatter-adds into ``x``'s shape (repeated indices accumulate)."""
+
+    name = "gather"
+
+    @staticmethod
+    def forward(ctx: Context, x, dim: int, index):
+        be = ctx.backend
+        if getattr(index, "dtype", None) is None or index.dtype.kind not in "iu":
+            raise named_error(DtypeError, f"gather: index must be an integer (int64) tensor, got "
+                              f"{getattr(index, 'dtype', type(index).__name__)}")
+        d = wrap_dim("gather", dim, x.ndim)
+        if index.ndim != x.ndim and not (x.ndim == 0 and index.ndim <= 1):
+            raise named_error(ShapeError, f"gather: index of shape {tuple(index.shape)} must have as many "
+                              f"dimensions as the input of shape {tuple(x.shape)}")
+        xs = x.reshape(1) if x.ndim == 0 else x
+        ix = index.reshape(1) if index.ndim == 0 else index
+        if any(ix.shape[k] > xs.shape[k] for k in range(xs.ndim) if k != d):
+            raise named_error(ShapeError, f"gather: index of shape {tuple(index.shape)} is larger than the input "
+                              f"of shape {tuple(x.shape)} away from dim {dim}")
+        be.check_indices("gather", ix, xs.shape[d], d)
+        src = xs[tuple(slice(0, ix.shape[k]) if k != d else slice(None) for k in range(xs.ndim))]
+        ctx.shape, ctx.dim, ctx.zero_d = x.shape, d, x.ndim == 0
+        ctx.save_for_backward(ix)
+        out = be.xp.take_along_axis(src, ix.astype(np.int64, copy=False), axis=d)
+        return out.reshape(index.shape)
+
+    @staticmethod
+    def backward(ctx: Context, g, *_):
+        (ix,) = ctx.saved_tensors
+        be = ctx.backend
+        out = be.xp.zeros(ctx.shape if not ctx.zero_d else (1,), dtype=g.dtype)
+        be.index_add(out, _grid_index(be.xp, ix.astype(np.int64, copy=False), ctx.dim), g.reshape(ix.shape))
+        return out.reshape(ctx.shape), None, None
+
+
+class Embedding(Function):
+    """``weight[index]`` (rows of a ``(num, dim)`` table, any index shape); backward scatter-adds into
+    the rows used, except ``padding_idx``'s, which gets no gradient (as ``F.embedding``)."""
+
+    name = "embedding"
+
+    @staticmethod
+    def forward(ctx: Context, index, weight, padding_idx: int | None = None):
+        be = ctx.backend
+        if getattr(index, "dtype", None) is None or index.dtype.kind not in "iu":
+            raise named_error(DtypeError, f"embedding: indices must be an integer (int64) tensor, got "
+                              f"{getattr(index, 'dtype', type(index).__name__)}")
+        if weight.ndim != 2:
+            raise named_error(ShapeError, f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got "
+                              f"shape {tuple(weight.shape)}")
+        be.check_indices("embedding", index, weight.shape[0], 0)
+        ctx.shape, ctx.padding_idx = weight.shape, padding_idx
+        ctx.save_for_backward(index)
+        return weight[index]
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        (index,) = ctx.saved_tensors
+        be = ctx.backend
+        out = be.xp.zeros(ctx.shape, dtype=g.dtype)
+        be.index_add(out, index.reshape(-1), g.reshape(-1, ctx.shape[1]))
+        if ctx.padding_idx is not None:
+            out[ctx.padding_idx] = 0
+        return None, out
+
+
+class Split(Function):
+    """Views of consecutive pieces of ``dim`` with the given sizes (``torch.split``); backward
+    concatenates the pieces' gradients (zeros for pieces without one)."""
+
+    name = "split"
+
+    @staticmethod
+    def forward(ctx: Context, x, sizes: tuple, dim: int):
+        ctx.dim = dim
+        bounds = np.cumsum(sizes)[:-1].tolist()
+        return tuple(ctx.backend.xp.split(x, bounds, axis=dim))
+
+    @staticmethod
+    def backward(ctx: Context, *grads):
+        return ctx.backend.xp.concatenate(grads, axis=ctx.dim)
+
+
+class Pad(Function):
+    """Constant padding (``F.pad(x, pad, value=v)``): ``pad`` pairs (before, after) from the last
+    dimension backwards; negative amounts crop. Backward keeps the gradient of the input's part."""
+
+    name = "pad"
+
+    @staticmethod
+    def forward(ctx: Context, x, pad: tuple, value: float = 0.0):
+        if len(pad) % 2 or len(pad) // 2 > x.ndim:
+            raise named_error(ShapeError, f"pad: pad {pad} must have an even length of at most 2 * ndim = "
+                              f"{2 * x.ndim} for a tensor of shape {tuple(x.shape)}")
+        nd = x.ndim
+        before = [0] * nd
+        after = [0] * nd
+        for i in range(len(pad) // 2):
+            before[nd - 1 - i], after[nd - 1 - i] = int(pad[2 * i]), int(pad[2 * i + 1])
+        out_shape = tuple(s + b + a for s, b, a in zip(x.shape, before, after))
+        if any(n < 0 for n in out_shape):
+            raise named_error(ShapeError, f"pad: pad {pad} crops a tensor of shape {tuple(x.shape)} to the negative "
+                              f"size {out_shape}")
+        src = tuple(slice(max(-b, 0), s - max(-a, 0)) for s, b, a in zip(x.shape, before, after))
+        dst = tuple(slice(max(b, 0), n - max(a, 0)) for n, b, a in zip(out_shape, before, after))
+        out = ctx.backend.xp.full(out_shape, value, dtype=x.dtype)
+        out[dst] = x[src]
+        ctx.shape, ctx.src, ctx.dst = x.shape, src, dst
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        out = ctx.backend.xp.zeros(ctx.shape, dtype=g.dtype)
+        out[ctx.src] = g[ctx.dst]
+        return out
+
+
+class Flip(Function):
+    name = "flip"
+
+    @staticmethod
+    def forward(ctx: Context, x, dims: tuple):
+        ctx.dims = dims
+        return ctx.backend.xp.flip(x, axis=dims) if dims else x.copy()
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        return ctx.backend.xp.flip(g, axis=ctx.dims) if ctx.dims else g
+
+
+class Triangle(Function):
+    """``tril``/``triu`` of the last two dimensions (``diagonal`` as in PyTorch); the gradient is masked
+    the same way."""
+
+    name = "tril"
+
+    @staticmethod
+    def forward(ctx: Context, x, diagonal: int = 0, upper: bool = False):
+        op = "triu" if upper else "tril"
+        if x.ndim < 2:
+            raise named_error(ShapeError, f"{op}: input must have at least 2 dimensions, got shape {tuple(x.shape)}")
+        ctx.fn = getattr(ctx.backend.xp, op)
+        ctx.k = int(diagonal)
+        return ctx.fn(x, k=ctx.k)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        return ctx.fn(g, k=ctx.k)
 
 
 class Clone(Function):
