@@ -240,6 +240,10 @@ def full_like(t: Tensor, fill_value: float, dtype=None, device=None, requires_gr
 def manual_seed(seed: int) -> None:
     """Seed every device's generator (counter-based: the same stream on CPU and CUDA)."""
     from .backends import _instances, _seed
-    _seed[0] = int(seed)
+    if isinstance(seed, (str, bytes)) or not isinstance(seed, (int, np.integer, float, np.floating)) or \
+            isinstance(seed, (float, np.floating)) and not float(seed).is_integer():
+        raise TypeError(f"manual_seed: seed must be an integer, got {type(seed).__name__} {seed!r}")
+    seed = int(seed)
+    _seed[0] = seed
     for be in list(_instances.values()):
         be.manual_seed(seed)

@@ -349,7 +349,7 @@ def split(x, split_size_or_sections, dim: int = 0) -> tuple:
     n = x.shape[d]
     if isinstance(split_size_or_sections, (list, tuple)):
         sizes = tuple(int(s) for s in split_size_or_sections)
-        if any(s < 0 for s in sizes) or builtins.sum(sizes) != n:
+        if builtins.any(s < 0 for s in sizes) or builtins.sum(sizes) != n:
             raise named_error(ShapeError, f"split: sizes {sizes} must be non-negative and add up to the size {n} "
                               f"of dimension {dim} (tensor of shape {tuple(x.shape)})")
     else:
@@ -451,16 +451,48 @@ def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0) -> Te
     return _lo.PointwiseLoss.apply(input, target, kind="huber", reduction=reduction, param=delta)
 
 
+def _class_dim_last(op: str, input, target, probs: bool):
+    """PyTorch's layouts for class-dimension losses: ``(C,)`` unbatched, ``(N, C)``, or ``(N, C, d1, ...)``
+    with targets ``()``, ``(N,)``, ``(N, d1, ...)`` (class indices) or the input's shape (probabilities).
+    Returns the 2-D ``(rows, C)`` view, the 1-D (or 2-D) target and how to shape a per-row result back."""
+    if not isinstance(input, Tensor) or input.ndim == 2:
+        return input, target, None
+    if input.ndim == 1:
+        if probs:
+            return input.unsqueeze(0), target.unsqueeze(0), ()
+        if not isinstance(target, Tensor) or target.ndim != 0:
+            raise named_error(ValueError, f"{op}: an unbatched input of shape {tuple(input.shape)} needs a 0-d class "
+                              f"target, got shape {tuple(getattr(target, 'shape', ()))}")
+        return input.unsqueeze(0), target.reshape(1), ()
+    if input.ndim == 0:
+        raise named_error(ShapeError, f"{op}: input must have a class dimension, got a 0-d tensor")
+    n, c, rest = input.shape[0], input.shape[1], tuple(input.shape[2:])
+    perm = (0,) + tuple(range(2, input.ndim)) + (1,)
+    x2 = input.permute(*perm).reshape(-1, c)
+    if probs:
+        return x2, target.permute(*perm).reshape(-1, c), (n,) + rest
+    if not isinstance(target, Tensor) or tuple(target.shape) != (n,) + rest:
+        raise named_error(ValueError, f"{op}: input of shape {tuple(input.shape)} needs a class target of shape "
+                          f"{(n,) + rest}, got {tuple(getattr(target, 'shape', ()))}")
+    return x2, target.reshape(-1), (n,) + rest
+
+
 def cross_entropy(input, target, weight=None, reduction: str = "mean", ignore_index: int = -100,  # noqa: A002
                   label_smoothing: float = 0.0) -> Tensor:
-    """Cross-entropy of logits ``(N, C)`` against class indices ``(N,)`` (via a stable log-softmax) or
-    class probabilities ``(N, C)``; ``weight``: one per class."""
-    return _lo.CrossEntropy.apply(input, target, weight, reduction=reduction, ignore_index=ignore_index,
-                                  label_smoothing=label_smoothing)
+    """Cross-entropy of logits ``(N, C)`` (also ``(C,)`` and ``(N, C, d1, ...)``) against class indices or
+    class probabilities (a floating target of the input's shape), via a stable log-softmax; ``weight``:
+    one per class."""
+    probs = isinstance(target, Tensor) and target.dtype.kind == "f" and target.shape == getattr(input, "shape", None)
+    x2, t2, back = _class_dim_last("cross_entropy", input, target, probs)
+    out = _lo.CrossEntropy.apply(x2, t2, weight, reduction=reduction, ignore_index=ignore_index,
+                                 label_smoothing=label_smoothing)
+    return out.reshape(back) if back is not None and reduction == "none" else out
 
 
 def nll_loss(input, target, weight=None, reduction: str = "mean", ignore_index: int = -100) -> Tensor:  # noqa: A002
-    return _lo.NLLLoss.apply(input, target, weight, reduction=reduction, ignore_index=ignore_index)
+    x2, t2, back = _class_dim_last("nll_loss", input, target, False)
+    out = _lo.NLLLoss.apply(x2, t2, weight, reduction=reduction, ignore_index=ignore_index)
+    return out.reshape(back) if back is not None and reduction == "none" else out
 
 
 def binary_cross_entropy(input, target, weight=None, reduction: str = "mean") -> Tensor:  # noqa: A002
