@@ -24,7 +24,8 @@ from . import checkpoint, memory  # noqa: E402
 from . import cuda  # noqa: E402
 from . import amp  # noqa: E402
 from .io import load, save  # noqa: E402
-from . import data, viz  # noqa: E402
+from . import data, utils, viz  # noqa: E402
+from .random import Generator  # noqa: E402
 from . import distributed  # noqa: E402  (imports mpi4py only when used)
 
 __all__ = [n for n in dir() if not n.startswith("_")]

@@ -8,6 +8,7 @@ import numpy as np
 from . import _dtype
 from ._device import as_device, device
 from .backends import get_backend
+from .random import Generator, seed_value
 from .tensor import Tensor, _make_result
 
 
@@ -192,7 +193,11 @@ def randint(low: int, high: int, size: Sequence, device=None) -> Tensor:
     return _make_result(arr, dev, None, 0)
 
 
-def randperm(n: int, device=None) -> Tensor:
+def randperm(n: int, device=None, generator: "Generator | None" = None) -> Tensor:
+    """A random permutation of ``range(n)`` (int64), from the device's generator or ``generator``."""
+    if generator is not None:
+        return _make_result(generator.draw(lambda be: be.xp.argsort(be.rand((n,), np.float64)).astype(np.int64)),
+                            generator.device, None, 0)
     dev = as_device(device)
     be = get_backend(dev)
     arr = be.xp.argsort(be.rand((n,), np.float64)).astype(np.int64)
@@ -240,10 +245,7 @@ def full_like(t: Tensor, fill_value: float, dtype=None, device=None, requires_gr
 def manual_seed(seed: int) -> None:
     """Seed every device's generator (counter-based: the same stream on CPU and CUDA)."""
     from .backends import _instances, _seed
-    if isinstance(seed, (str, bytes)) or not isinstance(seed, (int, np.integer, float, np.floating)) or \
-            isinstance(seed, (float, np.floating)) and not float(seed).is_integer():
-        raise TypeError(f"manual_seed: seed must be an integer, got {type(seed).__name__} {seed!r}")
-    seed = int(seed)
+    seed = seed_value(seed)
     _seed[0] = seed
     for be in list(_instances.values()):
         be.manual_seed(seed)

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ops", ("gpugrad.ops", "gpugrad._tensor_methods")),
     ("library", ("gpugrad.nn", "gpugrad.optim", "gpugrad.io", "gpugrad.checkpoint", "gpugrad.memory",
                  "gpugrad.amp", "gpugrad.viz", "gpugrad.cuda", "gpugrad.cuda_graphs", "gpugrad.data",
-                 "gpugrad.diagnostics")),
+                 "gpugrad.diagnostics", "gpugrad.utils")),
     ("experimental", ("gpugrad.experimental",)),
     ("distributed", ("gpugrad.distributed",)),
     ("applications", ("gpugrad.training", "gpugrad.benchmarking")),
