@@ -24,6 +24,8 @@ import numpy as np
 
 from . import _numba
 
+cuda = None  # numba.cuda, bound when the first Numba CUDA kernel is built (the simulator swaps this global)
+
 # ------------------------------------------------------------------------------------------ the definition
 # Element inputs (one value per element of a row; w, b per column), constants, then the steps in order.
 # A step is a row scalar (``sum(...)`` reduces over the row), an element value, or (``colsum``) a column
@@ -287,22 +289,22 @@ def numba_cuda_kernels(dtype):
     dt = np.dtype(dtype)
 
     def build():
-        cuda = _numba.nb_cuda(globals())
+        jit = _numba.nb_cuda(globals()).jit  # binds the module global ``cuda`` the kernels read
         F = dt.type
-        body = _build(F, cuda.jit(device=True, inline=True))
+        body = _build(F, jit(device=True, inline=True))
         fwd_row, bwd_row, bwd_col = body["fwd_row"], body["bwd_row"], body["bwd_col"]
 
-        @cuda.jit
+        @jit
         def forward(x, w, b, eps, y, mean, rstd):
             for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
                 fwd_row(i, x, w, b, x.shape[1], eps, y, mean, rstd)
 
-        @cuda.jit
+        @jit
         def backward_dx(x, w, dy, mean, rstd, dx):
             for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
                 bwd_row(i, x, w, dy, mean, rstd, x.shape[1], dx)
 
-        @cuda.jit
+        @jit
         def backward_params(x, dy, mean, rstd, dw, db):
             for j in range(cuda.grid(1), x.shape[1], cuda.gridsize(1)):
                 bwd_col(j, x, dy, mean, rstd, x.shape[0], dw, db)

@@ -459,7 +459,7 @@ class Sequential(Module):
                 x = m(x)
             else:
                 if not isinstance(x, Tensor):  # the fused pair skips Linear.__call__: its input rule here
-                    raise _not_a_tensor(m, x)
+                    raise _not_a_tensor(self, x)
                 x = ops.fused_linear(x, m.weight, m.bias, act[0], act[1])
         return x
 

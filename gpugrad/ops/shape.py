@@ -249,10 +249,11 @@ class Gather(Function):
             raise named_error(ShapeError, f"gather: index of shape {tuple(index.shape)} is larger than the input "
                               f"of shape {tuple(x.shape)} away from dim {dim}")
         be.check_indices("gather", ix, xs.shape[d], d)
+        ix = be.xp.clip(ix.astype(np.int64, copy=False), 0, xs.shape[d] - 1)  # out of range: the check reports it
         src = xs[tuple(slice(0, ix.shape[k]) if k != d else slice(None) for k in range(xs.ndim))]
         ctx.shape, ctx.dim, ctx.zero_d = x.shape, d, x.ndim == 0
         ctx.save_for_backward(ix)
-        out = be.xp.take_along_axis(src, ix.astype(np.int64, copy=False), axis=d)
+        out = be.xp.take_along_axis(src, ix, axis=d)
         return out.reshape(index.shape)
 
     @staticmethod
@@ -260,7 +261,7 @@ class Gather(Function):
         (ix,) = ctx.saved_tensors
         be = ctx.backend
         out = be.xp.zeros(ctx.shape if not ctx.zero_d else (1,), dtype=g.dtype)
-        be.index_add(out, _grid_index(be.xp, ix.astype(np.int64, copy=False), ctx.dim), g.reshape(ix.shape))
+        be.index_add(out, _grid_index(be.xp, ix, ctx.dim), g.reshape(ix.shape))
         return out.reshape(ctx.shape), None, None
 
 
@@ -280,6 +281,7 @@ class Embedding(Function):
             raise named_error(ShapeError, f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got "
                               f"shape {tuple(weight.shape)}")
         be.check_indices("embedding", index, weight.shape[0], 0)
+        index = be.xp.clip(index, 0, weight.shape[0] - 1)  # out of range: the check reports it
         ctx.shape, ctx.padding_idx = weight.shape, padding_idx
         ctx.save_for_backward(index)
         return weight[index]
