@@ -155,19 +155,4 @@ def test_reference_file_matches_live_torch():
     # float32 trajectories may differ in the last bits between CPUs (PyTorch picks its vector kernels by
     # the CPU's instruction set): compare them to float32's precision, everything else to 1e-12
     f32_rel = 8 * float(np.finfo(np.float32).eps)
-
-    def same(a, b, path="$"):
-        if isinstance(a, dict):
-            assert a.keys() == b.keys(), path
-            for k in a:
-                same(a[k], b[k], f"{path}.{k}")
-        elif isinstance(a, list):
-            assert len(a) == len(b), path
-            for i, (x, y) in enumerate(zip(a, b)):
-                same(x, y, f"{path}[{i}]")
-        elif isinstance(a, float):
-            rel = f32_rel if ".float32" in path else 1e-12
-            assert math.isclose(a, b, rel_tol=rel, abs_tol=1e-15), (path, a, b)
-        else:
-            assert a == b, path
-    same(REF, live)
+    record_torch.assert_same(REF, live, rel=lambda path: f32_rel if ".float32" in path else 1e-12)

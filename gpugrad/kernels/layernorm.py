@@ -18,7 +18,7 @@ over the rows ``dw = sum(dy * xhat)``, ``db = sum(dy)``. Forward saves ``mean`` 
 from __future__ import annotations
 
 import ast
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -173,47 +173,77 @@ def xp_backward(xp, dy, x2, w, mean, rstd):
 
 
 # ------------------------------------------------------------------------------------------ scalar code
-def _scalar_python(steps, outputs_elem: tuple, outputs_row: tuple, outputs_col: tuple) -> tuple[str, str]:
-    """Python source of a row body and a column body for Numba (``njit`` or ``cuda.jit``): the row body
-    ``row(i, x, w, b, dy, N, eps, F, <row scalars in>, <element outputs>, <row outputs>)`` computes row
-    ``i``; the column body ``col(j, ...)`` the column sums of column ``j`` over all rows."""
+class _Dialect(NamedTuple):
+    """How the scalar code of one target spells the pieces of a row or column body."""
+    elem: str  # an element input: .format(name=..., row=...)
+    col: str  # a per-column input (w, b)
+    num: str  # a constant
+    sqrt: str
+    acc: str  # declare an accumulator: .format(acc=...)
+    row_loop: str  # the loop over a row's elements (j)
+    reduce: str  # after a row loop: combine the partial sums (C: the block's threads), "" if none
+    let: str  # bind a row scalar: .format(name=..., expr=...)
+    store: str  # write an element output
+    col_loop: str  # the loop over the rows of one column, opening its block
+    col_end: str  # closing it ("" in Python)
+    saved: str  # read a saved row scalar of row {row}
+    row_index: str  # the row variable (of a row body and of the column loop)
+    eps: str  # how the row code names eps
+    end: str  # statement terminator
+
+
+_PY = _Dialect(elem="F({name}[i, j])", col="F({name}[j])", num="F({!r})", sqrt="math.sqrt", acc="{acc} = F(0.0)",
+               row_loop="for j in range(n):", reduce="", let="{name} = {expr}", store="out_{name}[i, j] = {expr}",
+               col_loop="for i in range(m):", col_end="", saved="F({name}_[{row}])", row_index="i", eps="eps_c",
+               end="")
+
+
+def _c_dialect(C: str) -> _Dialect:
+    return _Dialect(elem=f"(({C}){{name}}[r * n + j])", col=f"(({C}){{name}}[j])", num=f"(({C}){{!r}})",
+                    sqrt="sqrt", acc=f"{C} {{acc}} = 0;", row_loop="for (i64 j = threadIdx.x; j < n; j += blockDim.x)",
+                    reduce=f"{{acc}} = block_sum<{C}>({{acc}}, sh);", let=f"const {C} {{name}} = {{expr}};",
+                    store="out_{name}[r * n + j] = {expr};", col_loop="for (i64 r = 0; r < m; ++r) {", col_end="}",
+                    saved="{name}_[{row}]", row_index="r", eps="eps", end=";")
+
+
+def _bodies(steps, d: _Dialect, outputs_elem: tuple, saved_in: bool) -> tuple[list, list]:
+    """The lines of a row body (row scalars through ``sum`` loops, element outputs) and of a column body
+    (the ``colsum`` steps, one pass over the rows), in dialect ``d``. ``saved_in``: the saved row scalars
+    (mean, rstd) are read, not computed."""
     kinds = _kinds(steps)
     inl = _inline(steps, kinds)
+    sfx = d.end
 
-    def elem_names(n: str) -> str:
+    def names(n: str) -> str:
         if n in COLUMN_INPUTS:
-            return f"F({n}[j])"
+            return d.col.format(name=n)
         if n in ELEMENT_INPUTS:
-            return f"F({n}[i, j])"
-        return row_names(n)
-
-    def row_names(n: str) -> str:  # eps arrives as a Python float: its compute-type copy
-        return "eps_c" if n == "eps" else n
-    num = "F({!r})".format
-    re = _Render(elem_names, num, "math.sqrt")
-    lines = []
+            return d.elem.format(name=n)
+        return d.eps if n == "eps" else n
+    num = d.num.format
+    re = _Render(names, num, d.sqrt)
+    saved = [d.let.format(name=r, expr=d.saved.format(name=r, row=d.row_index)) for r in SAVED_ROW]
+    rows = list(saved) if saved_in else []
     for name, expr in steps:
-        k = kinds[name]
         t = _tree(expr)
-        if k == "row":
-            sums = [c for c in ast.walk(t) if isinstance(c, ast.Call) and c.func.id == "sum"]
-            for s_i, c in enumerate(sums):
+        if kinds[name] == "row" and not (saved_in and name in SAVED_ROW):
+            for s_i, c in enumerate([c for c in ast.walk(t) if isinstance(c, ast.Call) and c.func.id == "sum"]):
                 acc = f"_{name}{s_i}"
-                lines += [f"{acc} = F(0.0)", "for j in range(n):", f"    {acc} += {re(_subst(_reduced(c), inl))}"]
+                rows += [d.acc.format(acc=acc), d.row_loop, f"    {acc} += {re(_subst(_reduced(c), inl))}{sfx}"]
+                rows += [d.reduce.format(acc=acc)] if d.reduce else []
                 c.func.id = "__acc__"
                 c.args = [ast.Name(id=acc, ctx=ast.Load())]
-            lines.append(f"{name} = {_Render(row_names, num, 'math.sqrt').visit(_strip_acc(t))}")
+            rows.append(d.let.format(name=name, expr=re(_strip_acc(t))))
         elif name in outputs_elem:
-            lines += ["for j in range(n):", f"    out_{name}[i, j] = {re(inl[name])}"]
-    lines += [f"out_{n}[i] = {n}" for n in outputs_row]
+            rows += [d.row_loop, "    " + d.store.format(name=name, expr=re(inl[name]))]
     cols = [(name, expr) for name, expr in steps if kinds[name] == "col"]
-    col_lines = [f"_{name} = F(0.0)" for name, _ in cols]
-    if cols:  # one pass over the rows; the saved row scalars are read per row
-        col_lines += ["for i in range(m):"] + [f"    {r} = F({r}_[i])" for r in SAVED_ROW]
-        col_lines += [f"    _{name} += {re(_subst(_reduced(_tree(expr)), inl))}" for name, expr in cols]
-        col_lines += [f"out_{name}[j] = _{name}" for name in outputs_col]
-    indent = "\n".join
-    return indent("    " + ln for ln in lines) or "    pass", indent("    " + ln for ln in col_lines) or "    pass"
+    colb = [d.acc.format(acc=f"_{name}") for name, _ in cols]
+    if cols:  # one pass over the rows of this column; the saved row scalars are read per row
+        colb += [d.col_loop] + ["    " + ln for ln in saved]
+        colb += [f"    _{name} += {re(_subst(_reduced(_tree(expr)), inl))}{sfx}" for name, expr in cols]
+        colb += [d.col_end] if d.col_end else []
+        colb += [f"out_{name}[j] = _{name}{sfx}" for name, _ in cols]
+    return rows, colb
 
 
 def _subst(t: ast.AST, inl: dict) -> ast.AST:
@@ -234,13 +264,15 @@ def _strip_acc(t: ast.AST) -> ast.AST:
 
 def _python_kernels(F) -> str:
     """The Python source of the forward row body, the backward row body and the column body."""
-    f_row, _ = _scalar_python(FORWARD, ("y",), ("mean", "rstd"), ())
-    b_row, b_col = _scalar_python(BACKWARD, ("dx",), (), ("dw", "db"))
-    # mean and rstd of the backward are the saved ones
-    return (f"def fwd_row(i, x, w, b, n, eps, out_y, out_mean, out_rstd):\n    N = F(n)\n    eps_c = F(eps)\n{f_row}\n\n\n"
-            f"def bwd_row(i, x, w, dy, mean_, rstd_, n, out_dx):\n    N = F(n)\n    mean = F(mean_[i])\n"
-            f"    rstd = F(rstd_[i])\n{b_row}\n\n\n"
-            f"def bwd_col(j, x, dy, mean_, rstd_, m, out_dw, out_db):\n{b_col}\n")
+    f_row, _ = _bodies(FORWARD, _PY, ("y",), False)
+    b_row, b_col = _bodies(BACKWARD, _PY, ("dx",), True)
+    f_row += [f"out_{n}[i] = {n}" for n in SAVED_ROW]
+
+    def body(lines: list) -> str:
+        return "\n".join("    " + ln for ln in lines)
+    return (f"def fwd_row(i, x, w, b, n, eps, out_y, out_mean, out_rstd):\n    N = F(n)\n    eps_c = F(eps)\n"
+            f"{body(f_row)}\n\n\ndef bwd_row(i, x, w, dy, mean_, rstd_, n, out_dx):\n    N = F(n)\n{body(b_row)}\n\n\n"
+            f"def bwd_col(j, x, dy, mean_, rstd_, m, out_dw, out_db):\n{body(b_col)}\n")
 
 
 def _build(F, wrap) -> dict:
@@ -339,79 +371,29 @@ def cuda_source() -> str:
     return "\n".join(parts) + "\n"
 
 
-def _c_row_body(steps, outputs_elem: tuple, C: str, read_saved: bool) -> list:
-    kinds = _kinds(steps)
-    inl = _inline(steps, kinds)
-
-    def elem_names(n: str) -> str:
-        if n in COLUMN_INPUTS:
-            return f"(({C}){n}[j])"
-        if n in ELEMENT_INPUTS:
-            return f"(({C}){n}[r * n + j])"
-        return n
-    num = f"(({C}){{!r}})".format
-    re = _Render(elem_names, num, "sqrt")
-    lines = [f"    const {C} N = ({C})n;"]
-    if read_saved:
-        lines += [f"    const {C} mean = mean_[r];", f"    const {C} rstd = rstd_[r];"]
-    for name, expr in steps:
-        k = kinds[name]
-        t = _tree(expr)
-        if k == "row" and not (read_saved and name in SAVED_ROW):
-            sums = [c for c in ast.walk(t) if isinstance(c, ast.Call) and c.func.id == "sum"]
-            for s_i, c in enumerate(sums):
-                acc = f"_{name}{s_i}"
-                lines += [f"    {C} {acc} = 0;", "    for (i64 j = threadIdx.x; j < n; j += blockDim.x)",
-                          f"        {acc} += {re(_subst(_reduced(c), inl))};",
-                          f"    {acc} = block_sum<{C}>({acc}, sh);"]
-                c.func.id = "__acc__"
-                c.args = [ast.Name(id=acc, ctx=ast.Load())]
-            lines.append(f"    const {C} {name} = {_Render(lambda n: n, num, 'sqrt').visit(_strip_acc(t))};")
-        elif name in outputs_elem:
-            lines += ["    for (i64 j = threadIdx.x; j < n; j += blockDim.x)",
-                      f"        out_{name}[r * n + j] = {re(inl[name])};"]
-    return lines
-
-
 def _c_kernels(suffix: str, C: str) -> str:
-    fwd = _c_row_body(FORWARD, ("y",), C, False)
-    bwd = _c_row_body(BACKWARD, ("dx",), C, True)
-    kinds = _kinds(BACKWARD)
-    inl = _inline(BACKWARD, kinds)
-
-    def col_names(n: str) -> str:
-        return f"(({C}){n}[r * n + j])" if n in ELEMENT_INPUTS else n
-    re = _Render(col_names, f"(({C}){{!r}})".format, "sqrt")
-    col = []
-    for name, expr in BACKWARD:
-        if kinds[name] == "col":
-            col += [f"    {C} _{name} = 0;"]
-    col += ["    for (i64 r = 0; r < m; ++r) {", f"        const {C} mean = mean_[r];", f"        const {C} rstd = rstd_[r];"]
-    for name, expr in BACKWARD:
-        if kinds[name] == "col":
-            col.append(f"        _{name} += {re(_subst(_reduced(_tree(expr)), inl))};")
-    col.append("    }")
-    for name, _ in BACKWARD:
-        if kinds[name] == "col":
-            col.append(f"    out_{name}[j] = _{name};")
+    d = _c_dialect(C)
+    fwd, _ = _bodies(FORWARD, d, ("y",), False)
+    bwd, col = _bodies(BACKWARD, d, ("dx",), True)
     shared = f"    __shared__ {C} sh[{_BLOCK}];"
+    n_decl = f"        const {C} N = ({C})n;"
+
+    def body(lines: list, indent: str = "        ") -> list:
+        return [indent + ln for ln in lines]
     return "\n".join([
         f'extern "C" __global__ void layer_norm_fwd_{suffix}(const {C}* x, const {C}* w, const {C}* b, {C}* out_y, '
         f"{C}* out_mean, {C}* out_rstd, i64 m, i64 n, {C} eps) {{", shared,
-        "    for (i64 r = blockIdx.x; r < m; r += gridDim.x) {",
-        *("    " + ln for ln in fwd),
+        "    for (i64 r = blockIdx.x; r < m; r += gridDim.x) {", n_decl, *body(fwd),
         "        if (threadIdx.x == 0) { out_mean[r] = mean; out_rstd[r] = rstd; }",
         "    }", "}",
         f'extern "C" __global__ void layer_norm_bwd_dx_{suffix}(const {C}* x, const {C}* w, const {C}* dy, '
         f"const {C}* mean_, const {C}* rstd_, {C}* out_dx, i64 m, i64 n) {{", shared,
-        "    for (i64 r = blockIdx.x; r < m; r += gridDim.x) {",
-        *("    " + ln for ln in bwd),
+        "    for (i64 r = blockIdx.x; r < m; r += gridDim.x) {", n_decl, *body(bwd),
         "    }", "}",
         f'extern "C" __global__ void layer_norm_bwd_params_{suffix}(const {C}* x, const {C}* dy, const {C}* mean_, '
         f"const {C}* rstd_, {C}* out_dw, {C}* out_db, i64 m, i64 n) {{",
         "    for (i64 j = (i64)blockIdx.x * blockDim.x + threadIdx.x; j < n; j += (i64)gridDim.x * blockDim.x) {",
-        *("    " + ln for ln in col),
-        "    }", "}"])
+        *body(col), "    }", "}"])
 
 
 _modules: dict = {}

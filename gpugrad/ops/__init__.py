@@ -13,7 +13,7 @@ from .._errors import DtypeError, ShapeError
 from ..autograd.function import named_error
 from ..tensor import Tensor, _make_result
 from . import elementwise as _e, linalg as _l, loss as _lo, normalization as _n, reduction as _r, shape as _s
-from ._common import norm_dim, wrap_dim
+from ._common import check_broadcast as _check_broadcast, norm_dim, wrap_dim
 
 MinMax = namedtuple("MinMax", ["values", "indices"])
 
@@ -107,8 +107,20 @@ def lerp(start, end, weight) -> Tensor:
 
 
 def masked_fill(x, mask, value) -> Tensor:
-    """``x`` with ``value`` where the boolean ``mask`` is True (``value``: a number or a 0-d tensor)."""
-    return _e.MaskedFill.apply(x, mask, value)
+    """``x`` with ``value`` where the boolean ``mask`` is True, in ``x``'s dtype (``value``: a number or a
+    0-d tensor, which then gets the gradient of the filled positions): ``where(mask, value, x)``."""
+    if not isinstance(mask, Tensor) or mask.dtype.kind != "b":
+        raise named_error(DtypeError, "masked_fill: mask must be a bool tensor, got "
+                          f"{getattr(mask, 'dtype', type(mask).__name__)}; build it with a comparison (x > 0)")
+    if isinstance(value, Tensor):
+        if value.ndim != 0:
+            raise named_error(ShapeError, f"masked_fill: value must be a number or a 0-d tensor, got shape "
+                              f"{tuple(value.shape)}")
+        value = value.to(x.dtype)
+    else:
+        value = Tensor._wrap(x._backend().asarray(value, dtype=x.dtype), x.device)
+    _check_broadcast("masked_fill", x.data, mask.data)
+    return _e.Where.apply(mask, value, x)
 
 
 def _float_test(name: str):

@@ -392,34 +392,3 @@ class Lerp(Function):
         ns, ne, nw = ctx.needs_input_grad
         return (s(g * (1 - w), ctx.shapes[0]) if ns else None, s(g * w, ctx.shapes[1]) if ne else None,
                 s(g * diff, ctx.shapes[2]) if nw else None)
-
-
-class MaskedFill(Function):
-    """``where(mask, value, x)`` in ``x``'s dtype; ``mask`` is boolean and broadcasts against ``x``;
-    ``value`` a number or a 0-d tensor (its gradient is the sum of the filled positions' gradients)."""
-
-    name = "masked_fill"
-
-    @staticmethod
-    def forward(ctx: Context, x, mask, value):
-        xp = ctx.backend.xp
-        if getattr(mask, "dtype", None) is None or mask.dtype.kind != "b":
-            raise named_error(DtypeError, f"masked_fill: mask must be a bool tensor, got "
-                              f"{getattr(mask, 'dtype', type(mask).__name__)}; build it with a comparison (x > 0)")
-        if hasattr(value, "ndim") and value.ndim != 0:
-            raise named_error(ShapeError, f"masked_fill: value must be a number or a 0-d tensor, got shape "
-                              f"{tuple(value.shape)}")
-        ctx.shapes = check_broadcast("masked_fill", x, mask)
-        v = value.astype(x.dtype) if hasattr(value, "dtype") else value
-        ctx.save_for_backward(mask)
-        return xp.where(mask, x.dtype.type(v) if not hasattr(v, "dtype") else v, x)
-
-    @staticmethod
-    def backward(ctx: Context, g):
-        (mask,) = ctx.saved_tensors
-        xp = ctx.backend.xp
-        zero = g.dtype.type(0)
-        nx, _, nv = ctx.needs_input_grad
-        gx = ctx.backend.sum_to_shape(xp.where(mask, zero, g), ctx.shapes[0]) if nx else None
-        gv = xp.where(mask, g, zero).sum() if nv else None
-        return gx, None, gv

@@ -287,6 +287,21 @@ class PointwiseLoss(Function):
         return (ga if na else None, -ga if nb else None)
 
 
+def _weighted_loss(ctx: Context, loss, weight, reduction: str, *saved):
+    """An elementwise loss times its weight, reduced; ``saved`` kept for backward."""
+    if weight is not None:
+        loss = loss * weight
+    ctx.reduction, ctx.n = reduction, loss.size
+    ctx.save_for_backward(*saved)
+    return _reduce(ctx.backend.xp, loss, reduction, loss.dtype.type(loss.size))
+
+
+def _weighted_grad(ctx: Context, g, weight):
+    """The incoming gradient of an elementwise loss per element: the mean's 1/n, times the weight."""
+    g = _mean_scale(g, ctx.reduction, ctx.n)
+    return g * weight if weight is not None else g
+
+
 _LOG_FLOOR = -100.0  # PyTorch clamps log(p) and log(1 - p) of binary_cross_entropy at -100
 
 
@@ -311,20 +326,13 @@ class BinaryCrossEntropy(Function):
         with quiet(xp):
             lp = xp.maximum(xp.log(p), p.dtype.type(_LOG_FLOOR))
             l1p = xp.maximum(xp.log1p(-p), p.dtype.type(_LOG_FLOOR))
-        loss = -(t * lp + (1 - t) * l1p)
-        if weight is not None:
-            loss = loss * weight
-        ctx.reduction, ctx.n = reduction, loss.size
-        ctx.save_for_backward(p, t, weight, lp, l1p)
-        return _reduce(xp, loss, reduction, loss.dtype.type(loss.size))
+        return _weighted_loss(ctx, -(t * lp + (1 - t) * l1p), weight, reduction, p, t, weight, lp, l1p)
 
     @staticmethod
     def backward(ctx: Context, g):
         p, t, weight, lp, l1p = ctx.saved_tensors
         xp = ctx.backend.xp
-        g = _mean_scale(g, ctx.reduction, ctx.n)
-        if weight is not None:
-            g = g * weight
+        g = _weighted_grad(ctx, g, weight)
         gp = gt = None
         if ctx.needs_input_grad[0]:
             gp = g * (p - t) / xp.maximum(p * (1 - p), p.dtype.type(1e-12))
@@ -355,19 +363,13 @@ class BCEWithLogits(Function):
         sp = xp.maximum(-x, 0) + xp.log1p(xp.exp(-xp.abs(x)))  # softplus(-x), stable
         lw = 1 + (pos_weight - 1) * t if pos_weight is not None else None
         loss = (1 - t) * x + (lw * sp if lw is not None else sp)
-        if weight is not None:
-            loss = loss * weight
-        ctx.reduction, ctx.n = reduction, loss.size
-        ctx.save_for_backward(x, t, weight, pos_weight, sp)
-        return _reduce(xp, loss, reduction, loss.dtype.type(loss.size))
+        return _weighted_loss(ctx, loss, weight, reduction, x, t, weight, pos_weight, sp)
 
     @staticmethod
     def backward(ctx: Context, g):
         x, t, weight, pw, sp = ctx.saved_tensors
         xp = ctx.backend.xp
-        g = _mean_scale(g, ctx.reduction, ctx.n)
-        if weight is not None:
-            g = g * weight
+        g = _weighted_grad(ctx, g, weight)
         s = ctx.backend.sum_to_shape
         gx = gt = None
         if ctx.needs_input_grad[0]:

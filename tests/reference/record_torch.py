@@ -288,6 +288,24 @@ def record_ops() -> dict:
             "cases": cases, "errors": errors}
 
 
+def assert_same(a, b, rel=lambda path: 1e-12, skip: tuple = (), path: str = "$") -> None:
+    """Two recordings agree: the same structure, equal strings and integers, floats to ``rel(path)`` (NaN
+    equals NaN); keys in ``skip`` are not compared."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            if k not in skip:
+                assert_same(a[k], b[k], rel, skip, f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, rel, skip, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=rel(path), abs_tol=1e-15), (path, a, b)
+    else:
+        assert a == b, path
+
+
 def load() -> dict:
     """The recorded reference values."""
     with open(PATH, encoding="utf-8") as f:
