@@ -129,7 +129,7 @@ def test_generated_sources_are_complete():
             assert f'extern "C" __global__ void layer_norm_{kind}_{suffix}(' in src
     assert "double" not in src.split("layer_norm_fwd_f64")[0].split("layer_norm_fwd_f32")[1]  # f32: no double
     py = L.python_source()
-    assert py.count("def ") == 3 and "sum(" not in py
+    assert py.count("def ") == 4 and "sum(" not in py
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")

@@ -33,6 +33,8 @@ def wrap_dim(op: str, dim, ndim: int, extra: int = 0) -> int:
     """PyTorch's ``maybe_wrap_dim``: ``dim`` as a non-negative index into ``ndim + extra`` positions
     (``extra=1`` for ``unsqueeze``/``stack``, which may address one past the end; a 0-d tensor counts
     as 1-d). Outside ``[-n, n - 1]``: ``IndexError`` with PyTorch's message."""
+    if dim.__class__ is int and -ndim - extra <= dim < ndim + extra:  # the common case, inline
+        return dim % (ndim + extra)
     try:
         d = operator.index(dim)
     except TypeError:
@@ -49,6 +51,8 @@ def norm_dim(op: str, dim, ndim: int) -> tuple | None:
     ``None`` means all. A 0-d tensor accepts dim 0 and -1 and reduces over no axis, as in PyTorch."""
     if dim is None:
         return None
+    if dim.__class__ is int and -ndim <= dim < ndim:  # the common case, inline
+        return (dim % ndim,)
     dims = (dim,) if not isinstance(dim, (tuple, list)) else tuple(dim)
     out = [wrap_dim(op, d, ndim) for d in dims]
     if len(set(out)) != len(out):

@@ -24,7 +24,8 @@ class Add(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        if a.__class__ is not b.__class__ or a.dtype != b.dtype:
+        if (a.__class__ is not b.__class__ or a.dtype != b.dtype) and \
+                (b.__class__ not in _SCALARS or a.__class__ in _SCALARS or a.dtype.kind != "f"):
             a, b = coerce(ctx, a, b)
         ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
                       if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("add", a, b))
@@ -45,7 +46,8 @@ class Sub(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        if a.__class__ is not b.__class__ or a.dtype != b.dtype:
+        if (a.__class__ is not b.__class__ or a.dtype != b.dtype) and \
+                (b.__class__ not in _SCALARS or a.__class__ in _SCALARS or a.dtype.kind != "f"):
             a, b = coerce(ctx, a, b)
         ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
                       if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("sub", a, b))
@@ -66,7 +68,8 @@ class Mul(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        if a.__class__ is not b.__class__ or a.dtype != b.dtype:
+        if (a.__class__ is not b.__class__ or a.dtype != b.dtype) and \
+                (b.__class__ not in _SCALARS or a.__class__ in _SCALARS or a.dtype.kind != "f"):
             a, b = coerce(ctx, a, b)
         ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
                       if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("mul", a, b))
@@ -256,7 +259,8 @@ class Maximum(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        a, b = coerce(ctx, a, b)
+        if a.__class__ is not b.__class__ or a.dtype != b.dtype:
+            a, b = coerce(ctx, a, b)
         ctx.shapes = check_broadcast("maximum", a, b)
         ctx.save_for_backward(a, b)
         return ctx.backend.xp.maximum(a, b)
@@ -271,7 +275,8 @@ class Minimum(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        a, b = coerce(ctx, a, b)
+        if a.__class__ is not b.__class__ or a.dtype != b.dtype:
+            a, b = coerce(ctx, a, b)
         ctx.shapes = check_broadcast("minimum", a, b)
         ctx.save_for_backward(a, b)
         return ctx.backend.xp.minimum(a, b)
