@@ -27,3 +27,25 @@ def test_numba_cuda_layer_norm_matches_the_definition(rng, m, n, dtype, tol):
     rdx, rdw, rdb = L.xp_backward(np, dy.astype(np.float64), x64, w.astype(np.float64), rmean, rrstd)
     for a, e in ((dx, rdx), (dw, rdw), (db, rdb)):
         np.testing.assert_allclose(a, e, rtol=tol * 10, atol=tol * 10)
+
+
+from tests.kernels.test_cuda_backend_glue import _generic_call, be  # noqa: E402,F401  (the simulated CUDA backend)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_backend_launches_the_numba_layer_norm(be, rng, dtype):  # noqa: F811
+    """CUDABackend.layer_norm_forward/backward with the Numba kernel set (the simulator) match the generic
+    array code; without weight the kernels get ones."""
+    x = rng.standard_normal((5, 9)).astype(dtype)
+    w, b, dy = rng.standard_normal(9).astype(dtype), rng.standard_normal(9).astype(dtype), \
+        rng.standard_normal((5, 9)).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    for ww, bb in ((w, b), (None, None)):
+        be._launch.launches.clear()
+        y, mean, rstd = be.layer_norm_forward(x, ww, bb, 1e-5)
+        ry, rmean, rrstd = _generic_call("layer_norm_forward", x, ww, bb, 1e-5)
+        got = be.layer_norm_backward(dy, x, ww, mean, rstd, True, True)
+        ref = _generic_call("layer_norm_backward", dy, x, ww, rmean, rrstd, True, True)
+        for a, e in zip((y, mean, rstd) + tuple(got), (ry, rmean, rrstd) + tuple(ref)):
+            np.testing.assert_allclose(a, e, rtol=tol, atol=tol)
+        assert be._launch.launches == ["layer_norm_forward", "layer_norm_backward"]
