@@ -309,7 +309,7 @@ def flatten(x, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     nd = x.ndim
     s, e = wrap_dim("flatten", start_dim, nd), wrap_dim("flatten", end_dim, nd)
     if s > e:
-        raise named_error(RuntimeError, f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
+        raise named_error(ShapeError, f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
                           f"for a tensor of shape {tuple(x.shape)}")
     if nd == 0:
         return reshape(x, 1)

@@ -57,7 +57,7 @@ def norm_dim(op: str, dim, ndim: int) -> tuple | None:
     out = [wrap_dim(op, d, ndim) for d in dims]
     if len(set(out)) != len(out):
         dup = next(d for d in out if out.count(d) > 1)
-        raise named_error(RuntimeError, f"{op}: dim {dup} appears multiple times in the list of dims {tuple(dims)}")
+        raise named_error(ShapeError, f"{op}: dim {dup} appears multiple times in the list of dims {tuple(dims)}")
     return tuple(sorted(out)) if ndim else ()
 
 

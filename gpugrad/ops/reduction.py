@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 
 from .._dtype import float_result, sum_result
-from .._errors import DtypeError
+from .._errors import DtypeError, ShapeError
 from ..autograd.function import Context, Function, named_error
 from ._common import expand_reduced, norm_dim, quiet
 
@@ -62,7 +62,7 @@ class _Extreme(Function):
     @classmethod
     def forward(cls, ctx: Context, x, dim=None, keepdim: bool = False):
         if x.size == 0:
-            raise named_error(RuntimeError, f"{cls.name}: cannot reduce an empty tensor of shape {x.shape}; "
+            raise named_error(ShapeError, f"{cls.name}: cannot reduce an empty tensor of shape {x.shape}; "
                               "give a dim whose size is not 0")
         ctx.axes = norm_dim(cls.name, dim, x.ndim)
         ctx.shape, ctx.keepdim = x.shape, keepdim

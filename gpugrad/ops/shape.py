@@ -38,7 +38,7 @@ class Permute(Function):
                 f"{x.ndim} dimensions; give each dimension once")
         ctx.dims = tuple(wrap_dim("permute", d, x.ndim) for d in dims)
         if len(set(ctx.dims)) != len(dims):
-            raise named_error(RuntimeError,
+            raise named_error(ShapeError,
                 f"permute: dims {tuple(dims)} repeat a dimension; give each of the {x.ndim} dimensions once")
         return x.transpose(ctx.dims)
 
@@ -202,7 +202,7 @@ class Stack(Function):
     @staticmethod
     def forward(ctx: Context, *xs, dim: int = 0):
         if not xs:
-            raise named_error(RuntimeError, "stack: expected a non-empty sequence of tensors")
+            raise named_error(ShapeError, "stack: expected a non-empty sequence of tensors")
         for i, x in enumerate(xs):
             if x.shape != xs[0].shape:
                 raise named_error(ShapeError,
