@@ -5,15 +5,21 @@
     python3 benchmarks/gpu_report.py --steps pytest_gpu,train_cuda --limit pytest_gpu=300
     python3 benchmarks/gpu_report.py --dry-run --out-dir /tmp/r   # CPU self-test of the machinery (CI runs it)
 
-Steps (each a subprocess with its own wall-clock limit; the whole run stays under ``--budget`` seconds,
-8 minutes by default): ``gpugrad info``; the GPU-marked tests with ``GPUGRAD_STRICT_KERNELS=1``;
-benchmarks/mlp_gpu.py, kernels_gpu.py, mlp_gpu_fast.py, checkpoint.py --device cuda; ``gpugrad train
---device cuda``; benchmarks/ddp.py --device cuda (NCCL, one rank). A step that fails or runs out of time is
-recorded (exit status, output so far) and the rest still run. Uses only the packages already installed
-plus, when a ``.whl/`` folder is present, its wheels installed with ``pip --no-index`` into /tmp/site
-(nvmath-python travels so). Writes ``<out-dir>/<name>.json`` (device, package versions, date, commit,
-command, and per step: command, status, times, everything it printed, every JSON file it wrote) and
-``<out-dir>/<name>.md``, both atomically."""
+Steps (each a subprocess with its own wall-clock limit; the sum of the limits is under 8 minutes and the
+whole run stays under ``--budget`` seconds, 470 by default, so it fits a 10-minute device call with room
+to rerun a step): ``gpugrad info``; the GPU-marked tests with ``GPUGRAD_STRICT_KERNELS=1``; the training
+step at issue 10's three shapes against PyTorch eager (benchmarks/mlp_gpu.py); the graphed step against
+eager and PyTorch (mlp_gpu_fast.py graphs, gemm); checkpointing at issue 9's depth 64, width 1024, batch
+16384 (checkpoint.py); the NCCL data-parallel step on one GPU (ddp.py, issue 12); ``gpugrad train --device
+cuda``; the fused kernels alone (kernels_gpu.py); and double-backward step times (higher_order.py, another
+engineer's: run when the file exists, else recorded as skipped). A step that fails or runs out of time is
+recorded (exit status, output so far) and the rest still run. The report ends with the targets (issue 10:
+every step shape <= 1.0x PyTorch eager, graphed <= 1/3 of eager; issue 9: checkpoint peak <= 0.40 of plain;
+issue 12: the NCCL step runs), each met, missed or not measured, read from the benchmarks' JSON. Uses only
+the packages already installed plus, when a ``.whl/`` folder is present, its wheels installed with ``pip
+--no-index`` into /tmp/site (nvmath-python travels so). Writes ``<out-dir>/<name>.json`` (device, package
+versions, date, commit, command, targets, and per step: command, status, times, everything it printed,
+every JSON file it wrote) and ``<out-dir>/<name>.md``, both atomically (the JSON after every step)."""
 from __future__ import annotations
 
 import argparse
@@ -39,42 +45,54 @@ MAX_OUTPUT = 60_000  # characters of printed output kept per step
 
 
 def default_steps(results: str, run_dir: str) -> list[dict]:
-    """The real plan: name, argv, wall-clock limit (s), extra environment, JSON files the step writes."""
+    """The real plan: name, argv, wall-clock limit (s), extra environment, JSON files the step writes;
+    ``requires``: a file the step needs (absent: recorded as skipped, saying so)."""
     b = os.path.join(ROOT, "benchmarks")
 
     def out(name: str) -> str:
         return os.path.join(results, name)
-    steps = [
-        {"name": "info", "argv": [PY, "-m", "gpugrad", "info"], "limit": 30},
+    return [
+        {"name": "info", "argv": [PY, "-m", "gpugrad", "info"], "limit": 20},
         {"name": "pytest_gpu", "argv": [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "-rfE",
                                         "tests"],
          "limit": 150, "env": {"GPUGRAD_STRICT_KERNELS": "1"}},
-        {"name": "mlp_gpu", "argv": [PY, os.path.join(b, "mlp_gpu.py"), "--out", out("mlp_gpu.json")],
-         "limit": 70, "outputs": [out("mlp_gpu.json")]},
-        {"name": "kernels_gpu", "argv": [PY, os.path.join(b, "kernels_gpu.py"), "--out", out("kernels_gpu.json")],
-         "limit": 40, "outputs": [out("kernels_gpu.json")]},
-        {"name": "mlp_gpu_fast", "argv": [PY, os.path.join(b, "mlp_gpu_fast.py"), "--out", out("mlp_gpu_fast.json")],
-         "limit": 55, "outputs": [out("mlp_gpu_fast.json")]},
-        {"name": "checkpoint_cuda", "argv": [PY, os.path.join(b, "checkpoint.py"), "--device", "cuda", "--out",
+        # issue 10: the three step shapes (8 hidden layers) against PyTorch eager, the default kernel set
+        {"name": "mlp_gpu", "argv": [PY, os.path.join(b, "mlp_gpu.py"), "--kernels", "cuda_c", "--repeats", "20",
+                                     "--warmup", "3", "--out", out("mlp_gpu.json")],
+         "limit": 75, "outputs": [out("mlp_gpu.json")]},
+        # issue 10: one CUDA graph per step against eager gpugrad and PyTorch (eager, torch.compile)
+        {"name": "mlp_gpu_fast", "argv": [PY, os.path.join(b, "mlp_gpu_fast.py"), "--cases", "graphs,gemm",
+                                          "--repeats", "30", "--out", out("mlp_gpu_fast.json")],
+         "limit": 60, "outputs": [out("mlp_gpu_fast.json")]},
+        # issue 9: checkpoint="sqrt" peak device memory against plain at its target shape
+        {"name": "checkpoint_cuda", "argv": [PY, os.path.join(b, "checkpoint.py"), "--device", "cuda", "--configs",
+                                             "64x1024x16384", "--repeats", "3", "--no-plan", "--no-plot", "--out",
                                              out("checkpoint_cuda.json")],
-         "limit": 70, "outputs": [out("checkpoint_cuda.json")]},
+         "limit": 50, "outputs": [out("checkpoint_cuda.json")]},
+        # issue 12: the NCCL path on one GPU (one rank under mpiexec): all-reduce and the DDP step
+        {"name": "ddp_cuda", "argv": [PY, os.path.join(b, "ddp.py"), "--device", "cuda", "--quick", "--out",
+                                      out("ddp_cuda.json")], "limit": 30, "outputs": [out("ddp_cuda.json")]},
         {"name": "train_cuda", "argv": [PY, "-m", "gpugrad", "train", "--device", "cuda", "--epochs", "5", "--quiet",
                                         "--no-plots", "--run-dir", run_dir],
-         "limit": 35, "outputs": [os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "config.json")]},
+         "limit": 25, "outputs": [os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "config.json")]},
+        {"name": "kernels_gpu", "argv": [PY, os.path.join(b, "kernels_gpu.py"), "--kernels", "cuda_c,xp", "--out",
+                                         out("kernels_gpu.json")],
+         "limit": 25, "outputs": [out("kernels_gpu.json")]},
+        # ---- HIGHER-ORDER GRADIENTS: benchmarks/higher_order.py (double-backward step times) is another
+        # engineer's; this step runs it once the file exists (until then: "skipped", saying why)
+        {"name": "higher_order_cuda", "argv": [PY, os.path.join(b, "higher_order.py"), "--device", "cuda", "--out",
+                                               out("higher_order_cuda.json")],
+         "limit": 30, "outputs": [out("higher_order_cuda.json")], "requires": os.path.join(b, "higher_order.py")},
     ]
-    # issue 12: the NCCL path on one GPU (one rank under mpiexec), its all-reduce bandwidth and the DDP step
-    # against the plain step. (benchmarks/host_overhead.py is not here: it needs no GPU and runs in CI.)
-    steps.append({"name": "ddp_cuda", "argv": [PY, os.path.join(b, "ddp.py"), "--device", "cuda", "--out",
-                                               out("ddp_cuda.json")], "limit": 30, "outputs": [out("ddp_cuda.json")]})
-    return steps
 
 
 def dry_run_steps(results: str) -> list[dict]:
     """Self-test steps for the machinery on a CPU: one that prints a figure and writes JSON, one that
-    fails, one that outlives its limit, one that runs gpugrad on the CPU."""
+    fails, one that outlives its limit, one whose script is absent, one that runs gpugrad on the CPU."""
     ok_json = os.path.join(results, "selftest_ok.json")
     ok_code = ("import json, sys; print('selftest figure: 42.5 ms'); "
                f"json.dump({{'figure_ms': 42.5}}, open({ok_json!r}, 'w')); sys.exit(0)")
+    missing = os.path.join(results, "no_such_benchmark.py")
     return [
         {"name": "selftest_ok", "argv": [PY, "-c", ok_code], "limit": 30, "outputs": [ok_json]},
         {"name": "selftest_fail", "argv": [PY, "-c", "import sys; print('about to fail'); "
@@ -82,8 +100,73 @@ def dry_run_steps(results: str) -> list[dict]:
          "limit": 30},
         {"name": "selftest_timeout", "argv": [PY, "-c", "import time; print('sleeping', flush=True); time.sleep(60)"],
          "limit": 1},
+        {"name": "selftest_absent", "argv": [PY, missing], "limit": 30, "requires": missing},
         {"name": "info", "argv": [PY, "-m", "gpugrad", "info"], "limit": 60},
     ]
+
+
+# ------------------------------------------------------------------------------------------------ targets
+def _output(steps: dict, name: str) -> Any:
+    """The first JSON file step ``name`` wrote in this run (None if it did not run or wrote none)."""
+    rec = steps.get(name)
+    for content in (rec or {}).get("outputs", {}).values():
+        if isinstance(content, dict) and not ({"missing", "stale", "unreadable"} & set(content)):
+            return content
+    return None
+
+
+def _row(target: str, measured: str | None, met: bool | None) -> dict:
+    return {"target": target, "measured": measured or "not measured",
+            "verdict": "not measured" if met is None else ("met" if met else "MISSED")}
+
+
+def targets(records: list[dict]) -> list[dict]:
+    """The issues' GPU targets, each met / MISSED / not measured, from the steps' JSON outputs."""
+    steps = {r["name"]: r for r in records}
+    rows = []
+    mg = _output(steps, "mlp_gpu")
+    cases = (mg or {}).get("results") or []
+    for r in cases:
+        g, t = (r.get("gpugrad") or {}).get("cuda_c"), r.get("torch")
+        what = f"issue 10: step, batch {r.get('batch')} x 8 x {r.get('width')}, <= 1.0x PyTorch eager"
+        if g and t:
+            ratio = g["median_s"] / t["median_s"]
+            rows.append(_row(what, f"{g['median_s'] * 1e3:.3f} ms vs {t['median_s'] * 1e3:.3f} ms = {ratio:.2f}x",
+                             ratio <= 1.0))
+        else:
+            rows.append(_row(what, "gpugrad or PyTorch missing from mlp_gpu.json", None))
+    if not cases:
+        rows.append(_row("issue 10: every step shape <= 1.0x PyTorch eager", None, None))
+    ms = (((_output(steps, "mlp_gpu_fast") or {}).get("results") or {}).get("graphs") or {}).get("ms") or {}
+    graphed, torch_eager, eager = ms.get("gpugrad graphed_step"), ms.get("torch eager"), ms.get("gpugrad eager")
+    for base, label in ((torch_eager, "PyTorch eager"), (eager, "gpugrad eager")):
+        what = f"issue 10: graphed step (batch 256 x 8 x 512) <= 1/3 of {label}"
+        if graphed and base:
+            rows.append(_row(what, f"{graphed:.3f} ms vs {base:.3f} ms = {graphed / base:.2f}x",
+                             graphed <= base / 3))
+        else:
+            rows.append(_row(what, None, None))
+    ck = _output(steps, "checkpoint_cuda")
+    tgt = (ck or {}).get("target") or {}
+    hit = next((r for r in (ck or {}).get("rows", []) if r.get("mode") == "sqrt"
+                and [r.get("depth"), r.get("width"), r.get("batch")] == tgt.get("config")), None)
+    rows.append(_row("issue 9: checkpoint='sqrt' peak device memory <= 0.40 of plain, depth 64, width 1024, "
+                     "batch 16384", f"{hit['peak_ratio']:.3f} of plain" if hit else None,
+                     tgt.get("met") if hit else None))
+    dd, ddp = _output(steps, "ddp_cuda"), steps.get("ddp_cuda")
+    st = ((dd or {}).get("steps") or [None])[0]
+    what = "issue 12: the NCCL data-parallel step runs (one GPU, one rank)"
+    if st and ddp["status"] == "ok":
+        rows.append(_row(what, f"step {st['step_ms']:.2f} ms, plain model {st['plain_step_ms']:.2f} ms", True))
+    elif ddp is not None and ddp["status"] != "skipped":
+        rows.append(_row(what, f"ddp_cuda {ddp['status']}: {ddp.get('summary', '')}", False))
+    else:
+        rows.append(_row(what, None, None))
+    pt = steps.get("pytest_gpu")
+    if pt is not None:
+        rows.append(_row("every GPU-marked test passes with GPUGRAD_STRICT_KERNELS=1", pt.get("summary"),
+                         pt["status"] == "ok" if pt["status"] != "skipped" else None))
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------ facts
@@ -147,6 +230,10 @@ def run_step(step: dict, base_env: dict, deadline: float) -> dict:
                            "status": "skipped", "returncode": None, "wall_s": 0.0, "output": "", "outputs": {}}
     if left < 5:
         rec["summary"] = f"not run: {max(left, 0):.0f} s left of the overall budget"
+        return rec
+    need = step.get("requires")
+    if need and not os.path.exists(need):
+        rec["summary"] = f"not run: {os.path.relpath(need, ROOT)} is not in this checkout"
         return rec
     env = dict(base_env, **step.get("env", {}))
     t0 = time.monotonic()
@@ -239,6 +326,9 @@ def markdown(report: dict) -> str:
     for s in report["steps"]:
         summ = s.get("summary", "").replace("|", "\\|")
         md.append(f"| {s['name']} | {s['status']} | {s['wall_s']:.1f} | {s['limit_s']:.0f} | {summ} |")
+    if report.get("targets"):
+        md += ["", "## Targets", "", "| target | measured | verdict |", "| --- | --- | --- |"]
+        md += [f"| {t['target']} | {t['measured']} | {t['verdict']} |".replace("\n", " ") for t in report["targets"]]
     for s in report["steps"]:
         md += ["", f"## {s['name']}: {s['status']}", "", f"`{s['command']}`", ""]
         if s["output"]:
@@ -293,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             and s["name"] not in skip]
     if args.list:
         for s in plan:
-            print(f"{s['name']:<16} {s['limit']:>5.0f} s  {' '.join(s['argv'])}")
+            print(f"{s['name']:<18} {s['limit']:>5.0f} s  {' '.join(s['argv'])}")
         return 0
     os.makedirs(out_dir, exist_ok=True)
     env = dict(os.environ)
@@ -318,11 +408,15 @@ def main(argv: list[str] | None = None) -> int:
         report["wall_s"] = round(time.monotonic() - t_start, 1)
         write_atomic(json_path, json.dumps(report, indent=1, default=str))  # partial reports survive a kill
     report["wall_s"] = round(time.monotonic() - t_start, 1)
+    if not args.dry_run:
+        report["targets"] = targets(records)
     write_atomic(json_path, json.dumps(report, indent=1, default=str))
     write_atomic(md_path, markdown(report))
     shutil.rmtree(run_dir, ignore_errors=True)
-    bad = [r["name"] for r in records if r["status"] != "ok"]
-    print(f"[gpu_report] wrote {md_path} and {json_path}; {len(records) - len(bad)} ok, "
+    bad = [r["name"] for r in records if r["status"] not in ("ok", "skipped")]
+    for t in report.get("targets", []):
+        print(f"[gpu_report] {t['verdict']:>12}: {t['target']} ({t['measured']})", flush=True)
+    print(f"[gpu_report] wrote {md_path} and {json_path}; {len(records) - len(bad)} ok or skipped, "
           f"{len(bad)} not ok{': ' + ', '.join(bad) if bad else ''}", flush=True)
     return 1 if bad else 0
 

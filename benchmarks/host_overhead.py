@@ -13,6 +13,7 @@ MLP with DEPTH hidden Linear+ReLU layers of WIDTH, then Linear(WIDTH, 10) (the s
             same run with one more hidden layer) and "+const" the rest, both without the optimizer
   gemms     cuBLAS calls
   d2h       device-to-host reads (each one a host synchronisation on a GPU)
+  h2d       host-to-device copies (a hidden transfer per step; refused while a CUDA graph is captured)
   (JSON)    kernel_handle_lookups: RawModule.get_function calls in the step (0 once handles are cached)
   host us   median host microseconds per step (CPU time of the thread, time.thread_time: robust on a
             shared machine; the wall-clock median is in the JSON), best of --rounds processes, with every
@@ -181,7 +182,7 @@ def register_noop_kernels(sc, root: str) -> None:
     sc.RawModule.get_function = lookup
 
 
-def worker(root: str, batch: int, depth: int, width: int, opt_name: str, repeats: int) -> dict:
+def worker(root: str, batch: int, depth: int, width: int, opt_name: str, repeats: int, groups: int = 1) -> dict:
     os.environ["GPUGRAD_CUDA_KERNELS"] = "cuda_c"
     sc = load_stand_in()
     register_noop_kernels(sc, root)
@@ -191,8 +192,9 @@ def worker(root: str, batch: int, depth: int, width: int, opt_name: str, repeats
     assert os.path.dirname(os.path.dirname(os.path.abspath(gg.__file__))) == os.path.abspath(root), gg.__file__
     gg.manual_seed(0)
     model = gg.nn.MLP([width] * (depth + 1) + [N_CLASSES], activation="relu").to("cuda")
-    opt = gg.optim.SGD(model.parameters(), lr=0.01, momentum=0.9) if opt_name == "sgd" else \
-        gg.optim.Adam(model.parameters(), lr=1e-3)
+    ps = list(model.parameters())
+    params = [{"params": ps[i::groups]} for i in range(groups)] if groups > 1 else ps  # interleaved groups
+    opt = gg.optim.SGD(params, lr=0.01, momentum=0.9) if opt_name == "sgd" else gg.optim.Adam(params, lr=1e-3)
     rng = np.random.default_rng(0)
     x = gg.tensor(rng.standard_normal((batch, width), dtype=np.float32)).to("cuda")
     y = gg.tensor(rng.integers(0, N_CLASSES, batch)).to("cuda")
@@ -200,7 +202,7 @@ def worker(root: str, batch: int, depth: int, width: int, opt_name: str, repeats
     c = sc.counters
 
     def snap():
-        return (c.kernel_launches + c.xp_ops, c.gemm_calls, c.device_to_host, c.kernel_lookups)
+        return (c.kernel_launches + c.xp_ops, c.gemm_calls, c.device_to_host, c.kernel_lookups, c.host_to_device)
 
     def step(phases=None):
         s0 = snap() if phases is not None else None
@@ -224,7 +226,7 @@ def worker(root: str, batch: int, depth: int, width: int, opt_name: str, repeats
     step(phases)
     after = snap()
     kernels = dict(c.kernels)
-    launches, gemms, d2h, lookups = (b - a for a, b in zip(before, after))
+    launches, gemms, d2h, lookups, h2d = (b - a for a, b in zip(before, after))
     times, cpu, own, own_opt = [], [], [], []
     tt = time.thread_time
     for _ in range(repeats):
@@ -243,16 +245,17 @@ def worker(root: str, batch: int, depth: int, width: int, opt_name: str, repeats
     n_layers = depth + 1
     no_opt = phases["fwd"][0] + phases["bwd"][0]
     return {"launches": launches, "launches_excl_optimizer": no_opt, "launches_optimizer": phases["opt"][0],
-            "gemms": gemms, "d2h": d2h, "kernel_handle_lookups": lookups, "kernels": kernels,
-            "d2h_by_phase": {k: v[2] for k, v in phases.items()}, "host_us": statistics.median(cpu) * 1e6,
+            "gemms": gemms, "d2h": d2h, "h2d": h2d, "kernel_handle_lookups": lookups, "kernels": kernels,
+            "d2h_by_phase": {k: v[2] for k, v in phases.items()}, "h2d_by_phase": {k: v[4] for k, v in phases.items()},
+            "params": len(ps), "groups": groups, "host_us": statistics.median(cpu) * 1e6,
             "wall_us": statistics.median(times) * 1e6, "host_us_outside_stand_in": statistics.median(own) * 1e6,
             "host_us_outside_stand_in_optimizer": statistics.median(own_opt) * 1e6,
             "layers": n_layers}
 
 
-def run_worker(root: str, batch: int, depth: int, width: int, opt: str, repeats: int) -> dict:
+def run_worker(root: str, batch: int, depth: int, width: int, opt: str, repeats: int, groups: int = 1) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", root, str(batch), str(depth), str(width), opt,
-           "--repeats", str(repeats)]
+           "--repeats", str(repeats)] + (["--groups", str(groups)] if groups != 1 else [])
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         return {"error": (r.stderr.strip().splitlines() or ["?"])[-1][:300]}
@@ -281,11 +284,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--full-counts", action="store_true",
                     help="also count at the full shapes that fit in memory (batch x width <= 2^21)")
     ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--groups", type=int, default=1, help="param groups (parameters dealt round-robin)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "host_overhead.json"))
     args = ap.parse_args(argv)
     if args.worker:
         root, batch, depth, width, opt = args.worker
-        print(json.dumps(worker(root, int(batch), int(depth), int(width), opt, args.repeats)))
+        print(json.dumps(worker(root, int(batch), int(depth), int(width), opt, args.repeats, args.groups)))
         return {}
     sys.path.insert(0, ROOT)
     from gpugrad.benchmarking import machine_info, write_json  # this checkout's harness (the parent process)
@@ -311,7 +315,7 @@ def main(argv=None) -> dict:
                                                           ("launches", "gemms", "d2h"))
             rows.append(row)
     hdr = (f"{'shape':<24}{'opt':<5}{'commit':<9}{'launch':>7}{'w/o opt':>8}{'/layer':>7}{'+const':>7}{'opt':>5}"
-           f"{'gemm':>5}{'d2h':>5}{'host us':>9}{'gpugrad':>9}{'w/o opt':>9}")
+           f"{'gemm':>5}{'d2h':>5}{'h2d':>5}{'host us':>9}{'gpugrad':>9}{'w/o opt':>9}")
     print(hdr)
     for row in rows:
         for tag, _ in roots:
@@ -322,6 +326,7 @@ def main(argv=None) -> dict:
             print(f"{row['shape']:<24}{row['optimizer']:<5}{commits[tag]:<9}{r['launches']:>7}"
                   f"{r['launches_excl_optimizer']:>8}{r.get('launches_per_layer', '?'):>7}"
                   f"{r.get('launches_constant', '?'):>7}{r['launches_optimizer']:>5}{r['gemms']:>5}{r['d2h']:>5}"
+                  f"{r.get('h2d', '?'):>5}"
                   f"{r['host_us']:>9.0f}{r['host_us_outside_stand_in']:>9.0f}"
                   f"{r['host_us_outside_stand_in'] - r['host_us_outside_stand_in_optimizer']:>9.0f}")
         if len(roots) == 2 and "error" not in row["this"] and "error" not in row["baseline"]:
@@ -331,7 +336,7 @@ def main(argv=None) -> dict:
             row["gpugrad_us_ratio_excl_optimizer"] = (
                 (a["host_us_outside_stand_in"] - a["host_us_outside_stand_in_optimizer"])
                 / (b["host_us_outside_stand_in"] - b["host_us_outside_stand_in_optimizer"]))
-            print(f"{'':<24}{'':<5}{'ratio':<9}{'':>47}{row['host_us_ratio']:>9.2f}{row['gpugrad_us_ratio']:>9.2f}"
+            print(f"{'':<24}{'':<5}{'ratio':<9}{'':>52}{row['host_us_ratio']:>9.2f}{row['gpugrad_us_ratio']:>9.2f}"
                   f"{row['gpugrad_us_ratio_excl_optimizer']:>9.2f}")
     payload = {"machine": machine_info(), "commits": commits, "stand_in": os.path.relpath(STAND_IN, ROOT),
                "kernels": "cuda_c (no-op)", "timing_proxy": {"batch": TINY[0], "width": TINY[1]},

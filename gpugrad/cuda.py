@@ -155,8 +155,7 @@ def numba_kernels_status() -> tuple[bool, str]:
 
 def kernel_fallbacks() -> dict:
     """``{(op, dtype, kernel set): error}`` for fused kernels that failed and fell back to CuPy ops."""
-    from .backends.cuda import launcher
-    return dict(launcher.fallbacks)
+    return dict(_bc.runtime().fallbacks)
 
 
 # ------------------------------------------------------------------ fast paths (not yet run on hardware)

@@ -28,9 +28,10 @@ GEMMs: CuPy's cuBLAS wrapper refuses to run during capture, so inside ``graphed_
 capture alike) the linear layers' GEMMs go through gpugrad's own cuBLAS handle with a fixed workspace
 (``backends/cuda/cublas.py``: nvmath-python's low-level bindings, or ctypes). Other cuBLAS users inside the step
 (a bare ``a @ b`` on tensors) still go through CuPy and fail to capture, with the error below.
-Losses: MSE reads nothing on the host; cross-entropy can be captured once its target range check
-and its ``mean`` row count stay on the device (issue 10 item 2, the host-overhead work); until then
-its capture fails with the error below.
+Losses: MSE and cross-entropy/NLL read nothing on the host (the ``mean`` row count stays on the device;
+out-of-range targets fold into the backend's device-side error record). Every replay notes the captured
+step's checks again, so the next synchronisation (``loss.item()``, ``gg.cuda.synchronize()``) reads the
+record and raises for bad targets of any replayed step, as eagerly.
 
 What a graph freezes (values computed on the host are baked into the captured kernels):
 - random numbers: the counter-based generator's offset advances on the host, so every replay would
@@ -94,6 +95,7 @@ class GraphedStep:
         self._graph: Any = None
         self._loss: Tensor | None = None
         self._hyper: list | None = None
+        self._checks: list = []
 
     # -------------------------------------------------------------- checks
     @staticmethod
@@ -188,9 +190,9 @@ class GraphedStep:
                 if self._graph is None:
                     self._capture(devs)
                     if not rt.emulated:  # a real capture records the step without running it
-                        rt.launch(self._graph, self._replay)
+                        self._launch()
                 else:
-                    rt.launch(self._graph, self._replay)
+                    self._launch()
                 loss = self._loss
         rt.sync_out()
         self._calls += 1
@@ -222,15 +224,26 @@ class GraphedStep:
             rt.abort_capture()
             raise named_error(RuntimeError,
                 f"graphed_step: capturing the step failed ({type(e).__name__}: {e}). During capture nothing may "
-                "read GPU values on the host: no .item()/print/bool() of a tensor, no GradScaler, no loss whose "
-                "validation reads the targets (e.g. cross_entropy's range check), no anomaly detection; and "
-                "nothing may synchronise the device.") from e
+                "read GPU values on the host: no .item()/print/bool() of a tensor, no GradScaler, no boolean-mask "
+                "indexing or nonzero/unique (their result size is read on the host), no anomaly detection; nothing "
+                "may copy host data to the device (gg.tensor(numpy) or indexing with a list inside the step: make "
+                "such tensors before it); and nothing may synchronise the device.") from e
         graph = rt.end_capture()
         self._check_loss(loss)
         self._check_rng(before, devs, "the captured step")
         self._graph = graph
         self._loss = loss.detach()
         self._hyper = self._hyperparams()
+        # the device-side checks the step ran (cross-entropy's target range): the Python that notes them
+        # runs only now, so every replay notes them again for the next synchronisation to read
+        self._checks = [(be, dict(be.pending_checks())) for be in map(get_backend, devs)
+                        if hasattr(be, "pending_checks")]
+
+    def _launch(self) -> None:
+        """Replay the graph once; its device-side checks are then pending again."""
+        self._rt.launch(self._graph, self._replay)
+        for be, checks in self._checks:
+            be.note_checks(checks)
 
     def _gemms(self):
         """The real runtime routes the linear layers' GEMMs through the capturable handle."""

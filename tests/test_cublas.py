@@ -180,7 +180,8 @@ def _fake_backend(monkeypatch):
     stream = SimpleNamespace(ptr=5)
     be.xp = SimpleNamespace(matmul=np.matmul, cuda=SimpleNamespace(get_current_stream=lambda: stream))
     be._gpu = SimpleNamespace(id=0)
-    monkeypatch.setattr(C, "get", lambda dev, xp, device=None: g)
+    be.state = SimpleNamespace(index=0)
+    monkeypatch.setattr(C, "get", lambda state, xp: g)
     return be, fake
 
 
@@ -226,6 +227,135 @@ def test_gemm_path_switch(monkeypatch):
     xi = np.arange(6).reshape(3, 2)  # integer: not a cuBLAS GEMM dtype, falls back to matmul
     be.linear_forward(xi, xi)
     assert len(fake.calls) == 1
+
+
+# ---------------------------------------------------------------- choosing the binding (stand-in libraries)
+class _Fn:
+    """A ctypes function of a stand-in library (argtypes/restype settable, like ctypes')."""
+
+    def __init__(self, fn) -> None:
+        self.fn, self.argtypes, self.restype = fn, None, None
+
+    def __call__(self, *a):
+        return self.fn(*a)
+
+
+class _FakeLibcublas:
+    """What ``ctypes.CDLL`` gives for a libcublas reporting cuBLAS ``major`` (status 0 everywhere)."""
+
+    def __init__(self, major: int) -> None:
+        def out(value):
+            def f(*a):
+                a[-1]._obj.value = value  # the pointer argument (ctypes.byref): write the result
+                return 0
+            return _Fn(f)
+        self.cublasCreate_v2 = out(0x1234)
+        self.cublasGetProperty = out(major)
+        for name in ("cublasSetStream_v2", "cublasSetWorkspace_v2", "cublasSetPointerMode_v2", "cublasGemmEx",
+                     "cublasDestroy_v2"):
+            setattr(self, name, _Fn(lambda *a: 0))
+
+
+def _loader(libs: dict, tried: list):
+    """``ctypes.CDLL`` over ``{soname: major}``: records every name asked for, loads only those listed."""
+    def load(name, mode=0):
+        tried.append(name)
+        if name not in libs:
+            raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+        return _FakeLibcublas(libs[name])
+    return load
+
+
+@pytest.fixture
+def fresh_runtime(monkeypatch):
+    """A fresh CUDA runtime state (no binding chosen yet), CuPy's CUDA major 13, no nvmath."""
+    import sys
+    from gpugrad.backends.cuda import state
+    outer = state.install(state.Runtime())
+    monkeypatch.setattr(C, "cuda_major", lambda: 13)
+    monkeypatch.setitem(sys.modules, "nvmath", None)  # import fails unless a test plants one
+    monkeypatch.delenv("GPUGRAD_CUBLAS_BINDING", raising=False)
+    yield state.runtime()
+    state.install(outer)
+
+
+def _plant_nvmath(monkeypatch, major=None, error=None):
+    """A stand-in ``nvmath.bindings.cublas`` that imports fine and resolves cuBLAS only when called (as
+    nvmath does): ``error`` raised by the first call, else cuBLAS ``major`` reported."""
+    import sys
+    import types
+    nb = types.ModuleType("nvmath.bindings.cublas")
+
+    def get_property(kind):
+        if error is not None:
+            raise error
+        return major
+    nb.get_property, nb.create, nb.destroy = get_property, lambda: 7, lambda h: None
+    nb.set_stream = nb.set_workspace = nb.set_pointer_mode = nb.gemm_ex = lambda *a: None
+    pkg, sub = types.ModuleType("nvmath"), types.ModuleType("nvmath.bindings")
+    pkg.bindings, sub.cublas = sub, nb
+    for name, mod in (("nvmath", pkg), ("nvmath.bindings", sub), ("nvmath.bindings.cublas", nb)):
+        monkeypatch.setitem(sys.modules, name, mod)
+
+
+def _ctypes_from(monkeypatch, libs: dict) -> list:
+    tried: list = []
+    monkeypatch.setitem(C.BINDINGS, "ctypes",
+                        lambda major: C.CtypesBinding(major=major, loader=_loader(libs, tried)))
+    return tried
+
+
+def test_auto_probes_nvmath_before_choosing_it(monkeypatch, fresh_runtime):
+    """nvmath imports but its cuBLAS does not load (a cu12 build under CUDA 13): "auto" must not choose
+    it (the first GEMM would fail with no fallback) but the ctypes binding over CuPy's libcublas."""
+    _plant_nvmath(monkeypatch, error=RuntimeError("Failed to dlopen libcublas.so.12"))
+    tried = _ctypes_from(monkeypatch, {"libcublas.so.13": 13})
+    b = C.binding()
+    assert b.name == "ctypes" and tried == ["libcublas.so.13"] and fresh_runtime.binding is b
+    assert C.binding() is b  # chosen once per runtime state
+
+
+def test_nvmath_with_another_cuda_major_is_refused(monkeypatch, fresh_runtime):
+    _plant_nvmath(monkeypatch, major=12)
+    monkeypatch.setenv("GPUGRAD_CUBLAS_BINDING", "nvmath")
+    with pytest.raises(RuntimeError, match=r"nvmath: RuntimeError: cublas: nvmath-python's cuBLAS is cuBLAS 12\.x, "
+                                           r"but CuPy runs CUDA 13\.x"):
+        C.binding()
+    _plant_nvmath(monkeypatch, major=13)
+    assert C.binding().name == "nvmath"
+
+
+def test_ctypes_loads_only_cupys_cuda_major(monkeypatch, fresh_runtime):
+    """Only ``libcublas.so.<CuPy's major>`` is ever asked for: never another major's library, never the
+    unversioned name; a library that reports another major is refused."""
+    monkeypatch.setenv("GPUGRAD_CUBLAS_BINDING", "ctypes")
+    tried = _ctypes_from(monkeypatch, {"libcublas.so.12": 12, "libcublas.so": 12})
+    with pytest.raises(RuntimeError, match=r"could not load cuBLAS 13"):
+        C.binding()
+    assert tried and set(tried) == {"libcublas.so.13"}
+    _ctypes_from(monkeypatch, {"libcublas.so.13": 12})
+    with pytest.raises(RuntimeError, match=r"the loaded libcublas is cuBLAS 12\.x, but CuPy runs CUDA 13\.x"):
+        C.binding()
+
+
+def test_cublas_handles_are_per_thread_and_device():
+    """As CuPy keeps its own: one thread setting a handle's stream must not race another thread's GEMM."""
+    import threading
+    from gpugrad.backends.cuda import state
+    from tests.support import strict_cuda
+    from tests.support.fake_cublas import FakeCublasBinding
+    with strict_cuda(device_count=2) as cp:
+        rt = state.runtime()
+        rt.binding = FakeCublasBinding(check_extents=False)
+        d0, d1 = rt.device(0), rt.device(1)
+        mine = C.get(d0, cp.cupy)
+        assert C.get(d0, cp.cupy) is mine and C.get(d1, cp.cupy) is not mine
+        other = []
+        t = threading.Thread(target=lambda: other.append(C.get(d0, cp.cupy)))
+        t.start()
+        t.join()
+        assert other[0] is not mine and other[0].handle != mine.handle
+        assert len(d0.cublas) == 2 and len(d1.cublas) == 1
 
 
 # ---------------------------------------------------------------- on a GPU: the real bindings

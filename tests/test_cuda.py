@@ -48,9 +48,10 @@ def no_cuda_backend(monkeypatch):
     saved = {d: b for d, b in _instances.items() if d.type == "cuda"}
     for d in saved:
         monkeypatch.delitem(_instances, d)
-    bc._probe_cache.clear()
+    old = bc.runtime().probe
+    bc.runtime().probe = None
     yield
-    bc._probe_cache.clear()
+    bc.runtime().probe = old
 
 
 def _fake_cupy(count=None, error=None, driver=0):
@@ -621,11 +622,13 @@ def test_digits_mlp_trains_on_gpu_to_the_cpu_accuracy(on_cuda):
     assert abs(acc_gpu - acc_cpu) <= 0.02, (acc_cpu, acc_gpu)
 
 
-@gpu
-@pytest.mark.parametrize("impl", ["numba", "cuda_c"])
-def test_capturable_adam_step_replays_in_a_cuda_graph(impl, strict, monkeypatch):
+@pytest.mark.parametrize("impl", ["numba", "cuda_c", "xp"])
+def test_capturable_adam_step_replays_in_a_cuda_graph(on_cuda, impl, monkeypatch):
     """Adam(capturable=True): the step (device step count, bias corrections, found-inf skip) captured once
-    in a CUDA graph and replayed gives the same parameters and step counts as eager steps."""
+    in a CUDA graph and replayed gives the same parameters and step counts as eager steps (on the strict
+    stand-in, the graph replays the recorded kernels without the Python that issued them)."""
+    if on_cuda is not None and impl == "numba":
+        pytest.skip("the Numba kernels need a GPU (or the simulator, tests/kernels)")
     import cupy as cp
     monkeypatch.setitem(_kernels._state, "impl", impl)
     rng = np.random.default_rng(3)
@@ -691,3 +694,54 @@ def test_bad_targets_reported_lazily_on_the_strict_stand_in(kernels, monkeypatch
         ok = gg.nn.functional.cross_entropy(x, gg.tensor(np.array([0, 1, 2, 3, 3, -100])).to("cuda"))
         gg.cuda.synchronize()
         assert np.isfinite(ok.item())
+
+
+@pytest.mark.parametrize("tdtype", [np.int32, np.int16, np.uint8, np.int8])
+@pytest.mark.parametrize("loss_fn", ["nll_loss", "cross_entropy"])
+def test_narrow_integer_targets_on_cuda(on_cuda, loss_fn, tdtype, monkeypatch):
+    """Class targets of any integer dtype: the same loss and gradient as on the CPU, bad targets found on the
+    device (CuPy casts a Python int into the target's dtype and raises OverflowError where it does not fit:
+    the int64 bounds of the error record into int32, ignore_index -100 into uint8)."""
+    monkeypatch.delenv("GPUGRAD_SYNC_DEBUG", raising=False)
+    fn = getattr(F, loss_fn)
+    x = np.linspace(-1, 1, 24).reshape(6, 4)
+    t = np.array([0, 3, 2, 1, 3, 0], dtype=tdtype)
+    res = {}
+    for d in ("cpu", "cuda"):
+        xt = gg.tensor(x, device=d, requires_grad=True)
+        inp = F.log_softmax(xt, dim=1) if loss_fn == "nll_loss" else xt
+        loss = fn(inp, gg.tensor(t, device=d))
+        loss.backward()
+        res[d] = (loss.numpy(), xt.grad.numpy())
+    for a, b in zip(res["cpu"], res["cuda"]):
+        assert rel_err(b, a) < 1e-12
+    bad = np.array([0, 9, 2, 1, 3, 0], dtype=tdtype)
+    xc = gg.tensor(x, device="cuda")
+    loss = fn(F.log_softmax(xc, dim=1) if loss_fn == "nll_loss" else xc, gg.tensor(bad, device="cuda"))
+    with pytest.raises(IndexError, match=rf"{loss_fn}: target 9 .*out of range.*4 classes"):
+        loss.item()
+
+
+def test_cuda_c_launchers_take_only_blocks_their_kernels_can_run():
+    """fused.cu's softmax_xent_fwd reduces in sm_m[256] by halving the block: a power of two up to 256
+    threads; the elementwise kernels take any block up to 1024. Anything else: a clear error, before launch."""
+    from gpugrad.kernels import cuda_c
+    from tests.support import strict_cuda
+    rng = np.random.default_rng(0)
+    with strict_cuda():
+        be = gg.backends.get_backend("cuda")
+        cp = be.xp
+        logits = cp.asarray(rng.standard_normal((3, 1000)).astype(np.float32))
+        t = cp.asarray(np.array([1, 2, 999]))
+        loss, probs = cp.empty(3, cp.float32), cp.empty((3, 1000), cp.float32)
+        for block in (384, 512, 0, 2.0):
+            with pytest.raises(ValueError, match=r"softmax_xent_fwd: block=.* a power of two from 1 to 256"):
+                cuda_c.softmax_xent_forward(logits, t, loss, probs, state=be.state, block=block)
+        for block in (None, 64, 256):  # None: the default for 1000 classes (clamped to 256)
+            cuda_c.softmax_xent_forward(logits, t, loss, probs, state=be.state, block=block)
+            np.testing.assert_allclose(probs.get().sum(axis=1), 1, rtol=1e-5)
+        z = cp.asarray(rng.standard_normal((4, 5)).astype(np.float32))
+        with pytest.raises(ValueError, match=r"bias_act: block=2048 .* an int from 1 to 1024"):
+            cuda_c.bias_act(z, None, z, "relu", state=be.state, block=2048)
+        cuda_c.bias_act(z, None, z, "relu", state=be.state, block=96)
+        assert (z.get() >= 0).all()

@@ -216,41 +216,130 @@ def test_capture_failure_names_the_usual_causes():
 
 
 # ---------------------------------------------------------------- the real runtime on the strict CuPy stand-in
-@pytest.mark.parametrize("loss_name,opt_name", [("mse", "SGD"), ("mse", "Adam"), ("cross_entropy", "SGD")])
-def test_real_runtime_captures_a_training_step_on_the_strict_stand_in(monkeypatch, loss_name, opt_name):
-    """The CuPy runtime (side stream, private pool, capture) over the strict CuPy stand-in, which refuses
-    cupy.matmul and device-to-host reads while a stream captures, as CuPy and CUDA do: warm-up and
-    capture of the step go through, every GEMM through the capturable handle. (The stand-in runs
-    captured work eagerly and cannot replay, so the replay is the GPU tests' part.)"""
+@pytest.fixture
+def real_runtime(monkeypatch):
+    """The CuPy graph runtime (side stream, private pool, capture, launch) over the strict CuPy stand-in,
+    which refuses cupy.matmul, host-to-device copies and device reads while a stream captures, as CuPy
+    and CUDA do, records the captured work and replays it at each launch without the Python that issued
+    it; the linear layers' GEMMs go through the fake cuBLAS binding (recorded in the graph too). Yields
+    ``run(kernels)``: a context giving the stand-in module."""
+    import contextlib
+    from gpugrad.backends.cuda import state
     from tests.support import strict_cuda
-    from gpugrad.backends.cuda import cublas
     from tests.support.fake_cublas import FakeCublasBinding
-    fake = FakeCublasBinding(check_extents=False)  # the stand-in's device buffers are NumPy arrays
-    monkeypatch.setattr(cublas, "_binding", [fake])
-    monkeypatch.setattr(cublas, "_per_device", {})
-    # kernels="xp": the step's elementwise/optimizer work as plain array ops, so every device-to-host
-    # read anywhere in the step is visible to the stand-in (fused-kernel launches have their own tests)
-    with strict_cuda(kernels="xp") as cp:
+
+    @contextlib.contextmanager
+    def run(kernels: str = "xp"):
+        fake = FakeCublasBinding(check_extents=False)  # the stand-in's device buffers are NumPy arrays
+        with strict_cuda(kernels=kernels) as cp:
+            state.runtime().binding = fake
+            cp.fake_cublas = fake
+            yield cp
+    return run
+
+
+def _graphed_vs_eager(run, kernels, sizes, loss_fn, opt_make, data, n_groups: int = 1):
+    """Losses and parameters of eager steps and of graphed steps (real runtime, warm-up 2), on the stand-in."""
+    out = {}
+    with run(kernels) as cp:
+        for mode in ("eager", "graphed"):
+            gg.manual_seed(0)
+            model = nn.MLP(list(sizes)).to("cuda")
+            ps = list(model.parameters())
+            groups = [{"params": ps[i::n_groups]} for i in range(n_groups)] if n_groups > 1 else ps
+            opt = opt_make(groups)
+            step = training_step(model, opt, loss_fn)
+            if mode == "graphed":
+                step = graphs.graphed_step(step, optimizers=[opt], warmup=2)
+            losses = []
+            for x, y in data():
+                losses.append(step(x, y).item())
+            out[mode] = (losses, [p.numpy() for p in model.parameters()])
+        if cp is not None:
+            assert step.captured and cp.counters.graph_launches == len(losses) - 2
+    return out
+
+
+_CE = lambda out, y: F.cross_entropy(out, y, ignore_index=-1)  # noqa: E731
+
+
+@pytest.mark.parametrize("kernels", ["xp", "cuda_c"])
+@pytest.mark.parametrize("loss_name,opt_name,sizes", [
+    ("mse", "SGD", (12, 16, 16, 5)), ("mse", "Adam", (12, 16, 16, 5)), ("cross_entropy", "SGD", (12, 16, 16, 5)),
+    ("cross_entropy", "SGD", (12,) + (16,) * 8 + (5,)), ("cross_entropy", "Adam", (12,) + (16,) * 8 + (5,))])
+def test_real_runtime_graphed_step_equals_eager_on_the_strict_stand_in(real_runtime, kernels, loss_name, opt_name,
+                                                                       sizes):
+    """Warm-up, capture and replay of a whole training step through the real runtime equal eager steps,
+    step for step; the 8-hidden-layer MLP has 18 parameters in one optimizer bucket (its gradient gather
+    once copied a host table of pointers to the device: refused during capture)."""
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((32, 12)) for _ in range(5)]
+    ys = [rng.integers(0, 5, 32) if loss_name == "cross_entropy" else rng.standard_normal((32, 5)) for _ in range(5)]
+    for y in ys[1::2]:
+        if loss_name == "cross_entropy":
+            y[:3] = -1  # ignored rows change the mean's count from step to step
+
+    def data():
+        for x, y in zip(xs, ys):
+            yield (gg.tensor(x, dtype=gg.float32, device="cuda"),
+                   gg.tensor(y, dtype=gg.int64 if loss_name == "cross_entropy" else gg.float32, device="cuda"))
+    opt_make = ((lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9)) if opt_name == "SGD"
+                else (lambda ps: optim.Adam(ps, lr=1e-2, capturable=True)))
+    res = _graphed_vs_eager(real_runtime, kernels, sizes, _CE if loss_name == "cross_entropy" else F.mse_loss,
+                            opt_make, data)
+    (le, pe), (lg, pg) = res["eager"], res["graphed"]
+    np.testing.assert_allclose(lg, le, rtol=1e-5)
+    assert len(set(lg)) == len(lg)  # every call a new step (not the capture's loss again)
+    for a, b in zip(pg, pe):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_real_runtime_captured_step_reads_nothing_and_gemms_go_through_the_handle(real_runtime):
+    """During capture: no cupy.matmul, no host read, no host-to-device copy (18 parameters, two param groups);
+    every GEMM of a step through the capturable handle (3 forward, 2 input-gradient, 3 weight-gradient)."""
+    with real_runtime("cuda_c") as cp:
         gg.manual_seed(0)
-        model = nn.MLP([12, 16, 16, 5]).to("cuda")
-        opt = (optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if opt_name == "SGD"
-               else optim.Adam(model.parameters(), lr=1e-2, capturable=True))
-        step = training_step(model, opt, F.cross_entropy if loss_name == "cross_entropy" else F.mse_loss)
-        g = graphs.graphed_step(step, optimizers=[opt], warmup=2)
+        model = nn.MLP([12] + [16] * 8 + [5]).to("cuda")
+        ps = list(model.parameters())
+        opt = optim.SGD([{"params": ps[:9]}, {"params": ps[9:], "lr": 0.05}], lr=0.1, momentum=0.9)
+        g = graphs.graphed_step(training_step(model, opt, F.cross_entropy), optimizers=[opt], warmup=2)
         rng = np.random.default_rng(0)
         x = gg.tensor(rng.standard_normal((32, 12)), dtype=gg.float32, device="cuda")
-        y = (gg.tensor(rng.integers(0, 5, 32), dtype=gg.int64, device="cuda") if loss_name == "cross_entropy"
-             else gg.tensor(rng.standard_normal((32, 5)), dtype=gg.float32, device="cuda"))
+        y = gg.tensor(rng.integers(0, 5, 32), dtype=gg.int64, device="cuda")
         g(x, y)
         g(x, y)
-        assert len(fake.calls) == 16  # per step: 3 forward, 2 input-gradient, 3 weight-gradient GEMMs
+        per_step = 3 * 9 - 1
+        assert len(cp.fake_cublas.calls) == 2 * per_step
         cp.reset_counters()
-        with pytest.raises(RuntimeError, match="replay is not emulated"):
-            g(x, y)  # capture runs (eagerly, on the stand-in); then the first replay is refused
-        assert g.captured and len(fake.calls) == 24
+        g(x, y)  # capture, then the first launch
+        assert g.captured and len(cp.fake_cublas.calls) == 3 * per_step  # captured once, replayed by the graph
         counts = cp.snapshot()
-        assert counts["gemm_calls"] == 0  # no cupy.matmul
-        assert counts["device_to_host"] == 0  # no host read in the captured step
+        assert counts["gemm_calls"] == 0 and counts["device_to_host"] == 0 and counts["host_to_device"] == 0
+        assert counts["graph_launches"] == 1
+
+
+def test_real_runtime_replayed_steps_still_report_bad_targets(real_runtime):
+    """Out-of-range targets in a replayed step (no Python runs for it) still raise at the next
+    synchronisation, naming the op and the values; good batches after that train on."""
+    with real_runtime("cuda_c"):
+        gg.manual_seed(0)
+        model = nn.MLP([6, 16, 5]).to("cuda")
+        opt = optim.SGD(model.parameters(), lr=0.1)
+        g = graphs.graphed_step(training_step(model, opt, F.cross_entropy), optimizers=[opt], warmup=1)
+        rng = np.random.default_rng(0)
+        x = gg.tensor(rng.standard_normal((8, 6)), dtype=gg.float32, device="cuda")
+        good = gg.tensor(rng.integers(0, 5, 8), dtype=gg.int64, device="cuda")
+        bad = gg.tensor(np.array([0, 1, 7, 2, 3, 4, 9, 1]), dtype=gg.int64, device="cuda")
+        g(x, good).item()
+        g(x, good).item()  # captured and launched
+        g(x, good).item()  # replayed
+        loss = g(x, bad)   # replayed: the kernel folds 7 and 9 into the error record; no Python checks them
+        with pytest.raises(IndexError, match=r"cross_entropy: targets from 7 to 9 out of range.*5 classes"):
+            loss.item()
+        assert np.isfinite(g(x, good).item())  # the record was cleared; the next replay is clean
+        g(x, bad)
+        with pytest.raises(IndexError, match="target"):
+            gg.cuda.synchronize()
 
 
 # ---------------------------------------------------------------- on a GPU: real graphs

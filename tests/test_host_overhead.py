@@ -1,7 +1,10 @@
 """Host work of a CUDA training step, counted without a GPU (benchmarks/host_overhead.py's worker: the
-real CUDA backend on the strict CuPy stand-in, kernels and GEMMs no-ops). Counts only, no timings:
-no device-to-host read anywhere in a step, at most 3 kernel launches per Linear layer plus a constant
-(forward, cross-entropy, backward), 3 GEMMs per layer (2 for the first: no input gradient)."""
+real CUDA backend on the strict CuPy stand-in, kernels and GEMMs no-ops). Counts only, no timings, on
+an MLP of 8 hidden layers (18 parameters, more than the 8 arrays past which ``cupy.concatenate`` copies
+a host table to the device) with one and with two param groups: no device-to-host read and no
+host-to-device copy anywhere in a step, at most 3 kernel launches per Linear layer plus a constant
+(forward, cross-entropy, backward), 3 GEMMs per layer (2 for the first: no input gradient), and per
+param group one gradient gather and one optimizer launch."""
 from __future__ import annotations
 
 import json
@@ -15,19 +18,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "host_overhead.py")
 
 
-def _count(depth: int, opt: str) -> dict:
-    r = subprocess.run([sys.executable, SCRIPT, "--worker", ROOT, "8", str(depth), "8", opt, "--repeats", "1"],
-                       capture_output=True, text=True, timeout=300)
+def _count(depth: int, opt: str, groups: int = 1) -> dict:
+    r = subprocess.run([sys.executable, SCRIPT, "--worker", ROOT, "8", str(depth), "8", opt, "--repeats", "1",
+                        "--groups", str(groups)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_training_step_counts_on_the_strict_stand_in(opt):
-    a, b = _count(2, opt), _count(3, opt)
+@pytest.mark.parametrize("opt,groups", [("sgd", 1), ("adam", 2)])
+def test_training_step_counts_on_the_strict_stand_in(opt, groups):
+    a, b = _count(8, opt, groups), _count(9, opt, groups)
+    assert (a["params"], b["params"]) == (18, 20) and a["groups"] == groups
     for r in (a, b):
         assert r["d2h"] == 0 and r["d2h_by_phase"] == {"fwd": 0, "bwd": 0, "opt": 0}, r
+        assert r["h2d"] == 0 and r["h2d_by_phase"] == {"fwd": 0, "bwd": 0, "opt": 0}, r
         assert r["kernel_handle_lookups"] == 0, r  # cached after the first step, not looked up per launch
+        step = "sgd_1_f32" if opt == "sgd" else "adam_110_f32"  # generated: rule, state mask, dtype
+        assert r["kernels"].get("gather_f32") == groups and r["kernels"].get(step) == groups, r["kernels"]
+        assert r["launches_optimizer"] == 2 * groups, r  # per group: the gradient gather and the update
     per_layer = b["launches_excl_optimizer"] - a["launches_excl_optimizer"]
     constant = a["launches_excl_optimizer"] - per_layer * a["layers"]
     assert per_layer <= 3, (per_layer, a["kernels"], b["kernels"])

@@ -211,7 +211,8 @@ def test_tf32_switch_after_the_backend_started_reaches_cublas(sc, monkeypatch):
 def test_training_step_counts(sc):
     """One MLP training step (3 linear layers, cross-entropy, Adam) on device "cuda": 3 forward GEMMs and
     5 backward GEMMs (no input gradient for the first layer), one fused kernel per bias+activation,
-    per backward layer, for the loss, and one multi-tensor Adam launch for all six parameters. No read
+    per backward layer, for the loss, one gather of the six fresh gradients into the flat buffer and one
+multi-tensor Adam launch for all six parameters. No read
     of the device inside the step (cross_entropy's target check reports lazily, at the next sync)."""
     gg.manual_seed(0)
     model = gg.nn.MLP([64, 128, 128, 10], activation="relu").to("cuda")
@@ -230,7 +231,7 @@ def test_training_step_counts(sc):
     assert counts[1] == counts[2]  # steady state
     assert c["gemm_calls"] == 8
     assert c["kernels"] == {"bias_act_f32": 3, "softmax_xent_fwd_f32": 1, "softmax_xent_bwd_f32": 1,
-                            "act_bias_grad_f32": 3, "colsum_f32": 3, "adam_110_f32": 1}
+                            "act_bias_grad_f32": 3, "colsum_f32": 3, "gather_f32": 1, "adam_110_f32": 1}
     assert c["host_to_device"] == 0
     assert c["device_to_host"] == 0
 
@@ -330,8 +331,9 @@ def numba_broken(monkeypatch):
         return real(name, *a, **k)
     monkeypatch.setattr(importlib, "import_module", fake)
     monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
-    monkeypatch.setattr(launcher, "_numba_probe", [])
-    monkeypatch.setattr(launcher, "_numba_warned", [])
+    rt = launcher.runtime()
+    monkeypatch.setattr(rt, "numba", None)
+    monkeypatch.setattr(rt, "numba_warned", False)
     yield launcher
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends.cuda.state import runtime
 from ..kernels import activations as _acts
 
 __all__ = ["available", "supports", "gemm",
@@ -48,18 +49,22 @@ BACKWARD = {a.name: a.cublaslt[1] for a in _acts.ALL if a.cublaslt}
 _AUX_NAME = {a.name: a.cublaslt[2] for a in _acts.ALL if a.cublaslt}
 _BY_EPILOG = {a.cublaslt[i]: a.name for a in _acts.ALL if a.cublaslt for i in (0, 1)}
 
-_avail: list = []
+def _cache(name: str) -> dict:
+    """This path's caches live in the CUDA runtime state (reset with it): ``available``, ``plans``
+    (``Matmul`` objects per device and shapes), ``unsupported`` (epilogues cuBLASLt refused)."""
+    return runtime().cache("epilogue." + name)
 
 
 def available() -> tuple[bool, str]:
     """``(True, "")`` if nvmath-python imports, else ``(False, reason)``. Never raises."""
-    if not _avail:
+    c = _cache("available")
+    if not c:
         try:
             import nvmath.linalg.advanced  # noqa: F401
-            _avail.append((True, ""))
+            c["result"] = (True, "")
         except Exception as e:  # ImportError, or a broken CUDA library setup
-            _avail.append((False, f"nvmath-python is not usable ({type(e).__name__}: {e})"))
-    return _avail[0]
+            c["result"] = (False, f"nvmath-python is not usable ({type(e).__name__}: {e})")
+    return c["result"]
 
 
 def supports(act: str, dtype) -> bool:
@@ -107,10 +112,6 @@ def _emulate(a, b, epilog: str | None, bias, aux):
     return d, extras
 
 
-_plans: dict = {}
-_unsupported: dict = {}  # (epilog, dtype) -> why cuBLASLt refused it (then the unfused fallback is used)
-
-
 def _compute_type(dtype):
     """TF32 for float32 when gpugrad's TF32 switch is on, else the library default."""
     if np.dtype(dtype) != np.float32:
@@ -140,12 +141,13 @@ def _nvmath_gemm(a, b, epilog: str | None, bias, aux, act: str | None):  # pragm
     ct = _compute_type(a.dtype)
     key = (cupy.cuda.runtime.getDevice(), a.shape, a.strides, b.shape, b.strides, str(a.dtype), epilog, ct,
            tuple((k, v.shape, v.strides, str(v.dtype)) for k, v in sorted(inputs.items())))
-    mm = _plans.get(key)
+    plans = _cache("plans")
+    mm = plans.get(key)
     if mm is None:
         options = {"compute_type": ct} if ct is not None else None
         mm = Matmul(a, b, options=options, stream=stream)
         mm.plan(epilog=ep, epilog_inputs=inputs or None, stream=stream)
-        _plans[key] = mm
+        plans[key] = mm
     else:
         mm.reset_operands(a=a, b=b, epilog_inputs=inputs or None, stream=stream)
     res = mm.execute(stream=stream)
@@ -191,14 +193,15 @@ def wgrad(dz, x, with_bias: bool):
     if not with_bias:
         return gemm(dz.T, x)[0], None
     key = ("BGRADA", str(dz.dtype))
-    if key not in _unsupported:
+    unsupported = _cache("unsupported")  # (epilog, dtype) -> why cuBLASLt refused it (then the unfused path)
+    if key not in unsupported:
         try:
             d, ex = gemm(dz.T, x, "BGRADA")
             return d, ex["bgrada"]
         except Exception as e:  # pragma: no cover - a cuBLASLt build/layout without BGRADA support
             if _is_numpy(dz):
                 raise
-            _unsupported[key] = f"{type(e).__name__}: {e}"
+            unsupported[key] = f"{type(e).__name__}: {e}"
     return gemm(dz.T, x)[0], dz.sum(axis=0)
 
 

@@ -77,6 +77,7 @@ from typing import Sequence
 import numpy as np
 
 from .._errors import named_error
+from ..backends.cuda.state import runtime
 from ..kernels import activations as _acts
 
 __all__ = ["reference_forward", "reference_backward", "pack_params", "grad_scale", "cuda_forward",
@@ -204,15 +205,13 @@ def reference_backward(dout, wcat, acts, width: int, in_pad: int, out_pad: int, 
 
 
 # ---------------------------------------------------------------------------------------- CUDA launch
-_modules: dict = {}
-
-
 def _module():
     """``fused_mlp.cu`` (beside this file) compiled for the current device: NVRTC (CuPy passes the CUDA include
     directory it finds), else nvcc; a clear error naming both failures otherwise."""
     import cupy
     dev = cupy.cuda.runtime.getDevice()
-    mod = _modules.get(dev)
+    modules = runtime().cache("fused_mlp.modules")  # by device, in the CUDA runtime state (reset with it)
+    mod = modules.get(dev)
     if mod is not None:
         return mod
     src = _acts.cuda_source(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused_mlp.cu"))
@@ -229,7 +228,7 @@ def _module():
             m = cupy.RawModule(code=src, options=tuple(opts) if backend == "nvrtc" else ("-std=c++17",),
                                backend=backend)
             m.get_function("fused_mlp_forward_w16")  # compiles now, so failures surface here
-            _modules[dev] = m
+            modules[dev] = m
             return m
         except Exception as e:  # pragma: no cover - needs a GPU
             errors.append(f"{backend}: {type(e).__name__}: {str(e)[:400]}")

@@ -130,7 +130,8 @@ __device__ void colsum_impl(const typename Num<T>::C* partial, T* out, i64 R, i6
 }
 
 // ------------------------------------------------------------------ softmax + cross-entropy
-// One block per row (grid-stride), blockDim.x a power of two <= 256.
+// One block per row (grid-stride), blockDim.x a power of two <= 256: the reduction below halves the block and
+// holds one partial result per thread in sm_m[256] / sm_s[256] (cuda_c.py checks the block it launches).
 template <typename T>
 __device__ void softmax_xent_fwd_impl(const T* x, const i64* t, T* loss, T* probs, i64 M, i64 Cn, i64 ignore,
                                       i64* err, int check) {
@@ -194,6 +195,27 @@ __device__ void softmax_xent_bwd_impl(const T* p, const i64* t, const T* g, i64 
     }
 }
 
+// ------------------------------------------------------------------ gather (multi-tensor copy)
+// Copies up to GG_GATHER_MAX arrays into consecutive ranges of one flat buffer in one launch (the
+// optimizers' gradient gather). The table of source pointers and destination offsets is a kernel argument,
+// passed by value (as PyTorch's multi_tensor_apply passes its TensorListMetadata): no device-side table,
+// so no host-to-device copy per call, and a captured CUDA graph keeps the table of its capture.
+// grid = (gx, n): block row y copies array y (grid-stride in x), any gx >= 1; 1-D blocks of any size.
+#define GG_GATHER_MAX 128
+struct GatherTable {
+    const void* src[GG_GATHER_MAX];
+    i64 start[GG_GATHER_MAX + 1];  // array y goes to out[start[y], start[y + 1])
+};
+
+template <typename T>
+__device__ void gather_impl(const GatherTable& t, T* out) {
+    const int a = blockIdx.y;
+    const T* src = static_cast<const T*>(t.src[a]);
+    const i64 s = t.start[a], n = t.start[a + 1] - s;
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)
+        out[s + i] = src[i];
+}
+
 // ------------------------------------------------------------------ extern "C" entry points
 #define GG_ENTRY_POINTS(SUF, T, C)                                                                            \
 extern "C" __global__ void bias_act_##SUF(T* z, const T* b, T* y, i64 M, i64 N, int has_bias, int write_z,    \
@@ -213,7 +235,8 @@ extern "C" __global__ void softmax_xent_fwd_##SUF(const T* x, const i64* t, T* l
 extern "C" __global__ void softmax_xent_bwd_##SUF(const T* p, const i64* t, const T* g, i64 g_stride, C mul,  \
                                                   i64 ignore, C eps_over_c, C one_minus_eps, T* d, i64 M,     \
                                                   i64 Cn) {                                                   \
-    softmax_xent_bwd_impl<T>(p, t, g, g_stride, mul, ignore, eps_over_c, one_minus_eps, d, M, Cn); }
+    softmax_xent_bwd_impl<T>(p, t, g, g_stride, mul, ignore, eps_over_c, one_minus_eps, d, M, Cn); }        \
+extern "C" __global__ void gather_##SUF(GatherTable table, T* out) { gather_impl<T>(table, out); }
 
 GG_ENTRY_POINTS(f32, float, float)
 GG_ENTRY_POINTS(f64, double, double)

@@ -39,35 +39,32 @@ def step_numba(rule: Rule, arrays: dict, start: int, end: int, options: dict, de
     _numba.launch(k, _numba.blocks_for(end - start, block, max_blocks), block, stream, *args)
 
 
-_modules: dict = {}
-_functions: dict = {}
-
-
-def c_module(rule: Rule, mask: tuple):
-    """The compiled generated CUDA C of ``rule`` for one state mask (NVRTC, on CuPy's current device)."""
-    import cupy
-    key = (rule.name, mask, cupy.cuda.runtime.getDevice())
-    mod = _modules.get(key)
+def c_module(state, rule: Rule, mask: tuple):
+    """The generated CUDA C of ``rule`` for one state mask as a ``cupy.RawModule`` (NVRTC), kept in
+    ``state`` (the backend's per-device state; see ``cuda_c.module``)."""
+    key = ("optim", rule.name, mask)
+    mod = state.modules.get(key)
     if mod is None:
-        mod = cupy.RawModule(code=cg.cuda_c_source(rule, [mask]), options=("--std=c++14",))
-        _modules[key] = mod
+        import cupy
+        mod = state.modules[key] = cupy.RawModule(code=cg.cuda_c_source(rule, [mask]), options=("--std=c++14",))
     return mod
 
 
 def step_cuda_c(rule: Rule, arrays: dict, start: int, end: int, options: dict, derived: tuple = (), step=None,
-                found_inf=None, *, block: int = 256, max_blocks: int | None = None) -> None:
+                found_inf=None, *, state, block: int = 256, max_blocks: int | None = None) -> None:
     """One CUDA C launch over ``[start, end)`` (CuPy arrays, CuPy's current stream)."""
     if end <= start:
         return
     dt = np.dtype(arrays["p"].dtype)
     c = _numba.compute_dtype(dt).type
     mask = rule.present(options)
-    import cupy
-    key = (rule.name, mask, step is not None, dt, cupy.cuda.runtime.getDevice())
-    f = _functions.get(key)
-    if f is None:  # looked up once (get_function per launch costs host time)
-        f = _functions[key] = c_module(rule, mask).get_function(cg.entry_name(rule, mask, step is not None,
-                                                                                _numba.storage_suffix(dt)))
+    key = ("optim", rule.name, mask, step is not None, dt)
+    f = state.functions.get(key)
+    if f is None:  # looked up once (get_function per launch costs host time), on the state's device
+        import cupy
+        with cupy.cuda.Device(state.index):
+            f = state.functions[key] = c_module(state, rule, mask).get_function(
+                cg.entry_name(rule, mask, step is not None, _numba.storage_suffix(dt)))
     args = cg.pack_args(rule, mask, arrays, start, end, options, derived, step, found_inf, c, np.int64)
     args = [np.int32(a) if isinstance(a, bool) else a for a in args]
     f((_numba.blocks_for(end - start, block, max_blocks),), (block,), tuple(args))

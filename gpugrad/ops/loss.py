@@ -33,6 +33,13 @@ def _check_shapes(op: str, logits, target) -> None:
             f"expected ({logits.shape[0]},)")
 
 
+def _long(be, target):
+    """Class targets as int64 (a no-op for int64): comparisons with ``ignore_index`` and the range check
+    then never cast a Python int into a narrower array dtype (CuPy raises OverflowError for -100 into
+    uint8, as NumPy's NEP 50 casting does)."""
+    return target.astype(be.xp.int64, copy=False)
+
+
 def _check_weight(op: str, ctx: Context, weight, n_classes: int, index: int = 2) -> None:
     """A class weight: 1-D of the class count; not differentiable (as in PyTorch)."""
     if weight is None:
@@ -88,6 +95,7 @@ class CrossEntropy(Function):
                     "integer target of shape (batch,)")
         else:
             _check_shapes("cross_entropy", logits, target)
+            target = _long(be, target)
         n, c = logits.shape
         _check_weight("cross_entropy", ctx, weight, c)
         eps = float(label_smoothing)
@@ -185,6 +193,7 @@ class NLLLoss(Function):
         _check_reduction("nll_loss", reduction)
         _check_shapes("nll_loss", logp, target)
         _check_weight("nll_loss", ctx, weight, logp.shape[1])
+        target = _long(be, target)
         be.check_targets("nll_loss", target, logp.shape[1], ignore_index)
         valid = target != ignore_index
         safe_t = xp.clip(target, 0, logp.shape[1] - 1)  # out-of-range: reported by the check

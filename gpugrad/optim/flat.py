@@ -12,16 +12,17 @@ Robustness: every step checks (identity, no copy) that each parameter's ``.data`
 is still the view it was given; a parameter whose ``.data`` was replaced (``model.to(...)``,
 ``p.data = ...``) or state replaced by ``load_state_dict`` triggers a rebuild of that bucket (a copy).
 Gradients that are already views (``zero_grad(set_to_none=False)`` accumulates into them) are not
-copied; fresh ones (``set_to_none=True``) are copied in once. Parameters whose gradient is ``None`` are
-skipped: the step runs over the runs of consecutive parameters that have one (and the same step count),
-one kernel per run, so one in the usual case. State stays per parameter (PyTorch's ``state_dict``
-format): each state Tensor is a view of its bucket's buffer.
+copied; fresh ones (``set_to_none=True``) are copied in once, by the backend's ``gather_flat`` (on CUDA
+one launch whose pointer table is a kernel argument: no host-to-device copy, capturable). Parameters
+whose gradient is ``None`` are skipped: the step runs over the runs of consecutive parameters that have
+one (and the same step count), one kernel per run, so one in the usual case. State stays per parameter
+(PyTorch's ``state_dict`` format): each state Tensor is a view of its bucket's buffer.
 """
 from __future__ import annotations
 
 import weakref
 from itertools import repeat
-from operator import attrgetter, eq, is_, methodcaller
+from operator import attrgetter, eq, is_
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,6 @@ _data = attrgetter("data")
 _grad = attrgetter("grad")
 _dev = attrgetter("_device")
 _shape = attrgetter("data.shape")
-_flatten = methodcaller("reshape", -1)
 
 
 class Bucket:
@@ -101,12 +101,10 @@ class Bucket:
             return present
         if all(present) and all(map(is_, map(_dev, grads), repeat(self.device))) and \
                 all(map(eq, map(_shape, grads), self.shapes)):  # all fresh and well formed: one copy
-            xp = self.be.xp
-            xp.concatenate(list(map(_flatten, map(_data, grads))), out=self.grad)
+            self.be.gather_flat(list(map(_data, grads)), self.grad)
             for g, v in zip(grads, self.grad_views):
                 g.data = v
             return present
-        xp = self.be.xp
         for i0, i1 in runs(present):
             arrays = []
             for i in range(i0, i1):
@@ -117,7 +115,7 @@ class Bucket:
                         f"{where}: gradient of shape {tuple(g.shape)} on {g.device} does not match its parameter "
                         f"of shape {self.shapes[i]} on {p.device}")
                 if g.data is not self.grad_views[i]:
-                    arrays.append(g.data.reshape(-1))
+                    arrays.append(g.data)
                 else:
                     arrays.append(None)
             if all(a is None for a in arrays):
@@ -127,7 +125,7 @@ class Bucket:
                     if a is not None:
                         self.grad_views[i][...] = grads[i].data
             else:
-                xp.concatenate(arrays, out=self.grad[self.offsets[i0]:self.offsets[i1]])
+                self.be.gather_flat(arrays, self.grad[self.offsets[i0]:self.offsets[i1]])
             for i in range(i0, i1):
                 grads[i].data = self.grad_views[i]
         return present

@@ -16,6 +16,7 @@ from gpugrad.backends import _instances
 from gpugrad.backends.base import Backend
 from gpugrad.backends.cpu import CPUBackend
 from gpugrad.backends.cuda import launcher as _kernels
+from gpugrad.backends.cuda import state as _state
 from gpugrad.backends.cuda.backend import CUDABackend
 
 ACTS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh"]
@@ -26,6 +27,7 @@ class SimLauncher(_kernels.Launcher):
     """Numba launches on NumPy arrays (the simulator), small grids."""
 
     def __init__(self) -> None:
+        self.rt = _state.Runtime()  # its own fallbacks
         self._streams = {}
         self.sms, self.max_blocks, self.target_blocks = 2, 3, 5
         self.launches: list[str] = []
@@ -46,6 +48,21 @@ class SimLauncher(_kernels.Launcher):
         return ok
 
 
+class _NoDevice:
+    """``with backend._gpu:`` without CuPy (NumPy arrays have no device)."""
+
+    id = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+
 class SimCUDABackend(CUDABackend):
     name = "cuda"
 
@@ -53,6 +70,8 @@ class SimCUDABackend(CUDABackend):
         Backend.__init__(self, dev)
         self.xp = np
         self._launch = SimLauncher()
+        self.state = self._launch.rt.device(0)
+        self._gpu = _NoDevice()
         self._cpu = CPUBackend(device("cpu"))
 
     def asarray(self, data, dtype=None):
@@ -76,6 +95,9 @@ class SimCUDABackend(CUDABackend):
 
     def memory_stats(self):
         return {}
+
+    def gather_flat(self, arrays, out):  # a CUDA C kernel only (the strict stand-in's tests run it)
+        Backend.gather_flat(self, arrays, out)
 
 
 @pytest.fixture
@@ -226,7 +248,7 @@ def test_optim_step_matches_generic(be, name, capturable, rng):
 
 def test_a_failing_kernel_falls_back_once_with_warnings(be, monkeypatch, rng):
     monkeypatch.delenv("GPUGRAD_STRICT_KERNELS")
-    monkeypatch.setattr(_kernels, "fallbacks", {})
+    fallbacks = be._launch.rt.fallbacks
 
     def broken(*a, **k):
         raise RuntimeError("planted failure")
@@ -235,16 +257,16 @@ def test_a_failing_kernel_falls_back_once_with_warnings(be, monkeypatch, rng):
     calls = []
     with pytest.warns(RuntimeWarning, match="planted failure.*trying the cuda_c kernel"):
         ok = be._launch.run("bias_act", z.dtype, broken, lambda a: calls.append(a), z)
-    assert ok and calls and ("bias_act", "float32", "numba") in _kernels.fallbacks  # numba failed, CUDA C ran
+    assert ok and calls and ("bias_act", "float32", "numba") in fallbacks  # numba failed, CUDA C ran
     with pytest.warns(RuntimeWarning) as rec:
         ok = be._launch.run("act_forward", z.dtype, broken, broken, z)
     msgs = [str(w.message) for w in rec]
     assert len(msgs) == 2 and "trying the cuda_c kernel" in msgs[0] and "plain CuPy ops" in msgs[1]
     assert not ok and {("act_forward", "float32", "numba"), ("act_forward", "float32", "cuda_c")} <= \
-        set(_kernels.fallbacks)
+        set(fallbacks)
     assert not be._launch.run("act_forward", z.dtype, broken, broken, z)  # no second try, no second warning
     monkeypatch.setenv("GPUGRAD_STRICT_KERNELS", "1")
-    monkeypatch.setattr(_kernels, "fallbacks", {})
+    fallbacks.clear()
     with pytest.raises(RuntimeError, match="planted failure"):
         be._launch.run("bias_act", z.dtype, broken, broken, z)
 
@@ -402,31 +424,40 @@ def test_bad_targets_on_cpu_still_raise_at_the_op():
         _ce_step("cpu", [0, 5])
 
 
-# ------------------------------------------------------------------ strict_cuda's cache reset
-def test_strict_cuda_leaves_the_kernel_caches_as_it_found_them(monkeypatch, rng):
-    """strict_cuda empties every kernel cache that holds CuPy handles (modules, launch plans, the bound
-    getDevice, the optimizer kernels) on entry and puts back the outer entries on exit: no stand-in
-    handle survives it, and no real one reaches the stand-in."""
-    from gpugrad.kernels import cuda_c, optim_step
+# ------------------------------------------------------------------ strict_cuda's runtime state
+def test_strict_cuda_runs_on_a_fresh_runtime_state_and_restores_the_outer_one(rng):
+    """Every cache that holds CuPy objects (probe, compiled modules, kernel handles, launch plans,
+    fallbacks, allocator, cuBLAS binding and handles, the experimental paths') lives in one runtime state
+    object: strict_cuda swaps in a fresh one and puts the outer one back untouched, so no stand-in handle
+    survives it and no real one reaches the stand-in."""
     from tests.support import strict_cuda
-    caches = {"cuda_c._modules": cuda_c._modules, "cuda_c._plans": cuda_c._plans,
-              "cuda_c._runtime": cuda_c._runtime, "optim_step._modules": optim_step._modules,
-              "optim_step._functions": optim_step._functions}
-    for name, c in caches.items():  # an outer entry in each, as a real GPU run would leave
-        if isinstance(c, dict):
-            monkeypatch.setitem(c, ("outer", name), object())
-    saved_runtime = list(cuda_c._runtime)
-    cuda_c._runtime[:] = [lambda: 0]
+    outer = _state.runtime()
+    marker = object()
+    dev0 = outer.device(0)
+    saved = (outer.probe, dict(outer.fallbacks), dict(dev0.modules), dict(dev0.plans))
+    outer.fallbacks[("outer", "float32", "cuda_c")] = "marker"
+    dev0.modules["outer"] = dev0.plans["outer"] = marker
     try:
-        before = {name: (dict(c) if isinstance(c, dict) else list(c)) for name, c in caches.items()}
+        before = (outer.probe, dict(outer.fallbacks), dict(dev0.modules), dict(dev0.plans), dict(outer.devices))
         with strict_cuda():
-            assert {name: len(c) for name, c in caches.items()} == dict.fromkeys(caches, 0)
+            inner = _state.runtime()
+            assert inner is not outer and inner.probe is None and not inner.devices and not inner.fallbacks
             w = gg.tensor(rng.standard_normal((4, 3)), dtype=gg.float32, device="cuda", requires_grad=True)
             x = gg.tensor(rng.standard_normal((5, 3)), dtype=gg.float32, device="cuda")
             opt = gg.optim.Adam([w], lr=0.01)
             gg.nn.functional.fused_linear(x, w, None, activation="relu").sum().backward()
             opt.step()
-            assert all(len(c) for c in caches.values()), {name: len(c) for name, c in caches.items()}
-        assert {name: (dict(c) if isinstance(c, dict) else list(c)) for name, c in caches.items()} == before
+            d = inner.device(0)
+            assert gg.backends.get_backend("cuda").state is d
+            assert inner.probe[0] and d.modules and d.functions and d.plans, (inner.probe, d.modules, d.plans)
+            assert inner.allocator_installed
+        assert _state.runtime() is outer
+        assert (outer.probe, dict(outer.fallbacks), dict(dev0.modules), dict(dev0.plans), dict(outer.devices)) \
+            == before
     finally:
-        cuda_c._runtime[:] = saved_runtime
+        outer.probe = saved[0]
+        outer.fallbacks.clear()
+        outer.fallbacks.update(saved[1])
+        for have, old in ((dev0.modules, saved[2]), (dev0.plans, saved[3])):
+            have.clear()
+            have.update(old)

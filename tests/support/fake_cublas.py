@@ -5,7 +5,8 @@ lda/ldb/ldc, transa/transb, data and compute types, host alpha/beta pointers), r
 column-major operands from the memory behind the pointers the way BLAS reads them, checks what cuBLAS
 would refuse and writes ``C = alpha op(A) op(B) + beta C`` with NumPy. Used by tests/test_cublas.py
 (the row-major/column-major mapping of every GEMM) and tests/test_cuda_graphs.py (a captured step on
-the strict CuPy stand-in)."""
+the strict CuPy stand-in: a GEMM issued while its stream captures is recorded in the graph, as cuBLAS's
+are, and runs again at each launch)."""
 from __future__ import annotations
 
 import ctypes
@@ -13,6 +14,8 @@ import ctypes
 import numpy as np
 
 from gpugrad.backends.cuda import cublas as C
+
+from . import strict_cupy
 
 __all__ = ["FakeCublasBinding"]
 
@@ -92,16 +95,20 @@ class FakeCublasBinding:
         dt = _NP_OF[atype]
         assert compute in _VALID_COMPUTE[dt], f"compute type {compute} invalid for {np.dtype(dt)}"
         sdt = np.float64 if compute == C.COMPUTE_64F else np.float32
-        al, be = self._scalar(alpha, sdt), self._scalar(beta, sdt)
+        al, be = self._scalar(alpha, sdt), self._scalar(beta, sdt)  # host pointer mode: read at the call
         A = self._matrix(a, dt, *((m, k) if transa == C.OP_N else (k, m)), lda)
         B = self._matrix(b, dt, *((k, n) if transb == C.OP_N else (n, k)), ldb)
         Cm = self._matrix(c, dt, m, n, ldc)
         opA = A if transa == C.OP_N else A.T
         opB = B if transb == C.OP_N else B.T
         acc = np.float64 if dt == np.float64 else np.float32
-        res = al * (opA.astype(acc) @ opB.astype(acc))
-        if be != 0:
-            res = res + be * Cm.astype(acc)
-        Cm[...] = res.astype(dt)  # as_strided view: writes into the buffer
+
+        def run() -> None:
+            res = al * (opA.astype(acc) @ opB.astype(acc))
+            if be != 0:
+                res = res + be * Cm.astype(acc)
+            Cm[...] = res.astype(dt)  # as_strided view: writes into the buffer
+        run()
+        strict_cupy.record(run)  # on the strict CuPy stand-in's capturing stream: part of the graph
         self.calls.append(dict(transa=transa, transb=transb, m=m, n=n, k=k, lda=lda, ldb=ldb, ldc=ldc,
                                compute=compute))

@@ -7,7 +7,14 @@ scalars), the grid and the block, and writes its outputs in place, following the
 line: the compute type ``C`` (float32 for float16/float32 storage, float64 for float64), which
 arguments are read and written, and the launch geometry where the result depends on it (the per-row-
 block partial sums of ``act_bias_grad``). Activation formulas come from the one definition in
-``gpugrad.kernels.activations``."""
+``gpugrad.kernels.activations``.
+
+Each reference first checks that the launch geometry covers every element the way the CUDA source
+walks them (a column tile per thread: ``grid.x * block.x >= N``; ``act_bias_grad``'s fixed (32, 8) blocks
+and row blocks; ``softmax_xent_fwd``'s power-of-two block of at most 256 threads, which its shared-memory
+reduction needs; one block row per gathered array; the layer-norm row kernels' blocks of exactly 256
+threads), raising ``LaunchGeometryError`` otherwise: a launch
+that would leave elements unwritten, or overrun ``sm_m[256]``, fails here instead of on a GPU."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,6 +26,23 @@ from gpugrad.kernels.activations import CODES, act_backward_ref, act_forward_ref
 from gpugrad.kernels.optim_rules import RULES
 
 _NAMES = {v: k for k, v in CODES.items()}
+
+
+class LaunchGeometryError(ValueError):
+    """A launch whose grid and block do not cover the elements as the CUDA source walks them."""
+
+
+def _covers(kernel: str, what: str, have: int, need: int) -> None:
+    if have < need:
+        raise LaunchGeometryError(f"kernel {kernel}: the launch covers {have} {what}, the data has {need}")
+
+
+def _columns(kernel: str, grid, block, n: int) -> None:
+    """The column-tile layout (``bias_act``, ``act_bwd``, ``colsum``, ``softmax_xent_bwd``): thread
+    ``blockIdx.x * blockDim.x + threadIdx.x`` owns one column; rows are strided over ``gridDim.y``."""
+    if block[1] != 1 or block[2] != 1:
+        raise LaunchGeometryError(f"kernel {kernel}: 1-D blocks only, got {block}")
+    _covers(kernel, "columns", grid[0] * block[0], n)
 _STORAGE = {"f32": np.float32, "f64": np.float64, "f16": np.float16}
 
 
@@ -42,6 +66,7 @@ def _store(dst, values, suffix) -> None:
 def _bias_act(suffix):
     def ref(a, grid, block):
         M, N = int(a["M"]), int(a["N"])
+        _columns(f"bias_act_{suffix}", grid, block, N)
         v = _load(a["z"], suffix).reshape(M, N)
         if a["has_bias"]:
             v = v + _load(a["b"], suffix)[:N]
@@ -54,6 +79,7 @@ def _bias_act(suffix):
 
 def _act_bwd(suffix):
     def ref(a, grid, block):
+        _columns(f"act_bwd_{suffix}", grid, block, int(a["N"]))
         n = int(a["M"]) * int(a["N"])
         g = act_backward_ref(_load(a["dy"], suffix)[:n], _load(a["s"], suffix)[:n], _NAMES[int(a["code"])],
                              float(a["slope"]))
@@ -64,6 +90,11 @@ def _act_bwd(suffix):
 def _act_bias_grad(suffix):
     def ref(a, grid, block):
         M, N, rpb = int(a["M"]), int(a["N"]), int(a["rows_per_block"])
+        k = f"act_bias_grad_{suffix}"
+        if tuple(block) != (32, 8, 1):  # ABG_TX x ABG_TY: the shared tile sm[ABG_TY][ABG_TX] assumes it
+            raise LaunchGeometryError(f"kernel {k}: block must be (32, 8), got {block}")
+        _covers(k, "columns", grid[0] * 32, N)
+        _covers(k, "rows", grid[1] * rpb, M)
         g = act_backward_ref(_load(a["dy"], suffix)[:M * N], _load(a["s"], suffix)[:M * N],
                              _NAMES[int(a["code"])], float(a["slope"])).astype(_c(suffix)).reshape(M, N)
         if a["write_dz"]:
@@ -79,6 +110,7 @@ def _act_bias_grad(suffix):
 def _colsum(suffix):
     def ref(a, grid, block):
         R, N = int(a["R"]), int(a["N"])
+        _columns(f"colsum_{suffix}", grid, block, N)
         _store(a["out"][:N], a["partial"][:R * N].reshape(R, N).sum(axis=0), suffix)
     return ref
 
@@ -86,6 +118,10 @@ def _colsum(suffix):
 def _softmax_fwd(suffix):
     def ref(a, grid, block):
         M, C = int(a["M"]), int(a["Cn"])
+        bx = block[0]  # one block per row (grid-stride): any grid; the reduction halves the block in sm_m[256]
+        if block[1:] != (1, 1) or bx > 256 or bx & (bx - 1):
+            raise LaunchGeometryError(f"kernel softmax_xent_fwd_{suffix}: block must be a power of two of at "
+                                      f"most 256 threads (its shared-memory reduction), got {block}")
         x = _load(a["x"], suffix)[:M * C].reshape(M, C)
         m = x.max(axis=1, keepdims=True)
         e = np.exp(x - m)
@@ -107,6 +143,7 @@ def _softmax_fwd(suffix):
 def _softmax_bwd(suffix):
     def ref(a, grid, block):
         M, C = int(a["M"]), int(a["Cn"])
+        _columns(f"softmax_xent_bwd_{suffix}", grid, block, C)
         p = _load(a["p"], suffix)[:M * C].reshape(M, C)
         t = a["t"][:M]
         g = _load(a["g"], suffix)
@@ -125,6 +162,8 @@ def _optim(rule, suffix):
     """Reference of a generated optimizer entry point (``gpugrad/kernels/optim_codegen.py``): the rule itself, run by
     ``optim_codegen.xp_update`` on compute-type copies of the buffers, then stored back."""
     def ref(a, grid, block):
+        if block[1:] != (1, 1) or grid[1:] != (1, 1):  # a 1-D grid-stride loop over [start, end)
+            raise LaunchGeometryError(f"optimizer kernel: 1-D grid and block only, got {grid}, {block}")
         start, end = int(a["start"]), int(a["end"])
         arrays = {"p": _load(a["P"], suffix), "g": _load(a["G"], suffix)}
         arrays.update({s: _load(a["S_" + s], suffix) for s in rule.state if "S_" + s in a})
@@ -147,6 +186,11 @@ def _layer_norm(kind):
     kernel's compute type (float32 or float64, the storage type)."""
     def ref(a, grid, block):
         m, n = int(a["m"]), int(a["n"])
+        if kind != "bwd_params" and tuple(block) != (layernorm._BLOCK, 1, 1):  # block_sum's tree over sh[256]
+            raise LaunchGeometryError(f"kernel layer_norm_{kind}: blocks of exactly ({layernorm._BLOCK}, 1, 1) "
+                                      f"threads (its shared-memory reduction), got {block}")
+        if kind == "bwd_params" and (block[1] != 1 or block[2] != 1):  # grid-stride over the columns
+            raise LaunchGeometryError(f"kernel layer_norm_{kind}: 1-D blocks only, got {block}")
         x = a["x"][:m * n].reshape(m, n)
         if kind == "fwd":
             y, mean, rstd = layernorm.xp_forward(np, x, a["w"][:n], a["b"][:n], float(a["eps"]))
@@ -159,6 +203,26 @@ def _layer_norm(kind):
             a["out_dx"][:m * n] = dx.reshape(-1)
         else:
             a["out_dw"][:n], a["out_db"][:n] = dw, db
+    return ref
+
+
+def _gather(suffix, strict_cupy):
+    """``gather``: block row ``y`` copies array ``y`` of the table (passed by value) into
+    ``out[start[y]:start[y + 1]]``; the source pointers must point into live device arrays."""
+    dt = _STORAGE[suffix]
+
+    def ref(a, grid, block):
+        t, out = a["table"], a["out"]
+        n = grid[1]
+        start = t["start"]
+        if block[1:] != (1, 1):
+            raise LaunchGeometryError(f"kernel gather_{suffix}: 1-D blocks only, got {block}")
+        _covers(f"gather_{suffix}", "destination elements", int(start[n]), int(out.size))
+        for y in range(n):
+            s0, s1 = int(start[y]), int(start[y + 1])
+            if s1 > s0:
+                src = strict_cupy.array_at(int(t["src"][y]), (s1 - s0) * np.dtype(dt).itemsize, out.dtype)
+                out[s0:s1] = src
     return ref
 
 
@@ -175,6 +239,8 @@ def register(strict_cupy) -> None:
     for kind in ("fwd", "bwd_dx", "bwd_params"):
         for suffix in ("f32", "f64"):
             strict_cupy.register_kernel(f"layer_norm_{kind}_{suffix}", _layer_norm(kind))
+    for suffix in _STORAGE:
+        strict_cupy.register_kernel(f"gather_{suffix}", _gather(suffix, strict_cupy))
     for rule in RULES.values():
         for mask in ox.masks(rule):
             for cap in (False, True):

@@ -1,31 +1,79 @@
 """A strict CuPy stand-in for CI: CuPy's rules, NumPy's arithmetic, no GPU.
 
-A NumPy array standing in for a CuPy array hides the rules that break real GPU code (no implicit
-conversion to NumPy, no NumPy function on a device array, no device/host mixing, reductions giving
-0-d arrays). This module's ``ndarray`` wraps a NumPy array but is not one, and refuses what CuPy refuses:
+A NumPy array standing in for a CuPy array hides the rules that break real GPU code. This module's
+``ndarray`` wraps a NumPy array but is not one, and refuses what CuPy refuses. Every rule below is
+CuPy v14.2.0's (the ``v14.2.0`` tag of github.com/cupy/cupy; file paths are in that tree):
 
+Arrays and NumPy
 - ``np.asarray(x)`` / ``x.__array__()``: ``TypeError: Implicit conversion to a NumPy array is not
-  allowed. Please use .get() to construct a NumPy array explicitly.``
+  allowed. Please use .get() ...`` (``cupy/_core/core.pyx``: ``ndarray.__array__``).
 - a NumPy function applied to it dispatches (``__array_function__`` / ``__array_ufunc__``) to this
   module's function of that name, which refuses NumPy arrays: ``TypeError: Unsupported type <class
-  'numpy.ndarray'>``; so does arithmetic mixing it with a NumPy array (NumPy scalars and Python
-  scalars are fine, as on CuPy);
-- reductions, indexing to one element and ufuncs on 0-d arrays give 0-d arrays, never scalars;
-- ``.get()``, ``asnumpy``, ``.item()``, ``.tolist()``, ``float()/int()/bool()``, ``repr`` are
-  device-to-host reads, ``asarray(numpy)`` / ``.set()`` host-to-device copies: both are counted.
+  'numpy.ndarray'>`` (``cupy/_core/_kernel.pyx``: ``_preprocess_arg`` makes anything but a device array a
+  ``CScalar``, which refuses it: ``cupy/_core/_scalar.pyx``); so does arithmetic mixing it with a NumPy
+  array (NumPy and Python scalars are fine).
+- reductions, indexing to one element and ufuncs on 0-d arrays give 0-d arrays, never scalars.
+- Python scalars are weak (NEP 50) in ufuncs, ``where`` and ``clip``: next to an array of the same or a
+  higher kind a Python int takes the array's dtype and raises ``OverflowError`` where it does not fit
+  (``-100`` against ``uint8``, ``2**63 - 1`` against ``int32``), comparisons included; NumPy's ``where``
+  and ``clip`` wrap silently instead, and NumPy's comparisons special-case it (``cupy/_core/_kernel.pyx``:
+  ``_check_should_use_weak_scalar``, ``ufunc.guess_routine``; ``cupy/_core/_scalar.pyx``:
+  ``CScalar.apply_dtype`` packs the value with ``PyArray_Pack``; ``where`` and ``clip`` are ufuncs there:
+  ``cupy/_sorting/search.py``: ``_where_ufunc``, ``cupy/_core/_routines_math.pyx``: ``_clip``).
 
-It offers the CuPy surface gpugrad's CUDA backend uses: array creation, ufuncs and math, dtypes,
-``cuda.Device``, ``cuda.runtime``, streams (with capture state), events, the memory pool and allocator
-hooks (``set_allocator``, ``using_allocator``; allocations are real byte counts of the arrays made),
-``RawModule``/``RawKernel`` (the CUDA source is parsed: a launch checks the entry point exists and its
-argument count, pointer dtypes, contiguity and exact scalar types, then runs a registered NumPy
-reference; counted), cuBLAS through ``matmul``/``dot``/``@`` (counted; TF32 compute type emulated by
-rounding float32 inputs to TF32 as cuBLAS does; refused while a stream captures, as CuPy does),
-``cupy._core._routines_linalg`` compute types, ``cupyx.scatter_add``, ``cupyx.scipy.special.erf``,
-DLPack between stand-in arrays.
+Transfers (counted: ``device_to_host``, ``host_to_device``)
+- device to host: ``.get()``, ``asnumpy``, ``.item()``, ``.tolist()``, ``float()/int()/bool()``,
+  ``repr``; and the operations whose result shape depends on the data, which read a count on the host:
+  boolean-mask indexing and assignment (``cupy/_core/_routines_indexing.pyx``:
+  ``_prepare_mask_indexing_single``, ``int(mask_scanned[-1])``), ``nonzero`` / ``flatnonzero`` /
+  ``argwhere`` / one-argument ``where`` (same file, ``_ndarray_nonzero``), ``unique``
+  (``cupy/_manipulation/add_remove.py``), ``bincount`` (``cupy/_statistics/histogram.py``: ``int(max)``).
+- host to device: ``array``/``asarray`` of host data and ``.set()`` (``cupy/_core/core.pyx``:
+  ``_array_default``, ``copy_from_host_async``); indexing with Python lists/tuples, NumPy arrays or a
+  bool (``cupy/_core/_routines_indexing.pyx``: ``_prepare_slice_list`` calls ``core.array``);
+  ``concatenate`` (so ``stack``/``vstack``/``hstack``/``column_stack``, which call it) of more than 8
+  arrays of the output's dtype and under 2 MiB each on average, which copies a host table of pointers
+  (and of sizes and strides unless all have the same shape and are contiguous) to the device and runs one
+  kernel (``cupy/_core/_routines_manipulation.pyx``: ``_concatenate``, ``_concatenate_single_kernel``);
+  otherwise it runs one copy kernel per array.
+
+Streams and CUDA graphs
+- while the current stream captures: every host-to-device copy raises ``RuntimeError: the current
+  stream is capturing, so H2D transfers are disallowed`` and every device read ``... D2H transfers are
+  disallowed`` (``cupy/cuda/memory.pyx``: ``MemoryPointer.copy_from_host_async`` /
+  ``copy_to_host_async``); ``cupy.matmul``/``dot`` through cuBLAS raise ``NotImplementedError: calling
+  cuBLAS API during stream capture is currently unsupported`` (``cupy_backends/cuda/libs/cublas.pyx``:
+  ``setStream``); synchronising the stream or the device is refused.
+- capture records: every operation on the capturing stream is kept in the graph and runs again, in order,
+  at each ``Graph.launch`` (on the same arrays, with the scalars of the capture); the Python code that
+  issued it does not. Capture itself has no effect on memory that existed before it (the stand-in runs
+  the work eagerly so that shapes and fresh arrays are real, then restores every older buffer), as a real
+  capture runs nothing. ``record(fn)`` lets another stand-in (``fake_cublas``) put its work in the graph.
+- 1-D ``dot`` (and any ``dot``/``matmul`` of two at most 2-D arrays with one output element) is a
+  reduction kernel, not cuBLAS: not counted as a GEMM, allowed during capture
+  (``cupy/_core/_routines_linalg.pyx``: ``tensordot_core``, the ``m == 1 and n == 1`` branch).
+
+Kernels (``RawModule``/``RawKernel``; counted per kernel name)
+- ``grid`` and ``block`` must be tuples (``cupy/cuda/function.pyx``: ``Function.__call__(tuple grid,
+  tuple block, ...)``; zero entries become 1 there), ``options`` a tuple and ``code``/``path`` keyword
+  arguments, exactly one of them (``cupy/_core/raw.pyx``: ``RawKernel.__init__``, ``RawModule.__init__``).
+- the CUDA source is parsed: a launch checks the entry point exists, its argument count, pointer dtypes,
+  contiguity and exact scalar types (CuPy passes a Python int as 64 bits and a float as a double,
+  ``cupy/_core/_scalar.pyx``: ``numpy_dtype_from_pyscalar``: a silent mismatch on the GPU); a struct
+  parameter takes a one-element NumPy array of the struct's size, passed by value, and any other NumPy
+  array must have one element (``cupy/cuda/function.pyx``: ``_pointer``, ``CNumpyArray``); at most 1024
+  threads per block. It then runs the registered NumPy reference, which checks that the launch geometry
+  covers every element (``tests/support/kernel_refs.py``).
+
+Also: ``cuda.Device``, ``cuda.runtime``, streams, events, the memory pool and allocator hooks
+(``set_allocator``, ``using_allocator``; allocations are real byte counts of the arrays made), cuBLAS through
+``matmul``/``dot``/``@`` (counted; TF32 compute type emulated by rounding float32 inputs to TF32 as cuBLAS
+does), ``cupy._core._routines_linalg`` compute types, ``cupyx.scatter_add``, ``cupyx.scipy.special.erf``,
+DLPack between stand-in arrays; :func:`array_at` finds the device array behind a raw pointer (for
+references of kernels that take pointer tables).
 
 Counters (``counters``; :func:`reset_counters`, :func:`snapshot`): kernel launches (per kernel name),
-GEMM calls, device-to-host reads, host-to-device copies.
+CuPy array operations, GEMM calls, device-to-host reads, host-to-device copies, graph launches.
 
 Standalone: imports NumPy only (never gpugrad), so it can be loaded by file path against any checkout::
 
@@ -39,11 +87,13 @@ resolve to the stand-in; the caller resets its own caches (gpugrad: ``tests.supp
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import os
 import re
 import sys
 import threading
+import time
 import types
 import weakref
 from typing import Callable, Iterator
@@ -77,12 +127,13 @@ class Counters:
         self.gemm_calls = 0
         self.device_to_host = 0
         self.host_to_device = 0
+        self.graph_launches = 0
         self.kernels: dict[str, int] = {}
 
     def snapshot(self) -> dict:
         return {"kernel_launches": self.kernel_launches, "array_ops": self.array_ops, "gemm_calls": self.gemm_calls,
                 "device_to_host": self.device_to_host, "host_to_device": self.host_to_device,
-                "kernels": dict(self.kernels)}
+                "graph_launches": self.graph_launches, "kernels": dict(self.kernels)}
 
 
 counters = Counters()
@@ -97,11 +148,97 @@ def snapshot() -> dict:
 
 
 def _d2h(what: str) -> None:
+    """A device-to-host read (``cupy/cuda/memory.pyx``: ``copy_to_host_async`` refuses during capture)."""
+    if _capturing():
+        raise RuntimeError(f"the current stream is capturing, so D2H transfers are disallowed ({what} reads "
+                           "device memory on the host; cudaErrorStreamCaptureUnsupported)")
+    counters.device_to_host += 1
+
+
+def _h2d(what: str, n: int = 1) -> None:
+    """A host-to-device copy (``cupy/cuda/memory.pyx``: ``copy_from_host_async`` refuses during capture)."""
+    if _capturing():
+        raise RuntimeError(f"the current stream is capturing, so H2D transfers are disallowed ({what} copies "
+                           "host memory to the device)")
+    counters.host_to_device += n
+
+
+def _capturing() -> bool:
+    s = _current_stream()
+    return s is not None and s._capturing
+
+
+def record(fn: Callable[[], None]) -> None:
+    """While the current stream captures, keep ``fn`` (device work just issued) in the graph being
+    captured: it runs again, in order, at each launch. A no-op otherwise."""
     s = _current_stream()
     if s is not None and s._capturing:
-        raise _runtime_error(900, f"cudaErrorStreamCaptureUnsupported: operation not permitted when stream is "
-                                  f"capturing ({what} reads device memory on the host)")
-    counters.device_to_host += 1
+        s._graph._ops.append(fn)
+
+
+def _as_arrays(r):
+    """NumPy scalars (what NumPy returns for a reduction or a 0-d operation) as 0-d arrays, as CuPy gives."""
+    if isinstance(r, np.generic):
+        return np.array(r)
+    if isinstance(r, tuple):
+        return tuple(_as_arrays(y) for y in r)
+    return r
+
+
+def _record_result(result, recompute: Callable[[], object], inputs):
+    """``result`` with NumPy scalars made 0-d arrays; while capturing, the operation that made it from
+    ``inputs`` is kept in the graph as 'recompute into the same arrays' (views of an input are not work:
+    nothing kept)."""
+    result = _as_arrays(result)
+    if not _capturing():
+        return result
+    outs = list(result) if isinstance(result, (tuple, list)) else [result]
+    outs = [r for r in outs if isinstance(r, np.ndarray)]
+    roots = {id(_root(x)) for x in _np_inputs(inputs)}
+    if not outs or any(id(_root(r)) in roots for r in outs):
+        return result
+
+    def again() -> None:
+        new = recompute()
+        for r, v in zip(outs, list(new) if isinstance(new, (tuple, list)) else [new]):
+            np.copyto(r, v, casting="unsafe")
+    record(again)
+    return result
+
+
+def _np_inputs(x):
+    if isinstance(x, np.ndarray):
+        yield x
+    elif isinstance(x, ndarray):
+        yield x._a
+    elif isinstance(x, (list, tuple)):
+        for y in x:
+            yield from _np_inputs(y)
+    elif isinstance(x, dict):
+        for y in x.values():
+            yield from _np_inputs(y)
+
+
+def _check_weak_ints(name: str, args) -> None:
+    """NEP 50 as CuPy applies it to Python ints (see the module docstring): next to an int or inexact
+    array, a Python int takes the operation's integer dtype and must fit it."""
+    ints = [a for a in args if type(a) is int]
+    if not ints:
+        return
+    arrays = [a for a in _np_inputs(list(args))]
+    if not arrays or max(_KIND_SCORE.get(a.dtype.kind, 3) for a in arrays) < 1:
+        return  # only bool arrays (or none): the Python int is a strong int64
+    dt = np.result_type(*arrays)
+    if dt.kind not in "iu":
+        return
+    info = np.iinfo(dt)
+    for v in ints:
+        if not info.min <= v <= info.max:
+            raise OverflowError(f"Python integer {v} out of bounds for {dt} (cupy.{name}: CuPy casts a Python "
+                                f"int to the array's dtype, NEP 50)")
+
+
+_KIND_SCORE = {"b": 0, "i": 1, "u": 1, "f": 2, "c": 2}
 
 
 # ====================================================================================== device state
@@ -267,6 +404,9 @@ def _memptr_for(root: np.ndarray) -> MemoryPointer:
         mp = MemoryPointer(None, int(root.__array_interface__["data"][0]), _cur_dev())
     _owners[id(root)] = (weakref.ref(root), mp)
     weakref.finalize(root, _owners.pop, id(root), None)
+    s = _current_stream()
+    if s is not None and s._capturing:  # memory allocated in capture belongs to the graph (its private pool
+        s._graph._keep.append(root)     # keeps it: the replayed work writes and reads it at every launch)
     return mp
 
 
@@ -482,7 +622,7 @@ class ndarray:
             raise TypeError(f"Only numpy.ndarray can be set to cupy.ndarray, got {type(arr)}")
         if arr.shape != self._a.shape:
             raise ValueError(f"Shape mismatch. Old shape: {self._a.shape}, new shape: {arr.shape}")
-        counters.host_to_device += 1
+        _h2d("ndarray.set()")
         self._a[...] = arr
 
     # ---------------------------------------------------------------- containers
@@ -497,13 +637,15 @@ class ndarray:
 
     def __getitem__(self, key):
         k = _index(key)
-        r = self._a[k]
+        a = self._a
+        r = a[k]
         if not isinstance(r, np.ndarray):  # one element: a 0-d view, as CuPy gives
-            r = self._a[(k if isinstance(k, tuple) else (k,)) + (Ellipsis,)]
+            r = a[(k if isinstance(k, tuple) else (k,)) + (Ellipsis,)]
+        r = _record_result(r, lambda: a[k], (a,))  # advanced indexing gathers (a kernel); basic gives a view
         return _new(r)
 
     def __setitem__(self, key, value) -> None:
-        k = _index(key)
+        k = _index(key, setting=not isinstance(value, ndarray))
         if isinstance(value, np.ndarray):
             if value.ndim:
                 raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
@@ -513,19 +655,26 @@ class ndarray:
         elif isinstance(value, (list, tuple)):
             raise _unsupported(value)
         counters.array_ops += 1
-        self._a[k] = value
+        a = self._a
+        a[k] = value
+        record(lambda: a.__setitem__(k, value))
 
     # ---------------------------------------------------------------- methods
     def astype(self, dtype, order="K", casting=None, subok=None, copy=True) -> "ndarray":
-        r = self._a.astype(dtype, order=order, copy=copy)
-        if r is self._a:
+        a = self._a
+        r = a.astype(dtype, order=order, copy=copy)
+        if r is a:
             return self
         counters.array_ops += 1
+        r = _record_result(r, lambda: a.astype(dtype, order=order), ())
         return _new(r)
 
     def copy(self, order="C") -> "ndarray":
         counters.array_ops += 1
-        return _new(self._a.copy(order=order))
+        a = self._a
+        r = a.copy(order=order)
+        r = _record_result(r, lambda: a, ())
+        return _new(r)
 
     def view(self, dtype=None) -> "ndarray":
         return _new(self._a.view() if dtype is None else self._a.view(dtype))
@@ -558,7 +707,9 @@ class ndarray:
         if isinstance(value, ndarray):
             raise _unsupported(value)
         counters.array_ops += 1
-        self._a.fill(value)
+        a = self._a
+        a.fill(value)
+        record(lambda: a.fill(value))
 
     def __copy__(self):
         return self.copy()
@@ -626,17 +777,29 @@ for _n in ("sum", "mean", "var", "std", "prod", "max", "min", "argmax", "argmin"
     setattr(ndarray, _n, _reduction_method(_n if _n != "sort" else "_sort_inplace"))
 
 
-def _index(key):
-    """Index keys: stand-in arrays unwrap; NumPy arrays and lists are copied to the device first (CuPy does
-    that: counted as host-to-device copies)."""
-    if isinstance(key, tuple):
-        return tuple(_index(k) for k in key)
+def _index(key, setting: bool = False, top: bool = True):
+    """Index keys as CuPy takes them (``cupy/_core/_routines_indexing.pyx``): stand-in arrays unwrap; NumPy
+    arrays, lists (tuples inside a tuple key) and bools are copied to the device first (host-to-device
+    copies); a boolean mask reads its count on the host (a device-to-host read), and assigning a scalar
+    through it copies the scalar to the device."""
+    if isinstance(key, tuple) and top:
+        return tuple(_index(k, setting, False) for k in key)
     if isinstance(key, ndarray):
-        return key._a
-    if isinstance(key, (np.ndarray, list)):
-        counters.host_to_device += 1
-        return np.asarray(key)
-    return key
+        k = key._a
+    elif isinstance(key, (np.ndarray, list, tuple, bool, np.bool_)):
+        _h2d("an index of host data")
+        k = np.asarray(key)
+        if k.dtype.kind not in "biu" and k.size:
+            raise IndexError(f"arrays used as indices must be of integer or boolean type (actual: {k.dtype.type})")
+        if k.size == 0:
+            k = k.astype(np.int32)
+    else:
+        return key
+    if k.dtype == np.bool_ and k.ndim:
+        _d2h("boolean mask indexing (the number of True elements)")
+        if setting:
+            _h2d("the scalar assigned through a boolean mask")
+    return k
 
 
 # ====================================================================================== functions and ufuncs
@@ -682,31 +845,47 @@ class ufunc:
         o = _out(out)
         if o is not None and not isinstance(o, tuple):
             o = (o,)
+        a = self._args(args)
+        if dtype is None:
+            _check_weak_ints(self.__name__, a)
         counters.array_ops += 1
-        r = self._f(*self._args(args), out=o, dtype=dtype, casting=casting, **kw)
+        f = self._f
+        r = f(*a, out=o, dtype=dtype, casting=casting, **kw)
         if out is not None:
+            record(lambda: f(*a, out=o, dtype=dtype, casting=casting, **kw))
             return out[0] if isinstance(out, tuple) and len(out) == 1 else out
+        r = _record_result(r, lambda: f(*a, dtype=dtype, casting=casting, **kw), a)
         return _wrap(r)
 
     def at(self, a, indices, b=None) -> None:
         if not isinstance(a, ndarray):
             raise _unsupported(a)
         idx = _index(indices)
-        if b is None:
-            self._f.at(a._a, idx)
-        else:
-            if isinstance(b, np.ndarray):
-                raise _unsupported(b)
-            self._f.at(a._a, idx, b._a if isinstance(b, ndarray) else b)
+        if isinstance(b, np.ndarray):
+            raise _unsupported(b)
+        args = (a._a, idx) if b is None else (a._a, idx, b._a if isinstance(b, ndarray) else b)
+        counters.array_ops += 1
+        self._f.at(*args)
+        record(lambda: self._f.at(*args))
 
     def reduce(self, a, axis=0, dtype=None, out=None, keepdims=False):
         if not isinstance(a, ndarray):
             raise _unsupported(a)
-        r = self._f.reduce(a._a, axis=axis, dtype=dtype, out=_out(out), keepdims=keepdims)
-        return out if out is not None else _wrap(r)
+        x, o = a._a, _out(out)
+        counters.array_ops += 1
+        r = self._f.reduce(x, axis=axis, dtype=dtype, out=o, keepdims=keepdims)
+        if out is not None:
+            record(lambda: self._f.reduce(x, axis=axis, dtype=dtype, out=o, keepdims=keepdims))
+            return out
+        r = _record_result(r, lambda: self._f.reduce(x, axis=axis, dtype=dtype, keepdims=keepdims), (x,))
+        return _wrap(r)
 
     def outer(self, a, b):
-        return _wrap(self._f.outer(*self._args((a, b))))
+        args = self._args((a, b))
+        counters.array_ops += 1
+        r = self._f.outer(*args)
+        r = _record_result(r, lambda: self._f.outer(*args), args)
+        return _wrap(r)
 
 
 for _n in dir(np):
@@ -729,11 +908,39 @@ atleast_1d atleast_2d atleast_3d result_type can_cast ndim shape size empty empt
 may_share_memory""".split())  # views and metadata: no kernel
 
 
+# results whose shape depends on the data: CuPy reads a count on the host (see the module docstring)
+_READS = {"nonzero": "nonzero", "flatnonzero": "flatnonzero (nonzero)", "argwhere": "argwhere (nonzero)",
+          "unique": "unique (a boolean mask)", "bincount": "bincount (int(x.max()))"}
+_WEAK = {"where", "clip"}  # CuPy ufuncs there: Python scalars are weak (NEP 50)
+_CONCATENATING = {"concatenate", "stack", "vstack", "hstack", "column_stack"}
+
+
+def _concatenate_rule(name: str, arrays, out, dtype, axis) -> None:
+    """``cupy/_core/_routines_manipulation.pyx: _concatenate`` (``stack``/``vstack``/``hstack`` call it):
+    more than 8 arrays, all of the output dtype and under 2 MiB each on average -> one kernel over a
+    device table of pointers (+ sizes and strides unless all have the same shape and are C-contiguous),
+    copied from the host; else one copy kernel per array."""
+    arrays = [x for x in arrays if isinstance(x, np.ndarray)]
+    n = len(arrays)
+    if not n:
+        return
+    dt = np.dtype(out.dtype if out is not None else dtype if dtype is not None else np.result_type(*arrays))
+    if n > 8 and all(x.dtype == dt for x in arrays) and sum(x.nbytes for x in arrays) < 2 * 1024 * 1024 * n:
+        same = all(x.flags.c_contiguous and x.shape == arrays[0].shape for x in arrays)
+        _h2d(f"cupy.{name} of {n} arrays (its table of {'pointers' if same else 'pointers, sizes and strides'})",
+             1 if same else 3)
+        counters.array_ops += 1
+    else:
+        counters.array_ops += n
+
+
 def _strict_fn(name: str, np_fn: Callable) -> Callable:
-    """``np_fn`` over unwrapped stand-in arrays; NumPy arrays refused; results wrapped."""
+    """``np_fn`` over unwrapped stand-in arrays; NumPy arrays refused; results wrapped; CuPy's transfers
+    counted (and refused during capture); kept in a graph being captured."""
     first_array = name not in _FREE_FIRST
-    counts = name not in _NO_WORK
+    counts = name not in _NO_WORK and name not in _CONCATENATING
     attr = "astype" if name == "where" else name  # what CuPy calls on it first
+    reads = _READS.get(name)
 
     def f(*args, **kwargs):
         if first_array and args and not isinstance(args[0], ndarray):
@@ -744,14 +951,30 @@ def _strict_fn(name: str, np_fn: Callable) -> Callable:
                                  f"(CuPy needs a cupy.ndarray here, got {type(x).__name__})")
         out = kwargs.pop("out", None)
         a = _unwrap(args)
+        kw = {k: _unwrap(v) for k, v in kwargs.items()}
+        if name in _WEAK:
+            if name == "where" and len(a) == 1:
+                _d2h("cupy.where(condition) (nonzero)")
+            _check_weak_ints(name, a)
+        if reads is not None:
+            _d2h(f"cupy.{reads}")
+        if name in _CONCATENATING:
+            seq = a[0] if a else kw.get("arrays", kw.get("tup", ()))
+            _concatenate_rule(name, list(seq), _out(out), kw.get("dtype"), kw.get("axis"))
         if counts:
             counters.array_ops += 1
-        kw = {k: _unwrap(v) for k, v in kwargs.items()}
         if out is not None:
             kw["out"] = _out(out)
             np_fn(*a, **kw)
+            if counts or name in _CONCATENATING:
+                record(lambda: np_fn(*a, **kw))
             return out
-        return _wrap(np_fn(*a, **kw))
+        r = np_fn(*a, **kw)
+        if r is None:  # in place (put_along_axis)
+            record(lambda: np_fn(*a, **kw))
+        elif counts or name in _CONCATENATING:
+            r = _record_result(r, lambda: np_fn(*a, **kw), (a, kw))
+        return _wrap(r)
     f.__name__ = name
     f.__qualname__ = name
     return f
@@ -779,7 +1002,10 @@ for _n, _u in (("absolute", "absolute"), ("abs", "absolute")):
 def _sort_inplace(a, axis=-1, kind=None) -> None:
     if not isinstance(a, ndarray):
         raise _unsupported(a)
-    a._a.sort(axis=axis)
+    x = a._a
+    counters.array_ops += 1
+    x.sort(axis=axis)
+    record(lambda: x.sort(axis=axis))
 
 
 _functions["_sort_inplace"] = _sort_inplace
@@ -832,26 +1058,35 @@ _functions["arange"] = _strict_fn("arange", np.arange)
 
 
 def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0, blocking=False) -> ndarray:
-    """Host data (NumPy arrays, lists, scalars) -> a device array (a counted host-to-device copy); a
-    stand-in array -> a copy (or itself with ``copy=False`` when nothing changes)."""
+    """Host data (NumPy arrays, lists, scalars) -> a device array (a host-to-device copy, refused during
+    capture); a stand-in array -> a copy (or itself with ``copy=False`` when nothing changes); a list of
+    stand-in arrays -> built on the device by ``concatenate`` (its rule applies)."""
     if isinstance(obj, ndarray):
         a = obj._a
         if dtype is not None and np.dtype(dtype) != a.dtype:
-            return _new(a.astype(dtype, order=order if order != "K" else "K"))
-        if not copy and (order in ("K", "A") or (order == "C" and a.flags.c_contiguous)
-                         or (order == "F" and a.flags.f_contiguous)):
-            return obj if not ndmin or a.ndim >= ndmin else _new(np.array(a, copy=False, ndmin=ndmin))
-        return _new(np.array(a, dtype=dtype, copy=True, order=order, ndmin=ndmin))
+            r = a.astype(dtype, order=order if order != "K" else "K")
+        elif not copy and (order in ("K", "A") or (order == "C" and a.flags.c_contiguous)
+                           or (order == "F" and a.flags.f_contiguous)):
+            if not ndmin or a.ndim >= ndmin:
+                return obj
+            return _new(np.array(a, copy=False, ndmin=ndmin))
+        else:
+            r = np.array(a, dtype=dtype, copy=True, order=order, ndmin=ndmin)
+        counters.array_ops += 1
+        r = _record_result(r, lambda: a, ())
+        return _new(r)
     if hasattr(obj, "__cuda_array_interface__") and not isinstance(obj, np.ndarray):
         raise TypeError(f"strict CuPy stand-in: cannot read foreign CUDA memory of {type(obj)}")
     if isinstance(obj, (list, tuple)) and any(isinstance(y, ndarray) for y in _flat(obj)):
-        # CuPy builds it on the device from the parts
-        host = np.array([_unwrap(y) for y in obj], dtype=dtype)
+        parts = [_unwrap(y) for y in obj]  # CuPy concatenates the parts on the device
+        _concatenate_rule("array", [p for p in parts if isinstance(p, np.ndarray)], None, dtype, 0)
+        host = np.array(parts, dtype=dtype)
+        host = _record_result(host, lambda: np.array(parts, dtype=dtype), parts)
         return _new(host)
     host = np.array(obj, dtype=dtype, order=order if order != "K" else "K", ndmin=ndmin, copy=True)
     if host.dtype == object:
         raise ValueError(f"Unsupported dtype object (from {type(obj).__name__})")
-    counters.host_to_device += 1
+    _h2d("cupy.array of host data")
     return _new(host)
 
 
@@ -870,8 +1105,13 @@ def asarray(a, dtype=None, order=None, blocking=False) -> ndarray:
 def ascontiguousarray(a, dtype=None) -> ndarray:
     if isinstance(a, ndarray) and a._a.flags.c_contiguous and (dtype is None or np.dtype(dtype) == a.dtype):
         return a
-    return array(a, dtype=dtype, copy=not isinstance(a, ndarray), order="C") if not isinstance(a, ndarray) \
-        else _new(np.ascontiguousarray(a._a, dtype=dtype))
+    if not isinstance(a, ndarray):
+        return array(a, dtype=dtype, copy=True, order="C")
+    x = a._a
+    r = np.ascontiguousarray(x, dtype=dtype)
+    counters.array_ops += 1
+    r = _record_result(r, lambda: x, ())
+    return _new(r)
 
 
 def asnumpy(a, stream=None, order="C", out=None, blocking=True) -> np.ndarray:
@@ -894,7 +1134,10 @@ def copyto(dst, src, casting="same_kind", where=None) -> None:
         if src.ndim:
             raise _unsupported(src)
         src = src.item()
-    np.copyto(dst._a, _unwrap(src), casting=casting, where=True if where is None else _unwrap(where))
+    d, v, w = dst._a, _unwrap(src), True if where is None else _unwrap(where)
+    counters.array_ops += 1
+    np.copyto(d, v, casting=casting, where=w)
+    record(lambda: np.copyto(d, v, casting=casting, where=w))
 
 
 def from_dlpack(x) -> ndarray:
@@ -963,13 +1206,25 @@ def _gemm(name: str, a, b, out=None):
             raise _unsupported(x)
         if not isinstance(x, ndarray):
             raise TypeError(f"Unsupported type {type(x)}")
-    s = _current_stream()
-    if s is not None and s._capturing:
-        raise RuntimeError("calling cuBLAS API during stream capture is currently unsupported")
     A, B = a._a, b._a
     if A.ndim == 0 or B.ndim == 0:
         raise ValueError("Scalar operands are not allowed, use '*' instead")
     dt = np.result_type(A.dtype, B.dtype)
+    o = _out(out)
+    if max(A.ndim, B.ndim) <= 2 and A.shape[-1] == B.shape[0 if B.ndim == 1 else -2] and \
+            (A.size // max(A.shape[-1], 1)) * (B.size // max(B.shape[0 if B.ndim == 1 else -2], 1)) <= 1:
+        # one output element (1-D dot, (1, k) @ (k, 1)): a multiply-and-sum reduction kernel, not cuBLAS
+        # (cupy/_core/_routines_linalg.pyx: tensordot_core, m == 1 and n == 1)
+        counters.array_ops += 1
+        r = np.matmul(A, B)
+        if o is not None:
+            o[...] = r
+            record(lambda: o.__setitem__(Ellipsis, np.matmul(A, B)))
+            return out
+        r = _record_result(r, lambda: np.matmul(A, B), (A, B))
+        return _wrap(r)
+    if _capturing():
+        raise NotImplementedError("calling cuBLAS API during stream capture is currently unsupported")
     counters.gemm_calls += 1
     if dt.kind == "f":
         batched = max(A.ndim, B.ndim) > 2
@@ -982,7 +1237,6 @@ def _gemm(name: str, a, b, out=None):
     else:
         r = np.matmul(A, B)
     if out is not None:
-        o = _out(out)
         o[...] = r
         return out
     return _wrap(r)
@@ -1025,7 +1279,9 @@ class Device:
         _state.device = self.id
 
     def synchronize(self) -> None:
-        pass
+        if _capturing():
+            raise _runtime_error(900, "cudaErrorStreamCaptureUnsupported: synchronizing the device while a stream "
+                                      "captures")
 
     @property
     def attributes(self) -> dict:
@@ -1063,6 +1319,7 @@ class Stream:
             _stream_ptrs[0] += 16
             self.ptr = _stream_ptrs[0]
         self._capturing = False
+        self._graph: "Graph | None" = None
         self._prev: list = []
         self.device_id = _cur_dev()
 
@@ -1098,13 +1355,18 @@ class Stream:
             raise _runtime_error(900, "cudaErrorStreamCaptureUnsupported: the legacy null stream cannot be captured")
         if self._capturing:
             raise _runtime_error(900, "cudaErrorIllegalState: stream is already capturing")
+        self._graph = Graph(_snapshot())
         self._capturing = True
 
     def end_capture(self) -> "Graph":
+        """The captured graph; every buffer that existed before the capture gets its contents back (a real
+        capture runs nothing; the stand-in ran the work to get shapes and fresh arrays)."""
         if not self._capturing:
             raise _runtime_error(900, "cudaErrorIllegalState: stream is not capturing")
         self._capturing = False
-        return Graph()
+        g, self._graph = self._graph, None
+        g._restore()
+        return g
 
     @property
     def done(self) -> bool:
@@ -1120,13 +1382,40 @@ class Stream:
 Stream.null = Stream(null=True)
 
 
+def _snapshot() -> list:
+    """Every live device buffer and a copy of its contents (taken when a capture begins)."""
+    out = []
+    for ref, _mp in list(_owners.values()):
+        root = ref()
+        if root is not None and root.size and root.flags.writeable:
+            out.append((ref, root.copy()))
+    return out
+
+
 class Graph:
-    """A captured graph. The stand-in runs work eagerly (capture included), so it has nothing to
-    replay: ``launch`` refuses clearly rather than pretend."""
+    """A captured graph: the device work issued on the stream during capture, in order. ``launch`` runs
+    it again on the same arrays (with the capture's scalars); no Python code of the captured step runs."""
+
+    def __init__(self, snapshot: list | None = None) -> None:
+        self._ops: list = []
+        self._keep: list = []  # the buffers allocated during capture
+        self._snap = snapshot or []
+
+    def _restore(self) -> None:
+        for ref, saved in self._snap:
+            root = ref()
+            if root is not None:
+                root[...] = saved
+        self._snap = []
 
     def launch(self, stream=None) -> None:
-        raise RuntimeError("strict CuPy stand-in: CUDA graph replay is not emulated (capture ran the work "
-                           "eagerly); test graph host logic with an emulated runtime")
+        if _capturing():
+            raise _runtime_error(900, "cudaErrorStreamCaptureUnsupported: launching a graph into a capture is "
+                                      "not emulated")
+        counters.graph_launches += 1
+        with np.errstate(all="ignore"):
+            for op in self._ops:
+                op()
 
     def upload(self, stream=None) -> None:
         pass
@@ -1149,6 +1438,7 @@ class Event:
 
     def record(self, stream=None) -> None:
         self._recorded = True
+        self._t = time.perf_counter()  # the stand-in's 'device' runs on the host: host time
 
     def synchronize(self) -> None:
         pass
@@ -1161,7 +1451,9 @@ class Event:
 def get_elapsed_time(start: Event, end: Event) -> float:
     if start.disable_timing or end.disable_timing:
         raise _runtime_error(6, "cudaErrorInvalidResourceHandle: event created with disable_timing")
-    return 0.0
+    if not (start._recorded and end._recorded):
+        raise _runtime_error(600, "cudaErrorNotReady: an event was not recorded")
+    return (end._t - start._t) * 1e3
 
 
 class _Runtime(types.ModuleType):
@@ -1192,7 +1484,7 @@ class _Runtime(types.ModuleType):
         return 13000
 
     def deviceSynchronize(self) -> None:
-        pass
+        Device().synchronize()
 
     def memGetInfo(self) -> tuple[int, int]:
         total = _config["total_memory"]
@@ -1261,8 +1553,8 @@ def parse_entry_points(src: str) -> dict[str, list[tuple[str, str, bool]]]:
         params = []
         for p in [p.strip() for p in m.group(2).split(",") if p.strip()]:
             ptr = "*" in p or "[]" in p
-            p2 = re.sub(r"\b(const|__restrict__|restrict|volatile)\b", " ", p).replace("*", " ").replace("[]", " ")
-            words = p2.split()
+            p2 = re.sub(r"\b(const|__restrict__|restrict|volatile|struct)\b", " ", p).replace("*", " ")
+            words = p2.replace("[]", " ").split()
             pname, ctype = words[-1], " ".join(words[:-1])
             for _ in range(4):
                 ctype = typedefs.get(ctype, ctype)
@@ -1271,27 +1563,82 @@ def parse_entry_points(src: str) -> dict[str, list[tuple[str, str, bool]]]:
     return out
 
 
+def parse_structs(src: str) -> dict[str, int]:
+    """``{struct name: size in bytes}`` for the plain structs of ``src`` (fields of the C scalar types and
+    pointers, fixed-size arrays whose lengths may use integer ``#define`` constants), with C's alignment:
+    what a struct kernel parameter passed by value occupies."""
+    text = _strip_comments(src).replace("\\\n", " ")
+    consts = {m.group(1): m.group(2) for m in re.finditer(r"^[ \t]*#define[ \t]+(\w+)[ \t]+([^\n]+)$", text, re.M)
+              if "(" not in m.group(1)}
+    typedefs = {m.group(2): " ".join(m.group(1).split())
+                for m in re.finditer(r"typedef\s+([\w\s]+?)\s+(\w+)\s*;", text)}
+
+    def value(expr: str) -> int:
+        for _ in range(8):
+            expr = re.sub(r"\b[A-Za-z_]\w*\b", lambda m: f"({consts[m.group(0)]})" if m.group(0) in consts
+                          else m.group(0), expr)
+        if not re.fullmatch(r"[\d\s+\-*/()]+", expr):
+            raise ValueError(f"strict CuPy stand-in: cannot size the array length {expr!r}")
+        return int(eval(expr, {"__builtins__": {}}))  # digits and + - * / ( ) only
+
+    out: dict[str, int] = {}
+    for m in re.finditer(r"\bstruct\s+(\w+)\s*\{([^{}]*)\}\s*;", text):
+        try:
+            out[m.group(1)] = _struct_size(m.group(2), value, typedefs, out)
+        except (KeyError, TypeError, ValueError):  # a field this parser cannot size: not checked
+            pass
+    return out
+
+
+def _struct_size(body: str, value, typedefs: dict, known: dict) -> int:
+    """Bytes of a struct with these fields (C layout: each field at a multiple of its size)."""
+    size = align = 0
+    for field in [f.strip() for f in body.split(";") if f.strip()]:
+        n = 1
+        for length in re.findall(r"\[([^\]]+)\]", field):
+            n *= value(length)
+        decl = re.sub(r"\[[^\]]*\]", "", field)
+        decl = re.sub(r"\b(const|volatile|__restrict__)\b", " ", decl)
+        if "*" in decl:
+            item = 8
+        else:
+            ctype = " ".join(decl.split()[:-1])
+            for _ in range(4):
+                ctype = typedefs.get(ctype, ctype)
+            item = known.get(ctype) or np.dtype(_C_TYPES[ctype]).itemsize
+        size = -(-size // item) * item + item * n
+        align = max(align, item)
+    return -(-size // max(align, 1)) * max(align, 1)
+
+
 # name -> reference(args: dict[param name -> flat NumPy array | NumPy scalar], grid, block) -> None
 _kernel_refs: dict[str, Callable] = {}
 
 
 def register_kernel(name: str, reference: Callable) -> None:
     """What launching kernel ``name`` computes, in NumPy: ``reference(args, grid, block)`` where ``args``
-    maps the C parameter names to flat NumPy views of the device arrays (write results into them) or to
-    the NumPy scalars passed."""
+    maps the C parameter names to flat NumPy views of the device arrays (write results into them), to the
+    NumPy scalars passed, or (struct parameters) to a copy of the one-element structured array passed."""
     _kernel_refs[name] = reference
 
 
+def _options(options) -> tuple:
+    if not isinstance(options, tuple):  # Cython's ``tuple options`` (cupy/_core/raw.pyx)
+        raise TypeError(f"Argument 'options' has incorrect type (expected tuple, got {type(options).__name__})")
+    return options
+
+
 class RawKernel:
-    def __init__(self, code: str, name: str, options=(), backend="nvrtc", translate_cucomplex=False,
-                 enable_cooperative_groups=False, jitify=False, *, _params=None) -> None:
-        self.code, self.name, self.options = code, name, tuple(options)
+    def __init__(self, code: str, name: str, options=(), backend="nvrtc", *, translate_cucomplex=False,
+                 enable_cooperative_groups=False, jitify=None, _params=None, _structs=None) -> None:
+        self.code, self.name, self.options = code, name, _options(options)
         if _params is None:
             eps = parse_entry_points(code)
             if name not in eps:
                 raise _driver_error_not_found(name)
             _params = eps[name]
         self._params = _params
+        self._structs = parse_structs(code) if _structs is None else _structs
 
     @property
     def attributes(self) -> dict:
@@ -1305,15 +1652,13 @@ class RawKernel:
             raise _driver_error(1, "CUDA_ERROR_INVALID_VALUE: too many threads per block", block)
         if grid[0] >= 2 ** 31 or grid[1] > 65535 or grid[2] > 65535:
             raise _driver_error(1, "CUDA_ERROR_INVALID_VALUE: grid too large", grid)
-        if not isinstance(args, tuple):
-            raise TypeError(f"kernel {self.name}: args must be a tuple, got {type(args).__name__}")
+        args = tuple(args)  # CuPy iterates any sequence (cupy/cuda/function.pyx: _launch)
         if len(args) != len(self._params):
             raise TypeError(f"kernel {self.name} takes {len(self._params)} arguments "
                             f"({', '.join(p[0] for p in self._params)}), {len(args)} given")
         bound = {}
         for (pname, ctype, ptr), a in zip(self._params, args):
-            bound[pname] = _kernel_arg(self.name, pname, ctype, ptr, a)
-        s = _current_stream() if stream is None else stream
+            bound[pname] = _kernel_arg(self.name, pname, ctype, ptr, a, self._structs)
         counters.kernel_launches += 1
         counters.kernels[self.name] = counters.kernels.get(self.name, 0) + 1
         ref = _kernel_refs.get(self.name)
@@ -1322,18 +1667,20 @@ class RawKernel:
                 f"strict CuPy stand-in: no NumPy reference registered for kernel '{self.name}' "
                 "(strict_cupy.register_kernel(name, reference))")
         ref(bound, grid, block)
-        del s
+        record(lambda: ref(bound, grid, block))
 
 
 def _dims(d, what: str) -> tuple[int, int, int]:
-    if isinstance(d, (int, np.integer)):
-        d = (d,)
-    if not isinstance(d, tuple) or not 1 <= len(d) <= 3:
-        raise TypeError(f"{what} must be an int or a tuple of 1-3 ints, got {d!r}")
+    """``cupy/cuda/function.pyx: Function.__call__(tuple grid, tuple block, ...)``: tuples only, padded
+    with 1s; CuPy launches ``max(1, x)`` per entry."""
+    if not isinstance(d, tuple):
+        raise TypeError(f"Argument '{what}' has incorrect type (expected tuple, got {type(d).__name__})")
+    if not 1 <= len(d) <= 3:
+        raise TypeError(f"{what} must be a tuple of 1 to 3 ints, got {d!r}")
     for x in d:
-        if not isinstance(x, (int, np.integer)) or isinstance(x, bool) or x < 1:
-            raise ValueError(f"{what} dimensions must be positive ints, got {d!r}")
-    return tuple(int(x) for x in d) + (1,) * (3 - len(d))  # type: ignore[return-value]
+        if not isinstance(x, (int, np.integer)) or isinstance(x, bool):
+            raise TypeError(f"{what} entries must be ints, got {d!r}")
+    return tuple(max(1, int(x)) for x in d) + (1,) * (3 - len(d))  # type: ignore[return-value]
 
 
 class CUDADriverError(RuntimeError):
@@ -1349,13 +1696,18 @@ def _driver_error_not_found(name: str) -> CUDADriverError:
                            "__global__ function of this module)")
 
 
-def _kernel_arg(kname: str, pname: str, ctype: str, ptr: bool, a):
+_NUMPY_ARG_MSG = ("You are trying to pass a numpy.ndarray of shape {} as a kernel parameter. Only numpy.ndarrays "
+                  "of size one can be passed by value. If you meant to pass a pointer to __global__ memory, you "
+                  "need to pass a cupy.ndarray instead.")  # cupy/cuda/function.pyx: _pointer
+
+
+def _kernel_arg(kname: str, pname: str, ctype: str, ptr: bool, a, structs: dict | None = None):
     where = f"kernel {kname}, argument '{pname}' ({ctype}{' *' if ptr else ''})"
     want = _C_TYPES.get(ctype)
     if ptr:
         if isinstance(a, np.ndarray):
             raise TypeError(f"{where}: a NumPy array was passed; kernels take device arrays "
-                            f"(Unsupported type {type(a)})")
+                            f"(Unsupported type {type(a)}; CuPy would pass its bytes as the pointer)")
         if not isinstance(a, ndarray):
             raise TypeError(f"{where}: expected a device array, got {type(a).__name__}")
         if want is not None:
@@ -1366,8 +1718,19 @@ def _kernel_arg(kname: str, pname: str, ctype: str, ptr: bool, a):
             raise ValueError(f"{where}: array of shape {a.shape} strides {a.strides} is not C-contiguous; "
                              "the kernel reads it as a flat buffer")
         return a._a.reshape(-1)
-    if isinstance(a, ndarray) or isinstance(a, np.ndarray):
-        raise TypeError(f"{where}: an array was passed for a scalar parameter")
+    if isinstance(a, ndarray):
+        raise TypeError(f"{where}: a device array was passed for a by-value parameter")
+    if isinstance(a, np.ndarray) and a.size != 1:
+        raise TypeError(f"{where}: " + _NUMPY_ARG_MSG.format(a.shape))
+    if structs and ctype in structs:  # a struct by value: the bytes of a one-element NumPy array
+        size = structs[ctype]
+        if not isinstance(a, (np.ndarray, np.void)) or a.dtype.fields is None or a.dtype.itemsize != size:
+            raise TypeError(f"{where}: pass the struct as a one-element structured NumPy array of {size} bytes "
+                            f"(the struct's size), got {type(a).__name__} "
+                            f"{getattr(a, 'dtype', '')} ({getattr(getattr(a, 'dtype', None), 'itemsize', '?')} bytes)")
+        return np.array(a).reshape(()).copy()  # by value: the launch keeps the bytes of this moment
+    if isinstance(a, np.ndarray):  # one element, passed by value: its dtype must be the parameter's
+        a = a.reshape(-1)[0]
     if want is None:
         return a
     if not isinstance(a, np.generic) or a.dtype != np.dtype(want):
@@ -1378,24 +1741,26 @@ def _kernel_arg(kname: str, pname: str, ctype: str, ptr: bool, a):
 
 
 class RawModule:
-    def __init__(self, code: str | None = None, path: str | None = None, options=(), backend="nvrtc",
+    def __init__(self, *, code: str | None = None, path: str | None = None, options=(), backend="nvrtc",
                  translate_cucomplex=False, enable_cooperative_groups=False, name_expressions=None,
-                 jitify=False) -> None:
-        if code is None:
-            if path is None:
-                raise TypeError("RawModule needs code or path")
+                 jitify=None) -> None:
+        if (code is None) == (path is None):
+            raise TypeError("Exactly one of `code` and `path` keyword arguments must be given.")
+        if path is not None:
             with open(path, encoding="utf-8") as f:
                 code = f.read()
+            options, backend = (), "nvcc"
         if backend not in ("nvrtc", "nvcc"):
             raise ValueError(f"Unsupported backend {backend}")
-        self.code, self.options, self.backend = code, tuple(options), backend
+        self.code, self.options, self.backend = code, _options(options), backend
         self._eps = parse_entry_points(code)
+        self._structs = parse_structs(code)
         self.compiled = True
 
     def get_function(self, name: str) -> RawKernel:
         if name not in self._eps:
             raise _driver_error_not_found(name)
-        return RawKernel(self.code, name, self.options, _params=self._eps[name])
+        return RawKernel(self.code, name, self.options, _params=self._eps[name], _structs=self._structs)
 
 
 class ElementwiseKernel:
@@ -1419,22 +1784,92 @@ def scatter_add(a, slices, value) -> None:
                 raise _unsupported(k)
     elif isinstance(idx, np.ndarray):
         raise _unsupported(idx)
-    np.add.at(a._a, _index(idx), value._a if isinstance(value, ndarray) else value)
+    args = (a._a, _index(idx), value._a if isinstance(value, ndarray) else value)
+    counters.array_ops += 1
+    np.add.at(*args)
+    record(lambda: np.add.at(*args))
 
 
 def _erf(x, out=None):
     if not isinstance(x, ndarray):
         raise _unsupported(x)
-    try:
-        from scipy.special import erf as _sp_erf
-        v = _sp_erf(x._a.astype(np.float64))
-    except ImportError:  # pragma: no cover
-        v = np.vectorize(math.erf, otypes=[np.float64])(x._a.astype(np.float64))
-    r = v.astype(x.dtype if x.dtype.kind == "f" else np.float64)
+    a = x._a
+
+    def compute():
+        try:
+            from scipy.special import erf as _sp_erf
+            v = _sp_erf(a.astype(np.float64))
+        except ImportError:  # pragma: no cover
+            v = np.vectorize(math.erf, otypes=[np.float64])(a.astype(np.float64))
+        return v.astype(a.dtype if a.dtype.kind == "f" else np.float64)
+    counters.array_ops += 1
+    r = compute()
     if out is not None:
-        out._a[...] = r
+        o = out._a
+        o[...] = r
+        record(lambda: o.__setitem__(Ellipsis, compute()))
         return out
+    r = _record_result(r, compute, (a,))
     return _new(r)
+
+
+def array_at(ptr: int, nbytes: int, dtype) -> np.ndarray:
+    """The live device buffer holding ``[ptr, ptr + nbytes)``, as a flat ``dtype`` view from ``ptr`` (for
+    the NumPy references of kernels that take raw pointers, e.g. in a table passed by value); a
+    ValueError when no live array holds those bytes (the kernel would read freed or foreign memory)."""
+    ptr, nbytes = int(ptr), int(nbytes)
+    for ref, _mp in list(_owners.values()):
+        root = ref()
+        if root is None:
+            continue
+        base = int(root.__array_interface__["data"][0])
+        if base <= ptr and ptr + nbytes <= base + root.nbytes:
+            dt = np.dtype(dtype)
+            if (ptr - base) % dt.itemsize or root.dtype.itemsize != dt.itemsize:
+                raise ValueError(f"strict CuPy stand-in: pointer {ptr:#x} into a {root.dtype} buffer read as {dt}")
+            return np.frombuffer((ctypes.c_char * nbytes).from_address(ptr), dtype=dt)
+    raise ValueError(f"strict CuPy stand-in: pointer {ptr:#x} (+{nbytes} bytes) is not inside any live device array")
+
+
+# ====================================================================================== cupy.random
+class RandomState:
+    """``cupy.random.RandomState``: numbers drawn on the 'device' (NumPy's generator; no transfer)."""
+
+    def __init__(self, seed=None) -> None:
+        self._rng = np.random.RandomState(seed)
+
+    def _made(self, a) -> ndarray:
+        counters.array_ops += 1
+        return _new(np.asarray(a))
+
+    def standard_normal(self, size=None, dtype=float) -> ndarray:
+        return self._made(self._rng.standard_normal(size).astype(dtype))
+
+    def normal(self, loc=0.0, scale=1.0, size=None, dtype=float) -> ndarray:
+        return self._made(self._rng.normal(loc, scale, size).astype(dtype))
+
+    def uniform(self, low=0.0, high=1.0, size=None, dtype=float) -> ndarray:
+        return self._made(self._rng.uniform(low, high, size).astype(dtype))
+
+    def random_sample(self, size=None, dtype=float) -> ndarray:
+        return self._made(self._rng.random_sample(size).astype(dtype))
+
+    def randint(self, low, high=None, size=None, dtype=int) -> ndarray:
+        return self._made(self._rng.randint(low, high, size).astype(dtype))
+
+    rand = property(lambda self: lambda *shape: self.random_sample(shape or None))
+    randn = property(lambda self: lambda *shape: self.standard_normal(shape or None))
+
+
+def _random_module() -> types.ModuleType:
+    m = types.ModuleType("cupy.random")
+    state = [RandomState()]
+    m.RandomState = RandomState
+    m.seed = lambda seed=None: state.__setitem__(0, RandomState(seed))
+    for name in ("standard_normal", "normal", "uniform", "random_sample", "randint", "rand", "randn"):
+        setattr(m, name, (lambda name: lambda *a, **k: getattr(state[0], name)(*a, **k))(name))
+    m.random = m.random_sample
+    return m
 
 
 # ====================================================================================== modules and install
@@ -1494,6 +1929,7 @@ def _make_modules() -> dict[str, types.ModuleType]:
     stream.Stream, stream.Event, stream.get_current_stream = Stream, Event, get_current_stream
     cuda.stream = stream
     cp.cuda = cuda
+    cp.random = _random_module()
     core = types.ModuleType("cupy._core")
     core._routines_linalg = _linalg
     core.ndarray = ndarray
@@ -1523,7 +1959,8 @@ def _make_modules() -> dict[str, types.ModuleType]:
     libs.cublas = cublas
     cbc.libs = libs
     cb.cuda = cbc
-    return {"cupy": cp, "cupy.cuda": cuda, "cupy.cuda.runtime": _runtime, "cupy.cuda.memory": memory,
+    return {"cupy": cp, "cupy.random": cp.random, "cupy.cuda": cuda, "cupy.cuda.runtime": _runtime,
+            "cupy.cuda.memory": memory,
             "cupy.cuda.device": device, "cupy.cuda.stream": stream, "cupy._core": core,
             "cupy._core._routines_linalg": _linalg, "cupyx": cupyx, "cupyx.scipy": scipy,
             "cupyx.scipy.special": special, "cupy_backends": cb, "cupy_backends.cuda": cbc,

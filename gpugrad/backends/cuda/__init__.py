@@ -10,20 +10,18 @@ from ...install_hints import hint
 from ..._errors import named_error
 from .. import register_backend
 from ..base import Backend, DeviceUnavailableError
+from .state import runtime
 
 FIX = (f"Fix: install CuPy for your driver's CUDA version: {hint('cupy')}; check the driver and the GPUs "
        "with `nvidia-smi`; or run on device='cpu'.")
 
-_probe_cache: list = []  # [(ok, reason, device_count)] once probed
-
-
 def probe(refresh: bool = False) -> tuple[bool, str, int]:
-    """``(usable, what was found, device count)``. Never raises; cached (``refresh=True`` re-probes)."""
-    if _probe_cache and not refresh:
-        return _probe_cache[0]
-    result = _probe()
-    _probe_cache[:] = [result]
-    return result
+    """``(usable, what was found, device count)``. Never raises; kept in the runtime state
+    (``refresh=True`` re-probes)."""
+    rt = runtime()
+    if rt.probe is None or refresh:
+        rt.probe = _probe()
+    return rt.probe
 
 
 def _probe() -> tuple[bool, str, int]:
@@ -124,4 +122,4 @@ def apply_tf32() -> None:
     L.set_compute_type(np.float32, L.COMPUTE_TYPE_TF32 if _tf32[0] else L.COMPUTE_TYPE_DEFAULT)
 
 
-__all__ = ["probe", "unavailable_error", "set_tf32", "get_tf32", "FIX", "DeviceUnavailableError"]
+__all__ = ["runtime", "probe", "unavailable_error", "set_tf32", "get_tf32", "FIX", "DeviceUnavailableError"]

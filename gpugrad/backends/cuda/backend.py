@@ -24,11 +24,11 @@ from ...kernels.activations import CODES, saves
 from ..base import Backend
 from . import _env_flag, apply_tf32, memory
 from .launcher import Launcher
+from .state import runtime
 from . import cublas as _cublas, get_tf32  # noqa: I001 (kept apart from the lines above: fewer merge conflicts)
 
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-_I64 = np.iinfo(np.int64)
-_ERR_INIT = np.array([_I64.max, _I64.min], dtype=np.int64)  # [min bad target, max bad target]
+_I64 = np.iinfo(np.int64)  # the error record [min bad target, max bad target] starts at [max, min]
 
 
 def check_at_op() -> bool:
@@ -62,6 +62,7 @@ class CUDABackend(Backend):
         import cupy
         self.xp = cupy
         self._gpu = cupy.cuda.Device(dev.index or 0)
+        self.state = runtime().device(self._gpu.id)  # compiled modules, kernel handles, launch plans, cuBLAS
         with self._gpu:
             cupy.empty(1, dtype=np.float32)  # create the context now: failures surface here, clearly
             memory.install()
@@ -96,8 +97,27 @@ class CUDABackend(Backend):
     # ------------------------------------------------------------------ lazy device-side validation
     def _err_record(self):
         if self._err is None:
-            self._err = self.asarray(_ERR_INIT.copy())
+            with self._gpu:
+                self._err = self.xp.empty(2, dtype=np.int64)
+            self._clear_err()
         return self._err
+
+    def _clear_err(self) -> None:
+        """[max, min]: no bad target seen. Two fills (kernels), no host-to-device copy, same memory (a
+        captured CUDA graph keeps writing into it)."""
+        self._err[:1].fill(_I64.max)
+        self._err[1:].fill(_I64.min)
+
+    def pending_checks(self) -> dict:
+        """The device-side checks noted since the last read of the error record (see :meth:`note_checks`)."""
+        return self._pending
+
+    def note_checks(self, checks: dict) -> None:
+        """Note ``checks`` (from :meth:`pending_checks`) as run on the device again, so that the next
+        synchronisation reads the error record: a replayed CUDA graph runs its captured checks without
+        the Python code that noted them at capture."""
+        if checks and not checks.keys() <= self._pending.keys():
+            self._pending = {**self._pending, **checks}
 
     def _validated(self, op: str, n_classes: int, ignore_index: int) -> None:
         """Note a device-side check folded into the error record (the callers check at the op instead
@@ -116,7 +136,7 @@ class CUDABackend(Backend):
         lo, hi = (int(v) for v in self._to_host(self._err))
         if lo > hi:
             return
-        self._err[...] = self.asarray(_ERR_INIT.copy())
+        self._clear_err()
         what = f"target {lo}" if lo == hi else f"targets from {lo} to {hi}"
         checks = "; ".join(f"{op} with {c} classes (valid: 0 to {c - 1}, or ignore_index={ii})"
                            for op, c, ii in pending)
@@ -131,6 +151,9 @@ class CUDABackend(Backend):
         the error record, reported lazily (:meth:`raise_device_errors`)."""
         if not target.size:
             return
+        # int64 first: CuPy casts a Python int to the array's dtype (NEP 50) and raises OverflowError
+        # where it does not fit (the int64 bounds below into int32 targets, -100 into uint8 ones)
+        target = target.astype(np.int64, copy=False)
         if check_at_op():
             return super().check_targets(op, target, n_classes, ignore_index)  # names the position
         xp = self.xp
@@ -180,7 +203,7 @@ class CUDABackend(Backend):
         (``cupy.matmul``)."""
         if not _cublas.active() or a.dtype not in _cublas.DATA_TYPES:
             return None
-        return _cublas.get(self._gpu.id, self.xp, self._gpu)
+        return _cublas.get(self.state, self.xp)
 
     def linear_forward(self, x, w):
         """``x @ w.T`` through cuBLAS (TF32 for float32 when enabled; float16 accumulates in float32)."""
@@ -216,7 +239,8 @@ class CUDABackend(Backend):
         mb = self._launch.max_blocks
         if self._launch.run("act_forward", z.dtype,
                             lambda st, a, o: _k_ba.bias_act(a, None, o, act, slope, stream=st, max_blocks=mb),
-                            lambda a, o: _k_c.bias_act(a, None, o, act, slope, max_blocks=mb), s2, y2):
+                            lambda a, o: _k_c.bias_act(a, None, o, act, slope, state=self.state, max_blocks=mb),
+                            s2, y2):
             return y
         return super().act_forward(z, act, slope, out)
 
@@ -231,7 +255,7 @@ class CUDABackend(Backend):
         mb = self._launch.max_blocks
         if self._launch.run("act_backward", dy.dtype,
                             lambda st, a, b, o: _k_ba.act_backward(a, b, o, act, slope, stream=st, max_blocks=mb),
-                            lambda a, b, o: _k_c.act_backward(a, b, o, act, slope, max_blocks=mb),
+                            lambda a, b, o: _k_c.act_backward(a, b, o, act, slope, state=self.state, max_blocks=mb),
                             d.reshape(1, -1), s.reshape(1, -1), dz.reshape(1, -1)):
             return dz
         return super().act_backward(dy, saved, act, slope)
@@ -254,7 +278,8 @@ class CUDABackend(Backend):
         if self._launch.run(
                 "bias_act", z.dtype,
                 lambda st, zz, bb, yy: _k_ba.bias_act(zz, bb, yy, act, slope, write_z, stream=st, max_blocks=mb),
-                lambda zz, bb, yy: _k_c.bias_act(zz, bb, yy, act, slope, write_z, max_blocks=mb), z, b, y):
+                lambda zz, bb, yy: _k_c.bias_act(zz, bb, yy, act, slope, write_z, state=self.state, max_blocks=mb),
+                z, b, y):
             if act == "identity":
                 return z, None
             return (y, y) if in_place else (y, z)
@@ -285,7 +310,8 @@ class CUDABackend(Backend):
                 "act_bias_backward", dt,
                 lambda st, a, b_, o, g, p: _k_abg.act_bias_grad(a, b_, o, g, act, slope, partial=p, stream=st,
                                                                TX=32, TY=8, target_blocks=tb),
-                lambda a, b_, o, g, p: _k_c.act_bias_grad(a, b_, o, g, act, slope, target_blocks=tb, partial=p),
+                lambda a, b_, o, g, p: _k_c.act_bias_grad(a, b_, o, g, act, slope, state=self.state, target_blocks=tb,
+                                                             partial=p),
                 d, s, dz, db, partial):
             return (dy if dz is None else dz), db
         return super().act_bias_backward(dy, saved, act, with_bias, slope)
@@ -309,7 +335,8 @@ class CUDABackend(Backend):
                 "softmax_cross_entropy", logits.dtype,
                 lambda st, a, tt, lo, p, e: _k_sx.softmax_xent_forward(a, tt, lo, p, ignore_index, e, stream=st,
                                                                       max_blocks=mb),
-                lambda a, tt, lo, p, e: _k_c.softmax_xent_forward(a, tt, lo, p, ignore_index, e, max_blocks=mb),
+                lambda a, tt, lo, p, e: _k_c.softmax_xent_forward(a, tt, lo, p, ignore_index, e, state=self.state,
+                                                                 max_blocks=mb),
                 x, t, loss, probs, err):
             if check_op is not None:
                 self._validated(check_op, x.shape[1], ignore_index)
@@ -334,7 +361,7 @@ class CUDABackend(Backend):
                     lambda st, a, tt, gg, o: _k_sx.softmax_xent_backward(a, tt, gg, o, mul, ignore_index,
                                                                         label_smoothing, stream=st, max_blocks=mb),
                     lambda a, tt, gg, o: _k_c.softmax_xent_backward(a, tt, gg, o, mul, ignore_index,
-                                                                   label_smoothing, max_blocks=mb),
+                                                                   label_smoothing, state=self.state, max_blocks=mb),
                     p, t, g1, d):
                 return d
         return super().cross_entropy_backward(probs, target, g1, mul, ignore_index, label_smoothing)
@@ -385,6 +412,24 @@ class CUDABackend(Backend):
         return super().layer_norm_backward(dy, x2, w, mean, rstd, need_dx, need_params)
 
     # ------------------------------------------------------------------ optimizers
+    def gather_flat(self, arrays: list, out) -> None:
+        """``arrays`` flattened into consecutive ranges of the 1-D ``out``: one kernel launch for up to
+        128 arrays, its pointer table passed by value (``fused.cu: gather``), no host-to-device copy.
+        Never ``cupy.concatenate``: for more than 8 arrays it copies a host table of pointers to the
+        device (``cupy/_core/_routines_manipulation.pyx: _concatenate_single_kernel``), a hidden
+        transfer per step that CUDA graph capture refuses. Without the kernel: one copy per array."""
+        if len(arrays) > 1 and _is_float(out) and out.ndim == 1 and out.flags.c_contiguous and \
+                all(a.dtype == out.dtype and a.flags.c_contiguous for a in arrays):
+            if self._launch.run("gather", out.dtype, None,
+                                lambda o: _k_c.gather(arrays, o, state=self.state, max_blocks=self._launch.max_blocks),
+                                out):
+                return
+        i = 0
+        for a in arrays:
+            n = a.size
+            out[i:i + n] = a.reshape(-1)
+            i += n
+
     def optim_step(self, rule, arrays: dict, start: int, end: int, options: dict, derived: tuple = (), step=None,
                    found_inf=None) -> None:
         """One launch over ``[start, end)`` of the flat buffers (the kernel generated from ``rule``)."""
@@ -405,6 +450,6 @@ class CUDABackend(Backend):
 
         def cc(*a):
             arr, (s, f) = unpack(a)
-            _k_opt.step_cuda_c(rule, arr, start, end, options, derived, s, f, max_blocks=mb)
+            _k_opt.step_cuda_c(rule, arr, start, end, options, derived, s, f, state=self.state, max_blocks=mb)
         if not self._launch.run(f"{rule.name}_step", p.dtype, nb, cc, *arrays.values(), *extra):
             super().optim_step(rule, arrays, start, end, options, derived, step, found_inf)

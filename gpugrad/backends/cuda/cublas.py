@@ -5,14 +5,16 @@ alike) call ``setStream`` before every cuBLAS call, and CuPy's ``setStream`` rai
 ``NotImplementedError("calling cuBLAS API during stream capture is currently unsupported")`` when the
 stream is being captured. cuBLAS itself captures GEMMs fine (CUDA >= 11.5; cuBLAS docs, "CUDA
 Graphs Support") provided the handle's stream is set and it has a fixed user workspace, so nothing
-is allocated during capture. So gpugrad keeps its own cuBLAS handle per device and calls
+is allocated during capture. So gpugrad keeps its own cuBLAS handles (per thread and device, as CuPy
+keeps its own, each with a fixed workspace; in the backend's per-device state) and calls
 ``cublasGemmEx`` through one of two bindings:
 
 - ``nvmath``: nvmath-python's low-level ``nvmath.bindings.cublas`` (Cython, about as cheap per call as
   CuPy's own wrapper; needs ``pip install nvmath-python``, whose only runtime dependencies -
   cuda-bindings, cuda-core, cuda-pathfinder - CuPy 14 images already have). Preferred.
 - ``ctypes``: ``cublasGemmEx`` from the libcublas CuPy already loaded, through ``ctypes`` (no extra
-  package; a few microseconds more host time per GEMM for the 19-argument conversion).
+  package; a few microseconds more host time per GEMM for the 19-argument conversion). Only the
+  ``libcublas.so.<major>`` of CuPy's CUDA major is ever loaded, never another major's.
 
 Host cost per GEMM call, measured on the CPU build machine against stand-in libraries whose
 functions return at once (so cuBLAS's own work is not included): ``nvmath`` ``gemm_ex`` 0.49 us,
@@ -30,7 +32,8 @@ When: ``set_gemm_path("auto")`` (default) routes the linear layer's GEMMs here o
 calls the warm-up checked); eager code keeps ``cupy.matmul``. ``set_gemm_path("cublas")`` (or
 ``GPUGRAD_GEMM_PATH=cublas``) uses this path always, once a GPU has shown it is no slower
 (``benchmarks/mlp_gpu_fast.py --cases gemm``). ``GPUGRAD_CUBLAS_BINDING=nvmath|ctypes`` picks a
-binding (default: nvmath when it imports, else ctypes).
+binding (default: the first of nvmath, ctypes that works: each is probed - library loaded, a real
+symbol called, a handle created, cuBLAS major equal to CuPy's - before it is chosen).
 
 Row-major onto column-major: a C-contiguous (r, c) array is, to cuBLAS, the column-major (c, r)
 matrix: its transpose. So the row-major product ``out = op(a) @ op(b)`` (M x N) is computed as the
@@ -49,6 +52,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .state import runtime
 
 __all__ = ["GemmArgs", "plan", "compute_type", "CublasGemm", "set_gemm_path", "get_gemm_path", "active",
            "forced", "get", "binding", "NvmathBinding", "CtypesBinding", "CublasError", "OP_N", "OP_T"]
@@ -124,13 +128,34 @@ def _ptr(a) -> int:
 
 
 # ---------------------------------------------------------------------------------------- bindings
-class NvmathBinding:  # pragma: no cover - needs nvmath-python and a GPU
-    """``nvmath.bindings.cublas``: raises ``nvmath``'s cuBLASError on a bad status."""
+MAJOR_VERSION = 0  # libraryPropertyType_t: cublasGetProperty(MAJOR_VERSION, &v)
+
+
+def cuda_major() -> int:  # pragma: no cover - needs CuPy
+    """The CUDA major version CuPy runs (its runtime): the only cuBLAS major gpugrad may load next to it."""
+    import cupy
+    return int(cupy.cuda.runtime.runtimeGetVersion()) // 1000
+
+
+def _same_major(what: str, got: int, major: int) -> None:
+    if int(got) != int(major):
+        raise RuntimeError(f"cublas: {what} is cuBLAS {got}.x, but CuPy runs CUDA {major}.x; two CUDA majors' "
+                           f"libraries in one process are not supported. Fix: install the CUDA {major} build of it.")
+
+
+class NvmathBinding:
+    """``nvmath.bindings.cublas``: raises ``nvmath``'s cuBLASError on a bad status. nvmath resolves its
+    cuBLAS symbols lazily, at the first call, so an importable nvmath may still be unusable (a cu12 build
+    under CUDA 13): the constructor calls into it (``cublasGetProperty``, which loads the library, and a
+    handle created and destroyed) and checks the major version before the binding is chosen."""
 
     name = "nvmath"
 
-    def __init__(self) -> None:
+    def __init__(self, major: int | None = None) -> None:
         from nvmath.bindings import cublas as nb
+        major = cuda_major() if major is None else major
+        _same_major("nvmath-python's cuBLAS", nb.get_property(MAJOR_VERSION), major)
+        nb.destroy(nb.create())
         self.create = nb.create
         self.set_stream = nb.set_stream
         self.set_workspace = nb.set_workspace
@@ -138,29 +163,35 @@ class NvmathBinding:  # pragma: no cover - needs nvmath-python and a GPU
         self.gemm_ex = nb.gemm_ex
 
 
-def _load_libcublas():  # pragma: no cover - needs the CUDA libraries
+def _load_libcublas(major: int, loader: Any = ctypes.CDLL) -> Any:
+    """The libcublas of CUDA ``major`` (CuPy's): the copy CuPy already loaded (found by its versioned name
+    without loading anything, ``RTLD_NOLOAD``), else ``libcublas.so.<major>`` from the system search.
+    Never another major's library, and never the unversioned ``libcublas.so``. ``loader(name, mode=...)``
+    is ``ctypes.CDLL`` (tests pass a stand-in)."""
+    name = f"libcublas.so.{int(major)}"
     tried = []
-    try:
-        from cuda.pathfinder import load_nvidia_dynamic_lib
-        return ctypes.CDLL(load_nvidia_dynamic_lib("cublas").abs_path)
-    except Exception as e:
-        tried.append(f"cuda.pathfinder: {type(e).__name__}: {e}")
-    for name in ("libcublas.so.13", "libcublas.so.12", "libcublas.so"):
+    for mode, how in ((getattr(os, "RTLD_NOLOAD", 4) | ctypes.RTLD_LOCAL, "already loaded (CuPy's)"),
+                      (ctypes.RTLD_LOCAL, "system search")):
         try:
-            return ctypes.CDLL(name)
+            return loader(name, mode=mode)
         except OSError as e:
-            tried.append(f"{name}: {e}")
-    raise RuntimeError("cublas: could not load libcublas (" + "; ".join(tried) + "). Fix: install "
-                      "the CUDA libraries CuPy uses (e.g. `pip install \"cupy-cuda13x[ctk]\"`) or nvmath-python.")
+            tried.append(f"{name} {how}: {e}")
+    raise RuntimeError("cublas: could not load cuBLAS " + str(major) + " (" + "; ".join(tried) + "). Fix: install "
+                       f"the CUDA {major} libraries CuPy uses (e.g. `pip install \"cupy-cuda{major}x[ctk]\"`) or "
+                       "nvmath-python.")
 
 
-class CtypesBinding:  # pragma: no cover - needs libcublas and a GPU
-    """``cublasGemmEx`` and friends from libcublas through ``ctypes``."""
+class CtypesBinding:
+    """``cublasGemmEx`` and friends from libcublas through ``ctypes``. ``lib``: a loaded library (the
+    host-cost benchmark's stand-in) instead of CuPy's cuBLAS (see :func:`_load_libcublas`); with
+    ``major`` the library's own ``cublasGetProperty`` must report it."""
 
     name = "ctypes"
 
-    def __init__(self, lib: Any = None) -> None:
-        lib = _load_libcublas() if lib is None else lib  # ``lib``: a stand-in library (host-cost benchmark)
+    def __init__(self, lib: Any = None, major: int | None = None, loader: Any = ctypes.CDLL) -> None:
+        if lib is None:
+            major = cuda_major() if major is None else major
+            lib = _load_libcublas(major, loader)
         vp, i, sz = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
 
         def fn(name, *argtypes):
@@ -172,6 +203,13 @@ class CtypesBinding:  # pragma: no cover - needs libcublas and a GPU
         self._ws = fn("cublasSetWorkspace_v2", vp, vp, sz)
         self._pm = fn("cublasSetPointerMode_v2", vp, i)
         self._gemm = fn("cublasGemmEx", vp, i, i, i, i, i, vp, vp, i, i, vp, i, i, vp, vp, i, i, i, i)
+        if major is not None:
+            v = ctypes.c_int(-1)
+            self._check(fn("cublasGetProperty", i, ctypes.POINTER(i))(MAJOR_VERSION, ctypes.byref(v)),
+                        "cublasGetProperty")
+            _same_major("the loaded libcublas", v.value, major)
+            destroy = fn("cublasDestroy_v2", vp)
+            self._check(destroy(self.create()), "cublasDestroy")
 
     @staticmethod
     def _check(status: int, what: str) -> None:
@@ -198,26 +236,35 @@ class CtypesBinding:  # pragma: no cover - needs libcublas and a GPU
                                ctype, ldc, compute, algo), "cublasGemmEx")
 
 
-_binding: list = []
+BINDINGS = {"nvmath": NvmathBinding, "ctypes": CtypesBinding}
 
 
 def binding():
-    """The process's binding (``GPUGRAD_CUBLAS_BINDING``: ``nvmath``, ``ctypes`` or ``auto``)."""
-    if _binding:
-        return _binding[0]
+    """The process's binding (``GPUGRAD_CUBLAS_BINDING``: ``nvmath``, ``ctypes`` or ``auto``), chosen once
+    per runtime state. ``auto`` takes the first that works: each is probed (library loaded, a real
+    symbol called, a handle created, its cuBLAS major equal to CuPy's CUDA major) before it is chosen."""
+    rt = runtime()
+    if rt.binding is not None:
+        return rt.binding
     want = os.environ.get("GPUGRAD_CUBLAS_BINDING", "auto").strip().lower()
     if want not in ("auto", "nvmath", "ctypes"):
         raise ValueError(f"cublas: GPUGRAD_CUBLAS_BINDING must be auto, nvmath or ctypes, got {want!r}")
     errors = []
+    major = cuda_major()
+    try:  # CuPy loads its cuBLAS with its first handle: the ctypes binding then finds that very library
+        import cupy
+        cupy.cuda.device.get_cublas_handle()
+    except Exception:  # pragma: no cover - the bindings' own errors say more
+        pass
     for kind in (("nvmath", "ctypes") if want == "auto" else (want,)):
         try:
-            b = NvmathBinding() if kind == "nvmath" else CtypesBinding()
-            _binding.append(b)
-            return b
+            rt.binding = BINDINGS[kind](major=major)
+            return rt.binding
         except Exception as e:
             errors.append(f"{kind}: {type(e).__name__}: {e}")
     raise RuntimeError("cublas: no capturable cuBLAS binding (" + "; ".join(errors) + "). Fix: `pip "
-                      "install nvmath-python` next to CuPy, or make libcublas loadable for the ctypes binding.")
+                      "install nvmath-python` (its build for CuPy's CUDA major) next to CuPy, or make CuPy's "
+                      "libcublas loadable for the ctypes binding.")
 
 
 # ---------------------------------------------------------------------------------------- GEMMs
@@ -285,7 +332,6 @@ class CublasGemm:
 _PATHS = ("auto", "cublas")
 _path = [os.environ.get("GPUGRAD_GEMM_PATH", "auto").strip().lower()]
 _forced = [0]
-_per_device: dict = {}
 
 
 def set_gemm_path(path: str) -> None:
@@ -316,12 +362,12 @@ def forced() -> Iterator[None]:
         _forced[0] -= 1
 
 
-def get(device_id: int, xp: Any, device: Any = None) -> CublasGemm:  # pragma: no cover - needs a GPU
-    """The handle of ``device_id``, created on first use (inside ``device``, a CuPy ``Device``, when
-    given), with its workspace from the current memory pool."""
-    g = _per_device.get(device_id)
-    if g is None:
-        with device if device is not None else contextlib.nullcontext():
-            g = CublasGemm(binding(), xp)
-        _per_device[device_id] = g
-    return g
+def get(state: Any, xp: Any) -> CublasGemm:  # pragma: no cover - needs a GPU
+    """This thread's handle on ``state``'s device (a backend's per-device state), created on first use
+    inside that device, with its workspace from the current memory pool. Handles are per thread and
+    device, as CuPy keeps its own: one thread setting a handle's stream must not race another's GEMM."""
+    def make() -> CublasGemm:
+        import cupy
+        with cupy.cuda.Device(state.index):
+            return CublasGemm(binding(), xp)
+    return state.cublas_handle(make)

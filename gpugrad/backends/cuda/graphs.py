@@ -9,6 +9,7 @@ import contextlib
 from typing import Callable
 
 from . import cublas
+from .state import runtime
 
 __all__ = ["CupyGraphRuntime", "EmulatedGraphRuntime"]
 
@@ -48,7 +49,7 @@ class CupyGraphRuntime:  # pragma: no cover - needs a GPU
     def prepare_capture(self) -> None:
         """Point gpugrad's own cuBLAS handle (``cublas.py``: CuPy's wrapper refuses capture) at the side
         stream, with its fixed workspace, so that a captured GEMM allocates nothing."""
-        cublas.get(self.cp.cuda.runtime.getDevice(), self.cp).set_stream(self.stream.ptr)
+        cublas.get(runtime().device(self.cp.cuda.runtime.getDevice()), self.cp).set_stream(self.stream.ptr)
 
     def begin_capture(self) -> None:
         self.stream.begin_capture()

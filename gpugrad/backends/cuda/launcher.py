@@ -10,14 +10,16 @@ Whether the Numba kernels can load at all is probed once (:func:`numba_status`):
 to import its CUDA target under NumPy 2.5. With ``numba`` chosen but unusable, the CUDA C kernels run
 instead (one RuntimeWarning saying why). If a custom kernel fails to build or launch for some op and
 dtype, that (op, dtype) falls back (numba -> cuda_c -> CuPy ops) with one RuntimeWarning, and the failure
-is kept in ``fallbacks`` (``gg.cuda.kernel_fallbacks()``). ``GPUGRAD_STRICT_KERNELS=1`` turns every one of
-these silent fallbacks into an error (the GPU tests run so).
+is kept in the runtime state's ``fallbacks`` (``gg.cuda.kernel_fallbacks()``). ``GPUGRAD_STRICT_KERNELS=1``
+turns every one of these silent fallbacks into an error (the GPU tests run so).
 """
 from __future__ import annotations
 
 import os
 import warnings
 from typing import Any, Callable
+
+from .state import runtime
 
 IMPLS = ("numba", "cuda_c", "xp")
 DEFAULT_IMPL = "cuda_c"
@@ -26,9 +28,6 @@ if _state["impl"] not in IMPLS:  # pragma: no cover - a typo in the environment
     warnings.warn(f"GPUGRAD_CUDA_KERNELS={_state['impl']!r} is not one of {IMPLS}; using {DEFAULT_IMPL!r}",
                   RuntimeWarning)
     _state["impl"] = DEFAULT_IMPL
-fallbacks: dict[tuple, str] = {}
-_numba_probe: list = []  # [(usable, reason)] once probed
-_numba_warned: list = []
 
 
 def numba_status(refresh: bool = False, device_check: bool = True) -> tuple[bool, str]:
@@ -38,11 +37,12 @@ def numba_status(refresh: bool = False, device_check: bool = True) -> tuple[bool
     sees no CUDA device, or when a one-line kernel fails to compile and run. Under
     ``NUMBA_ENABLE_CUDASIM=1`` the simulator counts as usable. ``device_check=False`` stops before the
     device steps (for ``gpugrad info`` on a machine without a GPU); that answer is not cached."""
-    if _numba_probe and not refresh:
-        return _numba_probe[0]
+    rt = runtime()
+    if rt.numba is not None and not refresh:
+        return rt.numba
     result = _probe_numba(device_check)
     if device_check:
-        _numba_probe[:] = [result]
+        rt.numba = result
     return result
 
 
@@ -116,11 +116,12 @@ def strict() -> bool:
 
 class Launcher:
     """Runs one fused op through the chosen kernel set; returns False when the caller should use the
-    generic CuPy code instead."""
+    generic CuPy code instead. Fallbacks are kept in the runtime state it was made under."""
 
     def __init__(self) -> None:
         import cupy
         self.cp = cupy
+        self.rt = runtime()
         self._streams: dict[int, Any] = {}
         dev = cupy.cuda.Device()
         try:
@@ -156,9 +157,14 @@ class Launcher:
         return cuda.from_cuda_array_interface(desc, owner=a, sync=False)
 
     # -------------------------------------------------------------- dispatch
-    def run(self, op: str, dtype, numba_call: Callable[..., None], cuda_c_call: Callable[..., None],
+    def run(self, op: str, dtype, numba_call: Callable[..., None] | None, cuda_c_call: Callable[..., None],
             *arrays: Any) -> bool:
+        """``numba_call(stream, *numba arrays)`` or ``cuda_c_call(*arrays)`` by the kernel set; an op with
+        no Numba kernel passes ``numba_call=None`` and runs its CUDA C kernel under ``numba`` too."""
         impl = _state["impl"]
+        if numba_call is None and impl == "numba":
+            impl = "cuda_c"
+        fallbacks = self.rt.fallbacks
         if impl == "cuda_c" and not fallbacks:  # the default, with nothing failed yet: one call
             try:
                 cuda_c_call(*arrays)
@@ -176,8 +182,8 @@ class Launcher:
                     raise RuntimeError(f"gpugrad: {msg} is a fallback, and GPUGRAD_STRICT_KERNELS=1 forbids it. "
                                        "Fix: gg.cuda.set_kernels('cuda_c') (the default), or a supported "
                                        "NumPy / numba-cuda pair (docs/gpu.md).")
-                if not _numba_warned:
-                    _numba_warned.append(True)
+                if not self.rt.numba_warned:
+                    self.rt.numba_warned = True
                     warnings.warn(f"gpugrad: {msg}. Set GPUGRAD_STRICT_KERNELS=1 to raise instead.",
                                   RuntimeWarning, stacklevel=3)
                 impl = "cuda_c"
@@ -197,12 +203,11 @@ class Launcher:
                 self._failed(op, dtype, im, im == chain[-1], e)
         return False
 
-    @staticmethod
-    def _failed(op: str, dtype, im: str, last: bool, e: Exception) -> None:
+    def _failed(self, op: str, dtype, im: str, last: bool, e: Exception) -> None:
         """A kernel of set ``im`` failed: raise (strict), else remember the fallback and warn once."""
         if strict():
             raise e
-        fallbacks[(op, str(dtype), im)] = f"{type(e).__name__}: {e}"
+        self.rt.fallbacks[(op, str(dtype), im)] = f"{type(e).__name__}: {e}"
         then = "that op now runs as plain CuPy ops (slower)" if last else "trying the cuda_c kernel"
         warnings.warn(f"gpugrad: the {im} kernel for {op} ({dtype}) failed ({type(e).__name__}: {e}); "
                       f"{then}. Set GPUGRAD_STRICT_KERNELS=1 to raise instead, or choose another kernel "

@@ -11,6 +11,8 @@ import gc
 import threading
 from typing import Any
 
+from .state import runtime
+
 
 class OutOfMemoryError(MemoryError):
     """The GPU ran out of memory (message: the size asked for, what is in use, and what to change)."""
@@ -80,14 +82,13 @@ class CountingAllocator:
         return oom_message(int(size), int(self.pool.used_bytes()), int(self.pool.total_bytes()), free, total, dev)
 
 
-_allocator: list = []  # [CountingAllocator or None] once installed
-
-
 def install() -> "CountingAllocator | None":
-    """Put the counting allocator in front of CuPy's default pool (once). If the application has already
-    set another allocator, leave it alone and return None (peaks then fall back to current use)."""
-    if _allocator:
-        return _allocator[0]
+    """Put the counting allocator in front of CuPy's default pool (once per runtime state). If the
+    application has already set another allocator, leave it alone and return None (peaks then fall back
+    to current use)."""
+    rt = runtime()
+    if rt.allocator_installed:
+        return rt.allocator
     import cupy
     pool = cupy.get_default_memory_pool()
     alloc = None
@@ -98,7 +99,7 @@ def install() -> "CountingAllocator | None":
     if current is None or current == pool.malloc:
         alloc = CountingAllocator(pool)
         cupy.cuda.set_allocator(alloc.malloc)
-    _allocator[:] = [alloc]
+    rt.allocator, rt.allocator_installed = alloc, True
     return alloc
 
 
