@@ -9,7 +9,6 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    MPLBACKEND=Agg \
     NUMBA_CACHE_DIR=/tmp/numba-cache \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH

@@ -295,42 +295,30 @@ def run_planner(rows, configs, device, repeats, warmup):
 
 def plot(rows, path, subtitle, cuda) -> bool:
     """Peak memory (left) and peak saved activations (right) vs depth, for the depth sweep (the first
-    width/batch), plain vs sqrt, with the planner's point."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot (pip install matplotlib)")
-        return False
+    width/batch), plain vs sqrt, with the planner's point (drawn by gpugrad/plot.py: NumPy only)."""
+    from gpugrad.plot import Figure
     w0, b0 = rows[0]["width"], rows[0]["batch"]
     sweep = [r for r in rows if (r["width"], r["batch"]) == (w0, b0)]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-    for ax, key, label in ((axes[0], "peak_bytes", f"peak memory of a step, {'device' if cuda else 'traced'} (MiB)"),
-                           (axes[1], "peak_saved_bytes", "peak saved activations (MiB)")):
-        for mode, style, name in (("plain", "o-", "no checkpointing"), ("sqrt", "s-", 'checkpoint="sqrt"')):
+    depths = sorted({r["depth"] for r in sweep})
+    fig = Figure(ncols=2, width=1200, height=480,
+                 title=f"gpugrad gradient checkpointing: {subtitle}, width {w0}, batch {b0}")
+    for key, label in (("peak_bytes", f"peak memory of a step, {'device' if cuda else 'traced'} (MiB)"),
+                       ("peak_saved_bytes", "peak saved activations (MiB)")):
+        ax = fig.panel(xlabel="depth (hidden layers)", ylabel=label, xscale="log2", yscale="log", xticks=depths)
+        for mode, marker, name in (("plain", "o", "no checkpointing"), ("sqrt", "s", 'checkpoint="sqrt"')):
             d = [r["depth"] for r in sweep if r["mode"] == mode]
-            ax.plot(d, [r[key] / MIB for r in sweep if r["mode"] == mode], style, label=name)
+            ax.line(d, [r[key] / MIB for r in sweep if r["mode"] == mode], marker=marker, label=name)
         pr = [r for r in sweep if r["mode"] == "plan"]
         if pr:
-            ax.plot([pr[0]["depth"]], [pr[0][key] / MIB], "r*", ms=12,
+            ax.line([pr[0]["depth"]], [pr[0][key] / MIB], color=(0.84, 0.15, 0.16), marker="s",
                     label=f"planner (nested, {pr[0]['nesting_depth']} levels)")
         sq = [r for r in sweep if r["mode"] == "sqrt"]
         if key == "peak_saved_bytes" and sq:
             ref = np.array(sorted(r["depth"] for r in sq), dtype=float)
-            ax.plot(ref, sq[0][key] / MIB * np.sqrt(ref / sq[0]["depth"]), "k--", lw=1,
-                    label=r"$\propto\sqrt{depth}$ reference")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log", base=2)
-        ax.set_xlabel("depth (hidden layers)")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"gpugrad gradient checkpointing: {subtitle}, width {w0}, batch {b0}", fontsize=10)
-    fig.tight_layout()
+            ax.line(ref, sq[0][key] / MIB * np.sqrt(ref / sq[0]["depth"]), color=(0.1, 0.1, 0.1), dashed=True,
+                    width=1.0, label="sqrt(depth) reference")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.save(path)
     return True
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from ._device import device
+from ._threads import limit_rank_threads as _limit_rank_threads
+
+_limit_rank_threads()  # under mpiexec: cores // local ranks BLAS threads per rank, set before NumPy loads
+
+from ._device import device  # noqa: E402 (the imports below load NumPy)
 from ._dtype import (bool_, double, float16, float32, float64, get_default_dtype, half, int32, int64, long,
                      set_default_dtype, uint8)
 from .tensor import Tensor

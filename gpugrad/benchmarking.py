@@ -178,8 +178,7 @@ def random_batch(rng: np.random.Generator, batch: int, n_in: int, n_classes: int
 # `gpugrad info` list them; cupy's distribution is one of several (cupy-cuda12x, ...).
 PACKAGES: tuple[tuple[str, str | None], ...] = (
     ("gpugrad", "gpugrad"), ("numpy", "numpy"), ("numba", "numba"), ("cupy", None), ("torch", "torch"),
-    ("sklearn", "scikit-learn"), ("tqdm", "tqdm"), ("matplotlib", "matplotlib"), ("mnist1d", "mnist1d"),
-    ("safetensors", "safetensors"))
+    ("mnist1d", "mnist1d"), ("safetensors", "safetensors"), ("mpi4py", "mpi4py"), ("nvmath", "nvmath-python"))
 
 
 def versions() -> dict[str, str | None]:

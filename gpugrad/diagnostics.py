@@ -5,16 +5,16 @@
 warns when a layer's norm collapses (below ``collapse_rel`` times the largest layer's norm, or
 exactly zero) or explodes (above ``explode_abs``, or NaN/inf).
 
-Plots need matplotlib (a dependency of gpugrad); without it the plot functions return ``None``
-after printing a one-line note."""
+The plots are PNG files drawn by ``gpugrad/plot.py`` (NumPy only: a plain install writes them)."""
 from __future__ import annotations
 
 import math
-import os
 import sys
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from .plot import PALETTE, Figure, viridis
 
 COLLAPSE_REL = 1e-7
 EXPLODE_ABS = 1e3
@@ -46,16 +46,18 @@ def grad_norms(weights: Sequence) -> np.ndarray:
 
 
 def check_norms(names: Sequence[str], norms: np.ndarray, collapse_rel: float = COLLAPSE_REL,
-                explode_abs: float = EXPLODE_ABS) -> list[tuple[str, str, str]]:
-    """``(layer, kind, message)`` for each layer whose gradient norm collapsed or exploded."""
+                explode_abs: float = EXPLODE_ABS, report_nonfinite: bool = True) -> list[tuple[str, str, str]]:
+    """``(layer, kind, message)`` for each layer whose gradient norm collapsed or exploded (a non-finite
+    norm only with ``report_nonfinite``)."""
     out = []
     finite = norms[np.isfinite(norms)]
     top = float(finite.max()) if finite.size else 0.0
     for name, n in zip(names, norms):
         n = float(n)
         if not math.isfinite(n):
-            out.append((name, "explode", f"gradient norm of {name}.weight is {n} (non-finite): training "
-                        "diverged. Lower --lr, add --clip-grad-norm, or use a residual/ReLU network."))
+            if report_nonfinite:
+                out.append((name, "explode", f"gradient norm of {name}.weight is {n} (non-finite): training "
+                            "diverged. Lower --lr, add --clip-grad-norm, or use a residual/ReLU network."))
         elif n > explode_abs:
             out.append((name, "explode", f"gradient norm of {name}.weight is {n:.3g} (> {explode_abs:g}): "
                         "exploding gradients. Lower --lr or add --clip-grad-norm."))
@@ -68,15 +70,18 @@ def check_norms(names: Sequence[str], norms: np.ndarray, collapse_rel: float = C
 
 class GradNormTracker:
     """Records the weight-gradient norm of every ``Linear`` of ``model`` when ``measure`` is called,
-    warning once per layer and kind (collapse/explode) through ``warn``."""
+    warning once per layer and kind (collapse/explode) through ``warn``; ``report_nonfinite=False``
+    leaves NaN/inf norms (divergence) to the caller."""
 
     def __init__(self, model, warn: Callable[[str], None] | None = None,
-                 collapse_rel: float = COLLAPSE_REL, explode_abs: float = EXPLODE_ABS) -> None:
+                 collapse_rel: float = COLLAPSE_REL, explode_abs: float = EXPLODE_ABS,
+                 report_nonfinite: bool = True) -> None:
         layers = linear_layers(model)
         self.names = [n for n, _ in layers]
         self.weights = [m.weight for _, m in layers]
         self.collapse_rel = collapse_rel
         self.explode_abs = explode_abs
+        self.report_nonfinite = report_nonfinite
         self.warn = warn if warn is not None else (lambda msg: print(f"warning: {msg}", file=sys.stderr))
         self.warned: set[tuple[str, str]] = set()
         self.warnings: list[str] = []
@@ -85,7 +90,8 @@ class GradNormTracker:
         """``{layer: norm}`` now (after ``backward()``, before the optimizer step)."""
         norms = grad_norms(self.weights)
         fresh: dict[str, list[tuple[str, str]]] = {}
-        for name, kind, msg in check_norms(self.names, norms, self.collapse_rel, self.explode_abs):
+        for name, kind, msg in check_norms(self.names, norms, self.collapse_rel, self.explode_abs,
+                                            self.report_nonfinite):
             if (name, kind) not in self.warned:
                 self.warned.add((name, kind))
                 fresh.setdefault(kind, []).append((name, msg))
@@ -105,139 +111,95 @@ class GradNormTracker:
 
 
 # ------------------------------------------------------------------------------------------- plots
-def _pyplot():
-    """matplotlib.pyplot with the non-interactive Agg backend, or None (with a note) if missing."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg", force=True)
-        import matplotlib.pyplot as plt
-    except ImportError:
-        from .install_hints import hint
-        print(f"note: matplotlib is not installed, skipping plots ({hint('matplotlib')})", file=sys.stderr)
-        return None
-    return plt
-
-
-def _save(fig, path: str) -> str:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
-
-
 def plot_curves(records: Sequence[Mapping], path: str, title: str = "") -> str | None:
     """Loss and accuracy (or R^2) per epoch, train vs test, from metrics.jsonl records."""
-    plt = _pyplot()
-    if plt is None or not records:
+    if not records:
         return None
     ep = [r["epoch"] for r in records]
     score = "acc" if "train_acc" in records[0] else "r2"
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a1.plot(ep, [r["train_loss"] for r in records], "o-", ms=3, label="train")
-    a1.plot(ep, [r["test_loss"] for r in records], "s-", ms=3, label="test")
-    a1.set_xlabel("epoch"); a1.set_ylabel("loss"); a1.set_yscale("log"); a1.grid(alpha=0.3); a1.legend()
-    a2.plot(ep, [r[f"train_{score}"] for r in records], "o-", ms=3, label="train")
-    a2.plot(ep, [r[f"test_{score}"] for r in records], "s-", ms=3, label="test")
-    a2.set_xlabel("epoch"); a2.set_ylabel("accuracy" if score == "acc" else "R^2"); a2.grid(alpha=0.3); a2.legend()
+    name = "accuracy" if score == "acc" else "R^2"
+    fig = Figure(ncols=2, width=1100, height=440, title=title)
+    a1 = fig.panel(title="loss", xlabel="epoch", ylabel="loss", yscale="log")
+    a1.line(ep, [r["train_loss"] for r in records], label="train", marker="o")
+    a1.line(ep, [r["test_loss"] for r in records], label="test", marker="s")
     best = max(r[f"test_{score}"] for r in records)
-    a2.set_title(f"final test {'accuracy' if score == 'acc' else 'R^2'} {records[-1][f'test_{score}']:.4f} "
-                 f"(best {best:.4f})", fontsize=10)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    a2 = fig.panel(title=f"final test {name} {records[-1][f'test_{score}']:.4f} (best {best:.4f})",
+                   xlabel="epoch", ylabel=name)
+    a2.line(ep, [r[f"train_{score}"] for r in records], label="train", marker="o")
+    a2.line(ep, [r[f"test_{score}"] for r in records], label="test", marker="s")
+    return fig.save(path)
+
+
+def _rolling_geomean(vals: np.ndarray, win: int) -> np.ndarray:
+    """Geometric mean over a centred window of ``win`` points, skipping non-finite values."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logv = np.log(vals)
+    ok = np.isfinite(logv)
+    kern = np.ones(win)
+    num = np.convolve(np.where(ok, logv, 0.0), kern, mode="same")
+    den = np.convolve(ok.astype(np.float64), kern, mode="same")
+    return np.where(den > 0, np.exp(num / np.maximum(den, 1)), np.nan)
 
 
 def plot_grad_norm_history(records: Sequence[Mapping], path: str, title: str = "") -> str | None:
     """Each Linear layer's weight-gradient norm over training steps (log scale), from grad_norms.jsonl."""
-    plt = _pyplot()
-    if plt is None or not records:
+    if not records:
         return None
     names = list(records[0]["norms"].keys())
     steps = [r["step"] for r in records]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    cmap = plt.get_cmap("viridis")
+    fig = Figure(width=760, height=460, title=title or "per-layer weight-gradient norm")
+    ax = fig.panel(xlabel="step", ylabel="||dL/dW|| (L2)", yscale="log")
+    ax.legend = len(names) <= 12
     win = max(1, len(records) // 40)  # smoothed: rolling geometric mean; raw values faint behind it
     for i, n in enumerate(names):
         vals = np.maximum(np.array([r["norms"].get(n, float("nan")) for r in records], dtype=np.float64), 1e-30)
-        col = cmap(i / max(1, len(names) - 1))
+        col = viridis(i / max(1, len(names) - 1))
         if win > 1:
-            ax.plot(steps, vals, color=col, lw=0.6, alpha=0.25)
-            logv = np.log(vals)
-            ok = np.isfinite(logv)
-            kern = np.ones(win)
-            num = np.convolve(np.where(ok, logv, 0.0), kern, mode="same")
-            den = np.convolve(ok.astype(np.float64), kern, mode="same")
-            smooth = np.exp(num / np.maximum(den, 1))
-            ax.plot(steps, np.where(den > 0, smooth, np.nan), color=col, lw=1.6, label=n)
+            ax.line(steps, vals, color=col, width=0.8, alpha=0.25)
+            ax.line(steps, _rolling_geomean(vals, win), color=col, width=1.8, label=n)
         else:
-            ax.plot(steps, vals, color=col, lw=1.2, label=n)
-    ax.set_yscale("log"); ax.set_xlabel("step"); ax.set_ylabel("||dL/dW|| (L2)")
-    ax.grid(alpha=0.3, which="both")
-    if len(names) <= 12:
-        ax.legend(fontsize=7, ncol=2)
-    ax.set_title(title or "per-layer weight-gradient norm", fontsize=10)
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+            ax.line(steps, vals, color=col, width=1.5, label=n)
+    return fig.save(path)
 
 
 def plot_grad_norm_profiles(profiles: Mapping[str, Sequence[float]], path: str, title: str = "") -> str | None:
     """Gradient norm vs layer index (log scale), one line per model: vanishing/exploding at a glance."""
-    plt = _pyplot()
-    if plt is None or not profiles:
+    if not profiles:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = Figure(width=760, height=460, title=title or "weight-gradient norm per layer")
+    ax = fig.panel(xlabel="layer index (1 = input layer)", ylabel="||dL/dW|| (L2)", yscale="log")
     for label, norms in profiles.items():
         v = np.maximum(np.asarray(norms, dtype=np.float64), 1e-30)
-        ax.plot(np.arange(1, len(v) + 1), v, "o-", ms=3, label=label)
-    ax.set_yscale("log"); ax.set_xlabel("layer index (1 = input layer)"); ax.set_ylabel("||dL/dW|| (L2)")
-    ax.grid(alpha=0.3, which="both"); ax.legend(fontsize=8)
-    ax.set_title(title or "weight-gradient norm per layer", fontsize=10)
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+        ax.line(np.arange(1, len(v) + 1), v, label=label, marker="o")
+    return fig.save(path)
 
 
 def plot_bench(rows: Sequence[Mapping], path: str, ceiling_tflops: float | None = None,
                title: str = "") -> str | None:
     """Training-step TFLOP/s vs batch size: one panel per depth, one line per width, gpugrad solid and
     PyTorch dashed; the measured GEMM ceiling as a horizontal line."""
-    plt = _pyplot()
-    if plt is None or not rows:
+    if not rows:
         return None
     depths = sorted({r["depth"] for r in rows})
     widths = sorted({r["width"] for r in rows})
-    fig, axes = plt.subplots(1, len(depths), figsize=(4.6 * len(depths), 3.8), squeeze=False, sharey=True)
-    cmap = plt.get_cmap("viridis")
-    for ax, d in zip(axes[0], depths):
+    batches = sorted({r["batch"] for r in rows})
+    fig = Figure(ncols=len(depths), width=120 + 480 * len(depths), height=460, title=title)
+    for d in depths:
+        ax = fig.panel(title=f"depth {d}", xlabel="batch size", ylabel="TFLOP/s (training step)",
+                       xscale="log2", xticks=batches)
         for i, w in enumerate(widths):
             sel = sorted((r for r in rows if r["depth"] == d and r["width"] == w), key=lambda r: r["batch"])
             if not sel:
                 continue
-            col = cmap(i / max(1, len(widths) - 1))
-            ax.plot([r["batch"] for r in sel], [r["gpugrad_tflops"] for r in sel], "o-", color=col,
+            col = PALETTE[i % len(PALETTE)]
+            ax.line([r["batch"] for r in sel], [r["gpugrad_tflops"] for r in sel], color=col, marker="o",
                     label=f"gpugrad w={w}")
             if any(r.get("torch_tflops") is not None for r in sel):
-                ax.plot([r["batch"] for r in sel], [r.get("torch_tflops") or float("nan") for r in sel], "s--",
-                        color=col, alpha=0.7, label=f"torch w={w}")
+                ax.line([r["batch"] for r in sel], [r.get("torch_tflops") or float("nan") for r in sel], color=col,
+                        marker="s", dashed=True, alpha=0.7, label=f"torch w={w}")
         if ceiling_tflops:
-            ax.axhline(ceiling_tflops, color="red", lw=1, ls=":", label="GEMM ceiling")
-        batches = sorted({r["batch"] for r in rows})
-        ax.set_xscale("log", base=2); ax.set_xlabel("batch size")
-        ax.set_xticks(batches); ax.set_xticklabels([str(b) for b in batches]); ax.minorticks_off()
-        ax.set_title(f"depth {d}", fontsize=10); ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel("TFLOP/s (training step)")
-    axes[0][0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.95) if title else (0, 0, 1, 1))
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+            ax.hline(ceiling_tflops, label="GEMM ceiling")
+    return fig.save(path)
 
 
 def mean_profile(records: Iterable[Mapping[str, float]]) -> dict[str, float]:

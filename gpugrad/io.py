@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from ._device import as_device
+from .install_hints import hint
 from .backends import get_backend
 from .tensor import Tensor, _make_result
 
@@ -115,13 +116,17 @@ def _decode(node: Any, arrays: dict, dev, fname: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ writing
-def atomic_write(path: str, write: Callable[[BinaryIO], Any]) -> None:
+def atomic_write(path: str, write: Callable[[BinaryIO], Any], op: str = "write") -> None:
     """Write via ``write(fileobj)`` (a binary file) to a temporary file beside ``path``, fsync, then
     ``os.replace``; the file keeps an existing ``path``'s mode and the directory is fsynced. On any
-    failure the temporary file is removed and an existing ``path`` is left untouched."""
+    failure the temporary file is removed and an existing ``path`` is left untouched. A folder that is
+    missing or not writable raises an ``OSError`` that names it (and ``op``, e.g. ``"save"``) and the fix."""
     directory = os.path.dirname(os.path.abspath(path))
     mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else _DEFAULT_MODE
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise _folder_error(op, path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -145,6 +150,20 @@ def atomic_write(path: str, write: Callable[[BinaryIO], Any]) -> None:
         pass
 
 
+def _folder_error(op: str, path: str, e: OSError) -> OSError:
+    """The error of a write whose folder is missing, is a file, or refuses the temporary file."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.exists(folder):
+        why = (f"the folder {folder!r} does not exist. Fix: create it first (os.makedirs({folder!r}, "
+               "exist_ok=True)) or write into an existing folder")
+    elif not os.path.isdir(folder):
+        why = f"{folder!r} (or a folder above it) is a file, not a folder. Fix: choose another path"
+    else:
+        why = (f"cannot create a file in the folder {folder!r} ({e.strerror or e}). Fix: check its permissions "
+               "or write into another folder")
+    return type(e)(f"{op}: cannot write {path!r}: {why}")
+
+
 def _write_npz(f, arrays: dict, meta_json: str) -> None:
     with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name, arr in arrays.items():
@@ -163,7 +182,7 @@ def save(obj: Any, path: "str | os.PathLike[str]") -> None:
     """Write ``obj`` (a Tensor, or nested dicts/lists/tuples of Tensors, arrays and JSON values such
     as ``{'model': m.state_dict(), 'optimizer': opt.state_dict(), 'epoch': 3}``) to ``path``.
 
-    ``*.safetensors`` paths use the safetensors format (needs ``pip install safetensors``); any
+    ``*.safetensors`` paths use the safetensors format (needs the safetensors package); any
     other path gets a NumPy ``.npz`` archive. Never pickles; the write is atomic."""
     path = os.fspath(path)
     enc = _Encoder()
@@ -174,7 +193,7 @@ def save(obj: Any, path: "str | os.PathLike[str]") -> None:
             from safetensors.numpy import save as st_save  # type: ignore
         except ImportError:
             raise ImportError(f"save: {path!r} ends in .safetensors but the safetensors package is not installed. "
-                              "Fix: pip install safetensors, or save to a .npz path") from None
+                              f"Fix: {hint('safetensors')}, or save to a .npz path") from None
         for name, arr in enc.arrays.items():
             if arr.dtype.byteorder == ">":
                 enc.arrays[name] = arr.astype(arr.dtype.newbyteorder("<"))
@@ -183,9 +202,9 @@ def save(obj: Any, path: "str | os.PathLike[str]") -> None:
     meta_json = json.dumps(meta, separators=(",", ":"))
     if st:
         data = st_save(enc.arrays, metadata={_META_KEY: meta_json, _CRC_KEY: str(zlib.crc32(meta_json.encode()))})
-        atomic_write(path, lambda f: f.write(data))
+        atomic_write(path, lambda f: f.write(data), "save")
     else:
-        atomic_write(path, lambda f: _write_npz(f, enc.arrays, meta_json))
+        atomic_write(path, lambda f: _write_npz(f, enc.arrays, meta_json), "save")
 
 
 def _crc32(a: np.ndarray) -> int:
@@ -300,7 +319,7 @@ def _read_safetensors(path: str) -> tuple[dict, dict | None]:
         from safetensors import safe_open  # type: ignore
     except ImportError:
         raise ImportError(f"load: {path!r} is a .safetensors file but the safetensors package is not installed. "
-                          "Fix: pip install safetensors") from None
+                          f"Fix: {hint('safetensors')}") from None
     try:
         arrays = {}
         with safe_open(path, framework="numpy") as f:

@@ -4,9 +4,11 @@ checkpoint state (model, optimizer, scheduler, RNG, progress). No argument parsi
 (gpugrad/cli/train.py) owns the run folder, the files and the messages."""
 from __future__ import annotations
 
+import contextlib
+import math
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator, TextIO
 
 import numpy as np
 
@@ -89,8 +91,75 @@ def _scalar(v: Any) -> Any:
     return v
 
 
+def fmt_value(v: float) -> str:
+    """A loss (or R^2) for people: 4 significant digits, scientific outside [1e-4, 1e4), ``nan``/``inf``
+    as such (a diverged run's 1e30 prints as ``1e+30``, not as 31 digits)."""
+    v = float(v)
+    return f"{v:.4g}" if math.isfinite(v) else str(v)
+
+
+@contextlib.contextmanager
+def compile_timer() -> Iterator[list[float]]:
+    """Seconds spent compiling Numba kernels inside the block: ``with compile_timer() as t: ...``, then
+    ``t[0]`` (the fused CPU passes are compiled on first use, once per process, activation and dtype)."""
+    out = [0.0]
+    try:
+        from numba.core import event
+    except ImportError:  # pragma: no cover - numba is a dependency
+        yield out
+        return
+    timer = event.TimingListener()
+    with event.install_listener("numba:compile", timer):
+        yield out
+    out[0] = timer.duration if timer.done else 0.0
+
+
+class Progress:
+    """One progress line on a terminal (``stream`` a TTY; nothing otherwise), redrawn at most 10 times a
+    second: ``epoch 3/20  45%  640/1438 samples  loss 0.1234``; ``write`` prints a message above it."""
+
+    def __init__(self, total: int, desc: str, stream: TextIO | None = None, enabled: bool = True) -> None:
+        self.stream = sys.stderr if stream is None else stream
+        isatty = getattr(self.stream, "isatty", None)
+        self.on = bool(enabled and isatty is not None and isatty())
+        self.total, self.desc, self.done, self.shown = total, desc, 0, 0
+        self.last = 0.0
+
+    def due(self) -> bool:
+        """Whether a redraw is due (so that callers read the loss from the device only then)."""
+        return self.on and (time.perf_counter() - self.last >= 0.1 or self.done >= self.total)
+
+    def update(self, n: int, loss: Any = None) -> None:
+        """``n`` more samples done; ``loss`` (a float or a callable giving one) is read only when a redraw is due."""
+        self.done += n
+        if not self.due():
+            return
+        value = loss() if callable(loss) else loss
+        pct = 100 * self.done // max(self.total, 1)
+        line = f"{self.desc}  {pct:3d}%  {self.done:,}/{self.total:,} samples" + (
+            f"  loss {fmt_value(value)}" if value is not None else "")
+        self.stream.write("\r" + line.ljust(self.shown))
+        self.stream.flush()
+        self.shown, self.last = len(line), time.perf_counter()
+
+    def clear(self) -> None:
+        if self.on and self.shown:
+            self.stream.write("\r" + " " * self.shown + "\r")
+            self.stream.flush()
+            self.shown = 0
+
+    def write(self, msg: str) -> None:
+        """``msg`` on a line of its own on the stream, above the progress line."""
+        self.clear()
+        print(msg, file=self.stream, flush=True)
+
+
 class Trainer:
-    """One training run: data on the device, model, optimizer, per-epoch metrics and checkpoints."""
+    """One training run: data on the device, model, optimizer, per-epoch metrics and checkpoints.
+
+    Divergence: when a measured gradient norm or the epoch's loss is not finite, ``train_epoch`` stops
+    and sets ``diverged`` to ``(epoch, step)``; NumPy's floating-point warnings are silenced inside the
+    loop (the run reports the divergence once, see ``gpugrad/cli/train.py``)."""
 
     def __init__(self, cfg: dict, ds, device: str, quiet: bool, dist=None) -> None:
         import gpugrad as gg
@@ -114,13 +183,19 @@ class Trainer:
         self.net = self.dist.wrap(self.model)  # DistributedDataParallel(model) on several ranks
         self.dist.decorrelate_rng(device)  # dropout masks differ across ranks
         self.params = list(self.model.parameters())
-        self.tracker = GradNormTracker(self.model, warn=self._warn)
+        # non-finite norms are the divergence the trainer reports itself, once
+        self.tracker = GradNormTracker(self.model, warn=self._warn, report_nonfinite=False)
         self.epoch = 0
         self.step = 0
+        self.diverged: tuple[int, int] | None = None  # (epoch, step) where the loss/gradients stopped being finite
+        self.progress: Progress | None = None
 
     def _warn(self, msg: str) -> None:
-        from tqdm import tqdm
-        tqdm.write(f"warning: {msg}", file=sys.stderr)
+        text = f"warning: {msg}"
+        if self.progress is not None:
+            self.progress.write(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
 
     def _loss(self, out, y, reduction: str = "mean"):
         F = self.gg.nn.functional
@@ -146,18 +221,19 @@ class Trainer:
         self.model.eval()
         loss_sum, score_sum = 0.0, 0
         n = int(x.shape[0])
-        with gg.no_grad():
+        with gg.no_grad(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for i in range(0, n, batch):
                 xb = gg.as_tensor(x[i:i + batch], device=self.device)
                 yb = gg.as_tensor(y[i:i + batch], device=self.device)
                 out = self.model(xb)
                 loss_sum = loss_sum + self._loss(out, yb, "sum").data
                 score_sum = score_sum + self._score_sum(out, yb)
-        return self._finish(loss_sum, score_sum, n, sst)
+            return self._finish(loss_sum, score_sum, n, sst)
 
     def train_epoch(self, epoch: int, total_epochs: int) -> tuple[dict, list[dict]]:
-        """Train one epoch; returns (the epoch's metrics record, its gradient-norm records)."""
-        from tqdm import tqdm
+        """Train one epoch; returns (the epoch's metrics record, its gradient-norm records). The record's
+        ``compile_s`` is the time spent compiling kernels during the epoch (the first one of a process
+        compiles the fused CPU passes), included in ``epoch_time_s``."""
         from .data import batch_slices, epoch_permutation
         gg, cfg = self.gg, self.cfg
         n, bs = self.ds.n_train, cfg["batch_size"]
@@ -167,13 +243,12 @@ class Trainer:
         loss_sum, score_sum = 0.0, 0
         every = cfg["grad_norm_every"]
         norm_records = []
-        n_steps = -(-n // bs)
-        show_every = max(1, n_steps // 25)
+        seen = 0
+        self.progress = Progress(n, f"epoch {epoch + 1}/{total_epochs}", enabled=not self.quiet)
         self.be.synchronize()
         t0 = time.perf_counter()
-        with tqdm(total=n, desc=f"epoch {epoch + 1}/{total_epochs}", unit="sample", unit_scale=True,
-                  disable=self.quiet, leave=False, file=sys.stderr, dynamic_ncols=True) as bar:
-            for k, sl in enumerate(batch_slices(n, bs)):
+        with compile_timer() as compile_s, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for sl in batch_slices(n, bs):
                 # several ranks: each takes its strided share of the global batch (see DistContext)
                 xb = gg.as_tensor(self.dist.shard(xs[sl]), device=self.device)
                 yb = gg.as_tensor(self.dist.shard(ys[sl]), device=self.device)
@@ -187,7 +262,10 @@ class Trainer:
                     out, loss = None, gg.zeros((), device=self.device)
                     gg.stack([p.sum() for p in self.params]).sum().mul(0.0).backward()
                 if every and self.step % every == 0:
-                    norm_records.append({"epoch": epoch + 1, "step": self.step, "norms": self.tracker.measure()})
+                    norms = self.tracker.measure()
+                    norm_records.append({"epoch": epoch + 1, "step": self.step, "norms": norms})
+                    if not all(math.isfinite(v) for v in norms.values()):
+                        self.diverged = (epoch + 1, self.step)  # every rank measures the same averaged gradients
                 if cfg["clip_grad_norm"] is not None:
                     gg.nn.utils.clip_grad_norm_(self.params, cfg["clip_grad_norm"])
                 self.opt.step()
@@ -195,12 +273,14 @@ class Trainer:
                 if nl:
                     score_sum = score_sum + self._score_sum(out, yb)
                 self.step += 1
-                if not self.quiet:
-                    bar.update(nb)
-                    if k % show_every == 0 or k == n_steps - 1:
-                        bar.set_postfix(loss=f"{float(loss.item()):.4f}", refresh=False)
-        self.be.synchronize()
+                seen += nb
+                self.progress.update(nb, lambda: float(loss.item()))
+                if self.diverged:
+                    break
+            self.be.synchronize()
         train_time = time.perf_counter() - t0
+        self.progress.clear()
+        self.progress = None
         lr = self.opt.param_groups[0]["lr"]
         if self.sched is not None:
             self.sched.step()
@@ -209,17 +289,19 @@ class Trainer:
         if self.dist.active:  # sums over the ranks' shards
             loss_sum, score_sum = self.dist.sum([self.be.to_numpy(self.xp.asarray(loss_sum)),
                                                  self.be.to_numpy(self.xp.asarray(score_sum))])
-        train_loss, train_score = self._finish(loss_sum, score_sum, n, sst_tr)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            train_loss, train_score = self._finish(loss_sum, score_sum, seen, sst_tr)
         test_loss, test_score = self.evaluate(self.x_test, self.y_test, sst_te)
+        if self.diverged is None and not math.isfinite(train_loss):
+            self.diverged = (epoch + 1, self.step)
         key = "acc" if self.classify else "r2"
         rec = {"epoch": epoch + 1, "step": self.step, "lr": lr,
                "train_loss": train_loss, f"train_{key}": train_score,
                "test_loss": test_loss, f"test_{key}": test_score,
-               "samples_per_s": n / train_time if train_time > 0 else None, "epoch_time_s": train_time}
+               "samples_per_s": seen / train_time if train_time > 0 else None, "epoch_time_s": train_time,
+               "compile_s": compile_s[0]}
         if norm_records:
             from .diagnostics import mean_profile
             rec["grad_norm"] = mean_profile(r["norms"] for r in norm_records)
         self.epoch = epoch + 1
         return rec, norm_records
-
-

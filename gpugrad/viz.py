@@ -1,5 +1,6 @@
 """Look at the computation graph: ``gg.viz.graph(tensor)`` returns it as Graphviz DOT text (and writes
-``.dot`` plus ``.svg`` when the ``dot`` binary is installed).
+``.dot`` plus ``.svg`` when the ``dot`` binary is installed). ``write_png(path, image)`` writes an
+image array as a PNG file with nothing but NumPy and zlib (the plots of ``gpugrad.plot`` use it).
 
 Drawn the way the backprop articles draw it: leaf tensors (inputs, parameters) as boxes, ops as
 ellipses, arrows in the forward direction; every node shows its op name and shape and, for small
@@ -15,14 +16,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
+import zlib
 from typing import Mapping
 
 import numpy as np
 
 from .tensor import Tensor
 
-__all__ = ["graph", "walk", "dot_available", "scalar_example"]
+__all__ = ["graph", "walk", "dot_available", "scalar_example", "write_png"]
 
 
 def scalar_example() -> dict[str, Tensor]:
@@ -170,3 +173,42 @@ def graph(tensor: Tensor, path: str | os.PathLike | None = None, names: Mapping[
             subprocess.run(["dot", "-Tsvg", dot_path, "-o", base + ".svg"], check=True,
                            capture_output=True, timeout=60)
     return text
+
+
+# ------------------------------------------------------------------------------------------------ PNG
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> str:
+    """Write ``image`` as an 8-bit PNG file, atomically (a temp file renamed over ``path``); returns
+    the path. ``image``: ``(H, W)`` grayscale, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA, uint8 (or
+    floats in [0, 1], rounded). Needs only NumPy and zlib."""
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        if a.dtype.kind != "f":
+            raise TypeError(f"write_png: image must be uint8 or floats in [0, 1], got {a.dtype}")
+        a = np.rint(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4) or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"write_png: image must be (H, W), (H, W, 3) or (H, W, 4), got shape {np.shape(image)}")
+    h, w, c = a.shape
+    color_type = {1: 0, 3: 2, 4: 6}[c]
+    # filter "Sub" (1) on every row: each byte minus the same channel of the pixel on its left
+    rows = a.reshape(h, w * c).astype(np.int16)
+    sub = (rows - np.concatenate([np.zeros((h, c), np.int16), rows[:, :-c]], axis=1)) & 0xFF
+    raw = np.concatenate([np.ones((h, 1), np.uint8), sub.astype(np.uint8)], axis=1).tobytes()
+    data = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0))
+            + _png_chunk(b"IDAT", zlib.compress(raw, 9)) + _png_chunk(b"IEND", b""))
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

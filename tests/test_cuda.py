@@ -15,6 +15,7 @@ import pytest
 
 import gpugrad as gg
 from gpugrad.backends import DeviceUnavailableError, _instances
+from gpugrad.kernels.activations import ACTIVATIONS
 from gpugrad.backends import cuda as bc
 from gpugrad.install_hints import INSTALL_HINTS
 from gpugrad.backends.cuda import launcher as _kernels
@@ -295,7 +296,9 @@ OPS = [
     ("unsqueeze_expand", lambda a: a.unsqueeze(0).expand(2, 3, 4).sum(0), [(3, 4)], None, False),
     ("mse_loss", lambda a, b: F.mse_loss(a, b), [(4, 3), (4, 3)], None, True),
 ]
-for _act in ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh", "identity"):
+for _act in ("silu", "softplus", "elu", "selu", "mish", "hardswish", "hardsigmoid", "relu6", "hardtanh", "logsigmoid"):
+    OPS.append((_act, (lambda act: lambda a: getattr(F, act)(a * 2.5))(_act), [(3, 4)], None, False))
+for _act in ACTIVATIONS:
     OPS.append((f"fused_linear_{_act}", (lambda act: lambda x, w, b: F.fused_linear(x, w, b, activation=act))(_act),
                 [(7, 5), (6, 5), (6,)], None, _act in ("relu", "tanh")))
 
@@ -445,18 +448,18 @@ def test_fused_kernels_against_numpy_references(impl, dtype, on_cuda, monkeypatc
     tol = {np.float64: 1e-12, np.float32: 2e-6, np.float16: 2e-3}[dtype]
     rng = np.random.default_rng(5)
     for (M, N) in ((3, 5), (1000, 37), (257, 1024)):
-        for act in ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh"):
+        for act in ACTIVATIONS:  # 0.25: every first parameter, exact in float16 (hardtanh's bound)
             z = rng.standard_normal((M, N)).astype(dtype)
             b = rng.standard_normal(N).astype(dtype)
-            y_ref, zb_ref = kba.bias_act_ref(z, b, act, 0.1)
-            y, saved = be.bias_act(cp.asarray(z), cp.asarray(b), act, 0.1)
+            y_ref, zb_ref = kba.bias_act_ref(z, b, act, 0.25)
+            y, saved = be.bias_act(cp.asarray(z), cp.asarray(b), act, 0.25)
             assert rel_err(y.get(), y_ref) < tol, (act, M, N)
             dy = rng.standard_normal((M, N)).astype(dtype)
             s_host = None if saved is None else saved.get()
-            dz, db = be.act_bias_backward(cp.asarray(dy), saved, act, True, 0.1)
-            dz_ref, db_ref = kabg.act_bias_grad_ref(dy, dy if s_host is None else s_host, act, True, 0.1)
+            dz, db = be.act_bias_backward(cp.asarray(dy), saved, act, True, 0.25)
+            dz_ref, db_ref = kabg.act_bias_grad_ref(dy, dy if s_host is None else s_host, act, True, 0.25)
             assert rel_err(dz.get(), dz_ref) < tol and rel_err(db.get(), db_ref) < 10 * tol, (act, M, N)
-            _, db2 = be.act_bias_backward(cp.asarray(dy), saved, act, True, 0.1)
+            _, db2 = be.act_bias_backward(cp.asarray(dy), saved, act, True, 0.25)
             np.testing.assert_array_equal(db.get(), db2.get())  # deterministic
         x = (rng.standard_normal((M, N)) * 3).astype(dtype)
         t = rng.integers(0, N, M)
@@ -592,8 +595,7 @@ def test_module_to_cuda_and_optimizers_match_cpu(opt, on_cuda):
 
 
 def _train_digits(dev: str) -> float:
-    from sklearn.datasets import load_digits
-    X, y = load_digits(return_X_y=True)
+    X, y = gg.data.load_digits_raw()
     X = (X / 16.0).astype(np.float32)
     perm = np.random.default_rng(0).permutation(len(X))
     X, y = X[perm], y[perm]
@@ -615,7 +617,6 @@ def _train_digits(dev: str) -> float:
 
 
 def test_digits_mlp_trains_on_gpu_to_the_cpu_accuracy(on_cuda):
-    pytest.importorskip("sklearn")
     acc_cpu = _train_digits("cpu")
     acc_gpu = _train_digits("cuda")
     assert acc_cpu > 0.93 and acc_gpu > 0.93
@@ -745,3 +746,28 @@ def test_cuda_c_launchers_take_only_blocks_their_kernels_can_run():
             cuda_c.bias_act(z, None, z, "relu", state=be.state, block=2048)
         cuda_c.bias_act(z, None, z, "relu", state=be.state, block=96)
         assert (z.get() >= 0).all()
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_activation_derivatives_on_cuda_match_cpu(act, on_cuda):
+    """``act_derivative`` (orders 1-2: one kernel pass; 3: array code) and the fused linear layer's
+    order-2 pass ``act_bias_backward(..., order=2)`` on device "cuda" agree with the CPU backend."""
+    from gpugrad.kernels import activations as A
+    rng = np.random.default_rng(11)
+    z = rng.standard_normal((6, 9)) * 3
+    prm = A.params(act)
+    s = {"y": A.forward_ref(z, act, prm), "z": z, "none": None}[A.saves(act, prm)]
+    g = rng.standard_normal((6, 9))
+    cpu = gg.tensor([0.0])._backend()
+    be = gg.tensor([0.0], device="cuda")._backend()
+    xp = be.xp
+    s_dev = None if s is None else xp.asarray(s)
+    for order in (1, 2, 3):
+        want = cpu.act_derivative(g, s, act, prm, order)
+        got = be.act_derivative(xp.asarray(g), s_dev, act, prm, order)
+        np.testing.assert_allclose(be.to_numpy(got), want, rtol=1e-12, atol=1e-12)
+    for order in (1, 2):
+        dz, db = be.act_bias_backward(xp.asarray(g), s_dev, act, True, prm, order)
+        want_dz, want_db = cpu.act_bias_backward(g, s if s is not None else g, act, True, prm, order)
+        np.testing.assert_allclose(be.to_numpy(dz), want_dz, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(be.to_numpy(db), want_db, rtol=1e-12, atol=1e-11)

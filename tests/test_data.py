@@ -2,6 +2,11 @@
 and shuffling that depends only on (seed, epoch)."""
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -26,6 +31,39 @@ def test_digits_split_standardised_and_stratified():
     np.testing.assert_array_equal(d.x_test, d2.x_test)
     train_rows = {r.tobytes() for r in d.x_train}
     assert sum(r.tobytes() in train_rows for r in d.x_test) < 5  # digits has a few duplicate images
+
+
+# sha256 of the shipped digits' pixels (1797 x 64 uint8) then labels (1797 uint8)
+DIGITS_SHA256 = "87ff0c9e40dc7e2c0e34e7257799c2e3f3aec1a016363bb11cad869ec428a826"
+
+
+def test_shipped_digits_are_the_recorded_arrays():
+    x, y = data.load_digits_raw()
+    assert x.shape == (1797, 64) and x.dtype == np.uint8 and x.max() == 16
+    assert y.shape == (1797,) and y.dtype == np.int64 and np.bincount(y).tolist() == [
+        178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    assert hashlib.sha256(x.tobytes() + y.astype(np.uint8).tobytes()).hexdigest() == DIGITS_SHA256
+    with np.load(data.DIGITS_PATH, allow_pickle=False) as z:  # the file says where it comes from
+        assert set(z.files) == {"data", "target", "source"} and "CC BY 4.0" in str(z["source"])
+    assert os.path.getsize(data.DIGITS_PATH) < 60_000
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="compares with scikit-learn's copy")
+def test_shipped_digits_equal_scikit_learns():
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "reference"))
+    try:
+        import record_digits
+    finally:
+        sys.path.pop(0)
+    rec = record_digits.record()
+    x, y = data.load_digits_raw()
+    np.testing.assert_array_equal(x, rec["data"])
+    np.testing.assert_array_equal(y, rec["target"])
+
+
+def test_digits_load_without_scikit_learn(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now raises ImportError
+    assert data.load_digits().n_train == 1438
 
 
 def test_synthetic_is_seeded_and_sized():

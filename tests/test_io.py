@@ -14,6 +14,7 @@ import pytest
 import gpugrad as gg
 import gpugrad.io as gio
 from gpugrad import nn, optim
+from gpugrad.install_hints import hint
 
 try:
     import safetensors  # noqa: F401
@@ -91,9 +92,24 @@ def test_safetensors_path_without_package_is_clear(tmp_path, monkeypatch):
             raise ImportError("no safetensors")
         return real_import(name, *a, **k)
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(ImportError, match="pip install safetensors"):
+    with pytest.raises(ImportError, match="pip install safetensors") as e:
         gg.save({"a": gg.ones(1)}, tmp_path / "x.safetensors")
+    assert hint("safetensors") in str(e.value)
     assert not os.listdir(tmp_path)
+
+
+def test_saving_into_a_missing_folder_names_the_folder_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as e:
+        gg.save({"a": gg.ones(1)}, "missing/dir/x.npz")
+    msg = str(e.value)
+    assert msg.startswith("save: cannot write 'missing/dir/x.npz': the folder 'missing/dir' does not exist")
+    assert "os.makedirs('missing/dir', exist_ok=True)" in msg and ".tmp" not in msg  # not the temporary file
+    assert e.value.__cause__ is None and e.value.__suppress_context__
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NotADirectoryError, match="'afile' .* is a file, not a folder"):
+        gg.save({"a": gg.ones(1)}, "afile/x.npz")
+    assert sorted(os.listdir(tmp_path)) == ["afile"]
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)

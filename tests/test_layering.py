@@ -19,12 +19,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ``gpugrad`` (the public re-exports) sits above everything and is not importable from below.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("kernels", ("gpugrad.kernels",)),
-    ("foundation", ("gpugrad._dtype", "gpugrad._device", "gpugrad._errors", "gpugrad._mode", "gpugrad.install_hints")),
+    ("foundation", ("gpugrad._dtype", "gpugrad._device", "gpugrad._errors", "gpugrad._mode", "gpugrad._threads",
+                    "gpugrad.install_hints")),
     ("backends", ("gpugrad.backends",)),
     ("autograd", ("gpugrad.autograd", "gpugrad.tensor", "gpugrad.creation", "gpugrad.random")),
     ("ops", ("gpugrad.ops", "gpugrad._tensor_methods")),
     ("library", ("gpugrad.nn", "gpugrad.optim", "gpugrad.io", "gpugrad.checkpoint", "gpugrad.memory",
-                 "gpugrad.amp", "gpugrad.viz", "gpugrad.cuda", "gpugrad.cuda_graphs", "gpugrad.data",
+                 "gpugrad.amp", "gpugrad.viz", "gpugrad.plot", "gpugrad.cuda", "gpugrad.cuda_graphs", "gpugrad.data",
                  "gpugrad.diagnostics", "gpugrad.utils")),
     ("experimental", ("gpugrad.experimental",)),
     ("distributed", ("gpugrad.distributed",)),

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from gpugrad.kernels import activations as A
+from gpugrad.kernels.activations import ACTIVATIONS
 from gpugrad import nn
 from gpugrad.autograd import gradcheck
 
@@ -91,7 +93,7 @@ def test_linear_matches_torch():
     np.testing.assert_array_equal(lin2.weight.numpy(), tl.weight.detach().numpy())
 
 
-@pytest.mark.parametrize("act", ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh", None])
+@pytest.mark.parametrize("act", list(ACTIVATIONS[1:]) + [None])
 def test_linear_activation_is_one_fused_op_and_gradchecks(act):
     gg.manual_seed(2)
     lin = nn.Linear(4, 3, activation=act, dtype=gg.float64)
@@ -102,7 +104,9 @@ def test_linear_activation_is_one_fused_op_and_gradchecks(act):
     ref = {None: z, "relu": np.maximum(z, 0), "leaky_relu": np.where(z > 0, z, 0.01 * z),
            "sigmoid": 1 / (1 + np.exp(-z)), "tanh": np.tanh(z),
            "gelu": 0.5 * z * (1 + np.vectorize(math.erf)(z / math.sqrt(2))),
-           "gelu_tanh": 0.5 * z * (1 + np.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3)))}[act]
+           "gelu_tanh": 0.5 * z * (1 + np.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3)))}.get(act)
+    if ref is None:  # the newer activations: the definition (checked against textbook formulas in test_activations)
+        ref = A.forward_ref(z, act)
     np.testing.assert_allclose(y.numpy(), ref, rtol=1e-12, atol=1e-12)
     assert gradcheck(lambda x, w, b: F.fused_linear(x, w, b, lin.activation), [x, lin.weight, lin.bias])
     assert gradcheck(lambda x: lin(x), [x])
@@ -361,10 +365,12 @@ def test_activation_modules_match_functional():
 
 
 # ----------------------------------------------------------------------------------- automatic fusion
-_ACTS = [(nn.ReLU, ()), (nn.LeakyReLU, (0.1,)), (nn.Sigmoid, ()), (nn.Tanh, ()), (nn.GELU, ()), (nn.GELU, ("tanh",))]
+_ACTS = [(nn.ReLU, ()), (nn.LeakyReLU, (0.1,)), (nn.Sigmoid, ()), (nn.Tanh, ()), (nn.GELU, ()), (nn.GELU, ("tanh",)),
+         (nn.SiLU, ()), (nn.Softplus, (2.0, 1.0)), (nn.ELU, (0.7,)), (nn.SELU, ()), (nn.Mish, ()), (nn.Hardswish, ()),
+         (nn.Hardsigmoid, ()), (nn.ReLU6, ()), (nn.Hardtanh, (-0.5, 0.8)), (nn.LogSigmoid, ()), (nn.Sine, ())]
 
 
-@pytest.mark.parametrize("act,args", _ACTS, ids=["relu", "leaky", "sigmoid", "tanh", "gelu", "gelu_tanh"])
+@pytest.mark.parametrize("act,args", _ACTS, ids=[f"{a.__name__}{list(p)}" for a, p in _ACTS])
 def test_sequential_fusion_is_bit_identical(act, args):
     gg.manual_seed(8)
     seq = nn.Sequential(nn.Linear(6, 8), act(*args), nn.Linear(8, 8), act(*args), nn.Linear(8, 3)).double()

@@ -8,6 +8,7 @@ import pytest
 import gpugrad as gg
 import gpugrad.nn.functional as F
 from gpugrad.autograd import gradcheck, gradcheck_directional
+from gpugrad.kernels.activations import ACTIVATIONS
 
 rng = np.random.default_rng(0)
 _DEV = ["cpu"]
@@ -90,6 +91,17 @@ UNARY = {
     "leaky_relu_negslope": (lambda x: F.leaky_relu(x, -0.3), "kink"),
     "gelu": (F.gelu, None),
     "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), None),
+    "silu": (F.silu, None),
+    "softplus": (F.softplus, None),
+    "softplus_beta_threshold": (lambda x: F.softplus(x, beta=2.0, threshold=1.0), (0.5,)),
+    "elu": (lambda x: F.elu(x, alpha=0.7), "kink"),
+    "selu": (F.selu, "kink"),
+    "mish": (F.mish, None),
+    "hardswish": (lambda x: F.hardswish(x * 2.0), (-1.5, 1.5)),
+    "hardsigmoid": (lambda x: F.hardsigmoid(x * 2.0), (-1.5, 1.5)),
+    "relu6": (lambda x: F.relu6(x * 4.0), (0.0, 1.5)),
+    "hardtanh": (lambda x: F.hardtanh(x, -0.5, 1.0), (-0.5, 1.0)),
+    "logsigmoid": (F.logsigmoid, None),
     "clamp": (lambda x: gg.clamp(x, -0.5, 0.7), "clamp"),
     "clamp_min": (lambda x: x.clamp(min=0.2), "clamp"),
     "softmax": (lambda x: F.softmax(x, dim=1), None),
@@ -101,8 +113,10 @@ UNARY = {
 @pytest.mark.parametrize("name", sorted(UNARY))
 def test_unary(name):
     fn, domain = UNARY[name]
-    if isinstance(domain, tuple):
+    if name in ("log", "sqrt"):
         x = T(3, 5, low=domain[0], high=domain[1])
+    elif isinstance(domain, tuple):  # the points of the input where the function has kinks
+        x = away_from(T(3, 5), points=domain)
     else:
         x = T(3, 5)
         if domain == "kink":
@@ -177,12 +191,15 @@ def test_matmul(sa, sb):
     assert gradcheck(lambda a, b: a @ b, (T(*sa), T(*sb)))
 
 
-@pytest.mark.parametrize("act", ["identity", "relu", "leaky_relu", "leaky_relu_neg", "sigmoid", "tanh", "gelu",
-                                 "gelu_tanh"])
+# each activation of the definition, with the pre-activation points where it has kinks
+KINKS = {"relu": (0.0,), "leaky_relu": (0.0,), "leaky_relu_neg": (0.0,), "elu": (0.0,), "selu": (0.0,),
+         "hardswish": (-3.0, 3.0), "hardsigmoid": (-3.0, 3.0), "relu6": (0.0, 6.0), "hardtanh": (-1.0, 1.0)}
+
+
+@pytest.mark.parametrize("act", list(ACTIVATIONS) + ["leaky_relu_neg"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_fused_linear(act, bias):
-    x, w = T(5, 3), T(4, 3)
-    b = T(4) if bias else None
+    xs, ws, bs = (rng.uniform(-2.0, 2.0, size=s) for s in ((5, 3), (4, 3), (4,)))
     gg.manual_seed(0)
 
     slope = -0.3 if act == "leaky_relu_neg" else 0.01
@@ -191,10 +208,15 @@ def test_fused_linear(act, bias):
     def f(x, w, *rest):
         return F.fused_linear(x, w, rest[0] if rest else None, op, negative_slope=slope)
 
-    if op in ("relu", "leaky_relu"):
-        # keep pre-activations away from the kink
-        z = x.data @ w.data.T + (b.data if bias else 0)
-        x.data[np.abs(z).min(axis=1) < 0.05] += 0.3
+    for _ in range(20):  # keep pre-activations away from the kinks
+        z = xs @ ws.T + (bs if bias else 0)
+        near = np.zeros(z.shape[0], bool)
+        for k in KINKS.get(act, ()):
+            near |= np.abs(z - k).min(axis=1) < 0.05
+        if not near.any():
+            break
+        xs[near] += 0.13
+    x, w, b = (gg.tensor(a, dtype=gg.float64, device=_DEV[0], requires_grad=True) for a in (xs, ws, bs))
     assert gradcheck(f, (x, w, b) if bias else (x, w))
 
 

@@ -158,6 +158,31 @@ def test_updates_are_one_backend_call_per_bucket(monkeypatch, n_params):
     assert calls == ["sgd"] * 2 + ["adam"] * 2 + ["rmsprop"] * 2 + ["adam"] * 2
 
 
+@pytest.mark.parametrize("kw", [dict(lr=0.01), dict(lr=0.02, betas=(0.8, 0.95), weight_decay=0.3),
+                                dict(lr=0.01, betas=(0.3, 0.99), maximize=True)])
+@pytest.mark.parametrize("dtype", [gg.float64, gg.float32])
+def test_lion_follows_its_formula(kw, dtype):
+    """Lion (Chen et al. 2023, Algorithm 2) written out in NumPy: decoupled decay, the sign of an
+    interpolation of the momentum and the gradient, then the momentum update."""
+    lr, (b1, b2), wd = kw["lr"], kw.get("betas", (0.9, 0.99)), kw.get("weight_decay", 0.0)
+    ps = [nn.Parameter(gg.tensor(p0, dtype=dtype)) for p0 in _P0]
+    opt = optim.Lion(ps, **kw)
+    want = [p0.astype(np.float64) for p0 in _P0]
+    m = [np.zeros_like(w) for w in want]
+    for _ in range(5):
+        for i, p in enumerate(ps):
+            g = _grad(p.numpy().astype(np.float64), i)
+            p.grad = gg.tensor(g, dtype=dtype)
+            g = np.asarray(p.grad.numpy(), np.float64) * (-1 if kw.get("maximize") else 1)
+            want[i] = want[i] * (1 - lr * wd) - lr * np.sign(m[i] * b1 + g * (1 - b1))
+            m[i] = m[i] * b2 + g * (1 - b2)
+        opt.step()
+    tol = 1e-12 if dtype == gg.float64 else 1e-5
+    for p, w in zip(ps, want):
+        np.testing.assert_allclose(p.numpy(), w, rtol=tol, atol=tol)
+    assert set(opt.state[ps[0]]) == {"exp_avg", "step"}
+
+
 def _plain(x):
     """True if a state dict holds only arrays/Tensors and JSON-like values (no pickle needed)."""
     if isinstance(x, dict):
@@ -168,7 +193,8 @@ def _plain(x):
 
 
 @pytest.mark.parametrize("name,kw", [("SGD", dict(lr=0.05, momentum=0.9)), ("Adam", dict(lr=0.01, amsgrad=True)),
-                                     ("AdamW", dict(lr=0.01)), ("RMSprop", dict(momentum=0.5, centered=True))])
+                                     ("AdamW", dict(lr=0.01)), ("RMSprop", dict(momentum=0.5, centered=True)),
+                                     ("Lion", dict(lr=0.01, weight_decay=0.1))])
 def test_state_dict_resume_is_identical(name, kw):
     def fresh():
         return [nn.Parameter(gg.tensor(p0)) for p0 in _P0]

@@ -131,14 +131,45 @@ def test_install_hints_are_the_readmes_and_info_prints_them(monkeypatch):
     for pkg, hint in INSTALL_HINTS.items():
         assert hint in README, f"README does not quote the install hint of {pkg}: {hint}"
     from gpugrad.cli import info
-    monkeypatch.setattr(info, "versions", lambda: {"gpugrad": "0", "python": "3", **{k: None for k in INSTALL_HINTS}})
+    monkeypatch.setattr(info, "versions", lambda: {"gpugrad": "0", "python": "3", "mpi4py": None,
+                                                   **{k: None for k in INSTALL_HINTS}})
     text = info.info_text()
-    for pkg in ("cupy", "torch", "mnist1d", "safetensors", "matplotlib"):
+    for pkg in ("cupy", "torch", "mnist1d", "safetensors", "nvmath"):
         assert f"not installed: {INSTALL_HINTS[pkg]}" in text
+    assert f"mpi4py        not installed: {INSTALL_HINTS['mpi']}" in text
 
 
-def test_plain_install_gives_the_plots_the_quick_start_promises():
-    assert "curves.png" in README and "grad_norms.png" in README
-    pyproject = open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8").read()
-    deps = pyproject.split("dependencies = [", 1)[1].split("]", 1)[0]
-    assert re.search(r'"matplotlib[><=]', deps), "the quick start's PNGs need matplotlib in the default install"
+def _pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
+def _name(requirement: str) -> str:
+    return re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower()
+
+
+def test_install_hints_work_from_a_wheel():
+    """A hint names packages (``pip install "cupy-cuda12x[ctk]>=13.4"``), never a checkout's extra
+    (``pip install ".[cuda12]"`` fails outside one), each as the matching extra of pyproject.toml requires it."""
+    extras = _pyproject()["project"]["optional-dependencies"]
+    required = {r.replace(" ", "") for reqs in extras.values() for r in reqs}
+    names = {_name(r) for r in required}
+    for key, hint in INSTALL_HINTS.items():
+        assert ".[" not in hint and "-e " not in hint, f"{key}: {hint} works only in a checkout"
+        commands = [re.split(r" for | \(|,| then | or ", c)[0] for c in hint.split("pip install ")[1:]]
+        assert commands, f"{key}: {hint} has no pip install"
+        for command in commands:
+            for quoted, bare in re.findall(r'"([^"]+)"|(\S+)', command):
+                req = quoted or bare
+                if req.startswith("nvidia-nccl-"):  # NCCL's wheels: no extra of ours (the nccl backend)
+                    continue
+                assert _name(req) in names, f"{key}: {req} is in no extra of pyproject.toml"
+                if re.search(r"[=<>]", req):
+                    assert req in required, f"{key}: {req} differs from the extra's requirement"
+
+
+def test_a_plain_install_needs_numpy_and_numba_only():
+    assert "curves.png" in README and "grad_norms.png" in README  # the quick start's plots: drawn with NumPy
+    deps = _pyproject()["project"]["dependencies"]
+    assert sorted(_name(d) for d in deps) == ["numba", "numpy"], deps

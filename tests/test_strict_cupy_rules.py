@@ -147,6 +147,7 @@ def test_kernel_arguments_follow_cupy(cp):
 def test_kernel_references_check_launch_geometry():
     import gpugrad as gg
     from gpugrad.kernels import cuda_c
+    from gpugrad.kernels.activations import kernel_params
     from tests.support.kernel_refs import LaunchGeometryError
     rng = np.random.default_rng(0)
     with strict_cuda() as sc:
@@ -155,7 +156,8 @@ def test_kernel_references_check_launch_geometry():
         z = cp.asarray(rng.standard_normal((4, 300)).astype(np.float32))
         y = cp.empty_like(z)
         f = cuda_c.function(be.state, "bias_act", np.float32)
-        args = (z, z, y, np.int64(4), np.int64(300), np.int32(0), np.int32(0), np.int32(1), np.float32(0.01))
+        prm = tuple(np.float32(v) for v in kernel_params("relu"))  # GG_ACT_PARAMS: the activation's parameters
+        args = (z, z, y, np.int64(4), np.int64(300), np.int32(0), np.int32(0), np.int32(1)) + prm
         with pytest.raises(LaunchGeometryError, match="covers 256 columns, the data has 300"):
             f((1, 4), (256,), args)
         f((2, 1), (256,), args)  # rows: grid-stride, any grid.y

@@ -137,7 +137,9 @@ def test_functional_matches_recorded_torch(case):
     out = getattr(F, case["name"])(*args, **case["kwargs"])
     np.testing.assert_allclose(out.numpy(), np.array(case["output"]), rtol=1e-12, atol=1e-14)
     (out * gg.tensor(np.array(case["output_weight"]), dtype=gg.float64)).sum().backward()
-    np.testing.assert_allclose(x.grad.numpy(), np.array(case["input_grad"]), rtol=1e-11, atol=1e-14)
+    # hardsigmoid's float64 gradient: PyTorch multiplies by float(1/6) (a float literal in its kernel), we by 1/6
+    rtol = 1e-7 if case["name"] == "hardsigmoid" else 1e-11
+    np.testing.assert_allclose(x.grad.numpy(), np.array(case["input_grad"]), rtol=rtol, atol=1e-14)
 
 
 # ------------------------------------------------------------------------------------------------ the file

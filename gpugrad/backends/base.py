@@ -12,6 +12,8 @@ import numpy as np
 from .._device import device
 from .._errors import IndexRangeError, named_error
 from ..kernels import layernorm, optim_codegen
+from ..kernels.activations import ALL as _ACT_ALL
+from ..kernels.activations import params as _act_params
 from ..kernels.activations import saves, xp_functions
 
 _flatten = methodcaller("reshape", -1)
@@ -132,24 +134,34 @@ class Backend:
         return (bits >= threshold).reshape(shape)
 
     # ------------------------------------------------------------------ activations (generic)
-    def act_forward(self, z, act: str, slope: float = 0.01, out=None):
+    # ``params``: the activation's parameters (``gpugrad/kernels/activations.py: params``): a tuple in the
+    # record's order, one number (the first: leaky_relu's slope), a dict by name, or None (the defaults)
+    def act_forward(self, z, act: str, params=None, out=None):
         """``y = act(z)`` (the array code generated from ``gpugrad/kernels/activations.py``); ``out`` may be
         ``z`` itself (in place)."""
         if z.ndim == 0:  # the generated code writes into temporaries: NumPy's 0-d ufunc results are scalars
-            return self.act_forward(z.reshape(1), act, slope, None if out is None else out.reshape(1)).reshape(())
+            return self.act_forward(z.reshape(1), act, params, None if out is None else out.reshape(1)).reshape(())
         fwd = xp_functions(act)[0]
         with _errstate(self.xp):
-            y = fwd(self.xp, self.erf, z, slope, out)
+            y = fwd(self.xp, self.erf, z, act_params(act, params), out)
         return y.copy() if y is z and out is None else y
 
-    def act_backward(self, dy, saved, act: str, slope: float = 0.01):
-        """``dz = dy * act'`` from ``saved``: what ``saves(act, slope)`` names (``y``, ``z`` or nothing)."""
-        if dy.ndim == 0:
-            return self.act_backward(dy.reshape(1), None if saved is None else saved.reshape(1), act, slope).reshape(())
-        same = saved is not None and dy.shape == saved.shape and dy.dtype == saved.dtype
-        bwd = xp_functions(act, reuse=same)[1]
+    def act_backward(self, dy, saved, act: str, params=None):
+        """``dz = dy * act'`` from ``saved``: what ``saves(act, params)`` names (``y``, ``z`` or nothing)."""
+        return self.act_derivative(dy, saved, act, params, 1)
+
+    def act_derivative(self, dy, s, act: str, params=None, order: int = 1):
+        """``dy * d^order act / dz^order`` evaluated from the saved array ``s`` (what ``saves(act, params)``
+        names; ignored when it saves nothing), ``order >= 1``: the expressions of
+        ``gpugrad/kernels/activations.py: derivative``. Order 1 is the activation's backward."""
+        if dy.ndim == 0:  # as act_forward: the generated code needs arrays, not NumPy's 0-d scalars
+            return self.act_derivative(dy.reshape(1), None if s is None else s.reshape(1), act, params,
+                                       order).reshape(())
+        prm = act_params(act, params)
+        same = s is not None and dy.shape == s.shape and dy.dtype == s.dtype
+        bwd = xp_functions(act, reuse=same, order=order, saved=saves(act, prm))[1]
         with _errstate(self.xp):
-            return bwd(self.xp, self.erf, dy, dy if saved is None else saved, slope)
+            return bwd(self.xp, self.erf, dy, dy if s is None else s, prm)
 
     # ------------------------------------------------------------------ fused hot paths
     def linear_forward(self, x, w):
@@ -160,22 +172,24 @@ class Backend:
         """The two GEMMs of a linear layer's backward: ``(dz @ w, dz.T @ x)`` (None where not needed)."""
         return (dz @ w if need_dx else None), (dz.T @ x if need_dw else None)
 
-    def bias_act(self, z, b, act: str, slope: float = 0.01):
+    def bias_act(self, z, b, act: str, params=None):
         """In place on ``z``: ``z = act(z + b)``. Returns ``(y, saved)`` where ``saved`` is what
         :meth:`act_backward` needs (``y`` itself, the pre-activation for GELU, ``None`` for identity)."""
         if b is not None:
             z += b
-        keep = saves(act, slope)
+        prm = act_params(act, params)
+        keep = saves(act, prm)
         if keep == "none":
             return z, None
         if keep == "y":
-            y = self.act_forward(z, act, slope, out=z)
+            y = self.act_forward(z, act, prm, out=z)
             return y, y
-        return self.act_forward(z, act, slope), z
+        return self.act_forward(z, act, prm), z
 
-    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, slope: float = 0.01):
-        """Fused ``dz = dy * act'`` and ``db = dz.sum(0)`` (``db`` is ``None`` without bias)."""
-        dz = self.act_backward(dy, saved, act, slope)
+    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, params=None, order: int = 1):
+        """Fused ``dz = dy * d^order act`` and ``db = dz.sum(0)`` (``db`` is ``None`` without bias).
+        Order 1 is a linear layer's backward; order 2 the same pass for its double backward."""
+        dz = self.act_derivative(dy, saved, act, params, order)
         db = dz.reshape(-1, dz.shape[-1]).sum(axis=0) if with_bias else None
         return dz, db
 
@@ -304,6 +318,16 @@ class Backend:
 
 
 
+def act_params(act: str, params) -> tuple:
+    """The parameters as a tuple in the record's order (a complete tuple passes through: ops normalise once)."""
+    if type(params) is tuple and len(params) == _N_PARAMS.get(act, -1):
+        return params
+    return _act_params(act, params)
+
+
+_N_PARAMS = {a.name: len(a.params) for a in _ACT_ALL}
+
+
 def _errstate(xp):
     """NumPy's overflow warnings off (``exp`` of a large argument is meant to give inf); CuPy has none."""
-    return np.errstate(over="ignore", invalid="ignore") if xp is np else contextlib.nullcontext()
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore") if xp is np else contextlib.nullcontext()

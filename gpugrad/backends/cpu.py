@@ -6,16 +6,41 @@ import numpy as np
 from .._device import device
 from . import cpu_blas
 from ..kernels import layernorm
-from ..kernels.activations import saves_output
-from .base import Backend
+from ..kernels.activations import ACTIVATIONS, KERNEL_ORDERS, backward_tree, saves_output, trees
+from ..kernels.expr import expand
+from .base import Backend, act_params
 
 _erf_ufunc = None
 # Where the Numba pass beats NumPy (1024x128 float32, 2026-11-30, idle 2-core AMD EPYC, see cpu_numba):
 # branchy activations gain (ReLU fwd + bias 8 us vs 79 us, bwd + db 23 us vs 40 us + 23 us); transcendental
 # ones lose (sigmoid fwd 361 us in Numba's scalar exp vs 131 us in NumPy's SIMD), so those stay on NumPy.
-_NUMBA_FWD = ("identity", "relu", "leaky_relu")
-_NUMBA_BWD = ("relu", "leaky_relu", "sigmoid", "tanh")
-_NUMBA_MASK_BWD = ("relu", "leaky_relu")  # unfused backward: the Numba pass beats NumPy's where
+# The rule, read off each formula of the definition: a Numba pass where it calls no transcendental function.
+# It holds for the newer records and the order-2 pass (1024x128 float32, 2026-12-04, shared 2-core machine,
+# Numba vs NumPy alternating): relu6 fwd + bias 45 vs 239 us, hardswish bwd + db 105 vs 183 us, sigmoid
+# order 2 + db 70 vs 362 us; gelu order 2 + db 1350 vs 952 us (transcendental: NumPy).
+_TRANSCENDENTAL = frozenset(("exp", "expm1", "log", "log1p", "tanh", "erf", "sin", "cos", "pow", "sqrt"))
+
+
+def _ops(tree) -> set:
+    """The primitives a formula's generated code calls (macros such as sigmoid expanded)."""
+    seen, ops, stack = set(), set(), [expand(tree)]
+    while stack:
+        e = stack.pop()
+        if id(e) not in seen:
+            seen.add(id(e))
+            ops.add(e.op)
+            stack.extend(e.args)
+    return ops
+
+
+def _plain(tree) -> bool:
+    return not (_ops(tree) & _TRANSCENDENTAL)
+
+
+_NUMBA_FWD = tuple(a for a in ACTIVATIONS if _plain(trees(a)[0]))
+_NUMBA_BWD = {k: tuple(a for a in ACTIVATIONS if a != "identity" and _plain(backward_tree(a, k))) for k in KERNEL_ORDERS}
+# unfused backward: the Numba pass beats NumPy's where with a data-dependent mask (~7x) for branchy formulas
+_NUMBA_MASK_BWD = {k: tuple(a for a in v if "where" in _ops(backward_tree(a, k))) for k, v in _NUMBA_BWD.items()}
 
 
 def _get_erf():
@@ -115,41 +140,42 @@ class CPUBackend(Backend):
         return dx, dw
 
     # ------------------------------------------------------------------ fused passes (Numba)
-    def bias_act(self, z, b, act: str, slope: float = 0.01):
+    def bias_act(self, z, b, act: str, params=None):
         K = _kernels()
         if act not in _NUMBA_FWD or not K.supported(z) or (b is not None and b.dtype != z.dtype):
-            return super().bias_act(z, b, act, slope)
+            return super().bias_act(z, b, act, params)
         if act == "identity":
             if b is not None:
                 z += b
             return z, None
+        prm = act_params(act, params)
         inplace, keep_z, _ = K.kernels(act, z.dtype)
         bb = b if b is not None else K.empty_bias(z.dtype)
-        if saves_output(act, slope):
-            inplace(z, bb, b is not None, slope)
+        if saves_output(act, prm):
+            inplace(z, bb, b is not None, K.params_arg(act, prm, z.dtype))
             return z, z
         y = np.empty_like(z)
-        keep_z(z, bb, b is not None, slope, y)
+        keep_z(z, bb, b is not None, K.params_arg(act, prm, z.dtype), y)
         return y, z
 
-    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, slope: float = 0.01):
+    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, params=None, order: int = 1):
         K = _kernels()
-        if act == "identity":
+        if act == "identity" and order == 1:
             return dy, (dy.sum(axis=0) if with_bias else None)
-        if act not in _NUMBA_BWD or not K.supported(dy, saved):
-            return super().act_bias_backward(dy, saved, act, with_bias, slope)
+        if act not in _NUMBA_BWD.get(order, ()) or not K.supported(dy, saved):
+            return super().act_bias_backward(dy, saved, act, with_bias, params, order)
         dz = np.empty_like(dy)
         db = np.empty(dy.shape[1], dy.dtype) if with_bias else K.empty_bias(dy.dtype)
-        K.kernels(act, dy.dtype)[2](dy, saved, slope, dz, db, with_bias)
+        K.deriv_kernel(act, dy.dtype, order)(dy, saved, K.params_arg(act, params, dy.dtype), dz, db, with_bias)
         return dz, (db if with_bias else None)
 
-    def act_backward(self, dy, saved, act: str, slope: float = 0.01):
-        if act in _NUMBA_MASK_BWD and saved is not None and dy.shape == saved.shape:
+    def act_derivative(self, dy, s, act: str, params=None, order: int = 1):
+        if act in _NUMBA_MASK_BWD.get(order, ()) and s is not None and dy.shape == s.shape:
             # the Numba pass (no bias): np.where with a data-dependent mask is ~7x slower here
-            d, s = dy.reshape(1, -1), saved.reshape(1, -1)
-            if _kernels().supported(d, s):
-                return self.act_bias_backward(d, s, act, False, slope)[0].reshape(dy.shape)
-        return super().act_backward(dy, saved, act, slope)
+            d, s2 = dy.reshape(1, -1), s.reshape(1, -1)
+            if _kernels().supported(d, s2):
+                return self.act_bias_backward(d, s2, act, False, params, order)[0].reshape(dy.shape)
+        return super().act_derivative(dy, s, act, params, order)
 
     # ------------------------------------------------------------------ layer normalisation (Numba passes)
     def layer_norm_forward(self, x2, w, b, eps: float):

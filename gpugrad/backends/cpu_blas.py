@@ -1,4 +1,4 @@
-"""Optional MKL GEMMs for the CPU backend (``pip install ".[mkl]"`` from a checkout).
+"""Optional MKL GEMMs for the CPU backend (the ``mkl`` package: ``install_hints.hint("mkl")``).
 
 NumPy's wheels ship OpenBLAS. On the MLP GEMMs of ``benchmarks/mlp_cpu.py`` case (a), timed alone
 on 2 cores, OpenBLAS took 32.6 ms where MKL through this module took 25.8 ms. In whole training
@@ -15,6 +15,8 @@ import os
 import sys
 
 import numpy as np
+
+from ..install_hints import hint
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _state: dict = {}
@@ -58,7 +60,7 @@ def load():
             _state["error"] = str(e)
     if choice == "mkl" and fns is None:
         raise RuntimeError("GPUGRAD_BLAS=mkl but libmkl_rt could not be loaded "
-                           f"({_state.get('error', 'not found')}); pip install mkl, or unset GPUGRAD_BLAS")
+                           f"({_state.get('error', 'not found')}); {hint('mkl')}, or unset GPUGRAD_BLAS")
     _state["fns"] = fns
     return fns
 

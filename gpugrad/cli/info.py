@@ -11,6 +11,9 @@ from ..install_hints import INSTALL_HINTS
 from .options import cuda_status
 
 
+_HINT_KEY = {"mpi4py": "mpi"}  # module -> its key in install_hints.INSTALL_HINTS where they differ
+
+
 def add_parser(sub) -> None:
     """Register ``info`` on the sub-command parsers ``sub``."""
     sub.add_parser("info", help="versions, devices, usable backends and kernels")
@@ -26,8 +29,9 @@ def info_text() -> str:
         if k == "gpugrad":
             continue
         ver = v.get(k)
-        name = dist or k  # the name pip knows (scikit-learn); cupy's varies
-        lines.append(f"  {name:<12} {ver if ver else 'not installed' + (': ' + INSTALL_HINTS[k] if k in INSTALL_HINTS else '')}")
+        name = dist or k  # the name pip knows (nvmath-python); cupy's varies
+        fix = INSTALL_HINTS.get(_HINT_KEY.get(k, k))
+        lines.append(f"  {name:<13} {ver if ver else 'not installed' + (': ' + fix if fix else '')}")
     lines.append("devices:")
     ncpu = os.cpu_count() or 1
     blas = _blas_name()

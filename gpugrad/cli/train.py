@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -32,7 +31,7 @@ RESUME_OVERRIDABLE = {"epochs", "quiet", "device", "no_plots", "stop_after", "re
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--dataset", choices=DATASETS, default="digits",
-                   help="digits: scikit-learn's 8x8 digits (bundled); mnist1d: generated locally by the "
+                   help="digits: 8x8 handwritten digits (shipped with gpugrad); mnist1d: generated locally by the "
                         f"'mnist1d' package, {hint('mnist1d')}; synthetic: seeded teacher-network data (default: digits)")
     d.add_argument("--task", choices=("classification", "regression"), default="classification",
                    help="synthetic only (default: classification)")
@@ -153,9 +152,13 @@ def _epoch_line(rec: dict, total: int, classify: bool) -> str:
     k = "acc" if classify else "R^2"
     key = "acc" if classify else "r2"
     sps = rec.get("samples_per_s") or 0.0
-    return (f"epoch {rec['epoch']:>3}/{total}  train loss {rec['train_loss']:.4f} {k} {rec[f'train_{key}']:.4f}"
-            f"  |  test loss {rec['test_loss']:.4f} {k} {rec[f'test_{key}']:.4f}"
-            f"  |  {sps:,.0f} samples/s  lr {rec['lr']:.2g}")
+    score = (lambda v: f"{v:.4f}") if classify else training.fmt_value
+    compiled = rec.get("compile_s") or 0.0
+    return (f"epoch {rec['epoch']:>3}/{total}  train loss {training.fmt_value(rec['train_loss'])} {k} "
+            f"{score(rec[f'train_{key}'])}  |  test loss {training.fmt_value(rec['test_loss'])} {k} "
+            f"{score(rec[f'test_{key}'])}  |  {sps:,.0f} samples/s"
+            + (f" ({compiled:.2f} s of it compiling kernels, once per process)" if compiled >= 0.01 else "")
+            + f"  lr {rec['lr']:.2g}")
 
 
 def _prepare_new_run(cfg: dict, run_dir: str | None) -> str:
@@ -311,12 +314,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             if dist.is_main:
                 _append_jsonl(metrics_path, [rec])
                 _append_jsonl(grads_path, norm_recs)
-                training.save_checkpoint(ck_path, training.pack_checkpoint(trainer.model, trainer.opt, trainer.sched,
-                                                                           device, trainer.epoch, trainer.step))
+                if trainer.diverged is None:  # a diverged epoch leaves the last finite checkpoint in place
+                    training.save_checkpoint(ck_path, training.pack_checkpoint(
+                        trainer.model, trainer.opt, trainer.sched, device, trainer.epoch, trainer.step))
             say(_epoch_line(rec, total, trainer.classify))
-            if not math.isfinite(rec["train_loss"]):
-                print(f"{PROG} train: training diverged (train loss {rec['train_loss']}); lower --lr or add "
-                      "--clip-grad-norm", file=sys.stderr)
+            if trainer.diverged is not None:
+                if dist.is_main:
+                    print(_diverged_message(trainer, cfg, rec), file=sys.stderr, flush=True)
                 diverged = True
                 break
     except KeyboardInterrupt:
@@ -327,6 +331,15 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         _final_report(run_dir, metrics, cfg, trainer, args, t_start, diverged)
     dist.close()
     return 1 if diverged else 0
+
+
+def _diverged_message(trainer, cfg: dict, rec: dict) -> str:
+    """The one message of a run whose loss or gradients stopped being finite."""
+    epoch, step = trainer.diverged
+    kept = (f"{CHECKPOINT_FILE} keeps epoch {epoch - 1}" if epoch > 1 else f"no {CHECKPOINT_FILE} was written")
+    return (f"{PROG} train: training diverged at step {step} (epoch {epoch}): the gradients or the loss are not "
+            f"finite (train loss {training.fmt_value(rec['train_loss'])}). Lower --lr (now {cfg['lr']:g}) or add "
+            f"--clip-grad-norm; {kept}.")
 
 
 def _join(args: argparse.Namespace, device: str):
@@ -367,11 +380,13 @@ def _final_report(run_dir: str, metrics: list, cfg: dict, trainer, args, t_start
     stopped = "" if last["epoch"] >= cfg["epochs"] else f" (stopped; resume with: {PROG} train --resume {run_dir})"
     if diverged:
         stopped = " (diverged: the loss is not finite)"
-    print(f"final: epoch {last['epoch']}/{cfg['epochs']}{elapsed}{stopped}: {name} {last[f'test_{key}']:.4f} "
-          f"(best {best[f'test_{key}']:.4f} at epoch {best['epoch']}), test loss {last['test_loss']:.4f}, "
-          f"train loss {last['train_loss']:.4f}", flush=True)
-    print(f"run folder: {run_dir} (config.json, metrics.jsonl, grad_norms.jsonl, {CHECKPOINT_FILE}"
-          + "".join(f", {os.path.basename(p)}" for p in plots) + ")", flush=True)
+    score = (lambda v: f"{v:.4f}") if trainer.classify else training.fmt_value
+    print(f"final: epoch {last['epoch']}/{cfg['epochs']}{elapsed}{stopped}: {name} {score(last[f'test_{key}'])} "
+          f"(best {score(best[f'test_{key}'])} at epoch {best['epoch']}), test loss "
+          f"{training.fmt_value(last['test_loss'])}, train loss {training.fmt_value(last['train_loss'])}", flush=True)
+    files = [f for f in ("config.json", "metrics.jsonl", "grad_norms.jsonl", CHECKPOINT_FILE)
+             if os.path.exists(os.path.join(run_dir, f))] + [os.path.basename(p) for p in plots]
+    print(f"run folder: {run_dir} ({', '.join(files)})", flush=True)
     if trainer.tracker.warnings:
         print(f"{len(trainer.tracker.warnings)} gradient warning(s) (see above)", flush=True)
 

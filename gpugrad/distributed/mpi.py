@@ -16,12 +16,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._threads import THREAD_VARS, launcher_size
 from ..install_hints import hint
 from .group import DistributedError, ProcessGroup, Work, check_op
-
-# Environment variables launchers set with the number of processes they started.
-_LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE", "SLURM_NTASKS",
-                       "WORLD_SIZE")
 
 
 def import_mpi(where: str):
@@ -32,15 +29,6 @@ def import_mpi(where: str):
         raise DistributedError(f"{where}: mpi4py is not installed (or cannot load its MPI library: {e}). "
                                f"Fix: {hint('mpi')}") from e
     return MPI
-
-
-def launcher_size() -> tuple[str, int] | None:
-    """(variable, number of processes) announced by the launcher's environment, if any."""
-    for var in _LAUNCHER_SIZE_VARS:
-        v = os.environ.get(var)
-        if v and v.strip().isdigit() and var != "MPI_LOCALNRANKS":
-            return var, int(v)
-    return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,10 +50,6 @@ def _extra_flags() -> tuple[str, ...]:
         return ()
     root = ("--allow-run-as-root",) if hasattr(os, "geteuid") and os.geteuid() == 0 else ()
     return ("--oversubscribe", *root)
-
-
-# The thread pools of a rank's libraries (BLAS, OpenMP, Numba): set them per rank when launching.
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 def mpiexec_command(n: int, args: Sequence[str]) -> list[str]:

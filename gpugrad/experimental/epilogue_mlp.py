@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..autograd.function import Context, Function, named_error
+from ..install_hints import hint
 from ..nn.layers import MLP
 from ..tensor import Tensor
 from . import epilogue_kernels as E
@@ -84,7 +85,7 @@ def epilogue_mlp(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor |
             raise named_error(ValueError, f"epilogue_mlp: layer {j} weight {tuple(ws[j].shape)} does not follow "
                               f"layer {j - 1} weight {tuple(ws[j - 1].shape)}")
     if x.device.type == "cuda" and not E.available()[0]:
-        raise named_error(RuntimeError, f"epilogue_mlp: {E.available()[1]}. Fix: pip install nvmath-python, or "
+        raise named_error(RuntimeError, f"epilogue_mlp: {E.available()[1]}. Fix: {hint('nvmath')}, or "
                           "use gg.nn.MLP (the fused-kernel path)")
     params: list = []
     for w, b in zip(ws, bs):

@@ -18,11 +18,12 @@ from . import _numba
 
 cuda = None  # numba.cuda, bound when the first kernel is built (keeps imports free of CUDA)
 from .activations import act_backward_ref, act_code, device_functions
+from .bias_act import params_arg
 
 
-def act_bias_grad_ref(dy, saved, act: str, with_bias: bool = True, slope: float = 0.01):
+def act_bias_grad_ref(dy, saved, act: str, with_bias: bool = True, params=None, order: int = 1):
     """Float64 reference: ``(dz, db)`` (``db`` None without bias)."""
-    dz = act_backward_ref(dy, saved, act, slope)
+    dz = act_backward_ref(dy, saved, act, params, order)
     return dz, (dz.sum(axis=0) if with_bias else None)
 
 
@@ -30,11 +31,11 @@ def _grad_kernel(cdt, TX: int, TY: int):
     def build():
         _numba.nb_cuda(globals())
         F = _numba.nb_type(cdt)
-        _, act_bwd = device_functions(cdt)
+        _, act_deriv = device_functions(cdt)
         zero = np.dtype(cdt).type(0.0)
 
         @cuda.jit
-        def act_bias_grad_kernel(dy, s, dz, partial, rows_per_block, write_dz, do_bias, code, slope):
+        def act_bias_grad_kernel(dy, s, dz, partial, rows_per_block, write_dz, do_bias, code, order, prm):
             sm = cuda.shared.array((TY, TX), dtype=F)
             tx = cuda.threadIdx.x
             ty = cuda.threadIdx.y
@@ -48,7 +49,7 @@ def _grad_kernel(cdt, TX: int, TY: int):
             acc = zero
             if col < n_cols:
                 for r in range(r0 + ty, r1, TY):
-                    g = act_bwd(F(dy[r, col]), F(s[r, col]), code, slope)
+                    g = act_deriv(F(dy[r, col]), F(s[r, col]), code, order, prm)
                     if write_dz:
                         dz[r, col] = g
                     acc += g
@@ -94,9 +95,10 @@ def plan(n_rows: int, n_cols: int, TX: int = 32, TY: int = 8, target_blocks: int
     return col_blocks, row_blocks, rows_per_block
 
 
-def act_bias_grad(dy, saved, dz, db, act: str, slope: float = 0.01, *, partial=None, stream=None,
+def act_bias_grad(dy, saved, dz, db, act: str, params=None, order: int = 1, *, partial=None, stream=None,
                   TX: int = 32, TY: int = 8, target_blocks: int = 512, alloc=None) -> None:
-    """Fused backward of ``y = act(z + b)``.
+    """Fused backward of ``y = act(z + b)``: ``dz = dy * d^order act`` (order 1, or 2 for a double
+    backward) and ``db = dz.sum(0)``.
 
     ``dy``, ``saved`` (``y`` or ``z``; pass ``dy`` for identity), ``dz``: (M, N); ``dz`` may be None to
     only reduce ``db`` (identity). ``db``: (N,) or None. ``partial``: (row_blocks, N) scratch in the
@@ -121,7 +123,7 @@ def act_bias_grad(dy, saved, dz, db, act: str, slope: float = 0.01, *, partial=N
     k = _grad_kernel(cdt, TX, TY)
     _numba.launch(k, (col_blocks, row_blocks), (TX, TY), stream, dy, saved,
                   dz if write_dz else _numba.stand_in(dy, 2), partial,
-                  rpb, write_dz, do_bias, act_code(act), cdt.type(slope))
+                  rpb, write_dz, do_bias, act_code(act), int(order), params_arg(act, params, cdt))
     if do_bias:
         k2 = _colsum_kernel(cdt)
         _numba.launch(k2, _numba.blocks_for(N, 128), 128, stream, partial, db)

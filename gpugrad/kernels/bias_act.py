@@ -17,20 +17,25 @@ import numpy as np
 from . import _numba
 
 cuda = None  # numba.cuda, bound when the first kernel is built (keeps imports free of CUDA)
-from .activations import act_backward_ref, act_code, act_forward_ref, device_functions
+from .activations import act_backward_ref, act_code, act_forward_ref, device_functions, kernel_params
 
 
 # ---------------------------------------------------------------------------------------- references
-def bias_act_ref(z, b, act: str, slope: float = 0.01):
+def bias_act_ref(z, b, act: str, params=None):
     """Float64 reference: returns ``(y, z + b)``."""
     v = np.asarray(z, dtype=np.float64)
     if b is not None:
         v = v + np.asarray(b, dtype=np.float64)
-    return act_forward_ref(v, act, slope), v
+    return act_forward_ref(v, act, params), v
 
 
-def act_backward_elementwise_ref(dy, saved, act: str, slope: float = 0.01):
-    return act_backward_ref(dy, saved, act, slope)
+def act_backward_elementwise_ref(dy, saved, act: str, params=None, order: int = 1):
+    return act_backward_ref(dy, saved, act, params, order)
+
+
+def params_arg(act: str, params, cdt) -> tuple:
+    """The kernels' ``prm`` argument: the activation's parameters (padded) in the compute dtype."""
+    return tuple(np.dtype(cdt).type(p) for p in kernel_params(act, params))
 
 
 # ---------------------------------------------------------------------------------------- kernels
@@ -42,7 +47,7 @@ def _bias_act_kernel(cdt):
         act_fwd, _ = device_functions(cdt)
 
         @cuda.jit
-        def bias_act_kernel(z, b, y, has_bias, write_z, code, slope):
+        def bias_act_kernel(z, b, y, has_bias, write_z, code, prm):
             c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
             if c < z.shape[1]:
                 bc = ZERO
@@ -54,7 +59,7 @@ def _bias_act_kernel(cdt):
                         v += bc
                     if write_z:
                         z[r, c] = v
-                    y[r, c] = act_fwd(v, code, slope)
+                    y[r, c] = act_fwd(v, code, prm)
         return bias_act_kernel
     return _numba.cached(("bias_act", np.dtype(cdt).str), build)
 
@@ -63,20 +68,20 @@ def _act_bwd_kernel(cdt):
     def build():
         _numba.nb_cuda(globals())
         F = _numba.nb_type(cdt)
-        _, act_bwd = device_functions(cdt)
+        _, act_deriv = device_functions(cdt)
 
         @cuda.jit
-        def act_bwd_kernel(dy, s, dz, code, slope):
+        def act_bwd_kernel(dy, s, dz, code, order, prm):
             c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
             if c < dy.shape[1]:
                 for r in range(cuda.blockIdx.y, dy.shape[0], cuda.gridDim.y):
-                    dz[r, c] = act_bwd(F(dy[r, c]), F(s[r, c]), code, slope)
+                    dz[r, c] = act_deriv(F(dy[r, c]), F(s[r, c]), code, order, prm)
         return act_bwd_kernel
     return _numba.cached(("act_bwd", np.dtype(cdt).str), build)
 
 
 # ---------------------------------------------------------------------------------------- launchers
-def bias_act(z, b, y, act: str, slope: float = 0.01, write_z: bool = False, *, stream=None,
+def bias_act(z, b, y, act: str, params=None, write_z: bool = False, *, stream=None,
              block: int = 256, max_blocks: int | None = None) -> None:
     """``y = act(z + b)`` in one pass (``y`` may be ``z``); with ``write_z`` also ``z = z + b``.
     ``b`` is a (N,) array or None."""
@@ -87,7 +92,7 @@ def bias_act(z, b, y, act: str, slope: float = 0.01, write_z: bool = False, *, s
         if not _numba.same_memory(y, z):
             raise ValueError("bias_act: y must be z itself or not overlap it")
         tmp = np.empty_like(z)
-        bias_act(z, b, tmp, act, slope, write_z, stream=stream, block=block, max_blocks=max_blocks)
+        bias_act(z, b, tmp, act, params, write_z, stream=stream, block=block, max_blocks=max_blocks)
         z[...] = tmp
         return
     cdt = _numba.compute_dtype(z.dtype)
@@ -95,17 +100,17 @@ def bias_act(z, b, y, act: str, slope: float = 0.01, write_z: bool = False, *, s
     has_bias = b is not None
     bb = b if has_bias else _numba.stand_in(z, 1)  # never read
     grid, bx = _numba.grid_2d(M, N, block, max_blocks)
-    _numba.launch(k, grid, bx, stream, z, bb, y, has_bias, bool(write_z), act_code(act), cdt.type(slope))
+    _numba.launch(k, grid, bx, stream, z, bb, y, has_bias, bool(write_z), act_code(act), params_arg(act, params, cdt))
 
 
-def act_backward(dy, saved, dz, act: str, slope: float = 0.01, *, stream=None, block: int = 256,
+def act_backward(dy, saved, dz, act: str, params=None, order: int = 1, *, stream=None, block: int = 256,
                  max_blocks: int | None = None) -> None:
-    """``dz = dy * act'(saved)`` elementwise over 2-D arrays (``saved``: ``y`` or ``z`` as for
-    :func:`bias_act`; for identity pass ``dy``)."""
+    """``dz = dy * d^order act (saved)`` elementwise over 2-D arrays (order 1 or 2; ``saved``: ``y`` or
+    ``z`` as for :func:`bias_act`; for identity pass ``dy``)."""
     M, N = dy.shape
     if M * N == 0:
         return
     cdt = _numba.compute_dtype(dy.dtype)
     k = _act_bwd_kernel(cdt)
     grid, bx = _numba.grid_2d(M, N, block, max_blocks)
-    _numba.launch(k, grid, bx, stream, dy, saved, dz, act_code(act), cdt.type(slope))
+    _numba.launch(k, grid, bx, stream, dy, saved, dz, act_code(act), int(order), params_arg(act, params, cdt))

@@ -12,7 +12,7 @@ import numpy as np
 from . import source_path
 from ._numba import blocks_for, compute_dtype, grid_2d, next_pow2, storage_suffix
 from .act_bias_grad import plan
-from .activations import act_code, cuda_source
+from .activations import act_code, cuda_source, kernel_params
 
 ABG_TX, ABG_TY = 32, 8  # must match fused.cu
 SOFTMAX_MAX_BLOCK = 256  # fused.cu's softmax_xent_fwd reduces in sm_m[256] / sm_s[256] by halving: a power of two
@@ -58,7 +58,18 @@ def check_block(kernel: str, block, *, power_of_two_max: int | None = None) -> i
     return int(block)
 
 
-def bias_act(z, b, y, act: str, slope: float = 0.01, write_z: bool = False, *, state, block: int = 256,
+def _prm(act: str, params, dt) -> tuple:
+    """The kernels' trailing parameter arguments (``GG_ACT_PARAMS``) in the compute type of ``dt``."""
+    c = compute_dtype(dt).type
+    return tuple(c(p) for p in kernel_params(act, params))
+
+
+def _key(params):
+    """A hashable plan-cache key of an activation's parameters."""
+    return tuple(params.items()) if isinstance(params, dict) else params
+
+
+def bias_act(z, b, y, act: str, params=None, write_z: bool = False, *, state, block: int = 256,
              max_blocks: int | None = None) -> None:
     M, N = z.shape
     if M * N == 0:
@@ -69,14 +80,15 @@ def bias_act(z, b, y, act: str, slope: float = 0.01, write_z: bool = False, *, s
     def make():
         grid, bx = grid_2d(M, N, check_block("bias_act", block), max_blocks)
         return (function(state, "bias_act", dt), grid, (bx,), (np.int64(M), np.int64(N), np.int32(has_b),
-                np.int32(bool(write_z)), np.int32(act_code(act)), compute_dtype(dt).type(slope)))
-    f, grid, blk, tail = state.plan(("bias_act", dt, M, N, has_b, bool(write_z), act, slope, block, max_blocks),
-                                    make)
+                np.int32(bool(write_z)), np.int32(act_code(act))) + _prm(act, params, dt))
+    f, grid, blk, tail = state.plan(("bias_act", dt, M, N, has_b, bool(write_z), act, _key(params), block,
+                                     max_blocks), make)
     f(grid, blk, (z, b if has_b else z, y) + tail)
 
 
-def act_backward(dy, saved, dz, act: str, slope: float = 0.01, *, state, block: int = 256,
+def act_backward(dy, saved, dz, act: str, params=None, order: int = 1, *, state, block: int = 256,
                  max_blocks: int | None = None) -> None:
+    """``dz = dy * d^order act (saved)`` elementwise (order 1 or 2)."""
     M, N = dy.shape
     if M * N == 0:
         return
@@ -85,14 +97,14 @@ def act_backward(dy, saved, dz, act: str, slope: float = 0.01, *, state, block: 
     def make():
         grid, bx = grid_2d(M, N, check_block("act_bwd", block), max_blocks)
         return (function(state, "act_bwd", dt), grid, (bx,),
-                (np.int64(M), np.int64(N), np.int32(act_code(act)), compute_dtype(dt).type(slope)))
-    f, grid, blk, tail = state.plan(("act_bwd", dt, M, N, act, slope, block, max_blocks), make)
+                (np.int64(M), np.int64(N), np.int32(act_code(act)), np.int32(order)) + _prm(act, params, dt))
+    f, grid, blk, tail = state.plan(("act_bwd", dt, M, N, act, _key(params), order, block, max_blocks), make)
     f(grid, blk, (dy, saved, dz) + tail)
 
 
-def act_bias_grad(dy, saved, dz, db, act: str, slope: float = 0.01, *, state, target_blocks: int = 512,
+def act_bias_grad(dy, saved, dz, db, act: str, params=None, order: int = 1, *, state, target_blocks: int = 512,
                   partial=None) -> None:
-    """``partial``: the (row_blocks, N) scratch of :func:`act_bias_grad.plan` in the compute dtype
+    """``dz = dy * d^order act (saved)`` (order 1 or 2) and ``db = dz.sum(0)``. ``partial``: the (row_blocks, N) scratch of :func:`act_bias_grad.plan` in the compute dtype
     (allocated here when not given)."""
     M, N = dy.shape
     do_bias = db is not None
@@ -107,10 +119,10 @@ def act_bias_grad(dy, saved, dz, db, act: str, slope: float = 0.01, *, state, ta
         col_blocks, row_blocks, rpb = plan(M, N, ABG_TX, ABG_TY, target_blocks)
         return (function(state, "act_bias_grad", dt), (col_blocks, row_blocks), row_blocks,
                 (np.int64(M), np.int64(N), np.int64(rpb), np.int32(write_dz), np.int32(do_bias),
-                 np.int32(act_code(act)), compute_dtype(dt).type(slope)),
+                 np.int32(act_code(act)), np.int32(order)) + _prm(act, params, dt),
                 function(state, "colsum", dt), (blocks_for(N, 128),), (np.int64(row_blocks), np.int64(N)))
     f, grid, row_blocks, tail, f2, grid2, tail2 = state.plan(
-        ("act_bias_grad", dt, M, N, write_dz, do_bias, act, slope, target_blocks), make)
+        ("act_bias_grad", dt, M, N, write_dz, do_bias, act, _key(params), order, target_blocks), make)
     if do_bias and partial is None:
         import cupy
         partial = cupy.empty((row_blocks, N), dtype=compute_dtype(dt))

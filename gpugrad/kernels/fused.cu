@@ -45,8 +45,8 @@ __device__ __forceinline__ double m_log(double x) { return log(x); }
 __device__ __forceinline__ float neg_inf(float) { return __int_as_float(0xff800000); }
 __device__ __forceinline__ double neg_inf(double) { return __longlong_as_double(0xfff0000000000000ULL); }
 
-#include "activations.cuh"  // act_fwd / act_bwd and the activation codes, generated
-using gg_act::act_bwd;
+#include "activations.cuh"  // act_fwd / act_deriv, the activation codes and GG_ACT_PARAMS, generated
+using gg_act::act_deriv;
 using gg_act::act_fwd;
 
 // ------------------------------------------------------------------ bias + activation forward
@@ -55,7 +55,7 @@ using gg_act::act_fwd;
 // stays in a register).
 template <typename T>
 __device__ void bias_act_impl(T* z, const T* b, T* y, i64 M, i64 N, int has_bias, int write_z, int code,
-                              typename Num<T>::C slope) {
+                              GG_ACT_PARAMS(typename Num<T>::C)) {
     typedef typename Num<T>::C C;
     const i64 c = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= N) return;
@@ -65,18 +65,19 @@ __device__ void bias_act_impl(T* z, const T* b, T* y, i64 M, i64 N, int has_bias
         C v = Num<T>::load(z[i]);
         if (has_bias) v += bc;
         if (write_z) z[i] = Num<T>::store(v);
-        y[i] = Num<T>::store(act_fwd<C>(v, code, slope));
+        y[i] = Num<T>::store(act_fwd<C>(v, code, GG_ACT_ARGS));
     }
 }
 
 template <typename T>
-__device__ void act_bwd_impl(const T* dy, const T* s, T* dz, i64 M, i64 N, int code, typename Num<T>::C slope) {
+__device__ void act_bwd_impl(const T* dy, const T* s, T* dz, i64 M, i64 N, int code, int order,
+                             GG_ACT_PARAMS(typename Num<T>::C)) {
     typedef typename Num<T>::C C;
     const i64 c = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= N) return;
     for (i64 r = blockIdx.y; r < M; r += gridDim.y) {
         const i64 i = r * N + c;
-        dz[i] = Num<T>::store(act_bwd<C>(Num<T>::load(dy[i]), Num<T>::load(s[i]), code, slope));
+        dz[i] = Num<T>::store(act_deriv<C>(Num<T>::load(dy[i]), Num<T>::load(s[i]), code, order, GG_ACT_ARGS));
     }
 }
 
@@ -88,8 +89,8 @@ __device__ void act_bwd_impl(const T* dy, const T* s, T* dz, i64 M, i64 N, int c
 
 template <typename T>
 __device__ void act_bias_grad_impl(const T* dy, const T* s, T* dz, typename Num<T>::C* partial, i64 M, i64 N,
-                                   i64 rows_per_block, int write_dz, int do_bias, int code,
-                                   typename Num<T>::C slope) {
+                                   i64 rows_per_block, int write_dz, int do_bias, int code, int order,
+                                   GG_ACT_PARAMS(typename Num<T>::C)) {
     typedef typename Num<T>::C C;
     __shared__ C sm[ABG_TY][ABG_TX];
     const int tx = threadIdx.x, ty = threadIdx.y;
@@ -101,7 +102,7 @@ __device__ void act_bias_grad_impl(const T* dy, const T* s, T* dz, typename Num<
     if (col < N) {
         for (i64 r = r0 + ty; r < r1; r += ABG_TY) {
             const i64 i = r * N + col;
-            C g = act_bwd<C>(Num<T>::load(dy[i]), Num<T>::load(s[i]), code, slope);
+            C g = act_deriv<C>(Num<T>::load(dy[i]), Num<T>::load(s[i]), code, order, GG_ACT_ARGS);
             if (write_dz) dz[i] = Num<T>::store(g);
             acc += g;
         }
@@ -219,14 +220,16 @@ __device__ void gather_impl(const GatherTable& t, T* out) {
 // ------------------------------------------------------------------ extern "C" entry points
 #define GG_ENTRY_POINTS(SUF, T, C)                                                                            \
 extern "C" __global__ void bias_act_##SUF(T* z, const T* b, T* y, i64 M, i64 N, int has_bias, int write_z,    \
-                                          int code, C slope) {                                                \
-    bias_act_impl<T>(z, b, y, M, N, has_bias, write_z, code, slope); }                                        \
-extern "C" __global__ void act_bwd_##SUF(const T* dy, const T* s, T* dz, i64 M, i64 N, int code, C slope) {  \
-    act_bwd_impl<T>(dy, s, dz, M, N, code, slope); }                                                          \
+                                          int code, GG_ACT_PARAMS(C)) {                                       \
+    bias_act_impl<T>(z, b, y, M, N, has_bias, write_z, code, GG_ACT_ARGS); }                                  \
+extern "C" __global__ void act_bwd_##SUF(const T* dy, const T* s, T* dz, i64 M, i64 N, int code, int order,   \
+                                         GG_ACT_PARAMS(C)) {                                                  \
+    act_bwd_impl<T>(dy, s, dz, M, N, code, order, GG_ACT_ARGS); }                                            \
 extern "C" __global__ void act_bias_grad_##SUF(const T* dy, const T* s, T* dz, C* partial, i64 M, i64 N,      \
                                                i64 rows_per_block, int write_dz, int do_bias, int code,       \
-                                               C slope) {                                                     \
-    act_bias_grad_impl<T>(dy, s, dz, partial, M, N, rows_per_block, write_dz, do_bias, code, slope); }        \
+                                               int order, GG_ACT_PARAMS(C)) {                                 \
+    act_bias_grad_impl<T>(dy, s, dz, partial, M, N, rows_per_block, write_dz, do_bias, code, order,           \
+                          GG_ACT_ARGS); }                                                                     \
 extern "C" __global__ void colsum_##SUF(const C* partial, T* out, i64 R, i64 N) {                             \
     colsum_impl<T>(partial, out, R, N); }                                                                     \
 extern "C" __global__ void softmax_xent_fwd_##SUF(const T* x, const i64* t, T* loss, T* probs, i64 M, i64 Cn, \

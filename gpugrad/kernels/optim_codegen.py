@@ -19,13 +19,17 @@ import math
 import textwrap
 from typing import Any
 
-from .optim_rules import Rule, lerp, maximum, sqrt
+from . import expr as E
+from .optim_rules import Rule
 
 _ALLOWED = (ast.FunctionDef, ast.arguments, ast.arg, ast.Assign, ast.If, ast.Return, ast.Tuple, ast.Name,
             ast.Load, ast.Store, ast.Constant, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.Call,
             ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.Not, ast.And, ast.Or, ast.Lt, ast.LtE,
             ast.Gt, ast.GtE, ast.Eq, ast.NotEq)
-PRIMITIVES = ("sqrt", "maximum", "lerp")
+# The functions a rule may call: the one primitive table's (gpugrad/kernels/expr.py), by their Python names.
+PRIMITIVES: dict[str, str] = {"maximum": "max", "minimum": "min", **{
+    n: n for n, p in E.PRIMS.items() if p.arity and n not in ("max", "min", "where") and not p.boolean
+    and (p.c.startswith("gg_") or p.body is not None)}}
 _trees: dict = {}
 
 
@@ -39,7 +43,7 @@ def tree(fn) -> ast.FunctionDef:
                 raise SyntaxError(f"optimizer rule {fn.__name__}: {type(node).__name__} is outside the rule language "
                                   f"(line {getattr(node, 'lineno', '?')})")
             if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in PRIMITIVES):
-                raise SyntaxError(f"optimizer rule {fn.__name__}: only {PRIMITIVES} may be called")
+                raise SyntaxError(f"optimizer rule {fn.__name__}: only {tuple(PRIMITIVES)} may be called")
             if isinstance(node, ast.Assign) and not (len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
                 raise SyntaxError(f"optimizer rule {fn.__name__}: assign to one name at a time")
         _trees[fn] = t
@@ -62,24 +66,112 @@ def check(rule: Rule) -> None:
             raise TypeError(f"optimizer rule {rule.name}: prologue arguments {pargs}, expected {['step', *rule.hyper]}")
 
 
-class _Typed(ast.NodeTransformer):
-    """Numeric constants -> ``F(c)``: float32 kernels stay float32 (Numba types ``1 - x`` as float64)."""
-
-    def visit_Constant(self, node):
-        if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-            return ast.copy_location(ast.Call(ast.Name("F", ast.Load()), [ast.Constant(float(node.value))], []), node)
-        return node
+# ------------------------------------------------------------------------------------------------ into the language
+_BIN = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow"}
+_CMP = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "eq", ast.NotEq: "ne"}
 
 
-def bind(fn, namespace: dict, typed: bool = False):
-    """``fn`` re-made with the primitives (and ``F``) of ``namespace``."""
+def lower(n) -> E.Expr:
+    """A rule's expression (a checked ``ast`` node) as an expression of the one language."""
+    if isinstance(n, ast.Constant):
+        return E.const(float(n.value))
+    if isinstance(n, ast.Name):
+        return E.var(n.id)
+    if isinstance(n, ast.BinOp):
+        return E.node(_BIN[type(n.op)], lower(n.left), lower(n.right))
+    if isinstance(n, ast.UnaryOp):
+        return E.node("neg" if isinstance(n.op, ast.USub) else "not", lower(n.operand))
+    if isinstance(n, ast.Compare):
+        parts, left = [], n.left
+        for op, right in zip(n.ops, n.comparators):
+            parts.append(E.node(_CMP[type(op)], lower(left), lower(right)))
+            left = right
+        out = parts[0]
+        for p in parts[1:]:
+            out = E.node("and", out, p)
+        return out
+    if isinstance(n, ast.BoolOp):
+        vals = [lower(v) for v in n.values]
+        out = vals[0]
+        for v in vals[1:]:
+            out = E.node("and" if isinstance(n.op, ast.And) else "or", out, v)
+        return out
+    if isinstance(n, ast.Call):
+        return E.node(PRIMITIVES[n.func.id], *(lower(a) for a in n.args))
+    raise SyntaxError(f"cannot lower {type(n).__name__}")  # pragma: no cover - tree() forbids it
+
+
+class ArrayStyle(E.PyStyle):
+    """Python over whole NumPy/CuPy arrays: operators infix, ``max``/``min``/``where`` as the array
+    functions ``maximum``/``minimum``/``where``, the other primitives by name (bound by :func:`xp_bound`)."""
+
+    _CALLS = {"max": "maximum({0}, {1})", "min": "minimum({0}, {1})", "where": "where({0}, {1}, {2})",
+              "and": "logical_and({0}, {1})", "or": "logical_or({0}, {1})", "not": "logical_not({0})"}
+
+    def call(self, op: str, a: list) -> str:
+        t = self._CALLS.get(op)
+        return t.format(*a) if t is not None else super().call(op, a)
+
+
+# how statements are spelled: Python (xp, Numba) and C; the expressions by the language's renderers
+_PY_SYNTAX = {"assign": "{i}{name} = {value}", "if": "{i}if {test}:", "else": "{i}else:", "end": None,
+              "return": "{i}return {values}"}
+_C_SYNTAX = {"assign": "{i}{name} = {value};", "if": "{i}if ({test}) {{", "else": "{i}}} else {{", "end": "{i}}}",
+             "return": None}  # C functions return through their reference arguments
+
+
+def _block(stmts, indent: str, style, syntax: dict) -> list[str]:
+    """A rule's statements (assignments, ``if``/``else``, the final ``return``) in ``syntax``."""
+    out = []
+    for st in stmts:
+        if isinstance(st, ast.Assign):
+            out.append(syntax["assign"].format(i=indent, name=st.targets[0].id, value=E.render(lower(st.value), style)))
+        elif isinstance(st, ast.If):
+            out.append(syntax["if"].format(i=indent, test=E.render(lower(st.test), style)))
+            out += _block(st.body, indent + "    ", style, syntax)
+            if st.orelse:
+                out.append(syntax["else"].format(i=indent))
+                out += _block(st.orelse, indent + "    ", style, syntax)
+            if syntax["end"]:
+                out.append(syntax["end"].format(i=indent))
+        elif isinstance(st, ast.Return) and syntax["return"]:
+            items = st.value.elts if isinstance(st.value, ast.Tuple) else [st.value]
+            out.append(syntax["return"].format(i=indent, values=", ".join(E.render(lower(v), style) for v in items)))
+    return out
+
+
+def py_function(fn, name: str, style) -> str:
+    """Python source of a rule (or prologue) function named ``name``, its expressions rendered by ``style``."""
     t = tree(fn)
-    if typed:
-        t = ast.fix_missing_locations(_Typed().visit(ast.parse(ast.unparse(t)).body[0]))
-    code = compile(ast.Module([t], []), f"<optim rule {fn.__name__}>", "exec")
+    return "\n".join([f"def {name}({', '.join(a.arg for a in t.args.args)}):"]
+                     + _block(t.body, "    ", style, _PY_SYNTAX)) + "\n"
+
+
+def _uses(fn) -> set:
+    """The primitives a rule function calls (after macros are expanded)."""
+    out: set = set()
+    for node in ast.walk(tree(fn)):
+        if isinstance(node, (ast.Assign, ast.If, ast.Return)):
+            val = node.value if isinstance(node, (ast.Assign, ast.Return)) else node.test
+            stack = [E.expand(lower(v)) for v in (val.elts if isinstance(val, ast.Tuple) else [val])]
+            while stack:
+                e = stack.pop()
+                out.add(e.op)
+                stack.extend(e.args)
+    return out
+
+
+def bind(fn, namespace: dict, style=None):
+    """``fn`` re-made from the language with the functions of ``namespace`` (``style``: constants and
+    calls, default plain Python)."""
     ns = dict(namespace)
-    exec(code, ns)
+    exec(compile(py_function(fn, fn.__name__, style or E.PyStyle()), f"<optim rule {fn.__name__}>", "exec"), ns)
     return ns[fn.__name__]
+
+
+def _typed() -> E.PyStyle:
+    """Numba scalar code: constants ``F(c)`` (float32 kernels stay float32: Numba types ``1 - x`` as float64)."""
+    return E.PyStyle(const=lambda v: f"F({v!r})")
 
 
 # ------------------------------------------------------------------------------------------------ the definition
@@ -115,13 +207,22 @@ def _xp_lerp(xp):
     return lerp
 
 
+def _xp_namespace(xp) -> dict:
+    """The primitives over whole arrays: the table's ufuncs of ``xp`` (``lerp`` branches on a scalar weight)."""
+    ns = {n: getattr(xp, p.ufunc) for n, p in E.PRIMS.items() if p.ufunc and not p.ufunc.startswith("<")
+          and hasattr(xp, p.ufunc)}
+    ns.update(maximum=xp.maximum, minimum=xp.minimum, where=xp.where, logical_and=xp.logical_and,
+              logical_or=xp.logical_or, logical_not=xp.logical_not, lerp=_xp_lerp(xp), abs=abs)
+    return ns
+
+
 def xp_bound(rule: Rule, xp) -> tuple:
     """``(update, prologue)`` of ``rule`` over whole arrays of the array module ``xp``."""
     key = (rule.name, xp.__name__)
     f = _xp_fns.get(key)
     if f is None:
-        ns = {"sqrt": xp.sqrt, "maximum": xp.maximum, "lerp": _xp_lerp(xp)}
-        f = (bind(rule.fn, ns), bind(rule.prologue, ns) if rule.prologue is not None else None)
+        ns, style = _xp_namespace(xp), ArrayStyle()
+        f = (bind(rule.fn, ns, style), bind(rule.prologue, ns, style) if rule.prologue is not None else None)
         _xp_fns[key] = f
     return f
 
@@ -186,16 +287,18 @@ def numba_source(rule: Rule, mask: tuple, cuda: bool, capturable: bool) -> str:
 
 
 def numba_kernel(rule: Rule, mask: tuple, capturable: bool, F: Any, jit, device_jit, cuda_module=None):
-    """Compile the generated loop: ``jit`` wraps the kernel, ``device_jit`` the rule and primitives
-    (``numba.njit`` / ``numba.njit(inline='always')`` on the CPU; ``cuda.jit`` / ``cuda.jit(device=True)``)."""
-    prim = {"sqrt": device_jit(sqrt), "maximum": device_jit(maximum), "F": F}
-    prim["lerp"] = device_jit(bind(lerp, {"F": F}, typed=True))
+    """Compile the generated loop: ``jit`` wraps the kernel, ``device_jit`` the rule, its prologue and the
+    composite primitives (``numba.njit`` on the CPU; ``cuda.jit`` / ``cuda.jit(device=True)``)."""
+    prim = dict(E.py_namespace(), F=F)
+    helper: dict = {"F": F}
+    exec(compile(E.py_helper_source("lerp", lambda v: f"F({v!r})"), "<optim lerp>", "exec"), helper)
+    prim["lerp"] = device_jit(helper["lerp"])
     ns = dict(prim, math=math)
     if cuda_module is not None:
         ns["cuda"] = cuda_module
-    ns["elem"] = device_jit(bind(rule.fn, prim, typed=True))
+    ns["elem"] = device_jit(bind(rule.fn, prim, _typed()))
     if rule.prologue is not None:
-        ns["prologue"] = device_jit(bind(rule.prologue, prim, typed=True))
+        ns["prologue"] = device_jit(bind(rule.prologue, prim, _typed()))
     src = numba_source(rule, mask, cuda_module is not None, capturable)
     exec(compile(src, f"<optim kernel {rule.name}>", "exec"), ns)
     return jit(ns["kernel"])
@@ -207,75 +310,24 @@ _NJIT = '@numba.njit(cache=True, error_model="numpy")\n'
 
 
 def numba_module_source(rule: Rule, mask: tuple, capturable: bool, dtype_name: str) -> str:
-    """A complete Python module for the CPU: the typed rule as ``elem``, its prologue, the primitives and
-    the loop, each ``numba.njit(cache=True)``. Written to a file (not exec'd) so that Numba's on-disk
-    cache works and a process does not recompile it (seconds) on its first step."""
-    def src(fn, name):
-        if fn in (sqrt, maximum):  # no constants to type (and math.sqrt is outside the rule language)
-            return _NJIT + textwrap.dedent(inspect.getsource(fn)).replace(
-                f"def {fn.__name__}(", f"def {name}(")
-        t = ast.fix_missing_locations(_Typed().visit(ast.parse(ast.unparse(tree(fn))).body[0]))
-        t.name = name
-        return _NJIT + ast.unparse(t) + "\n"
+    """A complete Python module for the CPU: the typed rule as ``elem``, its prologue, the composite
+    primitives it calls and the loop, each ``numba.njit(cache=True)``. Written to a file (not exec'd) so
+    that Numba's on-disk cache works and a process does not recompile it (seconds) on its first step."""
+    fns = [(rule.fn, "elem")] + ([(rule.prologue, "prologue")] if rule.prologue is not None else [])
+    used = set().union(*(_uses(fn) for fn, _ in fns))
+    names = sorted(n for n in used if n in E.py_namespace() and n != "abs")
     parts = [f"# Generated by gpugrad/kernels/optim_codegen.py from gpugrad/kernels/optim_rules.py ({rule.name}): do not edit.",
-             "import math", "import numba", "import numpy as np", f"F = np.{dtype_name}", ""]
-    for fn, name in ((sqrt, "sqrt"), (maximum, "maximum"), (lerp, "lerp"), (rule.fn, "elem")):
-        parts.append(src(fn, name))
-    if rule.prologue is not None:
-        parts.append(src(rule.prologue, "prologue"))
+             "import numba", "import numpy as np"] + ([f"from math import {', '.join(names)}"] if names else []) + \
+        [f"F = np.{dtype_name}", ""]
+    if "lerp" in used:
+        parts.append(_NJIT + E.py_helper_source("lerp", lambda v: f"F({v!r})"))
+    for fn, name in fns:
+        parts.append(_NJIT + py_function(fn, name, _typed()))
     parts.append(_NJIT + numba_source(rule, mask, False, capturable))
     return "\n".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------ CUDA C
-_C_BIN = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
-_C_CMP = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!="}
-_C_CALL = {"sqrt": "gg_sqrt", "maximum": "gg_max", "lerp": "gg_lerp"}
-
-
-def _c_expr(n) -> str:
-    if isinstance(n, ast.Constant):
-        if isinstance(n.value, bool):
-            return "true" if n.value else "false"
-        return f"C({float(n.value)!r})"
-    if isinstance(n, ast.Name):
-        return n.id
-    if isinstance(n, ast.BinOp):
-        if isinstance(n.op, ast.Pow):
-            return f"gg_pow({_c_expr(n.left)}, {_c_expr(n.right)})"
-        return f"({_c_expr(n.left)} {_C_BIN[type(n.op)]} {_c_expr(n.right)})"
-    if isinstance(n, ast.UnaryOp):
-        return f"(-{_c_expr(n.operand)})" if isinstance(n.op, ast.USub) else f"(!{_c_expr(n.operand)})"
-    if isinstance(n, ast.Compare):
-        parts = []
-        left = n.left
-        for op, right in zip(n.ops, n.comparators):
-            parts.append(f"({_c_expr(left)} {_C_CMP[type(op)]} {_c_expr(right)})")
-            left = right
-        return "(" + " && ".join(parts) + ")"
-    if isinstance(n, ast.BoolOp):
-        j = " && " if isinstance(n.op, ast.And) else " || "
-        return "(" + j.join(_c_expr(v) for v in n.values) + ")"
-    if isinstance(n, ast.Call):
-        return f"{_C_CALL[n.func.id]}({', '.join(_c_expr(a) for a in n.args)})"
-    raise SyntaxError(f"cannot render {type(n).__name__} to C")  # pragma: no cover - tree() forbids it
-
-
-def _c_block(stmts, indent: str) -> list[str]:
-    out = []
-    for s in stmts:
-        if isinstance(s, ast.Assign):
-            out.append(f"{indent}{s.targets[0].id} = {_c_expr(s.value)};")
-        elif isinstance(s, ast.If):
-            out.append(f"{indent}if ({_c_expr(s.test)}) {{")
-            out += _c_block(s.body, indent + "    ")
-            if s.orelse:
-                out.append(f"{indent}}} else {{")
-                out += _c_block(s.orelse, indent + "    ")
-            out.append(f"{indent}}}")
-    return out  # the final Return is the reference outputs
-
-
 def c_function(fn, outputs: tuple, flags: tuple, name: str) -> str:
     """``template <typename C> __device__ void name(...)``: ``outputs`` by reference, the rest by value."""
     t = tree(fn)
@@ -295,20 +347,12 @@ def c_function(fn, outputs: tuple, flags: tuple, name: str) -> str:
             declared.add(node.targets[0].id)
             locals_.append(node.targets[0].id)
     extra = [f"C& {o}" for o in outputs if o not in args]
-    body = [f"    C {v};" for v in locals_] + _c_block(t.body, "    ")
+    body = [f"    C {v};" for v in locals_] + _block(t.body, "    ", E.CStyle(), _C_SYNTAX)
     return (f"template <typename C>\n__device__ __forceinline__ void {name}({', '.join(params + extra)}) {{\n"
             + "\n".join(body) + "\n}\n")
 
 
-C_MATH = r"""
-__device__ __forceinline__ float gg_sqrt(float x) { return sqrtf(x); }
-__device__ __forceinline__ double gg_sqrt(double x) { return sqrt(x); }
-__device__ __forceinline__ float gg_pow(float a, float b) { return powf(a, b); }
-__device__ __forceinline__ double gg_pow(double a, double b) { return pow(a, b); }
-template <typename C> __device__ __forceinline__ C gg_max(C a, C b) { return a > b ? a : b; }
-template <typename C> __device__ __forceinline__ C gg_lerp(C a, C b, C w) {
-    return w < C(0.5) ? a + w * (b - a) : b - (b - a) * (C(1) - w); }
-"""  # the primitives in C (a host compiler takes them too, with __device__ and __forceinline__ defined away)
+C_MATH = E.c_prelude()  # the primitives in C, from the one table (a host compiler takes them too)
 _C_PRELUDE = r"""// Generated by gpugrad/kernels/optim_codegen.py from gpugrad/kernels/optim_rules.py: do not edit.
 typedef long long i64;
 template <typename T> struct GGStore;
@@ -321,7 +365,7 @@ template <> struct GGStore<double> { typedef double C;
 template <> struct GGStore<unsigned short> { typedef float C;  // float16 bits, computed in float32
     static __device__ __forceinline__ float in(unsigned short h) { float f; asm("{ cvt.f32.f16 %0, %1; }" : "=f"(f) : "h"(h)); return f; }
     static __device__ __forceinline__ unsigned short out(float f) { unsigned short h; asm("{ cvt.rn.f16.f32 %0, %1; }" : "=h"(h) : "f"(f)); return h; } };
-""" + C_MATH
+""" + C_MATH + "\n"
 _SUFFIX = (("f32", "float"), ("f64", "double"), ("f16", "unsigned short"))
 
 

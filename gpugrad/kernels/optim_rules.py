@@ -9,8 +9,8 @@ the CUDA C source (the function's syntax tree rendered to C). A rule is a restri
 - statements: assignments to names, ``if``/``else``; ``if`` tests only scalars (hyperparameters,
   flags), never element values, so the same code also runs vectorised on whole arrays;
 - expressions: ``+ - * / **``, unary ``-``, comparisons, ``and``/``or``/``not``, numeric constants and
-  the primitives ``sqrt``, ``maximum`` and ``lerp`` (PyTorch's ``lerp_``: ``a + w*(b-a)`` for
-  ``w < 0.5``, else ``b - (b-a)*(1-w)``).
+  the functions of the one primitive table (``gpugrad/kernels/expr.py``: ``sqrt``, ``maximum``, ``sign``,
+  ``lerp`` - PyTorch's ``lerp_``: ``a + w*(b-a)`` for ``w < 0.5``, else ``b - (b-a)*(1-w)`` - ...).
 
 A ``prologue(step, *hyper)`` computes the scalars that depend on the step count (Adam's bias
 corrections): on the host in float64 for an ordinary step, on the device from a step-count array for a
@@ -23,23 +23,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["Rule", "RULES", "SGD", "ADAM", "RMSPROP", "sqrt", "maximum", "lerp"]
+from . import expr as _E
+
+__all__ = ["Rule", "RULES", "SGD", "ADAM", "RMSPROP", "LION", "sqrt", "maximum", "lerp", "sign"]
 
 
-# Primitives: scalar definitions, run on the host and compiled as they are by the Numba targets (lerp in
-# the rule language: optim_codegen types its constants); NumPy/CuPy and CUDA C bind their own.
-def sqrt(x):
-    return math.sqrt(x)
-
-
-def maximum(a, b):
-    return a if a > b else b
-
-
-def lerp(a, b, w):
-    if w < 0.5:
-        return a + w * (b - a)
-    return b - (b - a) * (1 - w)
+# The functions a rule calls are the one primitive table's (gpugrad/kernels/expr.py): these are their float64
+# references, so running a rule as Python is the definition every generated implementation is tested against.
+sqrt = _E.PRIMS["sqrt"].ref
+maximum = _E.PRIMS["max"].ref
+lerp = _E.PRIMS["lerp"].ref
+sign = _E.PRIMS["sign"].ref
 
 
 @dataclass(frozen=True)
@@ -134,6 +128,18 @@ def rmsprop(p, g, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight_
     return p, square_avg, grad_avg, momentum_buffer
 
 
+# ------------------------------------------------------------------------------------------------ Lion
+def lion(p, g, exp_avg, lr, beta1, beta2, weight_decay, maximize):
+    if maximize:
+        g = -g
+    if weight_decay != 0:
+        p = p * (1 - lr * weight_decay)
+    update = lerp(exp_avg, g, 1 - beta1)
+    p = p - lr * sign(update)
+    exp_avg = lerp(exp_avg, g, 1 - beta2)
+    return p, exp_avg
+
+
 SGD = Rule("sgd", sgd, ("momentum_buffer",), ("lr", "momentum", "dampening", "weight_decay"),
            ("nesterov", "maximize", "first"), {"momentum_buffer": lambda o: o["momentum"] != 0})
 ADAM = Rule("adam", adam, ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), ("lr", "beta1", "beta2", "eps", "weight_decay"),
@@ -142,4 +148,5 @@ ADAM = Rule("adam", adam, ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), ("lr", "b
 RMSPROP = Rule("rmsprop", rmsprop, ("square_avg", "grad_avg", "momentum_buffer"),
                ("lr", "alpha", "eps", "weight_decay", "momentum"), ("centered", "maximize"),
                {"grad_avg": lambda o: bool(o["centered"]), "momentum_buffer": lambda o: o["momentum"] > 0})
-RULES = {r.name: r for r in (SGD, ADAM, RMSPROP)}
+LION = Rule("lion", lion, ("exp_avg",), ("lr", "beta1", "beta2", "weight_decay"), ("maximize",))
+RULES = {r.name: r for r in (SGD, ADAM, RMSPROP, LION)}

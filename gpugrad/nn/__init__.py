@@ -1,11 +1,13 @@
 """``gg.nn``: modules, layers, containers and losses with PyTorch's names and semantics."""
 from . import functional, init, parallel, utils
-from .layers import (GELU, MLP, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Dropout, Embedding, Flatten, HuberLoss,
-                     Identity, L1Loss, LayerNorm, LeakyReLU, Linear, LogSoftmax, MLPBlock, ModuleList, MSELoss, NLLLoss,
-                     ReLU, Sequential, Sigmoid, SmoothL1Loss, Softmax, Tanh, Unflatten)
+from .layers import (ELU, GELU, MLP, SELU, SIREN, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Dropout, Embedding,
+                     Flatten, Hardsigmoid, Hardswish, Hardtanh, HuberLoss, Identity, L1Loss, LayerNorm, LeakyReLU, Linear,
+                     LogSigmoid, LogSoftmax, Mish, MLPBlock, ModuleList, MSELoss, NLLLoss, ReLU, ReLU6, Sequential,
+                     Sigmoid, SiLU, Sine, SmoothL1Loss, Softmax, Softplus, Tanh, Unflatten)
 from .module import IncompatibleKeys, Module, Parameter
 
 __all__ = ["functional", "init", "parallel", "utils", "Module", "Parameter", "IncompatibleKeys", "Linear", "Identity", "ReLU",
-           "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftmax", "Dropout", "Flatten", "Sequential",
-           "ModuleList", "MLP", "MLPBlock", "MSELoss", "CrossEntropyLoss", "NLLLoss", "L1Loss", "SmoothL1Loss",
-           "HuberLoss", "BCELoss", "BCEWithLogitsLoss", "LayerNorm", "Embedding", "Unflatten"]
+           "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "Softplus", "ELU", "SELU", "Mish", "Hardswish", "Hardsigmoid",
+           "ReLU6", "Hardtanh", "LogSigmoid", "Sine", "Softmax", "LogSoftmax", "Dropout", "Flatten", "Unflatten",
+           "Sequential", "ModuleList", "MLP", "MLPBlock", "SIREN", "LayerNorm", "Embedding", "MSELoss", "L1Loss",
+           "SmoothL1Loss", "HuberLoss", "CrossEntropyLoss", "NLLLoss", "BCELoss", "BCEWithLogitsLoss"]

@@ -9,7 +9,7 @@ from ..autograd.grad_mode import no_grad
 from ..tensor import Tensor
 
 __all__ = ["calculate_gain", "uniform_", "normal_", "constant_", "zeros_", "ones_", "kaiming_uniform_",
-           "kaiming_normal_", "xavier_uniform_", "xavier_normal_", "trunc_normal_"]
+           "kaiming_normal_", "xavier_uniform_", "xavier_normal_", "trunc_normal_", "siren_uniform_"]
 
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
@@ -117,6 +117,20 @@ def kaiming_uniform_(tensor: Tensor, a: float = 0.0, mode: str = "fan_in", nonli
         return tensor
     gain = calculate_gain(nonlinearity, a)
     bound = math.sqrt(3.0) * (gain / math.sqrt(fan))
+    return uniform_(tensor, -bound, bound)
+
+
+def siren_uniform_(tensor: Tensor, omega_0: float = 30.0, is_first: bool = False) -> Tensor:
+    """SIREN's weights (Sitzmann et al. 2020) for a layer followed by ``sin``, with ``omega_0`` folded in
+    (the layer computes ``sin(W' x + b')`` for the paper's ``sin(omega_0 (W x + b))``): the first layer
+    ``U(-omega_0/fan_in, omega_0/fan_in)`` (the paper's ``U(-1/fan_in, 1/fan_in)`` times ``omega_0``),
+    later layers ``U(-sqrt(6/fan_in), sqrt(6/fan_in))`` (``U(-sqrt(6/fan_in)/omega_0, ...)`` times
+    ``omega_0``)."""
+    _check("siren_uniform_", tensor)
+    fan = _fan(tensor, "fan_in")
+    if fan == 0:
+        return tensor
+    bound = float(omega_0) / fan if is_first else math.sqrt(6.0 / fan)
     return uniform_(tensor, -bound, bound)
 
 

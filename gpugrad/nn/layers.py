@@ -11,16 +11,18 @@ from .._device import as_device
 from ..autograd.function import named_error
 from ..autograd.grad_mode import is_grad_enabled, no_grad
 from ..backends import get_backend
+from ..kernels import activations as _A
 from ..kernels.activations import ACTIVATIONS
 from ..ops.linalg import FusedLinear as _FusedLinear
 from ..tensor import Tensor, _make_result
 from . import init
 from .module import Module, Parameter, _not_a_tensor
 
-__all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Dropout", "Flatten", "Unflatten",
-           "Sequential", "ModuleList", "MLP", "MLPBlock", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss",
-           "CrossEntropyLoss", "NLLLoss", "BCELoss", "BCEWithLogitsLoss", "LayerNorm", "Embedding", "Softmax",
-           "LogSoftmax"]
+__all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "Softplus", "ELU", "SELU",
+           "Mish", "Hardswish", "Hardsigmoid", "ReLU6", "Hardtanh", "LogSigmoid", "Sine", "Dropout", "Flatten",
+           "Unflatten", "Sequential", "ModuleList", "MLP", "MLPBlock", "SIREN", "MSELoss", "L1Loss", "SmoothL1Loss",
+           "HuberLoss", "CrossEntropyLoss", "NLLLoss", "BCELoss", "BCEWithLogitsLoss", "LayerNorm", "Embedding",
+           "Softmax", "LogSoftmax"]
 
 _ACT_NAMES = tuple(a for a in ACTIVATIONS if a != "identity")
 
@@ -42,17 +44,32 @@ def _check_activation(op: str, activation: str | None) -> str:
     return act
 
 
+def _activation_params(op: str, act: str, given: dict | None, negative_slope: float) -> tuple:
+    """The activation's parameters (a tuple in the record's order) from ``activation_params`` (a dict
+    by PyTorch's names) and the older ``negative_slope`` argument (leaky_relu's)."""
+    given = dict(given or {})
+    if act == "leaky_relu":
+        given.setdefault("negative_slope", negative_slope)
+    try:
+        return _A.params(act, given)
+    except TypeError as e:
+        raise named_error(TypeError, f"{op}: {e}") from None
+
+
 # ---------------------------------------------------------------------------------------- Linear
 class Linear(Module):
     """``y = activation(x @ weight.T + bias)`` with ``weight`` of shape ``(out_features, in_features)``
     and PyTorch's default init (U(-1/sqrt(in), 1/sqrt(in)) for weight and bias, from the seeded
-    generator). With ``activation`` ('relu', 'leaky_relu', 'sigmoid', 'tanh', 'gelu', 'gelu_tanh')
-    the whole layer is one ``fused_linear`` op: one GEMM plus one fused bias+activation pass."""
+    generator). With ``activation`` (any name of ``gpugrad/kernels/activations.py``: 'relu', 'gelu',
+    'silu', 'softplus', ...) the whole layer is one ``fused_linear`` op: one GEMM plus one fused
+    bias+activation pass. ``activation_params``: the activation's parameters by PyTorch's names (e.g.
+    ``{"beta": 2.0}`` for softplus); ``negative_slope`` is leaky_relu's."""
 
     _tensor_inputs = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str | None = None,
-                 device: Any = None, dtype: Any = None, negative_slope: float = 0.01) -> None:
+                 device: Any = None, dtype: Any = None, negative_slope: float = 0.01,
+                 activation_params: dict | None = None) -> None:
         super().__init__()
         if int(in_features) < 0 or int(out_features) < 0:
             raise ValueError(f"Linear: feature sizes must be non-negative, got in_features={in_features}, "
@@ -61,6 +78,7 @@ class Linear(Module):
         self.out_features = int(out_features)
         self.activation = _check_activation("Linear", activation)
         self.negative_slope = float(negative_slope)
+        self.activation_params = _activation_params("Linear", self.activation, activation_params, self.negative_slope)
         self.weight = _empty_param((self.out_features, self.in_features), device, dtype)
         if bias:
             self.bias = _empty_param((self.out_features,), device, dtype)
@@ -82,14 +100,14 @@ class Linear(Module):
             w, b = p["weight"], p["bias"]
         except KeyError:  # weight or bias replaced by a buffer or a plain attribute
             w, b = self.weight, self.bias
-        return _FusedLinear.apply(x, w, b, activation=self.activation, negative_slope=self.negative_slope)
+        return _FusedLinear.apply(x, w, b, activation=self.activation, params=self.activation_params)
 
     def extra_repr(self) -> str:
         s = f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
         if self.activation != "identity":
             s += f", activation={self.activation!r}"
-            if self.activation == "leaky_relu":
-                s += f", negative_slope={self.negative_slope}"
+            for (name, _), v in zip(_A.get(self.activation).params, self.activation_params):
+                s += f", {name}={v}"
         return s
 
 
@@ -110,22 +128,42 @@ class _Activation(Module):
 
     _tensor_inputs = True
 
-    def fused_activation(self) -> tuple[str, float] | None:
+    def fused_activation(self) -> tuple[str, tuple] | None:
         return None
 
 
-class ReLU(_Activation):
-    def __init__(self, inplace: bool = False) -> None:
+class _Act(_Activation):
+    """An activation of ``gpugrad/kernels/activations.py`` (``act``) as a module: forward is the op,
+    fusion is the record, the parameters are attributes under their PyTorch names."""
+
+    act = "identity"
+
+    def __init__(self, inplace: bool = False) -> None:  # PyTorch's inplace: accepted, the result is new
         super().__init__()
+
+    def _params(self) -> tuple:
+        return _A.params(self.act, {n: getattr(self, n) for n, _ in _A.get(self.act).params})
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.activation(x, self.act, self._params())
+
+    def fused_activation(self) -> tuple[str, tuple] | None:
+        return (self.act, self._params())
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{n}={getattr(self, n)}" for n, _ in _A.get(self.act).params)
+
+
+class ReLU(_Act):
+    act = "relu"
 
     def forward(self, x: Tensor) -> Tensor:
         return ops.relu(x)
 
-    def fused_activation(self) -> tuple[str, float] | None:
-        return ("relu", 0.01)
 
+class LeakyReLU(_Act):
+    act = "leaky_relu"
 
-class LeakyReLU(_Activation):
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
         super().__init__()
         self.negative_slope = float(negative_slope)
@@ -133,27 +171,19 @@ class LeakyReLU(_Activation):
     def forward(self, x: Tensor) -> Tensor:
         return ops.leaky_relu(x, self.negative_slope)
 
-    def fused_activation(self) -> tuple[str, float] | None:
-        return ("leaky_relu", self.negative_slope)
 
-    def extra_repr(self) -> str:
-        return f"negative_slope={self.negative_slope}"
+class Sigmoid(_Act):
+    act = "sigmoid"
 
-
-class Sigmoid(_Activation):
     def forward(self, x: Tensor) -> Tensor:
         return ops.sigmoid(x)
 
-    def fused_activation(self) -> tuple[str, float] | None:
-        return ("sigmoid", 0.01)
 
+class Tanh(_Act):
+    act = "tanh"
 
-class Tanh(_Activation):
     def forward(self, x: Tensor) -> Tensor:
         return ops.tanh(x)
-
-    def fused_activation(self) -> tuple[str, float] | None:
-        return ("tanh", 0.01)
 
 
 class GELU(_Activation):
@@ -168,11 +198,81 @@ class GELU(_Activation):
     def forward(self, x: Tensor) -> Tensor:
         return ops.gelu(x, self.approximate)
 
-    def fused_activation(self) -> tuple[str, float] | None:
-        return ("gelu" if self.approximate == "none" else "gelu_tanh", 0.01)
+    def fused_activation(self) -> tuple[str, tuple] | None:
+        return ("gelu" if self.approximate == "none" else "gelu_tanh", ())
 
     def extra_repr(self) -> str:
         return f"approximate={self.approximate!r}"
+
+
+class SiLU(_Act):
+    """``x * sigmoid(x)``."""
+    act = "silu"
+
+
+class Softplus(_Act):
+    """``log(1 + exp(beta x)) / beta``; linear where ``beta x > threshold``."""
+    act = "softplus"
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        self.beta, self.threshold = float(beta), float(threshold)
+
+
+class ELU(_Act):
+    """``x`` for ``x > 0``, else ``alpha (exp(x) - 1)``."""
+    act = "elu"
+
+    def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+
+
+class SELU(_Act):
+    """``scale * elu(x, alpha)`` with PyTorch's constants."""
+    act = "selu"
+
+
+class Mish(_Act):
+    """``x * tanh(softplus(x))``."""
+    act = "mish"
+
+
+class Hardswish(_Act):
+    """``x * relu6(x + 3) / 6``."""
+    act = "hardswish"
+
+
+class Hardsigmoid(_Act):
+    """``relu6(x + 3) / 6``."""
+    act = "hardsigmoid"
+
+
+class ReLU6(_Act):
+    """``min(max(x, 0), 6)``."""
+    act = "relu6"
+
+
+class Hardtanh(_Act):
+    """``min(max(x, min_val), max_val)``."""
+    act = "hardtanh"
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> None:
+        super().__init__()
+        if min_val > max_val:
+            raise ValueError(f"Hardtanh: min_val ({min_val}) cannot be greater than max_val ({max_val})")
+        self.min_val, self.max_val = float(min_val), float(max_val)
+
+
+class LogSigmoid(_Act):
+    """``log(sigmoid(x))``."""
+    act = "logsigmoid"
+
+
+class Sine(_Act):
+    """``sin(x)``: SIREN's activation (its ``omega_0`` is folded into the weights, see ``nn.SIREN`` and
+    ``nn.init.siren_uniform_``)."""
+    act = "sin"
 
 
 class Softmax(Module):
@@ -414,8 +514,9 @@ def _fusable_linear(m: Module) -> bool:
 class Sequential(Module):
     """Modules called in order; ``Sequential(a, b, c)`` or ``Sequential(OrderedDict(name=module))``.
 
-    Automatic fusion: a ``Linear`` (no activation) directly followed by ``ReLU``, ``LeakyReLU``,
-    ``Sigmoid``, ``Tanh`` or ``GELU`` runs as ONE ``fused_linear`` call with the same
+    Automatic fusion: a ``Linear`` (no activation) directly followed by an activation module (``ReLU``,
+    ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``GELU``, ``SiLU``, ``Softplus``, ... ``Sine``: every record of
+    ``gpugrad/kernels/activations.py``) runs as ONE ``fused_linear`` call with the same
     parameters and bit-identical results (fewer graph nodes, one fewer pass over the activations).
     Turn it off for every Sequential with ``gg.nn.Sequential.fuse = False`` or for one with
     ``Sequential(..., fuse=False)``."""
@@ -460,7 +561,7 @@ class Sequential(Module):
             else:
                 if not isinstance(x, Tensor):  # the fused pair skips Linear.__call__: its input rule here
                     raise _not_a_tensor(self, x)
-                x = ops.fused_linear(x, m.weight, m.bias, act[0], act[1])
+                x = _FusedLinear.apply(x, m.weight, m.bias, activation=act[0], params=act[1])
         return x
 
     def __len__(self) -> int:
@@ -569,9 +670,10 @@ class MLPBlock(Module):
 
     def __init__(self, in_features: int, out_features: int, activation: str | None = "relu",
                  dropout: float = 0.0, residual: bool = False, bias: bool = True, device: Any = None,
-                 dtype: Any = None) -> None:
+                 dtype: Any = None, activation_params: dict | None = None) -> None:
         super().__init__()
-        self.linear = Linear(in_features, out_features, bias=bias, activation=activation, device=device, dtype=dtype)
+        self.linear = Linear(in_features, out_features, bias=bias, activation=activation, device=device, dtype=dtype,
+                             activation_params=activation_params)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"MLP: dropout must be in [0, 1), got {dropout}")
         self.dropout = float(dropout)
@@ -598,20 +700,22 @@ class MLP(Module):
 
     Hidden layers are ``MLPBlock``s in ``self.blocks`` (fused Linear+activation, optional dropout,
     optional residual ``x + f(x)`` where in == out width); the output layer ``self.head`` is a plain
-    Linear. ``checkpoint`` (None, "none", "sqrt", an int number of segments, True for "sqrt", or a
-    ``gg.checkpoint.CheckpointPlan``) recomputes the blocks in backward via
+    Linear. ``activation`` is any name of ``gpugrad/kernels/activations.py``, ``activation_params`` its
+    parameters by PyTorch's names. ``checkpoint`` (None, "none", "sqrt", an int number of segments, True
+    for "sqrt", or a ``gg.checkpoint.CheckpointPlan``) recomputes the blocks in backward via
     ``gg.checkpoint.checkpoint_sequential`` to save memory."""
 
     _tensor_inputs = True
 
     def __init__(self, sizes: Iterable[int], activation: str | None = "relu", residual: bool = False,
                  dropout: float = 0.0, bias: bool = True, device: Any = None, dtype: Any = None,
-                 checkpoint: Any = None) -> None:
+                 checkpoint: Any = None, activation_params: dict | None = None) -> None:
         super().__init__()
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2:
             raise ValueError(f"MLP: sizes needs at least input and output widths, got {sizes}")
         act = _check_activation("MLP", activation)
+        _activation_params("MLP", act, activation_params, 0.01)  # unknown names fail here, naming MLP
         if checkpoint is True:
             checkpoint = "sqrt"
         if checkpoint is False:
@@ -623,7 +727,8 @@ class MLP(Module):
         self.sizes = sizes
         self.checkpoint = checkpoint
         self.blocks = ModuleList(
-            MLPBlock(a, b, act, dropout, residual, bias, device, dtype) for a, b in zip(sizes[:-2], sizes[1:-1]))
+            MLPBlock(a, b, act, dropout, residual, bias, device, dtype, activation_params)
+            for a, b in zip(sizes[:-2], sizes[1:-1]))
         self.head = Linear(sizes[-2], sizes[-1], bias=bias, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -639,3 +744,35 @@ class MLP(Module):
 
     def extra_repr(self) -> str:
         return f"sizes={self.sizes}" + (f", checkpoint={self.checkpoint!r}" if self.checkpoint not in (None, "none") else "")
+
+
+class SIREN(MLP):
+    """A sinusoidal representation network (Sitzmann et al. 2020): an ``MLP`` whose hidden layers are
+    fused ``Linear`` + ``sin`` and whose head is linear, initialised as the paper does with ``omega_0``
+    folded into the weights and biases (``sin(omega_0 (W x + b))`` computed as ``sin(W' x + b')``):
+    the first layer's weights ``U(-omega_0/in, omega_0/in)`` (``first_omega_0``), later layers'
+    ``U(-sqrt(6/in), sqrt(6/in))`` (``nn.init.siren_uniform_``), biases ``omega_0 U(-1/sqrt(in),
+    1/sqrt(in))``; the head ``U(-sqrt(6/in)/omega_0, sqrt(6/in)/omega_0)`` and PyTorch's default bias."""
+
+    def __init__(self, sizes: Iterable[int], omega_0: float = 30.0, first_omega_0: float | None = None,
+                 bias: bool = True, device: Any = None, dtype: Any = None, checkpoint: Any = None) -> None:
+        super().__init__(sizes, activation="sin", bias=bias, device=device, dtype=dtype, checkpoint=checkpoint)
+        self.omega_0 = float(omega_0)
+        self.first_omega_0 = float(omega_0 if first_omega_0 is None else first_omega_0)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for i, blk in enumerate(self.blocks):
+            lin = blk.linear
+            w0 = self.first_omega_0 if i == 0 else self.omega_0
+            init.siren_uniform_(lin.weight, omega_0=w0, is_first=i == 0)
+            if lin.bias is not None:
+                bound = w0 / math.sqrt(lin.in_features) if lin.in_features > 0 else 0.0
+                init.uniform_(lin.bias, -bound, bound)
+        fan_in = self.head.in_features
+        bound = math.sqrt(6.0 / fan_in) / self.omega_0 if fan_in > 0 else 0.0
+        init.uniform_(self.head.weight, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", omega_0={self.omega_0}" + (
+            f", first_omega_0={self.first_omega_0}" if self.first_omega_0 != self.omega_0 else "")

@@ -151,6 +151,78 @@ def gelu(x, approximate: str = "none") -> Tensor:
     return _e.Gelu.apply(x, approximate=approximate)
 
 
+def activation(x, name: str, params=None) -> Tensor:
+    """Any activation of ``gpugrad/kernels/activations.py`` by name, with its parameters (a tuple in the
+    record's order, a dict by name, or None for the defaults): what the activation modules call."""
+    if name in ("gelu", "gelu_tanh"):
+        return _e.Gelu.apply(x, approximate="none" if name == "gelu" else "tanh")
+    if name == "identity":
+        return x
+    f = _e.BY_ACTIVATION.get(name)
+    if f is None:
+        raise named_error(ValueError, f"activation: unknown activation {name!r}; expected one of "
+                          f"{tuple(_e.BY_ACTIVATION) + ('gelu', 'gelu_tanh', 'identity')}")
+    if params is None or (not isinstance(params, dict) and not f.params):
+        return f.apply(x)
+    kw = params if isinstance(params, dict) else dict(zip(f.params, params if isinstance(params, (tuple, list))
+                                                          else (params,)))
+    return f.apply(x, **kw)
+
+
+# The activations added with the expression language: PyTorch's torch.nn.functional signatures. ``inplace``
+# is accepted and ignored (every op here returns a new tensor), as for relu.
+def silu(x, inplace: bool = False) -> Tensor:
+    """``x * sigmoid(x)`` (SiLU, swish)."""
+    return _e.Silu.apply(x)
+
+
+def softplus(x, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """``log(1 + exp(beta x)) / beta``, and ``x`` itself where ``beta x > threshold``."""
+    return _e.Softplus.apply(x, beta=beta, threshold=threshold)
+
+
+def elu(x, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """``x`` for ``x > 0``, else ``alpha (exp(x) - 1)``."""
+    return _e.Elu.apply(x, alpha=alpha)
+
+
+def selu(x, inplace: bool = False) -> Tensor:
+    """``scale * elu(x, alpha)`` with PyTorch's constants (alpha ~ 1.6733, scale ~ 1.0507)."""
+    return _e.Selu.apply(x)
+
+
+def mish(x, inplace: bool = False) -> Tensor:
+    """``x * tanh(softplus(x))``."""
+    return _e.Mish.apply(x)
+
+
+def hardswish(x, inplace: bool = False) -> Tensor:
+    """``x * relu6(x + 3) / 6``."""
+    return _e.Hardswish.apply(x)
+
+
+def hardsigmoid(x, inplace: bool = False) -> Tensor:
+    """``relu6(x + 3) / 6``."""
+    return _e.Hardsigmoid.apply(x)
+
+
+def relu6(x, inplace: bool = False) -> Tensor:
+    """``min(max(x, 0), 6)``."""
+    return _e.Relu6.apply(x)
+
+
+def hardtanh(x, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> Tensor:
+    """``min(max(x, min_val), max_val)``."""
+    if min_val > max_val:
+        raise named_error(ValueError, f"hardtanh: min_val ({min_val}) cannot be greater than max_val ({max_val})")
+    return _e.Hardtanh.apply(x, min_val=min_val, max_val=max_val)
+
+
+def logsigmoid(x) -> Tensor:
+    """``log(sigmoid(x))``, in its stable form (min(x, 0) minus log1p of exp(-|x|))."""
+    return _e.LogSigmoid.apply(x)
+
+
 def maximum(a, b) -> Tensor:
     return _e.Maximum.apply(a, b)
 
@@ -441,9 +513,15 @@ def linear(x, weight, bias=None) -> Tensor:
     return _l.FusedLinear.apply(x, weight, bias, activation="identity")
 
 
-def fused_linear(x, weight, bias=None, activation: str = "identity", negative_slope: float = 0.01) -> Tensor:
-    """``activation(x @ weight.T + bias)`` in one GEMM and one fused pass, saving only what backward needs."""
-    return _l.FusedLinear.apply(x, weight, bias, activation=activation, negative_slope=negative_slope)
+def fused_linear(x, weight, bias=None, activation: str = "identity", negative_slope: float | None = None,
+                 **params: float) -> Tensor:
+    """``activation(x @ weight.T + bias)`` in one GEMM and one fused pass, saving only what backward needs.
+    The activation's parameters by their PyTorch names: ``negative_slope`` (leaky_relu), ``beta`` and
+    ``threshold`` (softplus), ``alpha`` (elu), ``min_val`` and ``max_val`` (hardtanh); ``negative_slope``
+    is ignored by the other activations (the older signature passed it always)."""
+    if negative_slope is not None and activation == "leaky_relu":  # ignored by the others, as before
+        params["negative_slope"] = negative_slope
+    return _l.FusedLinear.apply(x, weight, bias, activation=activation, params=params or None)
 
 
 # ---------------------------------------------------------------- losses, dropout

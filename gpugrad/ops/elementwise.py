@@ -7,8 +7,10 @@ import types
 import numpy as np
 
 from ..autograd.function import Context, Function, named_error
+from .. import _dtype
 from .._dtype import float_result, result_type
-from .._errors import DtypeError, ShapeError
+from .._errors import DtypeError
+from ..kernels import activations as _A
 from ..kernels.activations import saves
 from ._common import check_broadcast, coerce, quiet, uncast
 
@@ -200,46 +202,55 @@ Exp = _unary("exp", lambda be, x: be.xp.exp(x), lambda be, y, g: g * y, "y")
 Log = _unary("log", lambda be, x: be.xp.log(x), lambda be, x, g: g / x, "x")
 Sqrt = _unary("sqrt", lambda be, x: be.xp.sqrt(x), lambda be, y, g: g / (2 * y), "y")
 Abs = _unary("abs", lambda be, x: be.xp.abs(x), lambda be, x, g: g * be.xp.sign(x), "x", floating=False)
-Sin = _unary("sin", lambda be, x: be.xp.sin(x), lambda be, x, g: g * be.xp.cos(x), "x")
 Cos = _unary("cos", lambda be, x: be.xp.cos(x), lambda be, x, g: -g * be.xp.sin(x), "x")
-def _act_forward(ctx: Context, x, act: str, slope: float = 0.01):
+def _act_forward(ctx: Context, x, act: str, params: tuple = ()):
     """``act(x)``, saving for backward what the activation's definition names: ``y``, ``x`` or nothing
-    (``gpugrad/kernels/activations.py``: ``saves``). An integer tensor is computed in the default float
-    dtype (as in PyTorch), except by ``relu``, which keeps it."""
-    if x.dtype.kind != "f" and act != "relu":
-        x = x.astype(float_result(x.dtype))
-    y = ctx.backend.act_forward(x, act, slope)
-    keep = saves(act, slope)
-    ctx.act, ctx.slope = act, slope
+    (``gpugrad/kernels/activations.py``: ``saves``). ``params``: the record's parameters, in order."""
+    if x.dtype.kind not in "fc":  # integer/bool input: computed in the default float dtype, as PyTorch
+        x = x.astype(_dtype.get_default_dtype())
+    y = ctx.backend.act_forward(x, act, params)
+    keep = saves(act, params)
+    ctx.act, ctx.params = act, params
     ctx.save_for_backward(y if keep == "y" else x if keep == "z" else None)
     return y
 
 
 def _act_backward(ctx: Context, g):
     (v,) = ctx.saved_tensors
-    return ctx.backend.act_backward(g, v, ctx.act, ctx.slope)
+    return ctx.backend.act_backward(g, v, ctx.act, ctx.params)
 
 
-def _activation(act: str) -> type:
-    """A parameterless activation Function (relu, sigmoid, tanh)."""
-    return type(act.capitalize(), (Function,), {
-        "name": act, "forward": staticmethod(lambda ctx, x: _act_forward(ctx, x, act)),
-        "backward": staticmethod(_act_backward)})
+def _activation(act: str, cls: str) -> type:
+    """The Function of one activation record: ``forward(ctx, x, **params)`` with the record's parameter
+    names (PyTorch's: ``negative_slope``, ``beta``, ``threshold``, ``alpha``, ``min_val``, ``max_val``)."""
+    names = tuple(n for n, _ in _A.get(act).params)
+    defaults = _A.params(act)
+
+    def forward(ctx: Context, x, **kw):
+        return _act_forward(ctx, x, act, _A.params(act, kw) if kw else defaults)
+    return type(cls, (Function,), {"name": act, "params": names, "forward": staticmethod(forward),
+                                   "backward": staticmethod(_act_backward),
+                                   "__doc__": f"The ``{act}`` activation (gpugrad/kernels/activations.py)."})
 
 
-Tanh = _activation("tanh")
-Sigmoid = _activation("sigmoid")
-Relu = _activation("relu")
-
-
-class LeakyRelu(Function):
-    name = "leaky_relu"
-
-    @staticmethod
-    def forward(ctx: Context, x, negative_slope: float = 0.01):
-        return _act_forward(ctx, x, "leaky_relu", negative_slope)
-
-    backward = staticmethod(_act_backward)
+Tanh = _activation("tanh", "Tanh")
+Sigmoid = _activation("sigmoid", "Sigmoid")
+Relu = _activation("relu", "Relu")
+LeakyRelu = _activation("leaky_relu", "LeakyRelu")
+Silu = _activation("silu", "Silu")
+Softplus = _activation("softplus", "Softplus")
+Elu = _activation("elu", "Elu")
+Selu = _activation("selu", "Selu")
+Mish = _activation("mish", "Mish")
+Hardswish = _activation("hardswish", "Hardswish")
+Hardsigmoid = _activation("hardsigmoid", "Hardsigmoid")
+Relu6 = _activation("relu6", "Relu6")
+Hardtanh = _activation("hardtanh", "Hardtanh")
+LogSigmoid = _activation("logsigmoid", "LogSigmoid")
+Sin = _activation("sin", "Sin")  # gg.sin: the activation table's sine (fusable), one formula
+# the Function of each record (gelu's two forms are one Function with ``approximate``)
+BY_ACTIVATION = {f.name: f for f in (Tanh, Sigmoid, Relu, LeakyRelu, Silu, Softplus, Elu, Selu, Mish, Hardswish,
+                                     Hardsigmoid, Relu6, Hardtanh, LogSigmoid, Sin)}
 
 
 class Gelu(Function):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from .._errors import DtypeError, ShapeError
 from ..autograd.function import Context, Function, named_error
 from ..kernels.activations import ACTIVATIONS
+from ..kernels.activations import params as _act_params
 
 _ACTS = frozenset(ACTIVATIONS)
 
@@ -83,23 +84,28 @@ def _check_linear(op: str, x, w, b) -> None:
 
 class FusedLinear(Function):
     """``y = act(x @ w.T + b)`` in one GEMM plus one fused pass; saves ``x`` and only what the
-    activation's derivative needs (``y`` for ReLU/LeakyReLU/sigmoid/tanh, ``z`` for GELU, nothing for
-    identity). Backward: one fused pass gives ``dz`` and ``db``, then two GEMMs give ``dw`` and ``dx``."""
+    activation's derivative needs (``y``, ``z`` or nothing: ``gpugrad/kernels/activations.py: saves``).
+    Backward: one fused pass gives ``dz`` and ``db``, then two GEMMs give ``dw`` and ``dx``.
+    ``params``: the activation's parameters (a tuple in the record's order, or a dict by name);
+    ``negative_slope`` is leaky_relu's, kept for the older signature."""
 
     name = "linear"
 
     @staticmethod
-    def forward(ctx: Context, x, w, b=None, activation: str = "identity", negative_slope: float = 0.01):
+    def forward(ctx: Context, x, w, b=None, activation: str = "identity", negative_slope: float | None = None,
+                params=None):
         if activation not in _ACTS:
             raise named_error(ValueError, f"fused_linear: unknown activation {activation!r}; expected one of {ACTIVATIONS}")
         if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[1] or x.dtype != w.dtype or \
                 (b is not None and (b.shape != (w.shape[0],) or b.dtype != w.dtype)):  # the op's name only on error
             _check_linear("linear" if activation == "identity" else f"fused_linear[{activation}]", x, w, b)
+        prm = _DEFAULTS[activation] if params is None and negative_slope is None else \
+            _act_params(activation, params if params is not None else negative_slope)
         be = ctx.backend
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
         z = be.linear_forward(x2, w)
-        y, saved = be.bias_act(z, b, activation, negative_slope)
-        ctx.act, ctx.slope, ctx.has_bias, ctx.xshape = activation, negative_slope, b is not None, x.shape
+        y, saved = be.bias_act(z, b, activation, prm)
+        ctx.act, ctx.params, ctx.has_bias, ctx.xshape = activation, prm, b is not None, x.shape
         nx, nw, _ = ctx.needs_input_grad
         ctx.save_for_backward(x if nw else None, w if nx else None, saved)
         return y.reshape(x.shape[:-1] + (w.shape[0],)) if x.ndim != 2 else y
@@ -110,7 +116,7 @@ class FusedLinear(Function):
         be = ctx.backend
         nx, nw, nb = ctx.needs_input_grad
         g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
-        dz, db = be.act_bias_backward(g2, saved, ctx.act, nb, ctx.slope)
+        dz, db = be.act_bias_backward(g2, saved, ctx.act, nb, ctx.params)
         x2 = None
         if nw:
             x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
@@ -119,3 +125,5 @@ class FusedLinear(Function):
             dx = dx.reshape(ctx.xshape)
         return dx, dw, db
 
+
+_DEFAULTS = {a: _act_params(a) for a in ACTIVATIONS}

@@ -92,6 +92,33 @@ def test_cli_train_resume_across_rank_counts(tmp_path) -> None:
         assert float(abs(a[k] - b[k]).max()) < 2e-5, k
 
 
+def test_each_rank_gets_its_share_of_the_cores() -> None:
+    """Under a real mpiexec, with no thread variable set: `import gpugrad` gives each of 2 ranks
+    cores // 2 BLAS threads (and sets the variables for the other pools)."""
+    from gpugrad._threads import THREAD_VARS, available_cores
+    code = ("import os, gpugrad; print('THREADS', os.environ['OPENBLAS_NUM_THREADS'], "
+            f"*[os.environ[v] for v in {THREAD_VARS!r}])")
+    r, _ = mpirun(2, ["-c", code], timeout=60, env=dict.fromkeys(THREAD_VARS, ""))
+    _ok(r)
+    n = str(max(1, available_cores() // 2))
+    assert [ln.split()[1:] for ln in r.stdout.splitlines() if ln.startswith("THREADS")] == [[n] * 5] * 2, r.stdout
+
+
+def test_the_guides_data_parallel_example_prints_each_rank_and_the_accuracy() -> None:
+    """docs/guide.md's DDP example under mpiexec -n 2: each rank prints its epochs, rank 0 the accuracy."""
+    import re
+
+    from mpirun import ROOT
+    guide = open(os.path.join(ROOT, "docs", "guide.md"), encoding="utf-8").read()
+    code = next(b for b in re.findall(r"^```python\n(.*?)^```", guide, re.S | re.M) if "DistributedDataParallel" in b)
+    r, _ = mpirun(2, ["-c", code], timeout=180)
+    _ok(r)
+    for rank in (0, 1):  # (the launcher may interleave the ranks' output: no line anchors)
+        assert len(re.findall(rf"rank {rank}/2, epoch \d: loss of its last batch \d+\.\d+", r.stdout)) == 3
+    acc = re.findall(r"held-out accuracy (\d\.\d+) after 3 epochs on 2 rank\(s\)", r.stdout)
+    assert len(acc) == 1 and float(acc[0]) > 0.9, r.stdout
+
+
 @pytest.mark.gpu
 def test_nccl_on_gpus() -> None:
     """backend='nccl': one rank per GPU (1 rank on a one-GPU machine), collectives and DDP grads on CUDA."""

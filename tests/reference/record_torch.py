@@ -13,9 +13,10 @@ the same dict, so a test with PyTorch installed checks the file against a live r
 Sections: ``optimizers`` (SGD/Adam/AdamW/RMSprop trajectories in float64 and float32),
 ``schedulers`` (learning rates per epoch for two param groups), ``linear`` (Linear + tanh forward and
 gradients, and the state_dict names/shapes), ``clip_grad_norm`` (total norm and clipped gradients),
-``functional`` (losses and activations with their input gradients). ``torch_ops.json`` holds the op cases of
-``op_cases.py`` (outputs with their dtypes, input gradients) and the exception class of each misuse case
-(``record_ops()``)."""
+``functional`` (losses and activations with their input gradients), ``activation_derivatives`` (first
+and second derivatives of every activation through PyTorch's double backward, kinks included).
+``torch_ops.json`` holds the op cases of ``op_cases.py`` (outputs with their dtypes, input gradients) and
+the exception class of each misuse case (``record_ops()``)."""
 from __future__ import annotations
 
 import json
@@ -199,6 +200,19 @@ def _functional(torch) -> list:
         ("relu", x, None, {}),
         ("sigmoid", x, None, {}),
         ("tanh", x, None, {}),
+        ("silu", x, None, {}),
+        ("softplus", x, None, {}),
+        ("softplus", x, None, {"beta": 2.0, "threshold": 3.0}),
+        ("elu", x, None, {}),
+        ("elu", x, None, {"alpha": 0.7}),
+        ("selu", x, None, {}),
+        ("mish", x, None, {}),
+        ("hardswish", x * 2.5, None, {}),
+        ("hardsigmoid", x * 2.5, None, {}),
+        ("relu6", x * 2.5, None, {}),
+        ("hardtanh", x, None, {}),
+        ("hardtanh", x * 2.5, None, {"min_val": -2.0, "max_val": 3.0}),
+        ("logsigmoid", x, None, {}),
     ]
     out = []
     rw = np.random.default_rng(3)
@@ -215,13 +229,40 @@ def _functional(torch) -> list:
     return out
 
 
+# (F name, kwargs): the activations whose first and second derivatives are recorded at DERIVATIVE_POINTS
+ACTIVATION_DERIVATIVES = [("relu", {}), ("leaky_relu", {"negative_slope": 0.2}), ("sigmoid", {}), ("tanh", {}),
+                          ("gelu", {}), ("gelu", {"approximate": "tanh"}), ("silu", {}), ("softplus", {}),
+                          ("softplus", {"beta": 2.0, "threshold": 3.0}), ("elu", {}), ("elu", {"alpha": 0.7}),
+                          ("selu", {}), ("mish", {}), ("hardswish", {}), ("hardsigmoid", {}), ("relu6", {}),
+                          ("hardtanh", {}), ("hardtanh", {"min_val": -2.0, "max_val": 3.0}), ("logsigmoid", {})]
+# kinks (0, +-1, +-3, 6, softplus' threshold 1.5 at beta 2) and smooth points; 16 values
+DERIVATIVE_POINTS = [-7.0, -3.0, -2.0, -1.0, -0.6, -1e-3, 0.0, 1e-3, 0.4, 1.0, 1.5, 2.2, 3.0, 4.5, 6.0, 8.0]
+
+
+def _activation_derivatives(torch) -> dict:
+    F = torch.nn.functional
+    cases = []
+    for name, kw in ACTIVATION_DERIVATIVES:
+        x = torch.tensor(DERIVATIVE_POINTS, dtype=torch.float64, requires_grad=True)
+        y = getattr(F, name)(x, **kw)
+        (g1,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        try:
+            (g2,) = torch.autograd.grad(g1.sum(), x)
+            second = g2.numpy().tolist()
+        except RuntimeError:  # e.g. "derivative for aten::hardsigmoid_backward is not implemented"
+            second = None
+        cases.append({"name": name, "kwargs": kw, "first": g1.detach().numpy().tolist(), "second": second})
+    return {"points": DERIVATIVE_POINTS, "cases": cases}
+
+
 def record() -> dict:
     """PyTorch's reference values (needs torch)."""
     import torch
     torch.set_num_threads(1)  # deterministic reductions
     return {"torch_version": torch.__version__.split("+")[0], "recorded_by": "tests/reference/record_torch.py",
             "optimizers": _optimizers(torch), "schedulers": _schedulers(torch), "linear": _linear(torch),
-            "clip_grad_norm": _clip(torch), "functional": _functional(torch)}
+            "clip_grad_norm": _clip(torch), "functional": _functional(torch),
+            "activation_derivatives": _activation_derivatives(torch)}
 
 
 def output_weights(case_name: str, shapes: list) -> list:

@@ -22,7 +22,7 @@ import numpy as np
 from gpugrad.kernels import layernorm, optim_codegen as cg
 
 from . import optim_examples as ox
-from gpugrad.kernels.activations import CODES, act_backward_ref, act_forward_ref
+from gpugrad.kernels.activations import CODES, NPARAMS, act_backward_ref, act_forward_ref, get
 from gpugrad.kernels.optim_rules import RULES
 
 _NAMES = {v: k for k, v in CODES.items()}
@@ -63,6 +63,19 @@ def _store(dst, values, suffix) -> None:
     dst[...] = values.astype(dst.dtype)
 
 
+def _prm(a) -> tuple:
+    """The activation parameters ``p0, p1, ...`` (``GG_ACT_PARAMS``) of a launch."""
+    return tuple(float(a[f"p{i}"]) for i in range(NPARAMS))
+
+
+def _act(a) -> str:
+    return _NAMES[int(a["code"])]
+
+
+def _nparams(a) -> int:
+    return len(get(_act(a)).params)
+
+
 def _bias_act(suffix):
     def ref(a, grid, block):
         M, N = int(a["M"]), int(a["N"])
@@ -70,7 +83,7 @@ def _bias_act(suffix):
         v = _load(a["z"], suffix).reshape(M, N)
         if a["has_bias"]:
             v = v + _load(a["b"], suffix)[:N]
-        y = act_forward_ref(v, _NAMES[int(a["code"])], float(a["slope"])).astype(_c(suffix))
+        y = act_forward_ref(v, _act(a), _prm(a)[:_nparams(a)]).astype(_c(suffix))
         if a["write_z"]:
             _store(a["z"], v.reshape(-1), suffix)
         _store(a["y"], y.reshape(-1), suffix)
@@ -81,8 +94,8 @@ def _act_bwd(suffix):
     def ref(a, grid, block):
         _columns(f"act_bwd_{suffix}", grid, block, int(a["N"]))
         n = int(a["M"]) * int(a["N"])
-        g = act_backward_ref(_load(a["dy"], suffix)[:n], _load(a["s"], suffix)[:n], _NAMES[int(a["code"])],
-                             float(a["slope"]))
+        g = act_backward_ref(_load(a["dy"], suffix)[:n], _load(a["s"], suffix)[:n], _act(a), _prm(a)[:_nparams(a)],
+                             int(a["order"]))
         _store(a["dz"], g.astype(_c(suffix)), suffix)
     return ref
 
@@ -95,8 +108,8 @@ def _act_bias_grad(suffix):
             raise LaunchGeometryError(f"kernel {k}: block must be (32, 8), got {block}")
         _covers(k, "columns", grid[0] * 32, N)
         _covers(k, "rows", grid[1] * rpb, M)
-        g = act_backward_ref(_load(a["dy"], suffix)[:M * N], _load(a["s"], suffix)[:M * N],
-                             _NAMES[int(a["code"])], float(a["slope"])).astype(_c(suffix)).reshape(M, N)
+        g = act_backward_ref(_load(a["dy"], suffix)[:M * N], _load(a["s"], suffix)[:M * N], _act(a),
+                             _prm(a)[:_nparams(a)], int(a["order"])).astype(_c(suffix)).reshape(M, N)
         if a["write_dz"]:
             _store(a["dz"][:M * N], g.reshape(-1), suffix)
         if a["do_bias"]:

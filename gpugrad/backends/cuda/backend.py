@@ -20,8 +20,8 @@ from ...kernels import layernorm as _k_ln
 from ...kernels import optim_step as _k_opt
 from ...kernels import softmax_xent as _k_sx
 from ...kernels._numba import compute_dtype
-from ...kernels.activations import CODES, saves
-from ..base import Backend
+from ...kernels.activations import CODES, KERNEL_ORDERS, saves
+from ..base import Backend, act_params
 from . import _env_flag, apply_tf32, memory
 from .launcher import Launcher
 from .state import runtime
@@ -223,98 +223,103 @@ class CUDABackend(Backend):
         return dx, dw
 
     # ------------------------------------------------------------------ activations
-    def act_forward(self, z, act: str, slope: float = 0.01, out=None):
+    def act_forward(self, z, act: str, params=None, out=None):
         if act == "identity" or act not in CODES or not _is_float(z) or z.size == 0 or \
                 (out is not None and out is not z):
-            return super().act_forward(z, act, slope, out)
+            return super().act_forward(z, act, params, out)
         xp = self.xp
         if out is z:
             if not z.flags.c_contiguous:
-                return super().act_forward(z, act, slope, out)
+                return super().act_forward(z, act, params, out)
             src = y = z
         else:
             src = xp.ascontiguousarray(z)
             y = xp.empty(src.shape, src.dtype)
         s2, y2 = src.reshape(1, -1), y.reshape(1, -1)
         mb = self._launch.max_blocks
+        prm = act_params(act, params)
         if self._launch.run("act_forward", z.dtype,
-                            lambda st, a, o: _k_ba.bias_act(a, None, o, act, slope, stream=st, max_blocks=mb),
-                            lambda a, o: _k_c.bias_act(a, None, o, act, slope, state=self.state, max_blocks=mb),
-                            s2, y2):
+                            lambda st, a, o: _k_ba.bias_act(a, None, o, act, prm, stream=st, max_blocks=mb),
+                            lambda a, o: _k_c.bias_act(a, None, o, act, prm, state=self.state, max_blocks=mb), s2, y2):
             return y
-        return super().act_forward(z, act, slope, out)
+        return super().act_forward(z, act, params, out)
 
-    def act_backward(self, dy, saved, act: str, slope: float = 0.01):
-        if act == "identity" or act not in CODES or not _is_float(dy, saved) or dy.size == 0 or \
-                dy.shape != saved.shape or dy.dtype != saved.dtype:
-            return super().act_backward(dy, saved, act, slope)
+    def act_derivative(self, dy, saved, act: str, params=None, order: int = 1):
+        """One kernel pass for the orders the kernels compute (``KERNEL_ORDERS``: 1 and 2); the generic
+        array code for higher orders."""
+        if act == "identity" or act not in CODES or order not in KERNEL_ORDERS or not _is_float(dy, saved) or \
+                dy.size == 0 or dy.shape != saved.shape or dy.dtype != saved.dtype:
+            return super().act_derivative(dy, saved, act, params, order)
         xp = self.xp
         d = xp.ascontiguousarray(dy)
         s = xp.ascontiguousarray(saved)
         dz = xp.empty(d.shape, d.dtype)
         mb = self._launch.max_blocks
+        prm = act_params(act, params)
         if self._launch.run("act_backward", dy.dtype,
-                            lambda st, a, b, o: _k_ba.act_backward(a, b, o, act, slope, stream=st, max_blocks=mb),
-                            lambda a, b, o: _k_c.act_backward(a, b, o, act, slope, state=self.state, max_blocks=mb),
+                            lambda st, a, b, o: _k_ba.act_backward(a, b, o, act, prm, order, stream=st, max_blocks=mb),
+                            lambda a, b, o: _k_c.act_backward(a, b, o, act, prm, order, state=self.state,
+                                                                  max_blocks=mb),
                             d.reshape(1, -1), s.reshape(1, -1), dz.reshape(1, -1)):
             return dz
-        return super().act_backward(dy, saved, act, slope)
+        return super().act_derivative(dy, saved, act, params, order)
 
     # ------------------------------------------------------------------ fused linear layer
-    def bias_act(self, z, b, act: str, slope: float = 0.01):
+    def bias_act(self, z, b, act: str, params=None):
         """In place on ``z`` (a fresh GEMM output): one kernel pass ``y = act(z + b)``."""
         if act == "identity" and b is None:
             return z, None
         if act not in CODES or z.ndim != 2 or not _is_float(z) or not z.flags.c_contiguous or z.size == 0 or \
                 (b is not None and (b.ndim != 1 or b.dtype != z.dtype or b.shape[0] != z.shape[1])):
-            return super().bias_act(z, b, act, slope)
+            return super().bias_act(z, b, act, params)
         xp = self.xp
         if b is not None and not b.flags.c_contiguous:
             b = xp.ascontiguousarray(b)
-        in_place = saves(act, slope) != "z"
+        prm = act_params(act, params)
+        in_place = saves(act, prm) != "z"
         y = z if in_place else xp.empty(z.shape, z.dtype)
         write_z = (not in_place) and b is not None  # GELU keeps z + b for its backward
         mb = self._launch.max_blocks
         if self._launch.run(
                 "bias_act", z.dtype,
-                lambda st, zz, bb, yy: _k_ba.bias_act(zz, bb, yy, act, slope, write_z, stream=st, max_blocks=mb),
-                lambda zz, bb, yy: _k_c.bias_act(zz, bb, yy, act, slope, write_z, state=self.state, max_blocks=mb),
-                z, b, y):
+                lambda st, zz, bb, yy: _k_ba.bias_act(zz, bb, yy, act, prm, write_z, stream=st, max_blocks=mb),
+                lambda zz, bb, yy: _k_c.bias_act(zz, bb, yy, act, prm, write_z, state=self.state, max_blocks=mb), z, b, y):
             if act == "identity":
                 return z, None
             return (y, y) if in_place else (y, z)
-        return super().bias_act(z, b, act, slope)
+        return super().bias_act(z, b, act, params)
 
-    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, slope: float = 0.01):
-        """One kernel pass: ``dz = dy * act'`` and per-block partial sums of ``dz`` over rows, then one
-        small deterministic reduction for ``db``."""
-        if act == "identity" and not with_bias:
+    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, params=None, order: int = 1):
+        """One kernel pass: ``dz = dy * d^order act`` (order 1, or 2 for a double backward) and per-block
+        partial sums of ``dz`` over rows, then one small deterministic reduction for ``db``."""
+        if act == "identity" and not with_bias and order == 1:
             return dy, None
-        if act not in CODES or dy.ndim != 2 or not _is_float(dy) or dy.size == 0 or \
+        if act not in CODES or order not in KERNEL_ORDERS or dy.ndim != 2 or not _is_float(dy) or dy.size == 0 or \
                 (saved is not None and (saved.shape != dy.shape or saved.dtype != dy.dtype)) or \
                 (saved is None and act != "identity"):
-            return super().act_bias_backward(dy, saved, act, with_bias, slope)
+            return super().act_bias_backward(dy, saved, act, with_bias, params, order)
         xp = self.xp
         d = dy if dy.flags.c_contiguous else xp.ascontiguousarray(dy)
         s = d if saved is None else saved if saved.flags.c_contiguous else xp.ascontiguousarray(saved)
         M, N = d.shape
         dt = d.dtype
-        dz = None if act == "identity" else xp.empty((M, N), dt)
+        dz = None if (act == "identity" and order == 1) else xp.empty((M, N), dt)
         db = xp.empty((N,), dt) if with_bias else None
         tb = self._launch.target_blocks
         partial = None
         if with_bias:  # the scratch of both kernel sets' column sums, allocated here once
             row_blocks = _k_abg.plan(M, N, 32, 8, tb)[1]
             partial = xp.empty((row_blocks, N), compute_dtype(dt))
+        prm = act_params(act, params)
         if self._launch.run(
                 "act_bias_backward", dt,
-                lambda st, a, b_, o, g, p: _k_abg.act_bias_grad(a, b_, o, g, act, slope, partial=p, stream=st,
+                lambda st, a, b_, o, g, p: _k_abg.act_bias_grad(a, b_, o, g, act, prm, order, partial=p, stream=st,
                                                                TX=32, TY=8, target_blocks=tb),
-                lambda a, b_, o, g, p: _k_c.act_bias_grad(a, b_, o, g, act, slope, state=self.state, target_blocks=tb,
-                                                             partial=p),
+                lambda a, b_, o, g, p: _k_c.act_bias_grad(a, b_, o, g, act, prm, order, state=self.state,
+                                                          target_blocks=tb, partial=p),
                 d, s, dz, db, partial):
             return (dy if dz is None else dz), db
-        return super().act_bias_backward(dy, saved, act, with_bias, slope)
+        return super().act_bias_backward(dy, saved, act, with_bias, params, order)
 
     # ------------------------------------------------------------------ loss
     def softmax_cross_entropy(self, logits, target, ignore_index: int = -100, check_op: str | None = None):
