@@ -1,12 +1,12 @@
-"""Layer normalisation, defined once: the forward and backward formulas of one row (the normalised
-trailing dimensions, flattened to ``N`` values), as small expressions. Every implementation is
-generated from them:
+"""Layer normalisation, defined once: the forward and backward steps of one row (the normalised trailing
+dimensions, flattened to ``N`` values), as expressions of the one expression language
+(``gpugrad/kernels/expr.py``). Every implementation is generated from them:
 
 - :func:`xp_forward` / :func:`xp_backward`: whole-array NumPy or CuPy code (the generic backend, and
   the float64 reference of the tests);
-- :func:`cpu_kernels`: Numba ``njit`` passes over the rows and over the columns (the CPU backend);
-- :func:`numba_cuda_kernels`: the same row and column bodies as Numba CUDA kernels (one thread per row
-  or column; simulator-tested);
+- :func:`cpu_kernels`: Numba ``njit`` passes over the rows (the CPU backend);
+- :func:`numba_cuda_kernels`: Numba CUDA kernels (one thread per row, or per column for the parameter
+  gradients; simulator-tested);
 - :func:`cuda_source`: CUDA C (one block per row with shared-memory reductions, one thread per
   column for the parameter gradients; float32 and float64), loaded through ``cupy.RawModule``.
 
@@ -17,168 +17,87 @@ over the rows ``dw = sum(dy * xhat)``, ``db = sum(dy)``. Forward saves ``mean`` 
 """
 from __future__ import annotations
 
-import ast
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from . import _numba
+from . import expr as E
 
 cuda = None  # numba.cuda, bound when the first Numba CUDA kernel is built (the simulator swaps this global)
 
+
 # ------------------------------------------------------------------------------------------ the definition
-# Element inputs (one value per element of a row; w, b per column), constants, then the steps in order.
-# A step is a row scalar (``sum(...)`` reduces over the row), an element value, or (``colsum``) a column
-# sum over the rows. Only + - * /, sqrt, numbers and the names above appear.
-ELEMENT_INPUTS = ("x", "w", "b", "dy")
-COLUMN_INPUTS = ("w", "b")
-CONSTANTS = ("N", "eps")
+class Step(NamedTuple):
+    """One step of a row: ``kind`` 'row' (a row scalar: ``total`` of ``acc``, the row sum of ``expr``;
+    without ``total``, ``expr`` itself over row scalars), 'elem' (a value per element, an output) or 'col'
+    (a column sum of ``expr`` over the rows, an output)."""
+    name: str
+    kind: str
+    expr: E.Expr
+    total: E.Expr | None = None
+
+
+x, w, b, dy = (E.var(n) for n in ("x", "w", "b", "dy"))  # element inputs (w, b: one per column)
+N, eps, acc = E.var("N"), E.var("eps"), E.var("acc")
+mean, var, rstd, a, c = (E.var(n) for n in ("mean", "var", "rstd", "a", "c"))
+xhat = (x - mean) * rstd
+dxhat = dy * w
 FORWARD = (
-    ("mean", "sum(x) / N"),
-    ("var", "sum((x - mean) * (x - mean)) / N"),
-    ("rstd", "1 / sqrt(var + eps)"),
-    ("xhat", "(x - mean) * rstd"),
-    ("y", "xhat * w + b"),
+    Step("mean", "row", x, acc / N),
+    Step("var", "row", (x - mean) * (x - mean), acc / N),
+    Step("rstd", "row", 1.0 / E.sqrt(var + eps)),
+    Step("y", "elem", xhat * w + b),
 )
-BACKWARD = (  # mean and rstd are the saved row scalars
-    ("xhat", "(x - mean) * rstd"),
-    ("dxhat", "dy * w"),
-    ("a", "sum(dxhat) / N"),
-    ("c", "sum(dxhat * xhat) / N"),
-    ("dx", "rstd * (dxhat - a - xhat * c)"),
-    ("dw", "colsum(dy * xhat)"),
-    ("db", "colsum(dy)"),
+BACKWARD = (  # mean and rstd: the saved row scalars
+    Step("a", "row", dxhat, acc / N),
+    Step("c", "row", dxhat * xhat, acc / N),
+    Step("dx", "elem", rstd * (dxhat - a - xhat * c)),
+    Step("dw", "col", dy * xhat),
+    Step("db", "col", dy),
 )
-FORWARD_OUTPUTS = ("y", "mean", "rstd")
+COLUMN_INPUTS = ("w", "b")
 SAVED_ROW = ("mean", "rstd")
 
 
-def _tree(expr: str) -> ast.expr:
-    return ast.parse(expr, mode="eval").body
-
-
-def _kinds(steps) -> dict:
-    """Each step's kind: 'row' (a row scalar), 'elem' (an element value) or 'col' (a column sum)."""
-    kinds = {n: "row" for n in SAVED_ROW}
-    kinds.update({n: "elem" for n in ELEMENT_INPUTS})
-    for name, expr in steps:
-        t = _tree(expr)
-        if isinstance(t, ast.Call) and t.func.id == "colsum":
-            kinds[name] = "col"
-        elif isinstance(t, ast.BinOp) and _has_sum(t) or isinstance(t, ast.Call) and t.func.id == "sum":
-            kinds[name] = "row"
-        else:
-            uses = {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}
-            kinds[name] = "elem" if any(kinds.get(u) == "elem" for u in uses) else "row"
-    return kinds
-
-
-def _has_sum(t: ast.AST) -> bool:
-    return any(isinstance(n, ast.Call) and n.func.id == "sum" for n in ast.walk(t))
-
-
-# ------------------------------------------------------------------------------------------ rendering
-class _Render(ast.NodeVisitor):
-    """An expression tree as source text: ``names`` maps a name to its text, ``num`` formats a constant,
-    ``sqrt`` names the square root; ``sum(...)``/``colsum(...)`` are handled by the callers."""
-
-    def __init__(self, names: Callable[[str], str], num: Callable[[float], str], sqrt: str) -> None:
-        self.names, self.num, self.sqrt = names, num, sqrt
-
-    def __call__(self, t: ast.AST) -> str:
-        return self.visit(t)
-
-    def visit_BinOp(self, t: ast.BinOp) -> str:
-        op = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}[type(t.op)]
-        return f"({self.visit(t.left)} {op} {self.visit(t.right)})"
-
-    def visit_UnaryOp(self, t: ast.UnaryOp) -> str:
-        if not isinstance(t.op, ast.USub):
-            raise ValueError(f"layernorm definition: unsupported operator {ast.dump(t.op)}")
-        return f"(-{self.visit(t.operand)})"
-
-    def visit_Name(self, t: ast.Name) -> str:
-        return self.names(t.id)
-
-    def visit_Constant(self, t: ast.Constant) -> str:
-        return self.num(float(t.value))
-
-    def visit_Call(self, t: ast.Call) -> str:
-        if t.func.id != "sqrt":
-            raise ValueError(f"layernorm definition: {t.func.id}() is only allowed at the top of a step")
-        return f"{self.sqrt}({self.visit(t.args[0])})"
-
-    def generic_visit(self, t: ast.AST) -> str:  # pragma: no cover - the definition uses nothing else
-        raise ValueError(f"layernorm definition: unsupported syntax {ast.dump(t)}")
-
-
-def _inline(steps, kinds: dict) -> dict:
-    """Element steps as trees over the element inputs and row scalars (earlier element steps inlined)."""
-    out: dict = {}
-
-    class Sub(ast.NodeTransformer):
-        def visit_Name(self, n: ast.Name) -> ast.AST:
-            return out.get(n.id, n)
-    for name, expr in steps:
-        if kinds[name] == "elem":
-            out[name] = Sub().visit(_tree(expr))
-    return out
-
-
-def _reduced(t: ast.AST) -> ast.expr:
-    """The argument of a top-level ``sum(...)`` or ``colsum(...)``."""
-    return t.args[0]
-
-
 # ------------------------------------------------------------------------------------------ NumPy / CuPy
-def _xp_eval(xp, steps, env: dict) -> dict:
-    """Run the steps on whole arrays: rows are the last axis of ``x``'s 2-D view ``(M, N)``."""
+def _xp_run(xp, steps, env: dict) -> dict:
+    """Run the steps on whole arrays: the rows of ``x``'s 2-D view ``(M, N)``, row scalars as ``(M, 1)``."""
     env = dict(env)
-
-    def names(n: str) -> str:
-        return f"env[{n!r}]"
-    r = _Render(names, repr, "xp.sqrt")
-    for name, expr in steps:
-        t = _tree(expr)
-        if isinstance(t, ast.Call) and t.func.id == "colsum":
-            src = f"({r(_reduced(t))}).sum(axis=0)"
-        else:
-            src = _sum_to_xp(t, r)
-        env[name] = eval(src, {"xp": xp, "env": env})  # noqa: S307 - the definition above, not user input
+    ns = {n: getattr(xp, "sqrt" if n == "sqrt" else n) for n in ("sqrt", "exp", "log")}
+    style = E.PyStyle(var=lambda n: f"env[{n!r}]")
+    for st in steps:
+        value = eval(E.render(st.expr, style), {**ns, "env": env})  # noqa: S307 - the definition above
+        if st.kind == "row" and st.total is not None:
+            env["acc"] = value.sum(axis=1, keepdims=True)
+            value = eval(E.render(st.total, style), {**ns, "env": env})  # noqa: S307
+        elif st.kind == "col":
+            value = value.sum(axis=0)
+        env[st.name] = value
     return env
-
-
-def _sum_to_xp(t: ast.AST, r: _Render) -> str:
-    class Sums(_Render):
-        def visit_Call(self, c: ast.Call) -> str:
-            if c.func.id == "sum":
-                return f"({self.visit(c.args[0])}).sum(axis=1, keepdims=True)"
-            return super().visit_Call(c)
-    return Sums(r.names, r.num, r.sqrt)(t)
 
 
 def xp_forward(xp, x2, w, b, eps: float):
     """``(y, mean, rstd)`` of the rows of ``x2`` ``(M, N)`` in its dtype; ``mean``/``rstd`` are ``(M,)``."""
     dt = x2.dtype.type
-    env = _xp_eval(xp, FORWARD, {"x": x2, "w": w, "b": b, "N": dt(x2.shape[1]), "eps": dt(eps)})
+    env = _xp_run(xp, FORWARD, {"x": x2, "w": w, "b": b, "N": dt(x2.shape[1]), "eps": dt(eps)})
     return env["y"], env["mean"][:, 0], env["rstd"][:, 0]
 
 
 def xp_backward(xp, dy, x2, w, mean, rstd):
     """``(dx, dw, db)`` of the rows of ``x2`` ``(M, N)``."""
     dt = x2.dtype.type
-    env = _xp_eval(xp, BACKWARD, {"x": x2, "w": w, "b": None, "dy": dy, "N": dt(x2.shape[1]),
-                                  "mean": mean[:, None], "rstd": rstd[:, None]})
+    env = _xp_run(xp, BACKWARD, {"x": x2, "w": w, "dy": dy, "N": dt(x2.shape[1]), "mean": mean[:, None],
+                                 "rstd": rstd[:, None]})
     return env["dx"], env["dw"], env["db"]
 
 
 # ------------------------------------------------------------------------------------------ scalar code
 class _Dialect(NamedTuple):
     """How the scalar code of one target spells the pieces of a row or column body."""
-    elem: str  # an element input: .format(name=..., row=...)
+    style: type  # expr.PyStyle or expr.CStyle
+    elem: str  # an element input: .format(name=...)
     col: str  # a per-column input (w, b)
-    num: str  # a constant
-    sqrt: str
     acc: str  # declare an accumulator: .format(acc=...)
     row_loop: str  # the loop over a row's elements (j)
     reduce: str  # after a row loop: combine the partial sums (C: the block's threads), "" if none
@@ -192,83 +111,76 @@ class _Dialect(NamedTuple):
     end: str  # statement terminator
 
 
-_PY = _Dialect(elem="F({name}[i, j])", col="F({name}[j])", num="F({!r})", sqrt="math.sqrt", acc="{acc} = F(0.0)",
+_PY = _Dialect(style=E.PyStyle, elem="F({name}[i, j])", col="F({name}[j])", acc="{acc} = F(0.0)",
                row_loop="for j in range(n):", reduce="", let="{name} = {expr}", store="out_{name}[i, j] = {expr}",
                col_loop="for i in range(m):", col_end="", saved="F({name}_[{row}])", row_index="i", eps="eps_c",
                end="")
+_C = _Dialect(style=E.CStyle, elem="C({name}[r * n + j])", col="C({name}[j])", acc="C {acc} = C(0);",
+              row_loop="for (i64 j = threadIdx.x; j < n; j += blockDim.x)", reduce="{acc} = block_sum<C>({acc}, sh);",
+              let="const C {name} = {expr};", store="out_{name}[r * n + j] = {expr};",
+              col_loop="for (i64 r = 0; r < m; ++r) {", col_end="}", saved="{name}_[{row}]", row_index="r",
+              eps="eps", end=";")
 
 
-def _c_dialect(C: str) -> _Dialect:
-    return _Dialect(elem=f"(({C}){{name}}[r * n + j])", col=f"(({C}){{name}}[j])", num=f"(({C}){{!r}})",
-                    sqrt="sqrt", acc=f"{C} {{acc}} = 0;", row_loop="for (i64 j = threadIdx.x; j < n; j += blockDim.x)",
-                    reduce=f"{{acc}} = block_sum<{C}>({{acc}}, sh);", let=f"const {C} {{name}} = {{expr}};",
-                    store="out_{name}[r * n + j] = {expr};", col_loop="for (i64 r = 0; r < m; ++r) {", col_end="}",
-                    saved="{name}_[{row}]", row_index="r", eps="eps", end=";")
+class _Names:
+    """A style of ``d`` whose variables are spelled as the dialect reads them (``acc``: the step's own)."""
 
+    def __init__(self, d: _Dialect, acc_name: str = "acc") -> None:
+        self.d, self.acc_name = d, acc_name
+        self.base = d.style() if d.style is E.CStyle else d.style(const="F({!r})".format)
 
-def _bodies(steps, d: _Dialect, outputs_elem: tuple, saved_in: bool) -> tuple[list, list, list]:
-    """The lines of a row body (row scalars through ``sum`` loops, element outputs), of a column body
-    (the ``colsum`` steps of one column, one pass over the rows) and of a row's share of the column sums
-    (added into them: the cache-friendly order on a CPU), in dialect ``d``. ``saved_in``: the saved row
-    scalars (mean, rstd) are read, not computed."""
-    kinds = _kinds(steps)
-    inl = _inline(steps, kinds)
-    sfx = d.end
+    def const(self, v: float) -> str:
+        return self.base.const(v)
 
-    def names(n: str) -> str:
+    def call(self, op: str, args: list) -> str:
+        return self.base.call(op, args)
+
+    def var(self, n: str) -> str:
+        d = self.d
         if n in COLUMN_INPUTS:
             return d.col.format(name=n)
-        if n in ELEMENT_INPUTS:
+        if n in ("x", "dy"):
             return d.elem.format(name=n)
-        return d.eps if n == "eps" else n
-    num = d.num.format
-    re = _Render(names, num, d.sqrt)
+        return {"eps": d.eps, "acc": self.acc_name}.get(n, n)
+
+
+def _bodies(steps, d: _Dialect, saved_in: bool) -> tuple[list, list, list]:
+    """The lines of a row body (row scalars through ``sum`` loops, element outputs), of a column body
+    (the 'col' steps of one column, one pass over the rows) and of a row's share of the column sums
+    (added into them: the cache-friendly order on a CPU), in dialect ``d``. ``saved_in``: the saved row
+    scalars (mean, rstd) are read, not computed."""
+    sfx = d.end
+    style = _Names(d)
     saved = [d.let.format(name=r, expr=d.saved.format(name=r, row=d.row_index)) for r in SAVED_ROW]
     rows = list(saved) if saved_in else []
-    for name, expr in steps:
-        t = _tree(expr)
-        if kinds[name] == "row" and not (saved_in and name in SAVED_ROW):
-            for s_i, c in enumerate([c for c in ast.walk(t) if isinstance(c, ast.Call) and c.func.id == "sum"]):
-                acc = f"_{name}{s_i}"
-                rows += [d.acc.format(acc=acc), d.row_loop, f"    {acc} += {re(_subst(_reduced(c), inl))}{sfx}"]
-                rows += [d.reduce.format(acc=acc)] if d.reduce else []
-                c.func.id = "__acc__"
-                c.args = [ast.Name(id=acc, ctx=ast.Load())]
-            rows.append(d.let.format(name=name, expr=re(_strip_acc(t))))
-        elif name in outputs_elem:
-            rows += [d.row_loop, "    " + d.store.format(name=name, expr=re(inl[name]))]
-    cols = [(name, expr) for name, expr in steps if kinds[name] == "col"]
-    colb = [d.acc.format(acc=f"_{name}") for name, _ in cols]
+    for st in steps:
+        if st.kind == "row" and not (saved_in and st.name in SAVED_ROW):
+            if st.total is None:
+                rows.append(d.let.format(name=st.name, expr=E.render(st.expr, style)))
+                continue
+            acc_name = f"_{st.name}"
+            rows += [d.acc.format(acc=acc_name), d.row_loop, f"    {acc_name} += {E.render(st.expr, style)}{sfx}"]
+            rows += [d.reduce.format(acc=acc_name)] if d.reduce else []
+            rows.append(d.let.format(name=st.name, expr=E.render(st.total, _Names(d, acc_name))))
+        elif st.kind == "elem":
+            rows += [d.row_loop, "    " + d.store.format(name=st.name, expr=E.render(st.expr, style))]
+    cols = [st for st in steps if st.kind == "col"]
+    colb = [d.acc.format(acc=f"_{st.name}") for st in cols]
     if cols:  # one pass over the rows of this column; the saved row scalars are read per row
         colb += [d.col_loop] + ["    " + ln for ln in saved]
-        colb += [f"    _{name} += {re(_subst(_reduced(_tree(expr)), inl))}{sfx}" for name, expr in cols]
+        colb += [f"    _{st.name} += {E.render(st.expr, style)}{sfx}" for st in cols]
         colb += [d.col_end] if d.col_end else []
-        colb += [f"out_{name}[j] = _{name}{sfx}" for name, _ in cols]
-    accb = saved + [d.row_loop] + [f"    out_{name}[j] += {re(_subst(_reduced(_tree(expr)), inl))}{sfx}"
-                                   for name, expr in cols] if cols else []
+        colb += [f"out_{st.name}[j] = _{st.name}{sfx}" for st in cols]
+    accb = saved + [d.row_loop] + [f"    out_{st.name}[j] += {E.render(st.expr, style)}{sfx}"
+                                   for st in cols] if cols else []
     return rows, colb, accb
 
 
-def _subst(t: ast.AST, inl: dict) -> ast.AST:
-    class Sub(ast.NodeTransformer):
-        def visit_Name(self, n: ast.Name) -> ast.AST:
-            return inl.get(n.id, n)
-    return Sub().visit(t)
-
-
-def _strip_acc(t: ast.AST) -> ast.AST:
-    class Strip(ast.NodeTransformer):
-        def visit_Call(self, c: ast.Call) -> ast.AST:
-            if c.func.id == "__acc__":
-                return c.args[0]
-            return self.generic_visit(c)
-    return Strip().visit(t)
-
-
-def _python_kernels(F) -> str:
-    """The Python source of the forward row body, the backward row body and the column body."""
-    f_row, _, _ = _bodies(FORWARD, _PY, ("y",), False)
-    b_row, b_col, b_acc = _bodies(BACKWARD, _PY, ("dx",), True)
+def _python_kernels() -> str:
+    """The Python source of the forward row body, the backward row body, the column body and a row's
+    share of the column sums."""
+    f_row, _, _ = _bodies(FORWARD, _PY, False)
+    b_row, b_col, b_acc = _bodies(BACKWARD, _PY, True)
     f_row += [f"out_{n}[i] = {n}" for n in SAVED_ROW]
 
     def body(lines: list) -> str:
@@ -280,14 +192,14 @@ def _python_kernels(F) -> str:
 
 
 def _build(F, wrap) -> dict:
-    ns: dict = {"F": F, "math": __import__("math")}
-    exec(compile(_python_kernels(F), "<layernorm:scalar>", "exec"), ns)  # noqa: S102 - generated above
+    ns: dict = {"F": F, **E.py_namespace()}
+    exec(compile(_python_kernels(), "<layernorm:scalar>", "exec"), ns)  # noqa: S102 - generated above
     return {k: wrap(ns[k]) for k in ("fwd_row", "bwd_row", "bwd_col", "bwd_acc")}
 
 
 def python_source() -> str:
     """The generated scalar source (for reading and for the tests)."""
-    return _python_kernels(np.float64)
+    return _python_kernels()
 
 
 def cpu_kernels(dtype):
@@ -358,8 +270,15 @@ _BLOCK = 256  # threads per row block (a power of two: the shared-memory tree re
 def cuda_source() -> str:
     """CUDA C for float32 and float64 (entry points ``layer_norm_fwd_<s>``, ``layer_norm_bwd_dx_<s>``,
     ``layer_norm_bwd_params_<s>``): one block of 256 threads per row (grid-stride over rows), each
-    ``sum(...)`` a shared-memory tree reduction; one thread per column for ``dw``/``db``."""
-    parts = ["// generated by gpugrad/kernels/layernorm.py from its definition; do not edit",
+    row sum a shared-memory tree reduction; one thread per column for ``dw``/``db``. Templates over the
+    compute type ``C`` with the expression language's ``gg_*`` functions (``expr.c_prelude``)."""
+    fwd, _, _ = _bodies(FORWARD, _C, False)
+    bwd, col, _ = _bodies(BACKWARD, _C, True)
+
+    def body(lines: list) -> list:
+        return ["        " + ln for ln in lines]
+    n_decl = "        const C N = C(n);"
+    parts = ["// generated by gpugrad/kernels/layernorm.py from its definition; do not edit", E.c_prelude(),
              "typedef long long i64;",
              "template <typename C> __device__ C block_sum(C v, C* sh) {",
              "    sh[threadIdx.x] = v;",
@@ -371,35 +290,32 @@ def cuda_source() -> str:
              "    C r = sh[0];",
              "    __syncthreads();",
              "    return r;",
-             "}"]
+             "}",
+             "template <typename C> __device__ void fwd_impl(const C* x, const C* w, const C* b, C* out_y, "
+             "C* out_mean, C* out_rstd, i64 m, i64 n, C eps, C* sh) {",
+             "    for (i64 r = blockIdx.x; r < m; r += gridDim.x) {", n_decl, *body(fwd),
+             "        if (threadIdx.x == 0) { out_mean[r] = mean; out_rstd[r] = rstd; }",
+             "    }", "}",
+             "template <typename C> __device__ void bwd_dx_impl(const C* x, const C* w, const C* dy, const C* mean_, "
+             "const C* rstd_, C* out_dx, i64 m, i64 n, C* sh) {",
+             "    for (i64 r = blockIdx.x; r < m; r += gridDim.x) {", n_decl, *body(bwd), "    }", "}",
+             "template <typename C> __device__ void bwd_params_impl(const C* x, const C* dy, const C* mean_, "
+             "const C* rstd_, C* out_dw, C* out_db, i64 m, i64 n) {",
+             "    for (i64 j = (i64)blockIdx.x * blockDim.x + threadIdx.x; j < n; j += (i64)gridDim.x * blockDim.x) {",
+             *body(col), "    }", "}"]
     for suffix, C in _C_TYPES.items():
-        parts.append(_c_kernels(suffix, C))
+        parts += [
+            f'extern "C" __global__ void layer_norm_fwd_{suffix}(const {C}* x, const {C}* w, const {C}* b, '
+            f"{C}* out_y, {C}* out_mean, {C}* out_rstd, i64 m, i64 n, {C} eps) {{",
+            f"    __shared__ {C} sh[{_BLOCK}];", f"    fwd_impl<{C}>(x, w, b, out_y, out_mean, out_rstd, m, n, eps, sh);",
+            "}",
+            f'extern "C" __global__ void layer_norm_bwd_dx_{suffix}(const {C}* x, const {C}* w, const {C}* dy, '
+            f"const {C}* mean_, const {C}* rstd_, {C}* out_dx, i64 m, i64 n) {{",
+            f"    __shared__ {C} sh[{_BLOCK}];", f"    bwd_dx_impl<{C}>(x, w, dy, mean_, rstd_, out_dx, m, n, sh);", "}",
+            f'extern "C" __global__ void layer_norm_bwd_params_{suffix}(const {C}* x, const {C}* dy, '
+            f"const {C}* mean_, const {C}* rstd_, {C}* out_dw, {C}* out_db, i64 m, i64 n) {{",
+            f"    bwd_params_impl<{C}>(x, dy, mean_, rstd_, out_dw, out_db, m, n);", "}"]
     return "\n".join(parts) + "\n"
-
-
-def _c_kernels(suffix: str, C: str) -> str:
-    d = _c_dialect(C)
-    fwd, _, _ = _bodies(FORWARD, d, ("y",), False)
-    bwd, col, _ = _bodies(BACKWARD, d, ("dx",), True)
-    shared = f"    __shared__ {C} sh[{_BLOCK}];"
-    n_decl = f"        const {C} N = ({C})n;"
-
-    def body(lines: list, indent: str = "        ") -> list:
-        return [indent + ln for ln in lines]
-    return "\n".join([
-        f'extern "C" __global__ void layer_norm_fwd_{suffix}(const {C}* x, const {C}* w, const {C}* b, {C}* out_y, '
-        f"{C}* out_mean, {C}* out_rstd, i64 m, i64 n, {C} eps) {{", shared,
-        "    for (i64 r = blockIdx.x; r < m; r += gridDim.x) {", n_decl, *body(fwd),
-        "        if (threadIdx.x == 0) { out_mean[r] = mean; out_rstd[r] = rstd; }",
-        "    }", "}",
-        f'extern "C" __global__ void layer_norm_bwd_dx_{suffix}(const {C}* x, const {C}* w, const {C}* dy, '
-        f"const {C}* mean_, const {C}* rstd_, {C}* out_dx, i64 m, i64 n) {{", shared,
-        "    for (i64 r = blockIdx.x; r < m; r += gridDim.x) {", n_decl, *body(bwd),
-        "    }", "}",
-        f'extern "C" __global__ void layer_norm_bwd_params_{suffix}(const {C}* x, const {C}* dy, const {C}* mean_, '
-        f"const {C}* rstd_, {C}* out_dw, {C}* out_db, i64 m, i64 n) {{",
-        "    for (i64 j = (i64)blockIdx.x * blockDim.x + threadIdx.x; j < n; j += (i64)gridDim.x * blockDim.x) {",
-        *body(col), "    }", "}"])
 
 
 _modules: dict = {}
