@@ -21,7 +21,6 @@ from .ops import (abs, add, all, amax, amin, any, argmax, argmin, cat, chunk, cl
                   log10, log2, log_softmax, logsumexp, lt, masked_fill, matmul, max, maximum, mean, min, minimum, mul,
                   ne, neg, permute, pow, prod, relu, reshape, rsqrt, sigmoid, sign, sin, softmax, split, sqrt, squeeze,
                   stack, std, sub, sum, tanh, transpose, tril, triu, unflatten, unsqueeze, var, where)
-from . import _tensor_methods  # noqa: E402,F401  (binds the ops above as Tensor operators and methods)
 from . import autograd, random  # noqa: E402
 from . import nn, optim  # noqa: E402
 from . import checkpoint, memory  # noqa: E402
@@ -31,5 +30,6 @@ from .io import load, save  # noqa: E402
 from . import data, utils, viz  # noqa: E402
 from .random import Generator  # noqa: E402
 from . import distributed  # noqa: E402  (imports mpi4py only when used)
+from .nn import parallel as _nn_parallel  # noqa: E402,F401  (gg.nn.parallel: DDP, above nn)
 
 __all__ = [n for n in dir() if not n.startswith("_")]

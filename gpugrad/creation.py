@@ -1,22 +1,34 @@
-"""Tensor factories: ``gg.tensor``, ``zeros``, ``ones``, ``randn``... and the random seed."""
+"""Tensor factories: ``gg.tensor``, ``zeros``, ``ones``, ``randn``... and the random seed.
+
+They sit below ``Tensor`` (gpugrad/tensor.py, whose constructor converts data with ``_to_array``
+here) and build tensors through the class it registers (``autograd.function._make_result``)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from . import _dtype
-from ._device import as_device, device
+from ._device import CPU, as_device, device
+from .autograd.function import TensorBase, _make_result
 from .backends import get_backend
-from .random import Generator, seed_value
-from .tensor import Tensor, _make_result
+
+if TYPE_CHECKING:
+    from .random import Generator
+    from .tensor import Tensor
+
+
+def _device_of(data: Any, device: "str | device | None") -> device:
+    """The device a tensor made from ``data`` lives on: ``device``, else ``data``'s when it is a
+    tensor, else the CPU."""
+    return as_device(device) if device is not None else (data._device if isinstance(data, TensorBase) else CPU)
 
 
 def _to_array(data: Any, dtype, dev: device):
     """Turn Python/NumPy/CuPy/Tensor data into an array of ``dtype`` on ``dev``."""
     be = get_backend(dev)
     dt = _dtype.as_dtype(dtype)
-    if isinstance(data, Tensor):
+    if isinstance(data, TensorBase):
         src_be = data._backend()
         arr = data.data if data._device == dev else be.from_numpy(src_be.to_numpy(data.data))
     elif isinstance(data, np.ndarray) or np.isscalar(data) and isinstance(data, np.generic):
@@ -25,7 +37,7 @@ def _to_array(data: Any, dtype, dev: device):
     elif hasattr(data, "__cuda_array_interface__") or be.is_array(data):
         arr = be.asarray(data)
     else:
-        if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flatten(data)):
+        if isinstance(data, (list, tuple)) and any(isinstance(x, TensorBase) for x in _flatten(data)):
             data = _nested_numpy(data)
         host = _host_array(data)
         if dt is None and host.dtype == np.float64:
@@ -98,13 +110,14 @@ def _flatten(x):
 def _nested_numpy(x):
     if isinstance(x, (list, tuple)):
         return [_nested_numpy(y) for y in x]
-    return x.numpy() if isinstance(x, Tensor) else x
+    return x.numpy() if isinstance(x, TensorBase) else x
 
 
 def tensor(data: Any, dtype=None, device: "str | device | None" = None, requires_grad: bool = False) -> Tensor:
     """A new tensor holding a copy of ``data`` (Python floats become float32)."""
-    src = data.data if isinstance(data, Tensor) else data
-    t = Tensor(data, dtype=dtype, device=device, requires_grad=False)
+    src = data.data if isinstance(data, TensorBase) else data
+    dev = _device_of(data, device)
+    t = _make_result(_to_array(data, dtype, dev), dev, None, 0)
     # Only a host (NumPy) array can share memory with NumPy data; asking NumPy about a device array
     # is an error on CuPy (np.shares_memory dispatches to cupy, which refuses the NumPy operand).
     if t.data is src or (isinstance(data, np.ndarray) and isinstance(t.data, np.ndarray)
@@ -117,9 +130,10 @@ def tensor(data: Any, dtype=None, device: "str | device | None" = None, requires
 
 def as_tensor(data: Any, dtype=None, device: "str | device | None" = None) -> Tensor:
     """Like ``tensor`` but shares memory with a NumPy/CuPy array when it can."""
-    if isinstance(data, Tensor) and dtype is None and device is None:
+    if isinstance(data, TensorBase) and dtype is None and device is None:
         return data
-    return Tensor(data, dtype=dtype, device=device)
+    dev = _device_of(data, device)
+    return _make_result(_to_array(data, dtype, dev), dev, None, 0)
 
 
 def from_numpy(a: np.ndarray) -> Tensor:
@@ -240,6 +254,15 @@ def randn_like(t: Tensor, dtype=None, device=None, requires_grad: bool = False) 
 
 def full_like(t: Tensor, fill_value: float, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def seed_value(seed: Any, op: str = "manual_seed") -> int:
+    """``seed`` as an int (an integer, or a float with an integral value); anything else is a clear
+    ``TypeError`` rather than ``int('a')``'s."""
+    ok = isinstance(seed, (int, np.integer)) or (isinstance(seed, (float, np.floating)) and float(seed).is_integer())
+    if isinstance(seed, bool) or not ok:
+        raise TypeError(f"{op}: seed must be an integer, got {type(seed).__name__} {seed!r}")
+    return int(seed)
 
 
 def manual_seed(seed: int) -> None:

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
-
 from ._device import as_device
 from .backends import get_backend
+from .creation import seed_value
 
 _MASK64 = 0xFFFFFFFFFFFFFFFF
-
-
-def seed_value(seed: Any, op: str = "manual_seed") -> int:
-    """``seed`` as an int (an integer, or a float with an integral value); anything else is a clear
-    ``TypeError`` rather than ``int('a')``'s."""
-    ok = isinstance(seed, (int, np.integer)) or (isinstance(seed, (float, np.floating)) and float(seed).is_integer())
-    if isinstance(seed, bool) or not ok:
-        raise TypeError(f"{op}: seed must be an integer, got {type(seed).__name__} {seed!r}")
-    return int(seed)
 
 
 def get_rng_state(device="cpu") -> tuple[int, int]:

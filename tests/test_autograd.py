@@ -358,3 +358,95 @@ def test_function_apply_per_subclass_and_custom_apply_kept():
     Cube.apply(x).sum().backward()
     assert x.grad.numpy().tolist() == [3.0, 12.0]
     assert (x * x).grad_fn.op_name == "Mul" or (x * x).grad_fn.op_name == "mul"
+
+
+# ---------------------------------------------------------------- gg.autograd.graph: hand-built nodes
+from gpugrad.autograd.function import Function  # noqa: E402
+from gpugrad.autograd.graph import current_backward, make_node, nested_backward, watch_grad_inputs  # noqa: E402
+
+
+class _Recompute(Function):
+    """The example of gpugrad/autograd/graph.py: a node that recomputes ``f`` in backward."""
+
+    @staticmethod
+    def backward(ctx, g):
+        assert current_backward() is not None
+        x = ctx.x.detach().requires_grad_()
+        with gg.enable_grad():
+            y = ctx.f(x)
+        return tuple(nested_backward([y], [g], [x]))
+
+
+def _recomputed(f, x):
+    with gg.no_grad():
+        y = f(x)
+    ctx, (y,) = make_node(_Recompute, [x], [y])
+    ctx.f, ctx.x = f, x
+    return y
+
+
+def test_graph_api_recompute_node_matches_the_plain_graph():
+    """A custom node built with make_node whose backward runs nested_backward: the input's gradient
+    flows back through the node, the parameter used inside reaches .grad through the outer run, and
+    gg.autograd.grad / inputs= see both, exactly as without the node."""
+    rng = np.random.default_rng(0)
+    w = gg.tensor(rng.standard_normal((3, 3)), dtype=gg.float64, requires_grad=True)
+    x0 = gg.tensor(rng.standard_normal((2, 3)), dtype=gg.float64, requires_grad=True)
+    f = lambda x: (x @ w).tanh()  # noqa: E731
+
+    def loss(node: bool):
+        x = x0 * 2.0
+        y = _recomputed(f, x) if node else f(x)
+        return (y * y).sum()
+
+    loss(False).backward()
+    want = (x0.grad.numpy().copy(), w.grad.numpy().copy())
+    x0.grad = w.grad = None
+    out = loss(True)
+    assert out.grad_fn is not None and current_backward() is None
+    out.backward()
+    np.testing.assert_array_equal(x0.grad.numpy(), want[0])
+    np.testing.assert_array_equal(w.grad.numpy(), want[1])
+    gx, gw = gg.autograd.grad(loss(True), [x0, w])
+    np.testing.assert_array_equal(gx.numpy(), want[0])
+    np.testing.assert_array_equal(gw.numpy(), want[1])
+
+
+def test_make_node_links_inputs_and_wraps_outputs():
+    a = gg.tensor([1.0, 2.0], requires_grad=True)
+    b = gg.tensor([3.0, 4.0])
+    with gg.no_grad():
+        y, idx = a * b, (a * b).argmax()
+    base = gg.autograd.saved_bytes()
+    extra = np.zeros(5, np.float32)
+    ctx, (y2, idx2) = make_node(_Recompute, [a, b], [y, idx], save=[b.data, extra])
+    assert ctx.needs_input_grad == (True, False)
+    assert y2.grad_fn is ctx and y2.requires_grad and y2.data is y.data and y2._version == y._version
+    assert idx2.grad_fn is None and not idx2.requires_grad  # integer outputs get no gradient
+    assert y2.grad_fn.op_name == "_Recompute"
+    assert gg.autograd.saved_bytes() - base == extra.nbytes  # counted as apply counts (a leaf's data: not)
+    assert ctx.saved_tensors[0] is b.data and ctx.saved_tensors[1] is extra
+    b.add_(1.0)  # saved arrays are version-checked as an apply's are
+    with pytest.raises(GradError, match="modified by an in-place operation"):
+        ctx.saved_tensors
+    with pytest.raises(ValueError, match="make_node: _Recompute has no outputs"):
+        make_node(_Recompute, [a], [])
+
+
+def test_nested_backward_outside_backward_is_an_error():
+    x = gg.tensor(1.0, requires_grad=True)
+    with pytest.raises(GradError, match="mine: backward called outside of a backward pass"):
+        nested_backward([x * 2], [np.ones((), np.float32)], [x], op="mine")
+
+
+def test_watch_grad_inputs_collects_what_ops_saw_under_no_grad():
+    p = gg.tensor([1.0], requires_grad=True)
+    q = gg.tensor([2.0], requires_grad=True)
+    c = gg.tensor([3.0])
+    with watch_grad_inputs() as outer:
+        with gg.no_grad():
+            p * c
+        with watch_grad_inputs() as inner, gg.no_grad():
+            q * c  # the innermost watch collects
+        q * c  # recorded (grad mode on): not collected
+    assert list(outer.values()) == [p] and list(inner.values()) == [q]

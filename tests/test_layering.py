@@ -1,8 +1,9 @@
 """The layering rule of docs/ARCHITECTURE.md, checked on the source: each layer imports (at module top
 level) only its own layer and the layers below, gpugrad/kernels/ imports nothing else of gpugrad,
-gpugrad.nn never reaches gpugrad/experimental/, and no two modules
-import each other at top level (an import cycle). Imports inside functions are deliberate late
-bindings and are not checked here."""
+gpugrad.nn never reaches gpugrad/experimental/, and there is no import cycle, counting every import:
+inside functions too (a late binding that closes a cycle is still a cycle) and the package
+``__init__`` that importing ``a.b.c`` runs (``a.b``'s). Imports under ``if TYPE_CHECKING:`` never run
+and are not counted."""
 from __future__ import annotations
 
 import ast
@@ -22,13 +23,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("gpugrad._dtype", "gpugrad._device", "gpugrad._errors", "gpugrad._mode", "gpugrad._threads",
                     "gpugrad.install_hints")),
     ("backends", ("gpugrad.backends",)),
-    ("autograd", ("gpugrad.autograd", "gpugrad.tensor", "gpugrad.creation", "gpugrad.random")),
-    ("ops", ("gpugrad.ops", "gpugrad._tensor_methods")),
+    ("autograd", ("gpugrad.autograd", "gpugrad.creation", "gpugrad.random")),
+    ("ops", ("gpugrad.ops",)),
+    ("tensor", ("gpugrad.tensor",)),
     ("library", ("gpugrad.nn", "gpugrad.optim", "gpugrad.io", "gpugrad.checkpoint", "gpugrad.memory",
                  "gpugrad.amp", "gpugrad.viz", "gpugrad.plot", "gpugrad.cuda", "gpugrad.cuda_graphs", "gpugrad.data",
                  "gpugrad.diagnostics", "gpugrad.utils")),
     ("experimental", ("gpugrad.experimental",)),
-    ("distributed", ("gpugrad.distributed",)),
+    ("distributed", ("gpugrad.distributed", "gpugrad.nn.parallel")),
     ("applications", ("gpugrad.training", "gpugrad.benchmarking")),
     ("cli", ("gpugrad.cli", "gpugrad.__main__")),
     ("package", ("gpugrad",)),
@@ -51,25 +53,29 @@ def _source_files() -> dict[str, tuple[str, bool]]:
 MODULES = _source_files()
 
 
+def _type_checking_only(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``) with no else: its imports never run."""
+    return (isinstance(node, ast.If) and not node.orelse
+            and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"))
+
+
 def _imports(name: str, deep: bool = False) -> set[str]:
     """gpugrad modules imported by ``name``: at module top level (also under top-level if/try), or with
-    ``deep`` anywhere in the file (function-level late bindings included)."""
+    ``deep`` anywhere in the file (function-level late bindings included); never those under
+    ``if TYPE_CHECKING:``."""
     path, is_pkg = MODULES[name]
     tree = ast.parse(open(path, encoding="utf-8").read(), path)
     package = name if is_pkg else name.rpartition(".")[0]
     found: set[str] = set()
-    if deep:
-        nodes = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
-    else:
-        nodes, stack = [], list(tree.body)
-        while stack:
-            node = stack.pop()
-            if isinstance(node, (ast.If, ast.Try)):
-                stack.extend(ast.iter_child_nodes(node))
-            elif isinstance(node, ast.ExceptHandler):
-                stack.extend(node.body)
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                nodes.append(node)
+    nodes, stack = [], list(tree.body)
+    while stack:
+        node = stack.pop()
+        if _type_checking_only(node):
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            nodes.append(node)
+        elif deep or isinstance(node, (ast.If, ast.Try, ast.ExceptHandler)):
+            stack.extend(ast.iter_child_nodes(node))
     for node in nodes:
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == "gpugrad")
@@ -89,6 +95,21 @@ def _imports(name: str, deep: bool = False) -> set[str]:
 
 
 GRAPH = {name: _imports(name) for name in MODULES}
+
+
+def _deep_graph() -> dict[str, set[str]]:
+    """Every import of every module (function-level ones included), each with the package
+    ``__init__`` modules it runs: importing ``gpugrad.nn.module`` runs ``gpugrad/nn/__init__.py`` first.
+    The root ``gpugrad`` is left out (it sits on top and imports everything to re-export it), and so
+    is an edge to one's own ancestor package (``from . import x`` is how a package registers)."""
+    graph = {}
+    for name in MODULES:
+        targets = set()
+        for t in _imports(name, deep=True):
+            parts = t.split(".")
+            targets.update(".".join(parts[:i]) for i in range(2, len(parts) + 1))
+        graph[name] = {t for t in targets if t in MODULES and t != name and t not in _ancestors(name)}
+    return graph
 
 
 def _layer(name: str) -> int:
@@ -147,10 +168,10 @@ def test_backends_never_reach_up_even_inside_functions():
     assert not bad, "the backends must not depend on the layers above them:\n  " + "\n  ".join(bad)
 
 
-def _cycles() -> list[list[str]]:
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one module (edges to one's own ancestor
     packages excluded: ``from . import x`` in a package's submodule is how packages register)."""
-    graph = {m: {t for t in ts if t not in _ancestors(m)} for m, ts in GRAPH.items()}
+    graph = {m: {t for t in ts if t not in _ancestors(m)} for m, ts in graph.items()}
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     on, stack, out = set(), [], []
@@ -184,18 +205,52 @@ def _cycles() -> list[list[str]]:
 
 
 def test_no_import_cycles():
-    cycles = _cycles()
-    assert not cycles, f"top-level import cycles: {cycles}"
+    """No cycle, counting imports inside functions and the package __init__ modules imports run."""
+    cycles = _cycles(_deep_graph())
+    assert not cycles, f"import cycles (function-level imports and package __init__s included): {cycles}"
 
 
 def test_the_checker_sees_a_violation_and_a_cycle(monkeypatch):
     """The checks above can fail: fake an upward import and a cycle."""
-    monkeypatch.setitem(GRAPH, "gpugrad.backends.base", GRAPH["gpugrad.backends.base"] | {"gpugrad.nn.module"})
-    with pytest.raises(AssertionError, match="gpugrad.backends.base .backends. imports gpugrad.nn.module"):
-        test_each_layer_imports_only_layers_below()
+    with monkeypatch.context() as m:
+        m.setitem(GRAPH, "gpugrad.backends.base", GRAPH["gpugrad.backends.base"] | {"gpugrad.nn.module"})
+        with pytest.raises(AssertionError, match="gpugrad.backends.base .backends. imports gpugrad.nn.module"):
+            test_each_layer_imports_only_layers_below()
     monkeypatch.setitem(GRAPH, "gpugrad.ops.loss", GRAPH["gpugrad.ops.loss"] | {"gpugrad.ops.shape"})
     monkeypatch.setitem(GRAPH, "gpugrad.ops.shape", GRAPH["gpugrad.ops.shape"] | {"gpugrad.ops.loss"})
-    assert ["gpugrad.ops.loss", "gpugrad.ops.shape"] in _cycles()
+    assert ["gpugrad.ops.loss", "gpugrad.ops.shape"] in _cycles(GRAPH)
+
+
+def _fake_source(monkeypatch, tmp_path, name: str, code: str) -> None:
+    """Make the checker read ``code`` (appended to the real file) as module ``name``'s source."""
+    path, is_pkg = MODULES[name]
+    fake = tmp_path / (name + ".py")
+    fake.write_text(open(path, encoding="utf-8").read() + "\n" + code, encoding="utf-8")
+    monkeypatch.setitem(MODULES, name, (str(fake), is_pkg))
+
+
+def test_the_cycle_check_sees_function_level_imports(monkeypatch, tmp_path):
+    """An import inside a function closes a cycle (as the late ``from ..tensor import Tensor`` in
+    autograd/function.py did); one under ``if TYPE_CHECKING:`` does not count."""
+    with monkeypatch.context() as m:
+        _fake_source(m, tmp_path, "gpugrad.autograd.function", "if TYPE_CHECKING:\n    from ..tensor import Tensor\n")
+        assert not _cycles(_deep_graph())
+    _fake_source(monkeypatch, tmp_path, "gpugrad.autograd.function",
+                 "def _late():\n    from ..tensor import Tensor\n    return Tensor\n")
+    assert "gpugrad.tensor" not in GRAPH["gpugrad.autograd.function"]  # not a top-level import
+    assert any({"gpugrad.autograd.function", "gpugrad.tensor"} <= set(c) for c in _cycles(_deep_graph()))
+    with pytest.raises(AssertionError, match="function-level imports and package __init__s included"):
+        test_no_import_cycles()
+
+
+def test_the_cycle_check_sees_package_inits(monkeypatch, tmp_path):
+    """Importing gpugrad.nn.module runs gpugrad/nn/__init__.py, which imports gpugrad.nn.init: a
+    module that nn.init imports may not import gpugrad.nn.module, though nn.module imports neither."""
+    _fake_source(monkeypatch, tmp_path, "gpugrad.random", "def _late():\n    import gpugrad.nn.module\n")
+    assert not _cycles(_deep_graph())
+    _fake_source(monkeypatch, tmp_path, "gpugrad.nn.init", "def _late():\n    from .. import random\n")
+    assert "gpugrad.nn.init" not in _imports("gpugrad.nn.module", deep=True)
+    assert any({"gpugrad.random", "gpugrad.nn", "gpugrad.nn.init"} <= set(c) for c in _cycles(_deep_graph()))
 
 
 def _architecture_tree() -> set[str]:

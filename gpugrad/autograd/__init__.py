@@ -1,4 +1,6 @@
-"""Reverse-mode automatic differentiation: ``Function``, ``backward``, ``grad``, ``gradcheck``."""
+"""Reverse-mode automatic differentiation: ``Function``, ``backward``, ``grad``, ``gradcheck``;
+``graph``: nodes built by hand and backward inside a backward (what checkpointing uses)."""
+from . import graph
 from .engine import backward, grad
 from .function import Context, Function, GradError
 from .gradcheck import gradcheck, gradcheck_directional
@@ -6,6 +8,6 @@ from .grad_mode import (detect_anomaly, enable_grad, is_grad_enabled, no_grad, s
                         set_grad_enabled)
 from .saved import peak_saved_bytes, reset_peak_saved_bytes, saved_bytes
 
-__all__ = ["Context", "Function", "GradError", "backward", "grad", "gradcheck", "gradcheck_directional",
+__all__ = ["graph", "Context", "Function", "GradError", "backward", "grad", "gradcheck", "gradcheck_directional",
            "detect_anomaly", "enable_grad", "is_grad_enabled", "no_grad", "set_detect_anomaly",
            "set_grad_enabled", "saved_bytes", "peak_saved_bytes", "reset_peak_saved_bytes"]

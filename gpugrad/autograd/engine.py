@@ -5,7 +5,7 @@ import heapq
 import weakref
 from typing import Any, Callable, Sequence
 
-from .function import GradError, _check_finite, _lazy, named_error
+from .function import GradError, TensorBase, _check_finite, _make_result, named_error
 from .grad_mode import STATE
 
 
@@ -262,11 +262,10 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
 def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, accumulate: bool,
                      handed: set) -> None:
     """A leaf's gradient of this run is complete: its hooks, ``inputs`` capture, ``.grad``, post hooks."""
-    Tensor = _lazy.Tensor or _lazy.load() or _lazy.Tensor
     g = entry[0]
     if leaf._hooks:
         for h in leaf._hooks:
-            r = h(Tensor._wrap(g, leaf._device))
+            r = h(_make_result(g, leaf._device, None, 0))
             if r is not None:
                 g = r.data
     if capture is not None:
@@ -279,7 +278,7 @@ def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, acc
             if not (entry[1] or (leaf.data.__class__ is g.__class__ and g.base is None and id(g) not in handed)):
                 g = g.copy()
             handed.add(id(g))
-            leaf.grad = Tensor._wrap(g, leaf._device)
+            leaf.grad = _make_result(g, leaf._device, None, 0)
         else:
             leaf.grad.data += g
             leaf.grad._vc[0] += 1
@@ -291,11 +290,10 @@ def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, acc
 
 
 def _visit_outputs(node, buf: dict, capture: dict | None, results: list) -> None:
-    from ..tensor import Tensor
     for idx, entry in buf.items():
         if node._hooks and idx in node._hooks:
             for h in node._hooks[idx]:
-                r = h(Tensor._wrap(entry[0], None))
+                r = h(_make_result(entry[0], None, None, 0))
                 if r is not None:
                     entry[0], entry[1] = r.data, False
         if node._retained and idx in node._retained:
@@ -303,7 +301,7 @@ def _visit_outputs(node, buf: dict, capture: dict | None, results: list) -> None
             if t is not None:
                 g = entry[0]
                 if t.grad is None:
-                    t.grad = Tensor._wrap(g.copy(), t._device)
+                    t.grad = _make_result(g.copy(), t._device, None, 0)
                 else:
                     t.grad.data += g
         if capture:
@@ -342,12 +340,11 @@ def backward(tensor, grad=None, retain_graph: bool = False, inputs: Sequence | N
     g = _root_grad(tensor, grad, "backward")
     if inputs is not None:
         grads = run_backward([tensor], [g], retain_graph=retain_graph, inputs=list(inputs), accumulate=False)
-        from ..tensor import Tensor
         for t, gi in zip(inputs, grads):
             if gi is None:
                 continue
             if t.grad is None:
-                t.grad = Tensor._wrap(gi.copy(), t._device)
+                t.grad = _make_result(gi.copy(), t._device, None, 0)
             else:
                 t.grad.data += gi
         return
@@ -370,8 +367,7 @@ def _root_grad(tensor, grad, where: str):
                 f"{tuple(tensor.shape)}. Reduce it first (loss = y.sum() or y.mean()) or pass "
                 "grad=<tensor of the same shape>.")
         return be.xp.ones(tensor.data.shape, dtype=tensor.data.dtype)
-    from ..tensor import Tensor
-    g = grad.data if isinstance(grad, Tensor) else be.asarray(grad, dtype=tensor.data.dtype)
+    g = grad.data if isinstance(grad, TensorBase) else be.asarray(grad, dtype=tensor.data.dtype)
     if tuple(g.shape) != tuple(tensor.shape):
         raise named_error(GradError,
             f"{where}: grad has shape {tuple(g.shape)} but the output has shape {tuple(tensor.shape)}")
@@ -381,17 +377,16 @@ def _root_grad(tensor, grad, where: str):
 def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool | None = None,
          create_graph: bool = False, allow_unused: bool = False) -> tuple:
     """Gradients of ``outputs`` with respect to ``inputs``, returned (``.grad`` untouched)."""
-    from ..tensor import Tensor
     if create_graph:
         raise NotImplementedError("gg.autograd.grad: create_graph=True (higher-order gradients) is not "
                                   "supported: backward formulas run on raw arrays")
-    single_out = isinstance(outputs, Tensor)
+    single_out = isinstance(outputs, TensorBase)
     outs = [outputs] if single_out else list(outputs)
-    ins = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    ins = [inputs] if isinstance(inputs, TensorBase) else list(inputs)
     if grad_outputs is None:
         gos = [None] * len(outs)
     else:
-        gos = [grad_outputs] if isinstance(grad_outputs, Tensor) or not isinstance(grad_outputs, (list, tuple)) else list(grad_outputs)
+        gos = [grad_outputs] if isinstance(grad_outputs, TensorBase) or not isinstance(grad_outputs, (list, tuple)) else list(grad_outputs)
     for t in ins:
         if not t.requires_grad:
             raise named_error(GradError, f"autograd.grad: input of shape {tuple(t.shape)} does not require grad")
@@ -407,5 +402,5 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
             raise named_error(GradError,
                 f"autograd.grad: one of the inputs (shape {tuple(t.shape)}) was not used to compute the "
                 "outputs; pass allow_unused=True to get None for it")
-        out.append(None if g is None else Tensor._wrap(g.copy() if g.base is not None else g, t._device))
+        out.append(None if g is None else _make_result(g.copy() if g.base is not None else g, t._device, None, 0))
     return tuple(out)

@@ -1,19 +1,64 @@
-"""``Function``: an op's forward and backward on raw arrays, and ``Context`` (ctx), the graph node."""
+"""``Function``: an op's forward and backward on raw arrays, ``Context`` (ctx), the graph node, and the
+Tensor class that tensor.py registers here (``TensorBase``, ``register_tensor_class``, ``_make_result``)."""
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 
+from .._device import CPU
 from .._errors import named_error  # noqa: F401  (re-exported: gpugrad.autograd.function.named_error)
+from ..backends import get_backend
 from . import saved as _saved
 from .grad_mode import STATE
 
 _seq = [0]
 # Open probes (innermost last): a checkpoint running its function under no_grad collects here the
 # tensors requiring grad that ops saw (parameters used inside), so its node is recorded when only
-# they require grad (see gpugrad/checkpoint.py).
+# they require grad (``graph.watch_grad_inputs``, used by gpugrad/checkpoint/).
 _probes: list = []
+
+# ---------------------------------------------------------------- the Tensor class
+# ``Tensor`` (gpugrad/tensor.py) sits above the ops, because its methods are the ops. This layer and
+# the ops recognise tensors by its base class, ``TensorBase``, and build them with ``_make_result``
+# through the class tensor.py registers here right after defining it (``register_tensor_class``),
+# never by importing tensor.py: no import cycle.
+class TensorBase:
+    """The base class of ``gpugrad.Tensor``: ``isinstance(x, TensorBase)`` is how the code below
+    tensor.py (autograd, ops, creation) tells a tensor. It holds nothing; Tensor has the slots."""
+
+    __slots__ = ()
+
+
+_Tensor: type = None  # type: ignore[assignment]  # the registered Tensor class
+
+
+def register_tensor_class(cls: type) -> None:
+    """Make ``cls`` (a subclass of ``TensorBase`` with Tensor's slots: data, grad, _requires_grad,
+    ...) the class of every tensor that ops, the engine and the factories build (called once, by
+    gpugrad/tensor.py)."""
+    global _Tensor
+    if not (isinstance(cls, type) and issubclass(cls, TensorBase)):
+        raise TypeError(f"register_tensor_class: {cls!r} is not a subclass of TensorBase")
+    _Tensor = cls
+
+
+def _make_result(arr, dev, ctx, idx: int, vc=None):
+    """A Tensor around an array: an op's output (``ctx`` its node, ``idx`` which output) or, with
+    ``ctx=None``, a plain tensor. ``vc``: a version counter to share (views, ``detach``).
+    Function.apply inlines this for single outputs: keep the two in step."""
+    if isinstance(arr, np.generic):  # NumPy returns scalars from 0-d arithmetic
+        arr = np.asarray(arr)
+    t = _new(_Tensor)
+    t.data = arr
+    t.grad = None
+    t._requires_grad = ctx is not None
+    t._grad_fn = ctx
+    t._out_idx = idx
+    t._vc = vc if vc is not None else [0]
+    t._device = dev if dev is not None else CPU
+    t._hooks = None
+    return t
 
 
 class GradError(RuntimeError):
@@ -22,8 +67,7 @@ class GradError(RuntimeError):
 
 def describe(x: Any) -> str:
     """Short description of an op argument for error messages."""
-    from ..tensor import Tensor
-    if isinstance(x, Tensor):
+    if isinstance(x, TensorBase):
         return f"Tensor(shape={tuple(x.data.shape)}, dtype={x.data.dtype}, device={x.device})"
     if hasattr(x, "shape") and hasattr(x, "dtype"):
         return f"array(shape={tuple(x.shape)}, dtype={x.dtype})"
@@ -176,11 +220,8 @@ def _make_apply(cls: type):
 
     def apply(*args: Any, **kwargs: Any) -> Any:
         # The hot path of every op: written flat (no helper calls, no generators) to keep the Python
-        # frames per op few; Tensor results are built inline (what tensor._make_result does).
-        Tensor = _lazy.Tensor
-        if Tensor is None:
-            _lazy.load()
-            Tensor = _lazy.Tensor
+        # frames per op few; Tensor results are built inline (what _make_result does).
+        Tensor = _Tensor
         tensor_args = []
         arrays = []
         edges = []
@@ -212,9 +253,9 @@ def _make_apply(cls: type):
         if dev is not None:
             backend = dev._be
             if backend is None:
-                backend = dev._be = _lazy.get_backend(dev)
+                backend = dev._be = get_backend(dev)
         else:
-            backend = _lazy.get_backend("cpu")
+            backend = get_backend("cpu")
         record = requires and STATE.grad_enabled
         if requires and not record and _probes:
             probe = _probes[-1]
@@ -233,13 +274,13 @@ def _make_apply(cls: type):
         if ctx.out_device is not None:
             dev = ctx.out_device
         elif dev is None:
-            dev = _lazy.CPU
+            dev = CPU
         if STATE.anomaly:
             _check_finite(backend, cls.op_name(), "forward output", out if isinstance(out, tuple) else (out,))
         if not isinstance(out, tuple):
             if out.__class__ is _np_generic or isinstance(out, _np_generic):  # NumPy's 0-d arithmetic
                 out = _asarray(out)
-            # tensor._make_result inlined (one call less per op on the hot path): keep the two in step
+            # _make_result inlined (one call less per op on the hot path): keep the two in step
             res = _new(Tensor)
             res.data = out
             res.grad = None
@@ -261,7 +302,7 @@ def _make_apply(cls: type):
             if ctx._to_save:
                 ctx._finalize(tensor_args, (res,))
             return res
-        make = _lazy.make_result
+        make = _make_result
         if not record:
             ctx._to_save = ()
             return tuple(make(o, dev, None, i) for i, o in enumerate(out))
@@ -295,27 +336,6 @@ def _link(ctx: Context, cls: type, edges: list, out_meta) -> None:
         ctx._out_meta = out_meta
 
 
-class _Lazy:
-    """Late-bound references (tensor.py and backends import this module)."""
-
-    Tensor = None
-    make_result = None
-    get_backend = None
-    CPU = None
-
-    def load(self) -> None:
-        from ..tensor import Tensor, _make_result
-        from .._device import CPU
-        from .. import backends
-        type(self).CPU = CPU
-        type(self).make_result = staticmethod(_make_result)
-        type(self).get_backend = staticmethod(backends.get_backend)
-        type(self).Tensor = Tensor
-
-
-_lazy = _Lazy()
-
-
 def _wrap(e: Exception, cls: type, args: tuple) -> Exception:
     msg = f"{cls.op_name()}: {e} (inputs: {', '.join(describe(x) for x in args)})"
     try:
@@ -339,4 +359,5 @@ def _check_finite(backend, op: str, what: str, arrays) -> None:
                 f"(shape {tuple(a.shape)}, {n_nan} NaN, {n_inf} inf). This is the first op that did.")
 
 
-__all__ = ["Context", "Function", "GradError", "named_error", "describe", "np"]
+__all__ = ["Context", "Function", "GradError", "named_error", "describe", "TensorBase", "register_tensor_class",
+           "np"]

@@ -5,7 +5,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .function import named_error
+from .function import TensorBase, _make_result, named_error
 from .grad_mode import no_grad
 
 
@@ -14,9 +14,8 @@ class GradcheckError(AssertionError):
 
 
 def _prepare(fn_name: str, inputs: Sequence) -> list:
-    from ..tensor import Tensor
-    ins = [inputs] if isinstance(inputs, Tensor) else list(inputs)
-    diff = [t for t in ins if isinstance(t, Tensor) and t.requires_grad]
+    ins = [inputs] if isinstance(inputs, TensorBase) else list(inputs)
+    diff = [t for t in ins if isinstance(t, TensorBase) and t.requires_grad]
     if not diff:
         raise named_error(ValueError, f"{fn_name}: no input requires grad; pass tensors with requires_grad=True")
     for t in diff:
@@ -29,9 +28,8 @@ def _prepare(fn_name: str, inputs: Sequence) -> list:
 
 def _scalarize(fn: Callable, ins: list, weights: list | None):
     """Evaluate ``fn`` and reduce its output(s) to ``sum(out_i * w_i)`` with fixed random weights."""
-    from ..tensor import Tensor
     out = fn(*ins)
-    outs = [out] if isinstance(out, Tensor) else [o for o in out if isinstance(o, Tensor)]
+    outs = [out] if isinstance(out, TensorBase) else [o for o in out if isinstance(o, TensorBase)]
     if weights is None:
         rng = np.random.default_rng(1234)
         weights = [rng.standard_normal(o.shape) for o in outs]
@@ -39,7 +37,7 @@ def _scalarize(fn: Callable, ins: list, weights: list | None):
     for o, w in zip(outs, weights):
         if o.dtype.kind != "f":
             continue
-        term = (o * Tensor(w, dtype=o.dtype, device=o.device)).sum()
+        term = (o * _make_result(o._backend().from_numpy(w).astype(o.dtype), o.device, None, 0)).sum()
         total = term if total is None else total + term
     return total, weights
 

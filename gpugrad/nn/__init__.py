@@ -1,5 +1,5 @@
 """``gg.nn``: modules, layers, containers and losses with PyTorch's names and semantics."""
-from . import functional, init, parallel, utils
+from . import functional, init, utils  # parallel: imported by gpugrad/__init__.py (it sits above nn)
 from .layers import (ELU, GELU, MLP, SELU, SIREN, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Dropout, Embedding,
                      Flatten, Hardsigmoid, Hardswish, Hardtanh, HuberLoss, Identity, L1Loss, LayerNorm, LeakyReLU, Linear,
                      LogSigmoid, LogSoftmax, Mish, MLPBlock, ModuleList, MSELoss, NLLLoss, ReLU, ReLU6, Sequential,

@@ -1,15 +1,8 @@
-"""``gg.nn.parallel``: ``DistributedDataParallel`` (implemented in :mod:`gpugrad.distributed.ddp`,
-which sits above ``nn``; imported on first use)."""
+"""``gg.nn.parallel``: ``DistributedDataParallel`` under PyTorch's name. It is implemented in
+:mod:`gpugrad.distributed.ddp`, which sits above ``nn``: this module belongs to the distributed layer
+(docs/ARCHITECTURE.md), so ``gpugrad/nn/__init__.py`` does not import it; the root package does."""
 from __future__ import annotations
 
-from typing import Any
-
-
-def __getattr__(name: str) -> Any:
-    if name == "DistributedDataParallel":
-        from ..distributed.ddp import DistributedDataParallel
-        return DistributedDataParallel
-    raise AttributeError(f"module 'gpugrad.nn.parallel' has no attribute {name!r}")
-
+from ..distributed.ddp import DistributedDataParallel
 
 __all__ = ["DistributedDataParallel"]

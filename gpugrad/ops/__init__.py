@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import builtins
 from collections import namedtuple
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .._device import device as _device_t
 from .._dtype import promote, scalar_dtype
 from .._errors import DtypeError, ShapeError
-from ..autograd.function import named_error
-from ..tensor import Tensor, _make_result
+from ..autograd.function import TensorBase, _make_result, named_error
 from . import elementwise as _e, linalg as _l, loss as _lo, normalization as _n, reduction as _r, shape as _s
 from ._common import check_broadcast as _check_broadcast, norm_dim, wrap_dim
+
+if TYPE_CHECKING:  # Tensor sits above the ops (its methods are these functions)
+    from ..tensor import Tensor
 
 MinMax = namedtuple("MinMax", ["values", "indices"])
 
@@ -109,16 +111,16 @@ def lerp(start, end, weight) -> Tensor:
 def masked_fill(x, mask, value) -> Tensor:
     """``x`` with ``value`` where the boolean ``mask`` is True, in ``x``'s dtype (``value``: a number or a
     0-d tensor, which then gets the gradient of the filled positions): ``where(mask, value, x)``."""
-    if not isinstance(mask, Tensor) or mask.dtype.kind != "b":
+    if not isinstance(mask, TensorBase) or mask.dtype.kind != "b":
         raise named_error(DtypeError, "masked_fill: mask must be a bool tensor, got "
                           f"{getattr(mask, 'dtype', type(mask).__name__)}; build it with a comparison (x > 0)")
-    if isinstance(value, Tensor):
+    if isinstance(value, TensorBase):
         if value.ndim != 0:
             raise named_error(ShapeError, f"masked_fill: value must be a number or a 0-d tensor, got shape "
                               f"{tuple(value.shape)}")
         value = value.to(x.dtype)
     else:
-        value = Tensor._wrap(x._backend().asarray(value, dtype=x.dtype), x.device)
+        value = _make_result(x._backend().asarray(value, dtype=x.dtype), x.device, None, 0)
     _check_broadcast("masked_fill", x.data, mask.data)
     return _e.Where.apply(mask, value, x)
 
@@ -240,8 +242,8 @@ clip = clamp
 
 def where(cond, a, b) -> Tensor:
     """Elementwise ``a if cond else b`` (differentiable in ``a`` and ``b``)."""
-    if not isinstance(a, Tensor) and not isinstance(b, Tensor) and isinstance(cond, Tensor):
-        a = Tensor._wrap(cond._backend().asarray(a, dtype=scalar_dtype(a)), cond.device)
+    if not isinstance(a, TensorBase) and not isinstance(b, TensorBase) and isinstance(cond, TensorBase):
+        a = _make_result(cond._backend().asarray(a, dtype=scalar_dtype(a)), cond.device, None, 0)
     return _e.Where.apply(cond, a, b)
 
 
@@ -264,7 +266,7 @@ def amin(x, dim=None, keepdim: bool = False) -> Tensor:
 
 def max(x, dim: int | None = None, keepdim: bool = False):  # noqa: A001
     """Maximum of all elements, or ``(values, indices)`` along ``dim`` (as PyTorch)."""
-    if isinstance(dim, Tensor):
+    if isinstance(dim, TensorBase):
         return maximum(x, dim)
     if dim is None:
         return _r.Amax.apply(x)
@@ -273,7 +275,7 @@ def max(x, dim: int | None = None, keepdim: bool = False):  # noqa: A001
 
 def min(x, dim: int | None = None, keepdim: bool = False):  # noqa: A001
     """Minimum of all elements, or ``(values, indices)`` along ``dim`` (as PyTorch)."""
-    if isinstance(dim, Tensor):
+    if isinstance(dim, TensorBase):
         return minimum(x, dim)
     if dim is None:
         return _r.Amin.apply(x)
@@ -502,7 +504,7 @@ def to_copy(x, device: _device_t, dtype) -> Tensor:
 
 # ---------------------------------------------------------------- linear algebra
 def matmul(a, b) -> Tensor:
-    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+    if not isinstance(a, TensorBase) or not isinstance(b, TensorBase):
         raise named_error(TypeError, f"matmul: both operands must be Tensors, got {type(a).__name__} and "
                           f"{type(b).__name__}")
     return _l.MatMul.apply(a, b)
@@ -545,12 +547,12 @@ def _class_dim_last(op: str, input, target, probs: bool):
     """PyTorch's layouts for class-dimension losses: ``(C,)`` unbatched, ``(N, C)``, or ``(N, C, d1, ...)``
     with targets ``()``, ``(N,)``, ``(N, d1, ...)`` (class indices) or the input's shape (probabilities).
     Returns the 2-D ``(rows, C)`` view, the 1-D (or 2-D) target and how to shape a per-row result back."""
-    if not isinstance(input, Tensor) or input.ndim == 2:
+    if not isinstance(input, TensorBase) or input.ndim == 2:
         return input, target, None
     if input.ndim == 1:
         if probs:
             return input.unsqueeze(0), target.unsqueeze(0), ()
-        if not isinstance(target, Tensor) or target.ndim != 0:
+        if not isinstance(target, TensorBase) or target.ndim != 0:
             raise named_error(ValueError, f"{op}: an unbatched input of shape {tuple(input.shape)} needs a 0-d class "
                               f"target, got shape {tuple(getattr(target, 'shape', ()))}")
         return input.unsqueeze(0), target.reshape(1), ()
@@ -561,7 +563,7 @@ def _class_dim_last(op: str, input, target, probs: bool):
     x2 = input.permute(*perm).reshape(-1, c)
     if probs:
         return x2, target.permute(*perm).reshape(-1, c), (n,) + rest
-    if not isinstance(target, Tensor) or tuple(target.shape) != (n,) + rest:
+    if not isinstance(target, TensorBase) or tuple(target.shape) != (n,) + rest:
         raise named_error(ValueError, f"{op}: input of shape {tuple(input.shape)} needs a class target of shape "
                           f"{(n,) + rest}, got {tuple(getattr(target, 'shape', ()))}")
     return x2, target.reshape(-1), (n,) + rest
@@ -572,7 +574,7 @@ def cross_entropy(input, target, weight=None, reduction: str = "mean", ignore_in
     """Cross-entropy of logits ``(N, C)`` (also ``(C,)`` and ``(N, C, d1, ...)``) against class indices or
     class probabilities (a floating target of the input's shape), via a stable log-softmax; ``weight``:
     one per class."""
-    probs = isinstance(target, Tensor) and target.dtype.kind == "f" and target.shape == getattr(input, "shape", None)
+    probs = isinstance(target, TensorBase) and target.dtype.kind == "f" and target.shape == getattr(input, "shape", None)
     x2, t2, back = _class_dim_last("cross_entropy", input, target, probs)
     out = _lo.CrossEntropy.apply(x2, t2, weight, reduction=reduction, ignore_index=ignore_index,
                                  label_smoothing=label_smoothing)
@@ -600,9 +602,9 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str 
 def one_hot(tensor, num_classes: int = -1) -> Tensor:
     """Integer class indices to int64 one-hot rows (a new last dimension of ``num_classes``; -1: the
     largest index + 1, a host read)."""
-    if not isinstance(tensor, Tensor) or tensor.dtype.kind not in "iu":
+    if not isinstance(tensor, TensorBase) or tensor.dtype.kind not in "iu":
         raise named_error(DtypeError, "one_hot: expected an integer (int64) tensor of class indices, got "
-                          + (str(tensor.dtype) if isinstance(tensor, Tensor) else type(tensor).__name__))
+                          + (str(tensor.dtype) if isinstance(tensor, TensorBase) else type(tensor).__name__))
     be = tensor._backend()
     xp = be.xp
     idx = tensor.data
@@ -656,10 +658,10 @@ def dropout(x, p: float = 0.5, training: bool = True) -> Tensor:
 # ---------------------------------------------------------------- comparisons (not differentiable)
 def _cmp(name: str):
     def f(a, b) -> Tensor:
-        ref = a if isinstance(a, Tensor) else b
-        xa = a.data if isinstance(a, Tensor) else a
-        xb = b.data if isinstance(b, Tensor) else b
-        if isinstance(a, Tensor) and isinstance(b, Tensor) and a.device != b.device:
+        ref = a if isinstance(a, TensorBase) else b
+        xa = a.data if isinstance(a, TensorBase) else a
+        xb = b.data if isinstance(b, TensorBase) else b
+        if isinstance(a, TensorBase) and isinstance(b, TensorBase) and a.device != b.device:
             raise named_error(RuntimeError, f"{name}: tensors on different devices {a.device} and {b.device}")
         xa, xb, _ = promote(xa, xb)  # compared in PyTorch's result dtype
         return _make_result(getattr(ref._backend().xp, name)(xa, xb), ref.device, None, 0)

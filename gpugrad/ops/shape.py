@@ -5,7 +5,8 @@ import numpy as np
 
 from .._dtype import result_type
 from .._errors import DtypeError, ShapeError
-from ..autograd.function import Context, Function, named_error
+from ..autograd.function import Context, Function, TensorBase, named_error
+from ..backends import get_backend
 from ._common import wrap_dim
 
 
@@ -68,11 +69,10 @@ class Expand(Function):
 
 def _index_arrays(key):
     """Replace Tensors inside an index by their arrays."""
-    from ..tensor import Tensor
-    if isinstance(key, Tensor):
+    if isinstance(key, TensorBase):
         return key.data
     if isinstance(key, tuple):
-        return tuple(k.data if isinstance(k, Tensor) else k for k in key)
+        return tuple(k.data if isinstance(k, TensorBase) else k for k in key)
     if isinstance(key, list):
         return np.asarray(key)
     return key
@@ -400,7 +400,6 @@ class ToCopy(Function):
 
     @staticmethod
     def forward(ctx: Context, x, device, dtype):
-        from ..backends import get_backend
         src = ctx.backend
         ctx.src_dtype = x.dtype
         if device != src.device:
@@ -413,7 +412,6 @@ class ToCopy(Function):
 
     @staticmethod
     def backward(ctx: Context, g):
-        from ..backends import get_backend
         if ctx.out_device is not None:
             g = ctx.backend.from_numpy(get_backend(ctx.out_device).to_numpy(g))
         return g if g.dtype == ctx.src_dtype else g.astype(ctx.src_dtype)

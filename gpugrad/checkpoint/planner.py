@@ -1,17 +1,12 @@
-"""Gradient checkpointing: keep a block's inputs, recompute its activations during backward.
-
-``checkpoint(fn, *args)`` runs ``fn`` under ``no_grad`` (nothing inside is saved) and records one
-graph node that keeps only ``fn``'s tensor inputs. Its backward restores the random state, runs
-``fn`` again with grad enabled on detached copies of the inputs, and backpropagates through that
-recomputed graph: gradients for the inputs go back to the enclosing backward, gradients for the
-parameters used inside ``fn`` are handed to the enclosing backward too (so ``.grad``, hooks,
-``inputs=`` and ``gg.autograd.grad`` behave exactly as without checkpointing). Trade: one extra
-forward of the block, for the memory of its activations (Chen et al. 2016).
+"""Checkpointing a chain: ``checkpoint_sequential``, its schedules (:class:`Segment`) and the planner
+that chooses one for a memory budget.
 
 ``checkpoint_sequential(functions, segments, input)`` splits a chain into segments (an int,
-``"sqrt"`` or a :class:`CheckpointPlan`) and checkpoints all but the last. ``plan(...)`` chooses a
-schedule for a memory budget: the fewest recomputations whose predicted peak of saved activation
-bytes fits, over nested (multi-level, Griewank-style binomial) schedules.
+``"sqrt"`` or a :class:`CheckpointPlan`) and checkpoints all but the last (with
+:func:`gpugrad.checkpoint.mechanism.checkpoint`). ``plan(...)`` chooses a schedule for a memory
+budget: the fewest recomputations whose predicted peak of saved activation bytes fits, over nested
+(multi-level, Griewank-style binomial) schedules; ``predict_peak`` is its memory model and
+``plan_for`` measures a real model's layers first.
 """
 from __future__ import annotations
 
@@ -19,222 +14,19 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ._device import CPU
-from .autograd import engine as _engine
-from .autograd import function as _function
-from .autograd import saved as _saved
-from .autograd.function import Context, Function, GradError, named_error
-from .autograd.grad_mode import STATE, enable_grad, no_grad
-from . import backends as _backends
-from .backends import get_backend
-from .tensor import Tensor, _make_result
+from .. import backends as _backends
+from ..autograd import saved as _saved
+from ..autograd.function import named_error
+from ..autograd.grad_mode import STATE, enable_grad
+from ..backends import get_backend
+from ..memory import format_bytes
+from ..tensor import Tensor
+from .mechanism import checkpoint
 
-__all__ = ["checkpoint", "checkpoint_sequential", "plan", "plan_for", "CheckpointPlan", "Segment",
-           "predict_peak", "recompute_count", "even_segments", "sqrt_segments", "layer_bytes"]
-
-
-# ====================================================================== checkpoint
-class CheckpointFunction(Function):
-    """The graph node of one ``checkpoint`` call (built by :func:`checkpoint`, not by ``apply``)."""
-
-    name = "checkpoint"
-
-    @staticmethod
-    def forward(ctx: Context, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - never called
-        raise named_error(RuntimeError, "checkpoint: call gg.checkpoint.checkpoint(fn, *args), not .apply")
-
-    @staticmethod
-    def backward(ctx: Context, *grads: Any) -> tuple:
-        return CheckpointFunction.backward_consuming(ctx, list(grads))
-
-    @staticmethod
-    def backward_consuming(ctx: Context, grads: list) -> tuple:
-        """Recompute and backpropagate. ``grads`` (this node's incoming gradients, handed over by the
-        engine) and the recomputed outputs are let go as soon as the nested backward has read them:
-        each is as large as an activation and would otherwise stay alive through the whole segment."""
-        saved = ctx.saved_tensors  # raises the clear "backward a second time" / in-place errors
-        st = ctx._ckpt
-        inputs = []
-        for arr, (rg, dev, vc) in zip(saved, st.in_meta):
-            t = _make_result(arr, dev, None, 0, vc)
-            t._requires_grad = rg
-            inputs.append(t)
-        args, kwargs = _fill(st.args, st.kwargs, st.slots, inputs)
-
-        cur = None
-        if st.rng is not None:
-            cur = {d: get_backend(d).get_rng_state() for d in st.rng}
-            for d, s in st.rng.items():
-                get_backend(d).set_rng_state(s)
-        try:
-            with enable_grad():
-                out = st.fn(*args, **kwargs)
-        finally:
-            if cur is not None:
-                for d, s in cur.items():
-                    get_backend(d).set_rng_state(s)
-
-        outs = _tensors_of(out)
-        if len(outs) != len(st.out_meta) or any(
-                tuple(o.shape) != m[0] or o.dtype != m[1] for o, m in zip(outs, st.out_meta)):
-            raise named_error(GradError,
-                f"checkpoint: recomputing {_fn_name(st.fn)} in backward gave outputs "
-                f"{[(tuple(o.shape), str(o.dtype)) for o in outs]} but the forward gave "
-                f"{[(m[0], str(m[1])) for m in st.out_meta]}. The function must compute the same thing "
-                "every time it is called with the same inputs (no state changed between calls).")
-        roots, root_grads = [], []
-        for o, g in zip(outs, grads):
-            if o.requires_grad and g is not None:
-                roots.append(o)
-                root_grads.append(g)
-        want = [t for t in inputs if t._requires_grad]
-        grads.clear()
-        out = outs = o = g = None  # from here on only the lists handed to the engine hold them
-        if not roots:
-            return tuple(None for _ in inputs)
-        res = _engine.run_backward(roots, root_grads, retain_graph=False, inputs=want, accumulate=False,
-                                   leaf_into=_outer_run(), consume=True)
-        it = iter(res)
-        return tuple(next(it) if t._requires_grad else None for t in inputs)
+__all__ = ["checkpoint_sequential", "plan", "plan_for", "CheckpointPlan", "Segment", "predict_peak",
+           "recompute_count", "even_segments", "sqrt_segments", "layer_bytes"]
 
 
-def _outer_run() -> _engine._Run:
-    run = _engine.current_run()
-    if run is None:  # pragma: no cover - the engine always runs us inside a backward
-        raise named_error(GradError, "checkpoint: backward called outside of a backward pass")
-    return run
-
-
-@dataclass
-class _State:
-    fn: Callable
-    args: tuple
-    kwargs: dict
-    slots: tuple  # where the tensor inputs sit: ("a", i) or ("k", name)
-    in_meta: tuple  # (requires_grad, device, version counter) per tensor input
-    out_meta: tuple  # (shape, dtype) per tensor output
-    rng: dict | None  # device -> (seed, offset) before the forward
-
-
-def _fn_name(fn: Callable) -> str:
-    return getattr(fn, "__qualname__", None) or type(fn).__name__
-
-
-def _tensors_of(out: Any) -> list:
-    if isinstance(out, Tensor):
-        return [out]
-    if isinstance(out, (tuple, list)):
-        return [o for o in out if isinstance(o, Tensor)]
-    return []
-
-
-def _fill(args: tuple, kwargs: dict, slots: tuple, tensors: list) -> tuple:
-    a = list(args)
-    k = dict(kwargs)
-    for (kind, key), t in zip(slots, tensors):
-        if kind == "a":
-            a[key] = t
-        else:
-            k[key] = t
-    return a, k
-
-
-def checkpoint(fn: Callable, *args: Any, preserve_rng_state: bool = True, use_reentrant: bool | None = None,
-               **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)`` without keeping its activations: they are recomputed in backward.
-
-    Tensor arguments (positional or keyword, top level) are the inputs whose gradients flow back;
-    other arguments are passed through unchanged. Parameters used inside ``fn`` (leaf tensors, e.g. a
-    module's weights) get exactly the gradients they would get without checkpointing, also when no
-    input requires grad. ``fn`` returns a Tensor or a tuple/list holding at least one Tensor. With
-    ``preserve_rng_state`` the random state of the inputs' devices and the CPU is restored for the
-    recompute, so dropout draws the same masks. Under ``no_grad`` this is a plain call.
-    ``use_reentrant`` is accepted for PyTorch compatibility and ignored."""
-    if not callable(fn):
-        raise named_error(TypeError, f"checkpoint: fn must be callable, got {type(fn).__name__}. "
-                          "Usage: checkpoint(fn, *args, **kwargs)")
-    if not STATE.grad_enabled:
-        return fn(*args, **kwargs)
-
-    slots, inputs = [], []
-    for i, a in enumerate(args):
-        if isinstance(a, Tensor):
-            slots.append(("a", i))
-            inputs.append(a)
-    for k, v in kwargs.items():
-        if isinstance(v, Tensor):
-            slots.append(("k", k))
-            inputs.append(v)
-
-    rng = None
-    if preserve_rng_state:  # the CPU, the inputs' devices and every device already in use (parameters)
-        devs = {CPU}
-        devs.update(t._device for t in inputs)
-        devs.update(_backends._instances)
-        rng = {d: get_backend(d).get_rng_state() for d in devs}
-
-    probe: dict = {}
-    _function._probes.append(probe)
-    try:
-        with no_grad():
-            out = fn(*args, **kwargs)
-    finally:
-        _function._probes.pop()
-
-    single = isinstance(out, Tensor)
-    if not single and not isinstance(out, (tuple, list)):
-        raise named_error(TypeError,
-            f"checkpoint: {_fn_name(fn)} returned {type(out).__name__}; it must return a Tensor or a "
-            "tuple/list containing Tensors (the values to differentiate).")
-    outs = _tensors_of(out)
-    if not outs:
-        raise named_error(TypeError,
-            f"checkpoint: {_fn_name(fn)} returned no Tensor (got {type(out).__name__} of "
-            f"{[type(o).__name__ for o in out]}); return at least one Tensor, or call fn directly "
-            "when there is nothing to differentiate.")
-
-    input_ids = {id(t) for t in inputs}
-    params = False
-    for t in probe.values():
-        if id(t) in input_ids:
-            continue
-        if t._grad_fn is not None:
-            raise named_error(GradError,
-                f"checkpoint: {_fn_name(fn)} uses a tensor of shape {tuple(t.shape)} that requires grad and "
-                "was computed outside it (it has a grad_fn) but is not one of its arguments: its gradient "
-                "could not flow back through the checkpoint. Fix: pass it to checkpoint as an argument, "
-                "checkpoint(fn, x, that_tensor), and use the argument inside fn.")
-        params = True
-    if not (params or any(t._requires_grad for t in inputs)):
-        return out  # nothing inside needs a gradient: the no_grad result is the answer
-
-    dev = outs[0]._device
-    ctx = Context(get_backend(dev), tuple(t._requires_grad for t in inputs))
-    ctx._fn = CheckpointFunction
-    _function._seq[0] += 1
-    ctx._seq = _function._seq[0]
-    ctx._edges = tuple(((t._grad_fn, t._out_idx) if t._grad_fn is not None else (t, -1)) if t._requires_grad
-                       else None for t in inputs)
-    wrapped = tuple(_make_result(o.data, o._device, ctx if o.data.dtype.kind == "f" else None, i, o._vc)
-                    for i, o in enumerate(outs))
-    ctx._out_meta = tuple((o.data.shape, o.data.dtype) for o in outs)
-    ctx.save_for_backward(*(t.data for t in inputs))
-    ctx._finalize(inputs, wrapped)
-    tmpl_args, tmpl_kwargs = _fill(args, kwargs, tuple(slots), [None] * len(inputs))
-    ctx._ckpt = _State(fn, tuple(tmpl_args), tmpl_kwargs, tuple(slots),
-                       tuple((t._requires_grad, t._device, t._vc) for t in inputs),
-                       tuple((tuple(o.shape), o.dtype) for o in outs), rng)
-
-    if single:
-        return wrapped[0]
-    it = iter(wrapped)
-    res = [next(it) if isinstance(o, Tensor) else o for o in out]
-    if isinstance(out, list):
-        return res
-    return type(out)(*res) if hasattr(out, "_fields") else tuple(res)
-
-
-# ====================================================================== sequential
 @dataclass(frozen=True)
 class Segment:
     """Layers ``[start, end)`` of a chain. ``checkpoint``: run under :func:`checkpoint` (keep only the
@@ -513,7 +305,7 @@ class CheckpointPlan:
         return self.measured_peak_bytes
 
     def __str__(self) -> str:
-        from .memory import format_bytes as fb
+        fb = format_bytes
         segs = self.describe_segments()
         lines = [f"CheckpointPlan({self.strategy}): {self.n_layers} layers, nesting depth {self.depth}",
                  f"  segments: {segs}",
