@@ -26,8 +26,8 @@ class Add(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        if (a.__class__ is not b.__class__ or a.dtype != b.dtype) and \
-                (b.__class__ not in _SCALARS or a.__class__ in _SCALARS or a.dtype.kind != "f"):
+        cb = b.__class__  # a Python int never changes the dtype; a float only that of a non-float array
+        if cb is not int and (a.dtype.kind != "f" if cb is float else a.__class__ is not cb or a.dtype != b.dtype):
             a, b = coerce(ctx, a, b)
         ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
                       if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("add", a, b))
@@ -48,8 +48,8 @@ class Sub(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        if (a.__class__ is not b.__class__ or a.dtype != b.dtype) and \
-                (b.__class__ not in _SCALARS or a.__class__ in _SCALARS or a.dtype.kind != "f"):
+        cb = b.__class__  # a Python int never changes the dtype; a float only that of a non-float array
+        if cb is not int and (a.dtype.kind != "f" if cb is float else a.__class__ is not cb or a.dtype != b.dtype):
             a, b = coerce(ctx, a, b)
         ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
                       if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("sub", a, b))
@@ -70,8 +70,8 @@ class Mul(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        if (a.__class__ is not b.__class__ or a.dtype != b.dtype) and \
-                (b.__class__ not in _SCALARS or a.__class__ in _SCALARS or a.dtype.kind != "f"):
+        cb = b.__class__  # a Python int never changes the dtype; a float only that of a non-float array
+        if cb is not int and (a.dtype.kind != "f" if cb is float else a.__class__ is not cb or a.dtype != b.dtype):
             a, b = coerce(ctx, a, b)
         ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
                       if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("mul", a, b))
@@ -102,8 +102,10 @@ class Div(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
-        if a.__class__ is not b.__class__ or a.dtype != b.dtype or a.dtype.kind != "f":
-            a, b = coerce(ctx, a, b, op_float=True)  # true division: int / int is floating, as in PyTorch
+        cb = b.__class__  # true division: int / int is floating, as in PyTorch
+        if a.dtype.kind != "f" if cb is float or cb is int else \
+                a.__class__ is not cb or a.dtype != b.dtype or a.dtype.kind != "f":
+            a, b = coerce(ctx, a, b, op_float=True)
         ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
                       if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("div", a, b))
         out = a / b
