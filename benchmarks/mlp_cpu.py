@@ -1,188 +1,260 @@
-"""Training-step time of gpugrad vs PyTorch on the CPU, side by side in one run, same shapes and data.
+"""Training-step time of gpugrad vs PyTorch on the CPU, measured the way a user times their own loop.
 
-    python benchmarks/mlp_cpu.py [--repeats 20] [--out benchmarks/results/mlp_cpu.json]
+    python3 benchmarks/mlp_cpu.py [--rounds 3] [--steps 15] [--warmup 3] [--cases abdc]
+                                  [--out benchmarks/results/mlp_cpu.json]
 
-(a) batch 256, 784-1024-1024-1024-1024-10, ReLU; (b) batch 1024, 16 hidden layers of 128, ReLU:
-one step = zero_grad, forward, cross-entropy, backward, SGD step (lr 0.01), built by the harness
-shared with `gpugrad bench` (gpugrad/benchmarking.py; GFLOP/s count the step's GEMMs as it does).
-(c) per-op overhead: a scalar graph of 1,000 small ops, forward + backward, in microseconds per op. Both start from the same weights and their
-losses are checked to agree first. Each framework times in its own process (alternating, --rounds
-times; the best median of each is kept). GEMMs: MKL when the `mkl` wheel is installed
-(`pip install .[mkl]`), else NumPy's OpenBLAS; GPUGRAD_BLAS=numpy forces the latter.
+One step is what a user's loop does: ``opt.zero_grad()``, ``loss = F.cross_entropy(model(x), y)``,
+``loss.backward()``, ``opt.step()`` (SGD, lr 0.01), float32, a ReLU MLP (``gg.nn.MLP`` /
+``torch.nn.Sequential`` of Linear+ReLU), timed with ``time.perf_counter`` around each step; the batch of
+each step is drawn before its clock starts. Cases:
+
+(a) batch 256, 784-1024x4-10; (b) batch 1024, 17 layers of 128 then 10; (d) batch 32, 64-256-256-10
+(`gpugrad train`'s default model), each framework with its own seeded default init; (c) per op: a scalar graph of 1,000 small ops (``y = y * w + 0.001``),
+forward + backward, in microseconds per op.
+
+Each measurement is a fresh process with default settings: the environment is passed on without the
+variables that tune either framework (``GPUGRAD_*``, ``OMP_*``, ``MKL_*``, ``OPENBLAS_*``, ``KMP_*``,
+glibc's malloc tunables), so both run with the threads and allocators their default install picks.
+A process warms up ``--warmup`` steps, then reports the median of ``--steps`` steps. The two frameworks
+alternate, process by process, for ``--rounds`` rounds (which one goes first swaps every round, so drift
+in the machine's load hits both); a figure is the median over the rounds, and the ratio is
+gpugrad / PyTorch of those medians (each round's own ratio is in the JSON). Before timing, one process
+runs both frameworks from the same weights on the same batches and checks that their losses agree.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
+import time
 
-import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import gpugrad as gg  # noqa: E402
-from gpugrad import benchmarking as bm  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if "--baseline-worker" in sys.argv:  # time the gpugrad of another checkout (--baseline)
+    ROOT = sys.argv[sys.argv.index("--baseline-worker") + 1]
+sys.path.insert(0, ROOT)
 
 CASES = {
-    "a": ("batch 256, 784-1024x4-10, ReLU", 256, [784, 1024, 1024, 1024, 1024, 10]),
-    "b": ("batch 1024, 16 hidden x 128, ReLU", 1024, [128] + [128] * 16 + [10]),
+    "a": ("batch 256, 784-1024x4-10", 256, [784, 1024, 1024, 1024, 1024, 10]),
+    "b": ("batch 1024, 17 layers of 128 then 10", 1024, [128] * 17 + [10]),
+    "d": ("batch 32, 64-256-256-10 (gpugrad train's model)", 32, [64, 256, 256, 10]),
+    "c": ("scalar graph of 1,000 ops, fwd+bwd, per op", None, None),
 }
+N_OPS = 1000
+# Variables that change either framework's threads, BLAS or allocator: not passed to the timed processes.
+TUNING_PREFIXES = ("GPUGRAD_", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOTO", "NUMBA_NUM_THREADS", "MALLOC_",
+                   "GLIBC_TUNABLES", "TORCH_", "DNNL_", "ONEDNN_")
 
 
-def gg_step_fn(sizes, batch, rng):
-    """gpugrad's model, step and a setup that draws a fresh batch (the shared harness's SGD step)."""
-    model, step = bm.gpugrad_mlp_step(sizes, "cpu", optimizer="sgd", lr=0.01)
-    data = {}
+def default_env(root: str = ROOT) -> tuple[dict, list[str]]:
+    """This process's environment less the tuning variables (and the names that were dropped), with
+    ``root``'s gpugrad first on the path."""
+    env, dropped = {}, []
+    for k, v in os.environ.items():
+        if k.startswith(TUNING_PREFIXES):
+            dropped.append(k)
+        else:
+            env[k] = v
+    env["PYTHONPATH"] = root
+    return env, sorted(dropped)
 
-    def setup():
-        x, y = bm.random_batch(rng, batch, sizes[0], sizes[-1])
-        data["x"], data["y"] = gg.tensor(x), gg.tensor(y)
 
-    def run():
-        data["loss"] = step(data["x"], data["y"])
-    return model, run, setup, data
-
-
-def torch_step_fn(sizes, batch, rng, gg_model):
-    """The same for PyTorch, starting from ``gg_model``'s weights."""
+# ============================================================================ what one process runs
+def _model(framework: str, sizes: list[int], like=None):
+    """``(step, to_tensors, model)``: a seeded MLP, its SGD optimizer and the user's step. PyTorch's
+    model has PyTorch's own seeded init, or ``like``'s weights (a gpugrad model) for the loss check; the
+    timed PyTorch process never creates a gpugrad array (gpugrad's CPU backend sets glibc's malloc
+    thresholds when it starts, which would change PyTorch's allocations too)."""
+    from gpugrad import benchmarking as bm
+    if framework == "gpugrad":
+        import gpugrad as gg
+        model, step = bm.gpugrad_mlp_step(sizes, "cpu", optimizer="sgd", lr=0.01)
+        return step, lambda x, y: (gg.tensor(x), gg.tensor(y)), model
     import torch
-    _, step = bm.torch_mlp_step(torch, sizes, "cpu", optimizer="sgd", lr=0.01, like=gg_model)
-    data = {}
-
-    def setup():
-        x, y = bm.random_batch(rng, batch, sizes[0], sizes[-1])
-        data["x"], data["y"] = torch.from_numpy(x), torch.from_numpy(y)
-
-    def run():
-        data["loss"] = step(data["x"], data["y"])
-    return run, setup, data
+    model, step = bm.torch_mlp_step(torch, sizes, "cpu", optimizer="sgd", lr=0.01, like=like)
+    return step, lambda x, y: (torch.from_numpy(x), torch.from_numpy(y)), model
 
 
-def check_same_loss(sizes, batch) -> float:
-    """One step of each on the same batch and weights: the losses must agree before we time anything."""
-    rng = np.random.default_rng(1)
-    model, gstep, _, gdata = gg_step_fn(sizes, batch, rng)
-    tstep, _, tdata = torch_step_fn(sizes, batch, rng, model)
-    import torch
-    x, y = bm.random_batch(rng, batch, sizes[0], sizes[-1])
-    gdata["x"], gdata["y"] = gg.tensor(x), gg.tensor(y)
-    tdata["x"], tdata["y"] = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(2):
-        gstep()
-        tstep()
-    a, b = gdata["loss"].item(), tdata["loss"].item()
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+
+
+def time_steps(framework: str, case: str, steps: int, warmup: int, clock=time.perf_counter) -> list[float]:
+    """Times (s, wall by default) of ``steps`` training steps after ``warmup`` ones, each around the
+    step alone."""
+    import numpy as np
+    from gpugrad import benchmarking as bm
+    _, batch, sizes = CASES[case]
+    step, to_tensors, _ = _model(framework, sizes)
+    rng = np.random.default_rng(0)
+    times = []
+    for i in range(warmup + steps):
+        x, y = to_tensors(*bm.random_batch(rng, batch, sizes[0], sizes[-1]))
+        t0 = clock()
+        step(x, y)
+        t1 = clock()
+        if i >= warmup:
+            times.append(t1 - t0)
+    return times
+
+
+def time_ops(framework: str, steps: int, warmup: int, clock=time.perf_counter) -> list[float]:
+    """Seconds per op of a scalar graph of ``N_OPS`` ops, forward + backward, ``steps`` times."""
+    if framework == "gpugrad":
+        import gpugrad as lib
+    else:
+        import torch as lib
+    x = lib.tensor(0.5, requires_grad=True)
+    w = lib.tensor(0.999, requires_grad=True)
+    times = []
+    for i in range(warmup + steps):
+        t0 = clock()
+        y = x
+        for _ in range(N_OPS // 2):
+            y = y * w + 0.001
+        y.backward()
+        t1 = clock()
+        x.grad = w.grad = None
+        if i >= warmup:
+            times.append((t1 - t0) / N_OPS)
+    return times
+
+
+def check_same_loss(case: str) -> float:
+    """Two steps of each framework from the same weights on the same batches: the losses must agree."""
+    import numpy as np
+    from gpugrad import benchmarking as bm
+    _, batch, sizes = CASES[case]
+    g_step, g_tensors, g_model = _model("gpugrad", sizes)
+    t_step, t_tensors, _ = _model("torch", sizes, like=g_model)  # before gpugrad's steps change the weights
+    losses = {}
+    for fw, step, to_tensors in (("gpugrad", g_step, g_tensors), ("torch", t_step, t_tensors)):
+        rng = np.random.default_rng(1)
+        for _ in range(2):
+            loss = step(*to_tensors(*bm.random_batch(rng, batch, sizes[0], sizes[-1])))
+        losses[fw] = float(loss.item())
+    a, b = losses["gpugrad"], losses["torch"]
     assert abs(a - b) <= 1e-4 * max(1.0, abs(b)), f"losses differ: gpugrad {a}, torch {b}"
     return abs(a - b)
 
 
-def scalar_graph_gg(n_ops: int):
-    x = gg.tensor(0.5, requires_grad=True)
-    w = gg.tensor(0.999, requires_grad=True)
-
-    def run():
-        y = x
-        for _ in range(n_ops // 2):
-            y = y * w + 0.001
-        y.backward()
-        x.grad = w.grad = None
-    return run
-
-
-def scalar_graph_torch(n_ops: int):
-    import torch
-    x = torch.tensor(0.5, requires_grad=True)
-    w = torch.tensor(0.999, requires_grad=True)
-
-    def run():
-        y = x
-        for _ in range(n_ops // 2):
-            y = y * w + 0.001
-        y.backward()
-        x.grad = w.grad = None
-    return run
+def _worker(args) -> None:
+    if args.worker == "check":
+        print(json.dumps({"loss_diff": check_same_loss(args.cases)}))
+        return
+    clock = CLOCKS[args.clock]
+    if args.cases == "c":
+        times = time_ops(args.worker, args.steps, args.warmup, clock)
+    else:
+        times = time_steps(args.worker, args.cases, args.steps, args.warmup, clock)
+    print(json.dumps({"median": statistics.median(times), "times": times}))
 
 
-def _worker(framework: str, case: str, repeats: int, warmup: int) -> float:
-    """Median time of one case for one framework, in this process (seconds per step or per op)."""
-    rng = np.random.default_rng(0)
-    gg.manual_seed(0)
-    if case == "c":
-        fn = scalar_graph_gg(1000) if framework == "gpugrad" else scalar_graph_torch(1000)
-        return bm.median_time(fn, repeats, warmup) / 1000
-    _, batch, sizes = CASES[case]
-    model, gstep, gsetup, _ = gg_step_fn(sizes, batch, rng)
-    if framework == "gpugrad":
-        return bm.median_time(gstep, repeats, warmup, gsetup)
-    tstep, tsetup, _ = torch_step_fn(sizes, batch, rng, model)
-    return bm.median_time(tstep, repeats, warmup, tsetup)
+def run_process(worker: str, case: str, steps: int, warmup: int, env: dict, baseline: str | None = None,
+                clock: str = "wall") -> dict:
+    """One fresh process (default settings) for one framework and case; ``baseline``: gpugrad from
+    that checkout."""
+    extra = (["--baseline-worker", baseline] if baseline else []) + ["--clock", clock]
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", worker, "--cases", case,
+                          "--steps", str(steps), "--warmup", str(warmup)] + extra,
+                         check=True, capture_output=True, text=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
-def _run_worker(framework: str, case: str, repeats: int, warmup: int) -> float:  # noqa: D401
-    """Each framework times in its own process: PyTorch's OpenMP and MKL's (when gpugrad uses MKL)
-    slow each other down when loaded together, which would bias the comparison."""
-    import json
-    import subprocess
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", framework, "--cases", case,
-                          "--repeats", str(repeats), "--warmup", str(warmup)],
-                         check=True, capture_output=True, text=True).stdout
-    return float(json.loads(out.strip().splitlines()[-1])["seconds"])
-
-
+# ============================================================================ the parent
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating gpugrad/PyTorch processes per case")
+    ap.add_argument("--steps", type=int, default=15, help="timed steps per process (the median is kept)")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=2, help="alternate gpugrad/PyTorch processes this many times")
-    ap.add_argument("--cases", default="abc")
+    ap.add_argument("--cases", default="abdc")
+    ap.add_argument("--threads", type=int, help="BLAS/OpenMP threads of both frameworks (default: their own; "
+                    "1 with --clock thread gives a comparison that other jobs on the machine disturb less)")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                    help="wall: what a user's loop sees (default); thread: the main thread's CPU time")
+    ap.add_argument("--baseline", help="another checkout of gpugrad (e.g. git worktree add /tmp/main main) "
+                    "timed in the same alternation, reported as 'baseline'")
     ap.add_argument("--worker", choices=["gpugrad", "torch", "check"], help=argparse.SUPPRESS)
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "mlp_cpu.json"))
+    ap.add_argument("--baseline-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "mlp_cpu.json"))
     args = ap.parse_args(argv)
     if args.worker:
-        import json
-        if args.worker == "check":
-            print(json.dumps({"seconds": check_same_loss(CASES[args.cases][2], CASES[args.cases][1])}))
-        else:
-            print(json.dumps({"seconds": _worker(args.worker, args.cases, args.repeats, args.warmup)}))
+        _worker(args)
         return {}
     import importlib.util
+
+    from gpugrad import benchmarking as bm
     have_torch = importlib.util.find_spec("torch") is not None
     if not have_torch:
         print("PyTorch not installed: timing gpugrad alone (pip install torch==2.13.0 for the baseline)")
+    env, dropped = default_env()
+    threads = {k: str(args.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")} \
+        if args.threads else {}
+    env.update(threads)
+    if dropped:
+        print(f"not passed to the timed processes: {', '.join(dropped)}")
+    frameworks = ["gpugrad", "torch"] if have_torch else ["gpugrad"]
+    base_env = None
+    if args.baseline:
+        frameworks.insert(1, "baseline")
+        base_env = dict(default_env(os.path.abspath(args.baseline))[0], **threads)
+    load_before = os.getloadavg()
     rows = []
     for key in args.cases:
-        if key in "ab" and have_torch:  # in a child process too: this parent never loads a BLAS runtime
-            _run_worker("check", key, 0, 0)
-        tg, tt = [], []
-        for _ in range(args.rounds):  # alternate, so drift in machine load hits both
-            tg.append(_run_worker("gpugrad", key, args.repeats, args.warmup))
-            if have_torch:
-                tt.append(_run_worker("torch", key, args.repeats, args.warmup))
-        g, t = min(tg), (min(tt) if tt else None)
-        if key == "c":
-            rows.append({"case": "c", "label": "scalar graph of 1000 ops, fwd+bwd, per op",
-                         "gpugrad_us_per_op": g * 1e6, "torch_us_per_op": t * 1e6 if t else None,
-                         "ratio": g / t if t else None})
-        else:
-            label, batch, sizes = CASES[key]
-            flops = bm.mlp_flops(sizes, batch)
-            rows.append({"case": key, "label": label, "gpugrad_ms": g * 1e3, "torch_ms": t * 1e3 if t else None,
-                         "ratio": g / t if t else None, "gpugrad_gflops": flops / g / 1e9})
-    print(f"{'case':<4} {'what':<40} {'gpugrad':>12} {'PyTorch':>12} {'ratio':>7}")
-    for r in rows:
-        if r["case"] == "c":
-            g, t, unit = r["gpugrad_us_per_op"], r["torch_us_per_op"], "us/op"
-        else:
-            g, t, unit = r["gpugrad_ms"], r["torch_ms"], "ms"
-        ts = f"{t:9.2f} {unit}" if t is not None else "-"
-        rs = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
-        print(f"{r['case']:<4} {r['label']:<40} {g:9.2f} {unit:<3}{ts:>12} {rs:>7}")
+        label, batch, sizes = CASES[key]
+        if key != "c" and have_torch:
+            run_process("check", key, 0, 0, env)
+        per = {fw: [] for fw in frameworks}
+        for r in range(args.rounds):
+            for fw in (frameworks if r % 2 == 0 else frameworks[::-1]):
+                if fw == "baseline":
+                    per[fw].append(run_process("gpugrad", key, args.steps, args.warmup, base_env,
+                                               os.path.abspath(args.baseline), args.clock)["median"])
+                else:
+                    per[fw].append(run_process(fw, key, args.steps, args.warmup, env, clock=args.clock)["median"])
+        g = statistics.median(per["gpugrad"])
+        t = statistics.median(per["torch"]) if have_torch else None
+        scale, unit = (1e6, "us_per_op") if key == "c" else (1e3, "ms")
+        row = {"case": key, "label": label, f"gpugrad_{unit}": g * scale, f"torch_{unit}": t * scale if t else None,
+               "ratio": g / t if t else None,
+               f"gpugrad_rounds_{unit}": [v * scale for v in per["gpugrad"]],
+               f"torch_rounds_{unit}": [v * scale for v in per["torch"]] if have_torch else None,
+               "round_ratios": [a / b for a, b in zip(per["gpugrad"], per["torch"])] if have_torch else None}
+        if args.baseline:
+            b = statistics.median(per["baseline"])
+            row[f"baseline_{unit}"], row["baseline_ratio"] = b * scale, (b / t if t else None)
+            row[f"baseline_rounds_{unit}"] = [v * scale for v in per["baseline"]]
+        if key != "c":
+            row["batch"], row["sizes"] = batch, sizes
+            row["gpugrad_gflops"] = bm.mlp_flops(sizes, batch) / g / 1e9
+        rows.append(row)
+        _print_row(row)
+    load_after = os.getloadavg()
     from gpugrad.backends import cpu_blas
-    payload = {"machine": bm.machine_info(), "gpugrad_blas": cpu_blas.provider(), "repeats": args.repeats,
-               "rounds": args.rounds, "rows": rows}
-    print(f"gpugrad GEMMs: {payload['gpugrad_blas']}")
+    payload = {"machine": bm.machine_info(), "load_average_1_5_15": {"before": load_before, "after": load_after},
+               "gpugrad_blas": cpu_blas.provider(), "steps": args.steps, "warmup": args.warmup,
+               "rounds": args.rounds, "threads": args.threads or "default", "clock": args.clock,
+               "baseline": args.baseline, "variables_not_passed": dropped, "rows": rows}
+    print(f"gpugrad GEMMs: {payload['gpugrad_blas']}; load average (1 min) {load_before[0]:.2f} before, "
+          f"{load_after[0]:.2f} after")
     bm.write_json(args.out, payload)
     print(f"wrote {args.out}")
     return payload
+
+
+def _print_row(r: dict) -> None:
+    unit = "us/op" if r["case"] == "c" else "ms"
+    key = "us_per_op" if r["case"] == "c" else "ms"
+    g, t = r[f"gpugrad_{key}"], r[f"torch_{key}"]
+    ts = f"{t:9.2f} {unit}" if t is not None else "-"
+    rs = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
+    rounds = " ".join(f"{x:.2f}" for x in r["round_ratios"]) if r["round_ratios"] else ""
+    base = ""
+    if r.get("baseline_ratio") is not None:
+        base = f"  baseline {r[f'baseline_{key}']:8.2f} {unit} (ratio {r['baseline_ratio']:.2f})"
+    print(f"({r['case']}) {r['label']:<48} gpugrad {g:8.2f} {unit:<5}  PyTorch {ts:>12}  ratio {rs}  (rounds: {rounds})"
+          + base, flush=True)
 
 
 if __name__ == "__main__":

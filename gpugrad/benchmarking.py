@@ -273,3 +273,111 @@ def usable_kernel_sets(requested: list[str]) -> tuple[list[str], dict]:
                 continue
         keep.append(k)
     return keep, skipped
+
+
+# =============================================================================================== phase profile
+# The phases of one CPU training step, in step order (the PhaseTimer's rows; "Python and the rest" is the
+# step's wall time less the timed phases: Function.apply, the engine's walk, Tensor creation, modules).
+STEP_PHASES = ("zero_grad", "forward GEMMs", "bias + activation (forward)", "loss (forward + backward)",
+               "backward GEMMs", "bias/activation gradients", "gradient gather", "optimizer update",
+               "Python and the rest")
+
+
+class PhaseTimer:
+    """Wall time of each phase of gpugrad's training steps on the CPU backend, per step.
+
+    Within the ``with`` block, the methods that carry each phase (the CPU backend's GEMMs, fused passes
+    and optimizer pass, ``CrossEntropy``'s forward and backward, the optimizer's gradient gather and
+    ``zero_grad``) are wrapped with a clock; outside it nothing is wrapped, so the instrument costs
+    nothing when unused. Nested phases count once (the outermost). Call :meth:`step` around each step;
+    :meth:`per_step` gives milliseconds per phase (medians over the steps) and the minor page faults
+    (fresh memory the allocator had to map) per step::
+
+        with PhaseTimer() as pt:
+            for _ in range(10):
+                with pt.step():
+                    train_step(x, y)
+        print(pt.per_step())
+    """
+
+    def __init__(self) -> None:
+        self._saved: list = []
+        self._depth = 0
+        self._acc: dict[str, float] = {}
+        self.steps: list[dict] = []
+
+    def _targets(self) -> list:
+        from .backends.cpu import CPUBackend
+        from .ops.loss import CrossEntropy
+        from .optim.flat import Bucket
+        from .optim.optimizer import Optimizer
+        return [(CPUBackend, "linear_forward", "forward GEMMs", False),
+                (CPUBackend, "bias_act", "bias + activation (forward)", False),
+                (CPUBackend, "linear_backward", "backward GEMMs", False),
+                (CPUBackend, "act_bias_backward", "bias/activation gradients", False),
+                (CPUBackend, "optim_step", "optimizer update", False),
+                (CrossEntropy, "forward", "loss (forward + backward)", True),
+                (CrossEntropy, "backward", "loss (forward + backward)", True),
+                (Bucket, "gather_grads", "gradient gather", False),
+                (Optimizer, "zero_grad", "zero_grad", False)]
+
+    def _wrap(self, fn: Callable, phase: str) -> Callable:
+        def timed(*args, **kwargs):
+            if self._depth:
+                return fn(*args, **kwargs)
+            self._depth = 1
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._acc[phase] = self._acc.get(phase, 0.0) + time.perf_counter() - t0
+                self._depth = 0
+        return timed
+
+    def __enter__(self) -> "PhaseTimer":
+        for owner, name, phase, static in self._targets():
+            raw = owner.__dict__.get(name)
+            if raw is None:  # inherited: wrap what the class resolves to, restore by deleting
+                fn = getattr(owner, name)
+            else:
+                fn = raw.__func__ if isinstance(raw, staticmethod) else raw
+            wrapped = self._wrap(fn, phase)
+            self._saved.append((owner, name, raw))
+            setattr(owner, name, staticmethod(wrapped) if static else wrapped)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for owner, name, raw in reversed(self._saved):
+            if raw is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, raw)
+        self._saved.clear()
+
+    def step(self):
+        """Context manager around one training step: records its wall time and phases."""
+        import contextlib
+        import resource
+
+        @contextlib.contextmanager
+        def _step():
+            self._acc = {}
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            t0 = time.perf_counter()
+            yield
+            wall = time.perf_counter() - t0
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+            rec = {p: self._acc.get(p, 0.0) for p in STEP_PHASES[:-1]}
+            rec[STEP_PHASES[-1]] = wall - sum(rec.values())
+            rec["step"] = wall
+            rec["page_faults"] = faults
+            self.steps.append(rec)
+        return _step()
+
+    def per_step(self) -> dict:
+        """``{phase: ms}`` (median over the recorded steps) plus ``step`` (ms) and ``page_faults``."""
+        out = {}
+        for k in STEP_PHASES + ("step",):
+            out[k] = statistics.median(s[k] for s in self.steps) * 1e3
+        out["page_faults"] = statistics.median(s["page_faults"] for s in self.steps)
+        return out

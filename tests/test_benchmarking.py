@@ -67,3 +67,32 @@ def test_benchmark_scripts_use_the_package_harness():
             text = open(os.path.join(ROOT, "benchmarks", name), encoding="utf-8").read()
             assert "gpugrad.benchmarking" in text or "benchmarking as bm" in text, name
     assert not os.path.exists(os.path.join(ROOT, "benchmarks", "_common.py"))
+
+
+def test_phase_timer_times_each_phase_and_unwraps():
+    """PhaseTimer: every phase of a CPU SGD step gets time, the phases add up to the step, and the
+    wrapped methods are the original ones again after the block."""
+    import gpugrad as gg
+    from gpugrad.backends.cpu import CPUBackend
+    from gpugrad.ops.loss import CrossEntropy
+    from gpugrad.optim.flat import Bucket
+    model, step = bm.gpugrad_mlp_step([8, 16, 4], "cpu", optimizer="sgd", lr=0.1)
+    rng = np.random.default_rng(0)
+    x, y = bm.random_batch(rng, 5, 8, 4)
+    x, y = gg.tensor(x), gg.tensor(y)
+    before = (CPUBackend.linear_forward, CrossEntropy.__dict__["forward"], Bucket.gather_grads)
+    step(x, y)
+    with bm.PhaseTimer() as pt:
+        assert CPUBackend.linear_forward is not before[0]
+        for _ in range(3):
+            with pt.step():
+                step(x, y)
+    assert (CPUBackend.linear_forward, CrossEntropy.__dict__["forward"], Bucket.gather_grads) == before
+    assert len(pt.steps) == 3
+    for rec in pt.steps:
+        for phase in ("forward GEMMs", "bias + activation (forward)", "loss (forward + backward)", "backward GEMMs",
+                      "bias/activation gradients", "optimizer update", "zero_grad"):
+            assert rec[phase] > 0, phase
+        assert abs(sum(rec[p] for p in bm.STEP_PHASES) - rec["step"]) < 1e-9
+    med = pt.per_step()
+    assert set(bm.STEP_PHASES) <= set(med) and med["step"] > 0

@@ -37,6 +37,38 @@ def test_fused_passes_match_generic(act, dtype):
         np.testing.assert_allclose(db_fast, db_ref, rtol=10 * tol, atol=10 * tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_pass_matches_generic(dtype, smoothing):
+    """The Numba softmax-cross-entropy pass (forward and backward) against the NumPy code in base.py,
+    with an ignored row, extreme scores and a 0-d incoming gradient times ``mul``."""
+    be = get_backend("cpu")
+    x = (rng.standard_normal((37, 11)) * 5).astype(dtype)
+    x[0, 3] = 80.0
+    t = rng.integers(0, 11, 37)
+    t[4] = -100
+    loss, probs = be.softmax_cross_entropy(x, t, -100, check_op="cross_entropy")
+    loss_ref, probs_ref = Backend.softmax_cross_entropy(be, x, t, -100, check_op="cross_entropy")
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(loss, loss_ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(probs, probs_ref, rtol=tol, atol=tol)
+    g = np.asarray(0.37, dtype)
+    d = be.cross_entropy_backward(probs_ref, t, g, 0.5, -100, smoothing)
+    d_ref = Backend.cross_entropy_backward(be, probs_ref, t, g, 0.5, -100, smoothing)
+    np.testing.assert_allclose(d, d_ref, rtol=tol, atol=tol)
+    assert d.dtype == d_ref.dtype and loss.dtype == loss_ref.dtype
+
+
+def test_cross_entropy_pass_reports_bad_targets_as_the_generic_code():
+    be = get_backend("cpu")
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    for bad in (4, -1):
+        t = np.array([0, 1, bad, 3, 2])
+        with pytest.raises(IndexError, match=rf"cross_entropy: target {bad} at position 2 is out of range for 4"):
+            be.softmax_cross_entropy(x, t, -100, check_op="cross_entropy")
+    be.softmax_cross_entropy(x, np.array([0, 1, 7, 3, 2]), 7, check_op="cross_entropy")  # ignored: fine
+
+
 def test_optimizer_pass_matches_generic_on_float32():
     """The Numba pass and the NumPy path of every rule agree on a large float32 buffer (float64: see
     tests/test_optim_rules.py)."""

@@ -139,3 +139,19 @@ def test_float64_numpy_data_keeps_its_dtype_as_in_pytorch():
     assert gg.tensor(np.zeros(3)).dtype == gg.float64          # torch.tensor(np.zeros(3)).dtype == float64
     assert gg.tensor([0.5, 1.0]).dtype == gg.float32          # Python floats: the default dtype
     assert gg.tensor(np.zeros(3), dtype=gg.float32).dtype == gg.float32
+
+
+@pytest.mark.parametrize("how", ["binary", "three inputs"])
+def test_mixing_devices_names_the_op_and_both_devices(on_cuda, how):
+    """Both ways Function.apply scans its inputs (the two-input fast path, the general loop)."""
+    a = gg.ones(2, 3, requires_grad=True)
+    b = gg.ones(2, 3, device="cuda")
+    if how == "binary":
+        with pytest.raises(RuntimeError, match=r"mul: expected all tensors on the same device, found cpu and "
+                                                 r"cuda(:0)?.*Move them first"):
+            a * b
+    else:
+        w, bias = gg.ones(3, 3, device="cuda"), gg.ones(3)
+        with pytest.raises(RuntimeError, match=r"linear: expected all tensors on the same device, found cpu and "
+                                                 r"cuda(:0)?.*Move them first"):
+            F.linear(a, w, bias)

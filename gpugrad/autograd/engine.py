@@ -5,7 +5,7 @@ import heapq
 import weakref
 from typing import Any, Callable, Sequence
 
-from .function import GradError, TensorBase, _check_finite, _make_result, named_error
+from .function import GradError, TensorBase, _check_finite, _drop, _make_result, _runs, _slots, named_error
 from .grad_mode import STATE
 
 
@@ -49,15 +49,18 @@ def _add(acc: dict, key, g) -> None:
 # (checkpoint's recompute) hands the leaf gradients it finds to the run that called it
 # (``leaf_into=current_run()``), which then treats them as its own.
 class _Run:
-    __slots__ = ("acc", "external", "callbacks")
+    __slots__ = ("acc", "external", "callbacks", "slots", "claimed")
 
     def __init__(self) -> None:
         self.acc: dict = {}  # id(leaf) -> (leaf, [grad, owned])
         self.external: list = []  # leaves a nested run handed to ``acc`` since the last look
         self.callbacks: list = []  # queue_callback(): run when this (outermost) run finishes
+        self.slots = False  # gradient slots may be handed out (a plain backward into .grad)
+        self.claimed: dict = {}  # id(leaf) -> the gradient slot handed out for it in this run
 
 
-_runs: list = []
+# ``_runs`` (imported from function.py, where Context.grad_slot reads the innermost run): the runs in
+# progress, innermost last.
 
 # Post-accumulate-grad hooks: id(leaf) -> (weakref to the leaf, [hook, ...]). A hook runs right after
 # the leaf's ``.grad`` received its gradient of this backward; when any hook is registered, plain
@@ -77,7 +80,7 @@ def register_post_accumulate_grad_hook(leaf, hook: Callable) -> Callable[[], Non
     key = id(leaf)
     entry = _post_hooks.get(key)
     if entry is None or entry[0]() is not leaf:
-        entry = _post_hooks[key] = (weakref.ref(leaf, lambda _r, k=key: _drop_hooks(k, _r)), [])
+        entry = _post_hooks[key] = (weakref.ref(leaf, lambda _r, k=key, t=_post_hooks, d=_drop: d(t, k, _r)), [])
     entry[1].append(hook)
 
     def remove() -> None:
@@ -87,14 +90,6 @@ def register_post_accumulate_grad_hook(leaf, hook: Callable) -> Callable[[], Non
             if not e[1]:
                 del _post_hooks[key]
     return remove
-
-
-def _drop_hooks(key: int, ref) -> None:
-    if _post_hooks is None:  # interpreter shutdown
-        return
-    e = _post_hooks.get(key)
-    if e is not None and e[0] is ref:
-        del _post_hooks[key]
 
 
 def queue_callback(fn: Callable[[], None]) -> None:
@@ -130,6 +125,8 @@ def run_backward(roots: Sequence, root_grads: Sequence, retain_graph: bool = Fal
 
 def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf_into, consume=False):
     leaf_acc = run.acc
+    claimed = run.claimed
+    run.slots = accumulate and inputs is None and leaf_into is None and bool(_slots)
 
     capture: dict | None = None
     if inputs is not None:
@@ -175,15 +172,16 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
             if node._retained or node._hooks or capture:
                 _visit_outputs(node, buf, capture, results)
             meta = node._out_meta
-            if len(meta) == 1 and 0 in buf:
+            fn = node._fn
+            single = len(meta) == 1 and 0 in buf
+            if single:
                 grads_out = (buf[0][0],)
             else:
                 grads_out = tuple(buf[i][0] if i in buf else node.backend.xp.zeros(shape, dtype)
                                   for i, (shape, dtype) in enumerate(meta))
-            fn = node._fn
             try:
                 if fn.backward_consuming is None:
-                    grads_in = fn.backward(node, *grads_out)
+                    grads_in = fn.backward(node, buf[0][0]) if single else fn.backward(node, *grads_out)
                 else:  # hand the gradients over: this run keeps no reference while the node works
                     held, buf, grads_out = list(grads_out), None, None
                     grads_in = fn.backward_consuming(node, held)
@@ -212,8 +210,8 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
                         if g.shape != target.data.shape:
                             _check_shape(fn, target.data.shape, g)
                         cur = leaf_acc.get(id(target))
-                        if cur is None:  # _add_leaf, inline for the common first gradient
-                            leaf_acc[id(target)] = (target, [g, False])
+                        if cur is None:  # _add_leaf, inline for the common first gradient; a slot is owned
+                            leaf_acc[id(target)] = (target, [g, g is claimed.get(id(target))])
                         else:
                             _add_leaf(leaf_acc, target, g)
                     if leaf_left is not None:

@@ -2,6 +2,9 @@
 Tensor class that tensor.py registers here (``TensorBase``, ``register_tensor_class``, ``_make_result``)."""
 from __future__ import annotations
 
+import itertools
+import sys
+import weakref
 from typing import Any
 
 import numpy as np
@@ -12,7 +15,8 @@ from ..backends import get_backend
 from . import saved as _saved
 from .grad_mode import STATE
 
-_seq = [0]
+# Node creation numbers, increasing (the engine runs the most recent ready node first): one C call.
+_next_seq = itertools.count(1).__next__
 # Open probes (innermost last): a checkpoint running its function under no_grad collects here the
 # tensors requiring grad that ops saw (parameters used inside), so its node is recorded when only
 # they require grad (``graph.watch_grad_inputs``, used by gpugrad/checkpoint/).
@@ -59,6 +63,55 @@ def _make_result(arr, dev, ctx, idx: int, vc=None):
     t._device = dev if dev is not None else CPU
     t._hooks = None
     return t
+
+
+# ---------------------------------------------------------------- gradient slots
+# Gradient slots: id(leaf) -> (weakref to the leaf, the array its .data must be, the slot). The optimizer's
+# flat buckets (optim/flat.py) register each parameter's view of their flat gradient buffer; an op that
+# computes a leaf's gradient may write it there directly (``Context.grad_slot``), so the optimizer's step
+# finds the gradients already in its buffer and copies nothing. A slot is handed out only when that
+# cannot change a value anyone can see: a plain ``backward()`` (into ``.grad``, no ``inputs``), the leaf
+# has no ``.grad`` and no hooks, no gradient of it has arrived in this run yet (later ones add into the
+# slot: it is owned), and nothing outside the registry and its bucket holds the slot array (a ``.grad``
+# Tensor of an earlier step, or an array taken from it, keeps it; the step then writes elsewhere).
+_slots: dict = {}
+# The engine's backward runs in progress (innermost last; engine.py's ``_runs`` is this list).
+_runs: list = []
+# References to a free slot seen by sys.getrefcount in claim_grad_slot: the registry's tuple, the
+# bucket's list of views, the local name and the call's argument (tests/test_grad_slots.py checks both
+# sides: a free slot is used, a held one is not).
+_FREE_SLOT_REFS = 4
+
+
+def set_grad_slot(leaf, data, slot) -> None:
+    """Register ``slot`` (an array of ``leaf``'s shape and dtype) as where ``leaf``'s gradient may be
+    written while ``leaf.data is data``; replaces an earlier slot of ``leaf``."""
+    key = id(leaf)
+    _slots[key] = (weakref.ref(leaf, lambda _r, k=key, t=_slots, d=_drop: d(t, k, _r)), data, slot)
+
+
+def claim_grad_slot(leaf):
+    """The slot to write ``leaf``'s gradient into in the backward run in progress, or None (see
+    ``_slots``). The gradient the op then returns for ``leaf`` must be that array."""
+    entry = _slots.get(id(leaf))
+    if entry is None or not _runs:
+        return None
+    run = _runs[-1]
+    key = id(leaf)
+    slot = entry[2]
+    if not run.slots or entry[0]() is not leaf or leaf.data is not entry[1] or leaf.grad is not None or \
+            leaf._hooks or key in run.acc or key in run.claimed or sys.getrefcount(slot) > _FREE_SLOT_REFS:
+        return None
+    run.claimed[key] = slot
+    return slot
+
+
+def _drop(table: dict, key: int, ref) -> None:
+    """A weakly referenced leaf's entry (its id ``key``) leaves ``table`` when the leaf dies (the
+    callbacks bind the table and this function: module globals may be gone at interpreter shutdown)."""
+    e = table.get(key)
+    if e is not None and e[0] is ref:
+        del table[key]
 
 
 class GradError(RuntimeError):
@@ -125,6 +178,17 @@ class Context:
                     "Fix: use an out-of-place op (x = x * 2 instead of x *= 2), or .clone() the tensor "
                     "before changing it, or change it only after backward().")
         return self._to_save
+
+    def grad_slot(self, i: int):
+        """An array (input ``i``'s shape and dtype) to write input ``i``'s gradient into, or None.
+
+        Set for a leaf whose gradient goes to a registered slot: the optimizer's flat gradient buffer
+        (see ``autograd/function.py: _slots``). An op that takes it must return that same array as the
+        gradient of input ``i``; writing there (a GEMM's ``out=``) spares the optimizer its gather."""
+        e = self._edges[i]
+        if e is None or e[1] >= 0 or not _slots:
+            return None
+        return claim_grad_slot(e[0])
 
     @property
     def op_name(self) -> str:
@@ -222,34 +286,56 @@ def _make_apply(cls: type):
         # The hot path of every op: written flat (no helper calls, no generators) to keep the Python
         # frames per op few; Tensor results are built inline (what _make_result does).
         Tensor = _Tensor
-        tensor_args = []
-        arrays = []
-        edges = []
-        needs = []
-        dev = None
-        requires = False
-        for a in args:
-            if a.__class__ is Tensor or isinstance(a, Tensor):
-                if dev is None:
-                    dev = a._device
-                elif a._device is not dev and a._device != dev:
-                    raise named_error(RuntimeError,
-                        f"{cls.op_name()}: expected all tensors on the same device, found {dev} and "
-                        f"{a._device} (inputs: {', '.join(describe(x) for x in args)}). "
-                        f"Move them first, e.g. x.to('{dev}').")
-                tensor_args.append(a)
-                arrays.append(a.data)
-                if a._requires_grad:
+        a = args[0] if args else None
+        if len(args) == 2 and a.__class__ is Tensor and (args[1].__class__ is Tensor or args[1].__class__ in _SCALARS):
+            # the binary ops (x * w, y + 0.001): both inputs scanned without the lists of the loop below
+            b = args[1]
+            dev = a._device
+            requires = a._requires_grad
+            ea = ((a._grad_fn, a._out_idx) if a._grad_fn is not None else (a, -1)) if requires else None
+            if b.__class__ is Tensor:
+                if b._device is not dev and b._device != dev:
+                    _device_mismatch(cls, args, dev, b._device)
+                tensor_args = args
+                arrays = (a.data, b.data)
+                if b._requires_grad:
+                    edges = (ea, (b._grad_fn, b._out_idx) if b._grad_fn is not None else (b, -1))
+                    needs = (requires, True)
                     requires = True
-                    edges.append((a._grad_fn, a._out_idx) if a._grad_fn is not None else (a, -1))
-                    needs.append(True)
                 else:
+                    edges = (ea, None)
+                    needs = (requires, False)
+            else:
+                tensor_args = (a,)
+                arrays = (a.data, b)
+                edges = (ea, None)
+                needs = (requires, False)
+        else:
+            tensor_args = []
+            arrays = []
+            edges = []
+            needs = []
+            dev = None
+            requires = False
+            for a in args:
+                if a.__class__ is Tensor or isinstance(a, Tensor):
+                    if dev is None:
+                        dev = a._device
+                    elif a._device is not dev and a._device != dev:
+                        _device_mismatch(cls, args, dev, a._device)
+                    tensor_args.append(a)
+                    arrays.append(a.data)
+                    if a._requires_grad:
+                        requires = True
+                        edges.append((a._grad_fn, a._out_idx) if a._grad_fn is not None else (a, -1))
+                        needs.append(True)
+                    else:
+                        edges.append(None)
+                        needs.append(False)
+                else:
+                    arrays.append(a)
                     edges.append(None)
                     needs.append(False)
-            else:
-                arrays.append(a)
-                edges.append(None)
-                needs.append(False)
         if dev is not None:
             backend = dev._be
             if backend is None:
@@ -298,7 +384,10 @@ def _make_apply(cls: type):
                 return res
             res._requires_grad = True
             res._grad_fn = ctx
-            _link(ctx, cls, edges, ((out.shape, out.dtype),))
+            ctx._fn = cls  # _link, inline
+            ctx._seq = _next_seq()
+            ctx._edges = tuple(edges)
+            ctx._out_meta = ((out.shape, out.dtype),)
             if ctx._to_save:
                 ctx._finalize(tensor_args, (res,))
             return res
@@ -322,6 +411,14 @@ def _make_apply(cls: type):
 
 
 _new = object.__new__
+_SCALARS = (int, float)
+
+
+def _device_mismatch(cls: type, args: tuple, dev, other) -> None:
+    raise named_error(RuntimeError,
+        f"{cls.op_name()}: expected all tensors on the same device, found {dev} and "
+        f"{other} (inputs: {', '.join(describe(x) for x in args)}). "
+        f"Move them first, e.g. x.to('{dev}').")
 _np_generic = np.generic
 _asarray = np.asarray
 
@@ -329,8 +426,7 @@ _asarray = np.asarray
 def _link(ctx: Context, cls: type, edges: list, out_meta) -> None:
     """Make ``ctx`` a graph node: its function, creation order and edges to its inputs' nodes."""
     ctx._fn = cls
-    _seq[0] += 1
-    ctx._seq = _seq[0]
+    ctx._seq = _next_seq()
     ctx._edges = tuple(edges)
     if out_meta is not None:
         ctx._out_meta = out_meta

@@ -168,9 +168,13 @@ class Backend:
         """``x @ w.T`` through the device's GEMM (a fresh array the caller may overwrite)."""
         return x @ w.T
 
-    def linear_backward(self, dz, x, w, need_dx: bool, need_dw: bool):
-        """The two GEMMs of a linear layer's backward: ``(dz @ w, dz.T @ x)`` (None where not needed)."""
-        return (dz @ w if need_dx else None), (dz.T @ x if need_dw else None)
+    def linear_backward(self, dz, x, w, need_dx: bool, need_dw: bool, dw_out=None):
+        """The two GEMMs of a linear layer's backward: ``(dz @ w, dz.T @ x)`` (None where not needed);
+        ``dw_out`` (optional, C-contiguous, ``w``'s shape and dtype): write ``dw`` there and return it."""
+        dw = None
+        if need_dw:
+            dw = dz.T @ x if dw_out is None else self.xp.matmul(dz.T, x, out=dw_out)
+        return (dz @ w if need_dx else None), dw
 
     def bias_act(self, z, b, act: str, params=None):
         """In place on ``z``: ``z = act(z + b)``. Returns ``(y, saved)`` where ``saved`` is what
@@ -186,11 +190,12 @@ class Backend:
             return y, y
         return self.act_forward(z, act, prm), z
 
-    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, params=None, order: int = 1):
+    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, params=None, order: int = 1, db_out=None):
         """Fused ``dz = dy * d^order act`` and ``db = dz.sum(0)`` (``db`` is ``None`` without bias).
-        Order 1 is a linear layer's backward; order 2 the same pass for its double backward."""
+        Order 1 is a linear layer's backward; order 2 the same pass for its double backward. ``db_out``
+        (optional, the bias's shape and dtype): write ``db`` there and return it."""
         dz = self.act_derivative(dy, saved, act, params, order)
-        db = dz.reshape(-1, dz.shape[-1]).sum(axis=0) if with_bias else None
+        db = dz.reshape(-1, dz.shape[-1]).sum(axis=0, out=db_out) if with_bias else None
         return dz, db
 
     def check_targets(self, op: str, target, n_classes: int, ignore_index: int) -> None:

@@ -107,6 +107,7 @@ class CPUBackend(Backend):
 
     name = "cpu"
     xp = np
+    grad_slots = True  # the optimizer's flat buckets register gradient slots: dW/db are written there
 
     def __init__(self, dev: device) -> None:
         super().__init__(dev)
@@ -127,16 +128,16 @@ class CPUBackend(Backend):
         out = cpu_blas.gemm(x, w, False, True)
         return out if out is not None else x @ w.T
 
-    def linear_backward(self, dz, x, w, need_dx: bool, need_dw: bool):
+    def linear_backward(self, dz, x, w, need_dx: bool, need_dw: bool, dw_out=None):
         dx = dw = None
         if need_dx:
             dx = cpu_blas.gemm(dz, w, False, False)
             if dx is None:
                 dx = dz @ w
         if need_dw:
-            dw = cpu_blas.gemm(dz, x, True, False)
+            dw = cpu_blas.gemm(dz, x, True, False, dw_out)
             if dw is None:
-                dw = dz.T @ x
+                dw = dz.T @ x if dw_out is None else np.matmul(dz.T, x, out=dw_out)
         return dx, dw
 
     # ------------------------------------------------------------------ fused passes (Numba)
@@ -158,14 +159,14 @@ class CPUBackend(Backend):
         keep_z(z, bb, b is not None, K.params_arg(act, prm, z.dtype), y)
         return y, z
 
-    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, params=None, order: int = 1):
+    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, params=None, order: int = 1, db_out=None):
         K = _kernels()
         if act == "identity" and order == 1:
-            return dy, (dy.sum(axis=0) if with_bias else None)
+            return dy, (dy.sum(axis=0, out=db_out) if with_bias else None)
         if act not in _NUMBA_BWD.get(order, ()) or not K.supported(dy, saved):
-            return super().act_bias_backward(dy, saved, act, with_bias, params, order)
+            return super().act_bias_backward(dy, saved, act, with_bias, params, order, db_out)
         dz = np.empty_like(dy)
-        db = np.empty(dy.shape[1], dy.dtype) if with_bias else K.empty_bias(dy.dtype)
+        db = (np.empty(dy.shape[1], dy.dtype) if db_out is None else db_out) if with_bias else K.empty_bias(dy.dtype)
         K.deriv_kernel(act, dy.dtype, order)(dy, saved, K.params_arg(act, params, dy.dtype), dz, db, with_bias)
         return dz, (db if with_bias else None)
 
@@ -203,6 +204,26 @@ class CPUBackend(Backend):
             backward_params(x2, dy, mean, rstd, dw, db)
         return dx, dw, db
 
+    # ------------------------------------------------------------------ loss (Numba, one pass per row)
+    def softmax_cross_entropy(self, logits, target, ignore_index: int = -100, check_op: str | None = None):
+        if not (_xent_ok(logits) and target.ndim == 1 and target.dtype.kind in "iu" and len(target) == len(logits)
+                and logits.shape[1] > 0):
+            return super().softmax_cross_entropy(logits, target, ignore_index, check_op)
+        loss = np.empty(logits.shape[0], logits.dtype)
+        probs = np.empty_like(logits)
+        bad = _kernels().softmax_xent(logits, target, ignore_index, loss, probs)
+        if bad >= 0 and check_op is not None:
+            self.check_targets(check_op, target, logits.shape[1], ignore_index)  # raises, naming the op
+        return loss, probs
+
+    def cross_entropy_backward(self, probs, target, g, mul: float = 1.0, ignore_index: int = -100,
+                               label_smoothing: float = 0.0):
+        if not (_xent_ok(probs) and getattr(g, "ndim", 0) == 0 and target.ndim == 1 and target.dtype.kind in "iu"):
+            return super().cross_entropy_backward(probs, target, g, mul, ignore_index, label_smoothing)
+        d = np.empty_like(probs)
+        _kernels().xent_backward(probs, target, float(g) * mul, ignore_index, float(label_smoothing), d)
+        return d
+
     # ------------------------------------------------------------------ optimizer step (Numba, one pass)
     def optim_step(self, rule, arrays: dict, start: int, end: int, options: dict, derived: tuple = (), step=None,
                    found_inf=None) -> None:
@@ -221,6 +242,11 @@ _OPT: list = [None]
 def _ln_ok(x2, *others) -> bool:
     """Numba layer-norm path: float32/float64 arrays of one dtype."""
     return x2.dtype in (np.float32, np.float64) and all(o is None or o.dtype == x2.dtype for o in others)
+
+
+def _xent_ok(a) -> bool:
+    """Numba loss path: 2-D C-contiguous float32/float64 (class scores or probabilities)."""
+    return a.ndim == 2 and a.dtype in (np.float32, np.float64) and a.flags.c_contiguous
 
 
 def _flat_ok(p, *others) -> bool:

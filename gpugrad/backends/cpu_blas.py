@@ -76,9 +76,10 @@ def provider() -> str:
         return "numpy"
 
 
-def gemm(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) -> np.ndarray | None:
-    """``op(a) @ op(b)`` with MKL for C-contiguous 2-D float32/float64 ``a``, ``b`` of one dtype;
-    ``None`` when MKL is absent or the arrays do not qualify (the caller then uses NumPy)."""
+def gemm(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool, out: np.ndarray | None = None) -> np.ndarray | None:
+    """``op(a) @ op(b)`` with MKL for C-contiguous 2-D float32/float64 ``a``, ``b`` of one dtype (into
+    ``out``, C-contiguous, when given); ``None`` when MKL is absent or the arrays do not qualify (the
+    caller then uses NumPy)."""
     fns = load()
     if fns is None or a.dtype != b.dtype or a.ndim != 2 or b.ndim != 2:
         return None
@@ -89,7 +90,9 @@ def gemm(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) -> np.ndarr
     kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if k != kb or m == 0 or n == 0 or k == 0:
         return None
-    c = np.empty((m, n), a.dtype)
+    c = np.empty((m, n), a.dtype) if out is None else out
+    if c.shape != (m, n) or c.dtype != a.dtype or not c.flags.c_contiguous:
+        return None
     f(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, m, n, k, 1.0,
       a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], 0.0, c.ctypes.data, n)
     return c

@@ -114,3 +114,53 @@ _EMPTY = {np.dtype(np.float32): np.zeros(1, np.float32), np.dtype(np.float64): n
 
 def empty_bias(dt) -> np.ndarray:
     return _EMPTY[np.dtype(dt)]
+
+
+# ---------------------------------------------------------------------------- softmax cross-entropy
+# The CPU pass of backends/base.py's softmax_cross_entropy / cross_entropy_backward (the reference:
+# tests/test_cpu_backend.py checks one against the other): one pass per row instead of ~10 NumPy calls,
+# which dominate the loss of a small batch (batch 32 x 10 classes: ~110 us in NumPy calls, 2026-12-05).
+@numba.njit(cache=True)
+def softmax_xent(logits, target, ignore_index, loss, probs):
+    """``probs = softmax(logits)`` row by row, ``loss[i] = -log probs[i, target[i]]`` (max-subtracted);
+    returns the first row whose target is neither in ``[0, C)`` nor ``ignore_index`` (-1: none)."""
+    n, c = logits.shape
+    bad = -1
+    for i in range(n):
+        t = target[i]
+        if (t < 0 or t >= c) and t != ignore_index and bad < 0:
+            bad = i
+        tc = min(max(t, 0), c - 1)
+        m = logits[i, 0]
+        for j in range(1, c):
+            if logits[i, j] > m:
+                m = logits[i, j]
+        s = logits.dtype.type(0)
+        for j in range(c):
+            e = np.exp(logits[i, j] - m)
+            probs[i, j] = e
+            s += e
+        loss[i] = -(logits[i, tc] - m - np.log(s))
+        inv = logits.dtype.type(1) / s
+        for j in range(c):
+            probs[i, j] *= inv
+    return bad
+
+
+@numba.njit(cache=True)
+def xent_backward(probs, target, scale, ignore_index, smoothing, d):
+    """``d = (probs - smoothing/C - (1 - smoothing) onehot(target)) * scale``, 0 on ignored rows."""
+    n, c = probs.shape
+    off = probs.dtype.type(smoothing / c)
+    hit = probs.dtype.type(1 - smoothing)
+    sc = probs.dtype.type(scale)
+    for i in range(n):
+        t = target[i]
+        if t == ignore_index:
+            for j in range(c):
+                d[i, j] = 0
+            continue
+        tc = min(max(t, 0), c - 1)
+        for j in range(c):
+            d[i, j] = (probs[i, j] - off) * sc
+        d[i, tc] = (probs[i, tc] - off - hit) * sc

@@ -116,11 +116,12 @@ class FusedLinear(Function):
         be = ctx.backend
         nx, nw, nb = ctx.needs_input_grad
         g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
-        dz, db = be.act_bias_backward(g2, saved, ctx.act, nb, ctx.params)
+        # dW and db go straight into the optimizer's flat gradient buffer when it has a slot for them
+        dz, db = be.act_bias_backward(g2, saved, ctx.act, nb, ctx.params, db_out=ctx.grad_slot(2) if nb else None)
         x2 = None
         if nw:
             x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
-        dx, dw = be.linear_backward(dz, x2, w, nx, nw)
+        dx, dw = be.linear_backward(dz, x2, w, nx, nw, ctx.grad_slot(1) if nw else None)
         if dx is not None and len(ctx.xshape) != 2:
             dx = dx.reshape(ctx.xshape)
         return dx, dw, db

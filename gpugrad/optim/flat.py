@@ -20,13 +20,15 @@ one (and the same step count), one kernel per run, so one in the usual case. Sta
 """
 from __future__ import annotations
 
+import sys
 import weakref
 from itertools import repeat
-from operator import attrgetter, eq, is_
+from operator import add, attrgetter, eq, gt, is_
 from typing import Any
 
 import numpy as np
 
+from ..autograd.function import set_grad_slot
 from ..tensor import Tensor
 
 __all__ = ["Bucket", "buckets_of", "grad_segments"]
@@ -61,8 +63,8 @@ class Bucket:
         for p, v in zip(params, self.views):
             v[...] = p.data
             p.data = v
-        self.grad = xp.zeros(self.total, self.dtype)
-        self.grad_views = self._views(self.grad)
+        self.slots = bool(getattr(self.be, "grad_slots", False))
+        self._new_grad_buffer()
         self.state: dict[str, Any] = {}          # name -> flat buffer
         self.state_views: dict[str, list] = {}   # name -> per-parameter views
         self.steps = None                        # capturable: per-parameter step counts on the device
@@ -77,6 +79,26 @@ class Bucket:
     def _views(self, flat) -> list:
         o = self.offsets
         return [flat[o[i]:o[i + 1]].reshape(s) for i, s in enumerate(self.shapes)]
+
+    def _new_grad_buffer(self) -> None:
+        """A fresh flat gradient buffer and its per-parameter views; on a backend that writes gradients
+        in place (``grad_slots``) the views are registered as the parameters' gradient slots, so
+        backward writes dW and db straight into this buffer (``autograd/function.py: _slots``)."""
+        self.grad = self.be.xp.zeros(self.total, self.dtype)
+        self.grad_views = self._views(self.grad)
+        if self.slots:
+            for p, v, g in zip(self.params, self.views, self.grad_views):
+                set_grad_slot(p, v, g)
+
+    def _grads_held(self, grads: list) -> bool:
+        """Whether a gradient view of this buffer is held outside the bucket and its parameter's current
+        ``.grad`` (an earlier step's ``.grad`` kept by the user): new gradients must not overwrite it.
+        No Python call per parameter (the step's call count does not grow with the parameters)."""
+        views = self.grad_views
+        # references of a free view seen through map: the views list, the slot registry, the argument
+        free = 3 if self.slots else 2
+        current = [g is not None and g.data is v for g, v in zip(grads, views)]  # + p.grad's own
+        return any(map(gt, map(sys.getrefcount, views), map(add, repeat(free), current)))
 
     def valid(self) -> bool:
         """Every parameter still views this bucket's buffer (no ``.data`` was replaced)."""
@@ -99,6 +121,8 @@ class Bucket:
             return None
         if all(present) and all(map(is_, map(_data, grads), self.grad_views)):
             return present
+        if self._grads_held(grads):  # a gradient handed out earlier is still held: copy into a new buffer
+            self._new_grad_buffer()
         if all(present) and all(map(is_, map(_dev, grads), repeat(self.device))) and \
                 all(map(eq, map(_shape, grads), self.shapes)):  # all fresh and well formed: one copy
             self.be.gather_flat(list(map(_data, grads)), self.grad)

@@ -212,14 +212,18 @@ class CUDABackend(Backend):
             return self.xp.matmul(x, w.T)
         return g.matmul(x, w, False, True, stream=self.xp.cuda.get_current_stream().ptr, tf32=get_tf32())
 
-    def linear_backward(self, dz, x, w, need_dx: bool, need_dw: bool):
-        """``(dz @ w, dz.T @ x)`` (None where not needed): ``cupy.matmul``, or the capturable handle."""
+    def linear_backward(self, dz, x, w, need_dx: bool, need_dw: bool, dw_out=None):
+        """``(dz @ w, dz.T @ x)`` (None where not needed): ``cupy.matmul``, or the capturable handle;
+        ``dw`` copied into ``dw_out`` when given (this backend registers no gradient slots)."""
         g = self._gemm(dz)
         if g is None or (need_dx and w.dtype != dz.dtype) or (need_dw and x.dtype != dz.dtype):
-            return super().linear_backward(dz, x, w, need_dx, need_dw)
+            return super().linear_backward(dz, x, w, need_dx, need_dw, dw_out)
         st, tf32 = self.xp.cuda.get_current_stream().ptr, get_tf32()
         dx = g.matmul(dz, w, False, False, stream=st, tf32=tf32) if need_dx else None
         dw = g.matmul(dz, x, True, False, stream=st, tf32=tf32) if need_dw else None
+        if dw_out is not None and dw is not None:
+            dw_out[...] = dw
+            dw = dw_out
         return dx, dw
 
     # ------------------------------------------------------------------ activations
@@ -289,9 +293,16 @@ class CUDABackend(Backend):
             return (y, y) if in_place else (y, z)
         return super().bias_act(z, b, act, params)
 
-    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, params=None, order: int = 1):
+    def act_bias_backward(self, dy, saved, act: str, with_bias: bool, params=None, order: int = 1, db_out=None):
         """One kernel pass: ``dz = dy * d^order act`` (order 1, or 2 for a double backward) and per-block
-        partial sums of ``dz`` over rows, then one small deterministic reduction for ``db``."""
+        partial sums of ``dz`` over rows, then one small deterministic reduction for ``db`` (copied into
+        ``db_out`` when given)."""
+        if db_out is not None:
+            dz, db = self.act_bias_backward(dy, saved, act, with_bias, params, order)
+            if db is not None:
+                db_out[...] = db
+                db = db_out
+            return dz, db
         if act == "identity" and not with_bias and order == 1:
             return dy, None
         if act not in CODES or order not in KERNEL_ORDERS or dy.ndim != 2 or not _is_float(dy) or dy.size == 0 or \
