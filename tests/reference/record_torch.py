@@ -1,7 +1,8 @@
 """Record PyTorch's answers as data, so the conformance tests run without PyTorch installed.
 
     pip install torch==2.13.0        # (or into a side folder: pip install --target DIR, then PYTHONPATH=DIR)
-    python3 tests/reference/record_torch.py          # rewrites tests/reference/torch_reference.json
+    python3 tests/reference/record_torch.py          # rewrites tests/reference/torch_reference.json and
+                                                     # tests/reference/torch_ops.json
 
 Everything a test needs is in the file: the inputs, the hyperparameters, and PyTorch's outputs
 (float64 numbers written with ``repr``, so they round-trip exactly). Nothing here imports gpugrad:
@@ -13,7 +14,9 @@ Sections: ``optimizers`` (SGD/Adam/AdamW/RMSprop trajectories in float64 and flo
 ``schedulers`` (learning rates per epoch for two param groups), ``linear`` (Linear + tanh forward and
 gradients, and the state_dict names/shapes), ``clip_grad_norm`` (total norm and clipped gradients),
 ``functional`` (losses and activations with their input gradients), ``activation_derivatives`` (first
-and second derivatives of every activation through PyTorch's double backward, kinks included)."""
+and second derivatives of every activation through PyTorch's double backward, kinks included).
+``torch_ops.json`` holds the op cases of ``op_cases.py`` (outputs with their dtypes, input gradients) and
+the exception class of each misuse case (``record_ops()``)."""
 from __future__ import annotations
 
 import json
@@ -21,11 +24,15 @@ import math
 import os
 import sys
 import warnings
+import zlib
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PATH = os.path.join(HERE, "torch_reference.json")
+OPS_PATH = os.path.join(HERE, "torch_ops.json")
+sys.path.insert(0, HERE)
+import op_cases  # noqa: E402  (the op table: no gpugrad, no torch import)
 
 N_STEPS = 6
 OPTIMIZERS = [
@@ -51,8 +58,41 @@ SCHEDULERS = [
     ("CosineAnnealingLR", dict(T_max=10, eta_min=0.001)),
     ("LinearLR", dict(start_factor=0.25, end_factor=1.0, total_iters=8)),
     ("LambdaLR", dict(lr_lambda="inverse")),
+    ("SequentialLR", dict(schedulers=[["LinearLR", dict(start_factor=0.1, total_iters=4)],
+                                      ["CosineAnnealingLR", dict(T_max=8, eta_min=0.01)],
+                                      ["StepLR", dict(step_size=3, gamma=0.5)]], milestones=[5, 13])),
+    ("SequentialLR", dict(schedulers=[["ExponentialLR", dict(gamma=0.8)], ["LambdaLR", dict(lr_lambda="inverse")],
+                                      ["MultiStepLR", dict(milestones=[2, 4], gamma=0.5)]], milestones=[3, 9])),
+    ("OneCycleLR", dict(max_lr=[1.0, 2.0], total_steps=30)),
+    ("OneCycleLR", dict(max_lr=0.5, total_steps=28, pct_start=0.25, anneal_strategy="linear", three_phase=True,
+                        base_momentum=0.8, max_momentum=0.9, div_factor=10.0, final_div_factor=100.0)),
+    ("ReduceLROnPlateau", dict(mode="min", factor=0.5, patience=2, cooldown=1, min_lr=0.01)),
+    ("ReduceLROnPlateau", dict(mode="max", factor=0.3, patience=1, threshold=0.05, threshold_mode="abs",
+                               min_lr=[0.001, 0.05])),
 ]
 N_EPOCHS = 25
+# the metric ReduceLROnPlateau steps on, one per epoch (falls, stalls, falls again; the 'max' case sees it rise)
+PLATEAU_METRICS = [1.0, 0.8, 0.7, 0.7, 0.71, 0.69, 0.7, 0.72, 0.5, 0.5, 0.5, 0.5, 0.49, 0.6, 0.6, 0.6, 0.6, 0.4,
+                   0.4, 0.41, 0.4, 0.4, 0.4, 0.3, 0.3]
+
+
+def make_scheduler(lr_scheduler, optimizer, name: str, kwargs: dict):
+    """Build case ``name`` of ``SCHEDULERS`` with the scheduler module of torch or gpugrad (the sub-schedulers
+    of SequentialLR too; LambdaLR's function from ``LR_LAMBDAS``)."""
+    if name == "SequentialLR":
+        subs = [make_scheduler(lr_scheduler, optimizer, n, kw) for n, kw in kwargs["schedulers"]]
+        return lr_scheduler.SequentialLR(optimizer, subs, milestones=kwargs["milestones"])
+    args = {k: (LR_LAMBDAS[v] if k == "lr_lambda" else v) for k, v in kwargs.items()}
+    return getattr(lr_scheduler, name)(optimizer, **args)
+
+
+def step_scheduler(scheduler, name: str, epoch: int) -> None:
+    scheduler.step(PLATEAU_METRICS[epoch]) if name == "ReduceLROnPlateau" else scheduler.step()
+
+
+def momenta(optimizer) -> list:
+    """The momentum each param group holds now (OneCycleLR cycles it)."""
+    return [float(g["momentum"]) for g in optimizer.param_groups]
 
 
 def optimizer_gradient(p: np.ndarray, i: int, A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -90,16 +130,17 @@ def _schedulers(torch) -> dict:
     for name, kw in SCHEDULERS:
         ps = [torch.zeros(1, requires_grad=True) for _ in range(2)]
         opt = torch.optim.SGD([{"params": [p], "lr": 0.1 * (i + 1)} for i, p in enumerate(ps)], lr=0.1)
-        args = {k: (LR_LAMBDAS[v] if k == "lr_lambda" else v) for k, v in kw.items()}
-        s = getattr(torch.optim.lr_scheduler, name)(opt, **args)
-        lrs = [s.get_last_lr()]
+        s = make_scheduler(torch.optim.lr_scheduler, opt, name, kw)
+        lrs, moms = [s.get_last_lr()], [momenta(opt)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for _ in range(N_EPOCHS):
+            for epoch in range(N_EPOCHS):
                 opt.step()
-                s.step()
+                step_scheduler(s, name, epoch)
                 lrs.append(s.get_last_lr())
-        cases.append({"name": name, "kwargs": kw, "lrs": [[float(v) for v in row] for row in lrs]})
+                moms.append(momenta(opt))
+        cases.append({"name": name, "kwargs": kw, "lrs": [[float(v) for v in row] for row in lrs],
+                      "momentum": moms})
     return {"base_lrs": [0.1, 0.2], "optimizer": "SGD, one param group per base lr", "cases": cases}
 
 
@@ -224,20 +265,112 @@ def record() -> dict:
             "activation_derivatives": _activation_derivatives(torch)}
 
 
+def output_weights(case_name: str, shapes: list) -> list:
+    """The fixed random weighting of a case's outputs (the gradient checks more than d(sum)/dx)."""
+    rng = np.random.default_rng(zlib.crc32(case_name.encode()) + 1)
+    return [{"shape": list(s), "values": rng.standard_normal(tuple(s)).reshape(-1).tolist()} if s is not None else None
+            for s in shapes]
+
+
+def _dtype_name(dt) -> str:
+    return str(dt).replace("torch.", "")
+
+
+def _run_op_case(torch, case) -> dict:
+    inputs = op_cases.make_inputs(case)
+    xs = []
+    for d in inputs:
+        t = torch.from_numpy(op_cases.as_array(d).copy())
+        xs.append(t.requires_grad_() if d["grad"] else t)
+    out = (case.torch_fn or case.fn)(torch, torch.nn.functional, *xs)
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    diff = [o.dtype.is_floating_point and o.requires_grad for o in outs]
+    weights = output_weights(case.name, [list(o.shape) if d else None for o, d in zip(outs, diff)])
+    total = None
+    for o, w in zip(outs, weights):
+        if w is not None:
+            term = (o * torch.tensor(np.reshape(w["values"], w["shape"]), dtype=o.dtype)).sum()
+            total = term if total is None else total + term.to(total.dtype)
+    if total is not None:
+        total.backward()
+    grads = []
+    for t, d in zip(xs, inputs):
+        g = t.grad if d["grad"] else None
+        grads.append(None if g is None else g.detach().numpy().astype(np.float64).reshape(-1).tolist())
+    return {"name": case.name, "inputs": inputs,
+            "outputs": [{"dtype": _dtype_name(o.dtype), "shape": list(o.shape),
+                         "values": o.detach().numpy().reshape(-1).tolist()} for o in outs],
+            "output_weights": weights, "grads": grads}
+
+
+def _builtin_class(e: BaseException) -> str:
+    """The first built-in exception class of ``e``'s type (what user code catches)."""
+    return next(c.__name__ for c in type(e).__mro__ if c.__module__ == "builtins")
+
+
+def record_ops() -> dict:
+    """The op cases and the misuse cases of ``op_cases.py``, run by PyTorch (needs torch)."""
+    import torch
+    torch.set_num_threads(1)
+    errors = {}
+    for name, fn in op_cases.ERROR_CASES.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fn(torch, torch.nn.functional)
+        except Exception as e:  # noqa: BLE001 - the class is what is recorded
+            errors[name] = {"class": _builtin_class(e), "torch_type": type(e).__name__, "message": str(e)[:300]}
+        else:
+            raise AssertionError(f"error case {name}: PyTorch raised nothing")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = [_run_op_case(torch, c) for c in op_cases.C]
+    return {"torch_version": torch.__version__.split("+")[0], "recorded_by": "tests/reference/record_torch.py",
+            "cases": cases, "errors": errors}
+
+
+def assert_same(a, b, rel=lambda path: 1e-12, skip: tuple = (), path: str = "$") -> None:
+    """Two recordings agree: the same structure, equal strings and integers, floats to ``rel(path)`` (NaN
+    equals NaN); keys in ``skip`` are not compared."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            if k not in skip:
+                assert_same(a[k], b[k], rel, skip, f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, rel, skip, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=rel(path), abs_tol=1e-15), (path, a, b)
+    else:
+        assert a == b, path
+
+
 def load() -> dict:
     """The recorded reference values."""
     with open(PATH, encoding="utf-8") as f:
         return json.load(f)
 
 
-def main() -> int:
-    data = record()
-    tmp = PATH + ".tmp"
+def load_ops() -> dict:
+    """The recorded op and misuse cases."""
+    with open(OPS_PATH, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _write(path: str, data: dict) -> None:
+    tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
+        json.dump(data, f, indent=None, separators=(",", ":")) if path == OPS_PATH else json.dump(data, f, indent=1)
         f.write("\n")
-    os.replace(tmp, PATH)
-    print(f"wrote {PATH} ({os.path.getsize(PATH):,} bytes, torch {data['torch_version']})")
+    os.replace(tmp, path)
+    print(f"wrote {path} ({os.path.getsize(path):,} bytes, torch {data['torch_version']})")
+
+
+def main() -> int:
+    _write(PATH, record())
+    _write(OPS_PATH, record_ops())
     return 0
 
 
