@@ -16,17 +16,19 @@ from .creation import (arange, as_tensor, empty, eye, from_dlpack, from_numpy, f
                        manual_seed, ones, ones_like, rand, randint, randn, randn_like, randperm, tensor, zeros,
                        zeros_like)
 from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from .ops import (abs, add, amax, amin, argmax, argmin, cat, clamp, clip, concatenate, cos, div, eq, exp,
-                  expand, flatten, ge, gt, le, log, log_softmax, logsumexp, lt, matmul, max, maximum, mean, min,
-                  minimum, mul, ne, neg, permute, pow, relu, reshape, sigmoid, sin, softmax, sqrt, squeeze, stack,
-                  std, sub, sum, tanh, transpose, unsqueeze, var, where)
+from .ops import (abs, add, all, amax, amin, any, argmax, argmin, cat, chunk, clamp, clip, concatenate, cos, div,
+                  eq, erf, exp, exp2, expand, flatten, flip, gather, ge, gt, isfinite, isinf, isnan, le, lerp, log,
+                  log10, log2, log_softmax, logsumexp, lt, masked_fill, matmul, max, maximum, mean, min, minimum, mul,
+                  ne, neg, permute, pow, prod, relu, reshape, rsqrt, sigmoid, sign, sin, softmax, split, sqrt, squeeze,
+                  stack, std, sub, sum, tanh, transpose, tril, triu, unflatten, unsqueeze, var, where)
 from . import autograd, random  # noqa: E402
 from . import nn, optim  # noqa: E402
 from . import checkpoint, memory  # noqa: E402
 from . import cuda  # noqa: E402
 from . import amp  # noqa: E402
 from .io import load, save  # noqa: E402
-from . import data, viz  # noqa: E402
+from . import data, utils, viz  # noqa: E402
+from .random import Generator  # noqa: E402
 from . import distributed  # noqa: E402  (imports mpi4py only when used)
 from .nn import parallel as _nn_parallel  # noqa: E402,F401  (gg.nn.parallel: DDP, above nn)
 

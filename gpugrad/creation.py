@@ -14,6 +14,7 @@ from .autograd.function import TensorBase, _make_result
 from .backends import get_backend
 
 if TYPE_CHECKING:
+    from .random import Generator
     from .tensor import Tensor
 
 
@@ -206,7 +207,11 @@ def randint(low: int, high: int, size: Sequence, device=None) -> Tensor:
     return _make_result(arr, dev, None, 0)
 
 
-def randperm(n: int, device=None) -> Tensor:
+def randperm(n: int, device=None, generator: "Generator | None" = None) -> Tensor:
+    """A random permutation of ``range(n)`` (int64), from the device's generator or ``generator``."""
+    if generator is not None:
+        return _make_result(generator.draw(lambda be: be.xp.argsort(be.rand((n,), np.float64)).astype(np.int64)),
+                            generator.device, None, 0)
     dev = as_device(device)
     be = get_backend(dev)
     arr = be.xp.argsort(be.rand((n,), np.float64)).astype(np.int64)
@@ -251,9 +256,19 @@ def full_like(t: Tensor, fill_value: float, dtype=None, device=None, requires_gr
     return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
 
 
+def seed_value(seed: Any, op: str = "manual_seed") -> int:
+    """``seed`` as an int (an integer, or a float with an integral value); anything else is a clear
+    ``TypeError`` rather than ``int('a')``'s."""
+    ok = isinstance(seed, (int, np.integer)) or (isinstance(seed, (float, np.floating)) and float(seed).is_integer())
+    if isinstance(seed, bool) or not ok:
+        raise TypeError(f"{op}: seed must be an integer, got {type(seed).__name__} {seed!r}")
+    return int(seed)
+
+
 def manual_seed(seed: int) -> None:
     """Seed every device's generator (counter-based: the same stream on CPU and CUDA)."""
     from .backends import _instances, _seed
-    _seed[0] = int(seed)
+    seed = seed_value(seed)
+    _seed[0] = seed
     for be in list(_instances.values()):
         be.manual_seed(seed)

@@ -25,13 +25,14 @@ import numpy as np
 from . import _dtype
 from . import ops as F
 from ._device import as_device, device
+from ._errors import DtypeError, ShapeError
 from .autograd import engine as _engine
 from .autograd.function import GradError, TensorBase, _make_result, named_error, register_tensor_class
 from .autograd.grad_mode import STATE
 from .backends import get_backend
 from .creation import _device_of, _to_array
 from .ops import elementwise as _e
-from .ops.shape import _index_arrays
+from .ops.shape import _index_arrays, split_index
 
 _Spec = TypeVar("_Spec", bound=Callable[..., Any])
 TensorOrScalar = Union["Tensor", int, float, np.ndarray, np.generic]  # an operand of the arithmetic
@@ -124,7 +125,7 @@ class Tensor(TensorBase):
     def requires_grad(self, value: bool) -> None:
         value = bool(value)
         if value and self.data.dtype.kind not in "fc":
-            raise named_error(TypeError,
+            raise named_error(DtypeError,
                 f"requires_grad: only floating-point tensors can require gradients, this one is "
                 f"{self.data.dtype} with shape {tuple(self.data.shape)}. Convert it first: x.float().")
         if not value and self._grad_fn is not None:
@@ -206,7 +207,7 @@ class Tensor(TensorBase):
     def item(self) -> float | int | bool:
         """The value of a one-element tensor as a Python number."""
         if self.data.size != 1:
-            raise named_error(ValueError,
+            raise named_error(ShapeError,
                 f"item: only one-element tensors can be converted to a Python scalar, got shape {tuple(self.shape)}")
         return self.numpy().reshape(()).item()
 
@@ -550,6 +551,50 @@ class Tensor(TensorBase):
     def minimum(self, b: TensorOrScalar) -> Tensor:
         """Elementwise minimum of ``self`` and ``b``."""
 
+    @_binds(F.rsqrt)
+    def rsqrt(self) -> Tensor:
+        """Elementwise ``1 / sqrt(self)``."""
+
+    @_binds(F.erf)
+    def erf(self) -> Tensor:
+        """Elementwise error function."""
+
+    @_binds(F.sign)
+    def sign(self) -> Tensor:
+        """-1, 0 or 1 in ``self``'s dtype; gradient 0."""
+
+    @_binds(F.log2)
+    def log2(self) -> Tensor:
+        """Elementwise base-2 logarithm."""
+
+    @_binds(F.log10)
+    def log10(self) -> Tensor:
+        """Elementwise base-10 logarithm."""
+
+    @_binds(F.exp2)
+    def exp2(self) -> Tensor:
+        """Elementwise ``2 ** self``."""
+
+    @_binds(F.isnan)
+    def isnan(self) -> Tensor:
+        """Where ``self`` is NaN (bool, no gradient)."""
+
+    @_binds(F.isinf)
+    def isinf(self) -> Tensor:
+        """Where ``self`` is +-inf (bool, no gradient)."""
+
+    @_binds(F.isfinite)
+    def isfinite(self) -> Tensor:
+        """Where ``self`` is finite (bool, no gradient)."""
+
+    @_binds(F.lerp)
+    def lerp(self, end: Tensor, weight: TensorOrScalar) -> Tensor:
+        """``self + weight * (end - self)``."""
+
+    @_binds(F.masked_fill)
+    def masked_fill(self, mask: Tensor, value: TensorOrScalar) -> Tensor:
+        """``self`` with ``value`` where the bool ``mask`` is True."""
+
     # ------------------------------------------------------------------ reductions (ops/reduction.py)
     @_binds(F.sum)
     def sum(self, dim: Dims = None, keepdim: bool = False) -> Tensor:
@@ -581,8 +626,13 @@ class Tensor(TensorBase):
         """Variance over ``dim`` with ``correction`` (1: unbiased, Bessel's)."""
 
     @_binds(F.std)
-    def std(self, dim: Dims = None, keepdim: bool = False, correction: int = 1) -> Tensor:
+    def std(self, dim: Dims = None, keepdim: bool = False, correction: int = 1,
+            unbiased: bool | None = None) -> Tensor:
         """Standard deviation over ``dim``: ``sqrt(var)``."""
+
+    @_binds(F.prod)
+    def prod(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        """Product of all elements or along ``dim`` (integers in int64)."""
 
     @_binds(F.logsumexp)
     def logsumexp(self, dim: Dims = None, keepdim: bool = False) -> Tensor:
@@ -604,13 +654,13 @@ class Tensor(TensorBase):
     def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
         """Index of the minimum (of the flattened tensor when ``dim`` is None); int64, no gradient."""
 
-    def any(self) -> Tensor:
-        """Whether any element is nonzero (a 0-d bool tensor)."""
-        return _make_result(self._backend().xp.asarray(self.data.any()), self._device, None, 0)
+    @_binds(F.any)
+    def any(self, dim: Dims = None, keepdim: bool = False) -> Tensor:
+        """Whether any element (over ``dim``) is nonzero: a bool tensor."""
 
-    def all(self) -> Tensor:
-        """Whether every element is nonzero (a 0-d bool tensor)."""
-        return _make_result(self._backend().xp.asarray(self.data.all()), self._device, None, 0)
+    @_binds(F.all)
+    def all(self, dim: Dims = None, keepdim: bool = False) -> Tensor:
+        """Whether every element (over ``dim``) is nonzero: a bool tensor."""
 
     # ------------------------------------------------------------------ shapes (ops/shape.py)
     @_binds(F.reshape)
@@ -656,8 +706,36 @@ class Tensor(TensorBase):
         """A new size-1 dimension at ``dim``."""
 
     @_binds(F.squeeze)
-    def squeeze(self, dim: int | None = None) -> Tensor:
-        """Size-1 dimension ``dim`` removed (all size-1 dimensions when None)."""
+    def squeeze(self, dim: Dims = None) -> Tensor:
+        """Size-1 dimensions among ``dim`` (an int or a tuple) removed (all size-1 dimensions when None)."""
+
+    @_binds(F.unflatten)
+    def unflatten(self, dim: int, sizes: tuple[int, ...]) -> Tensor:
+        """Dimension ``dim`` split into ``sizes`` (one may be -1)."""
+
+    @_binds(F.split)
+    def split(self, split_size_or_sections: int | list[int], dim: int = 0) -> tuple:
+        """Pieces of ``dim``: of one size each (the last may be smaller), or of the listed sizes."""
+
+    @_binds(F.chunk)
+    def chunk(self, chunks: int, dim: int = 0) -> tuple:
+        """``chunks`` pieces of ``dim`` (fewer when that covers it), as ``torch.chunk``."""
+
+    @_binds(F.flip)
+    def flip(self, dims: int | tuple[int, ...]) -> Tensor:
+        """The elements in reverse order along ``dims``."""
+
+    @_binds(F.tril)
+    def tril(self, diagonal: int = 0) -> Tensor:
+        """The lower triangle of the last two dimensions (the rest zero)."""
+
+    @_binds(F.triu)
+    def triu(self, diagonal: int = 0) -> Tensor:
+        """The upper triangle of the last two dimensions (the rest zero)."""
+
+    @_binds(F.gather)
+    def gather(self, dim: int, index: Tensor) -> Tensor:
+        """Values along ``dim`` at ``index`` (``torch.gather``)."""
 
     @_binds(F.expand)
     def expand(self, *shape: int | tuple[int, ...]) -> Tensor:
@@ -738,7 +816,7 @@ class Tensor(TensorBase):
             try:
                 self._backend().xp.broadcast_to(arr, self.shape)
             except ValueError:
-                raise named_error(ValueError,
+                raise named_error(ShapeError,
                     f"copy_: source shape {tuple(arr.shape)} does not broadcast to {tuple(self.shape)}") from None
         self.data[...] = arr
         return self._bump()
@@ -766,7 +844,8 @@ class Tensor(TensorBase):
     def __setitem__(self, key: Any, value: Any) -> None:
         """``self[key] = value`` in place (not recorded: refused on tensors in a graph)."""
         self._check_inplace("__setitem__")
-        self.data[_index_arrays(key)] = self._other_array(value)
+        first, rest = split_index(_index_arrays(key))  # PyTorch's placement of advanced-index dims
+        (self.data if first is None else self.data[first])[rest] = self._other_array(value)
         self._bump()
 
     # ------------------------------------------------------------------ printing

@@ -44,3 +44,14 @@ def on_cuda(request, monkeypatch):
             yield sc
     else:
         yield None
+
+
+@pytest.fixture(params=["cpu", "strict_cuda"])
+def cpu_or_strict_cuda(request):
+    """The device name a test runs on: "cpu", or "cuda" on the strict CuPy stand-in."""
+    if request.param == "cpu":
+        yield "cpu"
+        return
+    from tests.support import strict_cuda
+    with strict_cuda():
+        yield "cuda"

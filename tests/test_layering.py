@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("tensor", ("gpugrad.tensor",)),
     ("library", ("gpugrad.nn", "gpugrad.optim", "gpugrad.io", "gpugrad.checkpoint", "gpugrad.memory",
                  "gpugrad.amp", "gpugrad.viz", "gpugrad.plot", "gpugrad.cuda", "gpugrad.cuda_graphs", "gpugrad.data",
-                 "gpugrad.diagnostics")),
+                 "gpugrad.diagnostics", "gpugrad.utils")),
     ("experimental", ("gpugrad.experimental",)),
     ("distributed", ("gpugrad.distributed", "gpugrad.nn.parallel")),
     ("applications", ("gpugrad.training", "gpugrad.benchmarking")),

@@ -625,3 +625,46 @@ def test_parameters_to_vector_round_trip():
     assert v.shape == (8,)
     nn.utils.vector_to_parameters(v * 0 + 1, lin.parameters())
     assert np.all(lin.weight.numpy() == 1) and np.all(lin.bias.numpy() == 1)
+
+
+# ------------------------------------------------------------------------------------------ issue 17's modules
+def test_layer_norm_and_embedding_modules_like_pytorch():
+    ln = nn.LayerNorm((3, 4), eps=1e-3)
+    assert {k: tuple(v.shape) for k, v in ln.state_dict().items()} == {"weight": (3, 4), "bias": (3, 4)}
+    np.testing.assert_array_equal(ln.weight.numpy(), 1.0)
+    np.testing.assert_array_equal(ln.bias.numpy(), 0.0)
+    assert "LayerNorm((3, 4), eps=0.001, elementwise_affine=True)" in repr(ln)
+    x = gg.randn(2, 3, 4)
+    np.testing.assert_allclose(ln(x).numpy(), F.layer_norm(x, (3, 4), eps=1e-3).numpy(), rtol=1e-6)
+    assert list(nn.LayerNorm(4, elementwise_affine=False).parameters()) == []
+    assert [n for n, _ in nn.LayerNorm(4, bias=False).named_parameters()] == ["weight"]
+    emb = nn.Embedding(6, 3, padding_idx=-1)
+    assert emb.padding_idx == 5 and tuple(emb.weight.shape) == (6, 3)
+    np.testing.assert_array_equal(emb.weight.numpy()[5], 0.0)
+    out = emb(gg.tensor([[5, 1], [1, 2]]))
+    assert out.shape == (2, 2, 3)
+    out.sum().backward()
+    np.testing.assert_array_equal(emb.weight.grad.numpy()[[0, 3, 4, 5]], 0.0)  # unused rows and padding_idx
+    np.testing.assert_array_equal(emb.weight.grad.numpy()[1], 2.0)  # used twice: accumulated
+
+
+def test_loss_modules_hold_weight_as_a_buffer():
+    w = gg.tensor([0.5, 2.0, 1.0])
+    ce = nn.CrossEntropyLoss(w, label_smoothing=0.1)
+    assert [n for n, _ in ce.named_buffers()] == ["weight"] and list(ce.parameters()) == []
+    x, t = gg.randn(4, 3), gg.tensor([0, 1, 2, 1])
+    np.testing.assert_allclose(ce(x, t).numpy(), F.cross_entropy(x, t, weight=w, label_smoothing=0.1).numpy())
+    assert ce.to(gg.float64).weight.dtype == gg.float64
+    p, y = gg.rand(4, 3) * 0.8 + 0.1, gg.rand(4, 3)
+    for module, fn in ((nn.BCELoss(), lambda: F.binary_cross_entropy(p, y)),
+                       (nn.BCEWithLogitsLoss(pos_weight=w), lambda: F.binary_cross_entropy_with_logits(p, y, pos_weight=w)),
+                       (nn.L1Loss(reduction="sum"), lambda: F.l1_loss(p, y, reduction="sum")),
+                       (nn.SmoothL1Loss(beta=0.5), lambda: F.smooth_l1_loss(p, y, beta=0.5)),
+                       (nn.HuberLoss(delta=0.3), lambda: F.huber_loss(p, y, delta=0.3)),
+                       (nn.NLLLoss(w), None)):
+        if fn is None:
+            np.testing.assert_allclose(module(x.log_softmax(1), t).numpy(),
+                                       F.nll_loss(x.log_softmax(1), t, weight=w).numpy())
+        else:
+            np.testing.assert_allclose(module(p, y).numpy(), fn().numpy())
+    assert nn.Unflatten(1, (2, 2))(gg.ones(3, 4)).shape == (3, 2, 2)

@@ -14,19 +14,14 @@ rng = np.random.default_rng(0)
 _DEV = ["cpu"]
 
 
-@pytest.fixture(autouse=True, params=["cpu", "strict_cuda"])
-def device(request):
+@pytest.fixture(autouse=True)
+def device(cpu_or_strict_cuda):
     """The device every tensor of the test lives on: cpu, or cuda on the strict CuPy stand-in."""
-    if request.param == "cpu":
-        yield "cpu"
-        return
-    from tests.support import strict_cuda
-    with strict_cuda():
-        _DEV[0] = "cuda"
-        try:
-            yield "cuda"
-        finally:
-            _DEV[0] = "cpu"
+    _DEV[0] = cpu_or_strict_cuda
+    try:
+        yield cpu_or_strict_cuda
+    finally:
+        _DEV[0] = "cpu"
 
 
 def T(*shape, low=-2.0, high=2.0, grad=True):
@@ -302,3 +297,100 @@ def test_gradcheck_catches_a_wrong_backward():
 def test_gradcheck_requires_float64():
     with pytest.raises(TypeError, match="float64"):
         gradcheck(lambda x: x * 2, (gg.randn(3, requires_grad=True),))
+
+
+# ------------------------------------------------------------------------------------------ issue 17's ops
+def P(*shape):
+    """Probabilities away from 0 and 1 (binary cross-entropy's input)."""
+    return T(*shape, low=0.1, high=0.9)
+
+
+NEW_UNARY = {
+    "rsqrt": (gg.rsqrt, (0.3, 3.0)),
+    "erf": (gg.erf, None),
+    "log2": (gg.log2, (0.3, 3.0)),
+    "log10": (lambda x: x.log10(), (0.3, 3.0)),
+    "exp2": (gg.exp2, None),
+    "sign_is_flat": (lambda x: x.sign() * x, "kink"),
+    "prod_all": (lambda x: x.prod(), None),
+    "prod_dim": (lambda x: x.prod(dim=1), None),
+    "prod_dim_keep": (lambda x: x.prod(dim=0, keepdim=True), None),
+    "flip": (lambda x: x.flip((0, -1)), None),
+    "tril": (lambda x: x.tril(), None),
+    "triu_k": (lambda x: x.triu(1), None),
+    "pad": (lambda x: F.pad(x, (1, 2, 0, 1), value=0.5), None),
+    "pad_crop": (lambda x: F.pad(x, (-1, 1, 1, -1)), None),
+    "unflatten": (lambda x: x.unflatten(1, (5, 1)), None),
+    "split": (lambda x: x.split([2, 3], dim=1)[1] * 2 + x.split(2, dim=1)[0].sum(), None),
+    "chunk": (lambda x: x.chunk(2, 0)[1], None),
+    "masked_fill": (lambda x: x.masked_fill(x > 0.3, 2.0), None),
+    "layer_norm": (lambda x: F.layer_norm(x, (5,)), None),
+    "squeeze_dims": (lambda x: x.unsqueeze(0).unsqueeze(-1).squeeze((0, -1)), None),
+    "var_dof0_dim": (lambda x: x.var(dim=1, correction=0), None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEW_UNARY))
+def test_new_unary(name):
+    fn, domain = NEW_UNARY[name]
+    x = T(3, 5, low=domain[0], high=domain[1]) if isinstance(domain, tuple) else T(3, 5)
+    if domain == "kink":
+        away_from(x)
+    assert gradcheck(fn, (x,))
+
+
+def test_pow_with_zero_exponent_and_base():
+    x = T(3, 4, low=0.5, high=2.0)
+    assert gradcheck(lambda x, y: x ** y, (x, T(4)))
+    assert gradcheck(lambda y: 0.5 ** y, (T(4),))
+
+
+def test_lerp_gather_embedding():
+    assert gradcheck(lambda a, b, w: gg.lerp(a, b, w), (T(3, 4), T(4), T(3, 1)))
+    assert gradcheck(lambda a, b: a.lerp(b, 0.3), (T(3, 4), T(3, 4)))
+    idx = I(rng.integers(0, 4, size=(2, 3)))
+    assert gradcheck(lambda x: x.gather(1, idx), (T(2, 4),))
+    assert gradcheck(lambda x: x.gather(0, I([[0, 1, 1, 0], [1, 1, 1, 1]])), (T(2, 4),))
+    assert gradcheck(lambda w: F.embedding(I([[0, 3], [3, 1]]), w), (T(4, 3),))  # padding_idx: no gradient on purpose
+    v = gg.tensor(1.5, dtype=gg.float64, device=_DEV[0], requires_grad=True)
+    mask = I(rng.uniform(size=(3, 4)) > 0.5)
+    assert gradcheck(lambda x, v: x.masked_fill(mask, v), (T(3, 4), v))
+
+
+def test_layer_norm_affine():
+    assert gradcheck(lambda x, w, b: F.layer_norm(x, (3, 4), w, b, eps=1e-3), (T(2, 3, 4), T(3, 4), T(3, 4)))
+    assert gradcheck(lambda x, w: F.layer_norm(x, 4, w), (T(5, 4), T(4)))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_new_losses(reduction):
+    r = reduction
+    assert gradcheck(lambda p, t: F.binary_cross_entropy(p, t, reduction=r), (P(4, 3), P(4, 3)))
+    w = T(3, low=0.2, high=2.0, grad=False)
+    t = P(4, 3).detach()
+    assert gradcheck(lambda p: F.binary_cross_entropy(p, t, weight=w, reduction=r), (P(4, 3),))
+    pw = T(3, low=0.5, high=3.0, grad=False)
+    assert gradcheck(lambda x, t: F.binary_cross_entropy_with_logits(x, t, pos_weight=pw, reduction=r),
+                     (T(4, 3), P(4, 3)))
+    assert gradcheck(lambda x, t: F.binary_cross_entropy_with_logits(x, t, weight=w, reduction=r), (T(4, 3), P(4, 3)))
+    b = T(4, 3, grad=False)
+    a = away_from(T(4, 3) - b, points=(-1.0, 0.0, 1.0)).detach() + b  # l1/smooth l1 kinks at a - b = 0, +-beta
+    a.requires_grad_()
+    assert gradcheck(lambda a: F.l1_loss(a, b, reduction=r), (a,))
+    assert gradcheck(lambda a: F.smooth_l1_loss(a, b, reduction=r, beta=1.0), (a,))
+    assert gradcheck(lambda a, b: F.huber_loss(a, b, reduction=r, delta=0.6), (T(4, 3), T(4, 3)))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_weights_and_probabilities(reduction):
+    r = reduction
+    w = T(4, low=0.2, high=2.0, grad=False)
+    target = I([0, 3, 1, -100, 2])
+    assert gradcheck(lambda z: F.cross_entropy(z, target, weight=w, reduction=r), (T(5, 4),))
+    assert gradcheck(lambda z: F.cross_entropy(z, target, weight=w, reduction=r, label_smoothing=0.3), (T(5, 4),))
+    assert gradcheck(lambda z: F.nll_loss(F.log_softmax(z, 1), target, weight=w, reduction=r), (T(5, 4),))
+    q = P(5, 4)
+    assert gradcheck(lambda z, q: F.cross_entropy(z, q, reduction=r, label_smoothing=0.2), (T(5, 4), q))
+    assert gradcheck(lambda z, q: F.cross_entropy(z, q, weight=w, reduction=r), (T(5, 4), P(5, 4)))
+    t3 = I(rng.integers(0, 3, size=(2, 4)))
+    assert gradcheck(lambda z: F.cross_entropy(z, t3, reduction=r), (T(2, 3, 4),))

@@ -272,7 +272,9 @@ def _maker(name: str, kw: dict):
     return lambda o, m: getattr(m, name)(o, **args)
 
 
-SCHEDS = [(name, _maker(name, kw), _CLOSED[name]) for name, kw in record_torch.SCHEDULERS]
+# the schedules with a closed form here (SequentialLR, OneCycleLR and ReduceLROnPlateau are checked against
+# their recorded PyTorch runs in test_torch_conformance)
+SCHEDS = [(name, _maker(name, kw), _CLOSED[name]) for name, kw in record_torch.SCHEDULERS if name in _CLOSED]
 
 
 @pytest.mark.parametrize("name,make,closed", SCHEDS, ids=[s[0] for s in SCHEDS])

@@ -85,6 +85,8 @@ def relink(ctx: Context, saved: tuple) -> tuple:
             out.append(output_tensor(ctx, link, a, e[0]))
         elif e is not None or a.dtype.kind not in "fc":  # a plain array argument, or a mask/index
             out.append(_constant(ctx, a))
+        elif _cast_input(ctx, a) is not None:  # an input cast to the op's dtype (type promotion)
+            out.append(_cast_input(ctx, a))
         else:
             raise named_error(GradError,
                 f"{ctx.op_name}: double backward (create_graph=True) is not supported: its backward uses "
@@ -95,18 +97,30 @@ def relink(ctx: Context, saved: tuple) -> tuple:
     return tuple(out)
 
 
+def _cast_input(ctx: Context, a) -> Any:
+    """``a``, a copy of input ``k`` cast to the op's dtype (``ops/_common.py: coerce`` keeps which in
+    ``ctx.cast_src``), as that cast of input ``k``'s Tensor: a differentiable ``to(dtype)``."""
+    for k, (cast, orig) in enumerate(ctx.__dict__.get("cast_src", ())):
+        if cast is a:
+            if k >= len(ctx._edges) or ctx._edges[k] is None:
+                return _constant(ctx, a)
+            return input_tensor(ctx, k, orig).to(a.dtype)
+    return None
+
+
 def derived_node(src: Context, fn: type, inputs: tuple, out_arrays: tuple, saved: tuple = (),
                  **attrs: Any) -> tuple:
     """Tensors for values ``src``'s forward computed (``out_arrays``, e.g. the probabilities of a
     fused cross-entropy), as the outputs of a new node of Function ``fn`` over ``src``'s inputs
-    number ``inputs`` (its edges), without running ``fn``'s forward: ``fn``'s backward must be the
-    derivative of those values with respect to those inputs. ``saved``: the arrays that backward
-    reads, among ``out_arrays``; ``attrs``: the context attributes it reads."""
-    ctx = Context(src.backend, tuple(src.needs_input_grad[i] if i < len(src.needs_input_grad) else False
+    number ``inputs`` (its edges; None: an input without one, a constant), without running ``fn``'s
+    forward: ``fn``'s backward must be the derivative of those values with respect to those inputs.
+    ``saved``: what that backward reads (arrays among ``out_arrays``, numbers, None); ``attrs``: the
+    context attributes it reads."""
+    ctx = Context(src.backend, tuple(i is not None and i < len(src.needs_input_grad) and src.needs_input_grad[i]
                                      for i in inputs))
     for k, v in attrs.items():
         setattr(ctx, k, v)
-    edges = [src._edges[i] if i < len(src._edges) else None for i in inputs]
+    edges = [src._edges[i] if i is not None and i < len(src._edges) else None for i in inputs]
     _link(ctx, fn, edges, tuple((o.shape, o.dtype) for o in out_arrays))
     dev = _device(src)
     outs = tuple(_make_result(o, dev, ctx if o.dtype.kind == "f" else None, j)
@@ -116,6 +130,8 @@ def derived_node(src: Context, fn: type, inputs: tuple, out_arrays: tuple, saved
         src_tracked = {id(a) for a in src._tracked}
         versions, tracked = [], []
         for a in saved:
+            if a is None or not hasattr(a, "nbytes"):
+                continue
             for j, t in enumerate(outs):
                 if t.data is a:
                     versions.append((t._vc, t._vc[0], a, j))

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from .._device import device
-from .._errors import named_error
-from ..kernels import optim_codegen
+from .._errors import IndexRangeError, named_error
+from ..kernels import layernorm, optim_codegen
 from ..kernels.activations import ALL as _ACT_ALL
 from ..kernels.activations import params as _act_params
 from ..kernels.activations import saves, xp_functions
@@ -82,15 +82,20 @@ class Backend:
         Tensor's data). For piecewise-constant factors (masks, signs, tie counts)."""
         return a
 
-    def getitem_backward(self, g, key, shape: tuple, advanced: bool):
+    def getitem_backward(self, g, key, shape: tuple, advanced: bool, first=None):
         """Zeros of ``shape`` with ``g`` added at ``key`` (repeated indices accumulate when
-        ``advanced``): the gradient of ``x[key]``."""
+        ``advanced``), within ``out[first]`` when given: the gradient of ``x[key]`` (``x[first][key]``)."""
         out = self.xp.zeros(shape, dtype=g.dtype)
+        view = out if first is None else out[first]
         if advanced:
-            self.index_add(out, key, g)
+            self.index_add(view, key, g)
         else:
-            out[key] = g
+            view[key] = g
         return out
+
+    def astype(self, a, dtype):
+        """``a`` in ``dtype`` (a gradient cast back to its input's dtype)."""
+        return a.astype(dtype)
 
     def take_along_axis(self, x, idx, axis: int):
         """``x`` gathered at ``idx`` along ``axis`` (``xp.take_along_axis``)."""
@@ -180,6 +185,8 @@ class Backend:
     def act_forward(self, z, act: str, params=None, out=None):
         """``y = act(z)`` (the array code generated from ``gpugrad/kernels/activations.py``); ``out`` may be
         ``z`` itself (in place)."""
+        if z.ndim == 0:  # the generated code writes into temporaries: NumPy's 0-d ufunc results are scalars
+            return self.act_forward(z.reshape(1), act, params, None if out is None else out.reshape(1)).reshape(())
         fwd = xp_functions(act)[0]
         with _errstate(self.xp):
             y = fwd(self.xp, self.erf, z, act_params(act, params), out)
@@ -193,6 +200,9 @@ class Backend:
         """``dy * d^order act / dz^order`` evaluated from the saved array ``s`` (what ``saves(act, params)``
         names; ignored when it saves nothing), ``order >= 1``: the expressions of
         ``gpugrad/kernels/activations.py: derivative``. Order 1 is the activation's backward."""
+        if dy.ndim == 0:  # as act_forward: the generated code needs arrays, not NumPy's 0-d scalars
+            return self.act_derivative(dy.reshape(1), None if s is None else s.reshape(1), act, params,
+                                       order).reshape(())
         prm = act_params(act, params)
         same = s is not None and dy.shape == s.shape and dy.dtype == s.dtype
         bwd = xp_functions(act, reuse=same, order=order, saved=saves(act, prm))[1]
@@ -248,10 +258,34 @@ class Backend:
                 f"{op}: target {int(target[i])} at position {i} is out of range for {n_classes} classes "
                 f"(valid: 0 to {n_classes - 1}, or ignore_index={ignore_index})")
 
+    def check_indices(self, op: str, index, size: int, dim: int = 0) -> None:
+        """Raise ``IndexRangeError`` naming ``op`` if an index (``gather``, ``embedding``, ``one_hot``) is
+        outside ``[0, size)``: immediate here; a device backend validates on the device and reports at
+        its next synchronisation (as class targets)."""
+        if not index.size:
+            return
+        bad = (index < 0) | (index >= size)
+        if bool(bad.any()):
+            flat = bad.reshape(-1)
+            i = int(self.xp.argmax(flat))
+            raise named_error(IndexRangeError, f"{op}: index {int(index.reshape(-1)[i])} is out of bounds for "
+                              f"dimension {dim} with size {size} (valid: 0 to {size - 1})")
+
     def count_divisor(self, valid, dtype):
-        """``max(number of True in valid, 1)`` as a divisor of ``dtype`` (the count of a ``mean``
-        loss): a host scalar here; a device backend returns a 0-d device array (no host read)."""
-        return np.dtype(dtype).type(max(int(valid.sum()), 1))
+        """The number of True in ``valid`` as a divisor of ``dtype`` (the count of a ``mean`` loss; 0 gives
+        nan, as in PyTorch): a host scalar here; a device backend returns a 0-d device array (no host read)."""
+        return np.dtype(dtype).type(int(valid.sum()))
+
+    def check_unit_interval(self, op: str, p) -> None:
+        """Raise ``RuntimeError`` naming ``op`` if ``p`` (probabilities) has a value outside [0, 1] (or NaN):
+        immediate here; a device backend may leave it unchecked (the log then gives NaN, no host read)."""
+        if p.size and not bool(((p >= 0) & (p <= 1)).all()):
+            xp = self.xp
+            bad = xp.logical_not((p >= 0) & (p <= 1)).reshape(-1)
+            i = int(xp.argmax(bad))
+            raise named_error(RuntimeError, f"{op}: all elements of input should be between 0 and 1 (probabilities); "
+                              f"element {i} is {float(p.reshape(-1)[i])}. For logits, use "
+                              "binary_cross_entropy_with_logits")
 
     def softmax_cross_entropy(self, logits, target, ignore_index: int = -100, check_op: str | None = None):
         """Per-row loss and softmax probabilities, stable (max-subtracted). ``target``: int class ids.
@@ -281,6 +315,28 @@ class Backend:
         w = xp.broadcast_to(xp.asarray(g, dtype=probs.dtype).reshape(-1), (n,)) * probs.dtype.type(mul)
         d *= xp.where(valid, w, probs.dtype.type(0))[:, None]
         return d
+
+    # ------------------------------------------------------------------ layer normalisation
+    def layer_norm_forward(self, x2, w, b, eps: float):
+        """``(y, mean, rstd)`` of the rows of ``x2`` ``(M, N)``; ``w``/``b`` ``(N,)`` or None. The array
+        code generated from ``gpugrad/kernels/layernorm.py`` (float16 computes in float32)."""
+        xp = self.xp
+        c = x2.astype(np.float32) if x2.dtype == np.float16 else x2
+        wc = xp.ones(c.shape[1], c.dtype) if w is None else w.astype(c.dtype, copy=False)
+        bc = xp.zeros(c.shape[1], c.dtype) if b is None else b.astype(c.dtype, copy=False)
+        y, mean, rstd = layernorm.xp_forward(xp, c, wc, bc, eps)
+        return y.astype(x2.dtype, copy=False), mean, rstd
+
+    def layer_norm_backward(self, dy, x2, w, mean, rstd, need_dx: bool, need_params: bool):
+        """``(dx, dw, db)`` (None where not needed), in ``x2``'s dtype; ``mean``/``rstd`` as the forward
+        returned them."""
+        xp = self.xp
+        dt = x2.dtype
+        c = x2.astype(np.float32) if dt == np.float16 else x2
+        wc = xp.ones(c.shape[1], c.dtype) if w is None else w.astype(c.dtype, copy=False)
+        dx, dw, db = layernorm.xp_backward(xp, dy.astype(c.dtype, copy=False), c, wc, mean, rstd)
+        return (dx.astype(dt, copy=False) if need_dx else None, dw.astype(dt, copy=False) if need_params else None,
+                db.astype(dt, copy=False) if need_params else None)
 
     # ------------------------------------------------------------------ optimizers (multi-tensor)
     def gather_flat(self, arrays: list, out) -> None:

@@ -5,6 +5,7 @@ import numpy as np
 
 from .._device import device
 from . import cpu_blas
+from ..kernels import layernorm
 from ..kernels.activations import ACTIVATIONS, KERNEL_ORDERS, backward_tree, saves_output, trees
 from ..kernels.expr import expand
 from .base import Backend, act_params
@@ -178,6 +179,32 @@ class CPUBackend(Backend):
                 return self.act_bias_backward(d, s2, act, False, params, order)[0].reshape(dy.shape)
         return super().act_derivative(dy, s, act, params, order)
 
+    # ------------------------------------------------------------------ layer normalisation (Numba passes)
+    def layer_norm_forward(self, x2, w, b, eps: float):
+        """The Numba row pass generated from ``gpugrad/kernels/layernorm.py`` (float32/float64)."""
+        if not _ln_ok(x2, w, b):
+            return super().layer_norm_forward(x2, w, b, eps)
+        forward = layernorm.cpu_kernels(x2.dtype)[0]
+        m, n = x2.shape
+        y = np.empty_like(x2)
+        mean, rstd = np.empty(m, x2.dtype), np.empty(m, x2.dtype)
+        forward(x2, np.ones(n, x2.dtype) if w is None else w, np.zeros(n, x2.dtype) if b is None else b, eps, y,
+                mean, rstd)
+        return y, mean, rstd
+
+    def layer_norm_backward(self, dy, x2, w, mean, rstd, need_dx: bool, need_params: bool):
+        if not _ln_ok(x2, w, dy):
+            return super().layer_norm_backward(dy, x2, w, mean, rstd, need_dx, need_params)
+        _, backward_dx, backward_params = layernorm.cpu_kernels(x2.dtype)
+        dx = dw = db = None
+        if need_dx:
+            dx = np.empty_like(x2)
+            backward_dx(x2, np.ones(x2.shape[1], x2.dtype) if w is None else w, dy, mean, rstd, dx)
+        if need_params:
+            dw, db = np.empty(x2.shape[1], x2.dtype), np.empty(x2.shape[1], x2.dtype)
+            backward_params(x2, dy, mean, rstd, dw, db)
+        return dx, dw, db
+
     # ------------------------------------------------------------------ loss (Numba, one pass per row)
     def softmax_cross_entropy(self, logits, target, ignore_index: int = -100, check_op: str | None = None):
         if not (_xent_ok(logits) and target.ndim == 1 and target.dtype.kind in "iu" and len(target) == len(logits)
@@ -211,6 +238,11 @@ class CPUBackend(Backend):
 
 
 _OPT: list = [None]
+
+
+def _ln_ok(x2, *others) -> bool:
+    """Numba layer-norm path: float32/float64 arrays of one dtype."""
+    return x2.dtype in (np.float32, np.float64) and all(o is None or o.dtype == x2.dtype for o in others)
 
 
 def _xent_ok(a) -> bool:

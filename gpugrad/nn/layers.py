@@ -9,28 +9,29 @@ from typing import Any, Iterable, Iterator
 from .. import _dtype, ops
 from .._device import as_device
 from ..autograd.function import named_error
-from ..autograd.grad_mode import is_grad_enabled
+from ..autograd.grad_mode import is_grad_enabled, no_grad
 from ..backends import get_backend
 from ..kernels import activations as _A
 from ..kernels.activations import ACTIVATIONS
 from ..ops.linalg import FusedLinear as _FusedLinear
 from ..tensor import Tensor, _make_result
 from . import init
-from .module import Module, Parameter
+from .module import Module, Parameter, _not_a_tensor
 
 __all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "Softplus", "ELU", "SELU",
            "Mish", "Hardswish", "Hardsigmoid", "ReLU6", "Hardtanh", "LogSigmoid", "Sine", "Dropout", "Flatten",
-           "Sequential", "ModuleList", "MLP", "MLPBlock", "SIREN", "MSELoss", "CrossEntropyLoss", "NLLLoss",
+           "Unflatten", "Sequential", "ModuleList", "MLP", "MLPBlock", "SIREN", "MSELoss", "L1Loss", "SmoothL1Loss",
+           "HuberLoss", "CrossEntropyLoss", "NLLLoss", "BCELoss", "BCEWithLogitsLoss", "LayerNorm", "Embedding",
            "Softmax", "LogSoftmax"]
 
 _ACT_NAMES = tuple(a for a in ACTIVATIONS if a != "identity")
 
 
-def _empty_param(shape: tuple, device, dtype) -> Parameter:
+def _empty_param(shape: tuple, device, dtype, op: str = "Linear") -> Parameter:
     dev = as_device(device)
     dt = _dtype.as_dtype(dtype) or _dtype.get_default_dtype()
     if dt.kind != "f":
-        raise named_error(TypeError, f"Linear: parameters must be floating point, got dtype {dt}")
+        raise named_error(TypeError, f"{op}: parameters must be floating point, got dtype {dt}")
     arr = get_backend(dev).xp.empty(shape, dt)
     return Parameter(_make_result(arr, dev, None, 0))
 
@@ -63,6 +64,8 @@ class Linear(Module):
     'silu', 'softplus', ...) the whole layer is one ``fused_linear`` op: one GEMM plus one fused
     bias+activation pass. ``activation_params``: the activation's parameters by PyTorch's names (e.g.
     ``{"beta": 2.0}`` for softplus); ``negative_slope`` is leaky_relu's."""
+
+    _tensor_inputs = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str | None = None,
                  device: Any = None, dtype: Any = None, negative_slope: float = 0.01,
@@ -122,6 +125,8 @@ class Identity(Module):
 class _Activation(Module):
     """An elementwise activation; ``fused_activation()`` tells ``Sequential`` which ``fused_linear``
     activation it equals (``None``: not fusable)."""
+
+    _tensor_inputs = True
 
     def fused_activation(self) -> tuple[str, tuple] | None:
         return None
@@ -271,6 +276,8 @@ class Sine(_Act):
 
 
 class Softmax(Module):
+    _tensor_inputs = True
+
     def __init__(self, dim: int = -1) -> None:
         super().__init__()
         self.dim = dim
@@ -290,6 +297,8 @@ class LogSoftmax(Softmax):
 class Dropout(Module):
     """Inverted dropout with probability ``p`` while training; identity in ``eval()`` mode."""
 
+    _tensor_inputs = True
+
     def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
         super().__init__()
         if not 0.0 <= p <= 1.0:
@@ -304,6 +313,8 @@ class Dropout(Module):
 
 
 class Flatten(Module):
+    _tensor_inputs = True
+
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()
         self.start_dim, self.end_dim = start_dim, end_dim
@@ -315,32 +326,183 @@ class Flatten(Module):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
+class Unflatten(Module):
+    """``x.unflatten(dim, unflattened_size)``."""
+
+    _tensor_inputs = True
+
+    def __init__(self, dim: int, unflattened_size: tuple) -> None:
+        super().__init__()
+        self.dim, self.unflattened_size = dim, tuple(unflattened_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.unflatten(x, self.dim, self.unflattened_size)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
+
+
 # ---------------------------------------------------------------------------------------- losses
-class MSELoss(Module):
-    def __init__(self, reduction: str = "mean") -> None:
+class _Loss(Module):
+    """A loss module: ``reduction`` ('mean', 'sum', 'none') and, for the weighted ones, ``weight`` as a
+    buffer (it follows ``.to(device)``, as in PyTorch)."""
+
+    _tensor_inputs = True
+
+    def __init__(self, reduction: str = "mean", weight: Tensor | None = None) -> None:
         super().__init__()
         self.reduction = reduction
+        if weight is not None and not isinstance(weight, Tensor):
+            raise named_error(TypeError, f"{type(self).__name__}: weight must be a Tensor or None, got "
+                              f"{type(weight).__name__}")
+        self.register_buffer("weight", weight)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}" if self.reduction != "mean" else ""
+
+
+class MSELoss(_Loss):
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__(reduction)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
         return ops.mse_loss(input, target, self.reduction)
 
 
-class CrossEntropyLoss(Module):
-    def __init__(self, reduction: str = "mean", ignore_index: int = -100, label_smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.reduction, self.ignore_index, self.label_smoothing = reduction, ignore_index, label_smoothing
+class L1Loss(_Loss):
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__(reduction)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
-        return ops.cross_entropy(input, target, self.reduction, self.ignore_index, self.label_smoothing)
+        return ops.l1_loss(input, target, self.reduction)
 
 
-class NLLLoss(Module):
-    def __init__(self, reduction: str = "mean", ignore_index: int = -100) -> None:
-        super().__init__()
-        self.reduction, self.ignore_index = reduction, ignore_index
+class SmoothL1Loss(_Loss):
+    def __init__(self, reduction: str = "mean", beta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.beta = float(beta)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
-        return ops.nll_loss(input, target, self.reduction, self.ignore_index)
+        return ops.smooth_l1_loss(input, target, self.reduction, self.beta)
+
+
+class HuberLoss(_Loss):
+    def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.delta = float(delta)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+        return ops.huber_loss(input, target, self.reduction, self.delta)
+
+
+class CrossEntropyLoss(_Loss):
+    """``F.cross_entropy`` as a module; ``weight`` (one per class) first, as in PyTorch."""
+
+    def __init__(self, weight: Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__(reduction, weight)
+        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+        return ops.cross_entropy(input, target, self.weight, reduction=self.reduction, ignore_index=self.ignore_index,
+                                 label_smoothing=self.label_smoothing)
+
+
+class NLLLoss(_Loss):
+    def __init__(self, weight: Tensor | None = None, ignore_index: int = -100, reduction: str = "mean") -> None:
+        super().__init__(reduction, weight)
+        self.ignore_index = ignore_index
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+        return ops.nll_loss(input, target, self.weight, reduction=self.reduction, ignore_index=self.ignore_index)
+
+
+class BCELoss(_Loss):
+    def __init__(self, weight: Tensor | None = None, reduction: str = "mean") -> None:
+        super().__init__(reduction, weight)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+        return ops.binary_cross_entropy(input, target, self.weight, reduction=self.reduction)
+
+
+class BCEWithLogitsLoss(_Loss):
+    def __init__(self, weight: Tensor | None = None, reduction: str = "mean", pos_weight: Tensor | None = None) -> None:
+        super().__init__(reduction, weight)
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+        return ops.binary_cross_entropy_with_logits(input, target, self.weight, reduction=self.reduction,
+                                                    pos_weight=self.pos_weight)
+
+
+# ---------------------------------------------------------------------------------------- normalisation, embedding
+class LayerNorm(Module):
+    """``F.layer_norm`` over the trailing ``normalized_shape``, with learnable ``weight`` (ones) and
+    ``bias`` (zeros) when ``elementwise_affine`` (``bias=False`` drops the bias, as in PyTorch 2.1+)."""
+
+    _tensor_inputs = True
+
+    def __init__(self, normalized_shape: "int | tuple", eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        shape = (int(normalized_shape),) if not isinstance(normalized_shape, (tuple, list)) else \
+            tuple(int(s) for s in normalized_shape)
+        self.normalized_shape, self.eps, self.elementwise_affine = shape, float(eps), bool(elementwise_affine)
+        if elementwise_affine:
+            self.weight = _empty_param(shape, device, dtype, "LayerNorm")
+            if bias:
+                self.bias = _empty_param(shape, device, dtype, "LayerNorm")
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class Embedding(Module):
+    """A lookup table of ``num_embeddings`` vectors of ``embedding_dim`` (init N(0, 1), the
+    ``padding_idx`` row zero and without gradient), indexed by integer tensors of any shape."""
+
+    _tensor_inputs = True
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
+                 device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        if padding_idx is not None:
+            n = self.num_embeddings
+            if not -n <= padding_idx < n:
+                raise named_error(ValueError, f"Embedding: padding_idx {padding_idx} must be within [{-n}, {n - 1}]")
+            padding_idx %= n
+        self.padding_idx = padding_idx
+        self.weight = _empty_param((self.num_embeddings, self.embedding_dim), device, dtype, "Embedding")
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.normal_(self.weight)
+        if self.padding_idx is not None:
+            with no_grad():
+                self.weight[self.padding_idx] = 0.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.embedding(x, self.weight, self.padding_idx)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}" + (
+            f", padding_idx={self.padding_idx}" if self.padding_idx is not None else "")
 
 
 # ---------------------------------------------------------------------------------------- containers
@@ -397,6 +559,8 @@ class Sequential(Module):
             if act is None:
                 x = m(x)
             else:
+                if not isinstance(x, Tensor):  # the fused pair skips Linear.__call__: its input rule here
+                    raise _not_a_tensor(self, x)
                 x = _FusedLinear.apply(x, m.weight, m.bias, activation=act[0], params=act[1])
         return x
 
@@ -502,6 +666,8 @@ class MLPBlock(Module):
     """One hidden layer of an ``MLP``: fused ``Linear(activation)``, then dropout, then ``x + f(x)``
     when ``residual`` (only built when in == out)."""
 
+    _tensor_inputs = True
+
     def __init__(self, in_features: int, out_features: int, activation: str | None = "relu",
                  dropout: float = 0.0, residual: bool = False, bias: bool = True, device: Any = None,
                  dtype: Any = None, activation_params: dict | None = None) -> None:
@@ -538,6 +704,8 @@ class MLP(Module):
     parameters by PyTorch's names. ``checkpoint`` (None, "none", "sqrt", an int number of segments, True
     for "sqrt", or a ``gg.checkpoint.CheckpointPlan``) recomputes the blocks in backward via
     ``gg.checkpoint.checkpoint_sequential`` to save memory."""
+
+    _tensor_inputs = True
 
     def __init__(self, sizes: Iterable[int], activation: str | None = "relu", residual: bool = False,
                  dropout: float = 0.0, bias: bool = True, device: Any = None, dtype: Any = None,

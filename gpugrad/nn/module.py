@@ -431,7 +431,15 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}.forward is not defined: subclasses of nn.Module "
                                   "must implement forward(self, ...)")
 
+    # gpugrad's own layers take Tensors only, as PyTorch's do (one rule for every built-in module, checked
+    # here): a NumPy array or a list is refused with the fix, instead of failing somewhere inside forward.
+    _tensor_inputs = False
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._tensor_inputs:
+            for a in args:
+                if not isinstance(a, Tensor):
+                    raise _not_a_tensor(self, a)
         return self.forward(*args, **kwargs)
 
     def extra_repr(self) -> str:
@@ -452,6 +460,17 @@ class Module:
             else:
                 main += "\n  " + "\n  ".join(lines) + "\n"
         return main + ")"
+
+
+def _not_a_tensor(module: "Module", a: Any) -> TypeError:
+    name = type(module).__name__
+    what = type(a).__name__
+    if hasattr(a, "shape") and hasattr(a, "dtype"):
+        what += f" of shape {tuple(a.shape)} and dtype {a.dtype}"
+    return named_error(TypeError,
+        f"{name}: expected a gpugrad Tensor as input, got {what} (gpugrad's layers take Tensors, as PyTorch's "
+        "do). Fix: wrap it first, gg.tensor(x, device=...) (floats from NumPy stay float64: add "
+        "dtype=gg.float32 to meet float32 weights)")
 
 
 def _converted(t: Tensor, dev, dt) -> "tuple | None":

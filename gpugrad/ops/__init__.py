@@ -3,12 +3,16 @@
 family module; nothing here branches on the device."""
 from __future__ import annotations
 
+import builtins
 from collections import namedtuple
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .._device import device as _device_t
+from .._dtype import promote, scalar_dtype
+from .._errors import DtypeError, ShapeError
 from ..autograd.function import TensorBase, _make_result, named_error
-from . import elementwise as _e, linalg as _l, loss as _lo, reduction as _r, shape as _s
+from . import elementwise as _e, linalg as _l, loss as _lo, normalization as _n, reduction as _r, shape as _s
+from ._common import check_broadcast as _check_broadcast, norm_dim, wrap_dim
 
 if TYPE_CHECKING:  # Tensor sits above the ops (its methods are these functions)
     from ..tensor import Tensor
@@ -72,6 +76,68 @@ def tanh(x) -> Tensor:
 
 def sigmoid(x) -> Tensor:
     return _e.Sigmoid.apply(x)
+
+
+def rsqrt(x) -> Tensor:
+    return _e.Rsqrt.apply(x)
+
+
+def erf(x) -> Tensor:
+    return _e.Erf.apply(x)
+
+
+def log2(x) -> Tensor:
+    return _e.Log2.apply(x)
+
+
+def log10(x) -> Tensor:
+    return _e.Log10.apply(x)
+
+
+def exp2(x) -> Tensor:
+    return _e.Exp2.apply(x)
+
+
+def sign(x) -> Tensor:
+    """-1, 0 or 1 in ``x``'s dtype; gradient 0."""
+    return _e.Sign.apply(x)
+
+
+def lerp(start, end, weight) -> Tensor:
+    """``start + weight * (end - start)`` (``weight`` a number or a tensor)."""
+    return _e.Lerp.apply(start, end, weight)
+
+
+def masked_fill(x, mask, value) -> Tensor:
+    """``x`` with ``value`` where the boolean ``mask`` is True, in ``x``'s dtype (``value``: a number or a
+    0-d tensor, which then gets the gradient of the filled positions): ``where(mask, value, x)``."""
+    if not isinstance(mask, TensorBase) or mask.dtype.kind != "b":
+        raise named_error(DtypeError, "masked_fill: mask must be a bool tensor, got "
+                          f"{getattr(mask, 'dtype', type(mask).__name__)}; build it with a comparison (x > 0)")
+    if isinstance(value, TensorBase):
+        if value.ndim != 0:
+            raise named_error(ShapeError, f"masked_fill: value must be a number or a 0-d tensor, got shape "
+                              f"{tuple(value.shape)}")
+        value = value.to(x.dtype)
+    else:
+        value = _make_result(x._backend().asarray(value, dtype=x.dtype), x.device, None, 0)
+    _check_broadcast("masked_fill", x.data, mask.data)
+    return _e.Where.apply(mask, value, x)
+
+
+def _float_test(name: str):
+    def f(x) -> Tensor:
+        data = x.data
+        if data.dtype.kind != "f":  # integers and bools are finite
+            full = x._backend().xp.full(data.shape, name == "isfinite")
+            return _nondiff(x, full)
+        return _nondiff(x, getattr(x._backend().xp, name)(data))
+    f.__name__ = name
+    f.__doc__ = f"``{name}`` elementwise (a bool tensor, not differentiable)."
+    return f
+
+
+isnan, isinf, isfinite = _float_test("isnan"), _float_test("isinf"), _float_test("isfinite")
 
 
 def relu(x) -> Tensor:
@@ -177,7 +243,7 @@ clip = clamp
 def where(cond, a, b) -> Tensor:
     """Elementwise ``a if cond else b`` (differentiable in ``a`` and ``b``)."""
     if not isinstance(a, TensorBase) and not isinstance(b, TensorBase) and isinstance(cond, TensorBase):
-        a = _make_result(cond._backend().asarray(a), cond.device, None, 0)
+        a = _make_result(cond._backend().asarray(a, dtype=scalar_dtype(a)), cond.device, None, 0)
     return _e.Where.apply(cond, a, b)
 
 
@@ -222,8 +288,27 @@ def var(x, dim=None, keepdim: bool = False, correction: int = 1, unbiased: bool 
     return _r.Var.apply(x, dim=dim, keepdim=keepdim, correction=correction)
 
 
-def std(x, dim=None, keepdim: bool = False, correction: int = 1) -> Tensor:
-    return sqrt(var(x, dim=dim, keepdim=keepdim, correction=correction))
+def std(x, dim=None, keepdim: bool = False, correction: int = 1, unbiased: bool | None = None) -> Tensor:
+    if unbiased is not None:
+        correction = 1 if unbiased else 0
+    return sqrt(_r.Var.apply(x, dim=dim, keepdim=keepdim, correction=correction, op="std"))
+
+
+def prod(x, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    return _r.Prod.apply(x, dim=dim, keepdim=keepdim)
+
+
+def _logical_reduce(name: str):
+    def f(x, dim=None, keepdim: bool = False) -> Tensor:
+        axes = norm_dim(name, dim, x.ndim)
+        out = getattr(x._backend().xp, name)(x.data, axis=axes, keepdims=keepdim)
+        return _nondiff(x, out)
+    f.__name__ = name
+    f.__doc__ = f"``{name}`` over all elements or ``dim`` (an int or a tuple): a bool tensor."
+    return f
+
+
+any, all = _logical_reduce("any"), _logical_reduce("all")  # noqa: A001
 
 
 def logsumexp(x, dim=None, keepdim: bool = False) -> Tensor:
@@ -242,20 +327,25 @@ def _nondiff(x: Tensor, arr) -> Tensor:
     return _make_result(arr, x.device, None, 0)
 
 
-def argmax(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+def _arg_extreme(name: str, x: Tensor, dim, keepdim: bool) -> Tensor:
     xp = x._backend().xp
+    fn = getattr(xp, name)
     if dim is None:
-        return _nondiff(x, xp.asarray(xp.argmax(x.data)).astype("int64"))
-    out = xp.argmax(x.data, axis=dim)
-    return _nondiff(x, (xp.expand_dims(out, dim) if keepdim else out).astype("int64"))
+        out = xp.asarray(fn(x.data)).astype("int64")
+        return _nondiff(x, out.reshape((1,) * x.ndim) if keepdim else out)
+    d = wrap_dim(name, dim, x.ndim)
+    if x.ndim == 0:
+        return _nondiff(x, xp.zeros((), "int64"))
+    out = fn(x.data, axis=d)
+    return _nondiff(x, (xp.expand_dims(out, d) if keepdim else out).astype("int64"))
+
+
+def argmax(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    return _arg_extreme("argmax", x, dim, keepdim)
 
 
 def argmin(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
-    xp = x._backend().xp
-    if dim is None:
-        return _nondiff(x, xp.asarray(xp.argmin(x.data)).astype("int64"))
-    out = xp.argmin(x.data, axis=dim)
-    return _nondiff(x, (xp.expand_dims(out, dim) if keepdim else out).astype("int64"))
+    return _arg_extreme("argmin", x, dim, keepdim)
 
 
 # ---------------------------------------------------------------- shapes
@@ -281,35 +371,108 @@ def permute(x, *dims) -> Tensor:
 
 def transpose(x, dim0: int = 0, dim1: int = 1) -> Tensor:
     nd = x.ndim
-    if nd < 2:
+    a, b = wrap_dim("transpose", dim0, nd), wrap_dim("transpose", dim1, nd)
+    if nd < 2 or a == b:
         return x
     dims = list(range(nd))
-    a, b = dim0 % nd, dim1 % nd
     dims[a], dims[b] = dims[b], dims[a]
     return _s.Permute.apply(x, dims=tuple(dims))
 
 
 def flatten(x, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     nd = x.ndim
+    s, e = wrap_dim("flatten", start_dim, nd), wrap_dim("flatten", end_dim, nd)
+    if s > e:
+        raise named_error(ShapeError, f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
+                          f"for a tensor of shape {tuple(x.shape)}")
     if nd == 0:
         return reshape(x, 1)
-    s, e = start_dim % nd, end_dim % nd
     shape = x.shape[:s] + (-1,) + x.shape[e + 1:]
     return reshape(x, shape)
 
 
+def unflatten(x, dim: int, sizes: Sequence[int]) -> Tensor:
+    """Split dimension ``dim`` into ``sizes`` (one entry may be -1), as ``torch.unflatten``."""
+    if x.ndim == 0:
+        raise named_error(IndexError, "unflatten: a 0-d tensor has no dimension to unflatten")
+    d = wrap_dim("unflatten", dim, x.ndim)
+    sizes = tuple(int(s) for s in sizes)
+    if not sizes:
+        raise named_error(RuntimeError, "unflatten: sizes must be non-empty")
+    known = 1
+    for s in sizes:
+        known *= s if s != -1 else 1
+    n = x.shape[d]
+    if sizes.count(-1) > 1 or (-1 not in sizes and known != n) or (-1 in sizes and (known == 0 or n % known)):
+        raise named_error(ShapeError, f"unflatten: sizes {sizes} do not multiply to the size {n} of dimension "
+                          f"{dim} of a tensor of shape {tuple(x.shape)}")
+    return reshape(x, x.shape[:d] + sizes + x.shape[d + 1:])
+
+
 def unsqueeze(x, dim: int) -> Tensor:
-    d = dim % (x.ndim + 1)
+    d = wrap_dim("unsqueeze", dim, x.ndim, extra=1)
     return reshape(x, x.shape[:d] + (1,) + x.shape[d:])
 
 
-def squeeze(x, dim: int | None = None) -> Tensor:
+def squeeze(x, dim: "int | Sequence[int] | None" = None) -> Tensor:
+    """Drop size-1 dimensions: all of them, or those among ``dim`` (an int or a tuple, as in PyTorch
+    2.0+; a named dimension whose size is not 1 stays)."""
     if dim is None:
         return reshape(x, tuple(s for s in x.shape if s != 1))
-    d = dim % (x.ndim or 1)
-    if x.ndim == 0 or x.shape[d] != 1:
+    dims = norm_dim("squeeze", dim, x.ndim)
+    drop = [d for d in dims if x.shape[d] == 1]
+    if not drop:
         return x
-    return reshape(x, x.shape[:d] + x.shape[d + 1:])
+    return reshape(x, tuple(s for i, s in enumerate(x.shape) if i not in drop))
+
+
+def split(x, split_size_or_sections, dim: int = 0) -> tuple:
+    """Pieces of ``dim``: of ``split_size_or_sections`` each (the last may be smaller), or of the listed
+    sizes (which must add up to the dimension's size), as ``torch.split``."""
+    if x.ndim == 0:
+        raise named_error(RuntimeError, "split: a 0-d tensor cannot be split")
+    d = wrap_dim("split", dim, x.ndim)
+    n = x.shape[d]
+    if isinstance(split_size_or_sections, (list, tuple)):
+        sizes = tuple(int(s) for s in split_size_or_sections)
+        if builtins.any(s < 0 for s in sizes) or builtins.sum(sizes) != n:
+            raise named_error(ShapeError, f"split: sizes {sizes} must be non-negative and add up to the size {n} "
+                              f"of dimension {dim} (tensor of shape {tuple(x.shape)})")
+    else:
+        size = int(split_size_or_sections)
+        if size <= 0 and not (size == 0 and n == 0):
+            raise named_error(RuntimeError, f"split: split_size must be positive, got {size}")
+        sizes = tuple(builtins.min(size, n - i) for i in range(0, n, size)) if n else (0,)
+    return _s.Split.apply(x, sizes=sizes, dim=d)
+
+
+def chunk(x, chunks: int, dim: int = 0) -> tuple:
+    """``chunks`` pieces of ``dim`` of ``ceil(size / chunks)`` each (fewer when that covers it), as
+    ``torch.chunk``."""
+    if int(chunks) <= 0:
+        raise named_error(RuntimeError, f"chunk: chunks must be greater than 0, got {chunks}")
+    if x.ndim == 0:
+        raise named_error(RuntimeError, "chunk: a 0-d tensor cannot be chunked")
+    n = x.shape[wrap_dim("chunk", dim, x.ndim)]
+    return split(x, builtins.max(-(-n // int(chunks)), 1), dim)
+
+
+def flip(x, dims) -> Tensor:
+    dims = (dims,) if not isinstance(dims, (tuple, list)) else dims
+    return _s.Flip.apply(x, dims=norm_dim("flip", dims, x.ndim))
+
+
+def tril(x, diagonal: int = 0) -> Tensor:
+    return _s.Triangle.apply(x, diagonal=diagonal, upper=False)
+
+
+def triu(x, diagonal: int = 0) -> Tensor:
+    return _s.Triangle.apply(x, diagonal=diagonal, upper=True)
+
+
+def gather(x, dim: int, index) -> Tensor:
+    """``torch.gather``: values of ``x`` at ``index`` along ``dim``."""
+    return _s.Gather.apply(x, dim, index)
 
 
 def expand(x, *shape) -> Tensor:
@@ -368,15 +531,117 @@ def mse_loss(input, target, reduction: str = "mean") -> Tensor:  # noqa: A002
     return _lo.MSELoss.apply(input, target, reduction=reduction)
 
 
-def cross_entropy(input, target, reduction: str = "mean", ignore_index: int = -100,  # noqa: A002
+def l1_loss(input, target, reduction: str = "mean") -> Tensor:  # noqa: A002
+    return _lo.PointwiseLoss.apply(input, target, kind="l1", reduction=reduction)
+
+
+def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0) -> Tensor:  # noqa: A002
+    return _lo.PointwiseLoss.apply(input, target, kind="smooth_l1", reduction=reduction, param=beta)
+
+
+def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0) -> Tensor:  # noqa: A002
+    return _lo.PointwiseLoss.apply(input, target, kind="huber", reduction=reduction, param=delta)
+
+
+def _class_dim_last(op: str, input, target, probs: bool):
+    """PyTorch's layouts for class-dimension losses: ``(C,)`` unbatched, ``(N, C)``, or ``(N, C, d1, ...)``
+    with targets ``()``, ``(N,)``, ``(N, d1, ...)`` (class indices) or the input's shape (probabilities).
+    Returns the 2-D ``(rows, C)`` view, the 1-D (or 2-D) target and how to shape a per-row result back."""
+    if not isinstance(input, TensorBase) or input.ndim == 2:
+        return input, target, None
+    if input.ndim == 1:
+        if probs:
+            return input.unsqueeze(0), target.unsqueeze(0), ()
+        if not isinstance(target, TensorBase) or target.ndim != 0:
+            raise named_error(ValueError, f"{op}: an unbatched input of shape {tuple(input.shape)} needs a 0-d class "
+                              f"target, got shape {tuple(getattr(target, 'shape', ()))}")
+        return input.unsqueeze(0), target.reshape(1), ()
+    if input.ndim == 0:
+        raise named_error(ShapeError, f"{op}: input must have a class dimension, got a 0-d tensor")
+    n, c, rest = input.shape[0], input.shape[1], tuple(input.shape[2:])
+    perm = (0,) + tuple(range(2, input.ndim)) + (1,)
+    x2 = input.permute(*perm).reshape(-1, c)
+    if probs:
+        return x2, target.permute(*perm).reshape(-1, c), (n,) + rest
+    if not isinstance(target, TensorBase) or tuple(target.shape) != (n,) + rest:
+        raise named_error(ValueError, f"{op}: input of shape {tuple(input.shape)} needs a class target of shape "
+                          f"{(n,) + rest}, got {tuple(getattr(target, 'shape', ()))}")
+    return x2, target.reshape(-1), (n,) + rest
+
+
+def cross_entropy(input, target, weight=None, reduction: str = "mean", ignore_index: int = -100,  # noqa: A002
                   label_smoothing: float = 0.0) -> Tensor:
-    """Cross-entropy of logits ``(N, C)`` against integer class ids ``(N,)``, via stable log-softmax."""
-    return _lo.CrossEntropy.apply(input, target, reduction=reduction, ignore_index=ignore_index,
-                                  label_smoothing=label_smoothing)
+    """Cross-entropy of logits ``(N, C)`` (also ``(C,)`` and ``(N, C, d1, ...)``) against class indices or
+    class probabilities (a floating target of the input's shape), via a stable log-softmax; ``weight``:
+    one per class."""
+    probs = isinstance(target, TensorBase) and target.dtype.kind == "f" and target.shape == getattr(input, "shape", None)
+    x2, t2, back = _class_dim_last("cross_entropy", input, target, probs)
+    out = _lo.CrossEntropy.apply(x2, t2, weight, reduction=reduction, ignore_index=ignore_index,
+                                 label_smoothing=label_smoothing)
+    return out.reshape(back) if back is not None and reduction == "none" else out
 
 
-def nll_loss(input, target, reduction: str = "mean", ignore_index: int = -100) -> Tensor:  # noqa: A002
-    return _lo.NLLLoss.apply(input, target, reduction=reduction, ignore_index=ignore_index)
+def nll_loss(input, target, weight=None, reduction: str = "mean", ignore_index: int = -100) -> Tensor:  # noqa: A002
+    x2, t2, back = _class_dim_last("nll_loss", input, target, False)
+    out = _lo.NLLLoss.apply(x2, t2, weight, reduction=reduction, ignore_index=ignore_index)
+    return out.reshape(back) if back is not None and reduction == "none" else out
+
+
+def binary_cross_entropy(input, target, weight=None, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """``-w (t log p + (1 - t) log(1 - p))`` of probabilities ``p`` in [0, 1]."""
+    return _lo.BinaryCrossEntropy.apply(input, target, weight, reduction=reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str = "mean",  # noqa: A002
+                                     pos_weight=None) -> Tensor:
+    """Sigmoid + binary cross-entropy in one stable formula; ``pos_weight`` weighs the positive term
+    (one value per class, broadcast over the last dimension)."""
+    return _lo.BCEWithLogits.apply(input, target, weight, pos_weight, reduction=reduction)
+
+
+def one_hot(tensor, num_classes: int = -1) -> Tensor:
+    """Integer class indices to int64 one-hot rows (a new last dimension of ``num_classes``; -1: the
+    largest index + 1, a host read)."""
+    if not isinstance(tensor, TensorBase) or tensor.dtype.kind not in "iu":
+        raise named_error(DtypeError, "one_hot: expected an integer (int64) tensor of class indices, got "
+                          + (str(tensor.dtype) if isinstance(tensor, TensorBase) else type(tensor).__name__))
+    be = tensor._backend()
+    xp = be.xp
+    idx = tensor.data
+    if num_classes == -1:
+        if idx.size == 0:
+            raise named_error(RuntimeError, "one_hot: cannot infer num_classes from an empty tensor; pass it")
+        num_classes = int(idx.max()) + 1
+    if int(num_classes) < 0 or (idx.size and num_classes == 0):
+        raise named_error(RuntimeError, f"one_hot: num_classes must be positive, got {num_classes}")
+    be.check_indices("one_hot", idx, int(num_classes), idx.ndim)
+    out = (idx[..., None] == xp.arange(int(num_classes))).astype("int64")
+    return _nondiff(tensor, out)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:  # noqa: A002
+    """Normalise over the trailing ``normalized_shape`` dimensions (one fused pass on CPU and CUDA)."""
+    shape = (int(normalized_shape),) if not isinstance(normalized_shape, (tuple, list)) else \
+        tuple(int(s) for s in normalized_shape)
+    return _n.LayerNorm.apply(input, weight, bias, normalized_shape=shape, eps=eps)
+
+
+def embedding(input, weight, padding_idx: int | None = None) -> Tensor:  # noqa: A002
+    """Rows of ``weight`` ``(num, dim)`` at the integer indices ``input`` (any shape)."""
+    if padding_idx is not None:
+        n = weight.shape[0]
+        if not -n <= padding_idx < n:
+            raise named_error(ValueError, f"embedding: padding_idx {padding_idx} must be within [{-n}, {n - 1}]")
+        padding_idx %= n
+    return _s.Embedding.apply(input, weight, padding_idx=padding_idx)
+
+
+def pad(input, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:  # noqa: A002
+    """Constant padding, ``pad`` = (left, right) of the last dimension, then of the one before, ...;
+    negative amounts crop. Only ``mode='constant'``."""
+    if mode != "constant":
+        raise named_error(NotImplementedError, f"pad: only mode='constant' is implemented, got {mode!r}")
+    return _s.Pad.apply(input, pad=tuple(int(p) for p in pad), value=0.0 if value is None else value)
 
 
 def dropout(x, p: float = 0.5, training: bool = True) -> Tensor:
@@ -398,6 +663,7 @@ def _cmp(name: str):
         xb = b.data if isinstance(b, TensorBase) else b
         if isinstance(a, TensorBase) and isinstance(b, TensorBase) and a.device != b.device:
             raise named_error(RuntimeError, f"{name}: tensors on different devices {a.device} and {b.device}")
+        xa, xb, _ = promote(xa, xb)  # compared in PyTorch's result dtype
         return _make_result(getattr(ref._backend().xp, name)(xa, xb), ref.device, None, 0)
     f.__name__ = name
     return f

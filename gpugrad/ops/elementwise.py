@@ -2,25 +2,34 @@
 from __future__ import annotations
 
 import math
+import types
 
-from ..autograd.function import Context, Function
-from ..autograd.higher_order import input_tensor
+import numpy as np
+
+from ..autograd.function import Context, Function, named_error
+from ..autograd.higher_order import derived_node, input_tensor, relink
 from .. import _dtype
+from .._dtype import float_result, result_type
+from .._errors import DtypeError
 from ..kernels import activations as _A
 from ..kernels.activations import saves
-from ._common import check_broadcast
+from ._common import check_broadcast, coerce, quiet, uncast
 
 
 _SCALARS = (int, float)
 
 
-# Add, Sub, Mul and Div are the hottest ops: their shape check and gradient reduction take the common
-# cases (same shapes, a Python scalar operand, nothing to reduce) inline, without a helper call.
+# Add, Sub, Mul and Div are the hottest ops: their dtype and shape checks and gradient reduction take the
+# common cases (one floating dtype, same shapes, a Python scalar operand, nothing to reduce) inline,
+# without a helper call. Other operand dtypes go through ``coerce`` (PyTorch's type promotion).
 class Add(Function):
     name = "add"
 
     @staticmethod
     def forward(ctx: Context, a, b):
+        cb = b.__class__  # a Python int never changes the dtype; a float only that of a non-float array
+        if cb is not int and (a.dtype.kind != "f" if cb is float else a.__class__ is not cb or a.dtype != b.dtype):
+            a, b = coerce(ctx, a, b)
         ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
                       if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("add", a, b))
         return a + b
@@ -30,8 +39,9 @@ class Add(Function):
         sa, sb = ctx.shapes
         na, nb = ctx.needs_input_grad
         s = ctx.backend.sum_to_shape
-        return ((g if g.shape == sa else s(g, sa)) if na else None,
-                (g if g.shape == sb else s(g, sb)) if nb else None)
+        out = ((g if g.shape == sa else s(g, sa)) if na else None,
+               (g if g.shape == sb else s(g, sb)) if nb else None)
+        return uncast(ctx, *out) if "casts" in ctx.__dict__ else out
 
 
 class Sub(Function):
@@ -39,6 +49,9 @@ class Sub(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
+        cb = b.__class__  # a Python int never changes the dtype; a float only that of a non-float array
+        if cb is not int and (a.dtype.kind != "f" if cb is float else a.__class__ is not cb or a.dtype != b.dtype):
+            a, b = coerce(ctx, a, b)
         ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
                       if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("sub", a, b))
         return a - b
@@ -48,8 +61,9 @@ class Sub(Function):
         sa, sb = ctx.shapes
         na, nb = ctx.needs_input_grad
         s = ctx.backend.sum_to_shape
-        return ((g if g.shape == sa else s(g, sa)) if na else None,
-                (-g if g.shape == sb else s(-g, sb)) if nb else None)
+        out = ((g if g.shape == sa else s(g, sa)) if na else None,
+               (-g if g.shape == sb else s(-g, sb)) if nb else None)
+        return uncast(ctx, *out) if "casts" in ctx.__dict__ else out
 
 
 class Mul(Function):
@@ -57,6 +71,9 @@ class Mul(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
+        cb = b.__class__  # a Python int never changes the dtype; a float only that of a non-float array
+        if cb is not int and (a.dtype.kind != "f" if cb is float else a.__class__ is not cb or a.dtype != b.dtype):
+            a, b = coerce(ctx, a, b)
         ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
                       if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("mul", a, b))
         na, nb = ctx.needs_input_grad
@@ -78,7 +95,7 @@ class Mul(Function):
             gb = g * a
             if gb.shape != sb:
                 gb = s(gb, sb)
-        return ga, gb
+        return uncast(ctx, ga, gb) if "casts" in ctx.__dict__ else (ga, gb)
 
 
 class Div(Function):
@@ -86,6 +103,10 @@ class Div(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
+        cb = b.__class__  # true division: int / int is floating, as in PyTorch
+        if a.dtype.kind != "f" if cb is float or cb is int else \
+                a.__class__ is not cb or a.dtype != b.dtype or a.dtype.kind != "f":
+            a, b = coerce(ctx, a, b, op_float=True)
         ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
                       if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("div", a, b))
         out = a / b
@@ -106,7 +127,7 @@ class Div(Function):
                 gb = s(gb, sb)
         if na and ga.shape != sa:
             ga = s(ga, sa)
-        return (ga if na else None), gb
+        return uncast(ctx, ga if na else None, gb) if "casts" in ctx.__dict__ else ((ga if na else None), gb)
 
 
 class Pow(Function):
@@ -114,6 +135,7 @@ class Pow(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
+        a, b = coerce(ctx, a, b)
         ctx.shapes = check_broadcast("pow", a, b)
         out = a ** b
         ctx.save_for_backward(a, b, out)
@@ -121,26 +143,41 @@ class Pow(Function):
 
     @staticmethod
     def backward(ctx: Context, g):
+        """PyTorch's edge cases: d(x ** 0)/dx = 0 (also at x = 0); d(a ** y)/dy = 0 where a = 0 and
+        y >= 0, -inf where a = 0 and y < 0, nan where a < 0 (the log of a negative base)."""
         a, b, out = ctx.saved_tensors
-        xp = ctx.backend.xp
-        s = ctx.backend.sum_to_shape
+        be = ctx.backend
+        xp = be.xp
+        s = be.sum_to_shape
         na, nb = ctx.needs_input_grad
         ga = gb = None
         if na:
-            ga = s(g * b * a ** (b - 1), ctx.shapes[0])
+            with quiet(xp):
+                if be.is_array(b):
+                    ga = xp.where(be.detach(b) == 0, g.dtype.type(0), g * b * a ** (b - 1))
+                else:  # a Python exponent: x ** 0 is constant
+                    ga = xp.zeros_like(g) if b == 0 else g * b * a ** (b - 1)
+            ga = s(ga, ctx.shapes[0])
         if nb:
-            if ctx.backend.is_array(a):
-                with_log = xp.where(a > 0, xp.log(xp.where(a > 0, a, 1)), 0)
-            else:  # a Python number (``2.0 ** t``): its log on the host (xp.where needs a device array)
-                with_log = math.log(a) if a > 0 else 0.0
-            gb = s(g * out * with_log, ctx.shapes[1])
-        return ga, gb
+            with quiet(xp):
+                if be.is_array(a):
+                    zero = g.dtype.type(0)
+                    gb = g * xp.where((be.detach(a) == 0) & (be.detach(b) >= 0), zero, out * xp.log(a))
+                else:  # a Python base (``2.0 ** t``): its log on the host (xp.where needs a device array)
+                    log_a = math.log(a) if a > 0 else -math.inf if a == 0 else math.nan
+                    gb = g * (xp.where(b >= 0, g.dtype.type(0), out * log_a) if a == 0 else out * log_a)
+            gb = s(gb, ctx.shapes[1])
+        return uncast(ctx, ga, gb) if "casts" in ctx.__dict__ else (ga, gb)
 
 
-def _unary(name: str, fwd, bwd, save: str):
-    """Build a unary Function; ``save`` is 'x' (derivative from input) or 'y' (from output)."""
+def _unary(name: str, fwd, bwd, save: str, floating: bool = True):
+    """Build a unary Function; ``save`` is 'x' (derivative from input) or 'y' (from output).
+    ``floating``: the function of an integer or bool tensor is computed in the default float dtype
+    (PyTorch: ``torch.exp`` of an int64 tensor is float32)."""
 
     def forward(ctx: Context, x):
+        if floating and x.dtype.kind != "f":
+            x = x.astype(float_result(x.dtype))
         y = fwd(ctx.backend, x)
         ctx.save_for_backward(x if save == "x" else y)
         return y
@@ -168,7 +205,7 @@ class Neg(Function):
 Exp = _unary("exp", lambda be, x: be.xp.exp(x), lambda be, y, g: g * y, "y")
 Log = _unary("log", lambda be, x: be.xp.log(x), lambda be, x, g: g / x, "x")
 Sqrt = _unary("sqrt", lambda be, x: be.xp.sqrt(x), lambda be, y, g: g / (2 * y), "y")
-Abs = _unary("abs", lambda be, x: be.xp.abs(x), lambda be, x, g: g * be.xp.sign(x), "x")
+Abs = _unary("abs", lambda be, x: be.xp.abs(x), lambda be, x, g: g * be.xp.sign(x), "x", floating=False)
 Cos = _unary("cos", lambda be, x: be.xp.cos(x), lambda be, x, g: -g * be.xp.sin(x), "x")
 def _act_forward(ctx: Context, x, act: str, params: tuple = ()):
     """``act(x)``, saving for backward what the activation's definition names: ``y``, ``x`` or nothing
@@ -237,6 +274,8 @@ class Maximum(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
+        if a.__class__ is not b.__class__ or a.dtype != b.dtype:
+            a, b = coerce(ctx, a, b)
         ctx.shapes = check_broadcast("maximum", a, b)
         ctx.save_for_backward(a, b)
         return ctx.backend.xp.maximum(a, b)
@@ -251,6 +290,8 @@ class Minimum(Function):
 
     @staticmethod
     def forward(ctx: Context, a, b):
+        if a.__class__ is not b.__class__ or a.dtype != b.dtype:
+            a, b = coerce(ctx, a, b)
         ctx.shapes = check_broadcast("minimum", a, b)
         ctx.save_for_backward(a, b)
         return ctx.backend.xp.minimum(a, b)
@@ -270,7 +311,7 @@ def _minmax_backward(ctx: Context, g, sign: int):
     s = be.sum_to_shape
     wa = xp.where(sign * (a - b) > 0, 1.0, xp.where(a == b, 0.5, 0.0)).astype(g.dtype)
     na, nb = ctx.needs_input_grad
-    return (s(g * wa, ctx.shapes[0]) if na else None, s(g * (1 - wa), ctx.shapes[1]) if nb else None)
+    return uncast(ctx, s(g * wa, ctx.shapes[0]) if na else None, s(g * (1 - wa), ctx.shapes[1]) if nb else None)
 
 
 class Clamp(Function):
@@ -281,6 +322,9 @@ class Clamp(Function):
         if min is None and max is None:
             raise ValueError("clamp: give at least one of min and max")
         xp = ctx.backend.xp
+        dt = result_type(x, min, max)  # an integer tensor clamped to 0.5 is floating, as in PyTorch
+        if dt != x.dtype:
+            x = x.astype(dt)
         lo = -math.inf if min is None else min
         hi = math.inf if max is None else max
         ctx.save_for_backward((x >= lo) & (x <= hi))
@@ -300,6 +344,7 @@ class Where(Function):
         xp = ctx.backend.xp
         if getattr(cond, "dtype", None) is None or cond.dtype.kind != "b":
             cond = xp.asarray(cond).astype(bool)
+        a, b = coerce(ctx, a, b)
         ctx.shapes = check_broadcast("where", a, b)
         ctx.save_for_backward(cond)
         return xp.where(cond, a, b)
@@ -311,8 +356,74 @@ class Where(Function):
         zero = g.dtype.type(0)
         _, na, nb = ctx.needs_input_grad
         xp = ctx.backend.xp
-        return (None, s(xp.where(cond, g, zero), ctx.shapes[0]) if na else None,
-                s(xp.where(cond, zero, g), ctx.shapes[1]) if nb else None)
+        return (None, *uncast(ctx, s(xp.where(cond, g, zero), ctx.shapes[0]) if na else None,
+                              s(xp.where(cond, zero, g), ctx.shapes[1]) if nb else None))
+
+
+# ---------------------------------------------------------------------------------------- more math
+_LN2, _LN10 = math.log(2.0), math.log(10.0)
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+Rsqrt = _unary("rsqrt", lambda be, x: 1 / be.xp.sqrt(x), lambda be, y, g: g * (-0.5 * y * y * y), "y")
+Erf = _unary("erf", lambda be, x: be.erf(x), lambda be, x, g: g * (_TWO_OVER_SQRT_PI * be.xp.exp(-x * x)), "x")
+Log2 = _unary("log2", lambda be, x: be.xp.log2(x), lambda be, x, g: g / (x * _LN2), "x")
+Log10 = _unary("log10", lambda be, x: be.xp.log10(x), lambda be, x, g: g / (x * _LN10), "x")
+Exp2 = _unary("exp2", lambda be, x: be.xp.exp2(x), lambda be, y, g: g * (y * _LN2), "y")
+
+
+class Sign(Function):
+    """``sign(x)`` in ``x``'s dtype (PyTorch keeps integers); its gradient is 0 everywhere."""
+
+    name = "sign"
+
+    @staticmethod
+    def forward(ctx: Context, x):
+        ctx.shape = x.shape
+        return ctx.backend.xp.sign(x)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        return ctx.backend.xp.zeros_like(g)
+
+
+class Lerp(Function):
+    """``start + weight * (end - start)``; ``weight`` a number or a tensor (broadcast, differentiable)."""
+
+    name = "lerp"
+
+    @staticmethod
+    def forward(ctx: Context, start, end, weight):
+        if not hasattr(end, "dtype") or start.dtype != end.dtype:
+            raise named_error(DtypeError, f"lerp: start and end must be tensors of one dtype, got {start.dtype} and "
+                              f"{getattr(end, 'dtype', type(end).__name__)}")
+        shape = check_broadcast("lerp", start, end)
+        if hasattr(weight, "dtype"):
+            if weight.dtype != start.dtype:
+                raise named_error(DtypeError, f"lerp: weight of dtype {weight.dtype} must have start's dtype {start.dtype}")
+            check_broadcast("lerp", types.SimpleNamespace(shape=np.broadcast_shapes(*shape)), weight)
+        ctx.shapes = (shape[0], shape[1], getattr(weight, "shape", ()))
+        diff = end - start
+        ctx.save_for_backward(weight if ctx.backend.is_array(weight) else None, diff if ctx.needs_input_grad[2] else None)
+        ctx.weight = weight
+        return start + weight * diff
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        w, diff = ctx.saved_tensors
+        w = ctx.weight if w is None else w
+        s = ctx.backend.sum_to_shape
+        ns, ne, nw = ctx.needs_input_grad
+        return (s(g * (1 - w), ctx.shapes[0]) if ns else None, s(g * w, ctx.shapes[1]) if ne else None,
+                s(g * diff, ctx.shapes[2]) if nw else None)
+
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """While recording: the weight re-linked, ``end - start`` as a ``Sub`` node over them."""
+        w, diff = saved
+        w = relink(ctx, (w,))[0]
+        if diff is not None:
+            (diff,) = derived_node(ctx, Sub, (1, 0), (diff,), shapes=(ctx.shapes[1], ctx.shapes[0]))
+        return w, diff
 
 
 # ---------------------------------------------------------------------------------------- higher orders

@@ -17,10 +17,11 @@ from typing import Any
 
 from ..autograd.function import GradError, named_error
 from ..autograd.function import TensorBase as Tensor  # (Tensor sits above the ops: its base class)
-from .elementwise import ActBiasBackward, ActDerivative, Where, _carried
+from ..autograd.function import _make_result
+from .elementwise import ActBiasBackward, ActDerivative, Maximum, Where, _carried
 from .loss import CrossEntropyBackward
 from .reduction import SumToShape
-from .shape import GetItemBackward, PutAlongAxisBackward, TakeAlongAxis, ToCopy
+from .shape import Cat, Flip, GetItemBackward, PutAlongAxisBackward, TakeAlongAxis, ToCopy, Triangle
 
 
 def _has_tensor(args: tuple, kwargs: dict) -> bool:
@@ -51,7 +52,33 @@ class GraphXP:
             return real(*args, **kwargs)
         return constant_only
 
+    def zeros_like(self, x, dtype=None):
+        """Zeros: a constant (no graph)."""
+        if not isinstance(x, Tensor):
+            return self._xp.zeros_like(x, dtype=dtype)
+        return _make_result(self._xp.zeros_like(x.data, dtype=dtype), x.device, None, 0)
+
+    def ones_like(self, x, dtype=None):
+        if not isinstance(x, Tensor):
+            return self._xp.ones_like(x, dtype=dtype)
+        return _make_result(self._xp.ones_like(x.data, dtype=dtype), x.device, None, 0)
+
+    def asarray(self, x, dtype=None):
+        if not isinstance(x, Tensor):
+            return self._xp.asarray(x, dtype=dtype)
+        return x if dtype is None or x.dtype == dtype else x.to(dtype)
+
     # -- elementwise
+    def maximum(self, a, b):
+        if not _has_tensor((a, b), {}):
+            return self._xp.maximum(a, b)
+        return Maximum.apply(a, b)
+
+    def clip(self, x, lo=None, hi=None):
+        if not isinstance(x, Tensor):
+            return self._xp.clip(x, lo, hi)
+        return x.clamp(lo, hi)
+
     def where(self, cond, a, b):
         if not _has_tensor((cond, a, b), {}):
             return self._xp.where(cond, a, b)
@@ -112,6 +139,37 @@ class GraphXP:
     def squeeze(self, x, axis=None):
         return x.squeeze(axis) if isinstance(x, Tensor) else self._xp.squeeze(x, axis)
 
+    def concatenate(self, xs, axis: int = 0):
+        if not _has_tensor((list(xs),), {}):
+            return self._xp.concatenate(xs, axis=axis)
+        return Cat.apply(*xs, dim=axis)
+
+    def flip(self, x, axis=None):
+        if not isinstance(x, Tensor):
+            return self._xp.flip(x, axis=axis)
+        dims = tuple(range(x.ndim)) if axis is None else (axis,) if isinstance(axis, int) else tuple(axis)
+        return Flip.apply(x, dims=tuple(d % x.ndim for d in dims))
+
+    def tril(self, x, k: int = 0):
+        return Triangle.apply(x, diagonal=k, upper=False) if isinstance(x, Tensor) else self._xp.tril(x, k=k)
+
+    def triu(self, x, k: int = 0):
+        return Triangle.apply(x, diagonal=k, upper=True) if isinstance(x, Tensor) else self._xp.triu(x, k=k)
+
+    def cumprod(self, x, axis: int):
+        """Differentiable (exact with zeros): the running products as one multiplication per position
+        (while recording only: a cumulative product has no fused op of its own)."""
+        if not isinstance(x, Tensor):
+            return self._xp.cumprod(x, axis=axis)
+        axis %= x.ndim
+        pre = (slice(None),) * axis
+        acc = x[pre + (slice(0, 1),)]
+        parts = [acc]
+        for i in range(1, x.shape[axis]):
+            acc = acc * x[pre + (slice(i, i + 1),)]
+            parts.append(acc)
+        return Cat.apply(*parts, dim=axis)
+
     def split(self, x, indices_or_sections, axis: int = 0):
         if not isinstance(x, Tensor):
             return self._xp.split(x, indices_or_sections, axis=axis)
@@ -155,14 +213,19 @@ class GraphBackend:
             return self.real.sum_to_shape(g, shape)
         return SumToShape.apply(g, shape=tuple(shape))
 
-    def getitem_backward(self, g, key, shape: tuple, advanced: bool):
-        return GetItemBackward.apply(g, key=key, shape=shape, advanced=advanced)
+    def getitem_backward(self, g, key, shape: tuple, advanced: bool, first=None):
+        return GetItemBackward.apply(g, key=key, shape=shape, advanced=advanced, first=first)
 
     def take_along_axis(self, x, idx, axis: int):
         return TakeAlongAxis.apply(x, idx, axis=axis)
 
     def put_along_axis_backward(self, g, idx, axis: int, shape: tuple):
         return PutAlongAxisBackward.apply(g, idx, axis=axis, shape=shape)
+
+    def astype(self, a, dtype):
+        if not isinstance(a, Tensor):
+            return a.astype(dtype)
+        return a if a.dtype == dtype else ToCopy.apply(a, device=self.device, dtype=dtype)
 
     def transfer(self, x, src, dtype):
         return ToCopy.apply(x, device=self.device, dtype=dtype)
@@ -186,6 +249,18 @@ class GraphBackend:
             return self.act_derivative(dy, s, act, params, order), None
         z, v = _carried(s)
         return ActBiasBackward.apply(dy, z, s=v, act=act, params=params, order=order)
+
+    def layer_norm_backward(self, dy, x2, w, mean, rstd, need_dx: bool, need_params: bool):
+        """Layer norm's gradients written with ops (differentiable again), from ``mean`` and ``rstd`` as
+        Tensors (``LayerNorm.graph_saved`` recomputes them from x): the first-order part of a
+        double-backward graph through a layer norm runs these ops, not the fused pass, whose own
+        derivative has no kernel."""
+        mean, rstd = mean.reshape(-1, 1), rstd.reshape(-1, 1)
+        xhat = (x2 - mean) * rstd
+        gx = dy * w if w is not None else dy
+        dx = rstd * (gx - gx.mean(dim=1, keepdim=True) - xhat * (gx * xhat).mean(dim=1, keepdim=True)) \
+            if need_dx else None
+        return dx, (dy * xhat).sum(dim=0) if need_params else None, dy.sum(dim=0) if need_params else None
 
     def cross_entropy_backward(self, probs, target, g, mul: float = 1.0, ignore_index: int = -100,
                                label_smoothing: float = 0.0):

@@ -1,6 +1,7 @@
 """Matrix products: matmul, linear, and the fused linear layer (GEMM + bias + activation)."""
 from __future__ import annotations
 
+from .._errors import DtypeError, ShapeError
 from ..autograd.function import Context, Function, named_error
 from ..autograd.higher_order import input_tensor, output_tensor
 from ..kernels.activations import ACTIVATIONS
@@ -11,17 +12,17 @@ _ACTS = frozenset(ACTIVATIONS)
 
 def _check_matmul(op: str, a, b) -> None:
     if a.ndim == 0 or b.ndim == 0:
-        raise named_error(ValueError, f"{op}: both operands need at least 1 dimension, got shapes "
+        raise named_error(ShapeError, f"{op}: both operands need at least 1 dimension, got shapes "
                           f"{tuple(a.shape)} and {tuple(b.shape)}; use * for scalar multiplication")
     ka = a.shape[-1]
     kb = b.shape[-2] if b.ndim > 1 else b.shape[0]
     if ka != kb:
-        raise named_error(ValueError,
+        raise named_error(ShapeError,
             f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be multiplied: inner dimensions "
             f"{ka} (a.shape[-1]) and {kb} (b.shape[-2]) differ. Fix: transpose an operand (b.T) or reshape "
             "so that a.shape[-1] == b.shape[-2].")
     if a.dtype != b.dtype:
-        raise named_error(TypeError,
+        raise named_error(DtypeError,
             f"{op}: operands have different dtypes {a.dtype} and {b.dtype} (shapes {tuple(a.shape)}, "
             f"{tuple(b.shape)}); convert one with .to({a.dtype}) or .to({b.dtype})")
 
@@ -69,15 +70,15 @@ class MatMul(Function):
 
 def _check_linear(op: str, x, w, b) -> None:
     if w.ndim != 2:
-        raise named_error(ValueError, f"{op}: weight must be 2-D (out_features, in_features), got shape {tuple(w.shape)}")
+        raise named_error(ShapeError, f"{op}: weight must be 2-D (out_features, in_features), got shape {tuple(w.shape)}")
     if x.ndim == 0 or x.shape[-1] != w.shape[1]:
-        raise named_error(ValueError,
+        raise named_error(ShapeError,
             f"{op}: input of shape {tuple(x.shape)} does not match weight of shape {tuple(w.shape)}: the input's "
             f"last dimension must be in_features={w.shape[1]} (weight is (out_features, in_features), as in PyTorch)")
     if b is not None and tuple(b.shape) != (w.shape[0],):
-        raise named_error(ValueError, f"{op}: bias of shape {tuple(b.shape)} does not match out_features={w.shape[0]}")
+        raise named_error(ShapeError, f"{op}: bias of shape {tuple(b.shape)} does not match out_features={w.shape[0]}")
     if x.dtype != w.dtype or (b is not None and b.dtype != w.dtype):
-        raise named_error(TypeError,
+        raise named_error(DtypeError,
             f"{op}: dtypes differ: input {x.dtype}, weight {w.dtype}" + (f", bias {b.dtype}" if b is not None else "")
             + f"; convert the input with .to({w.dtype}) or the module with .to(dtype)")
 

@@ -1,11 +1,24 @@
 """Reductions and normalisers: sum, mean, max/min, var, logsumexp, softmax, log_softmax."""
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 
-from ..autograd.function import Context, Function
+from .._dtype import float_result, sum_result
+from .._errors import DtypeError, ShapeError
+from ..autograd.function import Context, Function, named_error
 from ..autograd.higher_order import derived_node
-from ._common import expand_reduced, norm_dim
+from ._common import expand_reduced, norm_dim, quiet
+
+
+def _floating(op: str, x) -> None:
+    """PyTorch computes ``mean``/``var``/``std`` only in floating types (an integer mean would have to
+    guess a dtype); the error names the op and the fix."""
+    if x.dtype.kind != "f":
+        raise named_error(DtypeError, f"{op}: input dtype must be floating point, got {x.dtype} (shape "
+                          f"{tuple(x.shape)}); convert it first, e.g. x.float().{op}()")
 
 
 class Sum(Function):
@@ -15,6 +28,8 @@ class Sum(Function):
     def forward(ctx: Context, x, dim=None, keepdim: bool = False):
         ctx.axes = norm_dim("sum", dim, x.ndim)
         ctx.shape, ctx.keepdim = x.shape, keepdim
+        if x.dtype.kind != "f":  # bool and integers sum in int64, as in PyTorch
+            return x.sum(axis=ctx.axes, keepdims=keepdim, dtype=sum_result(x.dtype))
         return x.sum(axis=ctx.axes, keepdims=keepdim)
 
     @staticmethod
@@ -28,6 +43,7 @@ class Mean(Function):
 
     @staticmethod
     def forward(ctx: Context, x, dim=None, keepdim: bool = False):
+        _floating("mean", x)
         ctx.axes = norm_dim("mean", dim, x.ndim)
         ctx.shape, ctx.keepdim = x.shape, keepdim
         ctx.count = x.size if ctx.axes is None else int(np.prod([x.shape[a] for a in ctx.axes]))
@@ -47,7 +63,8 @@ class _Extreme(Function):
     @classmethod
     def forward(cls, ctx: Context, x, dim=None, keepdim: bool = False):
         if x.size == 0:
-            raise ValueError(f"{cls.name}: cannot reduce an empty tensor of shape {x.shape}")
+            raise named_error(ShapeError, f"{cls.name}: cannot reduce an empty tensor of shape {x.shape}; "
+                              "give a dim whose size is not 0")
         ctx.axes = norm_dim(cls.name, dim, x.ndim)
         ctx.shape, ctx.keepdim = x.shape, keepdim
         out = getattr(x, cls.fn)(axis=ctx.axes, keepdims=keepdim)
@@ -88,7 +105,13 @@ class MaxDim(Function):
     @staticmethod
     def forward(ctx: Context, x, dim: int, keepdim: bool = False, largest: bool = True):
         xp = ctx.backend.xp
-        (axis,) = norm_dim("max" if largest else "min", dim, x.ndim)
+        axes = norm_dim("max" if largest else "min", dim, x.ndim)
+        if x.ndim == 0:  # PyTorch: a 0-d tensor is its own maximum, at index 0
+            ctx.zero_d = True
+            idx = xp.zeros((), np.int64)
+            ctx.mark_non_differentiable(idx)
+            return x.copy(), idx
+        (axis,) = axes
         idx = (xp.argmax if largest else xp.argmin)(x, axis=axis)
         idx = xp.expand_dims(idx, axis)
         vals = xp.take_along_axis(x, idx, axis=axis)
@@ -102,6 +125,8 @@ class MaxDim(Function):
 
     @staticmethod
     def backward(ctx: Context, g, _gi):
+        if ctx.__dict__.get("zero_d"):
+            return g
         (idx,) = ctx.saved_tensors
         be = ctx.backend
         if not ctx.keepdim:
@@ -113,22 +138,32 @@ class Var(Function):
     name = "var"
 
     @staticmethod
-    def forward(ctx: Context, x, dim=None, keepdim: bool = False, correction: int = 1):
-        ctx.axes = norm_dim("var", dim, x.ndim)
+    def forward(ctx: Context, x, dim=None, keepdim: bool = False, correction: int = 1, op: str = "var"):
+        _floating(op, x)
+        ctx.axes = norm_dim(op, dim, x.ndim)
         n = x.size if ctx.axes is None else int(np.prod([x.shape[a] for a in ctx.axes]))
-        if n - correction <= 0:
-            raise ValueError(f"var: {n} element(s) per reduction with correction={correction} gives a "
-                             "division by zero; use correction=0 or reduce over more elements")
-        centred = x - x.mean(axis=ctx.axes, keepdims=True)
-        ctx.shape, ctx.keepdim, ctx.denom = x.shape, keepdim, n - correction
+        dof = n - correction
+        if dof <= 0:  # PyTorch: a warning, and nan (or inf) values
+            warnings.warn(f"{op}(): degrees of freedom is <= 0 ({n} element(s) per reduction, correction="
+                          f"{correction}); the result is nan or inf. Use correction=0 or reduce over more "
+                          "elements.", UserWarning, stacklevel=4)
+        centred = x - x.mean(axis=ctx.axes, keepdims=True) if x.size else x
+        ctx.shape, ctx.keepdim, ctx.dof, ctx.all = x.shape, keepdim, dof, ctx.axes is None or x.ndim == 0
         ctx.save_for_backward(centred)
-        return (centred * centred).sum(axis=ctx.axes, keepdims=keepdim) / x.dtype.type(ctx.denom)
+        with quiet(ctx.backend.xp):
+            return (centred * centred).sum(axis=ctx.axes, keepdims=keepdim) / x.dtype.type(max(dof, 0))
 
     @staticmethod
     def backward(ctx: Context, g):
+        """PyTorch's ``var_backward``: ``2 / dof * g * (x - mean)``; over all elements with ``dof <= 0``,
+        ``g * (nan where x == mean, else inf)``."""
         (centred,) = ctx.saved_tensors
         g = expand_reduced(g, ctx.shape, ctx.axes, ctx.keepdim)
-        return g * centred * centred.dtype.type(2.0 / ctx.denom)
+        dt = centred.dtype.type
+        if ctx.all and ctx.dof <= 0:
+            return g * ctx.backend.xp.where(centred == 0, dt(math.nan), dt(math.inf))
+        scale = 2.0 / ctx.dof if ctx.dof else math.inf
+        return g * centred * dt(scale)
 
     @staticmethod
     def graph_saved(ctx: Context, saved: tuple) -> tuple:
@@ -157,6 +192,8 @@ class LogSumExp(Function):
     @staticmethod
     def forward(ctx: Context, x, dim=None, keepdim: bool = False):
         xp = ctx.backend.xp
+        if x.dtype.kind != "f":
+            x = x.astype(float_result(x.dtype))
         ctx.axes = norm_dim("logsumexp", dim, x.ndim)
         m = x.max(axis=ctx.axes, keepdims=True)
         m = xp.where(xp.isfinite(m), m, 0)
@@ -187,7 +224,7 @@ class Softmax(Function):
     @staticmethod
     def forward(ctx: Context, x, dim: int = -1):
         xp = ctx.backend.xp
-        (ctx.axis,) = norm_dim("softmax", dim, x.ndim)
+        ctx.axis = norm_dim("softmax", dim, x.ndim)  # () for a 0-d tensor
         e = xp.exp(x - x.max(axis=ctx.axis, keepdims=True))
         e /= e.sum(axis=ctx.axis, keepdims=True)
         ctx.save_for_backward(e)
@@ -206,7 +243,7 @@ class LogSoftmax(Function):
     @staticmethod
     def forward(ctx: Context, x, dim: int = -1):
         xp = ctx.backend.xp
-        (ctx.axis,) = norm_dim("log_softmax", dim, x.ndim)
+        ctx.axis = norm_dim("log_softmax", dim, x.ndim)
         shifted = x - x.max(axis=ctx.axis, keepdims=True)
         out = shifted - xp.log(xp.exp(shifted).sum(axis=ctx.axis, keepdims=True))
         ctx.save_for_backward(out)
@@ -217,6 +254,51 @@ class LogSoftmax(Function):
         (out,) = ctx.saved_tensors
         xp = ctx.backend.xp
         return g - xp.exp(out) * xp.sum(g, axis=ctx.axis, keepdims=True)
+
+
+class Prod(Function):
+    """Product over all elements or one ``dim``; bool and integers multiply in int64 (as in PyTorch).
+    Backward: each element's gradient is the product of the others, from exclusive cumulative products
+    (exact with zeros in the input, where ``out / x`` is not)."""
+
+    name = "prod"
+
+    @staticmethod
+    def forward(ctx: Context, x, dim=None, keepdim: bool = False):
+        axes = norm_dim("prod", dim, x.ndim) if dim is None or not isinstance(dim, (tuple, list)) else None
+        if dim is not None and axes is None:
+            raise named_error(TypeError, f"prod: dim must be None or one int, got {dim!r}")
+        ctx.axes, ctx.shape, ctx.keepdim = axes, x.shape, keepdim
+        ctx.save_for_backward(x)
+        if x.dtype.kind != "f":
+            return x.prod(axis=axes, keepdims=keepdim, dtype=sum_result(x.dtype))
+        return x.prod(axis=axes, keepdims=keepdim)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        (x,) = ctx.saved_tensors
+        xp = ctx.backend.xp
+        g = expand_reduced(g, ctx.shape, ctx.axes, ctx.keepdim)
+        if ctx.axes == ():
+            return g
+        if ctx.axes is None:
+            return (_others_product(xp, x.reshape(-1), 0).reshape(x.shape) * g)
+        return _others_product(xp, x, ctx.axes[0]) * g
+
+
+def _others_product(xp, x, axis: int):
+    """For every element, the product of the other elements along ``axis``."""
+    n = x.shape[axis]
+    if n == 0:
+        return x.copy()
+
+    def part(a, b):
+        return x[tuple(slice(a, b) if d == axis else slice(None) for d in range(x.ndim))]
+    ones = xp.ones_like(part(0, 1))
+    left = xp.cumprod(xp.concatenate([ones, part(0, n - 1)], axis=axis), axis=axis)
+    right = xp.flip(xp.cumprod(xp.flip(xp.concatenate([part(1, n), ones], axis=axis), axis=axis), axis=axis),
+                    axis=axis)
+    return left * right
 
 
 class SumToShape(Function):

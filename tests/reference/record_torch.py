@@ -1,7 +1,8 @@
 """Record PyTorch's answers as data, so the conformance tests run without PyTorch installed.
 
     pip install torch==2.13.0        # (or into a side folder: pip install --target DIR, then PYTHONPATH=DIR)
-    python3 tests/reference/record_torch.py          # rewrites tests/reference/torch_reference.json
+    python3 tests/reference/record_torch.py          # rewrites tests/reference/torch_reference.json and
+                                                     # tests/reference/torch_ops.json
 
 Everything a test needs is in the file: the inputs, the hyperparameters, and PyTorch's outputs
 (float64 numbers written with ``repr``, so they round-trip exactly). Nothing here imports gpugrad:
@@ -13,11 +14,12 @@ Sections: ``optimizers`` (SGD/Adam/AdamW/RMSprop trajectories in float64 and flo
 ``schedulers`` (learning rates per epoch for two param groups), ``linear`` (Linear + tanh forward and
 gradients, and the state_dict names/shapes), ``clip_grad_norm`` (total norm and clipped gradients),
 ``functional`` (losses and activations with their input gradients), ``activation_derivatives`` (first
-and second derivatives of every activation through PyTorch's double backward, kinks included). Higher
-orders of whole graphs go to their own file, ``torch_higher_order.json`` (``record_higher``):
-``gradgrad`` (second derivatives of every op), ``eikonal`` (an SDF's Eikonal loss on a 4x256 softplus
-MLP), ``pinn`` (a 1-D Poisson residual loss), ``hessian`` (Hessians of a small MLP and a Hessian-vector
-product)."""
+and second derivatives of every activation through PyTorch's double backward, kinks included).
+``torch_ops.json`` holds the op cases of ``op_cases.py`` (outputs with their dtypes, input gradients) and
+the exception class of each misuse case (``record_ops()``). Higher orders of whole graphs go to
+``torch_higher_order.json`` (``record_higher``): ``gradgrad`` (second derivatives of every op),
+``eikonal`` (an SDF's Eikonal loss on a 4x256 softplus MLP), ``pinn`` (a 1-D Poisson residual loss),
+``hessian`` (Hessians of a small MLP and a Hessian-vector product)."""
 from __future__ import annotations
 
 import json
@@ -25,11 +27,15 @@ import math
 import os
 import sys
 import warnings
+import zlib
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PATH = os.path.join(HERE, "torch_reference.json")
+OPS_PATH = os.path.join(HERE, "torch_ops.json")
+sys.path.insert(0, HERE)
+import op_cases  # noqa: E402  (the op table: no gpugrad, no torch import)
 
 N_STEPS = 6
 OPTIMIZERS = [
@@ -55,8 +61,41 @@ SCHEDULERS = [
     ("CosineAnnealingLR", dict(T_max=10, eta_min=0.001)),
     ("LinearLR", dict(start_factor=0.25, end_factor=1.0, total_iters=8)),
     ("LambdaLR", dict(lr_lambda="inverse")),
+    ("SequentialLR", dict(schedulers=[["LinearLR", dict(start_factor=0.1, total_iters=4)],
+                                      ["CosineAnnealingLR", dict(T_max=8, eta_min=0.01)],
+                                      ["StepLR", dict(step_size=3, gamma=0.5)]], milestones=[5, 13])),
+    ("SequentialLR", dict(schedulers=[["ExponentialLR", dict(gamma=0.8)], ["LambdaLR", dict(lr_lambda="inverse")],
+                                      ["MultiStepLR", dict(milestones=[2, 4], gamma=0.5)]], milestones=[3, 9])),
+    ("OneCycleLR", dict(max_lr=[1.0, 2.0], total_steps=30)),
+    ("OneCycleLR", dict(max_lr=0.5, total_steps=28, pct_start=0.25, anneal_strategy="linear", three_phase=True,
+                        base_momentum=0.8, max_momentum=0.9, div_factor=10.0, final_div_factor=100.0)),
+    ("ReduceLROnPlateau", dict(mode="min", factor=0.5, patience=2, cooldown=1, min_lr=0.01)),
+    ("ReduceLROnPlateau", dict(mode="max", factor=0.3, patience=1, threshold=0.05, threshold_mode="abs",
+                               min_lr=[0.001, 0.05])),
 ]
 N_EPOCHS = 25
+# the metric ReduceLROnPlateau steps on, one per epoch (falls, stalls, falls again; the 'max' case sees it rise)
+PLATEAU_METRICS = [1.0, 0.8, 0.7, 0.7, 0.71, 0.69, 0.7, 0.72, 0.5, 0.5, 0.5, 0.5, 0.49, 0.6, 0.6, 0.6, 0.6, 0.4,
+                   0.4, 0.41, 0.4, 0.4, 0.4, 0.3, 0.3]
+
+
+def make_scheduler(lr_scheduler, optimizer, name: str, kwargs: dict):
+    """Build case ``name`` of ``SCHEDULERS`` with the scheduler module of torch or gpugrad (the sub-schedulers
+    of SequentialLR too; LambdaLR's function from ``LR_LAMBDAS``)."""
+    if name == "SequentialLR":
+        subs = [make_scheduler(lr_scheduler, optimizer, n, kw) for n, kw in kwargs["schedulers"]]
+        return lr_scheduler.SequentialLR(optimizer, subs, milestones=kwargs["milestones"])
+    args = {k: (LR_LAMBDAS[v] if k == "lr_lambda" else v) for k, v in kwargs.items()}
+    return getattr(lr_scheduler, name)(optimizer, **args)
+
+
+def step_scheduler(scheduler, name: str, epoch: int) -> None:
+    scheduler.step(PLATEAU_METRICS[epoch]) if name == "ReduceLROnPlateau" else scheduler.step()
+
+
+def momenta(optimizer) -> list:
+    """The momentum each param group holds now (OneCycleLR cycles it)."""
+    return [float(g["momentum"]) for g in optimizer.param_groups]
 
 
 def optimizer_gradient(p: np.ndarray, i: int, A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -94,16 +133,17 @@ def _schedulers(torch) -> dict:
     for name, kw in SCHEDULERS:
         ps = [torch.zeros(1, requires_grad=True) for _ in range(2)]
         opt = torch.optim.SGD([{"params": [p], "lr": 0.1 * (i + 1)} for i, p in enumerate(ps)], lr=0.1)
-        args = {k: (LR_LAMBDAS[v] if k == "lr_lambda" else v) for k, v in kw.items()}
-        s = getattr(torch.optim.lr_scheduler, name)(opt, **args)
-        lrs = [s.get_last_lr()]
+        s = make_scheduler(torch.optim.lr_scheduler, opt, name, kw)
+        lrs, moms = [s.get_last_lr()], [momenta(opt)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for _ in range(N_EPOCHS):
+            for epoch in range(N_EPOCHS):
                 opt.step()
-                s.step()
+                step_scheduler(s, name, epoch)
                 lrs.append(s.get_last_lr())
-        cases.append({"name": name, "kwargs": kw, "lrs": [[float(v) for v in row] for row in lrs]})
+                moms.append(momenta(opt))
+        cases.append({"name": name, "kwargs": kw, "lrs": [[float(v) for v in row] for row in lrs],
+                      "momentum": moms})
     return {"base_lrs": [0.1, 0.2], "optimizer": "SGD, one param group per base lr", "cases": cases}
 
 
@@ -223,8 +263,10 @@ PATH_HIGHER = os.path.join(HERE, "torch_higher_order.json")
 
 # Second derivatives of every op: (name, inputs, PyTorch expression, gpugrad expression or None for the
 # same). Inputs: a shape (uniform in [-2, 2], kept 0.2 away from the kinks at 0, -0.5 and 0.7), "+shape"
-# (uniform in [0.5, 2]), "t:n,c" (n integer classes below c), "c:shape" (booleans). Expressions see the
-# inputs as a, b, ... and T (torch / gpugrad), F (their functional modules).
+# (uniform in [0.5, 2]), "p(shape)" / "k(shape)" (uniform in [0.1, 0.9]; k: a constant, no gradient),
+# "f32:shape" (float32, no gradient), "t:n,c" (n integer classes below c),
+# "t2:n,m,c" (an n x m index below c), "c:shape" (booleans). Expressions see the inputs as a, b, ... and
+# T (torch / gpugrad), F (their functional modules).
 GRADGRAD = [
     ("add", [(3, 4), (4,)], "a + b", None),
     ("sub", [(2, 1, 4), (3, 1)], "a - b", None),
@@ -303,6 +345,42 @@ GRADGRAD = [
     ("hardtanh", [(3, 4)], "F.hardtanh(a, -0.5, 0.7) * a", None),
     ("logsigmoid", [(3, 4)], "F.logsigmoid(a)", None),
     ("sin_activation", [(3, 4)], "T.sin(a) * a", None),
+    # issue 17's ops
+    ("rsqrt", ["+(3, 4)"], "a.rsqrt()", None),
+    ("erf", [(3, 4)], "a.erf()", None),
+    ("log2", ["+(3, 4)"], "a.log2()", None),
+    ("log10", ["+(3, 4)"], "a.log10()", None),
+    ("exp2", [(3, 4)], "a.exp2()", None),
+    ("sign", [(3, 4)], "a.sign() * a * a", None),
+    ("lerp", [(3, 4), (3, 4), "p(4,)"], "T.lerp(a, b, c) * a", None),
+    ("lerp_scalar", [(3, 4), (3, 4)], "T.lerp(a, b, 0.3) * a", None),
+    ("masked_fill", [(3, 4), "c:(3, 4)"], "a.masked_fill(b, 0.5) * a", None),
+    ("mul_promote", [(3, 4), "f32:(3, 4)"], "a * b * a", None),
+    ("prod_dim", [(2, 3, 4)], "a.prod(dim=1)", None),
+    ("prod_all", [(3, 4)], "a.prod()", None),
+    ("flip", [(2, 3, 4)], "a.flip([1, 2]) * a", "a.flip((1, 2)) * a"),
+    ("tril", [(4, 4)], "a.tril(-1) * a", None),
+    ("triu", [(4, 4)], "a.triu(1) ** 3", None),
+    ("split", [(4, 3)], "T.cat([p * p.sum() for p in a.split(3)], dim=0)", None),
+    ("chunk", [(3, 4)], "a.chunk(2, dim=1)[1] ** 3", None),
+    ("gather", [(3, 4), "t2:3,2,4"], "a.gather(1, b) ** 3", None),
+    ("embedding", [(5, 3), "t:4,5"], "F.embedding(b, a) ** 3", None),
+    ("pad", [(2, 3)], "F.pad(a, (1, 2)) ** 3", None),
+    ("layer_norm", [(3, 4), (4,), (4,)], "F.layer_norm(a, (4,), b, c)", None),
+    ("layer_norm_plain", [(2, 3, 4)], "F.layer_norm(a, (3, 4)) ** 2", None),
+    ("bce", ["p(3, 4)", "k(3, 4)"], "F.binary_cross_entropy(a, b)", None),
+    ("bce_logits", [(3, 4), "k(3, 4)"], "F.binary_cross_entropy_with_logits(a, b)", None),
+    ("bce_logits_pos_weight", [(3, 4), "k(3, 4)", "k(4,)"], "F.binary_cross_entropy_with_logits(a, b, pos_weight=c)",
+     None),
+    ("l1_loss", [(3, 2), (3, 2)], "F.l1_loss(a, b) * a.sum()", None),
+    ("smooth_l1_loss", [(3, 2), (3, 2)], "F.smooth_l1_loss(a, b, beta=0.6)", None),
+    ("huber_loss", [(3, 2), (3, 2)], "F.huber_loss(a, b, delta=0.5, reduction='sum')", None),
+    ("cross_entropy_weight", [(5, 4), "t:5,4", "k(4,)"], "F.cross_entropy(a, b, weight=c)", None),
+    ("cross_entropy_weight_smooth", [(5, 4), "t:5,4", "k(4,)"], "F.cross_entropy(a, b, weight=c, label_smoothing=0.2)",
+     None),
+    ("cross_entropy_probs", [(5, 4), "p(5, 4)"], "F.cross_entropy(a, b)", None),
+    ("cross_entropy_probs_smooth", [(5, 4), "p(5, 4)"], "F.cross_entropy(a, b, label_smoothing=0.2)", None),
+    ("nll_loss_weight", [(5, 4), "t:5,4", "k(4,)"], "F.nll_loss(F.log_softmax(a, dim=1), b, weight=c)", None),
 ]
 # the fused linear layer with each activation: PyTorch's linear then the activation
 FUSED_ACTS = [("identity", "{}"), ("relu", "F.relu({})"), ("leaky_relu", "F.leaky_relu({}, 0.01)"),
@@ -318,26 +396,36 @@ GRADGRAD.append(("fused_linear_tanh_3d", [(2, 3, 4), (5, 4)], "T.tanh(F.linear(a
                  "F.fused_linear(a, b, None, 'tanh')"))
 
 
-def gradgrad_inputs(spec: list, rng) -> list:
-    """The input arrays of one GRADGRAD case (float64, or int64/bool where the spec says)."""
-    out = []
+def gradgrad_inputs(spec: list, rng) -> tuple[list, list]:
+    """The input arrays of one GRADGRAD case and their kinds: "grad" (float64, requires grad), "const"
+    (float64, no gradient), "f32" (float32, no gradient), "int" (integers or booleans)."""
+    out, kinds = [], []
     for sp in spec:
+        kind = "grad"
         if isinstance(sp, str) and sp.startswith("t:"):
             n, c = (int(v) for v in sp[2:].split(","))
-            out.append(rng.integers(0, c, size=n))
+            a, kind = rng.integers(0, c, size=n), "int"
+        elif isinstance(sp, str) and sp.startswith("t2:"):  # a 2-D index: rows, columns, below
+            n, m, c = (int(v) for v in sp[3:].split(","))
+            a, kind = rng.integers(0, c, size=(n, m)), "int"
+        elif isinstance(sp, str) and sp[0] in "pk":  # in [0.1, 0.9] (probabilities): p requires grad, k not
+            a, kind = rng.uniform(0.1, 0.9, size=eval(sp[1:])), "grad" if sp[0] == "p" else "const"
+        elif isinstance(sp, str) and sp.startswith("f32:"):
+            a, kind = rng.uniform(-2.0, 2.0, size=eval(sp[4:])).astype(np.float32), "f32"
         elif isinstance(sp, str) and sp.startswith("i:"):
-            out.append(np.array([int(v) for v in sp[2:].split(",")]))
+            a, kind = np.array([int(v) for v in sp[2:].split(",")]), "int"
         elif isinstance(sp, str) and sp.startswith("c:"):
-            out.append(rng.uniform(size=eval(sp[2:])) > 0.5)
+            a, kind = rng.uniform(size=eval(sp[2:])) > 0.5, "int"
         elif isinstance(sp, str) and sp.startswith("+"):
-            out.append(rng.uniform(0.5, 2.0, size=eval(sp[1:])))
+            a = rng.uniform(0.5, 2.0, size=eval(sp[1:]))
         else:
-            x = rng.uniform(-2.0, 2.0, size=sp)
+            a = rng.uniform(-2.0, 2.0, size=sp)
             for k in (0.0, -0.5, 0.7):  # away from kinks
-                near = np.abs(x - k) < 0.2
-                x[near] = k + np.where(x[near] >= k, 0.4, -0.4)
-            out.append(x)
-    return out
+                near = np.abs(a - k) < 0.2
+                a[near] = k + np.where(a[near] >= k, 0.4, -0.4)
+        out.append(a)
+        kinds.append(kind)
+    return out, kinds
 
 
 def _grad_list(gs) -> list:
@@ -351,8 +439,8 @@ def _gradgrad(torch) -> list:
     rng = np.random.default_rng(5)
     cases = []
     for name, spec, expr, _ in GRADGRAD:
-        arrays = gradgrad_inputs(spec, rng)
-        ts = [torch.tensor(a, requires_grad=a.dtype == np.float64) for a in arrays]
+        arrays, kinds = gradgrad_inputs(spec, rng)
+        ts = [torch.tensor(a, requires_grad=k == "grad") for a, k in zip(arrays, kinds)]
         ns = dict(zip("abcdef", ts), T=torch, F=torch.nn.functional)
         y = eval(expr, ns)
         go = rng.standard_normal(tuple(y.shape))
@@ -366,7 +454,8 @@ def _gradgrad(torch) -> list:
             second = _grad_list(g2)
         except RuntimeError as e:  # PyTorch 2.13 has no double backward for hardsigmoid (and a fused layer with it)
             second = f"PyTorch: {str(e).splitlines()[0]}"
-        cases.append({"name": name, "inputs": [a.tolist() for a in arrays], "output": y.detach().numpy().tolist(),
+        cases.append({"name": name, "inputs": [a.tolist() for a in arrays], "kinds": kinds,
+                      "output": y.detach().numpy().tolist(),
                       "go": go.tolist(), "first": _grad_list(g1), "u": [w.tolist() for w in u], "second": second})
     return cases
 
@@ -510,21 +599,87 @@ def record() -> dict:
             "activation_derivatives": _activation_derivatives(torch)}
 
 
-def assert_same(recorded, live, rel_tol=lambda path: 1e-12, abs_tol: float = 1e-15, path: str = "$") -> None:
-    """The recorded file against a live recording: same keys and lengths, floats within ``rel_tol(path)``
-    (a function of the JSON path, e.g. looser for float32 trajectories), everything else equal."""
-    if isinstance(recorded, dict):
-        assert recorded.keys() == live.keys(), path
-        for k in recorded:
-            assert_same(recorded[k], live[k], rel_tol, abs_tol, f"{path}.{k}")
-    elif isinstance(recorded, list):
-        assert len(recorded) == len(live), path
-        for i, (a, b) in enumerate(zip(recorded, live)):
-            assert_same(a, b, rel_tol, abs_tol, f"{path}[{i}]")
-    elif isinstance(recorded, float):
-        assert math.isclose(recorded, live, rel_tol=rel_tol(path), abs_tol=abs_tol), (path, recorded, live)
+def output_weights(case_name: str, shapes: list) -> list:
+    """The fixed random weighting of a case's outputs (the gradient checks more than d(sum)/dx)."""
+    rng = np.random.default_rng(zlib.crc32(case_name.encode()) + 1)
+    return [{"shape": list(s), "values": rng.standard_normal(tuple(s)).reshape(-1).tolist()} if s is not None else None
+            for s in shapes]
+
+
+def _dtype_name(dt) -> str:
+    return str(dt).replace("torch.", "")
+
+
+def _run_op_case(torch, case) -> dict:
+    inputs = op_cases.make_inputs(case)
+    xs = []
+    for d in inputs:
+        t = torch.from_numpy(op_cases.as_array(d).copy())
+        xs.append(t.requires_grad_() if d["grad"] else t)
+    out = (case.torch_fn or case.fn)(torch, torch.nn.functional, *xs)
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    diff = [o.dtype.is_floating_point and o.requires_grad for o in outs]
+    weights = output_weights(case.name, [list(o.shape) if d else None for o, d in zip(outs, diff)])
+    total = None
+    for o, w in zip(outs, weights):
+        if w is not None:
+            term = (o * torch.tensor(np.reshape(w["values"], w["shape"]), dtype=o.dtype)).sum()
+            total = term if total is None else total + term.to(total.dtype)
+    if total is not None:
+        total.backward()
+    grads = []
+    for t, d in zip(xs, inputs):
+        g = t.grad if d["grad"] else None
+        grads.append(None if g is None else g.detach().numpy().astype(np.float64).reshape(-1).tolist())
+    return {"name": case.name, "inputs": inputs,
+            "outputs": [{"dtype": _dtype_name(o.dtype), "shape": list(o.shape),
+                         "values": o.detach().numpy().reshape(-1).tolist()} for o in outs],
+            "output_weights": weights, "grads": grads}
+
+
+def _builtin_class(e: BaseException) -> str:
+    """The first built-in exception class of ``e``'s type (what user code catches)."""
+    return next(c.__name__ for c in type(e).__mro__ if c.__module__ == "builtins")
+
+
+def record_ops() -> dict:
+    """The op cases and the misuse cases of ``op_cases.py``, run by PyTorch (needs torch)."""
+    import torch
+    torch.set_num_threads(1)
+    errors = {}
+    for name, fn in op_cases.ERROR_CASES.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fn(torch, torch.nn.functional)
+        except Exception as e:  # noqa: BLE001 - the class is what is recorded
+            errors[name] = {"class": _builtin_class(e), "torch_type": type(e).__name__, "message": str(e)[:300]}
+        else:
+            raise AssertionError(f"error case {name}: PyTorch raised nothing")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = [_run_op_case(torch, c) for c in op_cases.C]
+    return {"torch_version": torch.__version__.split("+")[0], "recorded_by": "tests/reference/record_torch.py",
+            "cases": cases, "errors": errors}
+
+
+def assert_same(a, b, rel=lambda path: 1e-12, skip: tuple = (), path: str = "$", abs_tol: float = 1e-15) -> None:
+    """Two recordings agree: the same structure, equal strings and integers, floats to ``rel(path)`` (and
+    ``abs_tol``; NaN equals NaN); keys in ``skip`` are not compared."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            if k not in skip:
+                assert_same(a[k], b[k], rel, skip, f"{path}.{k}", abs_tol)
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, rel, skip, f"{path}[{i}]", abs_tol)
+    elif isinstance(a, float):
+        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=rel(path), abs_tol=abs_tol), \
+            (path, a, b)
     else:
-        assert recorded == live, path
+        assert a == b, path
 
 
 def load() -> dict:
@@ -533,15 +688,26 @@ def load() -> dict:
         return json.load(f)
 
 
+def load_ops() -> dict:
+    """The recorded op and misuse cases."""
+    with open(OPS_PATH, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _write(path: str, data: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=None, separators=(",", ":")) if path in (OPS_PATH, PATH_HIGHER) else \
+            json.dump(data, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    print(f"wrote {path} ({os.path.getsize(path):,} bytes, torch {data['torch_version']})")
+
+
 def main() -> int:
-    for path, rec, indent in ((PATH, record, 1), (PATH_HIGHER, record_higher, None)):
-        data = rec()
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=indent)
-            f.write("\n")
-        os.replace(tmp, path)
-        print(f"wrote {path} ({os.path.getsize(path):,} bytes, torch {data['torch_version']})")
+    _write(PATH, record())
+    _write(OPS_PATH, record_ops())
+    _write(PATH_HIGHER, record_higher())
     return 0
 
 

@@ -16,6 +16,7 @@ from ..._mode import STATE
 from ...kernels import act_bias_grad as _k_abg
 from ...kernels import bias_act as _k_ba
 from ...kernels import cuda_c as _k_c
+from ...kernels import layernorm as _k_ln
 from ...kernels import optim_step as _k_opt
 from ...kernels import softmax_xent as _k_sx
 from ...kernels._numba import compute_dtype
@@ -34,6 +35,12 @@ def check_at_op() -> bool:
     """Device-side validations report at the op (a host read per check) under
     ``gg.autograd.detect_anomaly()`` or ``GPUGRAD_SYNC_DEBUG=1``; otherwise at the next synchronisation."""
     return STATE.anomaly or _env_flag("GPUGRAD_SYNC_DEBUG")
+
+
+def _numba_launch(kernel, items: int, stream, *args) -> None:
+    """A one-thread-per-item Numba kernel (grid-stride) on ``stream``."""
+    from ...kernels import _numba
+    _numba.launch(kernel, _numba.blocks_for(items, 128), 128, stream, *args)
 
 
 def _is_float(*arrays) -> bool:
@@ -156,9 +163,22 @@ class CUDABackend(Backend):
         xp.maximum(err[1:], xp.where(bad, target, _I64.min).max(keepdims=True), out=err[1:])
         self._validated(op, n_classes, ignore_index)
 
+    def check_indices(self, op: str, index, size: int, dim: int = 0) -> None:
+        """Validated on the device like class targets (no host read): an index outside ``[0, size)`` raises
+        at the next synchronisation (at the op under :func:`check_at_op`)."""
+        if check_at_op():
+            return super().check_indices(op, index, size, dim)
+        self.check_targets(op, index.reshape(-1).astype(np.int64, copy=False), size, _I64.min)
+
     def count_divisor(self, valid, dtype):
-        """``max(count, 1)`` as a 0-d device array: a ``mean`` loss divides by it without a host read."""
-        return self.xp.maximum(valid.sum(dtype=dtype), 1)
+        """The count as a 0-d device array: a ``mean`` loss divides by it without a host read (0: nan)."""
+        return valid.sum(dtype=dtype)
+
+    def check_unit_interval(self, op: str, p) -> None:
+        """Checked at the op only under :func:`check_at_op` (a host read); otherwise a value outside [0, 1]
+        gives NaN through the log, as nothing is read back during a step."""
+        if check_at_op():
+            super().check_unit_interval(op, p)
 
     def erf(self, x):
         import cupyx.scipy.special as sp
@@ -361,6 +381,51 @@ class CUDABackend(Backend):
                     p, t, g1, d):
                 return d
         return super().cross_entropy_backward(probs, target, g1, mul, ignore_index, label_smoothing)
+
+    # ------------------------------------------------------------------ layer normalisation (kernels/layernorm.py)
+    def layer_norm_forward(self, x2, w, b, eps: float):
+        """One block per row (CUDA C) or one thread per row (Numba), generated from the definition in
+        ``gpugrad/kernels/layernorm.py``; float16 and odd layouts run the generic code."""
+        if x2.dtype not in _FLOATS[1:] or x2.size == 0 or any(a is not None and a.dtype != x2.dtype for a in (w, b)):
+            return super().layer_norm_forward(x2, w, b, eps)
+        xp = self.xp
+        m, n = x2.shape
+        x = xp.ascontiguousarray(x2)
+        wc = xp.ones(n, x.dtype) if w is None else xp.ascontiguousarray(w)
+        bc = xp.zeros(n, x.dtype) if b is None else xp.ascontiguousarray(b)
+        y, mean, rstd = xp.empty_like(x), xp.empty(m, x.dtype), xp.empty(m, x.dtype)
+        mb = self._launch.max_blocks
+        if self._launch.run(
+                "layer_norm_forward", x.dtype,
+                lambda st, *a: _numba_launch(_k_ln.numba_cuda_kernels(x.dtype)[0], m, st, a[0], a[1], a[2], eps,
+                                             *a[3:]),
+                lambda *a: _k_ln.launch_forward(a[0], a[1], a[2], eps, *a[3:], max_blocks=mb), x, wc, bc, y, mean, rstd):
+            return y, mean, rstd
+        return super().layer_norm_forward(x2, w, b, eps)
+
+    def layer_norm_backward(self, dy, x2, w, mean, rstd, need_dx: bool, need_params: bool):
+        if x2.dtype not in _FLOATS[1:] or x2.size == 0 or any(a is not None and a.dtype != x2.dtype
+                                                             for a in (w, dy, mean, rstd)):
+            return super().layer_norm_backward(dy, x2, w, mean, rstd, need_dx, need_params)
+        xp = self.xp
+        m, n = x2.shape
+        x, d = xp.ascontiguousarray(x2), xp.ascontiguousarray(dy)
+        wc = xp.ones(n, x.dtype) if w is None else xp.ascontiguousarray(w)
+        dx = xp.empty_like(x) if need_dx else None
+        dw, db = (xp.empty(n, x.dtype), xp.empty(n, x.dtype)) if need_params else (None, None)
+        mb = self._launch.max_blocks
+
+        def nb(st, xx, ww, gg, mm, rr, dxx, dww, dbb):
+            k = _k_ln.numba_cuda_kernels(x.dtype)
+            if dxx is not None:
+                _numba_launch(k[1], m, st, xx, ww, gg, mm, rr, dxx)
+            if dww is not None:
+                _numba_launch(k[2], n, st, xx, gg, mm, rr, dww, dbb)
+        if self._launch.run("layer_norm_backward", x.dtype, nb,
+                            lambda *a: _k_ln.launch_backward(a[2], a[0], a[1], *a[3:], max_blocks=mb),
+                            x, wc, d, mean, rstd, dx, dw, db):
+            return dx, dw, db
+        return super().layer_norm_backward(dy, x2, w, mean, rstd, need_dx, need_params)
 
     # ------------------------------------------------------------------ optimizers
     def gather_flat(self, arrays: list, out) -> None:
