@@ -44,12 +44,13 @@ _NUMBA_MASK_BWD = {k: tuple(a for a in v if "where" in _ops(backward_tree(a, k))
 
 
 def _get_erf():
-    """Vectorised erf: SciPy's if present, else a Numba ufunc over ``math.erf`` (compiled once)."""
+    """Vectorised erf: SciPy's if installed (an optional package), else a Numba ufunc over ``math.erf``
+    (compiled once)."""
     global _erf_ufunc
     if _erf_ufunc is None:
         try:
             from scipy.special import erf as _erf  # type: ignore
-        except ImportError:  # pragma: no cover - scipy is usually present
+        except ImportError:
             import math
 
             import numba
