@@ -668,3 +668,20 @@ def test_loss_modules_hold_weight_as_a_buffer():
         else:
             np.testing.assert_allclose(module(p, y).numpy(), fn().numpy())
     assert nn.Unflatten(1, (2, 2))(gg.ones(3, 4)).shape == (3, 2, 2)
+
+
+def test_normal_quantile_without_scipy():
+    """trunc_normal_'s inverse normal CDF (NumPy only) against bisection on math.erf, tails and ends included."""
+    from gpugrad.nn.init import _normal_quantile
+    p = np.array([1e-300, 1e-20, 1e-9, 0.001, 0.02425, 0.1, 0.3, 0.5, 0.7, 0.97575, 0.999, 1 - 2.0 ** -40])
+
+    def ref(q):  # bisection on the lower tail (full precision there), mirrored for q > 1/2
+        tail, lo, hi = min(q, 1.0 - q), -40.0, 0.0
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if 0.5 * math.erfc(-mid / math.sqrt(2.0)) < tail else (lo, mid)
+        return 0.5 * (lo + hi) if q <= 0.5 else -0.5 * (lo + hi)
+    want = np.array([ref(q) for q in p])
+    got = _normal_quantile(p)
+    np.testing.assert_allclose(got, want, rtol=2e-9, atol=1e-12)
+    assert list(_normal_quantile(np.array([0.0, 1.0]))) == [-np.inf, np.inf]

@@ -42,12 +42,13 @@ _NUMBA_BWD = {k: tuple(a for a in ACTIVATIONS if a != "identity" and _plain(back
 
 
 def _get_erf():
-    """Vectorised erf: SciPy's if present, else a Numba ufunc over ``math.erf`` (compiled once)."""
+    """Vectorised erf: SciPy's if installed (an optional package), else a Numba ufunc over ``math.erf``
+    (compiled once)."""
     global _erf_ufunc
     if _erf_ufunc is None:
         try:
             from scipy.special import erf as _erf  # type: ignore
-        except ImportError:  # pragma: no cover - scipy is usually present
+        except ImportError:
             import math
 
             import numba
