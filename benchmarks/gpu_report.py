@@ -162,6 +162,14 @@ def targets(records: list[dict]) -> list[dict]:
         rows.append(_row(what, f"ddp_cuda {ddp['status']}: {ddp.get('summary', '')}", False))
     else:
         rows.append(_row(what, None, None))
+    ho = _output(steps, "higher_order_cuda")
+    for r in (ho or {}).get("rows") or [{"label": "Eikonal and PINN steps"}]:
+        what = f"issue 16: {r['label']} (create_graph step) <= 1.0x PyTorch eager"
+        if r.get("ratio") is not None:
+            rows.append(_row(what, f"{r['gpugrad_ms']:.3f} ms vs {r['torch_ms']:.3f} ms = {r['ratio']:.2f}x",
+                             r["ratio"] <= 1.0))
+        else:
+            rows.append(_row(what, None, None))
     pt = steps.get("pytest_gpu")
     if pt is not None:
         rows.append(_row("every GPU-marked test passes with GPUGRAD_STRICT_KERNELS=1", pt.get("summary"),

@@ -243,6 +243,11 @@ class Tensor(TensorBase):
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         """The data as a NumPy array (``np.asarray(t)``)."""
+        if STATE.recording is not None:  # NumPy would cut the recorded graph here
+            raise named_error(GradError,
+                f"{STATE.recording} backward: a NumPy function received a Tensor while the backward formula "
+                "records a graph (create_graph=True), which would cut the graph silently. Write the formula "
+                "with Tensor operators and ctx.backend / ctx.backend.xp, which work on arrays and Tensors alike.")
         a = self.numpy()
         return a.astype(dtype) if dtype is not None else a
 
@@ -292,10 +297,12 @@ class Tensor(TensorBase):
         return self
 
     # ------------------------------------------------------------------ autograd
-    def backward(self, grad: "Tensor | None" = None, retain_graph: bool = False,
-                 inputs: "list[Tensor] | None" = None) -> None:
-        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (reverse mode, one pass)."""
-        _engine.backward(self, grad, retain_graph=retain_graph, inputs=inputs)
+    def backward(self, grad: "Tensor | None" = None, retain_graph: bool | None = None,
+                 create_graph: bool = False, inputs: "list[Tensor] | None" = None) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (reverse mode, one pass). With
+        ``create_graph`` the gradients carry their own graph, to be differentiated again
+        (``retain_graph`` defaults to ``create_graph``), as in PyTorch."""
+        _engine.backward(self, grad, retain_graph=retain_graph, create_graph=create_graph, inputs=inputs)
 
     def retain_grad(self) -> None:
         """Keep ``.grad`` for this non-leaf tensor after backward."""

@@ -1,6 +1,7 @@
 """Look at the computation graph: ``gg.viz.graph(tensor)`` returns it as Graphviz DOT text (and writes
 ``.dot`` plus ``.svg`` when the ``dot`` binary is installed). ``write_png(path, image)`` writes an
-image array as a PNG file with nothing but NumPy and zlib (the plots of ``gpugrad.plot`` use it).
+image array as a PNG file with nothing but NumPy and zlib (the plots of ``gpugrad.plot`` use it);
+``field_image(z)`` colours a 2-D scalar field for it (the examples' PNGs).
 
 Drawn the way the backprop articles draw it: leaf tensors (inputs, parameters) as boxes, ops as
 ellipses, arrows in the forward direction; every node shows its op name and shape and, for small
@@ -25,7 +26,7 @@ import numpy as np
 
 from .tensor import Tensor
 
-__all__ = ["graph", "walk", "dot_available", "scalar_example", "write_png"]
+__all__ = ["graph", "walk", "dot_available", "scalar_example", "write_png", "field_image"]
 
 
 def scalar_example() -> dict[str, Tensor]:
@@ -212,3 +213,41 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> str:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+# ------------------------------------------------------------------------------------------------ fields
+_SEQUENTIAL = np.array([[0.27, 0.00, 0.33], [0.23, 0.32, 0.55], [0.13, 0.57, 0.55], [0.37, 0.79, 0.38],
+                        [0.99, 0.91, 0.14]])  # dark violet to yellow (viridis' anchors)
+
+
+def field_image(z, symmetric: bool = True, vmax: float | None = None, contour: float | None = None) -> np.ndarray:
+    """A 2-D scalar field ``z[row, column]`` (row 0 at the top) as an RGB ``uint8`` image for a PNG
+    writer: blue-white-red around 0 with the zero line in black (``symmetric``: signed distances,
+    errors) or dark violet to yellow (``symmetric=False``); ``vmax`` fixes the colour range (default:
+    the field's); ``contour`` darkens the lines ``z = k * contour``. NumPy only."""
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2:
+        raise ValueError(f"field_image: expected a 2-D field, got shape {z.shape}")
+    finite = z[np.isfinite(z)]
+    if symmetric:
+        m = vmax if vmax is not None else (float(np.abs(finite).max()) if finite.size else 1.0) or 1.0
+        t = np.clip(np.nan_to_num(z) / m, -1.0, 1.0)[..., None]
+        neg, pos = np.array([0.16, 0.35, 0.72]), np.array([0.80, 0.25, 0.12])
+        rgb = np.where(t < 0, 1.0 + (neg - 1.0) * -t, 1.0 + (pos - 1.0) * t)
+    else:
+        lo = float(finite.min()) if finite.size else 0.0
+        hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
+        t = np.clip((np.nan_to_num(z) - lo) / ((hi - lo) or 1.0), 0.0, 1.0) * (len(_SEQUENTIAL) - 1)
+        k = np.minimum(t.astype(int), len(_SEQUENTIAL) - 2)
+        rgb = _SEQUENTIAL[k] + (_SEQUENTIAL[k + 1] - _SEQUENTIAL[k]) * (t - k)[..., None]
+
+    def edges(level):  # pixels where the level differs from the right or lower neighbour
+        e = np.zeros(z.shape, dtype=bool)
+        e[:, :-1] |= level[:, :-1] != level[:, 1:]
+        e[:-1, :] |= level[:-1, :] != level[1:, :]
+        return e
+    if contour:
+        rgb = np.where(edges(np.floor(np.nan_to_num(z) / contour))[..., None], rgb * 0.6, rgb)
+    if symmetric:
+        rgb = np.where(edges(np.nan_to_num(z) < 0)[..., None], 0.0, rgb)
+    return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)

@@ -89,15 +89,19 @@ def test_targets_are_read_from_the_benchmarks_json():
                                                                         "mode": "sqrt", "peak_ratio": 0.31}]}}),
         dict(name="ddp_cuda", status="failed", summary="failed (exit 1): no mpiexec",
              outputs={"d.json": {"missing": True}}),
+        dict(ok, name="higher_order_cuda", outputs={"h.json": {"rows": [
+            {"label": "Eikonal", "gpugrad_ms": 2.0, "torch_ms": 2.5, "ratio": 0.8},
+            {"label": "PINN", "gpugrad_ms": 3.0, "torch_ms": 2.0, "ratio": 1.5}]}}),
         dict(name="pytest_gpu", status="ok", summary="ok: 40 passed", outputs={}),
     ]
     got = {t["target"]: t for t in mod.targets(recs)}
     verdicts = [t["verdict"] for t in got.values()]
-    assert verdicts == ["met", "MISSED", "met", "MISSED", "met", "MISSED", "met"], got
+    assert verdicts == ["met", "MISSED", "met", "MISSED", "met", "MISSED", "met", "MISSED", "met"], got
     assert "0.91x" in next(t["measured"] for k, t in got.items() if "batch 8192" in k)
     assert "no mpiexec" in next(t["measured"] for k, t in got.items() if "NCCL" in k)
+    assert "1.50x" in next(t["measured"] for k, t in got.items() if "issue 16: PINN" in k)
     empty = mod.targets([])
-    assert {t["verdict"] for t in empty} == {"not measured"} and len(empty) == 5  # 10 (x3), 9, 12
+    assert {t["verdict"] for t in empty} == {"not measured"} and len(empty) == 6  # 10 (x3), 9, 12, 16
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
@@ -119,9 +123,12 @@ def test_the_reports_gpu_benchmarks_run_end_to_end_on_the_strict_stand_in(tmp_pa
     runs = {"mlp_gpu": ["--cases", "c", "--kernels", "cuda_c", "--repeats", "1", "--warmup", "1", "--no-torch"],
             "mlp_gpu_fast": ["--quick", "--cases", "graphs", "--repeats", "2", "--warmup", "1"],
             "checkpoint_cuda": ["--device", "cuda", "--configs", "4x64x256", "--repeats", "1", "--no-plan",
-                                "--no-plot"]}
+                                "--no-plot"],
+            "higher_order_cuda": ["--device", "cuda", "--quick", "--no-torch", "--in-process", "--repeats", "1",
+                                  "--warmup", "0"]}
     # (kernels_gpu.py is left out: its copy-bandwidth reference moves 1 GiB, too much for CI's host memory)
-    scripts = {"mlp_gpu": "mlp_gpu.py", "mlp_gpu_fast": "mlp_gpu_fast.py", "checkpoint_cuda": "checkpoint.py"}
+    scripts = {"mlp_gpu": "mlp_gpu.py", "mlp_gpu_fast": "mlp_gpu_fast.py", "checkpoint_cuda": "checkpoint.py",
+               "higher_order_cuda": "higher_order.py"}
     env = dict(os.environ, PYTHONPATH=ROOT, GPUGRAD_STRICT_KERNELS="1")
     procs = {name: subprocess.Popen([sys.executable, "-m", "tests.support.run_on_stand_in",
                                      os.path.join(ROOT, "benchmarks", scripts[name]), *args,
@@ -139,5 +146,7 @@ def test_the_reports_gpu_benchmarks_run_end_to_end_on_the_strict_stand_in(tmp_pa
     assert graphed["verdict"] in ("met", "MISSED") and " ms vs " in graphed["measured"]
     step = next(t for k, t in got.items() if "batch 256 x 8 x 512" in k)
     assert step["measured"] == "gpugrad or PyTorch missing from mlp_gpu.json"  # --no-torch
+    eik = next(t for k, t in got.items() if "issue 16: Eikonal" in k)
+    assert eik["measured"] == "not measured"  # --no-torch: no ratio
     fast = records[1]["outputs"]["mlp_gpu_fast.json"]["results"]["graphs"]
     assert fast["check"]["vs_float64_cpu_rel_err"] < 1e-5  # graphed steps (captured, replayed) = float64 CPU

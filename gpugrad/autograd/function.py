@@ -169,7 +169,7 @@ class Context:
                 f"{self.op_name}: trying to backward through the graph a second time (or to read saved "
                 "values after they were freed). Saved arrays are freed after the first backward; pass "
                 "retain_graph=True to the first backward() if you need to backward twice.")
-        for vc, expected, arr in self._versions:
+        for vc, expected, arr, _ in self._versions:
             if vc[0] != expected:
                 what = f"tensor of shape {tuple(arr.shape)} and dtype {arr.dtype}"
                 raise named_error(GradError,
@@ -195,28 +195,38 @@ class Context:
         fn = self._fn
         return fn.op_name() if fn is not None else "op"
 
-    def _finalize(self, tensor_args: list, outputs: tuple) -> None:
-        """Link saved arrays to the tensors they belong to (versions) and count the graph's bytes."""
+    def _finalize(self, tensor_args: list, arrays: list, outputs: tuple) -> None:
+        """Link saved arrays to the tensors they belong to (versions) and count the graph's bytes.
+
+        Each entry of ``_versions`` is ``(version counter, version, array, link)``, ``link`` saying what
+        the array was, for a higher-order backward to re-link it into the graph
+        (``gpugrad/autograd/higher_order.py``): the input Tensor itself, the output's index, or None for
+        a plain array argument (``arrays``: the positional arguments as passed to forward)."""
         versions = []
         tracked = []
         for a in self._to_save:
             if a is None or not hasattr(a, "nbytes"):
                 continue
             owner = None
-            is_input = False
             for t in tensor_args:
                 if t.data is a:
-                    owner, is_input = t, True
+                    owner = t
                     break
-            if owner is None:
-                for t in outputs:
-                    if t.data is a:
-                        owner = t
-                        break
             if owner is not None:
-                versions.append((owner._vc, owner._vc[0], a))
-                if is_input and owner._grad_fn is None:
+                versions.append((owner._vc, owner._vc[0], a, owner))
+                if owner._grad_fn is None:
                     continue  # a leaf's data lives anyway: not counted
+            else:
+                for j, t in enumerate(outputs):
+                    d = t.data  # (NumPy's 0-d arithmetic gives a scalar, which became a 0-d array output)
+                    if d is a or (isinstance(a, _np_generic) and d.ndim == 0 and d.dtype == a.dtype and d == a):
+                        versions.append((t._vc, t._vc[0], a, j))
+                        break
+                else:
+                    for arr in arrays:
+                        if arr is a:  # a plain array argument: a constant, no version to check
+                            versions.append((_NO_VC, 0, a, None))
+                            break
             _saved.track(a)
             tracked.append(a)
         self._versions = versions
@@ -258,6 +268,9 @@ class Function:
     # node may empty, so the engine holds no reference to the incoming gradients while it runs (a
     # checkpoint's long nested backward frees them early). None: the engine calls ``backward``.
     backward_consuming = None
+    # True for a node whose backward reaches leaves that are not among its edges (a checkpoint's
+    # recompute finds the parameters used inside): gg.autograd.grad then always runs it.
+    opaque_leaves = False
 
     @classmethod
     def op_name(cls) -> str:
@@ -380,7 +393,7 @@ def _make_apply(cls: type):
                 if record:  # an integer output of a recorded op: the node still gets its metadata
                     _link(ctx, cls, edges, ((out.shape, out.dtype),))
                     if ctx._to_save:
-                        ctx._finalize(tensor_args, (res,))
+                        ctx._finalize(tensor_args, arrays, (res,))
                 return res
             res._requires_grad = True
             res._grad_fn = ctx
@@ -389,7 +402,7 @@ def _make_apply(cls: type):
             ctx._edges = tuple(edges)
             ctx._out_meta = ((out.shape, out.dtype),)
             if ctx._to_save:
-                ctx._finalize(tensor_args, (res,))
+                ctx._finalize(tensor_args, arrays, (res,))
             return res
         make = _make_result
         if not record:
@@ -401,7 +414,7 @@ def _make_apply(cls: type):
             make(o, dev, ctx if (o.dtype.kind == "f" and not any(o is n for n in non_diff)) else None, i)
             for i, o in enumerate(out))
         ctx._out_meta = tuple((r.data.shape, r.data.dtype) for r in results)
-        ctx._finalize(tensor_args, results)
+        ctx._finalize(tensor_args, arrays, results)
         return results
 
     apply._gg_generated = True  # type: ignore[attr-defined]
@@ -411,6 +424,7 @@ def _make_apply(cls: type):
 
 
 _new = object.__new__
+_NO_VC = [0]  # the version counter of a plain array argument (never bumped)
 _SCALARS = (int, float)
 
 

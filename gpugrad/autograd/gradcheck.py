@@ -6,7 +6,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .function import TensorBase, _make_result, named_error
-from .grad_mode import no_grad
+from .grad_mode import enable_grad, no_grad
 
 
 class GradcheckError(AssertionError):
@@ -121,3 +121,49 @@ def gradcheck_directional(fn: Callable[..., Any], inputs: Sequence, n_directions
                 raise GradcheckError(msg)
             return False
     return True
+
+
+def gradgradcheck(fn: Callable[..., Any], inputs: Sequence, grad_outputs: Sequence | None = None, *,
+                  eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3, raise_exception: bool = True,
+                  seed: int = 0) -> bool:
+    """Check second derivatives (PyTorch's ``gradgradcheck``): the gradients of ``fn`` with respect to
+    its inputs, computed with ``create_graph=True`` as a function of the inputs and of
+    ``grad_outputs``, are checked by :func:`gradcheck` against centred finite differences (float64).
+
+    ``grad_outputs``: one float64 tensor per floating output of ``fn`` (drawn at random with ``seed``
+    when None); they take part in the check (the double backward is linear in them)."""
+    from .engine import grad as _grad
+    ins = _prepare("gradgradcheck", inputs)
+    out = fn(*ins)
+    outs = [out] if isinstance(out, TensorBase) else [o for o in out if isinstance(o, TensorBase)]
+    outs = [o for o in outs if o.dtype.kind == "f"]
+    if grad_outputs is None:
+        rng = np.random.default_rng(seed)
+        grad_outputs = [_make_result(o._backend().from_numpy(rng.standard_normal(o.shape)), o.device, None, 0)
+                        .requires_grad_(True) for o in outs]
+    else:
+        grad_outputs = [grad_outputs] if isinstance(grad_outputs, TensorBase) else list(grad_outputs)
+        if len(grad_outputs) != len(outs):
+            raise named_error(ValueError, f"gradgradcheck: {len(outs)} floating output(s) but "
+                              f"{len(grad_outputs)} grad_outputs")
+    n_in = len(ins)
+    diff_pos = [i for i, t in enumerate(ins) if isinstance(t, TensorBase) and t.requires_grad]
+
+    def first_derivatives(*args):
+        with enable_grad():  # gradcheck evaluates under no_grad; these need their graph
+            return _first(*args)
+
+    def _first(*args):
+        xs = args[:n_in]
+        o = fn(*xs)
+        os = [o] if isinstance(o, TensorBase) else [t for t in o if isinstance(t, TensorBase)]
+        os = [t for t in os if t.dtype.kind == "f"]
+        pairs = [(t, g) for t, g in zip(os, args[n_in:]) if t.requires_grad]
+        if not pairs:
+            return ()
+        gs = _grad([t for t, _ in pairs], [xs[i] for i in diff_pos], [g for _, g in pairs], create_graph=True,
+                   allow_unused=True)
+        return tuple(g for g in gs if g is not None and g.requires_grad)
+
+    return gradcheck(first_derivatives, list(ins) + list(grad_outputs), eps=eps, atol=atol, rtol=rtol,
+                     raise_exception=raise_exception)

@@ -77,7 +77,7 @@ def make_node(fn: type, inputs: Sequence[Any], outputs: Sequence[Any], save: Seq
                     for i, o in enumerate(outs))
     ctx._out_meta = tuple((o.data.shape, o.data.dtype) for o in outs)
     ctx.save_for_backward(*save)
-    ctx._finalize(list(inputs), wrapped)
+    ctx._finalize(list(inputs), (), wrapped)
     return ctx, wrapped
 
 
@@ -86,7 +86,8 @@ def current_backward() -> BackwardRun | None:
     return _engine.current_run()
 
 
-def nested_backward(roots: list, grads: list, inputs: Sequence[Any], op: str = "nested_backward") -> list:
+def nested_backward(roots: list, grads: list, inputs: Sequence[Any], op: str = "nested_backward",
+                    create_graph: bool = False) -> list:
     """Backpropagate from inside a node's backward (``fn.backward`` running in the engine).
 
     ``roots``: tensors of a graph built during this backward (e.g. a recompute under
@@ -95,10 +96,17 @@ def nested_backward(roots: list, grads: list, inputs: Sequence[Any], op: str = "
     reached to :func:`current_backward`, so ``.grad``, hooks, ``inputs=`` and ``gg.autograd.grad``
     see it as if that graph were part of the outer one. The lists ``roots`` and ``grads`` are
     emptied once read, so the roots and their gradients are freed as soon as the graph no longer
-    needs them (pass lists you own). ``op`` names the caller in errors."""
+    needs them (pass lists you own). ``op`` names the caller in errors.
+
+    ``create_graph`` (the enclosing backward records: ``higher_order.is_recording(ctx.backend)``):
+    ``grads`` and the results are Tensors, the nested graph is recorded and kept, and ``inputs`` must
+    be non-leaf tensors whose nodes the walk stops at (each the output of a one-input node over the
+    value the recompute started from), so the results stay connected to the enclosing graph."""
     run = _engine.current_run()
     if run is None:
         raise named_error(GradError, f"{op}: backward called outside of a backward pass; call it from "
                           "a Function's backward while backward() runs")
-    return _engine.run_backward(roots, grads, retain_graph=False, inputs=list(inputs), accumulate=False,
-                                leaf_into=run, consume=True)
+    inputs = list(inputs)
+    return _engine.run_backward(roots, grads, retain_graph=create_graph, inputs=inputs, accumulate=False,
+                                leaf_into=run, consume=True, create_graph=create_graph,
+                                stop=frozenset(t._grad_fn for t in inputs) if create_graph else frozenset())

@@ -75,6 +75,52 @@ class Backend:
         """``target[index] += values`` with repeated indices accumulated."""
         self.xp.add.at(target, index, values)
 
+    # Methods a backward formula calls where array and Tensor spellings differ; the graph backend
+    # (gpugrad/ops/graph_backend.py) gives each a differentiable form, so one formula serves both modes.
+    def detach(self, a):
+        """The values of ``a`` without any graph: ``a`` itself for an array (the graph backend gives a
+        Tensor's data). For piecewise-constant factors (masks, signs, tie counts)."""
+        return a
+
+    def getitem_backward(self, g, key, shape: tuple, advanced: bool, first=None):
+        """Zeros of ``shape`` with ``g`` added at ``key`` (repeated indices accumulate when
+        ``advanced``), within ``out[first]`` when given: the gradient of ``x[key]`` (``x[first][key]``)."""
+        out = self.xp.zeros(shape, dtype=g.dtype)
+        view = out if first is None else out[first]
+        if advanced:
+            self.index_add(view, key, g)
+        else:
+            view[key] = g
+        return out
+
+    def astype(self, a, dtype):
+        """``a`` in ``dtype`` (a gradient cast back to its input's dtype)."""
+        return a.astype(dtype)
+
+    def take_along_axis(self, x, idx, axis: int):
+        """``x`` gathered at ``idx`` along ``axis`` (``xp.take_along_axis``)."""
+        return self.xp.take_along_axis(x, idx, axis=axis)
+
+    def put_along_axis_backward(self, g, idx, axis: int, shape: tuple):
+        """Zeros of ``shape`` with ``g`` added at ``idx`` along ``axis`` (repeated indices accumulate):
+        the gradient of ``take_along_axis``."""
+        xp = self.xp
+        out = xp.zeros(shape, dtype=g.dtype)
+        if idx.shape[axis] == 1:  # one index per slice (max/min along a dim, a class per row): no repeats
+            xp.put_along_axis(out, idx, g, axis=axis)
+            return out
+        full = [xp.arange(n).reshape((1,) * k + (n,) + (1,) * (idx.ndim - k - 1)) for k, n in enumerate(idx.shape)]
+        full[axis] = idx
+        self.index_add(out, tuple(xp.broadcast_to(i, idx.shape) for i in full), g)
+        return out
+
+    def transfer(self, x, src, dtype):
+        """``x``, an array of backend ``src``'s device, as an array of this device in ``dtype``."""
+        if src is not self:
+            x = src.to_numpy(x)
+            x = self.from_numpy(x if x.dtype == dtype else x.astype(dtype))
+        return x if x.dtype == dtype else x.astype(dtype)
+
     def erf(self, x):
         raise NotImplementedError
 

@@ -6,7 +6,8 @@ restores the random state, runs ``fn`` again with grad enabled on detached copie
 backpropagates through that recomputed graph (``autograd.graph.nested_backward``): gradients for the
 inputs go back to the enclosing backward, gradients for the parameters used inside ``fn`` are handed
 to the enclosing backward too (so ``.grad``, hooks, ``inputs=`` and ``gg.autograd.grad`` behave
-exactly as without checkpointing).
+exactly as without checkpointing). Under ``create_graph`` the recompute starts from the inputs' places
+in the graph and the nested backward records, so gradients of gradients go through the segment.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .. import backends as _backends
 from ..autograd.function import Context, Function, GradError, named_error
 from ..autograd.grad_mode import STATE, enable_grad, no_grad
 from ..autograd.graph import make_node, nested_backward, watch_grad_inputs
+from ..autograd.higher_order import is_recording
 from ..backends import get_backend
 from ..tensor import Tensor, _make_result
 
@@ -28,6 +30,7 @@ class CheckpointFunction(Function):
     """The graph node of one ``checkpoint`` call (built by :func:`checkpoint`, not by ``apply``)."""
 
     name = "checkpoint"
+    opaque_leaves = True
 
     @staticmethod
     def forward(ctx: Context, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - never called
@@ -44,9 +47,15 @@ class CheckpointFunction(Function):
         each is as large as an activation and would otherwise stay alive through the whole segment."""
         saved = ctx.saved_tensors  # raises the clear "backward a second time" / in-place errors
         st = ctx._ckpt
+        # create_graph: the recompute starts from the inputs' places in the graph (through a boundary
+        # node each, where the nested backward stops), so its gradients can be differentiated again
+        recording = is_recording(ctx.backend)
         inputs = []
-        for arr, (rg, dev, vc) in zip(saved, st.in_meta):
-            t = _make_result(arr, dev, None, 0, vc)
+        for val, (rg, dev, vc) in zip(saved, st.in_meta):
+            if recording and rg:
+                inputs.append(_Boundary.apply(val))
+                continue
+            t = _make_result(val.data if isinstance(val, Tensor) else val, dev, None, 0, vc)
             t._requires_grad = rg
             inputs.append(t)
         args, kwargs = _fill(st.args, st.kwargs, st.slots, inputs)
@@ -82,9 +91,24 @@ class CheckpointFunction(Function):
         out = outs = o = g = None  # from here on only the lists handed to the engine hold them
         if not roots:
             return tuple(None for _ in inputs)
-        res = nested_backward(roots, root_grads, want, op="checkpoint")
+        res = nested_backward(roots, root_grads, want, op="checkpoint", create_graph=recording)
         it = iter(res)
         return tuple(next(it) if t._requires_grad else None for t in inputs)
+
+
+class _Boundary(Function):
+    """Where a recompute under ``create_graph`` starts: the input itself, as a node the nested
+    backward stops at (its gradient is the checkpoint's gradient for that input)."""
+
+    name = "checkpoint_input"
+
+    @staticmethod
+    def forward(ctx: Context, x):
+        return x
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        return g
 
 
 @dataclass

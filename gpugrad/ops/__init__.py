@@ -671,3 +671,10 @@ def _cmp(name: str):
 
 eq, ne, lt, le, gt, ge = (_cmp(n) for n in ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal"))
 logical_and, logical_or = _cmp("logical_and"), _cmp("logical_or")
+
+
+# What autograd (below this layer) needs of it for create_graph and gg.autograd.functional
+from . import graph_backend as _graph_backend  # noqa: E402
+from ..autograd import higher_order as _higher_order  # noqa: E402
+
+_higher_order.register(graph_backend=_graph_backend.graph_backend, stack=stack)

@@ -81,6 +81,7 @@ def coerce(ctx, a, b, op_float: bool = False) -> tuple:
     a2, b2, _ = promote(a, b, op_float)
     if a2 is not a or b2 is not b:
         ctx.casts = (getattr(a, "dtype", None), getattr(b, "dtype", None))
+        ctx.cast_src = ((a2, a), (b2, b))  # a higher order re-links a saved cast to its input (autograd/higher_order.py)
     return a2, b2
 
 
@@ -91,9 +92,9 @@ def uncast(ctx, ga, gb) -> tuple:
         return ga, gb
     da, db = casts
     if ga is not None and da is not None and ga.dtype != da:
-        ga = ga.astype(da)
+        ga = ctx.backend.astype(ga, da)
     if gb is not None and db is not None and gb.dtype != db:
-        gb = gb.astype(db)
+        gb = ctx.backend.astype(gb, db)
     return ga, gb
 
 

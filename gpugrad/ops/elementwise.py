@@ -7,6 +7,7 @@ import types
 import numpy as np
 
 from ..autograd.function import Context, Function, named_error
+from ..autograd.higher_order import derived_node, input_tensor, relink
 from .. import _dtype
 from .._dtype import float_result, result_type
 from .._errors import DtypeError
@@ -145,22 +146,23 @@ class Pow(Function):
         """PyTorch's edge cases: d(x ** 0)/dx = 0 (also at x = 0); d(a ** y)/dy = 0 where a = 0 and
         y >= 0, -inf where a = 0 and y < 0, nan where a < 0 (the log of a negative base)."""
         a, b, out = ctx.saved_tensors
-        xp = ctx.backend.xp
-        s = ctx.backend.sum_to_shape
+        be = ctx.backend
+        xp = be.xp
+        s = be.sum_to_shape
         na, nb = ctx.needs_input_grad
         ga = gb = None
         if na:
             with quiet(xp):
-                if ctx.backend.is_array(b):
-                    ga = xp.where(b == 0, g.dtype.type(0), g * b * a ** (b - 1))
+                if be.is_array(b):
+                    ga = xp.where(be.detach(b) == 0, g.dtype.type(0), g * b * a ** (b - 1))
                 else:  # a Python exponent: x ** 0 is constant
                     ga = xp.zeros_like(g) if b == 0 else g * b * a ** (b - 1)
             ga = s(ga, ctx.shapes[0])
         if nb:
             with quiet(xp):
-                if ctx.backend.is_array(a):
+                if be.is_array(a):
                     zero = g.dtype.type(0)
-                    gb = g * xp.where((a == 0) & (b >= 0), zero, out * xp.log(a))
+                    gb = g * xp.where((be.detach(a) == 0) & (be.detach(b) >= 0), zero, out * xp.log(a))
                 else:  # a Python base (``2.0 ** t``): its log on the host (xp.where needs a device array)
                     log_a = math.log(a) if a > 0 else -math.inf if a == 0 else math.nan
                     gb = g * (xp.where(b >= 0, g.dtype.type(0), out * log_a) if a == 0 else out * log_a)
@@ -300,10 +302,13 @@ class Minimum(Function):
 
 
 def _minmax_backward(ctx: Context, g, sign: int):
-    """Gradient flows to the winning operand; ties split it in half (as PyTorch does)."""
+    """Gradient flows to the winning operand; ties split it in half (as PyTorch does). The split is
+    piecewise constant in ``a`` and ``b``: computed from their values only (``backend.detach``)."""
     a, b = ctx.saved_tensors
-    xp = ctx.backend.xp
-    s = ctx.backend.sum_to_shape
+    be = ctx.backend
+    a, b = be.detach(a), be.detach(b)
+    xp = be.xp
+    s = be.sum_to_shape
     wa = xp.where(sign * (a - b) > 0, 1.0, xp.where(a == b, 0.5, 0.0)).astype(g.dtype)
     na, nb = ctx.needs_input_grad
     return uncast(ctx, s(g * wa, ctx.shapes[0]) if na else None, s(g * (1 - wa), ctx.shapes[1]) if nb else None)
@@ -410,3 +415,98 @@ class Lerp(Function):
         ns, ne, nw = ctx.needs_input_grad
         return (s(g * (1 - w), ctx.shapes[0]) if ns else None, s(g * w, ctx.shapes[1]) if ne else None,
                 s(g * diff, ctx.shapes[2]) if nw else None)
+
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """While recording: the weight re-linked, ``end - start`` as a ``Sub`` node over them."""
+        w, diff = saved
+        w = relink(ctx, (w,))[0]
+        if diff is not None:
+            (diff,) = derived_node(ctx, Sub, (1, 0), (diff,), shapes=(ctx.shapes[1], ctx.shapes[0]))
+        return w, diff
+
+
+# ---------------------------------------------------------------------------------------- higher orders
+# An activation's backward is ``dy * act'(z)`` evaluated from the array it saved (y, z or nothing). While
+# recording (create_graph), the graph backend runs it as ``ActDerivative``: its forward is the backend's
+# fused derivative pass, its backward the pass of the next order (``backend.act_derivative``, generated
+# from gpugrad/kernels/activations.py), and gradients with respect to z reach the op's inputs through
+# ``ActSaved.z``: the Tensor standing for the pre-activation in the graph.
+class ActSaved:
+    """What an activation's backward saved, while recording: ``value`` (the array: y, z or None) and
+    ``z``, the Tensor standing for the pre-activation in the graph (the op's input for an activation
+    op, a node over x, w, b for a fused linear layer). Its data may be ``value`` (only its place in
+    the graph, shape and dtype are used)."""
+
+    __slots__ = ("value", "z")
+
+    def __init__(self, value, z) -> None:
+        self.value, self.z = value, z
+
+
+def _carried(s) -> tuple:
+    """``(z Tensor or None, saved array)`` of what a formula passed as an activation's saved value."""
+    return (s.z, s.value) if isinstance(s, ActSaved) else (None, s)
+
+
+class ActDerivative(Function):
+    """``dy * d^order act / dz^order`` from the saved array ``s`` (``backend.act_derivative`` as an op):
+    differentiable in ``dy`` (the same pass) and in ``z`` (the pass of order + 1)."""
+
+    name = "act_derivative"
+
+    @staticmethod
+    def forward(ctx: Context, dy, z, s=None, act: str = "identity", params=(), order: int = 1):
+        ctx.act, ctx.params, ctx.order = act, params, order
+        ctx.save_for_backward(dy, s)
+        return ctx.backend.act_derivative(dy, s, act, params, order)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        return _act_derivative_backward(ctx, g)
+
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        dy, s = saved
+        ref = s if s is not None else dy
+        return input_tensor(ctx, 0, dy), ActSaved(s, input_tensor(ctx, 1, ref) if ctx._edges[1] is not None else None)
+
+
+class ActBiasBackward(Function):
+    """``(dz, db) = (dy * d^order act, dz summed over rows)`` in one pass (``backend.act_bias_backward``
+    as an op, for a fused linear layer with bias); ``db``'s gradient is broadcast back over rows."""
+
+    name = "act_bias_backward"
+
+    @staticmethod
+    def forward(ctx: Context, dy, z, s=None, act: str = "identity", params=(), order: int = 1):
+        ctx.act, ctx.params, ctx.order = act, params, order
+        ctx.save_for_backward(dy, s)
+        return ctx.backend.act_bias_backward(dy, s, act, True, params, order)
+
+    @staticmethod
+    def backward(ctx: Context, gdz, gdb):
+        return _act_derivative_backward(ctx, gdz + gdb)
+
+    graph_saved = ActDerivative.graph_saved
+
+
+def _act_derivative_backward(ctx: Context, g):
+    """The gradients of ``dy * D(z)`` (``D`` the activation's derivative of order ``ctx.order``):
+    ``g * D(z)`` for ``dy`` and ``g * dy * D'(z)`` for ``z``."""
+    dy, s = ctx.saved_tensors
+    be = ctx.backend
+    need_dy, need_z = ctx.needs_input_grad[:2]
+    gdy = be.act_derivative(g, s, ctx.act, ctx.params, ctx.order) if need_dy else None
+    gz = be.act_derivative(g * dy, s, ctx.act, ctx.params, ctx.order + 1) if need_z else None
+    return gdy, gz
+
+
+def _act_graph_saved(ctx: Context, saved: tuple) -> tuple:
+    """An activation op's saved value while recording: the array, with the op's input as its z."""
+    (v,) = saved
+    return (ActSaved(v, input_tensor(ctx, 0, v) if v is not None else None),)
+
+
+for _cls in (*BY_ACTIVATION.values(), Gelu):
+    _cls.graph_saved = staticmethod(_act_graph_saved)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .._errors import DtypeError, ShapeError
 from ..autograd.function import Context, Function, named_error
+from ..autograd.higher_order import input_tensor, output_tensor
 from ..kernels.activations import ACTIVATIONS
 from ..kernels.activations import params as _act_params
 
@@ -53,13 +54,13 @@ class MatMul(Function):
             g = xp.expand_dims(g, -1)
         ga = gb = None
         if na:
-            b2 = b[:, None] if len(sb) == 1 else b
+            b2 = b.reshape(sb[0], 1) if len(sb) == 1 else b
             ga = g @ xp.swapaxes(b2, -1, -2)
             if len(sa) == 1:
                 ga = ga.reshape(ga.shape[:-2] + ga.shape[-1:])
             ga = be.sum_to_shape(ga, sa)
         if nb:
-            a2 = a[None, :] if len(sa) == 1 else a
+            a2 = a.reshape(1, sa[0]) if len(sa) == 1 else a
             gb = xp.swapaxes(a2, -1, -2) @ g
             if len(sb) == 1:
                 gb = gb.reshape(gb.shape[:-1])
@@ -111,13 +112,16 @@ class FusedLinear(Function):
         return y.reshape(x.shape[:-1] + (w.shape[0],)) if x.ndim != 2 else y
 
     @staticmethod
-    def backward(ctx: Context, g):
+    def backward(ctx: Context, g, gz=None):
         x, w, saved = ctx.saved_tensors
         be = ctx.backend
         nx, nw, nb = ctx.needs_input_grad
         g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
-        # dW and db go straight into the optimizer's flat gradient buffer when it has a slot for them
-        dz, db = be.act_bias_backward(g2, saved, ctx.act, nb, ctx.params, db_out=ctx.grad_slot(2) if nb else None)
+        if gz is None:  # dW and db go straight into the optimizer's flat gradient buffer when it has a slot
+            dz, db = be.act_bias_backward(g2, saved, ctx.act, nb, ctx.params, db_out=ctx.grad_slot(2) if nb else None)
+        else:  # the pre-activation's own gradient (a higher-order backward: graph_saved) joins dz first
+            dz = be.act_bias_backward(g2, saved, ctx.act, False, ctx.params)[0] + gz
+            db = be.sum_to_shape(dz, (dz.shape[-1],)) if nb else None
         x2 = None
         if nw:
             x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
@@ -125,6 +129,22 @@ class FusedLinear(Function):
         if dx is not None and len(ctx.xshape) != 2:
             dx = dx.reshape(ctx.xshape)
         return dx, dw, db
+
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """While recording: ``x`` and ``w`` re-linked to the inputs; the activation's saved array (y or
+        z, the 2-D array before any reshape) with the pre-activation ``z = x @ w.T + b`` as a second
+        output of this node, added now: a gradient that reaches z joins the layer's own ``dz`` in
+        :meth:`backward` (``gz``) before its two GEMMs, so a double backward runs them once per layer."""
+        from .elementwise import ActSaved
+        x, w, s = saved
+        xt = input_tensor(ctx, 0, x) if x is not None else None
+        wt = input_tensor(ctx, 1, w) if w is not None else None
+        if s is None:
+            return xt, wt, s
+        if len(ctx._out_meta) == 1:
+            ctx._out_meta = ctx._out_meta + ((s.shape, s.dtype),)
+        return xt, wt, ActSaved(s, output_tensor(ctx, 1, s))
 
 
 _DEFAULTS = {a: _act_params(a) for a in ACTIVATIONS}

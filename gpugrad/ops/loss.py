@@ -8,6 +8,7 @@ import numpy as np
 
 from .._errors import DtypeError, ShapeError
 from ..autograd.function import Context, Function, named_error
+from ..autograd.higher_order import derived_node, relink
 from ._common import quiet
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -148,6 +149,27 @@ class CrossEntropy(Function):
         smooth = (ctx.eps / c) * (probs * weight.sum() - weight) * g_all
         return d + xp.where(valid, smooth, probs.dtype.type(0)), None, None
 
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """While recording, the intermediates re-linked as derived nodes (no recompute): the fused
+        pass's probabilities as a ``Softmax`` node over the logits (class-index targets), or the
+        log-probabilities as a ``LogSoftmax`` node and the smoothed probability target ``q (1 - eps) +
+        eps / C`` as a ``Mul`` node over ``q`` (probability targets). Class indices and class weights
+        stay constants (no gradient flows to class weights)."""
+        from .elementwise import Mul
+        from .reduction import LogSoftmax, Softmax
+        if ctx.probs_target:
+            logp, qs, weight = saved
+            (lp,) = derived_node(ctx, LogSoftmax, (0,), (logp,), saved=(logp,), axis=1)
+            if ctx.eps:
+                (q,) = derived_node(ctx, Mul, (1, None), (qs,), saved=(None, 1.0 - ctx.eps), shapes=(qs.shape, ()))
+            else:
+                (q,) = relink(ctx, (qs,))
+            return lp, q, weight
+        probs, target, weight = saved
+        (p,) = derived_node(ctx, Softmax, (0,), (probs,), saved=(probs,), axis=1)
+        return p, target, weight
+
 
 def _ce_probs_forward(ctx: Context, logits, q, weight, reduction: str, eps: float):
     xp = ctx.backend.xp
@@ -172,12 +194,45 @@ def _ce_probs_backward(ctx: Context, g):
         with quiet(xp):
             g = g / logp.dtype.type(n)
     wq = qs * weight if weight is not None else qs
-    dz = (xp.exp(logp) * wq.sum(axis=1, keepdims=True) - wq) * g if ctx.needs_input_grad[0] else None
+    dz = (xp.exp(logp) * xp.sum(wq, axis=1, keepdims=True) - wq) * g if ctx.needs_input_grad[0] else None
     dq = None
     if ctx.needs_input_grad[1]:
         wl = logp * weight if weight is not None else logp
         dq = -(1 - ctx.eps) * wl * g
     return dz, dq, None
+
+
+class CrossEntropyBackward(Function):
+    """``backend.cross_entropy_backward`` as an op (the graph backend's form: its forward is the fused
+    pass): ``d = (probs - eps/C - (1-eps) onehot(target)) * g[row] * mul``, 0 on ignored rows."""
+
+    name = "cross_entropy_backward"
+
+    @staticmethod
+    def forward(ctx: Context, probs, g, target, mul: float = 1.0, ignore_index: int = -100,
+                label_smoothing: float = 0.0):
+        # the targets: the data of cross_entropy's integer target tensor (held there, not counted: a leaf's)
+        ctx.target, ctx.args = target, (mul, ignore_index, label_smoothing)
+        ctx.save_for_backward(probs, g)
+        return ctx.backend.cross_entropy_backward(probs, target, g, mul, ignore_index, label_smoothing)
+
+    @staticmethod
+    def backward(ctx: Context, gd):
+        probs, g = ctx.saved_tensors
+        be = ctx.backend
+        xp = be.xp
+        target = ctx.target
+        mul, ignore, eps = ctx.args
+        n = probs.shape[0]
+        gp = gg = None
+        if ctx.needs_input_grad[0]:  # d/dprobs: gd scaled by each row's weight g[row] * mul (0 if ignored)
+            valid = (target != ignore).astype(probs.dtype) * probs.dtype.type(mul)
+            gp = gd * (xp.broadcast_to(g.reshape(-1), (n,)) * valid).reshape(n, 1)
+        if ctx.needs_input_grad[1]:  # d/dg: each row's sum of gd * (probs - c) * mul
+            ones = xp.ones((n,), dtype=probs.dtype)
+            per_row = xp.sum(gd * be.cross_entropy_backward(probs, target, ones, mul, ignore, eps), axis=1)
+            gg = be.sum_to_shape(per_row, tuple(g.shape))
+        return gp, gg, None
 
 
 class NLLLoss(Function):
@@ -210,13 +265,17 @@ class NLLLoss(Function):
     def backward(ctx: Context, g):
         safe_t, w = ctx.saved_tensors
         xp = ctx.backend.xp
-        d = xp.zeros(ctx.shape, dtype=ctx.dtype)
         if ctx.reduction == "mean":
             with quiet(xp):
                 g = g / ctx.div
         vals = xp.where(w != 0, -g * w, ctx.dtype.type(0))  # ignored rows stay 0 even when g is nan
-        d[xp.arange(ctx.shape[0]), safe_t] = vals
-        return d, None, None
+        n = ctx.shape[0]
+        return ctx.backend.put_along_axis_backward(vals.reshape(n, 1), safe_t.reshape(n, 1), 1, ctx.shape), None, None
+
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """The targets and the rows' weights: constants (no gradient flows to class weights)."""
+        return saved
 
 
 def _check_same_shape(op: str, a, b) -> None:
@@ -252,6 +311,13 @@ class MSELoss(Function):
         na, nb = ctx.needs_input_grad
         return (ga if na else None, -ga if nb else None)
 
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """``diff = a - b``, an intermediate: the output of a ``Sub`` node over ``a`` and ``b``."""
+        from .elementwise import Sub
+        (diff,) = saved
+        return derived_node(ctx, Sub, (0, 1), saved, shapes=(diff.shape, diff.shape))
+
 
 class PointwiseLoss(Function):
     """``l1_loss``, ``smooth_l1_loss`` (``beta``) and ``huber_loss`` (``delta``) of ``d = input - target``:
@@ -283,17 +349,19 @@ class PointwiseLoss(Function):
     @staticmethod
     def backward(ctx: Context, g):
         (d,) = ctx.saved_tensors
-        xp = ctx.backend.xp
+        be = ctx.backend
+        xp = be.xp
         p = d.dtype.type(ctx.param)
         if ctx.kind == "l1" or (ctx.kind == "smooth_l1" and ctx.param == 0):
             dd = xp.sign(d)
-        elif ctx.kind == "smooth_l1":
-            dd = xp.clip(d / p, -1, 1)
-        else:
-            dd = xp.clip(d, -p, p)
+        else:  # the quadratic part strictly inside |d| < p (PyTorch's second derivative there: 0 at |d| = p)
+            inside = xp.abs(be.detach(d)) < p
+            dd = xp.where(inside, d / p, xp.sign(d)) if ctx.kind == "smooth_l1" else xp.where(inside, d, p * xp.sign(d))
         ga = dd * _mean_scale(g, ctx.reduction, ctx.n)
         na, nb = ctx.needs_input_grad
         return (ga if na else None, -ga if nb else None)
+
+    graph_saved = MSELoss.graph_saved  # d = input - target: a Sub node over them
 
 
 def _weighted_loss(ctx: Context, loss, weight, reduction: str, *saved):
@@ -350,6 +418,13 @@ class BinaryCrossEntropy(Function):
         s = ctx.backend.sum_to_shape
         return (s(gp, p.shape) if gp is not None else None, s(gt, t.shape) if gt is not None else None, None)
 
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """While recording, ``log p`` and ``log(1 - p)`` (clamped at -100) recomputed from ``p`` as ops."""
+        p, t, weight = relink(ctx, saved[:3])
+        floor = p.dtype.type(_LOG_FLOOR)
+        return p, t, weight, p.log().clamp(min=floor), (1 - p).log().clamp(min=floor)
+
 
 class BCEWithLogits(Function):
     """``(1 - t) x + (1 + (pos_weight - 1) t) softplus(-x)``, times ``weight`` (PyTorch's stable form);
@@ -388,6 +463,12 @@ class BCEWithLogits(Function):
         if ctx.needs_input_grad[1]:
             gt = s(g * (-x + (pw - 1) * sp if pw is not None else -x), t.shape)
         return gx, gt, None, None
+
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """While recording, ``softplus(-x)`` recomputed from ``x`` as ops (the forward's stable form)."""
+        x, t, weight, pw = relink(ctx, saved[:4])
+        return x, t, weight, pw, (-x).clamp(min=0) + (1 + (-x.abs()).exp()).log()
 
 
 class Dropout(Function):

@@ -4,7 +4,10 @@ otherwise)."""
 from __future__ import annotations
 
 from .._errors import ShapeError
+import math
+
 from ..autograd.function import Context, Function, named_error
+from ..autograd.higher_order import relink
 
 
 class LayerNorm(Function):
@@ -33,7 +36,7 @@ class LayerNorm(Function):
         w = weight.reshape(n) if weight is not None else None
         b = bias.reshape(n) if bias is not None else None
         y, mean, rstd = be.layer_norm_forward(x2, w, b, float(eps))
-        ctx.xshape, ctx.pshape = x.shape, tuple(normalized_shape)
+        ctx.xshape, ctx.pshape, ctx.eps = x.shape, tuple(normalized_shape), float(eps)
         ctx.has_w, ctx.has_b = weight is not None, bias is not None
         ctx.save_for_backward(x, weight, mean, rstd)
         return y.reshape(x.shape)
@@ -42,10 +45,20 @@ class LayerNorm(Function):
     def backward(ctx: Context, g):
         x, weight, mean, rstd = ctx.saved_tensors
         nx, nw, nb = ctx.needs_input_grad
-        n = mean.size and x.size // mean.size or 1
+        n = math.prod(ctx.pshape)
         x2 = x.reshape(-1, n)
         w = weight.reshape(n) if weight is not None else None
         dx, dw, db = ctx.backend.layer_norm_backward(g.reshape(-1, n), x2, w, mean, rstd, nx, nw or nb)
         return (dx.reshape(ctx.xshape) if nx else None,
                 dw.reshape(ctx.pshape) if nw and dw is not None else None,
                 db.reshape(ctx.pshape) if nb and db is not None else None)
+
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """While recording, each row's mean and ``1 / sqrt(var + eps)`` recomputed from ``x`` as ops (the
+        graph backend's ``layer_norm_backward`` is written with ops too: see gpugrad/ops/graph_backend.py)."""
+        x, weight = relink(ctx, saved[:2])
+        x2 = x.reshape(-1, math.prod(ctx.pshape))
+        mean = x2.mean(dim=1)
+        centred = x2 - mean.reshape(-1, 1)
+        return x, weight, mean, ((centred * centred).mean(dim=1) + ctx.eps).rsqrt()

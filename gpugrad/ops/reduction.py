@@ -9,6 +9,7 @@ import numpy as np
 from .._dtype import float_result, sum_result
 from .._errors import DtypeError, ShapeError
 from ..autograd.function import Context, Function, named_error
+from ..autograd.higher_order import derived_node
 from ._common import expand_reduced, norm_dim, quiet
 
 
@@ -73,10 +74,17 @@ class _Extreme(Function):
     @staticmethod
     def backward(ctx: Context, g):
         x, out = ctx.saved_tensors
+        be = ctx.backend
+        x, out = be.detach(x), be.detach(out)  # which elements tie for the extreme: piecewise constant
         o = expand_reduced(out, ctx.shape, ctx.axes, ctx.keepdim)
         mask = (x == o).astype(g.dtype)
         count = mask.sum(axis=ctx.axes, keepdims=True)
-        return mask * (expand_reduced(g, ctx.shape, ctx.axes, ctx.keepdim) / count)
+        return (expand_reduced(g, ctx.shape, ctx.axes, ctx.keepdim) / count) * mask
+
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """Backward reads only the values of ``x`` and the extreme (which elements tie): constants."""
+        return saved
 
 
 class Amax(_Extreme):
@@ -120,12 +128,10 @@ class MaxDim(Function):
         if ctx.__dict__.get("zero_d"):
             return g
         (idx,) = ctx.saved_tensors
-        xp = ctx.backend.xp
+        be = ctx.backend
         if not ctx.keepdim:
-            g = xp.expand_dims(g, ctx.axis)
-        out = xp.zeros(ctx.shape, dtype=g.dtype)
-        xp.put_along_axis(out, idx, g, axis=ctx.axis)
-        return out
+            g = be.xp.expand_dims(g, ctx.axis)
+        return be.put_along_axis_backward(g, idx, ctx.axis, ctx.shape)
 
 
 class Var(Function):
@@ -159,6 +165,26 @@ class Var(Function):
         scale = 2.0 / ctx.dof if ctx.dof else math.inf
         return g * centred * dt(scale)
 
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """``centred = x - mean(x)``, an intermediate: the output of a ``Center`` node over ``x``."""
+        return derived_node(ctx, Center, (0,), saved, axes=ctx.axes)
+
+
+class Center(Function):
+    """``x - mean(x, axes)``: the centred values ``Var`` saves, as an op (its re-linked graph form)."""
+
+    name = "center"
+
+    @staticmethod
+    def forward(ctx: Context, x, axes=None):
+        ctx.axes = axes
+        return x - x.mean(axis=axes, keepdims=True)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        return g - ctx.backend.xp.mean(g, axis=ctx.axes, keepdims=True)
+
 
 class LogSumExp(Function):
     name = "logsumexp"
@@ -186,6 +212,11 @@ class LogSumExp(Function):
         (p,) = ctx.saved_tensors
         return p * expand_reduced(g, ctx.shape, ctx.axes, ctx.keepdim)
 
+    @staticmethod
+    def graph_saved(ctx: Context, saved: tuple) -> tuple:
+        """The saved softmax of ``x``, an intermediate: the output of a ``Softmax`` node over ``x``."""
+        return derived_node(ctx, Softmax, (0,), saved, saved=saved, axis=ctx.axes)
+
 
 class Softmax(Function):
     name = "softmax"
@@ -203,7 +234,7 @@ class Softmax(Function):
     def backward(ctx: Context, g):
         (y,) = ctx.saved_tensors
         gy = g * y
-        return gy - y * gy.sum(axis=ctx.axis, keepdims=True)
+        return gy - y * ctx.backend.xp.sum(gy, axis=ctx.axis, keepdims=True)
 
 
 class LogSoftmax(Function):
@@ -221,7 +252,8 @@ class LogSoftmax(Function):
     @staticmethod
     def backward(ctx: Context, g):
         (out,) = ctx.saved_tensors
-        return g - ctx.backend.xp.exp(out) * g.sum(axis=ctx.axis, keepdims=True)
+        xp = ctx.backend.xp
+        return g - xp.exp(out) * xp.sum(g, axis=ctx.axis, keepdims=True)
 
 
 class Prod(Function):
@@ -267,3 +299,21 @@ def _others_product(xp, x, axis: int):
     right = xp.flip(xp.cumprod(xp.flip(xp.concatenate([part(1, n), ones], axis=axis), axis=axis), axis=axis),
                     axis=axis)
     return left * right
+
+
+class SumToShape(Function):
+    """``backend.sum_to_shape`` as an op (broadcast gradients summed back): the graph backend's form
+    of that method; its backward broadcasts back."""
+
+    name = "sum_to_shape"
+
+    @staticmethod
+    def forward(ctx: Context, g, shape: tuple):
+        ctx.shape = g.shape
+        return ctx.backend.sum_to_shape(g, shape)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        if g.ndim > len(ctx.shape):  # sum_to_shape reshaped a gradient with fewer dimensions
+            return g.reshape(ctx.shape)
+        return ctx.backend.xp.broadcast_to(g, ctx.shape)

@@ -45,7 +45,7 @@ class Permute(Function):
 
     @staticmethod
     def backward(ctx: Context, g):
-        return g.transpose(tuple(np.argsort(ctx.dims)))
+        return ctx.backend.xp.transpose(g, tuple(int(d) for d in np.argsort(ctx.dims)))
 
 
 class Expand(Function):
@@ -142,14 +142,58 @@ class GetItem(Function):
 
     @staticmethod
     def backward(ctx: Context, g):
-        be = ctx.backend
-        out = be.xp.zeros(ctx.shape, dtype=g.dtype)
-        view = out if ctx.first is None else out[ctx.first]
-        if _is_advanced(ctx.key):
-            be.index_add(view, ctx.key, g)
-        else:
-            view[ctx.key] = g
-        return out
+        return ctx.backend.getitem_backward(g, ctx.key, ctx.shape, _is_advanced(ctx.key), ctx.first)
+
+
+class GetItemBackward(Function):
+    """Zeros with ``g`` added at ``key``: the gradient of ``x[key]`` as an op (the graph backend's
+    ``getitem_backward``); its own gradient is ``g[key]``."""
+
+    name = "getitem_backward"
+
+    @staticmethod
+    def forward(ctx: Context, g, key, shape: tuple, advanced: bool, first=None):
+        ctx.key, ctx.first = key, first
+        return ctx.backend.getitem_backward(g, key, shape, advanced, first)
+
+    @staticmethod
+    def backward(ctx: Context, g):
+        return (g if ctx.first is None else g[ctx.first])[ctx.key]
+
+
+class TakeAlongAxis(Function):
+    """``x`` gathered at integer ``idx`` along ``axis`` (``backend.take_along_axis`` as an op)."""
+
+    name = "take_along_axis"
+
+    @staticmethod
+    def forward(ctx: Context, x, idx, axis: int):
+        ctx.axis, ctx.shape = axis, x.shape
+        ctx.save_for_backward(idx)
+        return ctx.backend.take_along_axis(x, idx, axis)
+
+    @staticmethod
+    def backward(ctx: Context, g, _gi=None):
+        (idx,) = ctx.saved_tensors
+        return ctx.backend.put_along_axis_backward(g, idx, ctx.axis, ctx.shape), None
+
+
+class PutAlongAxisBackward(Function):
+    """Zeros of ``shape`` with ``g`` added at ``idx`` along ``axis``: the gradient of
+    ``take_along_axis`` as an op (the graph backend's ``put_along_axis_backward``)."""
+
+    name = "put_along_axis_backward"
+
+    @staticmethod
+    def forward(ctx: Context, g, idx, axis: int, shape: tuple):
+        ctx.axis = axis
+        ctx.save_for_backward(idx)
+        return ctx.backend.put_along_axis_backward(g, idx, axis, shape)
+
+    @staticmethod
+    def backward(ctx: Context, g, _gi=None):
+        (idx,) = ctx.saved_tensors
+        return ctx.backend.take_along_axis(g, idx, ctx.axis), None
 
 
 def _same_dtype(ctx: Context, xs: tuple) -> tuple:
@@ -259,9 +303,8 @@ class Gather(Function):
     @staticmethod
     def backward(ctx: Context, g, *_):
         (ix,) = ctx.saved_tensors
-        be = ctx.backend
-        out = be.xp.zeros(ctx.shape if not ctx.zero_d else (1,), dtype=g.dtype)
-        be.index_add(out, _grid_index(be.xp, ix, ctx.dim), g.reshape(ix.shape))
+        out = ctx.backend.put_along_axis_backward(g.reshape(ix.shape), ix, ctx.dim,
+                                                  ctx.shape if not ctx.zero_d else (1,))
         return out.reshape(ctx.shape), None, None
 
 
@@ -289,12 +332,11 @@ class Embedding(Function):
     @staticmethod
     def backward(ctx: Context, g):
         (index,) = ctx.saved_tensors
-        be = ctx.backend
-        out = be.xp.zeros(ctx.shape, dtype=g.dtype)
-        be.index_add(out, index.reshape(-1), g.reshape(-1, ctx.shape[1]))
-        if ctx.padding_idx is not None:
-            out[ctx.padding_idx] = 0
-        return None, out
+        flat = index.reshape(-1)
+        rows = g.reshape(-1, ctx.shape[1])
+        if ctx.padding_idx is not None:  # the padding row gets no gradient
+            rows = rows * (flat != ctx.padding_idx % ctx.shape[0]).astype(g.dtype).reshape(-1, 1)
+        return None, ctx.backend.getitem_backward(rows, flat, ctx.shape, True)
 
 
 class Split(Function):
@@ -311,7 +353,7 @@ class Split(Function):
 
     @staticmethod
     def backward(ctx: Context, *grads):
-        return ctx.backend.xp.concatenate(grads, axis=ctx.dim)
+        return ctx.backend.xp.concatenate(list(grads), axis=ctx.dim)
 
 
 class Pad(Function):
@@ -343,9 +385,7 @@ class Pad(Function):
 
     @staticmethod
     def backward(ctx: Context, g):
-        out = ctx.backend.xp.zeros(ctx.shape, dtype=g.dtype)
-        out[ctx.src] = g[ctx.dst]
-        return out
+        return ctx.backend.getitem_backward(g[ctx.dst], ctx.src, ctx.shape, False)
 
 
 class Flip(Function):
@@ -372,13 +412,13 @@ class Triangle(Function):
         op = "triu" if upper else "tril"
         if x.ndim < 2:
             raise named_error(ShapeError, f"{op}: input must have at least 2 dimensions, got shape {tuple(x.shape)}")
-        ctx.fn = getattr(ctx.backend.xp, op)
+        ctx.op = op
         ctx.k = int(diagonal)
-        return ctx.fn(x, k=ctx.k)
+        return getattr(ctx.backend.xp, op)(x, k=ctx.k)
 
     @staticmethod
     def backward(ctx: Context, g):
-        return ctx.fn(g, k=ctx.k)
+        return getattr(ctx.backend.xp, ctx.op)(g, k=ctx.k)
 
 
 class Clone(Function):
@@ -403,15 +443,11 @@ class ToCopy(Function):
         src = ctx.backend
         ctx.src_dtype = x.dtype
         if device != src.device:
-            dst = get_backend(device)
-            host = src.to_numpy(x)
-            x = dst.from_numpy(host if dtype == x.dtype else host.astype(dtype))
             ctx.out_device = device
-            return x if x.dtype == dtype else x.astype(dtype)
+            return get_backend(device).transfer(x, src, dtype)
         return x.astype(dtype)
 
     @staticmethod
     def backward(ctx: Context, g):
-        if ctx.out_device is not None:
-            g = ctx.backend.from_numpy(get_backend(ctx.out_device).to_numpy(g))
-        return g if g.dtype == ctx.src_dtype else g.astype(ctx.src_dtype)
+        src = get_backend(ctx.out_device) if ctx.out_device is not None else ctx.backend
+        return ctx.backend.transfer(g, src, ctx.src_dtype)
