@@ -73,6 +73,7 @@ def check(rule: Rule) -> None:
 
 # ------------------------------------------------------------------------------------------------ host scalars
 _host: dict = {}
+_host_memo: dict = {}
 
 
 class _Hoist(ast.NodeTransformer):
@@ -120,8 +121,15 @@ def host_scalars(rule: Rule) -> tuple[str, ...]:
 def host_values(rule: Rule, options: dict) -> tuple[float, ...]:
     """The values of :func:`host_scalars`, computed in float64 from the hyperparameters (as PyTorch does in
     Python): in float32, ``1 - float32(0.999)`` is 1.3e-5 (relative) off ``float32(1 - 0.999)``."""
-    env = {h: float(options[h]) for h in rule.hyper}
-    return tuple(float(eval(code, rule.fn.__globals__, env)) for _, _, code in _split(rule)[1])
+    key = (rule.fn, *(options[h] for h in rule.hyper))
+    got = _host_memo.get(key)  # a step's host time matters for small models: 0.7 us instead of 2.5 us
+    if got is None:
+        env = {h: float(options[h]) for h in rule.hyper}
+        got = tuple(float(eval(code, rule.fn.__globals__, env)) for _, _, code in _split(rule)[1])
+        if len(_host_memo) > 4096:  # a schedule changes lr every step
+            _host_memo.clear()
+        _host_memo[key] = got
+    return got
 
 
 def generated_tree(rule: Rule) -> ast.FunctionDef:
