@@ -758,7 +758,5 @@ def test_optimizer_gradient_slots_and_create_graph():
             opt.zero_grad()
             (net(t64(xs)) ** 2).sum().backward(create_graph=True)
             assert all(p.grad.requires_grad for p in net.parameters())
-            for p in net.parameters():  # the optimizer's buckets outlive the test (optim/flat.py: _OWNER
-                p.grad = None           # holds them): drop the graphs the .grad hold, as PyTorch advises
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
