@@ -418,10 +418,11 @@ def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, acc
 
 
 def _visit_outputs(node, buf: dict, capture: dict | None, results: list, graph: bool = False) -> None:
+    """A node's output gradients, before its backward runs: tensor hooks, retain_grad, ``inputs`` capture."""
     for idx, entry in buf.items():
         if node._hooks and idx in node._hooks:
             for h in node._hooks[idx]:
-                r = h(entry[0] if graph else _make_result(entry[0], None, None, 0))
+                r = h(entry[0] if graph else _make_result(entry[0], node.out_device or node.backend.device, None, 0))
                 if r is not None:
                     entry[0], entry[1] = (r if graph else r.data), False
         if node._retained and idx in node._retained:
