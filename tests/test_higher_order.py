@@ -78,6 +78,31 @@ def test_backward_create_graph_sets_grad_with_graph_and_retains():
     np.testing.assert_allclose(x.grad.numpy(), 6 * x.numpy() ** 2)
 
 
+def test_backward_create_graph_grad_is_its_own_tensor():
+    """Under create_graph, .grad is a tensor of its own (PyTorch clones it): not the gradient another
+    leaf got nor the caller's grad tensor, and writable (zero_grad(set_to_none=False) zeroes it in
+    place without touching anything else)."""
+    x, w = t64([1.0, 2.0]), t64([3.0, 4.0])
+    (x + w).sum().backward(create_graph=True)
+    assert x.grad is not w.grad
+    v = t64([1.0, 1.0], grad=False)
+    z = t64([5.0, 6.0])
+    h = z * 1.0
+    h.retain_grad()
+    h.clone().backward(v, create_graph=True)
+    assert z.grad is not v and h.grad is not v
+    gg.optim.SGD([x, z], lr=0.1).zero_grad(set_to_none=False)
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 0.0])
+    np.testing.assert_array_equal(w.grad.numpy(), [1.0, 1.0])
+    np.testing.assert_array_equal(v.numpy(), [1.0, 1.0])
+    np.testing.assert_array_equal(h.grad.numpy(), [1.0, 1.0])
+    x.grad = None
+    (x ** 3).sum().backward(create_graph=True)  # the clone keeps the graph: .grad can be differentiated
+    g, x.grad = x.grad, None
+    g.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 6 * x.numpy())
+
+
 def test_autograd_backward_takes_pytorchs_arguments():
     x = t64([1.0, 2.0])
     y1, y2 = (x * x).sum(), x.exp()

@@ -398,7 +398,7 @@ def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, acc
         if graph:
             if g.dtype != leaf.data.dtype:
                 g = g.to(leaf.data.dtype)
-            leaf.grad = g if leaf.grad is None else leaf.grad + g
+            _add_to_grad(leaf, g, True)
         else:
             if g.dtype != leaf.data.dtype:
                 g = g.astype(leaf.data.dtype)
@@ -500,9 +500,11 @@ def backward(tensors, grad_tensors=None, retain_graph: bool | None = None, creat
 
 
 def _add_to_grad(t, g, graph: bool) -> None:
-    """``t.grad += g`` (a copy of ``g`` first); while recording out of place, keeping ``g``'s graph."""
+    """``t.grad += g`` (a copy of ``g`` first); while recording out of place, keeping ``g``'s graph (a
+    differentiable copy first, as PyTorch's: ``g`` may be the caller's tensor, another leaf's gradient
+    or a read-only broadcast view)."""
     if graph:
-        t.grad = g if t.grad is None else t.grad + g
+        t.grad = g.clone() if t.grad is None else t.grad + g
     elif t.grad is None:
         t.grad = _make_result(g.copy(), t._device, None, 0)
     else:
