@@ -103,6 +103,23 @@ def test_backward_create_graph_grad_is_its_own_tensor():
     np.testing.assert_allclose(x.grad.numpy(), 6 * x.numpy())
 
 
+def test_create_graph_keeps_no_device_backend_alive():
+    """The graph backend a recorded formula gets lives on its device backend: once that backend is
+    dropped (the strict stand-in's session ends) nothing keeps it alive (a module-level table did)."""
+    import weakref
+    from gpugrad.backends import get_backend
+    from tests.support import strict_cuda
+    with strict_cuda():
+        ref = weakref.ref(get_backend("cuda"))
+        x = t64([1.0, 2.0], device="cuda")
+        (g,) = gg.autograd.grad((x ** 3).sum(), x, create_graph=True)
+        g.sum().backward()
+        np.testing.assert_allclose(x.grad.numpy(), 6 * x.numpy())
+        del x, g
+    gc.collect()
+    assert ref() is None
+
+
 def test_autograd_backward_takes_pytorchs_arguments():
     x = t64([1.0, 2.0])
     y1, y2 = (x * x).sum(), x.exp()

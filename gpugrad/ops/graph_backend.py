@@ -268,14 +268,12 @@ class GraphBackend:
                                           label_smoothing=label_smoothing)
 
 
-_cache: dict = {}
-
-
 def graph_backend(real: Any) -> GraphBackend:
-    """The graph backend over ``real`` (one per device backend)."""
-    gb = _cache.get(id(real))
-    if gb is None or gb.real is not real:
-        gb = _cache[id(real)] = GraphBackend(real)
+    """The graph backend over ``real``: one per device backend, kept on it (not in a module-level table,
+    which would keep every backend it ever saw alive)."""
+    gb = real.__dict__.get("_graph_backend")
+    if gb is None:
+        gb = real._graph_backend = GraphBackend(real)
     return gb
 
 
