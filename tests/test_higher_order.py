@@ -707,6 +707,27 @@ def test_checkpointed_gradients_of_gradients_equal_the_plain_ones():
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
+def test_a_checkpointed_function_may_use_numpy_under_create_graph():
+    """The recompute runs the user's forward, not a recorded backward formula: NumPy on its tensors (a
+    host constant) is allowed there, and in a hook it registers, as without checkpointing; the
+    gradients agree."""
+    from gpugrad.checkpoint import checkpoint
+    seen = []
+
+    def f(x):
+        h = x * float(np.asarray(x).max())
+        if h.requires_grad:  # (not in checkpoint's no_grad forward: in its recompute)
+            h.register_hook(lambda g: seen.append(np.asarray(g).copy()))
+        return h.sin()
+
+    x = t64([0.1, 0.2, 0.4])
+    grads = [gg.autograd.grad(g(x).sum(), x, create_graph=True)[0] for g in (f, lambda t: checkpoint(f, t))]
+    np.testing.assert_allclose(grads[1].numpy(), grads[0].numpy(), rtol=1e-14)
+    assert grads[1].requires_grad
+    assert len(seen) == 2
+    np.testing.assert_allclose(seen[1], seen[0], rtol=1e-14)
+
+
 def test_checkpointed_mlp_pinn_loss_equals_the_plain_one():
     from gpugrad.checkpoint import CheckpointFunction
     ref = REF["pinn"]
