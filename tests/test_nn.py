@@ -322,6 +322,22 @@ def test_deepcopy_module():
     assert not np.all(net.layers[0].weight.numpy() == 0)
 
 
+def test_deepcopy_keeps_the_device_backend():
+    """A deep copy of a tensor or model runs on the same backend (the device is an immutable name, copied
+    as itself): not on a duplicate that gg.manual_seed does not reach."""
+    from gpugrad.backends import get_backend
+    net = nn.Linear(3, 3, device="cpu")
+    x = gg.ones(2, 3, device="cpu")
+    net(x)  # ops have cached the backend on the devices
+    clone, y = copy.deepcopy((net, x))
+    assert clone.weight.device == net.weight.device and y.device == x.device
+    assert clone.weight._backend() is get_backend("cpu") and y._backend() is get_backend("cpu")
+    gg.manual_seed(7)
+    a = gg.nn.functional.dropout(y, 0.5, True).numpy()
+    gg.manual_seed(7)
+    np.testing.assert_array_equal(gg.nn.functional.dropout(x, 0.5, True).numpy(), a)
+
+
 def test_sequential_container_ops():
     seq = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
     assert len(seq) == 2 and isinstance(seq[0], nn.Linear) and isinstance(seq[-1], nn.ReLU)
