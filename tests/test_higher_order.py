@@ -120,6 +120,20 @@ def test_create_graph_keeps_no_device_backend_alive():
     assert ref() is None
 
 
+def test_the_graph_backend_answers_protocol_lookups():
+    """Kept on its device backend, the graph backend is copied with it: copy's and pickle's lookups of
+    dunder methods get AttributeError (not the error for a missing differentiable method)."""
+    import copy
+    from gpugrad.backends import get_backend
+    x = t64([1.0, 2.0])
+    gg.autograd.grad((x ** 3).sum(), x, create_graph=True)
+    gb = get_backend("cpu")._graph_backend
+    assert not hasattr(gb, "__deepcopy__")
+    assert copy.copy(gb).real is gb.real
+    with pytest.raises(GradError, match="backend.no_such_method: no differentiable form"):
+        gb.no_such_method
+
+
 def test_autograd_backward_takes_pytorchs_arguments():
     x = t64([1.0, 2.0])
     y1, y2 = (x * x).sum(), x.exp()

@@ -195,6 +195,8 @@ class GraphBackend:
         self.xp = GraphXP(real.xp)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # a protocol lookup (copy's __deepcopy__, pickle's...): not a formula's call
+            raise AttributeError(name)
         raise named_error(GradError,
             f"backend.{name}: no differentiable form for create_graph=True, so the backward formula that "
             f"calls it cannot record a graph. Add one to gpugrad/ops/graph_backend.py: GraphBackend (an op whose "
