@@ -258,6 +258,30 @@ def test_gradgradcheck_catches_a_wrong_double_backward():
         gradgradcheck(Cube.apply, (x,))
 
 
+def test_gradgradcheck_catches_a_first_derivative_without_graph():
+    """A backward that returns a gradient without any graph while recording (a constant) is checked as
+    one, as PyTorch's gradgradcheck does: its derivative is zero, which the finite differences
+    contradict. It was dropped from the check: passed silently beside another input, or failed with an
+    unrelated TypeError alone."""
+
+    class MulCut(gg.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, y):
+            ctx.save_for_backward(x, y)
+            return x * y * y
+
+        @staticmethod
+        def backward(ctx, g):
+            x, y = ctx.saved_tensors
+            return g * y * y, ctx.backend.detach(g * 2 * x * y)  # y's gradient: no graph while recording
+
+    x, y = t64(np.linspace(0.5, 1.5, 3)), t64(np.linspace(1.0, 2.0, 3))
+    assert gg.autograd.gradcheck(MulCut.apply, (x, y))
+    for inputs in ((x, y), (x.detach(), y)):
+        with pytest.raises(GradcheckError, match="gradient mismatch for input"):
+            gradgradcheck(MulCut.apply, inputs)
+
+
 def test_an_unlinked_intermediate_is_an_error_not_a_constant():
     """An op that saves a float intermediate (neither input nor output) without saying how it
     depends on the inputs cannot record: a named error, never a silently wrong second derivative."""
