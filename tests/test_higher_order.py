@@ -555,6 +555,11 @@ def test_functional_strict_and_argument_errors():
         AF.vjp(lambda x: gg.ones(2, dtype=f64) * 1.0, x, t64([1.0, 1.0], grad=False), strict=True)
     with pytest.raises(RuntimeError, match="independent of input 1"):
         AF.vjp(lambda x, y: x * 2, (x, x), t64([1.0, 1.0], grad=False), strict=True)
+    # the input named is the one whose jacobian is a constant: y here (PyTorch 2.13 names the output's index)
+    with pytest.raises(RuntimeError, match="jacobian of output 0 of the user-provided function is independent of "
+                                           "input 1"):
+        AF.jacobian(lambda x, y: (x * x).sum() + y.sum(), (x, t64([3.0], grad=False)), create_graph=True,
+                    strict=True)
     _, z = AF.vjp(lambda x: gg.ones(2, dtype=f64) * 1.0 + 0 * x.detach(), x, t64([1.0, 1.0], grad=False))
     np.testing.assert_array_equal(z.numpy(), [0.0, 0.0])
     with pytest.raises(RuntimeError, match="v can only be None"):
