@@ -711,6 +711,39 @@ def _mlp_fn(params, use_checkpoint: bool):
     return f
 
 
+def test_a_type_promotion_cast_lives_only_as_long_as_it_is_saved():
+    """A binary op over float32 and float64 casts one operand (a copy). The node keeps it only where
+    backward saves it (Mul: counted by saved_bytes, freed by backward), not where it does not (Add):
+    it was kept, uncounted, for the node's life. The cast still re-links for a double backward."""
+    import tracemalloc
+    n = 300
+    x = gg.ones(n, n, dtype=gg.float32, requires_grad=True)
+    y = gg.ones(n, n, dtype=f64, requires_grad=True)
+    z_bytes = n * n * 8
+    gc.collect()
+    tracemalloc.start()
+    try:
+        z = x + y
+        held_add = tracemalloc.get_traced_memory()[0]
+        del z
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        z = x * y
+        z.sum().backward()  # frees the saved cast; z (and its node) stay
+        gc.collect()
+        held_mul = tracemalloc.get_traced_memory()[0] - base - x.grad.nbytes - y.grad.nbytes
+    finally:
+        tracemalloc.stop()
+    assert held_add < 1.25 * z_bytes  # z alone
+    assert held_mul < 1.5 * z_bytes  # z and the sum's scalars, not the float64 copy of x
+    w = t64([0.5, 1.5, -2.0])
+    h = (w * 2).to(gg.float32)  # a non-leaf float32 input, cast back to float64 by the promotion
+    (gh,) = gg.autograd.grad((h * w * w).sum(), w, create_graph=True)  # of sum(2 w^3): 6 w^2
+    np.testing.assert_allclose(gh.numpy(), 6 * w.numpy() ** 2, rtol=1e-12)
+    (ggw,) = gg.autograd.grad(gh.sum(), w)  # 12 w
+    np.testing.assert_allclose(ggw.numpy(), 12 * w.numpy(), rtol=1e-12)
+
+
 @pytest.mark.parametrize("use_checkpoint", [False, True])
 def test_saved_bytes_stay_exact_through_a_double_backward(use_checkpoint):
     gc.collect()
