@@ -895,3 +895,19 @@ def test_optimizer_gradient_slots_and_create_graph():
             assert all(p.grad.requires_grad for p in net.parameters())
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_lerp_keeps_its_weight_array_only_while_saved():
+    """lerp's tensor weight is saved for backward (and released by it): the node held it a second time
+    (ctx.weight), so it outlived the backward, uncounted by saved_bytes."""
+    import weakref
+    start, end = t64([0.0, 1.0]), t64([2.0, 5.0])
+    w = t64([0.25, 0.5]) * 1.0
+    ref = weakref.ref(w.data)
+    out = start.lerp(end, w)
+    del w
+    out.sum().backward()
+    gc.collect()
+    assert ref() is None
+    np.testing.assert_allclose(start.grad.numpy(), [0.75, 0.5])
+    np.testing.assert_allclose(start.lerp(end, 0.25).numpy(), [0.5, 2.0])  # a number weight
