@@ -911,3 +911,23 @@ def test_lerp_keeps_its_weight_array_only_while_saved():
     assert ref() is None
     np.testing.assert_allclose(start.grad.numpy(), [0.75, 0.5])
     np.testing.assert_allclose(start.lerp(end, 0.25).numpy(), [0.5, 2.0])  # a number weight
+
+
+def test_weighted_cross_entropy_counts_and_releases_its_row_weights():
+    """Class-weighted cross-entropy keeps each row's class weight for backward: saved like the
+    probabilities (counted by saved_bytes, released by backward), not as a context attribute that the
+    count missed and that outlived the backward."""
+    from gpugrad.autograd import saved
+    n, c = 6, 4
+    x = t64(np.random.default_rng(0).standard_normal((n, c)))
+    y = gg.tensor([0, 1, 2, 3, 1, -100])
+    gc.collect()
+    base = saved.saved_bytes()
+    plain = F.cross_entropy(x, y)
+    assert saved.saved_bytes() - base == n * c * 8  # the probabilities
+    del plain
+    gc.collect()
+    loss = F.cross_entropy(x, y, t64([1.0, 2.0, 0.5, 3.0], grad=False))
+    assert saved.saved_bytes() - base == n * c * 8 + n * 8  # and the row weights
+    loss.backward()
+    assert saved.saved_bytes() == base
