@@ -36,12 +36,19 @@ def module(state, source: str = _SOURCE, code=None):
 def function(state, name: str, dtype, source: str = _SOURCE, code=None):
     """The kernel handle ``{name}_{f16|f32|f64}`` of ``source`` (see :func:`module`), compiled and loaded on
     ``state``'s device (once)."""
-    key = (source, name, storage_suffix(dtype, f"{source} kernels ({name})"))
+    suffix = storage_suffix(dtype, f"{source} kernels ({name})")
+    return entry(state, (source, name, suffix), source, code, f"{name}_{suffix}")
+
+
+def entry(state, key, source, code, name: str):
+    """The kernel handle ``name`` of ``source`` (see :func:`module`), kept in ``state.functions`` under
+    ``key``: looked up in the module once, inside ``state``'s device (CuPy compiles and loads a RawModule
+    for the current device)."""
     f = state.functions.get(key)
     if f is None:
         import cupy
-        with cupy.cuda.Device(state.index):  # CuPy compiles and loads a RawModule for the current device
-            f = state.functions[key] = module(state, source, code).get_function(f"{name}_{key[2]}")
+        with cupy.cuda.Device(state.index):
+            f = state.functions[key] = module(state, source, code).get_function(name)
     return f
 
 
