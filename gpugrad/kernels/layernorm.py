@@ -321,11 +321,15 @@ def cuda_source() -> str:
 def c_function(state, name: str, dtype):
     """The compiled CUDA C entry point ``<name>_<f32|f64>`` on ``state``'s device (the backend's
     ``DeviceState``: compiled once there, forgotten with the runtime state)."""
-    from .cuda_c import function
     suffix = _numba.storage_suffix(dtype, "layer_norm's CUDA C kernels")
     if suffix not in _C_TYPES:
         raise TypeError(f"layer_norm's CUDA C kernels support float32 and float64, got {np.dtype(dtype)}")
-    return function(state, name, dtype, source="layernorm", code=cuda_source)
+    key = ("layernorm", name, suffix)  # cuda_c.function's key for this source
+    f = state.functions.get(key)  # every launch: one dict lookup
+    if f is None:
+        from .cuda_c import entry
+        f = entry(state, key, "layernorm", cuda_source, f"{name}_{suffix}")
+    return f
 
 
 def launch_forward(x2, w, b, eps: float, y, mean, rstd, *, state, max_blocks: int | None = None) -> None:
