@@ -73,6 +73,15 @@ def test_write_png_takes_floats_and_refuses_bad_input(tmp_path):
         viz.write_png(tmp_path / "x.png", np.zeros((2, 2), dtype=np.int32))
 
 
+def test_write_png_into_a_missing_folder_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        viz.write_png(tmp_path / "missing" / "a.png", np.zeros((2, 2), dtype=np.uint8))
+    msg = str(e.value)
+    assert msg.startswith("write_png: cannot write ") and "the folder " in msg and "does not exist" in msg
+    assert ".tmp" not in msg  # not the temporary file
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
 def test_font_covers_printable_ascii():
     assert set(plot._FONT) == {chr(c) for c in range(32, 127)}
     assert all(g.shape == (9, 5) for g in plot._FONT.values())
