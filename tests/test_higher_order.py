@@ -296,14 +296,10 @@ def _case_inputs(case: dict, device: str) -> list:
     return out
 
 
-@pytest.fixture(params=["cpu", "strict_cuda"])
-def device(request):
-    if request.param == "cpu":
-        yield "cpu"
-        return
-    from tests.support import strict_cuda
-    with strict_cuda():
-        yield "cuda"
+@pytest.fixture
+def device(cpu_or_strict_cuda):
+    """The device name a test runs on: "cpu", or "cuda" on the strict CuPy stand-in."""
+    return cpu_or_strict_cuda
 
 
 # PyTorch 2.13's float64 hardsigmoid backward multiplies by 1/6 rounded to float32 (0.1666666716...)
