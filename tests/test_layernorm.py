@@ -109,6 +109,27 @@ def test_cuda_glue_under_the_strict_stand_in(on_cuda, dtype):
             assert sorted(names) == sorted(f"layer_norm_{k}_{suf}" for k in ("fwd", "bwd_dx", "bwd_params"))
 
 
+def test_cuda_c_kernels_belong_to_the_backends_runtime_state():
+    """The compiled layer-norm module and its kernel handles live in the backend's per-device state (one
+    object, reset in one call; a fresh one per strict_cuda session), not in a module-level cache that
+    keeps one session's compiled module for the next."""
+    from gpugrad.backends.cuda.state import runtime
+    from tests.support import strict_cuda
+    x, w, b, dy = _data(3, 8, dtype=np.float32)
+    seen = []
+    for _ in range(2):
+        with strict_cuda():
+            xt = gg.tensor(x, device="cuda", requires_grad=True)
+            F.layer_norm(xt, (8,), gg.tensor(w, device="cuda"), gg.tensor(b, device="cuda")).backward(
+                gg.tensor(dy, device="cuda"))
+            st = runtime().device(0)
+            mods = [m for m in st.modules.values() if "layer_norm_fwd_f32" in m.code]
+            assert len(mods) == 1, "layer norm's CUDA C module is not in the device state"
+            assert {k for k in st.functions if "layer_norm" in "".join(map(str, k))}, "no kernel handles there"
+            seen.append(mods[0])
+    assert seen[0] is not seen[1]  # the second session compiled its own
+
+
 def test_a_change_to_the_definition_reaches_every_implementation(monkeypatch):
     """Generated, not copied: shift the output formula by 1 and every implementation shifts with it."""
     monkeypatch.setattr(L, "FORWARD", L.FORWARD[:-1] + (L.Step("y", "elem", L.xhat * L.w + L.b + 1.0),))

@@ -399,7 +399,8 @@ class CUDABackend(Backend):
                 "layer_norm_forward", x.dtype,
                 lambda st, *a: _numba_launch(_k_ln.numba_cuda_kernels(x.dtype)[0], m, st, a[0], a[1], a[2], eps,
                                              *a[3:]),
-                lambda *a: _k_ln.launch_forward(a[0], a[1], a[2], eps, *a[3:], max_blocks=mb), x, wc, bc, y, mean, rstd):
+                lambda *a: _k_ln.launch_forward(self.state, a[0], a[1], a[2], eps, *a[3:], max_blocks=mb),
+                x, wc, bc, y, mean, rstd):
             return y, mean, rstd
         return super().layer_norm_forward(x2, w, b, eps)
 
@@ -422,7 +423,7 @@ class CUDABackend(Backend):
             if dww is not None:
                 _numba_launch(k[2], n, st, xx, gg, mm, rr, dww, dbb)
         if self._launch.run("layer_norm_backward", x.dtype, nb,
-                            lambda *a: _k_ln.launch_backward(a[2], a[0], a[1], *a[3:], max_blocks=mb),
+                            lambda *a: _k_ln.launch_backward(self.state, a[2], a[0], a[1], *a[3:], max_blocks=mb),
                             x, wc, d, mean, rstd, dx, dw, db):
             return dx, dw, db
         return super().layer_norm_backward(dy, x2, w, mean, rstd, need_dx, need_params)
