@@ -170,6 +170,22 @@ def test_first_and_second_derivatives_match_recorded_pytorch(i):
                                    err_msg=f"{act}{prm} order {order}")
 
 
+def test_primitive_references_follow_c_at_the_edges():
+    """The float64 references (the definition tests compare to) give what C's pow/sin/cos give: a
+    negative base to a fractional power is NaN, not a complex number; a zero base to a negative odd power
+    keeps the zero's sign; an infinite angle is NaN, not a ValueError."""
+    pw = E.PRIMS["pow"].ref
+    for a, b in [(-2.5, 0.5), (-1.0, -2.5), (-800.0, 0.5)]:
+        assert math.isnan(pw(a, b)), (a, b)
+    assert math.isnan(E.evaluate(E.var("x") ** 0.5, {"x": -4.0}))
+    assert (pw(-0.0, -1.0), pw(0.0, -1.0), pw(-0.0, -2.0)) == (-math.inf, math.inf, math.inf)
+    assert (pw(-10.0, 401.0), pw(10.0, 401.0), pw(-10.0, 400.0)) == (-math.inf, math.inf, math.inf)
+    assert (pw(2.0, 0.5), pw(-2.0, 3.0)) == (math.sqrt(2.0), -8.0)
+    for name in ("sin", "cos"):
+        assert all(math.isnan(E.PRIMS[name].ref(v)) for v in (math.inf, -math.inf, math.nan)), name
+    assert E.PRIMS["sin"].ref(0.5) == math.sin(0.5)
+
+
 def test_derivatives_stay_small():
     """Interning shares common subexpressions and zeros drop: no order blows up."""
     for act in A.ACTIVATIONS:
