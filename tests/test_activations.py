@@ -17,7 +17,7 @@ import pytest
 import gpugrad as gg
 from gpugrad.backends import get_backend
 from gpugrad.backends.base import Backend
-from gpugrad.backends.cpu_numba import deriv_kernel, kernels as numba_kernels, params_arg
+from gpugrad.backends.cpu_numba import deriv_kernel, kernels as numba_kernels
 from gpugrad.kernels import activations as A
 from gpugrad.kernels import expr as E
 
@@ -267,7 +267,7 @@ def test_cpu_numba_passes_match_the_definition(act, prm):
     z, y, dy, saved = _data(rng, act, prm)
     b = rng.standard_normal(z.size)
     inplace, keep_z, _ = numba_kernels(act, np.float64)
-    P = params_arg(act, prm, np.float64)
+    P = A.kernel_params(act, prm, np.float64)
     with np.errstate(all="ignore"):
         y_ref = A.forward_ref((z + b)[None, :], act, prm)
     t = z[None, :].copy()
@@ -291,7 +291,7 @@ def test_cpu_numba_float32_computes_in_float32_close_to_the_definition(act):
     z = (rng.standard_normal((4, 33)) * 3).astype(np.float32)
     dy = rng.standard_normal((4, 33)).astype(np.float32)
     inplace, _, _ = numba_kernels(act, np.float32)
-    P = params_arg(act, None, np.float32)
+    P = A.kernel_params(act, None, np.float32)
     t = z.copy()
     inplace(t, np.zeros(1, np.float32), False, P)
     np.testing.assert_allclose(t, A.forward_ref(z, act), rtol=2e-6, atol=2e-7)
