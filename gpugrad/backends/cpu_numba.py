@@ -113,7 +113,7 @@ def empty_bias(dt) -> np.ndarray:
 # ---------------------------------------------------------------------------- softmax cross-entropy
 # The CPU pass of backends/base.py's softmax_cross_entropy / cross_entropy_backward (the reference:
 # tests/test_cpu_backend.py checks one against the other): one pass per row instead of ~10 NumPy calls,
-# which dominate the loss of a small batch (batch 32 x 10 classes: ~110 us in NumPy calls, 2026-12-05).
+# which dominate the loss of a small batch (batch 32 x 10 classes: ~110 us in NumPy calls, 2026-12-04).
 @numba.njit(cache=True)
 def softmax_xent(logits, target, ignore_index, loss, probs):
     """``probs = softmax(logits)`` row by row, ``loss[i] = -log probs[i, target[i]]`` (max-subtracted);
