@@ -21,25 +21,34 @@ MAX_BLOCK = 1024  # threads per block (every CUDA device since compute capabilit
 _SOURCE = "fused.cu"
 
 
-def module(state):
-    """``fused.cu`` as a ``cupy.RawModule`` (``state``: the backend's per-device state, with dicts
-    ``modules``, ``functions``, ``plans`` and a ``plan(key, make)`` method)."""
-    mod = state.modules.get(_SOURCE)
+def module(state, source: str = _SOURCE, code=None):
+    """``source`` (default ``fused.cu``; ``code()``: its CUDA C where it is generated, not a file) as a
+    ``cupy.RawModule`` (``state``: the backend's per-device state, with dicts ``modules``, ``functions``,
+    ``plans`` and a ``plan(key, make)`` method)."""
+    mod = state.modules.get(source)
     if mod is None:
         import cupy
-        mod = state.modules[_SOURCE] = cupy.RawModule(code=cuda_source(source_path(_SOURCE)),
-                                                      options=("--std=c++14",))
+        mod = state.modules[source] = cupy.RawModule(code=code() if code else cuda_source(source_path(source)),
+                                                     options=("--std=c++14",))
     return mod
 
 
-def function(state, name: str, dtype):
-    """The kernel handle ``{name}_{f16|f32|f64}``, compiled and loaded on ``state``'s device (once)."""
-    key = (_SOURCE, name, storage_suffix(dtype, f"fused.cu kernels ({name})"))
+def function(state, name: str, dtype, source: str = _SOURCE, code=None):
+    """The kernel handle ``{name}_{f16|f32|f64}`` of ``source`` (see :func:`module`), compiled and loaded on
+    ``state``'s device (once)."""
+    suffix = storage_suffix(dtype, f"{source} kernels ({name})")
+    return entry(state, (source, name, suffix), source, code, f"{name}_{suffix}")
+
+
+def entry(state, key, source, code, name: str):
+    """The kernel handle ``name`` of ``source`` (see :func:`module`), kept in ``state.functions`` under
+    ``key``: looked up in the module once, inside ``state``'s device (CuPy compiles and loads a RawModule
+    for the current device)."""
     f = state.functions.get(key)
     if f is None:
         import cupy
-        with cupy.cuda.Device(state.index):  # CuPy compiles and loads a RawModule for the current device
-            f = state.functions[key] = module(state).get_function(f"{name}_{key[2]}")
+        with cupy.cuda.Device(state.index):
+            f = state.functions[key] = module(state, source, code).get_function(name)
     return f
 
 
@@ -58,12 +67,6 @@ def check_block(kernel: str, block, *, power_of_two_max: int | None = None) -> i
     return int(block)
 
 
-def _prm(act: str, params, dt) -> tuple:
-    """The kernels' trailing parameter arguments (``GG_ACT_PARAMS``) in the compute type of ``dt``."""
-    c = compute_dtype(dt).type
-    return tuple(c(p) for p in kernel_params(act, params))
-
-
 def _key(params):
     """A hashable plan-cache key of an activation's parameters."""
     return tuple(params.items()) if isinstance(params, dict) else params
@@ -80,7 +83,7 @@ def bias_act(z, b, y, act: str, params=None, write_z: bool = False, *, state, bl
     def make():
         grid, bx = grid_2d(M, N, check_block("bias_act", block), max_blocks)
         return (function(state, "bias_act", dt), grid, (bx,), (np.int64(M), np.int64(N), np.int32(has_b),
-                np.int32(bool(write_z)), np.int32(act_code(act))) + _prm(act, params, dt))
+                np.int32(bool(write_z)), np.int32(act_code(act))) + kernel_params(act, params, compute_dtype(dt)))
     f, grid, blk, tail = state.plan(("bias_act", dt, M, N, has_b, bool(write_z), act, _key(params), block,
                                      max_blocks), make)
     f(grid, blk, (z, b if has_b else z, y) + tail)
@@ -97,7 +100,8 @@ def act_backward(dy, saved, dz, act: str, params=None, order: int = 1, *, state,
     def make():
         grid, bx = grid_2d(M, N, check_block("act_bwd", block), max_blocks)
         return (function(state, "act_bwd", dt), grid, (bx,),
-                (np.int64(M), np.int64(N), np.int32(act_code(act)), np.int32(order)) + _prm(act, params, dt))
+                (np.int64(M), np.int64(N), np.int32(act_code(act)), np.int32(order))
+                + kernel_params(act, params, compute_dtype(dt)))
     f, grid, blk, tail = state.plan(("act_bwd", dt, M, N, act, _key(params), order, block, max_blocks), make)
     f(grid, blk, (dy, saved, dz) + tail)
 
@@ -119,7 +123,7 @@ def act_bias_grad(dy, saved, dz, db, act: str, params=None, order: int = 1, *, s
         col_blocks, row_blocks, rpb = plan(M, N, ABG_TX, ABG_TY, target_blocks)
         return (function(state, "act_bias_grad", dt), (col_blocks, row_blocks), row_blocks,
                 (np.int64(M), np.int64(N), np.int64(rpb), np.int32(write_dz), np.int32(do_bias),
-                 np.int32(act_code(act)), np.int32(order)) + _prm(act, params, dt),
+                 np.int32(act_code(act)), np.int32(order)) + kernel_params(act, params, compute_dtype(dt)),
                 function(state, "colsum", dt), (blocks_for(N, 128),), (np.int64(row_blocks), np.int64(N)))
     f, grid, row_blocks, tail, f2, grid2, tail2 = state.plan(
         ("act_bias_grad", dt, M, N, write_dz, do_bias, act, _key(params), order, target_blocks), make)
