@@ -313,16 +313,16 @@ def _make_apply(cls: type):
                 arrays = (a.data, b.data)
                 if b._requires_grad:
                     edges = (ea, (b._grad_fn, b._out_idx) if b._grad_fn is not None else (b, -1))
-                    needs = (requires, True)
+                    needs = _NEEDS_TT if requires else _NEEDS_FT
                     requires = True
                 else:
                     edges = (ea, None)
-                    needs = (requires, False)
+                    needs = _NEEDS_TF if requires else _NEEDS_FF
             else:
                 tensor_args = (a,)
                 arrays = (a.data, b)
                 edges = (ea, None)
-                needs = (requires, False)
+                needs = _NEEDS_TF if requires else _NEEDS_FF
         else:
             tensor_args = []
             arrays = []
@@ -363,7 +363,7 @@ def _make_apply(cls: type):
                     probe[id(t)] = t
         ctx = _new(Context)
         ctx.backend = backend
-        ctx.needs_input_grad = tuple(needs) if record else (False,) * len(needs)
+        ctx.needs_input_grad = tuple(needs) if record else _NEEDS_NONE.get(len(needs)) or (False,) * len(needs)
         try:
             out = cls.forward(ctx, *arrays, **kwargs)
         except Exception as e:
@@ -400,7 +400,9 @@ def _make_apply(cls: type):
             ctx._fn = cls  # _link, inline
             ctx._seq = _next_seq()
             ctx._edges = tuple(edges)
-            ctx._out_meta = ((out.shape, out.dtype),)
+            key = (out.shape, out.dtype)
+            meta = _metas.get(key)
+            ctx._out_meta = meta if meta is not None else _new_meta(key)
             if ctx._to_save:
                 ctx._finalize(tensor_args, arrays, (res,))
             return res
@@ -426,6 +428,10 @@ def _make_apply(cls: type):
 _new = object.__new__
 _NO_VC = [0]  # the version counter of a plain array argument (never bumped)
 _SCALARS = (int, float)
+# needs_input_grad of the binary ops, shared (tuples are never changed in place; the engine replaces a
+# node's needs_input_grad while it runs, never edits it): one tuple less per op for the collector.
+_NEEDS_TT, _NEEDS_TF, _NEEDS_FT, _NEEDS_FF = (True, True), (True, False), (False, True), (False, False)
+_NEEDS_NONE = {n: (False,) * n for n in range(1, 9)}  # an op that records nothing
 
 
 def _device_mismatch(cls: type, args: tuple, dev, other) -> None:
@@ -434,6 +440,16 @@ def _device_mismatch(cls: type, args: tuple, dev, other) -> None:
         f"{other} (inputs: {', '.join(describe(x) for x in args)}). "
         f"Move them first, e.g. x.to('{dev}').")
 _np_generic = np.generic
+# The ``_out_meta`` of single-output nodes, one shared tuple per (shape, dtype) seen: two tuples less per
+# op for the garbage collector to track (their creation cost is the lookup's).
+_metas: dict = {}
+
+
+def _new_meta(key: tuple) -> tuple:
+    if len(_metas) >= 4096:  # many distinct shapes (varying batch sizes): start over
+        _metas.clear()
+    meta = _metas[key] = (key,)
+    return meta
 _asarray = np.asarray
 
 
