@@ -203,19 +203,22 @@ class Context:
         (``gpugrad/autograd/higher_order.py``): the input Tensor itself, the output's index, or None for
         a plain array argument (``arrays``: the positional arguments as passed to forward)."""
         versions = []
-        tracked = []
+        tracked = None  # a list only when something is counted (the class default is ())
         for a in self._to_save:
-            if a is None or not hasattr(a, "nbytes"):
+            if a is None:
                 continue
-            owner = None
             for t in tensor_args:
                 if t.data is a:
-                    owner = t
+                    vc = t._vc
+                    versions.append((vc, vc[0], a, t))
                     break
-            if owner is not None:
-                versions.append((owner._vc, owner._vc[0], a, owner))
-                if owner._grad_fn is None:
+            else:
+                t = None
+            if t is not None:
+                if t._grad_fn is None:
                     continue  # a leaf's data lives anyway: not counted
+            elif not hasattr(a, "nbytes"):
+                continue
             else:
                 for j, t in enumerate(outputs):
                     d = t.data  # (NumPy's 0-d arithmetic gives a scalar, which became a 0-d array output)
@@ -227,10 +230,12 @@ class Context:
                         if arr is a:  # a plain array argument: a constant, no version to check
                             versions.append((_NO_VC, 0, a, None))
                             break
-            _saved.track(a)
-            tracked.append(a)
+            _track(a)
+            if tracked is None:
+                tracked = self._tracked = [a]
+            else:
+                tracked.append(a)
         self._versions = versions
-        self._tracked = tracked
 
     def release(self) -> None:
         """Free saved arrays (after backward without retain_graph)."""
@@ -426,6 +431,7 @@ def _make_apply(cls: type):
 
 
 _new = object.__new__
+_track = _saved.track
 _NO_VC = [0]  # the version counter of a plain array argument (never bumped)
 _SCALARS = (int, float)
 # needs_input_grad of the binary ops, shared (tuples are never changed in place; the engine replaces a
