@@ -17,21 +17,13 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def best_fifth(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.thread_time()
-        fn()
-        ts.append(time.thread_time() - t0)
-    ts.sort()
-    return ts[len(ts) // 5] * 1e6
+def _us(fn, repeats: int) -> float:
+    from gpugrad import benchmarking as bm
+    return bm.best_fifth_thread_time(fn, repeats) * 1e6
 
 
 def main(argv=None) -> dict:
@@ -60,7 +52,7 @@ def main(argv=None) -> dict:
             be.act_chunk = chunk if mode == "chunks" else 0
             for act, order in cases:
                 res[f"{act} order {order}"][mode].append(
-                    best_fifth(lambda: be.act_derivative(dy, z, act, None, order), args.repeats))
+                    _us(lambda: be.act_derivative(dy, z, act, None, order), args.repeats))
     be.act_chunk = chunk
     rows = []
     for key, v in res.items():

@@ -15,22 +15,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = [(256, 784, 1024), (256, 1024, 1024), (1024, 128, 128), (32, 64, 256), (32, 256, 256)]
 
 
-def best_fifth(fn, repeats: int) -> float:
-    for _ in range(5):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.thread_time()
-        fn()
-        ts.append(time.thread_time() - t0)
-    ts.sort()
-    return ts[len(ts) // 5] * 1e6
+def _us(fn, repeats: int) -> float:
+    from gpugrad import benchmarking as bm
+    return bm.best_fifth_thread_time(fn, repeats) * 1e6
 
 
 def main(argv=None) -> dict:
@@ -63,19 +55,19 @@ def main(argv=None) -> dict:
         y, dx, dw = np.empty((b, o), np.float32), np.empty((b, i), np.float32), np.empty((o, i), np.float32)
         n = args.repeats if b * i * o < 10**8 else max(20, args.repeats // 8)
         row = {"shape": [b, i, o], "numpy": {
-            "x@w.T": best_fifth(lambda: np.matmul(x, w.T, out=y), n),
-            "x@(w.T contiguous)": best_fifth(lambda: np.matmul(x, wt, out=y), n),
-            "dz@w": best_fifth(lambda: np.matmul(dz, w, out=dx), n),
-            "dz.T@x": best_fifth(lambda: np.matmul(dz.T, x, out=dw), n)}}
+            "x@w.T": _us(lambda: np.matmul(x, w.T, out=y), n),
+            "x@(w.T contiguous)": _us(lambda: np.matmul(x, wt, out=y), n),
+            "dz@w": _us(lambda: np.matmul(dz, w, out=dx), n),
+            "dz.T@x": _us(lambda: np.matmul(dz.T, x, out=dw), n)}}
         if torch is not None:
             tx, tw, tdz, ty, tdx, tdw = map(torch.from_numpy, (x, w, dz, y, dx, dw))
-            row["torch"] = {"x@w.T": best_fifth(lambda: torch.mm(tx, tw.T, out=ty), n),
-                            "dz@w": best_fifth(lambda: torch.mm(tdz, tw, out=tdx), n),
-                            "dz.T@x": best_fifth(lambda: torch.mm(tdz.T, tx, out=tdw), n)}
+            row["torch"] = {"x@w.T": _us(lambda: torch.mm(tx, tw.T, out=ty), n),
+                            "dz@w": _us(lambda: torch.mm(tdz, tw, out=tdx), n),
+                            "dz.T@x": _us(lambda: torch.mm(tdz.T, tx, out=tdw), n)}
         if blis_gemm is not None:
-            row["blis"] = {"x@w.T": best_fifth(lambda: blis_gemm(x, w, out=y, trans2=True), n),
-                           "dz@w": best_fifth(lambda: blis_gemm(dz, w, out=dx), n),
-                           "dz.T@x": best_fifth(lambda: blis_gemm(dz, x, out=dw, trans1=True), n)}
+            row["blis"] = {"x@w.T": _us(lambda: blis_gemm(x, w, out=y, trans2=True), n),
+                           "dz@w": _us(lambda: blis_gemm(dz, w, out=dx), n),
+                           "dz.T@x": _us(lambda: blis_gemm(dz, x, out=dw, trans1=True), n)}
         rows.append(row)
         print(f"{b}x{i}x{o}: " + "; ".join(f"{lib} " + " ".join(f"{k} {v:.0f}" for k, v in r.items())
                                            for lib, r in row.items() if lib != "shape") + " (us)", flush=True)
