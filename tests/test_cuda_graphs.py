@@ -342,6 +342,33 @@ def test_real_runtime_replayed_steps_still_report_bad_targets(real_runtime):
             gg.cuda.synchronize()
 
 
+
+def test_real_runtime_replayed_steps_report_bad_indices_as_the_cpu(real_runtime):
+    """An embedding index out of range in a replayed step raises IndexRangeError at the next
+    synchronisation, worded as the CPU's index check (not as a class target)."""
+    from gpugrad._errors import IndexRangeError
+    with real_runtime("cuda_c"):
+        gg.manual_seed(0)
+        emb, head = nn.Embedding(10, 4).to("cuda"), nn.Linear(4, 3).to("cuda")
+        opt = optim.SGD([*emb.parameters(), *head.parameters()], lr=0.1)
+
+        def step(i, y):
+            opt.zero_grad()
+            loss = F.mse_loss(head(emb(i)).sum(dim=1), y)
+            loss.backward()
+            opt.step()
+            return loss
+        g = graphs.graphed_step(step, optimizers=[opt], warmup=1)
+        y = gg.zeros(4, device="cuda")
+        good = gg.tensor(np.array([0, 3, 9, 1]), device="cuda")
+        for _ in range(3):  # warm-up, capture + launch, replay
+            g(good, y).item()
+        g(gg.tensor(np.array([0, 12, 9, 1]), device="cuda"), y)  # replayed: no Python checks the indices
+        with pytest.raises(IndexRangeError, match=r"embedding: index 12 out of range, found on the device by "
+                           r"embedding \(dimension 0 with size 10"):
+            gg.cuda.synchronize()
+        assert np.isfinite(g(good, y).item())  # the record was cleared
+
 # ---------------------------------------------------------------- on a GPU: real graphs
 @pytest.mark.gpu
 def test_gpu_graphed_step_equals_eager():

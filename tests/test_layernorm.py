@@ -107,6 +107,12 @@ def test_cuda_glue_under_the_strict_stand_in(on_cuda, dtype):
         else:
             suf = "f32" if dtype == "float32" else "f64"
             assert sorted(names) == sorted(f"layer_norm_{k}_{suf}" for k in ("fwd", "bwd_dx", "bwd_params"))
+            # compiled into the backend's per-device runtime state (reset with it), not a module-level cache
+            from gpugrad.backends.cuda.state import runtime
+            state = runtime().device(0)
+            assert "layernorm" in state.modules
+            assert {("layernorm", f"layer_norm_{k}", suf) for k in ("fwd", "bwd_dx", "bwd_params")} <= \
+                state.functions.keys()
 
 
 def test_a_change_to_the_definition_reaches_every_implementation(monkeypatch):

@@ -11,6 +11,7 @@ import pytest
 
 import gpugrad as gg
 from gpugrad._dtype import promote_types, result_type
+from gpugrad._errors import IndexRangeError
 
 F = gg.nn.functional
 
@@ -146,8 +147,19 @@ def test_device_side_index_checks_report_at_the_next_synchronisation(on_cuda, mo
     reads = on_cuda.counters.device_to_host
     out = x.gather(1, gg.tensor([[0, 5], [1, 1]], device="cuda"))
     assert on_cuda.counters.device_to_host == reads  # nothing read yet
-    with pytest.raises(IndexError, match=r"gather: target 5 out of range"):
+    # the same class and words as the CPU's check (not a class target's: no classes, no ignore_index)
+    with pytest.raises(IndexRangeError, match=r"gather: index 5 out of range, found on the device by gather "
+                       r"\(dimension 1 with size 3, valid: 0 to 2\)\. Reported"):
         out.numpy()
+    lowest = np.iinfo(np.int64).min  # no value is exempt from an index check (class targets' ignore_index is)
+    out = F.embedding(gg.tensor(np.array([0, lowest]), device="cuda"), gg.ones(5, 3, device="cuda"))
+    with pytest.raises(IndexRangeError, match=f"embedding: index {lowest} out of range"):
+        out.numpy()
+    F.cross_entropy(gg.ones(2, 3, device="cuda"), gg.tensor([0, 7], device="cuda"))
+    out = x.gather(1, gg.tensor([[0, 1], [1, 1]], device="cuda"))
+    with pytest.raises(IndexError, match=r"cross_entropy or gather: target 7 out of range") as e:
+        out.numpy()  # a class target among the checks: IndexError, naming every op the record covers
+    assert not isinstance(e.value, IndexRangeError)
     monkeypatch.setenv("GPUGRAD_SYNC_DEBUG", "1")  # at the op itself, with the position
     with pytest.raises(IndexError, match=r"embedding: index 7 is out of bounds for dimension 0 with size 5"):
         F.embedding(gg.tensor([0, 7], device="cuda"), gg.ones(5, 3, device="cuda"))

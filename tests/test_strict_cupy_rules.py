@@ -102,6 +102,26 @@ def test_python_scalars_are_weak_and_must_fit_the_array_dtype(cp):
     assert (cp.asarray(np.ones(2, np.float32)) * 3).dtype == np.float32
 
 
+
+def test_ufuncs_and_operators_give_ieee_results_without_warnings(cp):
+    """CuPy's elementwise kernels never read the floating-point status: inf and nan, no RuntimeWarning
+    (NumPy warns for each of these), also when a captured graph replays them."""
+    import warnings
+    z, one = cp.zeros(2, dtype=np.float32), cp.ones(2, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isneginf(cp.log(z).get()).all() and np.isinf((one / z).get()).all()
+        assert np.isnan((z / z).get()).all() and np.isinf(cp.exp(one * 1000).get()).all()
+        assert np.isnan(cp.power(-one, 0.5).get()).all()
+        out = cp.empty(2, dtype=np.float32)
+        s = cp.cuda.Stream(non_blocking=True)
+        with s:
+            s.begin_capture()
+            cp.log(z, out=out)
+            g = s.end_capture()
+        g.launch(s)
+        assert np.isneginf(out.get()).all()
+
 # ====================================================================== kernels
 _SRC = r'''
 typedef long long i64;

@@ -50,7 +50,7 @@ _AUX_NAME = {a.name: a.cublaslt[2] for a in _acts.ALL if a.cublaslt}
 _BY_EPILOG = {a.cublaslt[i]: a.name for a in _acts.ALL if a.cublaslt for i in (0, 1)}
 
 def _cache(name: str) -> dict:
-    """This path's caches live in the CUDA runtime state (reset with it): ``available``, ``plans``
+    """This path's caches live in the CUDA runtime state (they go with it): ``available``, ``plans``
     (``Matmul`` objects per device and shapes), ``unsupported`` (epilogues cuBLASLt refused)."""
     return runtime().cache("epilogue." + name)
 

@@ -210,7 +210,7 @@ def _module():
     directory it finds), else nvcc; a clear error naming both failures otherwise."""
     import cupy
     dev = cupy.cuda.runtime.getDevice()
-    modules = runtime().cache("fused_mlp.modules")  # by device, in the CUDA runtime state (reset with it)
+    modules = runtime().cache("fused_mlp.modules")  # by device, in the CUDA runtime state (they go with it)
     mod = modules.get(dev)
     if mod is not None:
         return mod

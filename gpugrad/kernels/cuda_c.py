@@ -21,25 +21,34 @@ MAX_BLOCK = 1024  # threads per block (every CUDA device since compute capabilit
 _SOURCE = "fused.cu"
 
 
-def module(state):
-    """``fused.cu`` as a ``cupy.RawModule`` (``state``: the backend's per-device state, with dicts
-    ``modules``, ``functions``, ``plans`` and a ``plan(key, make)`` method)."""
-    mod = state.modules.get(_SOURCE)
+def module(state, source: str = _SOURCE, code=None):
+    """``source`` (default ``fused.cu``; ``code()``: its CUDA C where it is generated, not a file) as a
+    ``cupy.RawModule`` (``state``: the backend's per-device state, with dicts ``modules``, ``functions``,
+    ``plans`` and a ``plan(key, make)`` method)."""
+    mod = state.modules.get(source)
     if mod is None:
         import cupy
-        mod = state.modules[_SOURCE] = cupy.RawModule(code=cuda_source(source_path(_SOURCE)),
-                                                      options=("--std=c++14",))
+        mod = state.modules[source] = cupy.RawModule(code=code() if code else cuda_source(source_path(source)),
+                                                     options=("--std=c++14",))
     return mod
 
 
-def function(state, name: str, dtype):
-    """The kernel handle ``{name}_{f16|f32|f64}``, compiled and loaded on ``state``'s device (once)."""
-    key = (_SOURCE, name, storage_suffix(dtype, f"fused.cu kernels ({name})"))
+def function(state, name: str, dtype, source: str = _SOURCE, code=None):
+    """The kernel handle ``{name}_{f16|f32|f64}`` of ``source`` (see :func:`module`), compiled and loaded on
+    ``state``'s device (once)."""
+    suffix = storage_suffix(dtype, f"{source} kernels ({name})")
+    return entry(state, (source, name, suffix), source, code, f"{name}_{suffix}")
+
+
+def entry(state, key, source, code, name: str):
+    """The kernel handle ``name`` of ``source`` (see :func:`module`), kept in ``state.functions`` under
+    ``key``: looked up in the module once, inside ``state``'s device (CuPy compiles and loads a RawModule
+    for the current device)."""
     f = state.functions.get(key)
     if f is None:
         import cupy
-        with cupy.cuda.Device(state.index):  # CuPy compiles and loads a RawModule for the current device
-            f = state.functions[key] = module(state).get_function(f"{name}_{key[2]}")
+        with cupy.cuda.Device(state.index):
+            f = state.functions[key] = module(state, source, code).get_function(name)
     return f
 
 

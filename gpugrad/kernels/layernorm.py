@@ -318,41 +318,35 @@ def cuda_source() -> str:
     return "\n".join(parts) + "\n"
 
 
-_modules: dict = {}
-_functions: dict = {}
-
-
-def c_function(name: str, dtype):
-    """The compiled CUDA C entry point ``<name>_<f32|f64>`` on CuPy's current device (compiled once)."""
-    import cupy
+def c_function(state, name: str, dtype):
+    """The compiled CUDA C entry point ``<name>_<f32|f64>`` on ``state``'s device (the backend's
+    ``DeviceState``: compiled once there, forgotten with the runtime state)."""
     suffix = _numba.storage_suffix(dtype, "layer_norm's CUDA C kernels")
     if suffix not in _C_TYPES:
         raise TypeError(f"layer_norm's CUDA C kernels support float32 and float64, got {np.dtype(dtype)}")
-    dev = cupy.cuda.runtime.getDevice()
-    f = _functions.get((name, suffix, dev))
+    key = ("layernorm", name, suffix)  # cuda_c.function's key for this source
+    f = state.functions.get(key)  # every launch: one dict lookup
     if f is None:
-        mod = _modules.get(dev)
-        if mod is None:
-            mod = _modules[dev] = cupy.RawModule(code=cuda_source(), options=("--std=c++14",))
-        f = _functions[(name, suffix, dev)] = mod.get_function(f"{name}_{suffix}")
+        from .cuda_c import entry
+        f = entry(state, key, "layernorm", cuda_source, f"{name}_{suffix}")
     return f
 
 
-def launch_forward(x2, w, b, eps: float, y, mean, rstd, *, max_blocks: int | None = None) -> None:
+def launch_forward(x2, w, b, eps: float, y, mean, rstd, *, state, max_blocks: int | None = None) -> None:
     """One block per row (CuPy arrays, contiguous, CuPy's current stream)."""
     m, n = x2.shape
     C = _numba.compute_dtype(x2.dtype).type
-    c_function("layer_norm_fwd", x2.dtype)((_numba.blocks_for(m, 1, max_blocks),), (_BLOCK,),
-                                            (x2, w, b, y, mean, rstd, np.int64(m), np.int64(n), C(eps)))
+    c_function(state, "layer_norm_fwd", x2.dtype)((_numba.blocks_for(m, 1, max_blocks),), (_BLOCK,),
+                                                   (x2, w, b, y, mean, rstd, np.int64(m), np.int64(n), C(eps)))
 
 
-def launch_backward(dy, x2, w, mean, rstd, dx, dw, db, *, max_blocks: int | None = None) -> None:
+def launch_backward(dy, x2, w, mean, rstd, dx, dw, db, *, state, max_blocks: int | None = None) -> None:
     """``dx`` (one block per row), then ``dw``/``db`` (one thread per column); ``dx`` or ``dw`` may be
     None (not needed)."""
     m, n = x2.shape
     if dx is not None:
-        c_function("layer_norm_bwd_dx", x2.dtype)((_numba.blocks_for(m, 1, max_blocks),), (_BLOCK,),
-                                                   (x2, w, dy, mean, rstd, dx, np.int64(m), np.int64(n)))
+        c_function(state, "layer_norm_bwd_dx", x2.dtype)((_numba.blocks_for(m, 1, max_blocks),), (_BLOCK,),
+                                                          (x2, w, dy, mean, rstd, dx, np.int64(m), np.int64(n)))
     if dw is not None:
-        c_function("layer_norm_bwd_params", x2.dtype)((_numba.blocks_for(n, _BLOCK, max_blocks),), (_BLOCK,),
-                                                       (x2, dy, mean, rstd, dw, db, np.int64(m), np.int64(n)))
+        c_function(state, "layer_norm_bwd_params", x2.dtype)((_numba.blocks_for(n, _BLOCK, max_blocks),), (_BLOCK,),
+                                                              (x2, dy, mean, rstd, dw, db, np.int64(m), np.int64(n)))

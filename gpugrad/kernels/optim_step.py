@@ -39,20 +39,12 @@ def step_numba(rule: Rule, arrays: dict, start: int, end: int, options: dict, de
     _numba.launch(k, _numba.blocks_for(end - start, block, max_blocks), block, stream, *args)
 
 
-def c_module(state, rule: Rule, mask: tuple):
-    """The generated CUDA C of ``rule`` for one state mask as a ``cupy.RawModule`` (NVRTC), kept in
-    ``state`` (the backend's per-device state; see ``cuda_c.module``)."""
-    key = ("optim", rule.name, mask)
-    mod = state.modules.get(key)
-    if mod is None:
-        import cupy
-        mod = state.modules[key] = cupy.RawModule(code=cg.cuda_c_source(rule, [mask]), options=("--std=c++14",))
-    return mod
-
-
 def step_cuda_c(rule: Rule, arrays: dict, start: int, end: int, options: dict, derived: tuple = (), step=None,
                 found_inf=None, *, state, block: int = 256, max_blocks: int | None = None) -> None:
-    """One CUDA C launch over ``[start, end)`` (CuPy arrays, CuPy's current stream)."""
+    """One CUDA C launch over ``[start, end)`` (CuPy arrays, CuPy's current stream). The generated CUDA C of
+    ``rule`` for one state mask is compiled once per device into ``state`` (the backend's per-device
+    state; see ``cuda_c.module``), and each entry point looked up there once (a lookup per launch costs
+    host time)."""
     if end <= start:
         return
     dt = np.dtype(arrays["p"].dtype)
@@ -60,11 +52,10 @@ def step_cuda_c(rule: Rule, arrays: dict, start: int, end: int, options: dict, d
     mask = rule.present(options)
     key = ("optim", rule.name, mask, step is not None, dt)
     f = state.functions.get(key)
-    if f is None:  # looked up once (get_function per launch costs host time), on the state's device
-        import cupy
-        with cupy.cuda.Device(state.index):
-            f = state.functions[key] = c_module(state, rule, mask).get_function(
-                cg.entry_name(rule, mask, step is not None, _numba.storage_suffix(dt)))
+    if f is None:
+        from .cuda_c import entry
+        f = entry(state, key, ("optim", rule.name, mask), lambda: cg.cuda_c_source(rule, [mask]),
+                  cg.entry_name(rule, mask, step is not None, _numba.storage_suffix(dt)))
     args = cg.pack_args(rule, mask, arrays, start, end, options, derived, step, found_inf, c, np.int64)
     args = [np.int32(a) if isinstance(a, bool) else a for a in args]
     f((_numba.blocks_for(end - start, block, max_blocks),), (block,), tuple(args))

@@ -13,6 +13,8 @@ Arrays and NumPy
   ``CScalar``, which refuses it: ``cupy/_core/_scalar.pyx``); so does arithmetic mixing it with a NumPy
   array (NumPy and Python scalars are fine).
 - reductions, indexing to one element and ufuncs on 0-d arrays give 0-d arrays, never scalars.
+- ufuncs and operators give IEEE results (inf, nan) with no NumPy RuntimeWarning: a CuPy ufunc is a
+  kernel launch that never reads the floating-point status (``cupy/_core/_kernel.pyx``: ``ufunc.__call__``).
 - Python scalars are weak (NEP 50) in ufuncs, ``where`` and ``clip``: next to an array of the same or a
   higher kind a Python int takes the array's dtype and raises ``OverflowError`` where it does not fit
   (``-100`` against ``uint8``, ``2**63 - 1`` against ``int32``), comparisons included; NumPy's ``where``
@@ -817,11 +819,21 @@ def _out(out):
     return out._a
 
 
+def _quiet(fn: Callable) -> Callable:
+    """``fn`` without NumPy's floating-point warnings (divide by zero, overflow, invalid): a CuPy kernel
+    computes IEEE results on the GPU and warns about none of them."""
+    def q(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+    return q
+
+
 class ufunc:
-    """A NumPy ufunc over stand-in arrays (NumPy arrays refused)."""
+    """A NumPy ufunc over stand-in arrays (NumPy arrays refused); no floating-point warnings, as CuPy."""
 
     def __init__(self, np_ufunc: np.ufunc) -> None:
         self._f = np_ufunc
+        self._call = _quiet(np_ufunc)
         self.__name__ = np_ufunc.__name__
         self.nin, self.nout = np_ufunc.nin, np_ufunc.nout
 
@@ -849,7 +861,7 @@ class ufunc:
         if dtype is None:
             _check_weak_ints(self.__name__, a)
         counters.array_ops += 1
-        f = self._f
+        f = self._call
         r = f(*a, out=o, dtype=dtype, casting=casting, **kw)
         if out is not None:
             record(lambda: f(*a, out=o, dtype=dtype, casting=casting, **kw))

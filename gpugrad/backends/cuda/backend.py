@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..._device import device
-from ..._errors import named_error
+from ..._errors import IndexRangeError, named_error
 from ..._mode import STATE
 from ...kernels import act_bias_grad as _k_abg
 from ...kernels import bias_act as _k_ba
@@ -54,8 +54,8 @@ class CUDABackend(Backend):
     """CuPy on one CUDA device."""
 
     name = "cuda"
-    _err = None  # device int64 [min, max] of out-of-range class targets since the last check
-    _pending: dict = {}  # (op, classes, ignore_index) validated on the device since then (replaced, never mutated)
+    _err = None  # device int64 [min, max] of out-of-range class targets and indices since the last check
+    _pending: dict = {}  # the checks validated on the device since then (keys: see _validated; replaced, never mutated)
 
     def __init__(self, dev: device) -> None:
         super().__init__(dev)
@@ -119,17 +119,18 @@ class CUDABackend(Backend):
         if checks and not checks.keys() <= self._pending.keys():
             self._pending = {**self._pending, **checks}
 
-    def _validated(self, op: str, n_classes: int, ignore_index: int) -> None:
+    def _validated(self, key: tuple) -> None:
         """Note a device-side check folded into the error record (the callers check at the op instead
-        when :func:`check_at_op`)."""
-        key = (op, int(n_classes), int(ignore_index))
+        when :func:`check_at_op`). ``key``: ``(op, classes, ignore_index)`` for class targets,
+        ``(op, size, None, dim)`` for indices."""
         if key not in self._pending:
             self._pending = {**self._pending, key: True}
 
     def raise_device_errors(self) -> None:
         """Read the device-side error record (one small device-to-host copy, at a synchronisation
         point) and raise the error of a failed check since the last one: ``IndexError`` naming the op,
-        the range of the bad target values and the number of classes."""
+        the range of the bad target values and the number of classes (``IndexRangeError``, as on the CPU,
+        where only indices were checked)."""
         pending, self._pending = self._pending, {}
         if not pending or self._err is None:
             return
@@ -137,12 +138,15 @@ class CUDABackend(Backend):
         if lo > hi:
             return
         self._clear_err()
-        what = f"target {lo}" if lo == hi else f"targets from {lo} to {hi}"
-        checks = "; ".join(f"{op} with {c} classes (valid: 0 to {c - 1}, or ignore_index={ii})"
-                           for op, c, ii in pending)
-        op = next(iter(pending))[0]
-        raise named_error(IndexError,
-            f"{op}: {what} out of range, found on the device by {checks}. Reported at the first "
+        indices = all(len(k) == 4 for k in pending)  # only gather/embedding/one_hot indices: as on the CPU
+        noun = "index" if indices else "target"
+        what = f"{noun} {lo}" if lo == hi else f"{noun}s from {lo} to {hi}"
+        checks = "; ".join(f"{k[0]} with {k[1]} classes (valid: 0 to {k[1] - 1}, or ignore_index={k[2]})"
+                           if len(k) == 3 else f"{k[0]} (dimension {k[3]} with size {k[1]}, valid: 0 to {k[1] - 1})"
+                           for k in pending)
+        ops = list(dict.fromkeys(k[0] for k in pending))  # the record cannot tell which of them saw it
+        raise named_error(IndexRangeError if indices else IndexError,
+            f"{' or '.join(ops)}: {what} out of range, found on the device by {checks}. Reported at the first "
             "synchronisation after the op (.item(), .numpy(), gg.cuda.synchronize(), save); set "
             "GPUGRAD_SYNC_DEBUG=1 or use gg.autograd.detect_anomaly() to raise at the op itself.")
 
@@ -156,19 +160,29 @@ class CUDABackend(Backend):
         target = target.astype(np.int64, copy=False)
         if check_at_op():
             return super().check_targets(op, target, n_classes, ignore_index)  # names the position
-        xp = self.xp
-        err = self._err_record()
-        bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
-        xp.minimum(err[:1], xp.where(bad, target, _I64.max).min(keepdims=True), out=err[:1])
-        xp.maximum(err[1:], xp.where(bad, target, _I64.min).max(keepdims=True), out=err[1:])
-        self._validated(op, n_classes, ignore_index)
+        self._fold_out_of_range(target, n_classes, ignore_index)
+        self._validated((op, int(n_classes), int(ignore_index)))
 
     def check_indices(self, op: str, index, size: int, dim: int = 0) -> None:
         """Validated on the device like class targets (no host read): an index outside ``[0, size)`` raises
-        at the next synchronisation (at the op under :func:`check_at_op`)."""
+        ``IndexRangeError`` at the next synchronisation (at the op under :func:`check_at_op`)."""
+        if not index.size:
+            return
         if check_at_op():
             return super().check_indices(op, index, size, dim)
-        self.check_targets(op, index.reshape(-1).astype(np.int64, copy=False), size, _I64.min)
+        self._fold_out_of_range(index.reshape(-1).astype(np.int64, copy=False), size, None)
+        self._validated((op, int(size), None, int(dim)))
+
+    def _fold_out_of_range(self, values, n: int, ignore_index: int | None) -> None:
+        """Fold the least and greatest of ``values`` (int64) outside ``[0, n)`` (``ignore_index`` aside)
+        into the error record: a few kernels, nothing read on the host."""
+        xp = self.xp
+        err = self._err_record()
+        bad = (values < 0) | (values >= n)
+        if ignore_index is not None:
+            bad &= values != ignore_index
+        xp.minimum(err[:1], xp.where(bad, values, _I64.max).min(keepdims=True), out=err[:1])
+        xp.maximum(err[1:], xp.where(bad, values, _I64.min).max(keepdims=True), out=err[1:])
 
     def count_divisor(self, valid, dtype):
         """The count as a 0-d device array: a ``mean`` loss divides by it without a host read (0: nan)."""
@@ -355,7 +369,7 @@ class CUDABackend(Backend):
                                                                  max_blocks=mb),
                 x, t, loss, probs, err):
             if check_op is not None:
-                self._validated(check_op, x.shape[1], ignore_index)
+                self._validated((check_op, x.shape[1], int(ignore_index)))
             return loss, probs
         return super().softmax_cross_entropy(logits, target, ignore_index, check_op)
 
@@ -399,7 +413,8 @@ class CUDABackend(Backend):
                 "layer_norm_forward", x.dtype,
                 lambda st, *a: _numba_launch(_k_ln.numba_cuda_kernels(x.dtype)[0], m, st, a[0], a[1], a[2], eps,
                                              *a[3:]),
-                lambda *a: _k_ln.launch_forward(a[0], a[1], a[2], eps, *a[3:], max_blocks=mb), x, wc, bc, y, mean, rstd):
+                lambda *a: _k_ln.launch_forward(a[0], a[1], a[2], eps, *a[3:], state=self.state, max_blocks=mb),
+                x, wc, bc, y, mean, rstd):
             return y, mean, rstd
         return super().layer_norm_forward(x2, w, b, eps)
 
@@ -422,7 +437,7 @@ class CUDABackend(Backend):
             if dww is not None:
                 _numba_launch(k[2], n, st, xx, gg, mm, rr, dww, dbb)
         if self._launch.run("layer_norm_backward", x.dtype, nb,
-                            lambda *a: _k_ln.launch_backward(a[2], a[0], a[1], *a[3:], max_blocks=mb),
+                            lambda *a: _k_ln.launch_backward(a[2], a[0], a[1], *a[3:], state=self.state, max_blocks=mb),
                             x, wc, d, mean, rstd, dx, dw, db):
             return dx, dw, db
         return super().layer_norm_backward(dy, x2, w, mean, rstd, need_dx, need_params)

@@ -4,13 +4,13 @@
 kernels), the kernel fallbacks taken, the counting allocator, the cuBLAS binding, and one
 :class:`DeviceState` per device (compiled modules, kernel handles, launch plans, cuBLAS handles and
 workspaces). A ``CUDABackend`` holds the :class:`DeviceState` of its device and hands it to every
-kernel launch. ``runtime().reset()`` forgets everything (the next use probes, compiles and creates
-again); :func:`install` puts another :class:`Runtime` in place and returns the old one, which is how
-``tests/support.strict_cuda`` runs the real backend on the CuPy stand-in and then restores the real
-state untouched. Nothing here imports CuPy.
+kernel launch. :func:`install` puts another :class:`Runtime` in place and returns the old one: with no
+``CUDABackend`` objects alive (each holds its device's state) the next use probes, compiles and creates
+everything again. That is how ``tests/support.strict_cuda`` runs the real backend on the CuPy stand-in
+and then restores the real state untouched. Nothing here imports CuPy.
 
 Settings are not state: the kernel set (``launcher``), the TF32 switch and the GEMM path keep their
-own values and survive a reset."""
+own values and survive a new runtime state."""
 from __future__ import annotations
 
 import threading
@@ -78,15 +78,11 @@ class Runtime:
         return d
 
     def cache(self, name: str) -> dict:
-        """A named dict that lives and is reset with this runtime (the experimental paths' caches)."""
+        """A named dict that lives and goes with this runtime (the experimental paths' caches)."""
         c = self.extra.get(name)
         if c is None:
             c = self.extra.setdefault(name, {})
         return c
-
-    def reset(self) -> None:
-        """Forget everything: probes, fallbacks, the allocator, the binding, every device's state."""
-        self.__init__()
 
 
 _current = [Runtime()]
