@@ -41,6 +41,15 @@ class device:  # noqa: N801  (PyTorch spelling)
     def __hash__(self) -> int:
         return hash((self.type, self.index))
 
+    # A device is an immutable name: copies are itself. (A copy would also copy ``_be``, the device's
+    # backend: a deep-copied tensor or model then ran its ops on a duplicate backend, whose random state
+    # gg.manual_seed no longer reaches, with duplicated caches and, on CUDA, duplicated runtime state.)
+    def __copy__(self) -> "device":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "device":
+        return self
+
     def __str__(self) -> str:
         return self.type if self.index is None else f"{self.type}:{self.index}"
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _dtype
 from ._device import CPU, as_device, device
-from .autograd.function import TensorBase, _make_result
+from .autograd.function import TensorBase, _make_result, named_error
 from .backends import get_backend
 
 if TYPE_CHECKING:
@@ -208,14 +208,21 @@ def randint(low: int, high: int, size: Sequence, device=None) -> Tensor:
 
 
 def randperm(n: int, device=None, generator: "Generator | None" = None) -> Tensor:
-    """A random permutation of ``range(n)`` (int64), from the device's generator or ``generator``."""
-    if generator is not None:
-        return _make_result(generator.draw(lambda be: be.xp.argsort(be.rand((n,), np.float64)).astype(np.int64)),
-                            generator.device, None, 0)
-    dev = as_device(device)
-    be = get_backend(dev)
-    arr = be.xp.argsort(be.rand((n,), np.float64)).astype(np.int64)
-    return _make_result(arr, dev, None, 0)
+    """A random permutation of ``range(n)`` (int64), from the device's generator or ``generator`` (on
+    ``device``, which is then the generator's unless given)."""
+    if generator is None:
+        dev = as_device(device)
+        return _make_result(_permutation(get_backend(dev), n), dev, None, 0)
+    dev = generator.device
+    if device is not None and as_device(device) != dev:
+        raise named_error(RuntimeError, f"randperm: device={as_device(device)} but the generator is on {dev}; give "
+                          f"a generator of that device (gg.Generator(device={str(as_device(device))!r})) or leave "
+                          "device out")
+    return _make_result(generator.draw(lambda be: _permutation(be, n)), dev, None, 0)
+
+
+def _permutation(be: Any, n: int):
+    return be.xp.argsort(be.rand((n,), np.float64)).astype(np.int64)
 
 
 def arange(start: float, end: float | None = None, step: float = 1, dtype=None, device=None,

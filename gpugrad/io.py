@@ -153,7 +153,7 @@ def atomic_write(path: str, write: Callable[[BinaryIO], Any], op: str = "write")
 def _folder_error(op: str, path: str, e: OSError) -> OSError:
     """The error of a write whose folder is missing, is a file, or refuses the temporary file."""
     folder = os.path.dirname(path) or "."
-    if not os.path.exists(folder):
+    if not os.path.exists(folder) and not isinstance(e, NotADirectoryError):
         why = (f"the folder {folder!r} does not exist. Fix: create it first (os.makedirs({folder!r}, "
                "exist_ok=True)) or write into an existing folder")
     elif not os.path.isdir(folder):

@@ -24,6 +24,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .io import atomic_write
 from .tensor import Tensor
 
 __all__ = ["graph", "walk", "dot_available", "scalar_example", "write_png", "field_image"]
@@ -182,7 +183,7 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> str:
-    """Write ``image`` as an 8-bit PNG file, atomically (a temp file renamed over ``path``); returns
+    """Write ``image`` as an 8-bit PNG file, atomically (:func:`gpugrad.io.atomic_write`); returns
     the path. ``image``: ``(H, W)`` grayscale, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA, uint8 (or
     floats in [0, 1], rounded). Needs only NumPy and zlib."""
     a = np.asarray(image)
@@ -203,15 +204,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> str:
     data = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0))
             + _png_chunk(b"IDAT", zlib.compress(raw, 9)) + _png_chunk(b"IEND", b""))
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda f: f.write(data), "write_png")
     return path
 
 

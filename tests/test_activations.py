@@ -17,7 +17,7 @@ import pytest
 import gpugrad as gg
 from gpugrad.backends import get_backend
 from gpugrad.backends.base import Backend
-from gpugrad.backends.cpu_numba import deriv_kernel, kernels as numba_kernels, params_arg
+from gpugrad.backends.cpu_numba import deriv_kernel, kernels as numba_kernels
 from gpugrad.kernels import activations as A
 from gpugrad.kernels import expr as E
 
@@ -170,6 +170,22 @@ def test_first_and_second_derivatives_match_recorded_pytorch(i):
                                    err_msg=f"{act}{prm} order {order}")
 
 
+def test_primitive_references_follow_c_at_the_edges():
+    """The float64 references (the definition tests compare to) give what C's pow/sin/cos give: a
+    negative base to a fractional power is NaN, not a complex number; a zero base to a negative odd power
+    keeps the zero's sign; an infinite angle is NaN, not a ValueError."""
+    pw = E.PRIMS["pow"].ref
+    for a, b in [(-2.5, 0.5), (-1.0, -2.5), (-800.0, 0.5)]:
+        assert math.isnan(pw(a, b)), (a, b)
+    assert math.isnan(E.evaluate(E.var("x") ** 0.5, {"x": -4.0}))
+    assert (pw(-0.0, -1.0), pw(0.0, -1.0), pw(-0.0, -2.0)) == (-math.inf, math.inf, math.inf)
+    assert (pw(-10.0, 401.0), pw(10.0, 401.0), pw(-10.0, 400.0)) == (-math.inf, math.inf, math.inf)
+    assert (pw(2.0, 0.5), pw(-2.0, 3.0)) == (math.sqrt(2.0), -8.0)
+    for name in ("sin", "cos"):
+        assert all(math.isnan(E.PRIMS[name].ref(v)) for v in (math.inf, -math.inf, math.nan)), name
+    assert E.PRIMS["sin"].ref(0.5) == math.sin(0.5)
+
+
 def test_derivatives_stay_small():
     """Interning shares common subexpressions and zeros drop: no order blows up."""
     for act in A.ACTIVATIONS:
@@ -251,7 +267,7 @@ def test_cpu_numba_passes_match_the_definition(act, prm):
     z, y, dy, saved = _data(rng, act, prm)
     b = rng.standard_normal(z.size)
     inplace, keep_z, _ = numba_kernels(act, np.float64)
-    P = params_arg(act, prm, np.float64)
+    P = A.kernel_params(act, prm, np.float64)
     with np.errstate(all="ignore"):
         y_ref = A.forward_ref((z + b)[None, :], act, prm)
     t = z[None, :].copy()
@@ -275,7 +291,7 @@ def test_cpu_numba_float32_computes_in_float32_close_to_the_definition(act):
     z = (rng.standard_normal((4, 33)) * 3).astype(np.float32)
     dy = rng.standard_normal((4, 33)).astype(np.float32)
     inplace, _, _ = numba_kernels(act, np.float32)
-    P = params_arg(act, None, np.float32)
+    P = A.kernel_params(act, None, np.float32)
     t = z.copy()
     inplace(t, np.zeros(1, np.float32), False, P)
     np.testing.assert_allclose(t, A.forward_ref(z, act), rtol=2e-6, atol=2e-7)

@@ -262,6 +262,22 @@ def test_retain_grad_and_hooks():
     np.testing.assert_allclose(x.grad.numpy(), 10 * 8 * x.numpy())
 
 
+def test_hooks_get_gradients_on_the_graph_device(cpu_or_strict_cuda):
+    """A hook on a non-leaf tensor and one on a leaf see their gradient on the tensors' device, and
+    can combine it with tensors there (as retain_grad's .grad is)."""
+    dev = cpu_or_strict_cuda
+    x = gg.tensor([1.0, 2.0], requires_grad=True, device=dev)
+    h = x * 2
+    h.retain_grad()
+    seen = []
+    h.register_hook(lambda g: seen.append(g.device) or g + gg.ones(2, device=dev))
+    x.register_hook(lambda g: seen.append(g.device))
+    (h * h).sum().backward()
+    assert seen == [x.device, x.device]
+    assert h.grad.device == x.device
+    np.testing.assert_allclose(x.grad.numpy(), 2 * (2 * h.numpy() + 1))
+
+
 def test_multi_output_function_missing_grad_is_zero():
     x = gg.tensor([[1.0, 5.0], [7.0, 2.0]], requires_grad=True)
     vals, idx = x.max(dim=1)

@@ -15,7 +15,7 @@ import pytest
 import gpugrad as gg
 from gpugrad import cli, diagnostics, training
 from gpugrad.install_hints import hint
-from tests.test_plot import read_png
+from tests.support.png import read_png
 
 TINY = ["--dataset", "synthetic", "--n-samples", "240", "--n-features", "6", "--n-outputs", "3",
         "--width", "16", "--depth", "2", "--batch-size", "32", "--quiet", "--no-plots"]

@@ -10,6 +10,7 @@ import pytest
 import gpugrad as gg
 from gpugrad.backends import cpu_blas, get_backend
 from gpugrad.backends.base import Backend
+from gpugrad.install_hints import hint
 from gpugrad.kernels.activations import ACTIVATIONS
 
 rng = np.random.default_rng(0)
@@ -90,7 +91,7 @@ def test_optimizer_pass_matches_generic_on_float32():
 
 def test_mkl_gemm_matches_numpy():
     if cpu_blas.load() is None:
-        pytest.skip('MKL not installed (pip install ".[mkl]") or GPUGRAD_BLAS=numpy')
+        pytest.skip(f"MKL not installed ({hint('mkl')}) or GPUGRAD_BLAS=numpy")
     a = rng.standard_normal((6, 4)).astype(np.float32)
     b = rng.standard_normal((4, 5)).astype(np.float32)
     np.testing.assert_allclose(cpu_blas.gemm(a, b, False, False), a @ b, rtol=1e-5)

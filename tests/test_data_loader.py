@@ -105,3 +105,15 @@ def test_training_loop_with_a_loader():
             opt.step()
     acc = (model(x).numpy().argmax(1) == y).mean()
     assert acc > 0.9
+
+
+def test_randperm_with_a_generator_stays_on_the_generators_device(cpu_or_strict_cuda):
+    """``device`` and ``generator`` together: the permutation is on that device, and a generator of another
+    device is refused (PyTorch too), not silently used to give a tensor on the generator's device."""
+    dev = gg.device(cpu_or_strict_cuda)
+    p = gg.randperm(7, generator=gg.Generator(dev).manual_seed(1))
+    assert p.device == dev and sorted(p.tolist()) == list(range(7))
+    assert gg.randperm(7, device=dev, generator=gg.Generator(dev).manual_seed(1)).tolist() == p.tolist()
+    other = "cpu" if dev.type == "cuda" else "cuda"
+    with pytest.raises(RuntimeError, match=rf"randperm: device={other}.* but the generator is on {dev}"):
+        gg.randperm(7, device=other, generator=gg.Generator(dev))

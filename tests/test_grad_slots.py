@@ -5,6 +5,9 @@ accumulation without zero_grad, hooks, autograd.grad), and a gradient someone st
 written over, neither by the next backward nor by the next step's gather."""
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -172,3 +175,52 @@ def test_gather_of_fresh_gradients_reuses_the_buffer_nobody_holds():
         bufs.append(id(_bucket(opt).grad))
         opt.zero_grad()
     assert len(set(bufs)) == 1
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_a_dropped_model_and_optimizer_are_freed(cpu_or_strict_cuda, create_graph):
+    """The optimizer's buckets are not kept alive by a module-level registry: after ``del net, opt``
+    the parameters, their ``.grad`` (with its graph under create_graph) and its saved activations go."""
+    from gpugrad.autograd import saved
+    dev = cpu_or_strict_cuda
+    gc.collect()
+    base = saved.saved_bytes()
+    gg.manual_seed(0)
+    net = gg.nn.MLP([5, 7, 3], activation="tanh", device=dev)
+    opt = gg.optim.SGD(net.parameters(), lr=0.1)
+    x, y = gg.tensor(X, device=dev), gg.tensor(Y, device=dev)
+    for _ in range(2):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    opt.zero_grad()
+    (net(x) ** 2).sum().backward(create_graph=create_graph)
+    if create_graph:
+        assert saved.saved_bytes() > base  # the .grad graphs hold activations
+    refs = [weakref.ref(p) for p in net.parameters()]
+    del net, opt
+    gc.collect()
+    assert all(r() is None for r in refs)
+    assert saved.saved_bytes() == base
+
+
+def test_a_held_gradient_is_not_written_over_after_its_optimizer_is_dropped():
+    """Once its optimizer is gone, a parameter's gradient slot is gone too: a gradient the user holds
+    (from a backward that wrote into the slot) is not overwritten by the next backward."""
+    model, _ = _pair()
+    opt, backward = _sgd(model)
+    for _ in range(2):
+        backward()
+        opt.step()
+    del opt, backward
+    gc.collect()
+    x, y = gg.tensor(X), gg.tensor(Y)
+    w = model.head.weight
+    w.grad = None
+    F.cross_entropy(model(x), y).backward()
+    kept = w.grad
+    value = kept.numpy().copy()
+    w.grad = None
+    F.cross_entropy(model(x) * 3.0, y).backward()
+    assert not np.array_equal(w.grad.numpy(), value)
+    np.testing.assert_array_equal(kept.numpy(), value)

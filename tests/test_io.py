@@ -109,6 +109,8 @@ def test_saving_into_a_missing_folder_names_the_folder_and_the_fix(tmp_path, mon
     (tmp_path / "afile").write_text("x")
     with pytest.raises(NotADirectoryError, match="'afile' .* is a file, not a folder"):
         gg.save({"a": gg.ones(1)}, "afile/x.npz")
+    with pytest.raises(NotADirectoryError, match=r"'afile/sub' \(or a folder above it\) is a file, not a folder"):
+        gg.save({"a": gg.ones(1)}, "afile/sub/x.npz")  # not "does not exist ... os.makedirs", which would fail too
     assert sorted(os.listdir(tmp_path)) == ["afile"]
 
 

@@ -322,6 +322,38 @@ def test_deepcopy_module():
     assert not np.all(net.layers[0].weight.numpy() == 0)
 
 
+def test_linear_negative_slope_is_the_slope_forward_uses():
+    """Linear(activation='leaky_relu').negative_slope reads and sets the slope its forward uses (one
+    value: activation_params); it was a second copy, read only at construction."""
+    x = gg.tensor([[-1.0, 2.0]])
+    lin = nn.Linear(2, 2, activation="leaky_relu", activation_params={"negative_slope": 0.3})
+    assert lin.negative_slope == 0.3
+    with gg.no_grad():
+        lin.weight.copy_(gg.eye(2))
+        lin.bias.zero_()
+    np.testing.assert_allclose(lin(x).numpy(), [[-0.3, 2.0]], rtol=1e-6)
+    lin.negative_slope = 0.5
+    np.testing.assert_allclose(lin(x).numpy(), [[-0.5, 2.0]], rtol=1e-6)
+    assert lin.activation_params == (0.5,) and "negative_slope=0.5" in repr(lin)
+    assert nn.Linear(2, 2, negative_slope=0.2).negative_slope == 0.2  # kept for another activation
+
+
+def test_deepcopy_keeps_the_device_backend():
+    """A deep copy of a tensor or model runs on the same backend (the device is an immutable name, copied
+    as itself): not on a duplicate that gg.manual_seed does not reach."""
+    from gpugrad.backends import get_backend
+    net = nn.Linear(3, 3, device="cpu")
+    x = gg.ones(2, 3, device="cpu")
+    net(x)  # ops have cached the backend on the devices
+    clone, y = copy.deepcopy((net, x))
+    assert clone.weight.device == net.weight.device and y.device == x.device
+    assert clone.weight._backend() is get_backend("cpu") and y._backend() is get_backend("cpu")
+    gg.manual_seed(7)
+    a = gg.nn.functional.dropout(y, 0.5, True).numpy()
+    gg.manual_seed(7)
+    np.testing.assert_array_equal(gg.nn.functional.dropout(x, 0.5, True).numpy(), a)
+
+
 def test_sequential_container_ops():
     seq = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
     assert len(seq) == 2 and isinstance(seq[0], nn.Linear) and isinstance(seq[-1], nn.ReLU)

@@ -1,58 +1,39 @@
 """The dependency-free PNG writer (gg.viz.write_png) and line plots (gpugrad/plot.py), read back with an
-independent PNG decoder (below: every filter type of the PNG specification, checked against zlib's CRCs)."""
+independent PNG decoder (tests/support/png.py: every filter type of the PNG specification, checked
+against zlib's CRCs)."""
 from __future__ import annotations
-
-import struct
-import zlib
 
 import numpy as np
 import pytest
 
 from gpugrad import diagnostics, plot, viz
+from tests.support.png import read_png
 
-_CHANNELS = {0: 1, 2: 3, 6: 4}
 
-
-def read_png(path) -> np.ndarray:
-    """Decode an 8-bit grayscale/RGB/RGBA, non-interlaced PNG into ``(H, W, C)`` uint8."""
-    data = open(path, "rb").read()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG signature"
-    pos, chunks = 8, {}
-    while pos < len(data):
-        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        payload = data[pos + 8:pos + 8 + n]
-        assert struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])[0] == zlib.crc32(kind + payload), kind
-        chunks.setdefault(kind, []).append(payload)
-        pos += 12 + n
-    w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", chunks[b"IHDR"][0])
-    assert depth == 8 and interlace == 0 and b"IEND" in chunks
-    c = _CHANNELS[ctype]
-    raw = zlib.decompress(b"".join(chunks[b"IDAT"]))
-    stride = w * c
-    assert len(raw) == h * (stride + 1)
-    out = np.zeros((h, stride), dtype=np.int64)
-    prev = np.zeros(stride, dtype=np.int64)
+def test_the_decoder_reads_every_filter_type(tmp_path):
+    """tests/support/png.py against PNG rows filtered by the specification's five filters, one per row."""
+    import struct
+    import zlib
+    img = np.random.default_rng(1).integers(0, 256, (5, 4, 3)).astype(np.int64)
+    h, w, c = img.shape
+    rows, prev = [], np.zeros(w * c, np.int64)
     for y in range(h):
-        ftype, line = raw[y * (stride + 1)], np.frombuffer(raw, np.uint8, stride, y * (stride + 1) + 1).astype(np.int64)
-        cur = np.zeros(stride, dtype=np.int64)
-        for i in range(stride):
-            a = cur[i - c] if i >= c else 0
-            b, cc = prev[i], prev[i - c] if i >= c else 0
-            if ftype == 0:
-                pred = 0
-            elif ftype == 1:
-                pred = a
-            elif ftype == 2:
-                pred = b
-            elif ftype == 3:
-                pred = (a + b) // 2
-            else:
-                p = a + b - cc
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - cc)
-                pred = a if pa <= pb and pa <= pc else b if pb <= pc else cc
-            cur[i] = (line[i] + pred) & 0xFF
-        out[y], prev = cur, cur
-    return out.reshape(h, w, c).astype(np.uint8)
+        x = img[y].reshape(-1)
+        a = np.concatenate([np.zeros(c, np.int64), x[:-c]])
+        cc = np.concatenate([np.zeros(c, np.int64), prev[:-c]])
+        p = a + prev - cc
+        pa, pb, pc = np.abs(p - a), np.abs(p - prev), np.abs(p - cc)
+        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, prev, cc))
+        pred = [np.zeros_like(x), a, prev, (a + prev) // 2, paeth][y]
+        rows.append(bytes([y]) + ((x - pred) & 0xFF).astype(np.uint8).tobytes())
+        prev = x
+
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    path = tmp_path / "f.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b""))
+    np.testing.assert_array_equal(read_png(path), img)
 
 
 @pytest.mark.parametrize("shape", [(7, 5), (6, 9, 3), (4, 3, 4), (1, 1, 3)])
@@ -71,6 +52,15 @@ def test_write_png_takes_floats_and_refuses_bad_input(tmp_path):
         viz.write_png(tmp_path / "x.png", np.zeros((2, 2, 2)))
     with pytest.raises(TypeError, match="uint8 or floats"):
         viz.write_png(tmp_path / "x.png", np.zeros((2, 2), dtype=np.int32))
+
+
+def test_write_png_into_a_missing_folder_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        viz.write_png(tmp_path / "missing" / "a.png", np.zeros((2, 2), dtype=np.uint8))
+    msg = str(e.value)
+    assert msg.startswith("write_png: cannot write ") and "the folder " in msg and "does not exist" in msg
+    assert ".tmp" not in msg  # not the temporary file
+    assert [p.name for p in tmp_path.iterdir()] == []
 
 
 def test_font_covers_printable_ascii():

@@ -35,6 +35,14 @@ def test_the_readme_has_the_blocks_this_file_checks():
     assert len(PYTHON_BLOCKS) >= 2 and len(BASH_BLOCKS) >= 2
 
 
+def test_docs_state_what_is_true_now_without_issue_numbers():
+    """The docs describe the product, not the tracker's history: no "issue 19", "issues 15-19", "#19"."""
+    for p in DOC_PATHS:
+        text = open(os.path.join(ROOT, p), encoding="utf-8").read()
+        found = re.findall(r"\b(?:issues? #?\d+|#\d+\b)", text, re.I)
+        assert not found, f"{p} names {found}: say what is true now instead"
+
+
 @pytest.mark.parametrize("i", range(len(PYTHON_BLOCKS)))
 def test_python_block_runs_as_written(i, tmp_path):
     if "gpugrad.distributed" in PYTHON_BLOCKS[i] and importlib.util.find_spec("mpi4py") is None:

@@ -408,7 +408,7 @@ def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, acc
         if graph:
             if g.dtype != leaf.data.dtype:
                 g = g.to(leaf.data.dtype)
-            leaf.grad = g if leaf.grad is None else leaf.grad + g
+            _add_to_grad(leaf, g, True)
         else:
             if g.dtype != leaf.data.dtype:
                 g = g.astype(leaf.data.dtype)
@@ -428,10 +428,11 @@ def _accumulate_leaf(leaf, entry: list, capture: dict | None, results: list, acc
 
 
 def _visit_outputs(node, buf: dict, capture: dict | None, results: list, graph: bool = False) -> None:
+    """A node's output gradients, before its backward runs: tensor hooks, retain_grad, ``inputs`` capture."""
     for idx, entry in buf.items():
         if node._hooks and idx in node._hooks:
             for h in node._hooks[idx]:
-                r = h(entry[0] if graph else _make_result(entry[0], None, None, 0))
+                r = h(entry[0] if graph else _make_result(entry[0], node.out_device or node.backend.device, None, 0))
                 if r is not None:
                     entry[0], entry[1] = (r if graph else r.data), False
         if node._retained and idx in node._retained:
@@ -509,9 +510,11 @@ def backward(tensors, grad_tensors=None, retain_graph: bool | None = None, creat
 
 
 def _add_to_grad(t, g, graph: bool) -> None:
-    """``t.grad += g`` (a copy of ``g`` first); while recording out of place, keeping ``g``'s graph."""
+    """``t.grad += g`` (a copy of ``g`` first); while recording out of place, keeping ``g``'s graph (a
+    differentiable copy first, as PyTorch's: ``g`` may be the caller's tensor, another leaf's gradient
+    or a read-only broadcast view)."""
     if graph:
-        t.grad = g if t.grad is None else t.grad + g
+        t.grad = g.clone() if t.grad is None else t.grad + g
     elif t.grad is None:
         t.grad = _make_result(g.copy(), t._device, None, 0)
     else:

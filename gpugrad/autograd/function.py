@@ -90,6 +90,15 @@ def set_grad_slot(leaf, data, slot) -> None:
     _slots[key] = (weakref.ref(leaf, lambda _r, k=key, t=_slots, d=_drop: d(t, k, _r)), data, slot)
 
 
+def drop_grad_slots(leaves, slots, table: dict = _slots) -> None:
+    """Unregister the slots of ``leaves`` that are still ``slots`` (their owner, e.g. an optimizer's
+    bucket, is gone: a slot nothing else references would otherwise look free while a user holds it)."""
+    for leaf, slot in zip(leaves, slots):
+        e = table.get(id(leaf))
+        if e is not None and e[2] is slot:
+            del table[id(leaf)]
+
+
 def claim_grad_slot(leaf):
     """The slot to write ``leaf``'s gradient into in the backward run in progress, or None (see
     ``_slots``). The gradient the op then returns for ``leaf`` must be that array."""

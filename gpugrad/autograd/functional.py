@@ -210,9 +210,9 @@ def jacobian(func: Callable, inputs: Any, create_graph: bool = False, strict: bo
                                               f"is independent of input {j}. This is not allowed in strict mode.")
                         g = _zeros_like(x)
                     elif strict and create_graph and not g.requires_grad:
-                        raise named_error(RuntimeError, f"jacobian: the jacobian of the user-provided function is "
-                                          f"independent of input {i}. This is not allowed in strict mode when "
-                                          "create_graph=True.")
+                        raise named_error(RuntimeError, f"jacobian: the jacobian of output {i} of the user-provided "
+                                          f"function is independent of input {j}. This is not allowed in strict mode "
+                                          "when create_graph=True.")
                     rows[j].append(g)
             jac.append(tuple(stack(r, dim=0).reshape(tuple(out.shape) + tuple(x.shape)) if r else
                              _make_result(x._backend().xp.zeros(tuple(out.shape) + tuple(x.shape), x.dtype),

@@ -39,7 +39,19 @@ def _scalarize(fn: Callable, ins: list, weights: list | None):
             continue
         term = (o * _make_result(o._backend().from_numpy(w).astype(o.dtype), o.device, None, 0)).sum()
         total = term if total is None else total + term
+    if total is None:  # no floating output: a constant
+        total = _make_result(np.zeros(()), None, None, 0)
     return total, weights
+
+
+def _analytic(total, diff: list) -> list:
+    """The gradients of ``total`` with respect to ``diff`` (None: unused). An output that does not require
+    grad (a constant: e.g. a first derivative whose graph was cut) has gradient zero, which the finite
+    differences then contradict, as in PyTorch's gradcheck."""
+    from .engine import grad as _grad
+    if not total.requires_grad:
+        return [None] * len(diff)
+    return list(_grad(total, diff, allow_unused=True))
 
 
 def gradcheck(fn: Callable[..., Any], inputs: Sequence, eps: float = 1e-6, atol: float = 1e-5,
@@ -48,11 +60,10 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence, eps: float = 1e-6, atol:
 
     Outputs are projected on fixed random weights, so any output shape works. On mismatch raises
     ``GradcheckError`` naming the input, the worst element's index, both values and the error."""
-    from .engine import grad as _grad
     ins = _prepare("gradcheck", inputs)
     diff = [(i, t) for i, t in enumerate(ins) if getattr(t, "requires_grad", False)]
     total, weights = _scalarize(fn, ins, None)
-    analytic = _grad(total, [t for _, t in diff], allow_unused=True)
+    analytic = _analytic(total, [t for _, t in diff])
     worst = None
     with no_grad():
         for (pos, t), ga in zip(diff, analytic):
@@ -89,11 +100,10 @@ def gradcheck_directional(fn: Callable[..., Any], inputs: Sequence, n_directions
                           seed: int = 0, raise_exception: bool = True) -> bool:
     """Random-direction gradient check for large inputs: for random unit directions ``d``, compare
     ``<grad, d>`` with ``(f(x + eps d) - f(x - eps d)) / (2 eps)``. Costs 2 evaluations per direction."""
-    from .engine import grad as _grad
     ins = _prepare("gradcheck_directional", inputs)
     diff = [t for t in ins if getattr(t, "requires_grad", False)]
     total, weights = _scalarize(fn, ins, None)
-    analytic = _grad(total, diff, allow_unused=True)
+    analytic = _analytic(total, diff)
     rng = np.random.default_rng(seed)
     for j in range(n_directions):
         dirs = [rng.standard_normal(t.shape) for t in diff]
@@ -163,7 +173,7 @@ def gradgradcheck(fn: Callable[..., Any], inputs: Sequence, grad_outputs: Sequen
             return ()
         gs = _grad([t for t, _ in pairs], [xs[i] for i in diff_pos], [g for _, g in pairs], create_graph=True,
                    allow_unused=True)
-        return tuple(g for g in gs if g is not None and g.requires_grad)
+        return tuple(g for g in gs if g is not None)  # (one without graph is checked too: as a constant)
 
     return gradcheck(first_derivatives, list(ins) + list(grad_outputs), eps=eps, atol=atol, rtol=rtol,
                      raise_exception=raise_exception)

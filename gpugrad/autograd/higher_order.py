@@ -85,9 +85,11 @@ def relink(ctx: Context, saved: tuple) -> tuple:
             out.append(output_tensor(ctx, link, a, e[0]))
         elif e is not None or a.dtype.kind not in "fc":  # a plain array argument, or a mask/index
             out.append(_constant(ctx, a))
-        elif _cast_input(ctx, a) is not None:  # an input cast to the op's dtype (type promotion)
-            out.append(_cast_input(ctx, a))
         else:
+            t = _cast_input(ctx, a)  # an input cast to the op's dtype (type promotion)
+            if t is not None:
+                out.append(t)
+                continue
             raise named_error(GradError,
                 f"{ctx.op_name}: double backward (create_graph=True) is not supported: its backward uses "
                 f"a saved intermediate value (shape {tuple(a.shape)}, {a.dtype}) that is neither an input "
@@ -99,12 +101,14 @@ def relink(ctx: Context, saved: tuple) -> tuple:
 
 def _cast_input(ctx: Context, a) -> Any:
     """``a``, a copy of input ``k`` cast to the op's dtype (``ops/_common.py: coerce`` keeps which in
-    ``ctx.cast_src``), as that cast of input ``k``'s Tensor: a differentiable ``to(dtype)``."""
-    for k, (cast, orig) in enumerate(ctx.__dict__.get("cast_src", ())):
-        if cast is a:
+    ``ctx.cast_src``, weakly, with input ``k``'s dtype), as that cast of input ``k``'s Tensor: a
+    differentiable ``to(dtype)``. The input's values are ``a`` cast back (its data is only read by the
+    cast, which gives ``a`` again: exact for every cast type promotion makes of a floating input)."""
+    for k, link in enumerate(ctx.__dict__.get("cast_src", ())):
+        if link is not None and link[0]() is a:
             if k >= len(ctx._edges) or ctx._edges[k] is None:
                 return _constant(ctx, a)
-            return input_tensor(ctx, k, orig).to(a.dtype)
+            return input_tensor(ctx, k, a.astype(link[1])).to(a.dtype)
     return None
 
 

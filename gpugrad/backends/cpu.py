@@ -6,7 +6,7 @@ import numpy as np
 from .._device import device
 from . import cpu_blas
 from ..kernels import layernorm
-from ..kernels.activations import ACTIVATIONS, KERNEL_ORDERS, backward_tree, saves_output, trees
+from ..kernels.activations import ACTIVATIONS, KERNEL_ORDERS, backward_tree, kernel_params, saves_output, trees
 from ..kernels.expr import expand
 from .base import Backend, act_params
 
@@ -153,10 +153,10 @@ class CPUBackend(Backend):
         inplace, keep_z, _ = K.kernels(act, z.dtype)
         bb = b if b is not None else K.empty_bias(z.dtype)
         if saves_output(act, prm):
-            inplace(z, bb, b is not None, K.params_arg(act, prm, z.dtype))
+            inplace(z, bb, b is not None, kernel_params(act, prm, z.dtype))
             return z, z
         y = np.empty_like(z)
-        keep_z(z, bb, b is not None, K.params_arg(act, prm, z.dtype), y)
+        keep_z(z, bb, b is not None, kernel_params(act, prm, z.dtype), y)
         return y, z
 
     def act_bias_backward(self, dy, saved, act: str, with_bias: bool, params=None, order: int = 1, db_out=None):
@@ -167,7 +167,7 @@ class CPUBackend(Backend):
             return super().act_bias_backward(dy, saved, act, with_bias, params, order, db_out)
         dz = np.empty_like(dy)
         db = (np.empty(dy.shape[1], dy.dtype) if db_out is None else db_out) if with_bias else K.empty_bias(dy.dtype)
-        K.deriv_kernel(act, dy.dtype, order)(dy, saved, K.params_arg(act, params, dy.dtype), dz, db, with_bias)
+        K.deriv_kernel(act, dy.dtype, order)(dy, saved, kernel_params(act, params, dy.dtype), dz, db, with_bias)
         return dz, (db if with_bias else None)
 
     def act_derivative(self, dy, s, act: str, params=None, order: int = 1):

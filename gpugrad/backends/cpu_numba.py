@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..kernels.activations import KERNEL_ORDERS, kernel_params, scalar_functions
+from ..kernels.activations import KERNEL_ORDERS, scalar_functions
 
 _cache: dict = {}
 
@@ -25,16 +25,10 @@ def _act_functions(dt: np.dtype) -> dict:
     return fns
 
 
-def params_arg(act: str, params, dtype) -> tuple:
-    """The kernels' ``prm`` argument: the activation's parameters padded to NPARAMS, in ``dtype``."""
-    t = np.dtype(dtype).type
-    return tuple(t(p) for p in kernel_params(act, params))
-
-
 def kernels(act: str, dtype):
     """``(bias_act_inplace, bias_act_keep_z, act_bwd_bias)`` specialised for one activation and dtype (its
     formula alone is compiled, so the loops vectorise).
-    ``prm`` arguments come from :func:`params_arg`."""
+    ``prm`` arguments are ``kernel_params(act, params, dtype)`` (``gpugrad/kernels/activations.py``)."""
     dt = np.dtype(dtype)
     k = _cache.get((act, dt.str))
     if k is not None:
@@ -119,7 +113,7 @@ def empty_bias(dt) -> np.ndarray:
 # ---------------------------------------------------------------------------- softmax cross-entropy
 # The CPU pass of backends/base.py's softmax_cross_entropy / cross_entropy_backward (the reference:
 # tests/test_cpu_backend.py checks one against the other): one pass per row instead of ~10 NumPy calls,
-# which dominate the loss of a small batch (batch 32 x 10 classes: ~110 us in NumPy calls, 2026-12-05).
+# which dominate the loss of a small batch (batch 32 x 10 classes: ~110 us in NumPy calls, 2026-12-04).
 @numba.njit(cache=True)
 def softmax_xent(logits, target, ignore_index, loss, probs):
     """``probs = softmax(logits)`` row by row, ``loss[i] = -log probs[i, target[i]]`` (max-subtracted);

@@ -47,6 +47,10 @@ class CheckpointFunction(Function):
         each is as large as an activation and would otherwise stay alive through the whole segment."""
         saved = ctx.saved_tensors  # raises the clear "backward a second time" / in-place errors
         st = ctx._ckpt
+        # Under create_graph this is no backward formula on Tensors but the user's forward and a nested
+        # backward whose nodes mark their own formulas: NumPy on the forward's tensors (or in a hook) stays
+        # allowed, as without checkpointing. (The engine restores the flag after this node: higher_order.leave.)
+        STATE.recording = None
         # create_graph: the recompute starts from the inputs' places in the graph (through a boundary
         # node each, where the nested backward stops), so its gradients can be differentiated again
         recording = is_recording(ctx.backend)

@@ -17,8 +17,7 @@ import numpy as np
 from . import _numba
 
 cuda = None  # numba.cuda, bound when the first kernel is built (keeps imports free of CUDA)
-from .activations import act_backward_ref, act_code, device_functions
-from .bias_act import params_arg
+from .activations import act_backward_ref, act_code, device_functions, kernel_params
 
 
 def act_bias_grad_ref(dy, saved, act: str, with_bias: bool = True, params=None, order: int = 1):
@@ -123,7 +122,7 @@ def act_bias_grad(dy, saved, dz, db, act: str, params=None, order: int = 1, *, p
     k = _grad_kernel(cdt, TX, TY)
     _numba.launch(k, (col_blocks, row_blocks), (TX, TY), stream, dy, saved,
                   dz if write_dz else _numba.stand_in(dy, 2), partial,
-                  rpb, write_dz, do_bias, act_code(act), int(order), params_arg(act, params, cdt))
+                  rpb, write_dz, do_bias, act_code(act), int(order), kernel_params(act, params, cdt))
     if do_bias:
         k2 = _colsum_kernel(cdt)
         _numba.launch(k2, _numba.blocks_for(N, 128), 128, stream, partial, db)

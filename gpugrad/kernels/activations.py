@@ -203,10 +203,15 @@ def params(name: str, given=None) -> tuple[float, ...]:
     return tuple(vals[:len(defaults)]) + tuple(defaults[len(vals):])
 
 
-def kernel_params(name: str, given=None) -> tuple[float, ...]:
-    """:func:`params` padded with zeros to :data:`NPARAMS` (the kernels' parameter arguments)."""
+def kernel_params(name: str, given=None, dtype=None) -> tuple:
+    """:func:`params` padded with zeros to :data:`NPARAMS` (the kernels' parameter arguments), as scalars
+    of ``dtype`` when given (the compute type a kernel takes them in)."""
     p = params(name, given)
-    return p + (0.0,) * (NPARAMS - len(p))
+    p = p + (0.0,) * (NPARAMS - len(p))
+    if dtype is None:
+        return p
+    t = np.dtype(dtype).type
+    return tuple(t(v) for v in p)
 
 
 def saves(name: str, given=None) -> str:

@@ -33,11 +33,6 @@ def act_backward_elementwise_ref(dy, saved, act: str, params=None, order: int = 
     return act_backward_ref(dy, saved, act, params, order)
 
 
-def params_arg(act: str, params, cdt) -> tuple:
-    """The kernels' ``prm`` argument: the activation's parameters (padded) in the compute dtype."""
-    return tuple(np.dtype(cdt).type(p) for p in kernel_params(act, params))
-
-
 # ---------------------------------------------------------------------------------------- kernels
 def _bias_act_kernel(cdt):
     def build():
@@ -100,7 +95,8 @@ def bias_act(z, b, y, act: str, params=None, write_z: bool = False, *, stream=No
     has_bias = b is not None
     bb = b if has_bias else _numba.stand_in(z, 1)  # never read
     grid, bx = _numba.grid_2d(M, N, block, max_blocks)
-    _numba.launch(k, grid, bx, stream, z, bb, y, has_bias, bool(write_z), act_code(act), params_arg(act, params, cdt))
+    _numba.launch(k, grid, bx, stream, z, bb, y, has_bias, bool(write_z), act_code(act),
+                  kernel_params(act, params, cdt))
 
 
 def act_backward(dy, saved, dz, act: str, params=None, order: int = 1, *, stream=None, block: int = 256,
@@ -113,4 +109,4 @@ def act_backward(dy, saved, dz, act: str, params=None, order: int = 1, *, stream
     cdt = _numba.compute_dtype(dy.dtype)
     k = _act_bwd_kernel(cdt)
     grid, bx = _numba.grid_2d(M, N, block, max_blocks)
-    _numba.launch(k, grid, bx, stream, dy, saved, dz, act_code(act), int(order), params_arg(act, params, cdt))
+    _numba.launch(k, grid, bx, stream, dy, saved, dz, act_code(act), int(order), kernel_params(act, params, cdt))

@@ -67,12 +67,6 @@ def check_block(kernel: str, block, *, power_of_two_max: int | None = None) -> i
     return int(block)
 
 
-def _prm(act: str, params, dt) -> tuple:
-    """The kernels' trailing parameter arguments (``GG_ACT_PARAMS``) in the compute type of ``dt``."""
-    c = compute_dtype(dt).type
-    return tuple(c(p) for p in kernel_params(act, params))
-
-
 def _key(params):
     """A hashable plan-cache key of an activation's parameters."""
     return tuple(params.items()) if isinstance(params, dict) else params
@@ -89,7 +83,7 @@ def bias_act(z, b, y, act: str, params=None, write_z: bool = False, *, state, bl
     def make():
         grid, bx = grid_2d(M, N, check_block("bias_act", block), max_blocks)
         return (function(state, "bias_act", dt), grid, (bx,), (np.int64(M), np.int64(N), np.int32(has_b),
-                np.int32(bool(write_z)), np.int32(act_code(act))) + _prm(act, params, dt))
+                np.int32(bool(write_z)), np.int32(act_code(act))) + kernel_params(act, params, compute_dtype(dt)))
     f, grid, blk, tail = state.plan(("bias_act", dt, M, N, has_b, bool(write_z), act, _key(params), block,
                                      max_blocks), make)
     f(grid, blk, (z, b if has_b else z, y) + tail)
@@ -106,7 +100,8 @@ def act_backward(dy, saved, dz, act: str, params=None, order: int = 1, *, state,
     def make():
         grid, bx = grid_2d(M, N, check_block("act_bwd", block), max_blocks)
         return (function(state, "act_bwd", dt), grid, (bx,),
-                (np.int64(M), np.int64(N), np.int32(act_code(act)), np.int32(order)) + _prm(act, params, dt))
+                (np.int64(M), np.int64(N), np.int32(act_code(act)), np.int32(order))
+                + kernel_params(act, params, compute_dtype(dt)))
     f, grid, blk, tail = state.plan(("act_bwd", dt, M, N, act, _key(params), order, block, max_blocks), make)
     f(grid, blk, (dy, saved, dz) + tail)
 
@@ -128,7 +123,7 @@ def act_bias_grad(dy, saved, dz, db, act: str, params=None, order: int = 1, *, s
         col_blocks, row_blocks, rpb = plan(M, N, ABG_TX, ABG_TY, target_blocks)
         return (function(state, "act_bias_grad", dt), (col_blocks, row_blocks), row_blocks,
                 (np.int64(M), np.int64(N), np.int64(rpb), np.int32(write_dz), np.int32(do_bias),
-                 np.int32(act_code(act)), np.int32(order)) + _prm(act, params, dt),
+                 np.int32(act_code(act)), np.int32(order)) + kernel_params(act, params, compute_dtype(dt)),
                 function(state, "colsum", dt), (blocks_for(N, 128),), (np.int64(row_blocks), np.int64(N)))
     f, grid, row_blocks, tail, f2, grid2, tail2 = state.plan(
         ("act_bias_grad", dt, M, N, write_dz, do_bias, act, _key(params), order, target_blocks), make)

@@ -161,10 +161,16 @@ def _div(a, b):
 
 
 def _pow(a, b):
+    """C's ``pow`` (what the generated code calls): a negative base to a non-integer power is NaN (Python's
+    ``**`` gives a complex number), an overflow or a zero base to a negative power is an infinity with
+    the base's sign for an odd integer exponent."""
+    a, b = float(a), float(b)
     try:
-        return float(a) ** float(b)
+        r = a ** b
     except (OverflowError, ZeroDivisionError):
-        return math.inf
+        odd = b.is_integer() and math.fmod(b, 2.0) != 0.0
+        return math.copysign(math.inf, a) if odd else math.inf
+    return math.nan if isinstance(r, complex) else r
 
 
 def _sqrt(x):
@@ -173,6 +179,14 @@ def _sqrt(x):
 
 def _tanh(x):
     return math.tanh(x)
+
+
+def _periodic(math_fn):
+    """``sin``/``cos`` that give NaN at an infinity, as C's do (Python's ``math`` raises)."""
+    def f(x):
+        return math_fn(x) if math.isfinite(x) else math.nan
+    f.__name__ = math_fn.__name__
+    return f
 
 
 def _ref_sigmoid(x):
@@ -247,8 +261,8 @@ PRIMS: dict[str, Prim] = {p.name: p for p in (
     _u("log1p", _log1p, "log1pf", "log1p", lambda a: (1.0 / (1.0 + a),)),
     _u("tanh", _tanh, "tanhf", "tanh", lambda a: (1.0 - tanh(a) * tanh(a),)),
     _u("erf", math.erf, "erff", "erf", lambda a: (_TWO_OVER_SQRT_PI * exp(-(a * a)),), ufunc="<erf>"),
-    _u("sin", math.sin, "sinf", "sin", lambda a: (cos(a),)),
-    _u("cos", math.cos, "cosf", "cos", lambda a: (-sin(a),)),
+    _u("sin", _periodic(math.sin), "sinf", "sin", lambda a: (cos(a),)),
+    _u("cos", _periodic(math.cos), "cosf", "cos", lambda a: (-sin(a),)),
     _u("sqrt", _sqrt, "sqrtf", "sqrt", lambda a: (0.5 / sqrt(a),)),
     Prim("abs", 1, abs, "abs({0})", "gg_abs({0})", "absolute",
          lambda a: (where(a > 0.0, ONE, where(a < 0.0, const(-1.0), ZERO)),), c_float="fabsf", c_double="fabs"),

@@ -77,14 +77,25 @@ class Linear(Module):
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.activation = _check_activation("Linear", activation)
-        self.negative_slope = float(negative_slope)
-        self.activation_params = _activation_params("Linear", self.activation, activation_params, self.negative_slope)
+        self._negative_slope = float(negative_slope)
+        self.activation_params = _activation_params("Linear", self.activation, activation_params, self._negative_slope)
         self.weight = _empty_param((self.out_features, self.in_features), device, dtype)
         if bias:
             self.bias = _empty_param((self.out_features,), device, dtype)
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
+
+    @property
+    def negative_slope(self) -> float:
+        """leaky_relu's slope: the one ``forward`` uses (``activation_params``); setting it changes it."""
+        return self.activation_params[0] if self.activation == "leaky_relu" else self._negative_slope
+
+    @negative_slope.setter
+    def negative_slope(self, value: float) -> None:
+        self._negative_slope = float(value)
+        if self.activation == "leaky_relu":
+            self.activation_params = _activation_params("Linear", "leaky_relu", None, self._negative_slope)
 
     def reset_parameters(self) -> None:
         """PyTorch's default: kaiming_uniform_(a=sqrt(5)) for weight, U(-1/sqrt(fan_in), ..) for bias."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import weakref
 
 import numpy as np
 
@@ -81,8 +82,18 @@ def coerce(ctx, a, b, op_float: bool = False) -> tuple:
     a2, b2, _ = promote(a, b, op_float)
     if a2 is not a or b2 is not b:
         ctx.casts = (getattr(a, "dtype", None), getattr(b, "dtype", None))
-        ctx.cast_src = ((a2, a), (b2, b))  # a higher order re-links a saved cast to its input (autograd/higher_order.py)
+        # a higher order re-links a saved cast to its input (autograd/higher_order.py: _cast_input)
+        ctx.cast_src = (_cast_link(a2, a), _cast_link(b2, b))
     return a2, b2
+
+
+def _cast_link(cast, orig) -> tuple | None:
+    """``(weak reference to cast, orig's dtype)`` for an operand ``coerce`` cast, else None. Weak: a cast
+    the op does not save (Add's, Sub's) must not live as long as the node, uncounted by saved_bytes, nor
+    a saved one after backward releases it; neither is the input's own array kept."""
+    if cast is orig or not hasattr(cast, "nbytes"):  # unchanged, or a Python scalar (casts are arrays)
+        return None
+    return weakref.ref(cast), orig.dtype
 
 
 def uncast(ctx, ga, gb) -> tuple:

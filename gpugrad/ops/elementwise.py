@@ -409,8 +409,9 @@ class Lerp(Function):
             check_broadcast("lerp", types.SimpleNamespace(shape=np.broadcast_shapes(*shape)), weight)
         ctx.shapes = (shape[0], shape[1], getattr(weight, "shape", ()))
         diff = end - start
-        ctx.save_for_backward(weight if ctx.backend.is_array(weight) else None, diff if ctx.needs_input_grad[2] else None)
-        ctx.weight = weight
+        w_arr = ctx.backend.is_array(weight)
+        ctx.save_for_backward(weight if w_arr else None, diff if ctx.needs_input_grad[2] else None)
+        ctx.weight = None if w_arr else weight  # a number; an array is saved (released after backward)
         return start + weight * diff
 
     @staticmethod

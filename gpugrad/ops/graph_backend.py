@@ -195,6 +195,8 @@ class GraphBackend:
         self.xp = GraphXP(real.xp)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # a protocol lookup (copy's __deepcopy__, pickle's...): not a formula's call
+            raise AttributeError(name)
         raise named_error(GradError,
             f"backend.{name}: no differentiable form for create_graph=True, so the backward formula that "
             f"calls it cannot record a graph. Add one to gpugrad/ops/graph_backend.py: GraphBackend (an op whose "
@@ -268,14 +270,12 @@ class GraphBackend:
                                           label_smoothing=label_smoothing)
 
 
-_cache: dict = {}
-
-
 def graph_backend(real: Any) -> GraphBackend:
-    """The graph backend over ``real`` (one per device backend)."""
-    gb = _cache.get(id(real))
-    if gb is None or gb.real is not real:
-        gb = _cache[id(real)] = GraphBackend(real)
+    """The graph backend over ``real``: one per device backend, kept on it (not in a module-level table,
+    which would keep every backend it ever saw alive)."""
+    gb = real.__dict__.get("_graph_backend")
+    if gb is None:
+        gb = real._graph_backend = GraphBackend(real)
     return gb
 
 

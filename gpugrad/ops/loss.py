@@ -113,7 +113,7 @@ class CrossEntropy(Function):
                 per_row = (1 - eps) * per_row - eps * logp.mean(axis=1)
             per_row = xp.where(valid, per_row, zero)
             div = be.count_divisor(valid, per_row.dtype) if reduction == "mean" else None
-            ctx.row_w = None
+            w_t = None
         else:
             w_t = xp.where(valid, weight[xp.clip(target, 0, c - 1)], zero)  # weight of each row's class
             per_row = per_row * w_t
@@ -121,16 +121,15 @@ class CrossEntropy(Function):
                 logp = xp.log(xp.maximum(probs, xp.finfo(probs.dtype).tiny))
                 per_row = (1 - eps) * per_row - (eps / c) * xp.where(valid, (logp * weight).sum(axis=1), zero)
             div = w_t.sum() if reduction == "mean" else None
-            ctx.row_w = w_t
         ctx.div = div
-        ctx.save_for_backward(probs, target, weight)
+        ctx.save_for_backward(probs, target, weight, w_t)  # w_t: each row's class weight (released by backward)
         return _reduce(xp, per_row, reduction, div)
 
     @staticmethod
     def backward(ctx: Context, g):
         if ctx.probs_target:
             return _ce_probs_backward(ctx, g)
-        probs, target, weight = ctx.saved_tensors
+        probs, target, weight, row_w = ctx.saved_tensors
         be = ctx.backend
         xp = be.xp
         if ctx.reduction == "mean":
@@ -138,7 +137,7 @@ class CrossEntropy(Function):
                 g = g / ctx.div
         if weight is None:
             return be.cross_entropy_backward(probs, target, g, 1.0, ctx.ignore, ctx.eps), None, None
-        g_rows = xp.broadcast_to(xp.asarray(g, dtype=probs.dtype).reshape(-1), (probs.shape[0],)) * ctx.row_w
+        g_rows = xp.broadcast_to(xp.asarray(g, dtype=probs.dtype).reshape(-1), (probs.shape[0],)) * row_w
         if not ctx.eps:  # w_t * (softmax - onehot): the fused pass with a per-row gradient
             return be.cross_entropy_backward(probs, target, g_rows, 1.0, ctx.ignore, 0.0), None, None
         # d/dz_ij of (1 - eps) w_t nll + eps/C sum_c(-w_c log p_c): (1 - eps) w_t (p_ij - [j = t]) + eps/C (W p_ij - w_j)
@@ -166,9 +165,9 @@ class CrossEntropy(Function):
             else:
                 (q,) = relink(ctx, (qs,))
             return lp, q, weight
-        probs, target, weight = saved
+        probs, target, weight, row_w = saved
         (p,) = derived_node(ctx, Softmax, (0,), (probs,), saved=(probs,), axis=1)
-        return p, target, weight
+        return p, target, weight, row_w
 
 
 def _ce_probs_forward(ctx: Context, logits, q, weight, reduction: str, eps: float):

@@ -262,14 +262,6 @@ class Stack(Function):
         return _grads_back(ctx, (xp.squeeze(p, axis=ctx.dim) for p in xp.split(g, g.shape[ctx.dim], axis=ctx.dim)))
 
 
-def _grid_index(xp, index, axis: int) -> tuple:
-    """The full index tuple that ``take_along_axis(x, index, axis)`` reads: ``index`` on ``axis``, an
-    ``arange`` broadcast along every other dimension (for a scatter-add in backward)."""
-    nd = index.ndim
-    return tuple(index if d == axis else xp.arange(index.shape[d]).reshape((-1,) + (1,) * (nd - 1 - d))
-                 for d in range(nd))
-
-
 class Gather(Function):
     """``out[i][j][k] = x[index[i][j][k]][j][k]`` (for ``dim=0``): ``index`` has ``x``'s number of
     dimensions and, away from ``dim``, sizes no larger than ``x``'s (as ``torch.gather``); backward

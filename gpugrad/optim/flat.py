@@ -28,12 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd.function import set_grad_slot
+from ..autograd.function import drop_grad_slots, set_grad_slot
 from ..tensor import Tensor
 
 __all__ = ["Bucket", "buckets_of", "grad_segments"]
 
-_OWNER: dict = {}  # id(param) -> (weakref to it, its latest Bucket); by id: Tensor's == is elementwise
+# id(param) -> (weakref to it, weakref to its latest Bucket); by id (Tensor's == is elementwise), and weak
+# both ways: a Bucket holds its parameters, and only its optimizer may keep it (and them) alive.
+_OWNER: dict = {}
 
 
 _data = attrgetter("data")
@@ -73,8 +75,14 @@ class Bucket:
         self.st_dicts: list = []                 # per-parameter state dicts bound to this bucket
         self.st_tensors: dict = {}               # name -> the state Tensors viewing this bucket's buffers
         self.shadow = [0] * len(params)          # host step counts (capturable: equal where the device's are)
+        me = weakref.ref(self)
         for p in params:
-            _OWNER[id(p)] = (weakref.ref(p, _forget(id(p))), self)
+            _OWNER[id(p)] = (weakref.ref(p, _forget(id(p))), me)
+
+    def __del__(self, _drop=drop_grad_slots) -> None:  # (bound: module globals may be gone at exit)
+        # the slots go with the bucket: its gradient buffer is no longer the optimizer's
+        if getattr(self, "slots", False):
+            _drop(self.params, self.grad_views)
 
     def _views(self, flat) -> list:
         o = self.offsets
@@ -198,8 +206,11 @@ def grad_segments(params: list[Tensor], where: str) -> list[tuple[Bucket, int, i
     also holds parameters not in ``params`` (the caller then works per tensor)."""
     seen: dict = {}
     for p in params:
-        ref, b = _OWNER.get(id(p), (None, None))
+        ref, bref = _OWNER.get(id(p), (None, None))
         if ref is None or ref() is not p:
+            return None
+        b = bref()
+        if b is None:  # its optimizer is gone
             return None
         seen[id(b)] = b
     ids = {id(p) for p in params}
