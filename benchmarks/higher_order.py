@@ -1,6 +1,7 @@
 """Training steps whose loss holds derivatives of the network: gpugrad vs PyTorch, side by side.
 
     python3 benchmarks/higher_order.py [--device cpu|cuda] [--rounds 3] [--repeats 20]
+                                      [--threads N --clock thread]
                                       [--out benchmarks/results/higher_order_cpu.json]
 
 (e) Eikonal: a signed-distance MLP 2-256-256-256-256-1 (softplus), 1024 points plus 256 surface
@@ -13,6 +14,9 @@
 Both frameworks start from the same weights, in float32, with the same points; the losses are
 checked to agree first. Each framework times in its own process, alternating ``--rounds`` times
 (the best median of each is kept). On CUDA the step ends with a device synchronisation.
+``--threads N`` gives both frameworks N BLAS/OpenMP threads (default: PyTorch one per core, NumPy's
+OpenBLAS its own default); ``--clock thread`` times the main thread's CPU time instead of the wall clock
+(with ``--threads 1``: a comparison that other jobs on a shared machine disturb far less).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -104,7 +109,8 @@ def gpugrad_step(key: str, device: str):
 
 def torch_step(key: str, device: str):
     import torch
-    torch.set_num_threads(os.cpu_count() or 1)
+    given = os.environ.get("OMP_NUM_THREADS", "")  # --threads; else one thread per core
+    torch.set_num_threads(int(given) if given.isdigit() and int(given) > 0 else os.cpu_count() or 1)
     case = CASES[key]
     act = {"softplus": torch.nn.Softplus, "tanh": torch.nn.Tanh}[case["activation"]]
     layers = []
@@ -124,16 +130,32 @@ def torch_step(key: str, device: str):
     return step, bm.torch_sync(torch, device), lambda loss: loss.item()
 
 
-def _worker(framework: str, key: str, device: str, repeats: int, warmup: int) -> dict:
+def _worker(framework: str, key: str, device: str, repeats: int, warmup: int, clock: str = "wall") -> dict:
     step, sync, value = (gpugrad_step if framework == "gpugrad" else torch_step)(key, device)
     first = value(step())  # the loss at the shared starting weights
-    return {"seconds": bm.median_time(step, repeats, warmup, sync=sync), "first_loss": first}
+    if clock == "wall":
+        return {"seconds": bm.median_time(step, repeats, warmup, sync=sync), "first_loss": first}
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.thread_time()
+        step()
+        sync()
+        times.append(time.thread_time() - t0)
+    times.sort()
+    return {"seconds": times[len(times) // 2], "first_loss": first}
 
 
-def _run(framework: str, key: str, device: str, repeats: int, warmup: int, quick: bool) -> dict:
+def _run(framework: str, key: str, device: str, repeats: int, warmup: int, quick: bool, clock: str = "wall",
+         threads: int | None = None) -> dict:
+    env = dict(os.environ, **({k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                           "MKL_NUM_THREADS")} if threads else {}))
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", framework, "--cases", key,
-                          "--device", device, "--repeats", str(repeats), "--warmup", str(warmup)]
-                         + (["--quick"] if quick else []), check=True, capture_output=True, text=True).stdout
+                          "--device", device, "--repeats", str(repeats), "--warmup", str(warmup), "--clock", clock]
+                         + (["--quick"] if quick else []), check=True, capture_output=True, text=True,
+                         env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -151,6 +173,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--in-process", action="store_true",
                     help="time gpugrad in this process, not a child (for tests/support/run_on_stand_in.py)")
     ap.add_argument("--worker", choices=["gpugrad", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, help="BLAS/OpenMP threads of both frameworks (default: their own)")
+    ap.add_argument("--clock", choices=["wall", "thread"], default="wall",
+                    help="wall (default) or the main thread's CPU time")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     on_cuda = args.device.startswith("cuda")
@@ -160,7 +185,7 @@ def main(argv=None) -> dict:
         for key, small in QUICK.items():
             CASES[key].update(small, label=CASES[key]["label"].split(",")[0] + ", --quick shapes")
     if args.worker:
-        print(json.dumps(_worker(args.worker, args.cases, args.device, args.repeats, args.warmup)))
+        print(json.dumps(_worker(args.worker, args.cases, args.device, args.repeats, args.warmup, args.clock)))
         return {}
     import importlib.util
     have_torch = importlib.util.find_spec("torch") is not None and not args.no_torch
@@ -170,10 +195,13 @@ def main(argv=None) -> dict:
     for key in args.cases:
         g_runs, t_runs = [], []
         for _ in range(args.rounds):  # alternate, so drift in machine load hits both
-            g_runs.append(_worker("gpugrad", key, args.device, args.repeats, args.warmup) if args.in_process else
-                          _run("gpugrad", key, args.device, args.repeats, args.warmup, args.quick))
+            g_runs.append(_worker("gpugrad", key, args.device, args.repeats, args.warmup, args.clock)
+                          if args.in_process else
+                          _run("gpugrad", key, args.device, args.repeats, args.warmup, args.quick, args.clock,
+                               args.threads))
             if have_torch:
-                t_runs.append(_run("torch", key, args.device, args.repeats, args.warmup, args.quick))
+                t_runs.append(_run("torch", key, args.device, args.repeats, args.warmup, args.quick, args.clock,
+                                   args.threads))
         g = min(r["seconds"] for r in g_runs)
         t = min(r["seconds"] for r in t_runs) if t_runs else None
         loss_g = g_runs[0]["first_loss"]
@@ -192,6 +220,7 @@ def main(argv=None) -> dict:
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"higher_order_{args.device.split(':')[0]}.json")
     payload = {"machine": bm.machine_info(), "device": args.device, "repeats": args.repeats, "rounds": args.rounds,
+               "threads": args.threads or "default", "clock": args.clock, "load_average_1_5_15": os.getloadavg(),
                "rows": rows}
     bm.write_json(out, payload)
     print(f"wrote {out}")

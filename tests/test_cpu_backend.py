@@ -141,3 +141,27 @@ def test_cpu_backend_keeps_freed_activation_blocks():
     default = int(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                  check=True).stdout.split()[-1])
     assert faults < 50 and default > 10 * max(faults, 1), (faults, default)
+
+
+@pytest.mark.parametrize("act", ["softplus", "silu", "gelu", "elu"])
+def test_activation_derivatives_in_chunks_match_whole_arrays(act, monkeypatch):
+    """The CPU backend runs the NumPy code of activation derivatives in chunks (``act_chunk``) over large
+    arrays: every order gives exactly the whole-array values, the last (shorter) chunk included."""
+    from gpugrad.backends import base
+
+    be = get_backend("cpu")
+    assert be.act_chunk > 0
+    calls = []
+    real = base._in_chunks
+    monkeypatch.setattr(base, "_in_chunks", lambda n, *a: calls.append(n) or real(n, *a))
+    monkeypatch.setattr(be, "act_chunk", 1000)  # 2.6 chunks of 1000 in an array of 2,627 elements
+    z = (rng.standard_normal((71, 37)) * 4).astype(np.float32)
+    dy = rng.standard_normal((71, 37)).astype(np.float32)
+    for order in (1, 2, 3):
+        got = be.act_derivative(dy, z, act, None, order)
+        monkeypatch.setattr(be, "act_chunk", 0)
+        want = be.act_derivative(dy, z, act, None, order)
+        monkeypatch.setattr(be, "act_chunk", 1000)
+        assert got.dtype == np.float32 and got.shape == z.shape
+        np.testing.assert_array_equal(got, want)
+    assert calls == [1000, 1000, 1000]

@@ -228,8 +228,12 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
     STATE.grad_enabled = graph  # no_grad() without the context-manager frames (recording when graph)
     special = graph or needed is not None or bool(stop)  # else: the plain backward, as lean as it was
     try:
-        while ready:
-            node = pop(ready)[2]
+        nxt = None  # the one ready node when no other is (a chain of ops): it skips the heap
+        while ready or nxt is not None:
+            if nxt is not None:
+                node, nxt = nxt, None
+            else:
+                node = pop(ready)[2]
             buf = buffers.pop(node, None) or {}
             if node._retained or node._hooks or capture:
                 _visit_outputs(node, buf, capture, results, graph)
@@ -299,8 +303,14 @@ def _run_backward(roots, root_grads, retain_graph, inputs, accumulate, run, leaf
                         add(tb, idx, g)
                 d = deps[target] - 1
                 deps[target] = d
-                if d == 0:
-                    push(ready, (-target._seq, id(target), target))
+                if d == 0:  # ready: run next if it is the only one, else by creation order (the heap)
+                    if nxt is None and not ready:
+                        nxt = target
+                    else:
+                        if nxt is not None:
+                            push(ready, (-nxt._seq, id(nxt), nxt))
+                            nxt = None
+                        push(ready, (-target._seq, id(target), target))
             if leaf_left is not None and run.external:  # leaves a checkpoint recompute handed us
                 for leaf in run.external:
                     k = id(leaf)

@@ -212,19 +212,22 @@ class Context:
         (``gpugrad/autograd/higher_order.py``): the input Tensor itself, the output's index, or None for
         a plain array argument (``arrays``: the positional arguments as passed to forward)."""
         versions = []
-        tracked = []
+        tracked = None  # a list only when something is counted (the class default is ())
         for a in self._to_save:
-            if a is None or not hasattr(a, "nbytes"):
+            if a is None:
                 continue
-            owner = None
             for t in tensor_args:
                 if t.data is a:
-                    owner = t
+                    vc = t._vc
+                    versions.append((vc, vc[0], a, t))
                     break
-            if owner is not None:
-                versions.append((owner._vc, owner._vc[0], a, owner))
-                if owner._grad_fn is None:
+            else:
+                t = None
+            if t is not None:
+                if t._grad_fn is None:
                     continue  # a leaf's data lives anyway: not counted
+            elif not hasattr(a, "nbytes"):
+                continue
             else:
                 for j, t in enumerate(outputs):
                     d = t.data  # (NumPy's 0-d arithmetic gives a scalar, which became a 0-d array output)
@@ -236,10 +239,12 @@ class Context:
                         if arr is a:  # a plain array argument: a constant, no version to check
                             versions.append((_NO_VC, 0, a, None))
                             break
-            _saved.track(a)
-            tracked.append(a)
+            _track(a)
+            if tracked is None:
+                tracked = self._tracked = [a]
+            else:
+                tracked.append(a)
         self._versions = versions
-        self._tracked = tracked
 
     def release(self) -> None:
         """Free saved arrays (after backward without retain_graph)."""
@@ -322,16 +327,16 @@ def _make_apply(cls: type):
                 arrays = (a.data, b.data)
                 if b._requires_grad:
                     edges = (ea, (b._grad_fn, b._out_idx) if b._grad_fn is not None else (b, -1))
-                    needs = (requires, True)
+                    needs = _NEEDS_TT if requires else _NEEDS_FT
                     requires = True
                 else:
                     edges = (ea, None)
-                    needs = (requires, False)
+                    needs = _NEEDS_TF if requires else _NEEDS_FF
             else:
                 tensor_args = (a,)
                 arrays = (a.data, b)
                 edges = (ea, None)
-                needs = (requires, False)
+                needs = _NEEDS_TF if requires else _NEEDS_FF
         else:
             tensor_args = []
             arrays = []
@@ -372,7 +377,7 @@ def _make_apply(cls: type):
                     probe[id(t)] = t
         ctx = _new(Context)
         ctx.backend = backend
-        ctx.needs_input_grad = tuple(needs) if record else (False,) * len(needs)
+        ctx.needs_input_grad = tuple(needs) if record else _NEEDS_NONE.get(len(needs)) or (False,) * len(needs)
         try:
             out = cls.forward(ctx, *arrays, **kwargs)
         except Exception as e:
@@ -409,7 +414,9 @@ def _make_apply(cls: type):
             ctx._fn = cls  # _link, inline
             ctx._seq = _next_seq()
             ctx._edges = tuple(edges)
-            ctx._out_meta = ((out.shape, out.dtype),)
+            key = (out.shape, out.dtype)
+            meta = _metas.get(key)
+            ctx._out_meta = meta if meta is not None else _new_meta(key)
             if ctx._to_save:
                 ctx._finalize(tensor_args, arrays, (res,))
             return res
@@ -433,8 +440,13 @@ def _make_apply(cls: type):
 
 
 _new = object.__new__
+_track = _saved.track
 _NO_VC = [0]  # the version counter of a plain array argument (never bumped)
 _SCALARS = (int, float)
+# needs_input_grad of the binary ops, shared (tuples are never changed in place; the engine replaces a
+# node's needs_input_grad while it runs, never edits it): one tuple less per op for the collector.
+_NEEDS_TT, _NEEDS_TF, _NEEDS_FT, _NEEDS_FF = (True, True), (True, False), (False, True), (False, False)
+_NEEDS_NONE = {n: (False,) * n for n in range(1, 9)}  # an op that records nothing
 
 
 def _device_mismatch(cls: type, args: tuple, dev, other) -> None:
@@ -443,6 +455,16 @@ def _device_mismatch(cls: type, args: tuple, dev, other) -> None:
         f"{other} (inputs: {', '.join(describe(x) for x in args)}). "
         f"Move them first, e.g. x.to('{dev}').")
 _np_generic = np.generic
+# The ``_out_meta`` of single-output nodes, one shared tuple per (shape, dtype) seen: two tuples less per
+# op for the garbage collector to track (their creation cost is the lookup's).
+_metas: dict = {}
+
+
+def _new_meta(key: tuple) -> tuple:
+    if len(_metas) >= 4096:  # many distinct shapes (varying batch sizes): start over
+        _metas.clear()
+    meta = _metas[key] = (key,)
+    return meta
 _asarray = np.asarray
 
 

@@ -180,6 +180,12 @@ class Backend:
         return (bits >= threshold).reshape(shape)
 
     # ------------------------------------------------------------------ activations (generic)
+    # Elements per chunk in which the generated array code of an activation's derivatives runs over large
+    # contiguous arrays (0: whole arrays at once). On a CPU a formula's several passes then reuse a few
+    # cache-sized temporaries instead of streaming whole arrays through memory once per pass. (Forward
+    # formulas are short: there the chunks' overhead outweighed it.)
+    act_chunk = 0
+
     # ``params``: the activation's parameters (``gpugrad/kernels/activations.py: params``): a tuple in the
     # record's order, one number (the first: leaky_relu's slope), a dict by name, or None (the defaults)
     def act_forward(self, z, act: str, params=None, out=None):
@@ -207,6 +213,10 @@ class Backend:
         same = s is not None and dy.shape == s.shape and dy.dtype == s.dtype
         bwd = xp_functions(act, reuse=same, order=order, saved=saves(act, prm))[1]
         with _errstate(self.xp):
+            n = self.act_chunk
+            if n and same and dy.size >= 2 * n and dy.flags.c_contiguous and s.flags.c_contiguous:
+                xp, erf = self.xp, self.erf
+                return _in_chunks(n, lambda dc, sc, oc: bwd(xp, erf, dc, sc, prm, oc), xp.empty_like(dy), dy, s)
             return bwd(self.xp, self.erf, dy, dy if s is None else s, prm)
 
     # ------------------------------------------------------------------ fused hot paths
@@ -377,6 +387,17 @@ def act_params(act: str, params) -> tuple:
 
 
 _N_PARAMS = {a.name: len(a.params) for a in _ACT_ALL}
+
+
+def _in_chunks(n: int, fn, out, *arrays):
+    """``fn(*chunks, out_chunk)`` over consecutive chunks of ``n`` elements of C-contiguous ``arrays`` and
+    ``out`` (all of one shape; element-wise code, so chunks give the same values): returns ``out``."""
+    flat = [a.reshape(-1) for a in arrays]
+    o = out.reshape(-1)
+    for i in range(0, o.size, n):
+        j = i + n
+        fn(*[a[i:j] for a in flat], o[i:j])
+    return out
 
 
 def _errstate(xp):

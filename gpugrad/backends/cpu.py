@@ -107,6 +107,7 @@ class CPUBackend(Backend):
     name = "cpu"
     xp = np
     grad_slots = True  # the optimizer's flat buckets register gradient slots: dW/db are written there
+    act_chunk = 65536  # activation derivatives' NumPy code (exp, erf...) in 256 KB float32 chunks: in cache
 
     def __init__(self, dev: device) -> None:
         super().__init__(dev)

@@ -463,7 +463,7 @@ def _as_kernel_params(given) -> tuple:
 
 
 def xp_functions(name: str, reuse: bool = True, order: int = 1, saved: str | None = None) -> tuple[Callable, Callable]:
-    """``(forward(xp, erf, z, params, out=None), backward(xp, erf, dy, s, params))`` for the generic
+    """``(forward(xp, erf, z, params, out=None), backward(xp, erf, dy, s, params, out=None))`` for the generic
     backend: NumPy or CuPy ufunc calls in the tree's order, in the input dtype (constants are cast to it);
     ``params`` is the tuple of :func:`params` (or one number). ``backward`` computes ``dy * d^order act``
     (``saved``: what ``s`` is, default the record's). ``reuse`` lets temporaries be overwritten (needs
@@ -482,8 +482,8 @@ def xp_functions(name: str, reuse: bool = True, order: int = 1, saved: str | Non
         def forward(xp, erf, z, given=(), out=None, _f=fwd):
             return _f(xp, erf, None, z, *_as_kernel_params(given), out=out)
 
-        def backward(xp, erf, dy, s, given=(), _b=bwd):
-            return _b(xp, erf, None, dy, s, *_as_kernel_params(given))
+        def backward(xp, erf, dy, s, given=(), out=None, _b=bwd):
+            return _b(xp, erf, None, dy, s, *_as_kernel_params(given), out=out)
         fns = _xp_cache[key] = (forward, backward)
     return fns
 

@@ -30,17 +30,21 @@ class Add(Function):
         cb = b.__class__  # a Python int never changes the dtype; a float only that of a non-float array
         if cb is not int and (a.dtype.kind != "f" if cb is float else a.__class__ is not cb or a.dtype != b.dtype):
             a, b = coerce(ctx, a, b)
-        ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
-                      if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("add", a, b))
+        ctx.shapes = None if (b.__class__ in _SCALARS and hasattr(a, "shape")) or \
+            (b.__class__ is a.__class__ and a.shape == b.shape) else check_broadcast("add", a, b)
         return a + b
 
     @staticmethod
     def backward(ctx: Context, g):
-        sa, sb = ctx.shapes
+        sh = ctx.shapes
         na, nb = ctx.needs_input_grad
-        s = ctx.backend.sum_to_shape
-        out = ((g if g.shape == sa else s(g, sa)) if na else None,
-               (g if g.shape == sb else s(g, sb)) if nb else None)
+        if sh is None:
+            out = (g if na else None, g if nb else None)
+        else:
+            sa, sb = sh
+            s = ctx.backend.sum_to_shape
+            out = ((g if g.shape == sa else s(g, sa)) if na else None,
+                   (g if g.shape == sb else s(g, sb)) if nb else None)
         return uncast(ctx, *out) if "casts" in ctx.__dict__ else out
 
 
@@ -52,17 +56,21 @@ class Sub(Function):
         cb = b.__class__  # a Python int never changes the dtype; a float only that of a non-float array
         if cb is not int and (a.dtype.kind != "f" if cb is float else a.__class__ is not cb or a.dtype != b.dtype):
             a, b = coerce(ctx, a, b)
-        ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
-                      if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("sub", a, b))
+        ctx.shapes = None if (b.__class__ in _SCALARS and hasattr(a, "shape")) or \
+            (b.__class__ is a.__class__ and a.shape == b.shape) else check_broadcast("sub", a, b)
         return a - b
 
     @staticmethod
     def backward(ctx: Context, g):
-        sa, sb = ctx.shapes
+        sh = ctx.shapes
         na, nb = ctx.needs_input_grad
-        s = ctx.backend.sum_to_shape
-        out = ((g if g.shape == sa else s(g, sa)) if na else None,
-               (-g if g.shape == sb else s(-g, sb)) if nb else None)
+        if sh is None:
+            out = (g if na else None, -g if nb else None)
+        else:
+            sa, sb = sh
+            s = ctx.backend.sum_to_shape
+            out = ((g if g.shape == sa else s(g, sa)) if na else None,
+                   (-g if g.shape == sb else s(-g, sb)) if nb else None)
         return uncast(ctx, *out) if "casts" in ctx.__dict__ else out
 
 
@@ -74,8 +82,8 @@ class Mul(Function):
         cb = b.__class__  # a Python int never changes the dtype; a float only that of a non-float array
         if cb is not int and (a.dtype.kind != "f" if cb is float else a.__class__ is not cb or a.dtype != b.dtype):
             a, b = coerce(ctx, a, b)
-        ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
-                      if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("mul", a, b))
+        ctx.shapes = None if (b.__class__ in _SCALARS and hasattr(a, "shape")) or \
+            (b.__class__ is a.__class__ and a.shape == b.shape) else check_broadcast("mul", a, b)
         na, nb = ctx.needs_input_grad
         ctx._to_save = (a if nb else None, b if na else None)  # ctx.save_for_backward, inline
         return a * b
@@ -83,18 +91,17 @@ class Mul(Function):
     @staticmethod
     def backward(ctx: Context, g):
         a, b = ctx.saved_tensors
-        sa, sb = ctx.shapes
+        sh = ctx.shapes  # None: no input was broadcast, nothing to sum back
         na, nb = ctx.needs_input_grad
-        s = ctx.backend.sum_to_shape
         ga = gb = None
         if na:
             ga = g * b
-            if ga.shape != sa:
-                ga = s(ga, sa)
+            if sh is not None and ga.shape != sh[0]:
+                ga = ctx.backend.sum_to_shape(ga, sh[0])
         if nb:
             gb = g * a
-            if gb.shape != sb:
-                gb = s(gb, sb)
+            if sh is not None and gb.shape != sh[1]:
+                gb = ctx.backend.sum_to_shape(gb, sh[1])
         return uncast(ctx, ga, gb) if "casts" in ctx.__dict__ else (ga, gb)
 
 
@@ -107,8 +114,8 @@ class Div(Function):
         if a.dtype.kind != "f" if cb is float or cb is int else \
                 a.__class__ is not cb or a.dtype != b.dtype or a.dtype.kind != "f":
             a, b = coerce(ctx, a, b, op_float=True)
-        ctx.shapes = ((a.shape, ()) if b.__class__ in _SCALARS and hasattr(a, "shape") else (a.shape, b.shape)
-                      if b.__class__ is a.__class__ and a.shape == b.shape else check_broadcast("div", a, b))
+        ctx.shapes = None if (b.__class__ in _SCALARS and hasattr(a, "shape")) or \
+            (b.__class__ is a.__class__ and a.shape == b.shape) else check_broadcast("div", a, b)
         out = a / b
         ctx._to_save = (b, out if ctx.needs_input_grad[1] else None)
         return out
@@ -116,17 +123,16 @@ class Div(Function):
     @staticmethod
     def backward(ctx: Context, g):
         b, out = ctx.saved_tensors
-        sa, sb = ctx.shapes
+        sh = ctx.shapes  # None: no input was broadcast, nothing to sum back
         na, nb = ctx.needs_input_grad
-        s = ctx.backend.sum_to_shape
         ga = g / b
         gb = None
         if nb:
             gb = -ga * out
-            if gb.shape != sb:
-                gb = s(gb, sb)
-        if na and ga.shape != sa:
-            ga = s(ga, sa)
+            if sh is not None and gb.shape != sh[1]:
+                gb = ctx.backend.sum_to_shape(gb, sh[1])
+        if na and sh is not None and ga.shape != sh[0]:
+            ga = ctx.backend.sum_to_shape(ga, sh[0])
         return uncast(ctx, ga if na else None, gb) if "casts" in ctx.__dict__ else ((ga if na else None), gb)
 
 

@@ -1,6 +1,7 @@
 """Data parallel on 2 and 4 CPU ranks under mpiexec (subprocesses; skipped without MPI)."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -60,7 +61,6 @@ def _params(run_dir) -> dict:
 def test_cli_train_resume_across_rank_counts(tmp_path) -> None:
     """`mpiexec -n 2 python3 -m gpugrad train` for 1 epoch, resumed on 4 ranks, then on one process:
     the same model as one uninterrupted single-process run; rank 0 alone prints and writes."""
-    import json
     import subprocess
     import sys
 
@@ -92,16 +92,19 @@ def test_cli_train_resume_across_rank_counts(tmp_path) -> None:
         assert float(abs(a[k] - b[k]).max()) < 2e-5, k
 
 
-def test_each_rank_gets_its_share_of_the_cores() -> None:
+def test_each_rank_gets_its_share_of_the_cores(tmp_path) -> None:
     """Under a real mpiexec, with no thread variable set: `import gpugrad` gives each of 2 ranks
-    cores // 2 BLAS threads (and sets the variables for the other pools)."""
+    cores // 2 BLAS threads (and sets the variables for the other pools). Each rank writes its own file:
+    the launcher forwards the ranks' stdout in pieces, so two printed lines can interleave."""
     from gpugrad._threads import THREAD_VARS, available_cores
-    code = ("import os, gpugrad; print('THREADS', os.environ['OPENBLAS_NUM_THREADS'], "
-            f"*[os.environ[v] for v in {THREAD_VARS!r}])")
+    code = ("import json, os, gpugrad; "
+            f"open(os.path.join({str(tmp_path)!r}, 'rank' + os.environ['PMI_RANK']), 'w').write(json.dumps("
+            f"[os.environ['OPENBLAS_NUM_THREADS'], *[os.environ[v] for v in {THREAD_VARS!r}]]))")
     r, _ = mpirun(2, ["-c", code], timeout=60, env=dict.fromkeys(THREAD_VARS, ""))
     _ok(r)
     n = str(max(1, available_cores() // 2))
-    assert [ln.split()[1:] for ln in r.stdout.splitlines() if ln.startswith("THREADS")] == [[n] * 5] * 2, r.stdout
+    got = {f.name: json.loads(f.read_text()) for f in tmp_path.iterdir()}
+    assert got == {"rank0": [n] * 5, "rank1": [n] * 5}, (got, r.stdout)
 
 
 def test_the_guides_data_parallel_example_prints_each_rank_and_the_accuracy() -> None:
