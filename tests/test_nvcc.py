@@ -60,7 +60,7 @@ try:  # can Numba compile CUDA at all here (NVVM, libdevice)? If not, skip rathe
 except Exception as e:
     print("SKIP Numba cannot compile CUDA on this machine:", type(e).__name__, str(e)[:300]); sys.exit(3)
 sys.path.insert(0, sys.argv[1])
-from gpugrad.kernels import act_bias_grad as abg, bias_act as ba, optim_step as opt, softmax_xent as sx
+from gpugrad.kernels import act_bias_grad as abg, bias_act as ba, optim_codegen as cg, optim_step as opt, softmax_xent as sx
 from gpugrad.kernels.optim_rules import RULES
 from gpugrad.kernels._numba import compute_dtype
 from gpugrad.kernels.activations import NPARAMS
@@ -106,7 +106,8 @@ for name in ("float32", "float64", "float16"):
         mask = (True,) * len(r.state)
         for cap in (False, True):
             scal = (A(c, 1), A(numba.float32, 1)) if cap else (c,) * len(r.derived)
-            sig = (A(dt, 1),) * (2 + len(r.state)) + (i64, i64) + (c,) * len(r.hyper) + scal + (b,) * len(r.flags)
+            nh = len(r.hyper) + len(cg.host_scalars(r))  # hyperparameters, then the host-computed scalars
+            sig = (A(dt, 1),) * (2 + len(r.state)) + (i64, i64) + (c,) * nh + scal + (b,) * len(r.flags)
             jobs.append((r.name + ("_cap" if cap else ""), opt.numba_kernel(r, mask, cdt, cap), sig))
     for kname, k, sig in jobs:
         try:

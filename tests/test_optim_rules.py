@@ -100,19 +100,20 @@ def host_c_rules(tmp_path_factory):
     parts = [_HOST, cg.C_MATH]
     for r in RULES.values():
         parts.append(cg.c_rule(r))
-        ns, nh, nd = len(r.state), len(r.hyper), len(r.derived)
+        ns, nh, nd = len(r.state), len(r.hyper) + len(cg.host_scalars(r)), len(r.derived)
         vals = ", ".join([f"s{k}" for k in range(ns)] + [f"H[{k}]" for k in range(nh)] + [f"D[{k}]" for k in range(nd)]
                          + [f"F[{k}] != 0" for k in range(len(r.flags))])
-        decl = "".join(f"double s{k} = S[{k}][i]; " for k in range(ns))
-        back = "".join(f"S[{k}][i] = s{k}; " for k in range(ns))
-        prologue = (f"double D[{max(nd, 1)}]; if (STEP) gg_prologue_{r.name}<double>(STEP[0], "
-                    + ", ".join([f"H[{k}]" for k in range(nh)] + [f"D[{k}]" for k in range(nd)]) + "); else "
-                    if r.prologue is not None else "double D[1]; ")
-        parts.append(f'extern "C" void run_{r.name}(double* P, const double* G, double** S, long n, const double* H, '
-                     f"const double* DIN, const double* STEP, const int* F) {{\n"
-                     f"    {prologue}{{ for (int k = 0; k < {max(nd, 1)}; ++k) D[k] = DIN ? DIN[k] : 0.0; }}\n"
-                     f"    for (long i = 0; i < n; ++i) {{ double p = P[i]; {decl}\n"
-                     f"        gg_rule_{r.name}<double>(p, G[i], {vals}); P[i] = p; {back}}}\n}}\n")
+        for suffix, T in (("", "double"), ("_f32", "float")):  # run_<rule>: float64; run_<rule>_f32: float32
+            decl = "".join(f"{T} s{k} = S[{k}][i]; " for k in range(ns))
+            back = "".join(f"S[{k}][i] = s{k}; " for k in range(ns))
+            prologue = (f"{T} D[{max(nd, 1)}]; if (STEP) gg_prologue_{r.name}<{T}>(STEP[0], "
+                        + ", ".join([f"H[{k}]" for k in range(len(r.hyper))] + [f"D[{k}]" for k in range(nd)])
+                        + "); else " if r.prologue is not None else f"{T} D[1]; ")
+            parts.append(f'extern "C" void run_{r.name}{suffix}({T}* P, const {T}* G, {T}** S, long n, const {T}* H, '
+                         f"const {T}* DIN, const {T}* STEP, const int* F) {{\n"
+                         f"    {prologue}{{ for (int k = 0; k < {max(nd, 1)}; ++k) D[k] = DIN ? DIN[k] : 0; }}\n"
+                         f"    for (long i = 0; i < n; ++i) {{ {T} p = P[i]; {decl}\n"
+                         f"        gg_rule_{r.name}<{T}>(p, G[i], {vals}); P[i] = p; {back}}}\n}}\n")
     d = tmp_path_factory.mktemp("optim_c")
     src, lib = d / "rules.cpp", d / "rules.so"
     src.write_text("\n".join(parts))
@@ -133,7 +134,7 @@ def test_cuda_c_text_agrees_with_the_definition(host_c_rules, rule, options, cap
     states = [got.get(s, np.zeros(n)) for s in rule.state]
     dp = ctypes.POINTER(ctypes.c_double)
     S = (dp * max(len(states), 1))(*[a.ctypes.data_as(dp) for a in states])
-    H = np.array([options[h] for h in rule.hyper], np.float64)
+    H = np.array([options[h] for h in rule.hyper] + list(cg.host_values(rule, options)), np.float64)
     D = np.array(rule.derive(step, options) or (0.0,), np.float64)
     F = np.array([int(bool(options[f])) for f in rule.flags], np.int32)
     stp = np.array([step], np.float64)
@@ -143,6 +144,90 @@ def test_cuda_c_text_agrees_with_the_definition(host_c_rules, rule, options, cap
         F.ctypes.data_as(ctypes.POINTER(ctypes.c_int)))
     for k in ref:
         _close(got[k], ref[k])
+
+
+# ------------------------------------------------------------------------------------------------ float32 vs PyTorch
+# Every generated implementation in float32, from zero state, against PyTorch 2.13's recorded parameters and state
+# (tests/reference/record_torch.py STATE_CASES). PyTorch computes 1 - beta2, 1 - alpha, 1 - lr*weight_decay in
+# double on the host; computed in float32 from float32(beta2) they are off by up to 1.3e-5 relative (Adam's
+# exp_avg_sq after one step with beta2 = 0.999), which these tests catch. (Numba CUDA: tests/kernels/test_optim_step.py.)
+STATES = ox.torch_states()
+STATE_IDS = ox.state_ids(STATES)
+assert_matches_torch_states = ox.assert_matches_torch_states
+def _c_f32_step(lib):
+    """An ``optim_step`` running the CUDA C text compiled for the host in float32 (scalars cast as ``pack_args``)."""
+    fp = ctypes.POINTER(ctypes.c_float)
+
+    def run(rule, arrays, start, end, options, derived=(), step=None, found_inf=None):
+        states = [arrays.get(s, np.zeros(end, np.float32)) for s in rule.state]
+        S = (fp * max(len(states), 1))(*[a.ctypes.data_as(fp) for a in states])
+        H = np.array([options[h] for h in rule.hyper] + list(cg.host_values(rule, options)), np.float32)
+        D = np.array(derived or (0.0,), np.float32)
+        F = np.array([int(bool(options[f])) for f in rule.flags], np.int32)
+        getattr(lib, f"run_{rule.name}_f32")(
+            arrays["p"].ctypes.data_as(fp), arrays["g"].ctypes.data_as(fp), S, ctypes.c_long(end), H.ctypes.data_as(fp),
+            None if step is not None else D.ctypes.data_as(fp), None if step is None else step.ctypes.data_as(fp),
+            F.ctypes.data_as(ctypes.POINTER(ctypes.c_int)))
+    return run
+
+
+F32_IMPLS = ["xp", "numba_cpu", "cuda_c_host", "cuda_c_stand_in"]
+
+
+def _f32_impl(impl: str, request) -> tuple:
+    """``(optim_step, xp)`` of one implementation (``cuda_c_stand_in``: the CUDA backend's launch on the strict
+    CuPy stand-in, whose kernel reference runs the rule with the arguments the launch passed)."""
+    if impl == "cuda_c_stand_in":
+        from tests.support import strict_cuda
+        sc = strict_cuda()
+        sc.__enter__()
+        request.addfinalizer(lambda: sc.__exit__(None, None, None))
+        be = gg.tensor([0.0], device="cuda")._backend()
+        return be.optim_step, be.xp
+    if impl == "cuda_c_host":
+        return _c_f32_step(request.getfixturevalue("host_c_rules")), np
+    be = CPUBackend(gg.device("cpu"))
+    method = Backend.optim_step if impl == "xp" else CPUBackend.optim_step
+    return (lambda *a, **k: method(be, *a, **k)), np
+
+
+@pytest.mark.parametrize("capturable", [False, True])
+@pytest.mark.parametrize("impl", F32_IMPLS)
+@pytest.mark.parametrize("case", STATES["cases"], ids=STATE_IDS)
+def test_float32_steps_match_recorded_torch(case, impl, capturable, request):
+    rule, options = ox.rule_options(case["name"], case["kwargs"])
+    p0, grads = np.array(STATES["p0"], np.float32), [np.array(g, np.float32) for g in STATES["grads"]]
+    run, xp = _f32_impl(impl, request)
+    got = ox.steps_from_zero(run, rule, options, p0, grads, case["after"], capturable, xp)
+    assert_matches_torch_states(case, got)
+
+
+@pytest.mark.parametrize("impl", F32_IMPLS)
+def test_lion_float32_complements_are_computed_in_double(impl, request):
+    """PyTorch has no Lion: its moments after one step from zero state are ``float32(1 - beta) * g``, the
+    complement rounded once (not ``1 - float32(beta)``, 9.5e-7 relative off for beta = 0.99)."""
+    rule, options = ox.rule_options("Lion", dict(lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1))
+    p0, grads = np.array(STATES["p0"], np.float32), [np.array(STATES["grads"][0], np.float32)]
+    run, xp = _f32_impl(impl, request)
+    got = ox.steps_from_zero(run, rule, options, p0, grads, ("1",), False, xp)["1"]
+    assert np.array_equal(got["exp_avg"], np.float32(1 - 0.99) * grads[0])
+    assert not np.array_equal(got["exp_avg"], (1 - np.float32(0.99)) * grads[0])  # the values tell them apart
+
+
+def test_hyperparameter_arithmetic_is_passed_from_the_host():
+    """The generated code gets arithmetic on hyperparameters alone as scalars computed in float64 once."""
+    want = {"sgd": ["1 - dampening"], "adam": ["1 - lr * weight_decay", "1 - beta1", "1 - beta2"],
+            "rmsprop": ["1 - alpha"], "lion": ["1 - lr * weight_decay", "1 - beta1", "1 - beta2"]}
+    for r in RULES.values():
+        assert [e for _, e, _ in cg._split(r)[1]] == want[r.name]
+        t = cg.generated_tree(r)
+        assert [a.arg for a in t.args.args] == ["p", "g", *r.state, *r.hyper, *cg.host_scalars(r), *r.derived,
+                                                *r.flags]
+        text = cg.py_function(t, "f", cg.E.PyStyle())
+        assert "1 - beta" not in text and "1 - alpha" not in text and "1 - dampening" not in text, text
+    adam = RULES["adam"]
+    vals = cg.host_values(adam, dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1))
+    assert vals == (1 - 1e-3 * 0.1, 1 - 0.9, 1 - 0.999)
 
 
 # ------------------------------------------------------------------------------------------------ optimizers

@@ -6,6 +6,10 @@
 - :func:`cuda_c_source`: CUDA C text, the rule's syntax tree rendered to a ``__device__`` function plus
   ``extern "C"`` entry points for float32, float64 and float16 storage.
 
+Arithmetic on hyperparameters alone (``1 - beta2``, ``1 - lr * weight_decay``) is not generated: it is
+computed on the host in float64 (:func:`host_values`) and passed as scalars (:func:`host_scalars`), as
+PyTorch computes it in Python before its kernels cast the scalar to the tensor's type.
+
 Each generated kernel updates one contiguous range of flat buffers (``P``, ``G``, one per present state).
 An ordinary step gets the per-step scalars (``derived``) as arguments; a capturable step reads the step
 count from a one-element array, computes them with the rule's prologue on the device, and does nothing
@@ -14,6 +18,7 @@ when ``found_inf[0] != 0`` (so a CUDA graph can replay it and a skipped AMP step
 from __future__ import annotations
 
 import ast
+import copy
 import inspect
 import math
 import textwrap
@@ -64,6 +69,73 @@ def check(rule: Rule) -> None:
         pargs = [a.arg for a in tree(rule.prologue).args.args]
         if pargs != ["step", *rule.hyper]:
             raise TypeError(f"optimizer rule {rule.name}: prologue arguments {pargs}, expected {['step', *rule.hyper]}")
+
+
+# ------------------------------------------------------------------------------------------------ host scalars
+_host: dict = {}
+_host_memo: dict = {}
+
+
+class _Hoist(ast.NodeTransformer):
+    """Replaces each largest subexpression over hyperparameters (and constants) alone by a name ``hs<k>``."""
+
+    def __init__(self, hyper):
+        self.hyper, self.found = set(hyper), {}
+
+    def visit(self, node):
+        if isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Call)):
+            calls = {c.func.id for c in ast.walk(node) if isinstance(c, ast.Call)}
+            names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} - calls
+            if names and names <= self.hyper:
+                key = ast.dump(node)
+                if key not in self.found:
+                    self.found[key] = (f"hs{len(self.found)}", node)
+                return ast.copy_location(ast.Name(self.found[key][0], ast.Load()), node)
+        return self.generic_visit(node)
+
+
+def _split(rule: Rule) -> tuple:
+    """``(generated tree, ((name, expression, code), ...))`` of ``rule``, cached."""
+    got = _host.get(rule.fn)
+    if got is None:
+        check(rule)
+        orig, h = tree(rule.fn), _Hoist(rule.hyper)
+        t = h.visit(copy.deepcopy(orig))
+        taken = {n.id for n in ast.walk(orig) if isinstance(n, ast.Name)} | {a.arg for a in orig.args.args}
+        if taken & {n for n, _ in h.found.values()}:
+            raise SyntaxError(f"optimizer rule {rule.name}: hs0, hs1, ... name the generated host scalars")
+        at = len(rule.state) + len(rule.hyper) + 2
+        t.args.args[at:at] = [ast.arg(n) for n, _ in h.found.values()]
+        host = tuple((n, ast.unparse(e), compile(ast.Expression(e), f"<optim rule {rule.name}: {n}>", "eval"))
+                     for n, e in h.found.values())
+        got = _host[rule.fn] = (ast.fix_missing_locations(t), host)
+    return got
+
+
+def host_scalars(rule: Rule) -> tuple[str, ...]:
+    """Names of the scalars the generated code takes after the hyperparameters: the rule's arithmetic on
+    hyperparameters alone, e.g. Adam's ``1 - beta1``, ``1 - beta2`` and ``1 - lr * weight_decay``."""
+    return tuple(n for n, _, _ in _split(rule)[1])
+
+
+def host_values(rule: Rule, options: dict) -> tuple[float, ...]:
+    """The values of :func:`host_scalars`, computed in float64 from the hyperparameters (as PyTorch does in
+    Python): in float32, ``1 - float32(0.999)`` is 1.3e-5 (relative) off ``float32(1 - 0.999)``."""
+    key = (rule.fn, *(options[h] for h in rule.hyper))
+    got = _host_memo.get(key)  # a step's host time matters for small models: 0.7 us instead of 2.5 us
+    if got is None:
+        env = {h: float(options[h]) for h in rule.hyper}
+        got = tuple(float(eval(code, rule.fn.__globals__, env)) for _, _, code in _split(rule)[1])
+        if len(_host_memo) > 4096:  # a schedule changes lr every step
+            _host_memo.clear()
+        _host_memo[key] = got
+    return got
+
+
+def generated_tree(rule: Rule) -> ast.FunctionDef:
+    """``rule.fn`` as every implementation runs it: arguments ``p, g, *state, *hyper, *host_scalars,
+    *derived, *flags``, the hyperparameter-only arithmetic replaced by those scalars."""
+    return _split(rule)[0]
 
 
 # ------------------------------------------------------------------------------------------------ into the language
@@ -140,9 +212,14 @@ def _block(stmts, indent: str, style, syntax: dict) -> list[str]:
     return out
 
 
+def _tree_of(fn) -> ast.FunctionDef:
+    return fn if isinstance(fn, ast.FunctionDef) else tree(fn)
+
+
 def py_function(fn, name: str, style) -> str:
-    """Python source of a rule (or prologue) function named ``name``, its expressions rendered by ``style``."""
-    t = tree(fn)
+    """Python source of a rule (or prologue) function or :func:`generated_tree` named ``name``, its
+    expressions rendered by ``style``."""
+    t = _tree_of(fn)
     return "\n".join([f"def {name}({', '.join(a.arg for a in t.args.args)}):"]
                      + _block(t.body, "    ", style, _PY_SYNTAX)) + "\n"
 
@@ -150,7 +227,7 @@ def py_function(fn, name: str, style) -> str:
 def _uses(fn) -> set:
     """The primitives a rule function calls (after macros are expanded)."""
     out: set = set()
-    for node in ast.walk(tree(fn)):
+    for node in ast.walk(_tree_of(fn)):
         if isinstance(node, (ast.Assign, ast.If, ast.Return)):
             val = node.value if isinstance(node, (ast.Assign, ast.Return)) else node.test
             stack = [E.expand(lower(v)) for v in (val.elts if isinstance(val, ast.Tuple) else [val])]
@@ -162,11 +239,11 @@ def _uses(fn) -> set:
 
 
 def bind(fn, namespace: dict, style=None):
-    """``fn`` re-made from the language with the functions of ``namespace`` (``style``: constants and
-    calls, default plain Python)."""
-    ns = dict(namespace)
-    exec(compile(py_function(fn, fn.__name__, style or E.PyStyle()), f"<optim rule {fn.__name__}>", "exec"), ns)
-    return ns[fn.__name__]
+    """``fn`` (a function or :func:`generated_tree`) re-made from the language with the functions of
+    ``namespace`` (``style``: constants and calls, default plain Python)."""
+    ns, name = dict(namespace), _tree_of(fn).name
+    exec(compile(py_function(fn, name, style or E.PyStyle()), f"<optim rule {name}>", "exec"), ns)
+    return ns[name]
 
 
 def _typed() -> E.PyStyle:
@@ -222,21 +299,24 @@ def xp_bound(rule: Rule, xp) -> tuple:
     f = _xp_fns.get(key)
     if f is None:
         ns, style = _xp_namespace(xp), ArrayStyle()
-        f = (bind(rule.fn, ns, style), bind(rule.prologue, ns, style) if rule.prologue is not None else None)
+        pro = bind(rule.prologue, ns, style) if rule.prologue is not None else None
+        f = (bind(generated_tree(rule), ns, style), pro)
         _xp_fns[key] = f
     return f
 
 
 def xp_update(rule: Rule, xp, arrays: dict, start: int, end: int, options: dict, derived: tuple = (),
-              step=None, found_inf=None) -> None:
+              step=None, found_inf=None, host: tuple | None = None) -> None:
     """Update ``arrays`` ('p', 'g', and each present state: 1-D buffers) on ``[start, end)`` in place.
-    ``step``/``found_inf`` (one-element arrays): the capturable form (derived on the device, skip on inf)."""
+    ``step``/``found_inf`` (one-element arrays): the capturable form (derived on the device, skip on inf).
+    ``host``: the :func:`host_scalars` (default :func:`host_values` of ``options``)."""
     update, prologue = xp_bound(rule, xp)
     sl = slice(start, end)
     if step is not None and prologue is not None:
         derived = prologue(step[0], *(options[h] for h in rule.hyper))
     vals = [arrays[s][sl] if s in arrays else 0.0 for s in ("p", "g", *rule.state)]
-    out = update(*vals, *(options[h] for h in rule.hyper), *derived, *(bool(options[f]) for f in rule.flags))
+    host = host_values(rule, options) if host is None else host
+    out = update(*vals, *(options[h] for h in rule.hyper), *host, *derived, *(bool(options[f]) for f in rule.flags))
     for name, new in zip(("p", *rule.state), out):
         if name in arrays:
             dst = arrays[name][sl]
@@ -250,16 +330,16 @@ def kernel_args(rule: Rule, mask: tuple, capturable: bool) -> list[str]:
     """Argument names of a generated kernel (Numba and CUDA C alike)."""
     states = [f"S_{s}" for s, on in zip(rule.state, mask) if on]
     scal = ["STEP", "FOUND"] if capturable else list(rule.derived)
-    return ["P", "G", *states, "start", "end", *rule.hyper, *scal, *rule.flags]
+    return ["P", "G", *states, "start", "end", *rule.hyper, *host_scalars(rule), *scal, *rule.flags]
 
 
 def pack_args(rule: Rule, mask: tuple, arrays: dict, start: int, end: int, options: dict, derived: tuple, step,
               found_inf, t, index) -> list:
     """The values of :func:`kernel_args` (``capturable`` when ``step`` is given): buffers, bounds as
-    ``index`` (``np.int64``; ``np.uint64`` lets Numba vectorise the CPU loop), hyperparameters and
-    derived scalars as ``t`` (the compute type), flags as ``bool``."""
+    ``index`` (``np.int64``; ``np.uint64`` lets Numba vectorise the CPU loop), hyperparameters, host
+    scalars (computed in float64, then cast) and derived scalars as ``t`` (the compute type), flags as ``bool``."""
     a = [arrays["p"], arrays["g"]] + [arrays[s] for s, on in zip(rule.state, mask) if on]
-    a += [index(start), index(end)] + [t(options[h]) for h in rule.hyper]
+    a += [index(start), index(end)] + [t(options[h]) for h in rule.hyper] + [t(v) for v in host_values(rule, options)]
     a += [step, found_inf] if step is not None else [t(d) for d in derived]
     return a + [bool(options[f]) for f in rule.flags]
 
@@ -278,7 +358,8 @@ def numba_source(rule: Rule, mask: tuple, cuda: bool, capturable: bool) -> str:
     rng = "range(start + cuda.grid(1), end, cuda.gridsize(1))" if cuda else "range(start, end)"
     lines.append(f"    for i in {rng}:")
     vals = ["F(P[i])", "F(G[i])"] + [f"F(S_{s}[i])" if on else "F(0.0)" for s, on in zip(rule.state, mask)]
-    lines.append(f"        r = elem({', '.join(vals + list(rule.hyper) + list(rule.derived) + list(rule.flags))})")
+    scal = [*rule.hyper, *host_scalars(rule), *rule.derived, *rule.flags]
+    lines.append(f"        r = elem({', '.join(vals + scal)})")
     lines.append("        P[i] = r[0]")
     for k, (s, on) in enumerate(zip(rule.state, mask)):
         if on:
@@ -296,7 +377,7 @@ def numba_kernel(rule: Rule, mask: tuple, capturable: bool, F: Any, jit, device_
     ns = dict(prim, math=math)
     if cuda_module is not None:
         ns["cuda"] = cuda_module
-    ns["elem"] = device_jit(bind(rule.fn, prim, _typed()))
+    ns["elem"] = device_jit(bind(generated_tree(rule), prim, _typed()))
     if rule.prologue is not None:
         ns["prologue"] = device_jit(bind(rule.prologue, prim, _typed()))
     src = numba_source(rule, mask, cuda_module is not None, capturable)
@@ -313,7 +394,7 @@ def numba_module_source(rule: Rule, mask: tuple, capturable: bool, dtype_name: s
     """A complete Python module for the CPU: the typed rule as ``elem``, its prologue, the composite
     primitives it calls and the loop, each ``numba.njit(cache=True)``. Written to a file (not exec'd) so
     that Numba's on-disk cache works and a process does not recompile it (seconds) on its first step."""
-    fns = [(rule.fn, "elem")] + ([(rule.prologue, "prologue")] if rule.prologue is not None else [])
+    fns = [(generated_tree(rule), "elem")] + ([(rule.prologue, "prologue")] if rule.prologue is not None else [])
     used = set().union(*(_uses(fn) for fn, _ in fns))
     names = sorted(n for n in used if n in E.py_namespace() and n != "abs")
     parts = [f"# Generated by gpugrad/kernels/optim_codegen.py from gpugrad/kernels/optim_rules.py ({rule.name}): do not edit.",
@@ -330,7 +411,7 @@ def numba_module_source(rule: Rule, mask: tuple, capturable: bool, dtype_name: s
 # ------------------------------------------------------------------------------------------------ CUDA C
 def c_function(fn, outputs: tuple, flags: tuple, name: str) -> str:
     """``template <typename C> __device__ void name(...)``: ``outputs`` by reference, the rest by value."""
-    t = tree(fn)
+    t = _tree_of(fn)
     args = [a.arg for a in t.args.args]
     params = []
     for a in args:
@@ -387,7 +468,7 @@ def cuda_c_source(rule: Rule, masks) -> str:
 
 def c_rule(rule: Rule) -> str:
     """The rule (``gg_rule_<name>``) and its prologue (``gg_prologue_<name>``) as C device functions."""
-    out = c_function(rule.fn, ("p", *rule.state), rule.flags, f"gg_rule_{rule.name}")
+    out = c_function(generated_tree(rule), ("p", *rule.state), rule.flags, f"gg_rule_{rule.name}")
     if rule.prologue is not None:
         out += "\n" + c_function(rule.prologue, rule.derived, (), f"gg_prologue_{rule.name}")
     return out
@@ -397,7 +478,7 @@ def _c_entry(rule: Rule, mask: tuple, cap: bool, suf: str, T: str) -> str:
     C = "double" if T == "double" else "float"
     states = [s for s, on in zip(rule.state, mask) if on]
     sig = [f"{T}* P", f"const {T}* G"] + [f"{T}* S_{s}" for s in states] + ["i64 start", "i64 end"]
-    sig += [f"{C} {h}" for h in rule.hyper]
+    sig += [f"{C} {h}" for h in (*rule.hyper, *host_scalars(rule))]
     sig += [f"const {C}* STEP", "const float* FOUND"] if cap else [f"{C} {d}" for d in rule.derived]
     sig += [f"int {f}" for f in rule.flags]
     body = []
@@ -415,7 +496,7 @@ def _c_entry(rule: Rule, mask: tuple, cap: bool, suf: str, T: str) -> str:
     for s, on in zip(rule.state, mask):
         body.append(f"        {C} s_{s} = " + (f"{L}::in(S_{s}[i]);" if on else f"{C}(0);"))
         vals.append(f"s_{s}")
-    call = vals + list(rule.hyper) + list(rule.derived) + [f"{f} != 0" for f in rule.flags]
+    call = vals + [*rule.hyper, *host_scalars(rule), *rule.derived] + [f"{f} != 0" for f in rule.flags]
     body.append(f"        gg_rule_{rule.name}<{C}>({', '.join(call)});")
     body.append(f"        P[i] = {L}::out(p);")
     for s in states:

@@ -12,6 +12,10 @@ the CUDA C source (the function's syntax tree rendered to C). A rule is a restri
   the functions of the one primitive table (``gpugrad/kernels/expr.py``: ``sqrt``, ``maximum``, ``sign``,
   ``lerp`` - PyTorch's ``lerp_``: ``a + w*(b-a)`` for ``w < 0.5``, else ``b - (b-a)*(1-w)`` - ...).
 
+Arithmetic on hyperparameters alone (``1 - beta2``, ``1 - lr * weight_decay``) is written in the rule but
+computed once per step on the host in float64 and passed to the generated code as scalars
+(``optim_codegen.host_scalars``), as PyTorch does: the float32 kernels never see ``1 - float32(beta2)``.
+
 A ``prologue(step, *hyper)`` computes the scalars that depend on the step count (Adam's bias
 corrections): on the host in float64 for an ordinary step, on the device from a step-count array for a
 ``capturable`` step. Adding an optimizer means adding one rule here and its Python class in

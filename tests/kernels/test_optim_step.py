@@ -50,3 +50,19 @@ def test_capturable_kernel_skips_on_found_inf(rng):
     K.step_numba(rule, got, 0, 9, options, step=np.ones(1, np.float32), found_inf=np.ones(1, np.float32), block=4)
     for k in arrays:
         assert np.array_equal(got[k], arrays[k])
+
+
+STATES = ox.torch_states()
+
+
+@pytest.mark.parametrize("capturable", [False, True])
+@pytest.mark.parametrize("case", STATES["cases"], ids=ox.state_ids(STATES))
+def test_kernel_float32_matches_recorded_torch(case, capturable):
+    """float32 from zero state against PyTorch 2.13's recorded values (tests/test_optim_rules.py runs the
+    other implementations): complements such as 1 - beta2 are computed in double on the host, as PyTorch does."""
+    rule, options = ox.rule_options(case["name"], case["kwargs"])
+    p0, grads = np.array(STATES["p0"], np.float32), [np.array(g, np.float32) for g in STATES["grads"]]
+
+    def run(*a, **k):
+        K.step_numba(*a, **k, block=4, max_blocks=2)
+    ox.assert_matches_torch_states(case, ox.steps_from_zero(run, rule, options, p0, grads, case["after"], capturable, np))

@@ -11,6 +11,7 @@ PyTorch's parameters after K steps of a fixed, parameter-dependent gradient). ``
 the same dict, so a test with PyTorch installed checks the file against a live recording.
 
 Sections: ``optimizers`` (SGD/Adam/AdamW/RMSprop trajectories in float64 and float32),
+``optimizer_states`` (float32 parameters and optimizer state after steps 1 and 3: ``STATE_CASES``),
 ``schedulers`` (learning rates per epoch for two param groups), ``linear`` (Linear + tanh forward and
 gradients, and the state_dict names/shapes), ``clip_grad_norm`` (total norm and clipped gradients),
 ``functional`` (losses and activations with their input gradients), ``activation_derivatives`` (first
@@ -126,6 +127,45 @@ def _optimizers(torch) -> dict:
             "gradient": "param 0: A.T @ (A @ p - B); param 1: sin(3 p) + p (computed in float64 from the "
                         "current parameter, then cast to the parameter's dtype)",
             "cases": cases}
+
+
+# float32 state after a few steps from zero state (PyTorch's default single-tensor path on the CPU, whose
+# complements 1 - beta are Python doubles cast once to the scalar of lerp_/addcmul_/add_): the cases make
+# 1 - hyperparameter computed in float32 differ from it (beta2=0.999: 1.3e-5 relative; alpha, dampening 0.99: 9e-7)
+STATE_CASES = [
+    ("Adam", dict(lr=1e-3)),
+    ("Adam", dict(lr=1e-3, weight_decay=0.1, amsgrad=True)),
+    ("AdamW", dict(lr=1e-3, weight_decay=0.1)),
+    ("RMSprop", dict(lr=1e-3)),
+    ("RMSprop", dict(lr=1e-3, centered=True, momentum=0.9)),
+    ("SGD", dict(lr=1e-3, momentum=0.01, dampening=0.99)),  # small momentum: step 3 mostly (1 - dampening) g
+]
+STATE_STEPS = (1, 3)
+
+
+def state_inputs(n: int = 48) -> tuple:
+    """``(p0, grads)`` of the state cases: float32 values, one gradient per step."""
+    rng = np.random.default_rng(7)
+    p0 = rng.standard_normal(n).astype(np.float32)
+    return p0, [rng.standard_normal(n).astype(np.float32) for _ in range(max(STATE_STEPS))]
+
+
+def _optimizer_states(torch) -> dict:
+    p0, grads = state_inputs()
+    cases = []
+    for name, kw in STATE_CASES:
+        p = torch.tensor(p0, requires_grad=True)
+        opt = getattr(torch.optim, name)([p], **kw)
+        after = {}
+        for k, g in enumerate(grads, 1):
+            p.grad = torch.tensor(g)
+            opt.step()
+            if k in STATE_STEPS:
+                st = {s: v.numpy().astype(np.float64).tolist() for s, v in opt.state[p].items() if s != "step"}
+                after[str(k)] = dict(st, p=p.detach().numpy().astype(np.float64).tolist())
+        cases.append({"name": name, "kwargs": kw, "after": after})
+    return {"dtype": "float32", "p0": p0.astype(np.float64).tolist(),
+            "grads": [g.astype(np.float64).tolist() for g in grads], "cases": cases}
 
 
 def _schedulers(torch) -> dict:
@@ -594,7 +634,7 @@ def record() -> dict:
     import torch
     torch.set_num_threads(1)  # deterministic reductions
     return {"torch_version": torch.__version__.split("+")[0], "recorded_by": "tests/reference/record_torch.py",
-            "optimizers": _optimizers(torch), "schedulers": _schedulers(torch), "linear": _linear(torch),
+            "optimizers": _optimizers(torch), "optimizer_states": _optimizer_states(torch), "schedulers": _schedulers(torch), "linear": _linear(torch),
             "clip_grad_norm": _clip(torch), "functional": _functional(torch),
             "activation_derivatives": _activation_derivatives(torch)}
 

@@ -182,11 +182,12 @@ def _optim(rule, suffix):
         arrays.update({s: _load(a["S_" + s], suffix) for s in rule.state if "S_" + s in a})
         options = {h: a[h] for h in rule.hyper}
         options.update({f: bool(a[f]) for f in rule.flags})
+        host = tuple(a[h] for h in cg.host_scalars(rule))  # as the kernel got them (float64 on the host, then cast)
         if "STEP" in a:
             cg.xp_update(rule, np, arrays, start, end, options, step=a["STEP"].astype(_c(suffix)),
-                         found_inf=a["FOUND"])
+                         found_inf=a["FOUND"], host=host)
         else:
-            cg.xp_update(rule, np, arrays, start, end, options, tuple(a[d] for d in rule.derived))
+            cg.xp_update(rule, np, arrays, start, end, options, tuple(a[d] for d in rule.derived), host=host)
         _store(a["P"][start:end], arrays["p"][start:end], suffix)
         for s in rule.state:
             if "S_" + s in a:
