@@ -147,6 +147,18 @@ def _prep_v(v, others: tuple, others_tuple: bool, create_graph: bool, fn: str, w
     return vs
 
 
+def _product(outs, out_tuple, grad_args: tuple, like, res_tuple, create_graph: bool, strict: bool, stage: str,
+             name: str) -> tuple:
+    """The shared tail of vjp/jvp/vhp/hvp: ``autograd.grad(*grad_args)`` (a graph only with ``create_graph``),
+    unused inputs as zeros shaped like ``like`` (or refused under ``strict``), and ``(outputs, product)``
+    unpacked as the caller's ``out_tuple``/``res_tuple`` say."""
+    targets, wrt, vs = grad_args
+    with set_grad_enabled(True if create_graph else STATE.grad_enabled):
+        res = _zeros_for(_autograd_grad(targets, wrt, vs, create_graph=create_graph), like, strict, create_graph,
+                         stage, name)
+    return _unpack(_post(outs, create_graph), out_tuple), _unpack(_post(res, create_graph), res_tuple)
+
+
 def vjp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
         strict: bool = False) -> tuple:
     """``(func(inputs), v^T J)``: the vector-Jacobian product at ``inputs`` (``v`` shaped like the
@@ -157,10 +169,7 @@ def vjp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
         out_tuple, outs = _as_tuple(func(*xs), "outputs of the user-provided function", "vjp")
         _check_requires_grad(outs, "outputs", strict, "vjp")
         vs = _prep_v(v, outs, out_tuple, create_graph, "vjp", "user-provided function's output")
-    with set_grad_enabled(True if create_graph else STATE.grad_enabled):
-        res = _zeros_for(_autograd_grad(outs, xs, vs, create_graph=create_graph), xs, strict, create_graph,
-                         "back", "vjp")
-    return _unpack(_post(outs, create_graph), out_tuple), _unpack(_post(res, create_graph), in_tuple)
+    return _product(outs, out_tuple, (outs, xs, vs), xs, in_tuple, create_graph, strict, "back", "vjp")
 
 
 def jvp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
@@ -176,10 +185,8 @@ def jvp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
         dummies = tuple(_zeros_like(o, requires_grad=True) for o in outs)
         grad_inputs = _autograd_grad(outs, xs, dummies, create_graph=True)
         _check_requires_grad(grad_inputs, "grad_inputs", strict, "jvp")
-    with set_grad_enabled(True if create_graph else STATE.grad_enabled):
-        res = _zeros_for(_autograd_grad(grad_inputs, dummies, vs, create_graph=create_graph), outs, strict,
-                         create_graph, "back_trick", "jvp")
-    return _unpack(_post(outs, create_graph), out_tuple), _unpack(_post(res, create_graph), out_tuple)
+    return _product(outs, out_tuple, (grad_inputs, dummies, vs), outs, out_tuple, create_graph, strict,
+                    "back_trick", "jvp")
 
 
 def jacobian(func: Callable, inputs: Any, create_graph: bool = False, strict: bool = False,
@@ -262,10 +269,7 @@ def vhp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
     """``(func(inputs), v^T H)`` for a scalar function: two backward passes."""
     with enable_grad():
         in_tuple, xs, vs, out_tuple, outs, jac = _scalar_jac(func, inputs, v, create_graph, strict, "vhp")
-    with set_grad_enabled(True if create_graph else STATE.grad_enabled):
-        res = _zeros_for(_autograd_grad(jac, xs, vs, create_graph=create_graph), xs, strict, create_graph,
-                         "double_back", "vhp")
-    return _unpack(_post(outs, create_graph), out_tuple), _unpack(_post(res, create_graph), in_tuple)
+    return _product(outs, out_tuple, (jac, xs, vs), xs, in_tuple, create_graph, strict, "double_back", "vhp")
 
 
 def hvp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
@@ -277,7 +281,5 @@ def hvp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
         grad_jac = tuple(_zeros_like(x, requires_grad=True) for x in xs)
         double_back = _autograd_grad(jac, xs, grad_jac, create_graph=True)
         _check_requires_grad(jac, "hessian", strict, "hvp")
-    with set_grad_enabled(True if create_graph else STATE.grad_enabled):
-        res = _zeros_for(_autograd_grad(double_back, grad_jac, vs, create_graph=create_graph), xs, strict,
-                         create_graph, "double_back_trick", "hvp")
-    return _unpack(_post(outs, create_graph), out_tuple), _unpack(_post(res, create_graph), in_tuple)
+    return _product(outs, out_tuple, (double_back, grad_jac, vs), xs, in_tuple, create_graph, strict,
+                    "double_back_trick", "hvp")
